@@ -1,0 +1,444 @@
+//! Evolutionary architecture search (DetNAS / SPOS), generic over the accuracy oracle ([`Fitness`])
+//! and a set of hard [`Constraint`]s.
+//!
+//! Each generation evaluates a population of new, never-seen candidates; the top-k of everything
+//! evaluated so far (elitism) are the parents of the next generation, which is made of
+//! `mutations` mutated parents, `crossovers` gene-wise crossovers and random paths filling the rest.
+//! Candidates violating a constraint or already evaluated are rejected and redrawn, with a bounded
+//! number of tries: when a population cannot be filled the shortfall is reported, and when nothing
+//! can be found the search stops with [`CoreError::Unsatisfiable`].
+//!
+//! With a state file the whole state (generation, population, cache of evaluated archs, top-k, RNG,
+//! config hash) is written atomically after every evaluation; a killed run resumes from it and gives
+//! the same result as an uninterrupted one when the fitness is deterministic.
+
+use crate::arch::Arch;
+use crate::cost::{Convention, FlopsTable};
+use crate::error::{CoreError, Result};
+use crate::fsutil::write_atomic;
+use crate::rng::Rng;
+use crate::sample::uniform;
+use crate::size::format_count;
+use crate::space::SearchSpace;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+
+/// Search hyper-parameters (defaults: the DetNAS paper's).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvolutionConfig {
+    /// Candidates evaluated per generation.
+    pub population: usize,
+    pub generations: usize,
+    /// Parents kept from everything evaluated so far.
+    pub top_k: usize,
+    pub mutations: usize,
+    pub crossovers: usize,
+    /// Probability that a mutation resamples each gene.
+    pub mutation_prob: f64,
+    /// Draws allowed per population slot before the slot is given up.
+    pub max_tries: usize,
+    pub seed: u64,
+}
+
+impl Default for EvolutionConfig {
+    fn default() -> Self {
+        EvolutionConfig {
+            population: 50,
+            generations: 20,
+            top_k: 10,
+            mutations: 20,
+            crossovers: 20,
+            mutation_prob: 0.1,
+            max_tries: 100,
+            seed: 0,
+        }
+    }
+}
+
+impl EvolutionConfig {
+    /// Random paths added per generation after the first (`population - mutations - crossovers`).
+    pub fn random_fill(&self) -> usize {
+        self.population - self.mutations - self.crossovers
+    }
+
+    /// Checks the counts are consistent.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(CoreError::BadConfig(m));
+        if self.population == 0 || self.generations == 0 || self.top_k == 0 || self.max_tries == 0 {
+            return bad("population, generations, top_k and max_tries must be positive".into());
+        }
+        if self.mutations + self.crossovers > self.population {
+            return bad(format!(
+                "mutations ({}) + crossovers ({}) exceed the population ({})",
+                self.mutations, self.crossovers, self.population
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.mutation_prob) {
+            return bad(format!("mutation_prob {} is not in [0, 1]", self.mutation_prob));
+        }
+        Ok(())
+    }
+}
+
+/// The accuracy oracle: higher is better. Called at most once per architecture.
+pub trait Fitness {
+    type Error: Display;
+    fn evaluate(&mut self, arch: &Arch) -> std::result::Result<f64, Self::Error>;
+}
+
+impl<E: Display, F: FnMut(&Arch) -> std::result::Result<f64, E>> Fitness for F {
+    type Error = E;
+    fn evaluate(&mut self, arch: &Arch) -> std::result::Result<f64, E> {
+        self(arch)
+    }
+}
+
+/// A hard filter on candidates.
+pub trait Constraint {
+    /// Short name used in rejection statistics (`flops`, `latency`).
+    fn name(&self) -> &str;
+    /// Full description; part of the config hash, so resuming with another budget is refused.
+    fn describe(&self) -> String;
+    /// `Err(reason)` when `arch` violates the constraint.
+    fn check(&self, arch: &Arch) -> std::result::Result<(), String>;
+}
+
+/// `FLOPs(arch) <= max` under a convention at a fixed input size.
+pub struct FlopsConstraint {
+    pub table: FlopsTable,
+    pub convention: Convention,
+    pub max: u64,
+    /// Human context for [`Constraint::describe`] (space and input size).
+    pub context: String,
+}
+
+impl Constraint for FlopsConstraint {
+    fn name(&self) -> &str {
+        "flops"
+    }
+
+    fn describe(&self) -> String {
+        format!("flops {:?} <= {} ({})", self.convention, self.max, self.context)
+    }
+
+    fn check(&self, arch: &Arch) -> std::result::Result<(), String> {
+        let f = self.table.flops(arch, self.convention);
+        if f <= self.max {
+            Ok(())
+        } else {
+            Err(format!("{} FLOPs > {}", format_count(f), format_count(self.max)))
+        }
+    }
+}
+
+/// An evaluated architecture.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Scored {
+    pub arch: Arch,
+    pub fitness: f64,
+}
+
+/// What happened in one generation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GenerationSummary {
+    pub generation: usize,
+    pub evaluated: usize,
+    pub best: Scored,
+    pub mean_fitness: f64,
+    /// Slots of the population that could not be filled within the try budget.
+    pub shortfall: usize,
+}
+
+/// Counts of rejected draws, by reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejections {
+    pub duplicate: u64,
+    /// Per constraint name.
+    pub constraint: BTreeMap<String, u64>,
+}
+
+/// Everything needed to resume a search exactly.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvolutionState {
+    pub format: u32,
+    pub config_hash: String,
+    /// Generation whose population is being evaluated (== generations when finished).
+    pub generation: usize,
+    pub population: Vec<Arch>,
+    /// Fitness of every architecture evaluated so far, by compact encoding.
+    pub evaluated: BTreeMap<String, f64>,
+    pub top_k: Vec<Scored>,
+    pub rng: Rng,
+    pub history: Vec<GenerationSummary>,
+    pub rejections: Rejections,
+}
+
+const STATE_FORMAT: u32 = 1;
+
+/// Progress notifications for front ends.
+#[derive(Debug)]
+pub enum Progress<'a> {
+    Evaluated { generation: usize, arch: &'a Arch, fitness: f64, done: usize, total: usize },
+    Generation(&'a GenerationSummary),
+}
+
+/// Final outcome of a search.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SearchOutcome {
+    pub best: Scored,
+    pub top_k: Vec<Scored>,
+    pub evaluations: usize,
+    pub history: Vec<GenerationSummary>,
+    pub rejections: Rejections,
+}
+
+/// The search engine.
+pub struct Evolution<'c> {
+    space: SearchSpace,
+    config: EvolutionConfig,
+    constraints: Vec<Box<dyn Constraint + 'c>>,
+    state: EvolutionState,
+    state_path: Option<PathBuf>,
+}
+
+/// FNV-1a, 64 bit: a stable hash for configuration fingerprints.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+impl<'c> Evolution<'c> {
+    /// A fresh search; the first population is drawn at once.
+    pub fn new(space: SearchSpace, config: EvolutionConfig, constraints: Vec<Box<dyn Constraint + 'c>>) -> Result<Self> {
+        config.validate()?;
+        let config_hash = Self::hash(&space, &config, &constraints);
+        let state = EvolutionState {
+            format: STATE_FORMAT,
+            config_hash,
+            generation: 0,
+            population: Vec::new(),
+            evaluated: BTreeMap::new(),
+            top_k: Vec::new(),
+            rng: Rng::seed(config.seed),
+            history: Vec::new(),
+            rejections: Rejections::default(),
+        };
+        let mut engine = Evolution { space, config, constraints, state, state_path: None };
+        engine.state.population = engine.next_population()?;
+        Ok(engine)
+    }
+
+    /// Persists state to `path` after every step; if `path` exists, resumes from it, refusing a state
+    /// written by a different configuration.
+    pub fn with_state_file(mut self, path: impl Into<PathBuf>) -> Result<Self> {
+        let path = path.into();
+        if path.exists() {
+            let state = load_state(&path)?;
+            if state.config_hash != self.state.config_hash {
+                return Err(CoreError::State {
+                    path,
+                    reason: format!(
+                        "written by a different configuration (hash {}, this run {}); use the original \
+                         config or a new state file",
+                        state.config_hash, self.state.config_hash
+                    ),
+                });
+            }
+            self.state = state;
+        }
+        self.state_path = Some(path);
+        Ok(self)
+    }
+
+    /// The current state (for inspection and tests).
+    pub fn state(&self) -> &EvolutionState {
+        &self.state
+    }
+
+    fn hash(space: &SearchSpace, config: &EvolutionConfig, constraints: &[Box<dyn Constraint + 'c>]) -> String {
+        let described: Vec<String> = constraints.iter().map(|c| c.describe()).collect();
+        let canonical = serde_json::json!({ "space": space, "config": config, "constraints": described });
+        format!("{:016x}", fnv1a64(canonical.to_string().as_bytes()))
+    }
+
+    fn save(&self) -> Result<()> {
+        if let Some(path) = &self.state_path {
+            let json = serde_json::to_vec_pretty(&self.state).expect("state serializes");
+            write_atomic(path, &json)?;
+        }
+        Ok(())
+    }
+
+    /// Runs (or resumes) the search to the last generation.
+    pub fn run<F: Fitness>(&mut self, fitness: &mut F, mut progress: impl FnMut(Progress<'_>)) -> Result<SearchOutcome> {
+        self.save()?;
+        while self.state.generation < self.config.generations {
+            let population = self.state.population.clone();
+            for (i, arch) in population.iter().enumerate() {
+                let key = arch.compact();
+                if self.state.evaluated.contains_key(&key) {
+                    continue;
+                }
+                let value = fitness
+                    .evaluate(arch)
+                    .map_err(|e| CoreError::Fitness { arch: arch.to_string(), reason: e.to_string() })?;
+                if !value.is_finite() {
+                    return Err(CoreError::Fitness { arch: arch.to_string(), reason: format!("non-finite fitness {value}") });
+                }
+                self.state.evaluated.insert(key, value);
+                self.save()?;
+                progress(Progress::Evaluated {
+                    generation: self.state.generation,
+                    arch,
+                    fitness: value,
+                    done: i + 1,
+                    total: population.len(),
+                });
+            }
+            let summary = self.finish_generation();
+            progress(Progress::Generation(&summary));
+            self.state.generation += 1;
+            self.state.population = if self.state.generation < self.config.generations {
+                self.next_population()?
+            } else {
+                Vec::new()
+            };
+            self.save()?;
+        }
+        let best = self.state.top_k.first().cloned().ok_or_else(|| CoreError::Unsatisfiable {
+            tries: 0,
+            detail: "no candidate was evaluated".into(),
+        })?;
+        Ok(SearchOutcome {
+            best,
+            top_k: self.state.top_k.clone(),
+            evaluations: self.state.evaluated.len(),
+            history: self.state.history.clone(),
+            rejections: self.state.rejections.clone(),
+        })
+    }
+
+    fn finish_generation(&mut self) -> GenerationSummary {
+        let scored: Vec<Scored> = self
+            .state
+            .population
+            .iter()
+            .map(|a| Scored { arch: a.clone(), fitness: self.state.evaluated[&a.compact()] })
+            .collect();
+        let mut pool = self.state.top_k.clone();
+        pool.extend(scored.iter().cloned());
+        pool.sort_by(|a, b| b.fitness.total_cmp(&a.fitness).then_with(|| a.arch.cmp(&b.arch)));
+        pool.dedup_by(|a, b| a.arch == b.arch);
+        pool.truncate(self.config.top_k);
+        self.state.top_k = pool;
+        let mean = scored.iter().map(|s| s.fitness).sum::<f64>() / scored.len().max(1) as f64;
+        let summary = GenerationSummary {
+            generation: self.state.generation,
+            evaluated: scored.len(),
+            best: self.state.top_k[0].clone(),
+            mean_fitness: mean,
+            shortfall: self.config.population - scored.len(),
+        };
+        self.state.history.push(summary.clone());
+        summary
+    }
+
+    /// Accepts `arch` if it is new and satisfies every constraint; counts the rejection otherwise.
+    fn accept(&mut self, arch: &Arch, taken: &BTreeSet<String>) -> bool {
+        let key = arch.compact();
+        if taken.contains(&key) || self.state.evaluated.contains_key(&key) {
+            self.state.rejections.duplicate += 1;
+            return false;
+        }
+        for c in &self.constraints {
+            if c.check(arch).is_err() {
+                *self.state.rejections.constraint.entry(c.name().to_string()).or_default() += 1;
+                return false;
+            }
+        }
+        true
+    }
+
+    fn mutate(&mut self) -> Arch {
+        let parent = self.state.rng.pick(&self.state.top_k).arch.clone();
+        let choices = parent
+            .choices()
+            .iter()
+            .map(|&c| if self.state.rng.unit() < self.config.mutation_prob { *self.state.rng.pick(&self.space.allowed) } else { c })
+            .collect();
+        Arch::new(choices)
+    }
+
+    fn crossover(&mut self) -> Arch {
+        let a = self.state.rng.pick(&self.state.top_k).arch.clone();
+        let b = self.state.rng.pick(&self.state.top_k).arch.clone();
+        let choices =
+            a.choices().iter().zip(b.choices()).map(|(&x, &y)| if self.state.rng.below(2) == 0 { x } else { y }).collect();
+        Arch::new(choices)
+    }
+
+    /// Draws the population of the current generation.
+    fn next_population(&mut self) -> Result<Vec<Arch>> {
+        let mut taken = BTreeSet::new();
+        let mut out = Vec::with_capacity(self.config.population);
+        let has_parents = !self.state.top_k.is_empty();
+        let (mutations, crossovers) =
+            if has_parents { (self.config.mutations, self.config.crossovers) } else { (0, 0) };
+        let tries = self.config.max_tries;
+        let mut draw = |engine: &mut Self, count: usize, kind: u8, out: &mut Vec<Arch>| {
+            let mut added = 0;
+            let mut attempts = 0;
+            while added < count && attempts < count * tries {
+                attempts += 1;
+                let arch = match kind {
+                    0 => engine.mutate(),
+                    1 => engine.crossover(),
+                    _ => uniform(&engine.space, &mut engine.state.rng),
+                };
+                if engine.accept(&arch, &taken) {
+                    taken.insert(arch.compact());
+                    out.push(arch);
+                    added += 1;
+                }
+            }
+        };
+        draw(self, mutations, 0, &mut out);
+        draw(self, crossovers, 1, &mut out);
+        let fill = self.config.population - out.len();
+        draw(self, fill, 2, &mut out);
+        if out.is_empty() {
+            let described: Vec<String> = self.constraints.iter().map(|c| c.describe()).collect();
+            return Err(CoreError::Unsatisfiable {
+                tries: self.config.population * tries,
+                detail: format!(
+                    "generation {}: every draw was a duplicate or violated [{}] ({:?})",
+                    self.state.generation,
+                    described.join("; "),
+                    self.state.rejections
+                ),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Reads a state file written by [`Evolution`].
+pub fn load_state(path: &Path) -> Result<EvolutionState> {
+    let bytes = std::fs::read(path).map_err(|e| CoreError::io(path, e))?;
+    let state: EvolutionState = serde_json::from_slice(&bytes)
+        .map_err(|e| CoreError::State { path: path.to_path_buf(), reason: format!("not a valid search state: {e}") })?;
+    if state.format != STATE_FORMAT {
+        return Err(CoreError::State {
+            path: path.to_path_buf(),
+            reason: format!("state format {} is not supported (expected {STATE_FORMAT})", state.format),
+        });
+    }
+    Ok(state)
+}
+
+#[cfg(test)]
+#[path = "evolution_tests.rs"]
+mod tests;

@@ -1,0 +1,213 @@
+use super::*;
+use crate::cost::InputSize;
+use crate::space::{Choice, StageSpec};
+use std::cell::RefCell;
+
+/// 8 layers x 4 choices = 65 536 paths: small enough to brute-force the optimum.
+fn tiny_space() -> SearchSpace {
+    let mut s = SearchSpace::detnas_300m();
+    s.name = "tiny".into();
+    s.stages = vec![
+        StageSpec { blocks: 2, channels: 32 },
+        StageSpec { blocks: 2, channels: 64 },
+        StageSpec { blocks: 2, channels: 128 },
+        StageSpec { blocks: 2, channels: 256 },
+    ];
+    s
+}
+
+/// Separable synthetic accuracy: a seeded weight per (layer, choice), larger kernels mostly better,
+/// so the unconstrained optimum is expensive and the budget binds.
+fn weights(layers: usize) -> Vec<[f64; 4]> {
+    let mut rng = Rng::seed(99);
+    (0..layers).map(|_| [0, 1, 2, 3].map(|c| c as f64 * 0.3 + rng.unit())).collect()
+}
+
+fn score(w: &[[f64; 4]], arch: &Arch) -> f64 {
+    arch.choices().iter().zip(w).map(|(c, row)| row[c.index() as usize]).sum()
+}
+
+fn all_archs(layers: usize) -> impl Iterator<Item = Arch> {
+    (0..4u32.pow(layers as u32)).map(move |mut n| {
+        Arch::new(
+            (0..layers)
+                .map(|_| {
+                    let c = Choice::from_index((n % 4) as u8).unwrap();
+                    n /= 4;
+                    c
+                })
+                .collect(),
+        )
+    })
+}
+
+fn flops_limit(space: &SearchSpace, max: u64) -> Box<dyn Constraint> {
+    Box::new(FlopsConstraint {
+        table: FlopsTable::new(space, InputSize::IMAGENET).unwrap(),
+        convention: Convention::Backbone,
+        max,
+        context: format!("{} 224x224", space.name),
+    })
+}
+
+fn budget(space: &SearchSpace) -> u64 {
+    let table = FlopsTable::new(space, InputSize::IMAGENET).unwrap();
+    let (lo, hi) = table.range(Convention::Backbone);
+    lo + (hi - lo) * 45 / 100
+}
+
+fn config() -> EvolutionConfig {
+    EvolutionConfig { generations: 30, seed: 11, ..EvolutionConfig::default() }
+}
+
+#[test]
+fn finds_the_brute_force_optimum_under_the_budget() {
+    let space = tiny_space();
+    let w = weights(space.num_layers());
+    let max = budget(&space);
+    let table = FlopsTable::new(&space, InputSize::IMAGENET).unwrap();
+    let (best_arch, best) = all_archs(8)
+        .filter(|a| table.flops(a, Convention::Backbone) <= max)
+        .map(|a| {
+            let s = score(&w, &a);
+            (a, s)
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap();
+    let unconstrained = all_archs(8).map(|a| score(&w, &a)).fold(f64::MIN, f64::max);
+    assert!(unconstrained > best + 1e-9, "the budget must bind for this test to mean anything");
+
+    let mut engine = Evolution::new(space.clone(), config(), vec![flops_limit(&space, max)]).unwrap();
+    let outcome = engine.run(&mut |a: &Arch| Ok::<_, String>(score(&w, a)), |_| {}).unwrap();
+    assert_eq!(outcome.best.arch, best_arch);
+    assert!((outcome.best.fitness - best).abs() < 1e-12);
+}
+
+#[test]
+fn never_violates_a_constraint_and_never_evaluates_twice() {
+    let space = SearchSpace::detnas_300m();
+    let w = weights(space.num_layers());
+    let table = FlopsTable::new(&space, InputSize::IMAGENET).unwrap();
+    let max = 280_000_000;
+    let seen = RefCell::new(Vec::new());
+    let mut fitness = |a: &Arch| {
+        seen.borrow_mut().push(a.clone());
+        Ok::<_, String>(score(&w, a))
+    };
+    let cfg = EvolutionConfig { generations: 6, seed: 3, ..EvolutionConfig::default() };
+    let mut engine = Evolution::new(space.clone(), cfg, vec![flops_limit(&space, max)]).unwrap();
+    let outcome = engine.run(&mut fitness, |_| {}).unwrap();
+    let seen = seen.into_inner();
+    assert_eq!(seen.len(), 6 * 50);
+    assert_eq!(outcome.evaluations, seen.len());
+    let unique: BTreeSet<String> = seen.iter().map(Arch::compact).collect();
+    assert_eq!(unique.len(), seen.len(), "an architecture was evaluated twice");
+    assert!(seen.iter().all(|a| table.flops(a, Convention::Backbone) <= max));
+    assert!(outcome.rejections.constraint.get("flops").copied().unwrap_or(0) > 0);
+    // the top-k is sorted and elitist: the best never gets worse across generations
+    let bests: Vec<f64> = outcome.history.iter().map(|h| h.best.fitness).collect();
+    assert!(bests.windows(2).all(|p| p[1] >= p[0]), "{bests:?}");
+}
+
+#[test]
+fn killed_and_resumed_equals_uninterrupted() {
+    let space = tiny_space();
+    let w = weights(space.num_layers());
+    let max = budget(&space);
+    let dir = tempfile::tempdir().unwrap();
+
+    let full_path = dir.path().join("full.json");
+    let mut full = Evolution::new(space.clone(), config(), vec![flops_limit(&space, max)])
+        .unwrap()
+        .with_state_file(&full_path)
+        .unwrap();
+    let expected = full.run(&mut |a: &Arch| Ok::<_, String>(score(&w, a)), |_| {}).unwrap();
+
+    let path = dir.path().join("killed.json");
+    let mut calls = 0;
+    let mut dying = |a: &Arch| {
+        calls += 1;
+        if calls == 137 { Err("killed".to_string()) } else { Ok(score(&w, a)) }
+    };
+    let mut first = Evolution::new(space.clone(), config(), vec![flops_limit(&space, max)])
+        .unwrap()
+        .with_state_file(&path)
+        .unwrap();
+    let err = first.run(&mut dying, |_| {}).unwrap_err();
+    assert!(err.to_string().contains("killed"));
+    let saved = load_state(&path).unwrap();
+    assert_eq!(saved.evaluated.len(), 136);
+    drop(first);
+
+    let mut resumed_calls = 0;
+    let mut resumed = Evolution::new(space.clone(), config(), vec![flops_limit(&space, max)])
+        .unwrap()
+        .with_state_file(&path)
+        .unwrap();
+    let got = resumed
+        .run(
+            &mut |a: &Arch| {
+                resumed_calls += 1;
+                Ok::<_, String>(score(&w, a))
+            },
+            |_| {},
+        )
+        .unwrap();
+    assert_eq!(got, expected);
+    assert_eq!(136 + resumed_calls, expected.evaluations);
+    assert_eq!(load_state(&path).unwrap(), load_state(&full_path).unwrap());
+}
+
+#[test]
+fn resuming_with_another_config_is_refused() {
+    let space = tiny_space();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let cfg = EvolutionConfig { generations: 2, ..config() };
+    Evolution::new(space.clone(), cfg.clone(), vec![flops_limit(&space, budget(&space))])
+        .unwrap()
+        .with_state_file(&path)
+        .unwrap()
+        .run(&mut |_: &Arch| Ok::<_, String>(1.0), |_| {})
+        .unwrap();
+    let other_budget = Evolution::new(space.clone(), cfg.clone(), vec![flops_limit(&space, budget(&space) - 1)])
+        .unwrap()
+        .with_state_file(&path);
+    assert!(matches!(other_budget, Err(CoreError::State { .. })));
+    let other_seed = EvolutionConfig { seed: 12, ..cfg };
+    let err = Evolution::new(space.clone(), other_seed, vec![]).unwrap().with_state_file(&path).err().unwrap();
+    assert!(err.to_string().contains("different configuration"), "{err}");
+}
+
+#[test]
+fn impossible_budget_is_reported() {
+    let space = tiny_space();
+    let err = Evolution::new(space.clone(), config(), vec![flops_limit(&space, 1)]).err().unwrap();
+    assert!(matches!(err, CoreError::Unsatisfiable { .. }), "{err}");
+}
+
+#[test]
+fn exhausted_space_reports_shortfall_instead_of_spinning() {
+    // 2 layers, 4 choices: 16 archs in all, populations of 10 for 3 generations cannot all be new.
+    let mut space = tiny_space();
+    space.stages = vec![StageSpec { blocks: 2, channels: 32 }];
+    let cfg = EvolutionConfig { population: 10, top_k: 3, mutations: 4, crossovers: 4, generations: 3, ..config() };
+    let mut engine = Evolution::new(space, cfg, vec![]).unwrap();
+    let result = engine.run(&mut |a: &Arch| Ok::<_, String>(a.compact().parse::<f64>().unwrap()), |_| {});
+    match result {
+        Ok(outcome) => {
+            assert!(outcome.evaluations <= 16);
+            assert!(outcome.history.iter().any(|h| h.shortfall > 0));
+        }
+        Err(e) => assert!(matches!(e, CoreError::Unsatisfiable { .. }), "{e}"),
+    }
+}
+
+#[test]
+fn config_validation() {
+    let bad = EvolutionConfig { mutations: 40, crossovers: 20, ..EvolutionConfig::default() };
+    assert!(bad.validate().is_err());
+    let bad = EvolutionConfig { mutation_prob: 1.5, ..EvolutionConfig::default() };
+    assert!(bad.validate().is_err());
+    assert_eq!(EvolutionConfig::default().random_fill(), 10);
+}

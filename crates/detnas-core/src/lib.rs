@@ -1,0 +1,24 @@
+//! Pure core of detnas: no native dependencies.
+//!
+//! - [`space`]: the DetNAS search spaces and ShuffleNetV2 reference nets, described as data;
+//! - [`arch`]: architectures (one choice per layer), parsing, validation and published presets;
+//! - [`cost`]: exact FLOPs (multiply-adds) and parameter counts, feature-map shapes;
+//! - [`sample`]: uniform and FLOPs-binned path samplers;
+//! - [`evolution`]: the evolutionary search engine with resumable on-disk state;
+//! - [`rng`]: a small seedable generator whose state serializes exactly;
+//! - [`fsutil`]: atomic file writes.
+
+pub mod arch;
+pub mod cost;
+pub mod error;
+pub mod evolution;
+pub mod fsutil;
+pub mod rng;
+pub mod sample;
+pub mod size;
+pub mod space;
+
+pub use arch::{Arch, Preset};
+pub use cost::{Convention, CostReport, InputSize};
+pub use error::{CoreError, Result};
+pub use space::{ChannelShuffle, Choice, SearchSpace};
