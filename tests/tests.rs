@@ -1,0 +1,8 @@
+//! The one integration-test binary (one link of libtorch and ONNX Runtime instead of many).
+
+mod cli_arch;
+#[cfg(feature = "infer")]
+mod toolchain_ort;
+#[cfg(feature = "train")]
+mod toolchain_tch;
+mod util;

@@ -237,9 +237,19 @@ impl CostReport {
     }
 }
 
-/// All convolutions of `arch` in `space` at `input`, grouped as (stem, per layer, head).
-/// The head's FC appears as a 1x1 conv on a 1x1 map without BN.
-pub fn conv_ops(space: &SearchSpace, arch: &Arch, input: InputSize) -> Result<(Vec<ConvOp>, Vec<Vec<ConvOp>>, Vec<ConvOp>)> {
+/// All convolutions of a single-path network, in execution order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NetworkOps {
+    /// The stem conv.
+    pub stem: Vec<ConvOp>,
+    /// The convs of every layer (block), in encoding order.
+    pub layers: Vec<Vec<ConvOp>>,
+    /// The classification head: 1x1 conv, then the FC as a 1x1 conv on a 1x1 map without BN.
+    pub head: Vec<ConvOp>,
+}
+
+/// All convolutions of `arch` in `space` at `input`.
+pub fn conv_ops(space: &SearchSpace, arch: &Arch, input: InputSize) -> Result<NetworkOps> {
     arch.validate(space)?;
     let mut list = OpList { space, input, ops: Vec::new() };
     let mut hw = list.conv(3, space.stem_channels, 3, 2, 1, (input.height, input.width))?;
@@ -264,12 +274,12 @@ pub fn conv_ops(space: &SearchSpace, arch: &Arch, input: InputSize) -> Result<(V
         out_hw: (1, 1),
         batch_norm: false,
     });
-    Ok((stem, layers, list.ops))
+    Ok(NetworkOps { stem, layers, head: list.ops })
 }
 
 /// Exact FLOPs, parameters and feature shapes of `arch` in `space` at `input`.
 pub fn cost(space: &SearchSpace, arch: &Arch, input: InputSize) -> Result<CostReport> {
-    let (stem, layers, head) = conv_ops(space, arch, input)?;
+    let NetworkOps { stem, layers, head } = conv_ops(space, arch, input)?;
     let sum_flops = |ops: &[ConvOp]| ops.iter().map(ConvOp::flops).sum::<u64>();
     let sum_params = |ops: &[ConvOp]| ops.iter().map(ConvOp::params).sum::<u64>();
     let stem_flops = sum_flops(&stem);

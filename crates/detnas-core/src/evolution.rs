@@ -126,11 +126,7 @@ impl Constraint for FlopsConstraint {
 
     fn check(&self, arch: &Arch) -> std::result::Result<(), String> {
         let f = self.table.flops(arch, self.convention);
-        if f <= self.max {
-            Ok(())
-        } else {
-            Err(format!("{} FLOPs > {}", format_count(f), format_count(self.max)))
-        }
+        if f <= self.max { Ok(()) } else { Err(format!("{} FLOPs > {}", format_count(f), format_count(self.max))) }
     }
 }
 
@@ -212,7 +208,11 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
 
 impl<'c> Evolution<'c> {
     /// A fresh search; the first population is drawn at once.
-    pub fn new(space: SearchSpace, config: EvolutionConfig, constraints: Vec<Box<dyn Constraint + 'c>>) -> Result<Self> {
+    pub fn new(
+        space: SearchSpace,
+        config: EvolutionConfig,
+        constraints: Vec<Box<dyn Constraint + 'c>>,
+    ) -> Result<Self> {
         config.validate()?;
         let config_hash = Self::hash(&space, &config, &constraints);
         let state = EvolutionState {
@@ -273,7 +273,11 @@ impl<'c> Evolution<'c> {
     }
 
     /// Runs (or resumes) the search to the last generation.
-    pub fn run<F: Fitness>(&mut self, fitness: &mut F, mut progress: impl FnMut(Progress<'_>)) -> Result<SearchOutcome> {
+    pub fn run<F: Fitness>(
+        &mut self,
+        fitness: &mut F,
+        mut progress: impl FnMut(Progress<'_>),
+    ) -> Result<SearchOutcome> {
         self.save()?;
         while self.state.generation < self.config.generations {
             let population = self.state.population.clone();
@@ -286,7 +290,10 @@ impl<'c> Evolution<'c> {
                     .evaluate(arch)
                     .map_err(|e| CoreError::Fitness { arch: arch.to_string(), reason: e.to_string() })?;
                 if !value.is_finite() {
-                    return Err(CoreError::Fitness { arch: arch.to_string(), reason: format!("non-finite fitness {value}") });
+                    return Err(CoreError::Fitness {
+                        arch: arch.to_string(),
+                        reason: format!("non-finite fitness {value}"),
+                    });
                 }
                 self.state.evaluated.insert(key, value);
                 self.save()?;
@@ -301,17 +308,16 @@ impl<'c> Evolution<'c> {
             let summary = self.finish_generation();
             progress(Progress::Generation(&summary));
             self.state.generation += 1;
-            self.state.population = if self.state.generation < self.config.generations {
-                self.next_population()?
-            } else {
-                Vec::new()
-            };
+            self.state.population =
+                if self.state.generation < self.config.generations { self.next_population()? } else { Vec::new() };
             self.save()?;
         }
-        let best = self.state.top_k.first().cloned().ok_or_else(|| CoreError::Unsatisfiable {
-            tries: 0,
-            detail: "no candidate was evaluated".into(),
-        })?;
+        let best = self
+            .state
+            .top_k
+            .first()
+            .cloned()
+            .ok_or_else(|| CoreError::Unsatisfiable { tries: 0, detail: "no candidate was evaluated".into() })?;
         Ok(SearchOutcome {
             best,
             top_k: self.state.top_k.clone(),
@@ -367,7 +373,13 @@ impl<'c> Evolution<'c> {
         let choices = parent
             .choices()
             .iter()
-            .map(|&c| if self.state.rng.unit() < self.config.mutation_prob { *self.state.rng.pick(&self.space.allowed) } else { c })
+            .map(|&c| {
+                if self.state.rng.unit() < self.config.mutation_prob {
+                    *self.state.rng.pick(&self.space.allowed)
+                } else {
+                    c
+                }
+            })
             .collect();
         Arch::new(choices)
     }
@@ -375,8 +387,12 @@ impl<'c> Evolution<'c> {
     fn crossover(&mut self) -> Arch {
         let a = self.state.rng.pick(&self.state.top_k).arch.clone();
         let b = self.state.rng.pick(&self.state.top_k).arch.clone();
-        let choices =
-            a.choices().iter().zip(b.choices()).map(|(&x, &y)| if self.state.rng.below(2) == 0 { x } else { y }).collect();
+        let choices = a
+            .choices()
+            .iter()
+            .zip(b.choices())
+            .map(|(&x, &y)| if self.state.rng.below(2) == 0 { x } else { y })
+            .collect();
         Arch::new(choices)
     }
 

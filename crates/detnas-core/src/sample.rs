@@ -5,8 +5,8 @@ use crate::arch::Arch;
 use crate::cost::{Convention, FlopsTable};
 use crate::error::{CoreError, Result};
 use crate::rng::Rng;
-use crate::space::SearchSpace;
 use crate::size::format_count;
+use crate::space::SearchSpace;
 
 /// A uniformly random path: every layer uniform over the space's allowed choices.
 pub fn uniform(space: &SearchSpace, rng: &mut Rng) -> Arch {
@@ -54,11 +54,7 @@ impl FlopsWindowSampler {
         }
         Err(CoreError::Unsatisfiable {
             tries: self.max_tries,
-            detail: format!(
-                "no uniform path fell in FLOPs [{}, {}]",
-                format_count(self.min),
-                format_count(self.max)
-            ),
+            detail: format!("no uniform path fell in FLOPs [{}, {}]", format_count(self.min), format_count(self.max)),
         })
     }
 }
@@ -85,7 +81,11 @@ impl FlopsBinnedSampler {
         if hi < lo {
             return Err(CoreError::Unsatisfiable {
                 tries: 0,
-                detail: format!("budget {} is below the space's smallest path ({})", format_count(hi), format_count(lo)),
+                detail: format!(
+                    "budget {} is below the space's smallest path ({})",
+                    format_count(hi),
+                    format_count(lo)
+                ),
             });
         }
         let edges = (0..=bins).map(|i| lo + ((hi - lo) as u128 * i as u128 / bins as u128) as u64).collect();

@@ -18,9 +18,7 @@ pub fn parse_count(input: &str) -> Result<u64> {
         _ => (s, 1.0),
     };
     if let Ok(v) = number.parse::<u64>() {
-        return (v as f64 * scale <= u64::MAX as f64)
-            .then(|| v * scale as u64)
-            .ok_or_else(|| bad("too large"));
+        return (v as f64 * scale <= u64::MAX as f64).then(|| v * scale as u64).ok_or_else(|| bad("too large"));
     }
     let v: f64 = number.trim().parse().map_err(|_| bad("expected a number like 300M, 1.3G or 300000000"))?;
     let scaled = v * scale;
@@ -47,11 +45,7 @@ pub fn format_count(v: u64) -> String {
     } else {
         return format!("{v}");
     };
-    if x >= 100.0 {
-        format!("{x:.1}{suffix}")
-    } else {
-        format!("{x:.2}{suffix}")
-    }
+    if x >= 100.0 { format!("{x:.1}{suffix}") } else { format!("{x:.2}{suffix}") }
 }
 
 #[cfg(test)]

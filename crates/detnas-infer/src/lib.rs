@@ -1,0 +1,12 @@
+//! Detection SDK on ONNX Runtime for exported DetNAS models; the only crate that links `ort`
+//! (loaded at run time, never libtorch).
+//!
+//! [`runtime::environment`] loads ONNX Runtime once per process, from `ORT_DYLIB_PATH` or the path
+//! baked in at build time by `.cargo/config.toml`, and gives a one-line error naming the setup
+//! script when the library is missing.
+
+pub mod error;
+pub mod runtime;
+
+pub use error::{InferError, Result};
+pub use ort;

@@ -1,0 +1,12 @@
+//! ONNX graph building and export of DetNAS detectors, pure Rust (no libtorch).
+//!
+//! [`graph::GraphBuilder`] is the small API every exporter uses: unique value names, typed
+//! initializers with size checks, nodes with attributes, declared inputs/outputs with shapes and
+//! model metadata. Models are written as IR version 8, opset 17.
+
+pub mod error;
+pub mod graph;
+
+pub use error::{OnnxError, Result};
+pub use graph::{Attr, Dim, ElemType, GraphBuilder, IR_VERSION, OPSET};
+pub use onnx_protobuf::ModelProto;

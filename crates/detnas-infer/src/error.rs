@@ -1,0 +1,23 @@
+//! The error type of `detnas-infer`.
+
+use std::path::PathBuf;
+
+/// Result with [`InferError`] as the default error.
+pub type Result<T, E = InferError> = std::result::Result<T, E>;
+
+/// Inference failures; each names the file or value concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    #[error("ONNX Runtime library not found at {path}: run tools/setup-native.sh or set ORT_DYLIB_PATH")]
+    RuntimeMissing { path: PathBuf },
+    #[error("ONNX Runtime could not be loaded from {path}: {reason}")]
+    RuntimeLoad { path: PathBuf, reason: String },
+    #[error("ONNX Runtime: {0}")]
+    Ort(String),
+}
+
+impl From<ort::Error> for InferError {
+    fn from(e: ort::Error) -> Self {
+        InferError::Ort(e.to_string())
+    }
+}

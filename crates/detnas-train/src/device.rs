@@ -1,0 +1,68 @@
+//! Device selection and libtorch's CUDA library.
+
+use crate::error::{Result, TrainError};
+use std::ffi::CString;
+use std::sync::OnceLock;
+use tch::Device;
+
+static CUDA_LOADED: OnceLock<bool> = OnceLock::new();
+
+/// Loads `libtorch_cuda.so` (global symbols) so that libtorch registers its CUDA kernels.
+///
+/// The linker drops the library because no symbol of it is referenced directly; without this call
+/// libtorch reports no CUDA even on a GPU machine. Call it first thing in `main`, before any other
+/// `tch` call (an earlier `tch::Cuda::is_available()` caches "no CUDA" for the whole process).
+/// Returns whether the library was loaded; on a machine without CUDA it fails harmlessly.
+pub fn init() -> bool {
+    *CUDA_LOADED.get_or_init(|| {
+        let mut candidates = vec!["libtorch_cuda.so".to_string()];
+        if let Some(dir) = option_env!("LIBTORCH") {
+            candidates.push(format!("{dir}/lib/libtorch_cuda.so"));
+        }
+        candidates.iter().any(|name| {
+            let Ok(c) = CString::new(name.as_str()) else { return false };
+            // SAFETY: dlopen with a valid NUL-terminated path; the handle is intentionally leaked so the
+            // library stays loaded for the life of the process.
+            let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+            !handle.is_null()
+        })
+    })
+}
+
+/// Parses `cpu`, `cuda` (= `cuda:0`) or `cuda:N` and checks the device exists.
+pub fn parse(spec: &str) -> Result<Device> {
+    let s = spec.trim().to_ascii_lowercase();
+    let device = match s.as_str() {
+        "cpu" => return Ok(Device::Cpu),
+        "cuda" | "gpu" => Device::Cuda(0),
+        _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => Device::Cuda(n),
+            _ => return Err(TrainError::BadDevice(spec.to_string())),
+        },
+    };
+    let Device::Cuda(index) = device else { unreachable!() };
+    let count = tch::Cuda::device_count() as usize;
+    if index >= count {
+        return Err(TrainError::DeviceUnavailable {
+            requested: spec.to_string(),
+            reason: format!("libtorch sees {count} CUDA device(s)"),
+        });
+    }
+    Ok(device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_device_names() {
+        assert_eq!(parse("cpu").unwrap(), Device::Cpu);
+        assert!(matches!(parse("tpu"), Err(TrainError::BadDevice(_))));
+        assert!(matches!(parse("cuda:x"), Err(TrainError::BadDevice(_))));
+        if tch::Cuda::device_count() == 0 {
+            let err = parse("cuda:0").unwrap_err().to_string();
+            assert!(err.contains("0 CUDA device"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! The error type of `detnas-train`.
+
+/// Result with [`TrainError`] as the default error.
+pub type Result<T, E = TrainError> = std::result::Result<T, E>;
+
+/// Training failures; each names what was wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("invalid device `{0}`: expected cpu, cuda or cuda:N")]
+    BadDevice(String),
+    #[error("device `{requested}` is not available: {reason}")]
+    DeviceUnavailable { requested: String, reason: String },
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+    #[error(transparent)]
+    Core(#[from] detnas_core::CoreError),
+}

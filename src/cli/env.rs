@@ -1,0 +1,49 @@
+//! `detnas env`: which native libraries this binary uses.
+
+use anyhow::Result;
+use clap::Args;
+
+#[derive(Args, Debug)]
+pub struct EnvArgs {
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: EnvArgs) -> Result<()> {
+    let mut info = serde_json::Map::new();
+    #[cfg(feature = "infer")]
+    {
+        let path = detnas_infer::runtime::library_path();
+        info.insert("onnxruntime_path".into(), serde_json::json!(path.map(|p| p.display().to_string())));
+        // A missing runtime is this command's failure: it exists to check the installation.
+        let version = detnas_infer::runtime::version()?;
+        info.insert("onnxruntime_version".into(), serde_json::json!(version));
+    }
+    #[cfg(feature = "train")]
+    {
+        use detnas_train::tch;
+        info.insert("libtorch_cuda_loaded".into(), serde_json::json!(detnas_train::device::init()));
+        info.insert("cuda_devices".into(), serde_json::json!(tch::Cuda::device_count()));
+        info.insert("libtorch_threads".into(), serde_json::json!(tch::get_num_threads()));
+    }
+    info.insert("features".into(), serde_json::json!(enabled_features()));
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+    } else {
+        for (k, v) in &info {
+            println!("{k:<22} {}", v.to_string().trim_matches('"'));
+        }
+    }
+    Ok(())
+}
+
+fn enabled_features() -> Vec<&'static str> {
+    let mut v = Vec::new();
+    if cfg!(feature = "infer") {
+        v.push("infer");
+    }
+    if cfg!(feature = "train") {
+        v.push("train");
+    }
+    v
+}

@@ -1,0 +1,94 @@
+//! `detnas arch` and `detnas tour` end to end.
+
+use crate::util::{assert_one_line_failure, detnas, stdout};
+use serde_json::Value;
+
+fn info_json(args: &[&str]) -> Value {
+    let mut full = vec!["arch", "info", "--json"];
+    full.extend_from_slice(args);
+    let out = detnas(&full);
+    assert!(out.status.success(), "{}", crate::util::stderr(&out));
+    serde_json::from_str(&stdout(&out)).expect("valid JSON")
+}
+
+#[test]
+fn info_json_has_exact_integer_costs() {
+    let v = info_json(&["--space", "detnas-300m", "--arch", "coco-fpn-300m"]);
+    for key in ["backbone_flops", "classifier_flops", "backbone_params", "classifier_params"] {
+        assert!(v[key].is_u64(), "{key} is not an integer: {}", v[key]);
+    }
+    assert!(v["backbone_flops"].as_u64().unwrap() <= 300_000_000);
+    assert_eq!((v["classifier_params"].as_u64().unwrap() as f64 / 1e5).round() / 10.0, 3.5);
+    assert_eq!(v["stages"].as_array().unwrap().len(), 4);
+    assert_eq!(v["layers"].as_array().unwrap().len(), 20);
+}
+
+#[test]
+fn compact_and_comma_forms_agree_and_input_size_matters() {
+    let comma = info_json(&["--arch", "2,1,2,0,2,1,1,2,3,3,1,3,0,0,3,1,3,1,3,2"]);
+    let compact = info_json(&["--space", "detnas-300m", "--arch", "21202112331300313132"]);
+    assert_eq!(comma["backbone_flops"], compact["backbone_flops"]);
+    let wide = info_json(&["--arch", "coco-fpn-300m", "--input", "800x1216"]);
+    let c5 = &wide["stages"][3];
+    assert_eq!((c5["height"].as_u64(), c5["width"].as_u64()), (Some(25), Some(38)));
+    assert!(wide["backbone_flops"].as_u64() > comma["backbone_flops"].as_u64());
+}
+
+#[test]
+fn bad_info_inputs_fail_with_one_line() {
+    let o = detnas(&["arch", "info", "--space", "detnas-9g", "--arch", "0123"]);
+    assert_one_line_failure(&o, &["unknown search space", "detnas-9g"]);
+    let o = detnas(&["arch", "info", "--space", "detnas-300m", "--arch", "2,1,2"]);
+    assert_one_line_failure(&o, &["3 choices", "20 layers"]);
+    let o = detnas(&["arch", "info", "--space", "detnas-300m", "--arch", "2,1,7,0"]);
+    assert_one_line_failure(&o, &["`7`"]);
+    let o = detnas(&["arch", "info", "--space", "detnas-300m", "--arch", ""]);
+    assert_one_line_failure(&o, &["empty architecture"]);
+    let o = detnas(&["arch", "info", "--arch", "coco-fpn-300m", "--input", "0x10"]);
+    assert_one_line_failure(&o, &["input size", "0x10"]);
+}
+
+#[test]
+fn sample_respects_the_budget_and_the_seed() {
+    let run = |seed: &str| {
+        let o = detnas(&[
+            "arch",
+            "sample",
+            "--space",
+            "detnas-300m",
+            "--flops-max",
+            "290M",
+            "--count",
+            "5",
+            "--seed",
+            seed,
+            "--json",
+        ]);
+        assert!(o.status.success(), "{}", crate::util::stderr(&o));
+        serde_json::from_str::<Value>(&stdout(&o)).unwrap()
+    };
+    let a = run("4");
+    assert_eq!(a.as_array().unwrap().len(), 5);
+    for item in a.as_array().unwrap() {
+        assert!(item["backbone_flops"].as_u64().unwrap() <= 290_000_000);
+    }
+    assert_eq!(a, run("4"));
+    assert_ne!(a, run("5"));
+    let o = detnas(&["arch", "sample", "--flops-max", "1.3x"]);
+    assert_one_line_failure(&o, &["1.3x"]);
+    let o = detnas(&["arch", "sample", "--flops-max", "100M"]);
+    assert_one_line_failure(&o, &["outside the space's range"]);
+}
+
+#[test]
+fn list_and_tour_run() {
+    let o = detnas(&["arch", "list", "--json"]);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let presets: Vec<&str> = v["presets"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    for p in ["coco-fpn-300m", "coco-retinanet-300m", "coco-fpn-1.3g", "coco-fpn-3.8g", "spos-300m"] {
+        assert!(presets.contains(&p), "{p}");
+    }
+    let o = detnas(&["tour"]);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("coco-retinanet-300m"));
+}
