@@ -2,6 +2,8 @@
 
 mod cli_arch;
 #[cfg(feature = "infer")]
+mod export_parity;
+#[cfg(feature = "infer")]
 mod toolchain_ort;
 #[cfg(feature = "train")]
 mod toolchain_tch;

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests.
 
+use std::path::Path;
 use std::process::{Command, Output};
 
 /// Runs the `detnas` binary built for these tests.
@@ -33,4 +34,25 @@ pub fn assert_one_line_failure(o: &Output, needles: &[&str]) {
     for n in needles {
         assert!(err.contains(n), "`{n}` missing from: {err}");
     }
+}
+
+/// The project's Python (`.venv`, made by tools/setup-python.sh).
+pub fn python(args: &[&str]) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let py = root.join(".venv/bin/python");
+    assert!(py.exists(), "{} is missing: run tools/setup-python.sh", py.display());
+    let out = Command::new(&py).args(args).current_dir(root).output().expect("python runs");
+    assert!(out.status.success(), "python {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+pub fn write_f32(path: &Path, data: &[f32]) {
+    std::fs::write(path, data.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+}
+
+pub fn read_f32(path: &Path) -> Vec<f32> {
+    std::fs::read(path).unwrap().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+pub fn read_i64(path: &Path) -> Vec<i64> {
+    std::fs::read(path).unwrap().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
 }

@@ -131,53 +131,19 @@ impl OpList<'_> {
     }
 }
 
-/// The convolutions of one block with `choice`, given its input size; returns the output size.
+/// The convolutions of one block with `choice` (from [`crate::plan::block_plan`]), given its input
+/// size; returns the output size.
 fn block_ops(list: &mut OpList<'_>, layer: &LayerSpec, choice: Choice, hw: (u64, u64)) -> Result<(u64, u64)> {
-    let k = choice.kernel();
-    let s = layer.stride;
-    let mid = layer.out_channels / 2;
-    if s == 2 {
-        let cin = layer.in_channels;
-        let main_out = layer.out_channels - cin;
-        // projection branch on the full input
-        let out = list.conv(cin, cin, k, 2, cin, hw)?;
-        list.conv(cin, cin, 1, 1, 1, out)?;
-        match choice {
-            Choice::Xception3x3 => {
-                let o = list.conv(cin, cin, 3, 2, cin, hw)?;
-                list.conv(cin, mid, 1, 1, 1, o)?;
-                list.conv(mid, mid, 3, 1, mid, o)?;
-                list.conv(mid, mid, 1, 1, 1, o)?;
-                list.conv(mid, mid, 3, 1, mid, o)?;
-                list.conv(mid, main_out, 1, 1, 1, o)?;
-            }
-            _ => {
-                list.conv(cin, mid, 1, 1, 1, hw)?;
-                let o = list.conv(mid, mid, k, 2, mid, hw)?;
-                list.conv(mid, main_out, 1, 1, 1, o)?;
-            }
+    let plan = crate::plan::block_plan(layer, choice);
+    let mut out = hw;
+    for branch in [&plan.proj, &plan.main] {
+        out = hw;
+        for u in branch {
+            let (cin, cout, k, s, g) = (u.in_channels, u.out_channels, u.kernel, u.stride, u.groups);
+            out = list.conv(cin as u64, cout as u64, k as u64, s as u64, g as u64, out)?;
         }
-        Ok(out)
-    } else {
-        let half = layer.in_channels / 2;
-        let main_out = layer.out_channels - half;
-        match choice {
-            Choice::Xception3x3 => {
-                list.conv(half, half, 3, 1, half, hw)?;
-                list.conv(half, mid, 1, 1, 1, hw)?;
-                list.conv(mid, mid, 3, 1, mid, hw)?;
-                list.conv(mid, mid, 1, 1, 1, hw)?;
-                list.conv(mid, mid, 3, 1, mid, hw)?;
-                list.conv(mid, main_out, 1, 1, 1, hw)?;
-            }
-            _ => {
-                list.conv(half, mid, 1, 1, 1, hw)?;
-                list.conv(mid, mid, k, 1, mid, hw)?;
-                list.conv(mid, main_out, 1, 1, 1, hw)?;
-            }
-        }
-        Ok(hw)
     }
+    Ok(out)
 }
 
 /// A stage output: channels, spatial size and stride relative to the input.

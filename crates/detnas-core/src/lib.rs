@@ -5,14 +5,21 @@
 //! - [`cost`]: exact FLOPs (multiply-adds) and parameter counts, feature-map shapes;
 //! - [`sample`]: uniform and FLOPs-binned path samplers;
 //! - [`evolution`]: the evolutionary search engine with resumable on-disk state;
+//! - [`boxes`]: IoU, NMS, anchors, box coder, letterbox geometry (torchvision semantics);
+//! - [`detector`]: RetinaNet configuration and the pre-processing contract;
+//! - [`plan`]: the one parameter naming scheme and conv-by-conv plans of every network part;
 //! - [`rng`]: a small seedable generator whose state serializes exactly;
 //! - [`fsutil`]: atomic file writes.
 
 pub mod arch;
+pub mod boxes;
+pub mod coco;
 pub mod cost;
+pub mod detector;
 pub mod error;
 pub mod evolution;
 pub mod fsutil;
+pub mod plan;
 pub mod rng;
 pub mod sample;
 pub mod size;

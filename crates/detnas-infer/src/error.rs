@@ -14,6 +14,8 @@ pub enum InferError {
     RuntimeLoad { path: PathBuf, reason: String },
     #[error("ONNX Runtime: {0}")]
     Ort(String),
+    #[error(transparent)]
+    Image(#[from] crate::image_io::ImageError),
 }
 
 impl From<ort::Error> for InferError {

@@ -6,6 +6,7 @@
 //! script when the library is missing.
 
 pub mod error;
+pub mod image_io;
 pub mod runtime;
 
 pub use error::{InferError, Result};

@@ -14,4 +14,14 @@ pub enum OnnxError {
     UnknownValue(String),
     #[error("cannot encode the model: {0}")]
     Encode(String),
+    #[error("weights {path}: {reason}")]
+    Weights { path: String, reason: String },
+    #[error("tensor `{name}` is missing from {origin}")]
+    MissingTensor { name: String, origin: String },
+    #[error("tensor `{name}` in {origin}: expected shape {expected:?}, got {got:?}")]
+    TensorShape { name: String, expected: Vec<usize>, got: Vec<usize>, origin: String },
+    #[error("invalid detector configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Core(#[from] detnas_core::CoreError),
 }

@@ -237,6 +237,16 @@ impl GraphBuilder {
         outs
     }
 
+    /// A single-output node whose output gets the exact name `output` (for graph outputs).
+    pub fn op_as(&mut self, op: &str, output: &str, inputs: &[&str], attrs: Vec<(&str, Attr)>) -> Result<String> {
+        self.claim(output)?;
+        let tmp = self.node(op, output, inputs, 1, attrs).remove(0);
+        let node = self.nodes.last_mut().expect("node just added");
+        node.output[0] = output.to_string();
+        self.used.remove(&tmp);
+        Ok(output.to_string())
+    }
+
     /// [`GraphBuilder::node`] with a single output.
     pub fn op(&mut self, op: &str, base: &str, inputs: &[&str], attrs: Vec<(&str, Attr)>) -> String {
         self.node(op, base, inputs, 1, attrs).remove(0)

@@ -5,8 +5,12 @@
 //! model metadata. Models are written as IR version 8, opset 17.
 
 pub mod error;
+pub mod export;
 pub mod graph;
+pub mod weights;
 
 pub use error::{OnnxError, Result};
+pub use export::{ExportOptions, export_retinanet};
 pub use graph::{Attr, Dim, ElemType, GraphBuilder, IR_VERSION, OPSET};
 pub use onnx_protobuf::ModelProto;
+pub use weights::{Tensor, Weights};

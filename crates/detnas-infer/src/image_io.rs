@@ -1,0 +1,600 @@
+//! One robust image-loading path for the detection SDK: bytes or a file in, an 8-bit RGB image in
+//! displayed orientation out, or a typed error naming the file and the problem.
+//!
+//! Contract of [`load_image`] / [`decode_image`] (the same path; the first reads the file):
+//!
+//! - **Format from content.** The format is sniffed from the first bytes, never taken from the
+//!   name: a PNG named `.jpg` loads; a text file named `.jpg` is [`ImageError::UnknownFormat`].
+//!   Formats decoded: PNG, JPEG, GIF, BMP, WebP ([`SourceFormat`]); another recognised format
+//!   (TIFF, ...) is [`ImageError::UnsupportedFormat`].
+//! - **No decompression bombs.** Before any pixel is decoded the dimensions are read from the
+//!   header by this module's own parser and checked against [`DecodeLimits`] (zero width or
+//!   height: [`ImageError::ZeroSize`]; over the limits: [`ImageError::TooLarge`]); the decoder's
+//!   own header is checked again, with the memory the decode needs, and the decoder is given
+//!   explicit `image::Limits` (the EXIF-aware `ImageReader::into_decoder` path of `image` 0.25
+//!   does not reserve the output buffer against the memory limit by itself). A 69-byte PNG
+//!   claiming 100000 x 100000 pixels is an error, never an allocation. A decoder that panics on
+//!   hostile data becomes [`ImageError::Decode`] (with `panic = "unwind"`, the default).
+//! - **EXIF orientation.** Orientation 1-8 (JPEG APP1, PNG eXIf, WebP EXIF) is applied, so pixels,
+//!   and boxes computed on them, are in displayed orientation; dimensions swap for 5-8.
+//!   [`LoadedImage::orientation`] says which value was applied (1 when there is none).
+//! - **One colour path.** Every colour type and bit depth (gray, gray+alpha, 1-16 bit, RGB(A),
+//!   palette, CMYK JPEG, the first frame of an animated GIF) becomes an [`RgbImage`]. 16-bit
+//!   samples are rounded to 8 bits (`(v + 128) / 257`). **Alpha is dropped, not composited**: a
+//!   transparent pixel keeps its stored colour (the behaviour of Pillow's `convert("RGB")` and
+//!   OpenCV's `IMREAD_COLOR`, so results match Python pipelines). Colour profiles are not applied.
+//! - **Integrity warnings.** Problems a decoder papers over are reported in
+//!   [`LoadedImage::warnings`] ([`ImageWarning::TruncatedJpeg`]: JPEG data ending before its
+//!   end-of-image marker, which decoders fill silently). Callers in a strict mode turn them into
+//!   errors with [`LoadedImage::deny_warnings`].
+
+use std::fmt;
+use std::fs::File;
+use std::io::{Cursor, Read};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits, RgbImage};
+use serde::Serialize;
+
+/// Resource limits applied to every decode. Exceeding one is a per-image error, never an abort.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Largest accepted width in pixels (as stored, before orientation).
+    pub max_width: u32,
+    /// Largest accepted height in pixels (as stored, before orientation).
+    pub max_height: u32,
+    /// Largest number of bytes one decode may hold at once: the encoded file, and separately the
+    /// decoded buffer in the decoder's layout plus one RGB8 copy (conversion and rotation).
+    pub max_alloc: u64,
+}
+
+impl Default for DecodeLimits {
+    /// 20000 x 20000 pixels and 1 GiB: any camera photo decodes, a bomb does not.
+    fn default() -> Self {
+        DecodeLimits { max_width: 20_000, max_height: 20_000, max_alloc: 1 << 30 }
+    }
+}
+
+impl DecodeLimits {
+    /// The same limits in the `image` crate's terms, given to the decoder.
+    fn to_image_limits(self) -> Limits {
+        let mut limits = Limits::default();
+        limits.max_image_width = Some(self.max_width);
+        limits.max_image_height = Some(self.max_height);
+        limits.max_alloc = Some(self.max_alloc);
+        limits
+    }
+
+    /// Checks a header's dimensions: zero, over the dimension limits, or an RGB8 output alone
+    /// over the memory limit.
+    fn check_dimensions(&self, name: &str, width: u32, height: u32) -> Result<(), ImageError> {
+        if width == 0 || height == 0 {
+            return Err(ImageError::ZeroSize { name: name.to_owned(), width, height });
+        }
+        if width > self.max_width || height > self.max_height {
+            let limit = SizeLimit::Dimensions { max_width: self.max_width, max_height: self.max_height };
+            return Err(ImageError::TooLarge { name: name.to_owned(), width, height, limit });
+        }
+        self.check_memory(name, width, height, rgb8_bytes(width, height))
+    }
+
+    fn check_memory(&self, name: &str, width: u32, height: u32, needed: u64) -> Result<(), ImageError> {
+        if needed > self.max_alloc {
+            let limit = SizeLimit::Memory { needed, max_alloc: self.max_alloc };
+            return Err(ImageError::TooLarge { name: name.to_owned(), width, height, limit });
+        }
+        Ok(())
+    }
+}
+
+fn rgb8_bytes(width: u32, height: u32) -> u64 {
+    u64::from(width).saturating_mul(u64::from(height)).saturating_mul(3)
+}
+
+/// The encoded format of a loaded image, as sniffed from its content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceFormat {
+    Png,
+    Jpeg,
+    Gif,
+    Bmp,
+    WebP,
+}
+
+impl SourceFormat {
+    /// Lower-case short name: `png`, `jpeg`, `gif`, `bmp`, `webp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceFormat::Png => "png",
+            SourceFormat::Jpeg => "jpeg",
+            SourceFormat::Gif => "gif",
+            SourceFormat::Bmp => "bmp",
+            SourceFormat::WebP => "webp",
+        }
+    }
+
+    fn from_image(format: ImageFormat) -> Option<Self> {
+        Some(match format {
+            ImageFormat::Png => SourceFormat::Png,
+            ImageFormat::Jpeg => SourceFormat::Jpeg,
+            ImageFormat::Gif => SourceFormat::Gif,
+            ImageFormat::Bmp => SourceFormat::Bmp,
+            ImageFormat::WebP => SourceFormat::WebP,
+            _ => return None,
+        })
+    }
+
+    fn to_image(self) -> ImageFormat {
+        match self {
+            SourceFormat::Png => ImageFormat::Png,
+            SourceFormat::Jpeg => ImageFormat::Jpeg,
+            SourceFormat::Gif => ImageFormat::Gif,
+            SourceFormat::Bmp => ImageFormat::Bmp,
+            SourceFormat::WebP => ImageFormat::WebP,
+        }
+    }
+}
+
+impl fmt::Display for SourceFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A problem in an image that still decoded. Callers in a strict mode fail on any warning
+/// ([`LoadedImage::deny_warnings`]); otherwise they report it and use the pixels.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ImageWarning {
+    /// The JPEG data ends before its end-of-image marker (FF D9); bytes after the marker are
+    /// allowed. The decoder filled the missing part, so the lower part of the image (or the later
+    /// passes of a progressive JPEG) does not come from the file.
+    TruncatedJpeg,
+    /// The EXIF metadata could not be read; orientation 1 (none) was assumed.
+    UnreadableExif { reason: String },
+}
+
+impl fmt::Display for ImageWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ImageWarning::TruncatedJpeg => {
+                f.write_str("truncated JPEG: no end-of-image marker, missing pixels were filled by the decoder")
+            }
+            ImageWarning::UnreadableExif { reason } => {
+                write!(f, "unreadable EXIF metadata ({reason}), orientation ignored")
+            }
+        }
+    }
+}
+
+/// Which limit an image exceeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SizeLimit {
+    /// Width or height over [`DecodeLimits::max_width`] / [`DecodeLimits::max_height`].
+    Dimensions { max_width: u32, max_height: u32 },
+    /// Decoding would need `needed` bytes, over [`DecodeLimits::max_alloc`].
+    Memory { needed: u64, max_alloc: u64 },
+}
+
+impl fmt::Display for SizeLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SizeLimit::Dimensions { max_width, max_height } => write!(f, "max {max_width}x{max_height} pixels"),
+            SizeLimit::Memory { needed, max_alloc } => {
+                write!(f, "decoding needs {needed} bytes, limit {max_alloc} bytes")
+            }
+        }
+    }
+}
+
+/// Why an image could not be loaded. Every variant names the file (`name`: the path as given to
+/// [`load_image`], or the name given to [`decode_image`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// The file could not be opened or read.
+    #[error("{name}: cannot read image: {source}")]
+    Io {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Zero bytes.
+    #[error("{name}: empty file (0 bytes), not an image")]
+    Empty { name: String },
+    /// The content matches no known image signature (whatever the file's extension says).
+    #[error("{name}: not an image: unknown format ({hint}); supported: PNG, JPEG, GIF, BMP, WebP")]
+    UnknownFormat { name: String, hint: String },
+    /// A recognised image format this build does not decode.
+    #[error("{name}: {format} images are not supported; supported: PNG, JPEG, GIF, BMP, WebP")]
+    UnsupportedFormat { name: String, format: String },
+    /// The encoded data alone is over [`DecodeLimits::max_alloc`].
+    #[error("{name}: file is {bytes} bytes, over the decode limit of {limit} bytes")]
+    FileTooLarge { name: String, bytes: u64, limit: u64 },
+    /// The header declares an image over the limits (a decompression bomb or a huge scan).
+    #[error("{name}: {width}x{height} image is over the decode limit ({limit})")]
+    TooLarge { name: String, width: u32, height: u32, limit: SizeLimit },
+    /// The header declares zero width or height.
+    #[error("{name}: header declares a zero-size image ({width}x{height})")]
+    ZeroSize { name: String, width: u32, height: u32 },
+    /// The decoder refused a resource limit of its own (internal buffers).
+    #[error("{name}: decoder resource limit exceeded: {reason}")]
+    LimitExceeded { name: String, reason: String },
+    /// The data is corrupt or uses a feature the decoder does not support.
+    #[error("{name}: cannot decode {format} image: {reason}")]
+    Decode { name: String, format: SourceFormat, reason: String },
+    /// A warning turned into an error by [`LoadedImage::deny_warnings`] (strict mode).
+    #[error("{name}: {warning} (strict mode)")]
+    Strict { name: String, warning: ImageWarning },
+}
+
+impl ImageError {
+    /// The file (or given name) the error is about.
+    pub fn name(&self) -> &str {
+        match self {
+            ImageError::Io { name, .. }
+            | ImageError::Empty { name }
+            | ImageError::UnknownFormat { name, .. }
+            | ImageError::UnsupportedFormat { name, .. }
+            | ImageError::FileTooLarge { name, .. }
+            | ImageError::TooLarge { name, .. }
+            | ImageError::ZeroSize { name, .. }
+            | ImageError::LimitExceeded { name, .. }
+            | ImageError::Decode { name, .. }
+            | ImageError::Strict { name, .. } => name,
+        }
+    }
+}
+
+/// A decoded image, ready for preprocessing.
+#[derive(Debug, Clone)]
+pub struct LoadedImage {
+    /// 8-bit RGB pixels in displayed orientation (EXIF orientation applied, alpha dropped).
+    pub rgb: RgbImage,
+    /// The format sniffed from the content.
+    pub original_format: SourceFormat,
+    /// The EXIF orientation value (1-8) that was applied; 1 when the image has none.
+    pub orientation: u8,
+    /// Problems found in data that still decoded; empty for a clean image.
+    pub warnings: Vec<ImageWarning>,
+}
+
+impl LoadedImage {
+    /// Strict mode: the image unchanged if it has no warning, else [`ImageError::Strict`] with the
+    /// first warning, naming `name`.
+    pub fn deny_warnings(self, name: &str) -> Result<Self, ImageError> {
+        match self.warnings.into_iter().next() {
+            None => Ok(LoadedImage { warnings: Vec::new(), ..self }),
+            Some(warning) => Err(ImageError::Strict { name: name.to_owned(), warning }),
+        }
+    }
+}
+
+/// Loads the image file at `path` (see the module docs for the contract). Errors name the path
+/// as given. A file over `limits.max_alloc` bytes is refused before it is read.
+pub fn load_image(path: &Path, limits: &DecodeLimits) -> Result<LoadedImage, ImageError> {
+    let name = path.display().to_string();
+    let bytes = read_capped(path, &name, limits.max_alloc)?;
+    decode_image(&bytes, &name, limits)
+}
+
+/// Decodes an in-memory image (the path of [`load_image`]); `name` is used in errors only.
+pub fn decode_image(bytes: &[u8], name: &str, limits: &DecodeLimits) -> Result<LoadedImage, ImageError> {
+    if bytes.is_empty() {
+        return Err(ImageError::Empty { name: name.to_owned() });
+    }
+    let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+    if len > limits.max_alloc {
+        return Err(ImageError::FileTooLarge { name: name.to_owned(), bytes: len, limit: limits.max_alloc });
+    }
+    let format = sniff_format(bytes, name)?;
+
+    let mut warnings = Vec::new();
+    let jpeg = (format == SourceFormat::Jpeg).then(|| scan_jpeg(bytes));
+    let header_size = match &jpeg {
+        Some(scan) => scan.frame_size,
+        None => probe_dimensions(format, bytes),
+    };
+    if let Some((width, height)) = header_size {
+        limits.check_dimensions(name, width, height)?;
+    }
+    if let Some(scan) = &jpeg
+        && !scan.has_eoi(bytes)
+    {
+        warnings.push(ImageWarning::TruncatedJpeg);
+    }
+
+    let decoded = catch_unwind(AssertUnwindSafe(|| decode_rgb(bytes, name, format, limits, &mut warnings)));
+    let (rgb, orientation) = match decoded {
+        Ok(result) => result?,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown cause".to_owned());
+            let reason = format!("decoder panicked: {message}");
+            return Err(ImageError::Decode { name: name.to_owned(), format, reason });
+        }
+    };
+    Ok(LoadedImage { rgb, original_format: format, orientation, warnings })
+}
+
+/// Reads at most `cap` bytes of a file; more is [`ImageError::FileTooLarge`] (checked from the
+/// metadata first, and again while reading for files whose size is not known in advance).
+fn read_capped(path: &Path, name: &str, cap: u64) -> Result<Vec<u8>, ImageError> {
+    let io_error = |source| ImageError::Io { name: name.to_owned(), source };
+    let file = File::open(path).map_err(io_error)?;
+    let metadata = file.metadata().map_err(io_error)?;
+    if metadata.is_dir() {
+        let source = std::io::Error::other("is a directory");
+        return Err(ImageError::Io { name: name.to_owned(), source });
+    }
+    if metadata.len() > cap {
+        return Err(ImageError::FileTooLarge { name: name.to_owned(), bytes: metadata.len(), limit: cap });
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
+    file.take(cap.saturating_add(1)).read_to_end(&mut bytes).map_err(io_error)?;
+    let read = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+    if read > cap {
+        return Err(ImageError::FileTooLarge { name: name.to_owned(), bytes: read, limit: cap });
+    }
+    Ok(bytes)
+}
+
+/// The format from the content's signature.
+fn sniff_format(bytes: &[u8], name: &str) -> Result<SourceFormat, ImageError> {
+    match image::guess_format(bytes) {
+        Ok(format) => SourceFormat::from_image(format)
+            .ok_or_else(|| ImageError::UnsupportedFormat { name: name.to_owned(), format: format!("{format:?}") }),
+        Err(_) => Err(ImageError::UnknownFormat { name: name.to_owned(), hint: describe_start(bytes) }),
+    }
+}
+
+/// A short description of unrecognised content for the error message: quoted text when it looks
+/// like text, otherwise the first bytes in hex.
+fn describe_start(bytes: &[u8]) -> String {
+    let head = &bytes[..bytes.len().min(24)];
+    let texty = |b: &u8| b.is_ascii_graphic() || matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+    if head.iter().all(texty) {
+        let text: String = head.iter().map(|&b| if b.is_ascii_whitespace() { ' ' } else { char::from(b) }).collect();
+        let more = if bytes.len() > head.len() { "..." } else { "" };
+        format!("content is text: \"{}{more}\"", text.trim_end())
+    } else {
+        let hex: Vec<String> = head.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        format!("starts with bytes {}", hex.join(" "))
+    }
+}
+
+/// Decodes through the `image` crate with explicit limits, applies EXIF orientation, converts to
+/// RGB8. Returns the image and the EXIF orientation value applied.
+fn decode_rgb(
+    bytes: &[u8],
+    name: &str,
+    format: SourceFormat,
+    limits: &DecodeLimits,
+    warnings: &mut Vec<ImageWarning>,
+) -> Result<(RgbImage, u8), ImageError> {
+    let decode_error = |err| map_decoder_error(name, format, err);
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format.to_image());
+    reader.limits(limits.to_image_limits());
+    let mut decoder = reader.into_decoder().map_err(decode_error)?;
+
+    // The decoder's own view of the header: checked again, with the memory the decode needs
+    // (decoded buffer, plus one RGB8 copy for conversion or rotation).
+    let (width, height) = decoder.dimensions();
+    limits.check_dimensions(name, width, height)?;
+    let decoded = decoder.total_bytes();
+    let rgb8 = rgb8_bytes(width, height);
+    limits.check_memory(name, width, height, decoded.max(rgb8).saturating_add(rgb8))?;
+    // As `ImageReader::decode` does, and `into_decoder` does not: the output buffer counts
+    // against the memory limit the decoder gets for its own buffers.
+    let mut decoder_limits = limits.to_image_limits();
+    decoder_limits.max_alloc = Some(limits.max_alloc.saturating_sub(decoded));
+    decoder.set_limits(decoder_limits).map_err(decode_error)?;
+
+    let orientation = match decoder.orientation() {
+        Ok(orientation) => orientation,
+        Err(err) => {
+            warnings.push(ImageWarning::UnreadableExif { reason: err.to_string() });
+            Orientation::NoTransforms
+        }
+    };
+    let image = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
+    let mut rgb = DynamicImage::ImageRgb8(image.into_rgb8());
+    rgb.apply_orientation(orientation);
+    Ok((rgb.into_rgb8(), orientation.to_exif()))
+}
+
+fn map_decoder_error(name: &str, format: SourceFormat, err: image::ImageError) -> ImageError {
+    let name = name.to_owned();
+    match err {
+        image::ImageError::Limits(limit) => ImageError::LimitExceeded { name, reason: limit.to_string() },
+        other => ImageError::Decode { name, format, reason: other.to_string() },
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Header parsing: dimensions as declared, read before any decoder allocates.
+
+fn be16(bytes: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes(bytes.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn le16(bytes: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn be32(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn le32(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn le24(bytes: &[u8], at: usize) -> Option<u32> {
+    let b = bytes.get(at..at + 3)?;
+    Some(u32::from(b[0]) | u32::from(b[1]) << 8 | u32::from(b[2]) << 16)
+}
+
+/// Width and height as declared by the header of a non-JPEG image (JPEG: [`scan_jpeg`]); `None`
+/// when the header is too short or malformed (the decoder then reports the problem).
+fn probe_dimensions(format: SourceFormat, bytes: &[u8]) -> Option<(u32, u32)> {
+    match format {
+        // Signature, then the IHDR chunk: length 13, "IHDR", width, height (big-endian).
+        SourceFormat::Png => {
+            (bytes.get(12..16)? == b"IHDR").then_some(())?;
+            Some((be32(bytes, 16)?, be32(bytes, 20)?))
+        }
+        // "GIF8xa", logical screen width and height (little-endian u16).
+        SourceFormat::Gif => Some((u32::from(le16(bytes, 6)?), u32::from(le16(bytes, 8)?))),
+        // File header (14 bytes), then the DIB header: its size, then width and height; the
+        // 12-byte OS/2 core header has u16 sizes, later ones i32 (negative height: top-down).
+        SourceFormat::Bmp => match le32(bytes, 14)? {
+            12 => Some((u32::from(le16(bytes, 18)?), u32::from(le16(bytes, 20)?))),
+            _ => {
+                let width = i32::from_le_bytes(bytes.get(18..22)?.try_into().ok()?);
+                let height = i32::from_le_bytes(bytes.get(22..26)?.try_into().ok()?);
+                Some((u32::try_from(width).ok()?, height.unsigned_abs()))
+            }
+        },
+        SourceFormat::WebP => probe_webp(bytes),
+        SourceFormat::Jpeg => scan_jpeg(bytes).frame_size,
+    }
+}
+
+/// WebP: "RIFF", size, "WEBP", then the first chunk: VP8X (extended: canvas size), VP8L
+/// (lossless: 14-bit sizes after the 0x2f signature) or "VP8 " (lossy: 14-bit sizes after the
+/// frame tag and the 9d 01 2a start code).
+fn probe_webp(bytes: &[u8]) -> Option<(u32, u32)> {
+    (bytes.get(0..4)? == b"RIFF" && bytes.get(8..12)? == b"WEBP").then_some(())?;
+    match bytes.get(12..16)? {
+        b"VP8X" => Some((le24(bytes, 24)? + 1, le24(bytes, 27)? + 1)),
+        b"VP8L" => {
+            (*bytes.get(20)? == 0x2f).then_some(())?;
+            let bits = le32(bytes, 21)?;
+            Some(((bits & 0x3fff) + 1, ((bits >> 14) & 0x3fff) + 1))
+        }
+        b"VP8 " => {
+            (bytes.get(23..26)? == [0x9d, 0x01, 0x2a]).then_some(())?;
+            Some((u32::from(le16(bytes, 26)? & 0x3fff), u32::from(le16(bytes, 28)? & 0x3fff)))
+        }
+        _ => None,
+    }
+}
+
+/// What a walk over a JPEG's marker segments found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct JpegScan {
+    /// Width and height from the first start-of-frame segment.
+    frame_size: Option<(u32, u32)>,
+    /// The end-of-image marker was reached through the segment structure.
+    eoi: bool,
+    /// The walk met bytes that are not a marker where one must be (the structure is damaged or
+    /// unusual); `eoi` is then unknown rather than false.
+    malformed: bool,
+}
+
+impl JpegScan {
+    /// Whether the data has its end-of-image marker. When the segment walk reached the end of the
+    /// data, no; when it stopped on damaged structure, falls back to the tail: the last bytes,
+    /// after trailing padding (00, FF, ASCII whitespace), are FF D9.
+    fn has_eoi(&self, bytes: &[u8]) -> bool {
+        if self.eoi {
+            return true;
+        }
+        if !self.malformed {
+            return false;
+        }
+        let end = bytes.iter().rposition(|b| !matches!(b, 0x00 | 0xff | b' ' | b'\t' | b'\r' | b'\n'));
+        match end {
+            Some(last) => bytes[last] == 0xd9 && last > 0 && bytes[last - 1] == 0xff,
+            None => false,
+        }
+    }
+}
+
+/// Walks a JPEG from SOI over its marker segments, skipping entropy-coded data after each SOS
+/// (byte-stuffed FF 00 and restart markers included), until EOI or the end of the data. Bytes
+/// after EOI (camera trailers, padding, appended video) are not looked at; an FF D9 inside a
+/// segment (an EXIF thumbnail) is skipped with its segment, so neither fools the check.
+fn scan_jpeg(bytes: &[u8]) -> JpegScan {
+    let mut scan = JpegScan::default();
+    if bytes.get(0..2) != Some(&[0xff, 0xd8]) {
+        scan.malformed = true;
+        return scan;
+    }
+    let mut at = 2;
+    loop {
+        if at >= bytes.len() {
+            return scan;
+        }
+        if bytes[at] != 0xff {
+            scan.malformed = true;
+            return scan;
+        }
+        // Any number of FF fill bytes may precede a marker.
+        while bytes.get(at) == Some(&0xff) {
+            at += 1;
+        }
+        let Some(&marker) = bytes.get(at) else { return scan };
+        at += 1;
+        match marker {
+            0xd9 => {
+                scan.eoi = true;
+                return scan;
+            }
+            // Stand-alone markers: no length field.
+            0x01 | 0xd0..=0xd8 => continue,
+            0x00 => {
+                scan.malformed = true;
+                return scan;
+            }
+            _ => {}
+        }
+        let Some(length) = be16(bytes, at) else { return scan };
+        let length = usize::from(length);
+        if length < 2 {
+            scan.malformed = true;
+            return scan;
+        }
+        let is_frame = matches!(marker, 0xc0..=0xc3 | 0xc5..=0xc7 | 0xc9..=0xcb | 0xcd..=0xcf);
+        if is_frame
+            && scan.frame_size.is_none()
+            && let (Some(height), Some(width)) = (be16(bytes, at + 3), be16(bytes, at + 5))
+        {
+            scan.frame_size = Some((u32::from(width), u32::from(height)));
+        }
+        at += length;
+        if marker == 0xda {
+            // Entropy-coded data runs to the next FF not followed by 00 (stuffing), a restart
+            // marker or more FF fill.
+            loop {
+                let Some(offset) = bytes.get(at..).and_then(|rest| rest.iter().position(|&b| b == 0xff)) else {
+                    return scan;
+                };
+                let ff = at + offset;
+                let mut next = ff + 1;
+                while bytes.get(next) == Some(&0xff) {
+                    next += 1;
+                }
+                match bytes.get(next) {
+                    None => return scan,
+                    Some(0x00 | 0xd0..=0xd7) => at = next + 1,
+                    Some(_) => {
+                        at = ff;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "image_io_tests.rs"]
+mod tests;

@@ -1,0 +1,217 @@
+//! Named float tensors: loaded from / saved to safetensors, or drawn from the plan's initialisers.
+
+use crate::error::{OnnxError, Result};
+use detnas_core::plan::{Init, ParamSpec};
+use detnas_core::rng::Rng;
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// A dense float32 tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// Tensors by parameter name (see [`detnas_core::plan`] for the naming scheme).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Weights {
+    tensors: BTreeMap<String, Tensor>,
+    /// Where the weights came from (file path or `random-init seed N`), recorded in exports.
+    pub source: String,
+}
+
+impl Weights {
+    /// Reads a safetensors file; float32 tensors only (float64/float16 are converted).
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path)
+            .map_err(|e| OnnxError::Weights { path: path.display().to_string(), reason: e.to_string() })?;
+        let mut w = Self::from_bytes(&bytes, &path.display().to_string())?;
+        w.source = path.display().to_string();
+        Ok(w)
+    }
+
+    /// Parses safetensors bytes; `name` is used in errors.
+    pub fn from_bytes(bytes: &[u8], name: &str) -> Result<Self> {
+        let bad = |reason: String| OnnxError::Weights { path: name.to_string(), reason };
+        let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+        let mut tensors = BTreeMap::new();
+        for (tname, view) in st.tensors() {
+            let raw = view.data();
+            let data: Vec<f32> = match view.dtype() {
+                Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+                Dtype::F64 => {
+                    raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect()
+                }
+                other => return Err(bad(format!("tensor `{tname}` has dtype {other:?}; expected F32"))),
+            };
+            tensors.insert(tname, Tensor { shape: view.shape().to_vec(), data });
+        }
+        Ok(Weights { tensors, source: name.to_string() })
+    }
+
+    /// Serializes to safetensors bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = self
+            .tensors
+            .iter()
+            .map(|(n, t)| (n.clone(), t.data.iter().flat_map(|v| v.to_le_bytes()).collect(), t.shape.clone()))
+            .collect();
+        let views: Vec<(String, TensorView<'_>)> = bytes
+            .iter()
+            .map(|(n, b, s)| Ok((n.clone(), TensorView::new(Dtype::F32, s.clone(), b).map_err(|e| self.err(e))?)))
+            .collect::<Result<_>>()?;
+        safetensors::serialize(views, None).map_err(|e| self.err(e))
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> OnnxError {
+        OnnxError::Weights { path: self.source.clone(), reason: e.to_string() }
+    }
+
+    /// Writes a safetensors file atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let bytes = self.to_bytes()?;
+        detnas_core::fsutil::write_atomic(path, &bytes)
+            .map_err(|e| OnnxError::Weights { path: path.display().to_string(), reason: e.to_string() })
+    }
+
+    /// Draws every tensor of `params` from its initialiser with a seeded generator.
+    pub fn random(params: &[ParamSpec], seed: u64) -> Self {
+        let mut rng = Rng::seed(seed);
+        let mut tensors = BTreeMap::new();
+        for p in params {
+            let n: usize = p.shape.iter().product();
+            let data = match p.init {
+                Init::Const(v) => vec![v; n],
+                Init::Normal { std } => (0..n).map(|_| normal(&mut rng) * std).collect(),
+                Init::Uniform { bound } => (0..n).map(|_| (rng.unit() as f32 * 2.0 - 1.0) * bound).collect(),
+            };
+            tensors.insert(p.name.clone(), Tensor { shape: p.shape.clone(), data });
+        }
+        Weights { tensors, source: format!("random-init seed {seed}") }
+    }
+
+    /// Random weights where every tensor matters numerically, for parity tests, scaled so that
+    /// activations stay of order one through the whole network: convs `N(0, gain / fan_in)` with gain 1
+    /// for depthwise convs (never followed by ReLU here) and 2 otherwise, BN running variances uniform in
+    /// `[0.5, 1.5]` with scales `sqrt(var) * U(0.9, 1.1)`, BN means, BN shifts and conv biases `N(0, 0.1)`;
+    /// the classification prior bias is kept so scores stay in a realistic range.
+    pub fn random_varied(params: &[ParamSpec], seed: u64) -> Self {
+        let mut rng = Rng::seed(seed);
+        let mut tensors: BTreeMap<String, Tensor> = BTreeMap::new();
+        for p in params {
+            let n: usize = p.shape.iter().product();
+            let name = p.name.as_str();
+            let data: Vec<f32> = if p.shape.len() == 4 {
+                let fan_in: usize = p.shape[1..].iter().product();
+                let gain = if p.shape[1] == 1 { 1.0 } else { 2.0 };
+                let std = (gain / fan_in as f32).sqrt();
+                (0..n).map(|_| normal(&mut rng) * std).collect()
+            } else if name.ends_with("running_var") {
+                (0..n).map(|_| 0.5 + rng.unit() as f32).collect()
+            } else if name.contains("cls_logits") {
+                match p.init {
+                    Init::Const(v) => vec![v; n],
+                    _ => vec![0.0; n],
+                }
+            } else if name.ends_with(".weight") && p.shape.len() == 1 {
+                // BN scale; fixed up below once the running variance is known
+                (0..n).map(|_| 0.9 + 0.2 * rng.unit() as f32).collect()
+            } else {
+                (0..n).map(|_| normal(&mut rng) * 0.1).collect()
+            };
+            tensors.insert(p.name.clone(), Tensor { shape: p.shape.clone(), data });
+        }
+        let bn_prefixes: Vec<String> =
+            tensors.keys().filter_map(|k| k.strip_suffix(".running_var").map(str::to_string)).collect();
+        for prefix in bn_prefixes {
+            let var = tensors[&format!("{prefix}.running_var")].data.clone();
+            if let Some(gamma) = tensors.get_mut(&format!("{prefix}.weight")) {
+                for (g, v) in gamma.data.iter_mut().zip(var) {
+                    *g *= v.sqrt();
+                }
+            }
+        }
+        Weights { tensors, source: format!("random-varied seed {seed}") }
+    }
+
+    /// Inserts or replaces a tensor.
+    pub fn insert(&mut self, name: &str, tensor: Tensor) {
+        self.tensors.insert(name.to_string(), tensor);
+    }
+
+    /// The tensor `name`, which must have `shape`.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<&Tensor> {
+        let t = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| OnnxError::MissingTensor { name: name.to_string(), origin: self.source.clone() })?;
+        if t.shape != shape {
+            return Err(OnnxError::TensorShape {
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                got: t.shape.clone(),
+                origin: self.source.clone(),
+            });
+        }
+        Ok(t)
+    }
+
+    /// Mutable access for tests and tools that perturb weights.
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut Tensor> {
+        self.tensors.get_mut(name)
+    }
+
+    /// Names in sorted order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    /// Number of scalars over all tensors.
+    pub fn numel(&self) -> usize {
+        self.tensors.values().map(|t| t.data.len()).sum()
+    }
+}
+
+/// Standard normal sample (Box-Muller).
+pub fn normal(rng: &mut Rng) -> f32 {
+    let u1 = rng.unit().max(f64::MIN_POSITIVE);
+    let u2 = rng.unit();
+    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safetensors_round_trip_and_shape_checks() {
+        let params = vec![
+            ParamSpec { name: "a.weight".into(), shape: vec![2, 3], init: Init::Normal { std: 1.0 }, buffer: false },
+            ParamSpec { name: "a.bias".into(), shape: vec![2], init: Init::Const(0.5), buffer: false },
+        ];
+        let w = Weights::random(&params, 1);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        w.save(&path).unwrap();
+        let back = Weights::load(&path).unwrap();
+        assert_eq!(back.get("a.weight", &[2, 3]).unwrap(), w.get("a.weight", &[2, 3]).unwrap());
+        assert_eq!(back.get("a.bias", &[2]).unwrap().data, vec![0.5, 0.5]);
+        let err = back.get("a.weight", &[3, 2]).unwrap_err().to_string();
+        assert!(err.contains("a.weight") && err.contains("[3, 2]") && err.contains("[2, 3]"), "{err}");
+        assert!(back.get("b.weight", &[1]).unwrap_err().to_string().contains("b.weight"));
+        let garbage = dir.path().join("bad.safetensors");
+        std::fs::write(&garbage, b"not safetensors").unwrap();
+        assert!(Weights::load(&garbage).unwrap_err().to_string().contains("bad.safetensors"));
+    }
+
+    #[test]
+    fn normal_samples_have_unit_variance() {
+        let mut rng = Rng::seed(2);
+        let xs: Vec<f32> = (0..20000).map(|_| normal(&mut rng)).collect();
+        let mean = xs.iter().sum::<f32>() / xs.len() as f32;
+        let var = xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / xs.len() as f32;
+        assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "{mean} {var}");
+    }
+}
