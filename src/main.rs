@@ -1,6 +1,7 @@
 //! `detnas`: DetNAS backbone search, export and detection from the command line.
 //!
-//! Exit codes: 0 success; 1 the command failed (the message names the problem); 2 invalid usage.
+//! Exit codes: 0 success; 1 the command failed (the message names the problem); 2 invalid usage;
+//! 3 `detect --strict` finished but some inputs failed.
 
 mod cli;
 
@@ -11,9 +12,13 @@ fn main() {
     #[cfg(feature = "train")]
     detnas_train::device::init();
     let args = cli::Cli::parse();
-    if let Err(e) = cli::run(args) {
-        eprintln!("error: {}", one_line(&e));
-        std::process::exit(1);
+    match cli::run(args) {
+        Ok(0) => {}
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            std::process::exit(1);
+        }
     }
 }
 

@@ -1,7 +1,16 @@
 //! Command-line definitions and dispatch.
 
 mod arch;
+#[cfg(feature = "infer")]
+mod bench;
+#[cfg(feature = "infer")]
+mod detect;
+#[cfg(feature = "infer")]
+mod draw;
 mod env;
+mod eval;
+mod export;
+mod inspect;
 mod tour;
 
 use clap::{Parser, Subcommand};
@@ -18,16 +27,36 @@ enum Command {
     /// Search spaces and architectures: FLOPs, parameters, shapes, sampling.
     #[command(subcommand)]
     Arch(arch::ArchCommand),
-    /// A guided tour of the search spaces and published architectures (the built-in default job).
+    /// Detect objects in images, folders or globs with an exported model.
+    #[cfg(feature = "infer")]
+    Detect(detect::DetectArgs),
+    /// Latency of a model (bare run and full detect path) on this machine.
+    #[cfg(feature = "infer")]
+    Bench(bench::BenchArgs),
+    /// Export a DetNAS RetinaNet to ONNX (random DetNAS initialisation without --weights).
+    Export(export::ExportArgs),
+    /// Inputs, outputs, metadata, parameters and FLOPs of an ONNX model.
+    Inspect(inspect::InspectArgs),
+    /// COCO bbox evaluation (pycocotools semantics) of results against ground truth.
+    Eval(eval::EvalArgs),
+    /// A guided tour of the search spaces and published architectures.
     Tour,
     /// Native libraries in use: ONNX Runtime and libtorch versions, CUDA availability.
     Env(env::EnvArgs),
 }
 
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs a command; returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Arch(cmd) => arch::run(cmd),
-        Command::Tour => tour::run(),
-        Command::Env(args) => env::run(args),
+        Command::Arch(cmd) => arch::run(cmd).map(|_| 0),
+        #[cfg(feature = "infer")]
+        Command::Detect(args) => detect::run(args),
+        #[cfg(feature = "infer")]
+        Command::Bench(args) => bench::run(args).map(|_| 0),
+        Command::Export(args) => export::run(args).map(|_| 0),
+        Command::Inspect(args) => inspect::run(args).map(|_| 0),
+        Command::Eval(args) => eval::run(args).map(|_| 0),
+        Command::Tour => tour::run().map(|_| 0),
+        Command::Env(args) => env::run(args).map(|_| 0),
     }
 }

@@ -50,6 +50,8 @@ impl Default for Preprocess {
 pub struct DetectorConfig {
     pub kind: DetectorKind,
     pub class_names: Vec<String>,
+    /// Dataset category id of each class (COCO `category_id`); empty means `index + 1`.
+    pub category_ids: Vec<u64>,
     /// Fixed network input (H x W); images are letterboxed into it.
     pub input: InputSize,
     pub fpn_channels: u64,
@@ -78,6 +80,7 @@ impl Default for DetectorConfig {
         DetectorConfig {
             kind: DetectorKind::Retinanet,
             class_names: vec!["object".into()],
+            category_ids: Vec::new(),
             input: InputSize::new(512, 512),
             fpn_channels: 256,
             head_convs: 4,
@@ -105,6 +108,11 @@ impl DetectorConfig {
         self.class_names.len()
     }
 
+    /// Dataset category id of class `index`.
+    pub fn category_id(&self, index: usize) -> u64 {
+        self.category_ids.get(index).copied().unwrap_or(index as u64 + 1)
+    }
+
     /// Anchors per feature-map cell.
     pub fn anchors_per_cell(&self) -> usize {
         self.scales_per_octave * self.aspect_ratios.len()
@@ -122,6 +130,13 @@ impl DetectorConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.class_names.is_empty() {
             return Err("class_names must not be empty".into());
+        }
+        if !self.category_ids.is_empty() && self.category_ids.len() != self.class_names.len() {
+            return Err(format!(
+                "category_ids has {} entries for {} classes",
+                self.category_ids.len(),
+                self.class_names.len()
+            ));
         }
         if self.anchor_sizes.len() != 5 {
             return Err(format!("anchor_sizes needs 5 entries (P3..P7), got {}", self.anchor_sizes.len()));

@@ -14,6 +14,14 @@ pub enum InferError {
     RuntimeLoad { path: PathBuf, reason: String },
     #[error("ONNX Runtime: {0}")]
     Ort(String),
+    #[error("model {path}: {reason}")]
+    Model { path: PathBuf, reason: String },
+    #[error("model {path}: expected {expected}, found {actual}")]
+    ModelContract { path: PathBuf, expected: String, actual: String },
+    #[error("execution provider {requested} unavailable: {reason}")]
+    Provider { requested: String, reason: String },
+    #[error("{0}")]
+    Config(String),
     #[error(transparent)]
     Image(#[from] crate::image_io::ImageError),
 }

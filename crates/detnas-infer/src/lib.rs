@@ -5,9 +5,12 @@
 //! baked in at build time by `.cargo/config.toml`, and gives a one-line error naming the setup
 //! script when the library is missing.
 
+pub mod detector;
 pub mod error;
 pub mod image_io;
+pub mod preprocess;
 pub mod runtime;
 
+pub use detector::{Detection, Detections, Detector, DetectorOptions, Device, ModelInfo, StageTimings};
 pub use error::{InferError, Result};
 pub use ort;

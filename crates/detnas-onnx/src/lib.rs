@@ -12,5 +12,7 @@ pub mod weights;
 pub use error::{OnnxError, Result};
 pub use export::{ExportOptions, export_retinanet};
 pub use graph::{Attr, Dim, ElemType, GraphBuilder, IR_VERSION, OPSET};
+pub use onnx_protobuf;
 pub use onnx_protobuf::ModelProto;
+pub use protobuf::Enum as ProtoEnum;
 pub use weights::{Tensor, Weights};

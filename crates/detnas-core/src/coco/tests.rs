@@ -360,32 +360,3 @@ fn ground_truth_problems_are_typed() {
     let crowd: Vec<bool> = gt.dataset().annotations.iter().map(|a| a.iscrowd).collect();
     assert_eq!(crowd, [true, false]);
 }
-
-#[test]
-#[ignore]
-fn tmp_perf() {
-    let mut rng = crate::rng::Rng::seed(1);
-    let images: Vec<i64> = (1..=5000).collect();
-    let cats: Vec<i64> = (1..=80).collect();
-    let mut anns = Vec::new();
-    let mut dets = Vec::new();
-    for &img in &images {
-        for j in 0..7 {
-            let c = 1 + (rng.next_u64() % 80) as i64;
-            let b = [(rng.next_u64() % 500) as f64, (rng.next_u64() % 400) as f64, 5.0 + (rng.next_u64() % 200) as f64, 5.0 + (rng.next_u64() % 200) as f64];
-            anns.push(CocoAnnotation { id: img * 100 + j, image_id: img, category_id: c, bbox: b, area: b[2] * b[3], iscrowd: j == 6 });
-            for _ in 0..10 { dets.push(Detection { image_id: img, category_id: c, bbox: [b[0] + (rng.next_u64() % 10) as f64, b[1], b[2], b[3]], score: (rng.next_u64() % 1000) as f64 / 1000.0 }); }
-        }
-        for _ in 0..50 { dets.push(Detection { image_id: img, category_id: 1 + (rng.next_u64() % 80) as i64, bbox: [10.0, 10.0, 50.0, 50.0], score: 0.1 }); }
-    }
-    let mut gt = CocoDataset::default();
-    gt.images = images.iter().map(|&id| CocoImage { id, ..Default::default() }).collect();
-    gt.categories = cats.iter().map(|&id| CocoCategory { id, ..Default::default() }).collect();
-    gt.annotations = anns;
-    let gt = GroundTruth::new(gt).unwrap();
-    let n = dets.len();
-    let dt = Detections::new(dets, &gt).unwrap();
-    let t = std::time::Instant::now();
-    let s = evaluate(&gt, &dt, &EvalParams::default());
-    eprintln!("{n} dets: {:?}\n{s}", t.elapsed());
-}
