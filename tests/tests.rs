@@ -2,7 +2,11 @@
 
 mod cli_arch;
 #[cfg(feature = "infer")]
+mod cli_detect;
+#[cfg(feature = "infer")]
 mod export_parity;
+#[cfg(feature = "infer")]
+mod sdk;
 #[cfg(feature = "infer")]
 mod toolchain_ort;
 #[cfg(feature = "train")]

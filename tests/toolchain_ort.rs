@@ -41,3 +41,12 @@ fn missing_runtime_is_a_one_line_error_naming_the_setup_script() {
     let o = detnas_env(&["env"], &[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")]);
     assert_one_line_failure(&o, &["/nonexistent/libonnxruntime.so", "tools/setup-native.sh"]);
 }
+
+#[test]
+fn a_file_that_is_not_onnx_runtime_is_a_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("libonnxruntime.so");
+    std::fs::write(&fake, b"not a shared library").unwrap();
+    let o = detnas_env(&["env"], &[("ORT_DYLIB_PATH", fake.to_str().unwrap())]);
+    assert_one_line_failure(&o, &["could not be loaded", "libonnxruntime.so"]);
+}

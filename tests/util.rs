@@ -56,3 +56,102 @@ pub fn read_f32(path: &Path) -> Vec<f32> {
 pub fn read_i64(path: &Path) -> Vec<i64> {
     std::fs::read(path).unwrap().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
 }
+
+/// A small RetinaNet (random but non-trivial weights) exported once per test run:
+/// `(model path, config)`. Input 128x160, two classes, detections on most images.
+pub fn small_model() -> &'static (std::path::PathBuf, detnas_core::detector::DetectorConfig) {
+    use detnas_core::detector::DetectorConfig;
+    use detnas_core::plan::{Paths, detector_params};
+    static MODEL: std::sync::OnceLock<(std::path::PathBuf, DetectorConfig)> = std::sync::OnceLock::new();
+    MODEL.get_or_init(|| {
+        let space = detnas_core::SearchSpace::detnas_300m();
+        let arch = detnas_core::arch::Preset::by_name("coco-retinanet-300m").unwrap().resolve().1;
+        let cfg = DetectorConfig {
+            class_names: vec!["tree".into(), "bush".into()],
+            input: detnas_core::InputSize::new(128, 160),
+            fpn_channels: 32,
+            head_channels: 32,
+            head_convs: 2,
+            ..DetectorConfig::default()
+        };
+        let weights = detnas_onnx::Weights::random_varied(&detector_params(&space, Paths::Single(&arch), &cfg), 7);
+        let model = detnas_onnx::export_retinanet(&space, &arch, &cfg, &weights, &Default::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap().keep();
+        let path = dir.join("small.onnx");
+        std::fs::write(&path, detnas_onnx::graph::encode(&model).unwrap()).unwrap();
+        (path, cfg)
+    })
+}
+
+/// A textured RGB test image (deterministic).
+pub fn textured(width: u32, height: u32, seed: u32) -> image::RgbImage {
+    image::RgbImage::from_fn(width, height, |x, y| {
+        let v = (x.wrapping_mul(7 + seed) ^ y.wrapping_mul(13)) % 256;
+        image::Rgb([v as u8, ((x + y * 3 + seed) % 256) as u8, ((x * y) % 251) as u8])
+    })
+}
+
+/// A 69-byte PNG whose header claims 100000 x 100000 pixels.
+pub fn png_bomb() -> Vec<u8> {
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for &b in data {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+    fn chunk(kind: &[u8], data: &[u8]) -> Vec<u8> {
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        let mut out = (data.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&crc32(&body).to_be_bytes());
+        out
+    }
+    let mut ihdr = 100_000u32.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut png = vec![0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
+    png.extend(chunk(b"IHDR", &ihdr));
+    png.extend(chunk(b"IDAT", &[0x78, 0x01, 0x01, 0x00, 0x00]));
+    png.extend(chunk(b"IEND", &[]));
+    png
+}
+
+/// Encodes an image in `format`.
+pub fn encoded(img: &image::RgbImage, format: image::ImageFormat) -> Vec<u8> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut buf, format).unwrap();
+    buf.into_inner()
+}
+
+/// Inserts an `eXIf` chunk with the given orientation after a PNG's IHDR.
+pub fn with_png_exif_orientation(png: &[u8], orientation: u16) -> Vec<u8> {
+    // big-endian TIFF header, one IFD entry: tag 0x0112 SHORT 1 value
+    let mut tiff = b"MM\x00\x2a\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01".to_vec();
+    tiff.extend_from_slice(&orientation.to_be_bytes());
+    tiff.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    let mut body = b"eXIf".to_vec();
+    body.extend_from_slice(&tiff);
+    let crc = {
+        let mut crc = 0xffff_ffffu32;
+        for &b in &body {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    };
+    let mut chunk = (tiff.len() as u32).to_be_bytes().to_vec();
+    chunk.extend_from_slice(&body);
+    chunk.extend_from_slice(&crc.to_be_bytes());
+    let ihdr_end = 8 + 4 + 4 + 13 + 4;
+    let mut out = png[..ihdr_end].to_vec();
+    out.extend_from_slice(&chunk);
+    out.extend_from_slice(&png[ihdr_end..]);
+    out
+}

@@ -1,0 +1,215 @@
+//! `detnas detect / export / inspect / bench / eval` end to end on real files.
+
+use crate::util::{assert_one_line_failure, detnas, encoded, png_bomb, small_model, stderr, stdout, textured};
+use image::ImageFormat;
+use serde_json::Value;
+use std::path::Path;
+
+fn read_json(p: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+}
+
+/// A folder mixing good images (nested, several formats) and hostile files.
+fn mixed_folder(dir: &Path) -> (usize, Vec<&'static str>) {
+    std::fs::create_dir_all(dir.join("nested/deeper")).unwrap();
+    let good: Vec<(&str, Vec<u8>)> = vec![
+        ("a.jpg", encoded(&textured(640, 480, 1), ImageFormat::Jpeg)),
+        ("nested/b.png", encoded(&textured(300, 500, 2), ImageFormat::Png)),
+        ("nested/deeper/c.bmp", encoded(&textured(1, 1, 3), ImageFormat::Bmp)),
+        ("png_named.jpg", encoded(&textured(200, 100, 4), ImageFormat::Png)),
+        ("gray16.png", {
+            let img = image::DynamicImage::ImageLuma16(image::ImageBuffer::from_fn(64, 48, |x, y| {
+                image::Luma([(x * 900 + y * 300) as u16])
+            }));
+            let mut buf = std::io::Cursor::new(Vec::new());
+            img.write_to(&mut buf, ImageFormat::Png).unwrap();
+            buf.into_inner()
+        }),
+    ];
+    for (name, bytes) in &good {
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    std::fs::write(dir.join("empty.jpg"), b"").unwrap();
+    std::fs::write(dir.join("text.jpg"), b"this is not an image\n").unwrap();
+    std::fs::write(dir.join("bomb.png"), png_bomb()).unwrap();
+    std::fs::write(dir.join("zero.png"), {
+        let mut p = png_bomb();
+        p[16..24].copy_from_slice(&[0; 8]);
+        p
+    })
+    .unwrap();
+    std::fs::write(dir.join("notes.txt"), b"ignored: not an image extension").unwrap();
+    (good.len(), vec!["empty.jpg", "text.jpg", "bomb.png", "zero.png"])
+}
+
+#[test]
+fn folder_with_hostile_files_finishes_with_all_good_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    let (good, bad) = mixed_folder(&images);
+    let out = dir.path().join("out");
+    let model = small_model().0.to_str().unwrap();
+    let o = detnas(&[
+        "detect",
+        model,
+        images.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--save-txt",
+        "--save-img",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(&o));
+    assert!(stdout(&o).contains("images/s") && stdout(&o).contains("inference"), "{}", stdout(&o));
+
+    let index = read_json(&out.join("images.json"));
+    let listed = index["images"].as_array().unwrap();
+    assert_eq!(listed.len(), good);
+    let errors = read_json(&out.join("errors.json"));
+    let failed: Vec<String> =
+        errors.as_array().unwrap().iter().map(|e| e["file"].as_str().unwrap().to_string()).collect();
+    assert_eq!(failed.len(), bad.len(), "{failed:?}");
+    for b in &bad {
+        assert!(failed.iter().any(|f| f.ends_with(b)), "{b} missing from errors.json");
+    }
+    let err_text = stderr(&o);
+    assert!(err_text.contains("bomb.png") && err_text.contains("text.jpg"), "{err_text}");
+
+    // COCO results: ids from images.json, xywh inside the original image, scores sorted per image
+    let dets = read_json(&out.join("detections.json"));
+    let ids: std::collections::HashMap<u64, (f64, f64)> = listed
+        .iter()
+        .map(|i| (i["id"].as_u64().unwrap(), (i["width"].as_f64().unwrap(), i["height"].as_f64().unwrap())))
+        .collect();
+    assert!(!dets.as_array().unwrap().is_empty());
+    for d in dets.as_array().unwrap() {
+        let (w, h) = ids[&d["image_id"].as_u64().unwrap()];
+        let b: Vec<f64> = d["bbox"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert!(b[0] >= 0.0 && b[1] >= 0.0 && b[0] + b[2] <= w + 1e-3 && b[1] + b[3] <= h + 1e-3, "{b:?} in {w}x{h}");
+        assert!([1, 2].contains(&d["category_id"].as_u64().unwrap()));
+    }
+    assert_eq!(std::fs::read_dir(out.join("labels")).unwrap().count(), good);
+    assert_eq!(std::fs::read_dir(out.join("images")).unwrap().count(), good);
+    let label = std::fs::read_to_string(out.join("labels/a.txt")).unwrap();
+    for line in label.lines() {
+        let v: Vec<f64> = line.split(' ').map(|x| x.parse().unwrap()).collect();
+        assert_eq!(v.len(), 6);
+        assert!(v[1..5].iter().all(|x| (0.0..=1.0).contains(x)), "{line}");
+    }
+    let annotated = image::open(out.join("images/a.jpg")).unwrap();
+    assert_eq!((annotated.width(), annotated.height()), (640, 480));
+
+    // strict: same run exits 3 (some inputs failed); results of the good ones are still written
+    let out2 = dir.path().join("out2");
+    let o = detnas(&["detect", model, images.to_str().unwrap(), "--out", out2.to_str().unwrap(), "--strict"]);
+    assert_eq!(o.status.code(), Some(3), "stderr: {}", stderr(&o));
+    assert_eq!(read_json(&out2.join("images.json"))["images"].as_array().unwrap().len(), good);
+}
+
+#[test]
+fn globs_classes_and_nothing_to_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    mixed_folder(&images);
+    let model = small_model().0.to_str().unwrap();
+    let out = dir.path().join("out");
+    let pattern = format!("{}/*.jpg", images.display());
+    let o = detnas(&["detect", model, &pattern, "--out", out.to_str().unwrap(), "--classes", "bush", "--conf", "0.1"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let index = read_json(&out.join("images.json"));
+    assert_eq!(index["images"].as_array().unwrap().len(), 2, "a.jpg and png_named.jpg");
+    for d in read_json(&out.join("detections.json")).as_array().unwrap() {
+        assert_eq!(d["category_id"].as_u64(), Some(2));
+        assert!(d["score"].as_f64().unwrap() >= 0.1);
+    }
+    let o = detnas(&["detect", model, &pattern, "--out", out.to_str().unwrap(), "--classes", "cat"]);
+    assert_one_line_failure(&o, &["unknown class `cat`"]);
+
+    let only_bad = dir.path().join("bad");
+    std::fs::create_dir_all(&only_bad).unwrap();
+    std::fs::write(only_bad.join("x.jpg"), b"nope").unwrap();
+    let o = detnas(&["detect", model, only_bad.to_str().unwrap(), "--out", dir.path().join("o3").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no image could be processed"), "{}", stderr(&o));
+    let o = detnas(&["detect", model, "/nonexistent/*.png", "--out", dir.path().join("o4").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn export_inspect_and_bench() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.onnx");
+    let o = detnas(&[
+        "export",
+        "--arch",
+        "coco-fpn-300m",
+        "--out",
+        model.to_str().unwrap(),
+        "--input",
+        "128x128",
+        "--classes",
+        "a,b,c",
+        "--head-conv",
+        "separable",
+        "--fpn-channels",
+        "32",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = detnas(&["inspect", model.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["inputs"][0]["shape"], serde_json::json!([1, 3, 128, 128]));
+    let outs: Vec<&str> = v["outputs"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap()).collect();
+    assert_eq!(outs, vec!["boxes", "scores", "labels"]);
+    assert_eq!(v["metadata"]["detnas.arch"], "2,1,2,0,2,1,1,2,3,3,1,3,0,0,3,1,3,1,3,2");
+    assert_eq!(v["metadata"]["detnas.classes"], r#"["a","b","c"]"#);
+    assert!(v["flops"]["total"].as_u64().unwrap() > v["flops"]["backbone"].as_u64().unwrap());
+
+    let o = detnas(&["bench", model.to_str().unwrap(), "--warmup", "1", "--iters", "3", "--threads", "1", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let b: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(b["model_run"]["iterations"], 3);
+    assert!(b["detect"]["p50_ms"].as_f64().unwrap() > 0.0);
+    assert!(b["device"]["onnxruntime"].as_str().unwrap().starts_with("1."));
+    assert_eq!(b["device"]["provider"], "CPUExecutionProvider");
+
+    let bad = dir.path().join("bad.onnx");
+    std::fs::write(&bad, b"").unwrap();
+    assert_one_line_failure(&detnas(&["inspect", bad.to_str().unwrap()]), &["bad.onnx", "empty"]);
+    assert_one_line_failure(&detnas(&["bench", bad.to_str().unwrap()]), &["bad.onnx", "empty"]);
+    let o = detnas(&[
+        "export",
+        "--arch",
+        "coco-fpn-300m",
+        "--out",
+        model.to_str().unwrap(),
+        "--weights",
+        bad.to_str().unwrap(),
+    ]);
+    assert_one_line_failure(&o, &["bad.onnx"]);
+    let o = detnas(&["export", "--arch", "coco-fpn-300m", "--out", model.to_str().unwrap(), "--input", "16x16"]);
+    assert_one_line_failure(&o, &["smaller than 32x32"]);
+}
+
+#[test]
+fn eval_matches_pycocotools_fixtures_and_handles_empty_results() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/coco");
+    for case in ["basic", "crowd", "empty_results"] {
+        let dir = root.join(case);
+        let o = detnas(&[
+            "eval",
+            "--gt",
+            dir.join("gt.json").to_str().unwrap(),
+            "--dt",
+            dir.join("dt.json").to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(o.status.success(), "{case}: {}", stderr(&o));
+        let got: Value = serde_json::from_str(&stdout(&o)).unwrap();
+        let want = read_json(&dir.join("expected.json"));
+        for (g, w) in got["stats"].as_array().unwrap().iter().zip(want["stats"].as_array().unwrap()) {
+            assert!((g.as_f64().unwrap() - w.as_f64().unwrap()).abs() <= 1e-6, "{case}: {g} vs {w}");
+        }
+    }
+    let o = detnas(&["eval", "--gt", "/nonexistent/gt.json", "--dt", "/nonexistent/dt.json"]);
+    assert_one_line_failure(&o, &["/nonexistent/gt.json"]);
+}

@@ -1,0 +1,187 @@
+//! The detection SDK on real exported models: loading and validation, detection geometry,
+//! concurrency, batches with bad items, strict mode.
+
+use crate::util::{encoded, png_bomb, small_model, textured};
+use detnas_infer::{Detector, DetectorOptions, Device, InferError};
+use image::ImageFormat;
+use std::sync::Arc;
+
+fn detector(options: DetectorOptions) -> Detector {
+    Detector::from_file(&small_model().0, options).expect("model loads")
+}
+
+#[test]
+fn bad_model_files_are_rejected_with_named_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.onnx");
+    std::fs::write(&empty, b"").unwrap();
+    let err = Detector::from_file(&empty, DetectorOptions::default()).err().unwrap().to_string();
+    assert!(err.contains("empty.onnx") && err.contains("empty file"), "{err}");
+
+    let garbage = dir.path().join("garbage.onnx");
+    std::fs::write(&garbage, b"\x08\x07garbage that is not protobuf \xff\xff\xff").unwrap();
+    let err = Detector::from_file(&garbage, DetectorOptions::default()).err().unwrap().to_string();
+    assert!(err.contains("garbage.onnx"), "{err}");
+
+    let bytes = std::fs::read(&small_model().0).unwrap();
+    let truncated = dir.path().join("truncated.onnx");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let err = Detector::from_file(&truncated, DetectorOptions::default()).err().unwrap().to_string();
+    assert!(err.contains("truncated.onnx"), "{err}");
+
+    let missing = Detector::from_file(dir.path().join("nope.onnx"), DetectorOptions::default()).err().unwrap();
+    assert!(missing.to_string().contains("nope.onnx"));
+}
+
+#[test]
+fn valid_onnx_with_the_wrong_interface_is_rejected_at_load_time() {
+    use detnas_onnx::{Dim, ElemType, GraphBuilder, graph::encode};
+    // right metadata, wrong input rank and missing outputs
+    let cfg = &small_model().1;
+    let mut g = GraphBuilder::new("wrong");
+    let x = g.input("images", ElemType::F32, &[Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(128)]).unwrap();
+    let y = g.op("Relu", "y", &[&x], vec![]);
+    g.output(&y, ElemType::F32, &[Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(128)]).unwrap();
+    g.metadata("detnas.config", serde_json::to_string(cfg).unwrap());
+    let err =
+        Detector::from_memory(&encode(&g.build()).unwrap(), "wrong.onnx", DetectorOptions::default()).err().unwrap();
+    assert!(matches!(err, InferError::ModelContract { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("wrong.onnx") && msg.contains("expected") && msg.contains("[1, 3, 128, 160]"), "{msg}");
+
+    // right input, no detnas metadata
+    let mut g = GraphBuilder::new("plain");
+    let x =
+        g.input("images", ElemType::F32, &[Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(128), Dim::Fixed(160)]).unwrap();
+    let y = g.op("Relu", "y", &[&x], vec![]);
+    g.output(&y, ElemType::F32, &[Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(128), Dim::Fixed(160)]).unwrap();
+    let err = Detector::from_memory(&encode(&g.build()).unwrap(), "plain.onnx", DetectorOptions::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("detnas.config"), "{err}");
+}
+
+#[test]
+fn boxes_come_back_in_original_pixels() {
+    let det = detector(DetectorOptions::default());
+    let cfg = &small_model().1;
+    let (w, h) = (cfg.input.width as u32, cfg.input.height as u32);
+    // a wide image: scaled by 0.4 into 160x40, the rest of the input is padding
+    for img in [textured(400, 100, 1), textured(320, 256, 2), textured(37, 300, 3)] {
+        let mut input = vec![0.0; 3 * (w * h) as usize];
+        let lb = detnas_infer::preprocess::letterbox_into(&img, w, h, cfg.preprocess.pad_value, &mut input);
+        let (raw, scores, _) = det.run(&input).unwrap();
+        let got = det.detect(&img).unwrap();
+        assert_eq!(got.detections.len(), raw.len());
+        assert!(!raw.is_empty(), "the test model should detect something");
+        let (sx, sy) = (img.width() as f32 / lb.resized_w as f32, img.height() as f32 / lb.resized_h as f32);
+        for (d, (r, s)) in got.detections.iter().zip(raw.iter().zip(&scores)) {
+            let expect = [
+                (r[0] * sx).clamp(0.0, img.width() as f32),
+                (r[1] * sy).clamp(0.0, img.height() as f32),
+                (r[2] * sx).clamp(0.0, img.width() as f32),
+                (r[3] * sy).clamp(0.0, img.height() as f32),
+            ];
+            assert_eq!(d.bbox, expect);
+            assert_eq!(d.score, *s);
+        }
+        assert_eq!((got.width, got.height), (img.width(), img.height()));
+        let scores: Vec<f32> = got.detections.iter().map(|d| d.score).collect();
+        assert!(scores.windows(2).all(|w| w[0] >= w[1]), "sorted by decreasing score");
+    }
+}
+
+#[test]
+fn options_filter_classes_scores_and_counts() {
+    let img = textured(200, 150, 3);
+    let all = detector(DetectorOptions::default()).detect(&img).unwrap().detections;
+    let strict =
+        detector(DetectorOptions { score_threshold: Some(0.2), max_detections: Some(3), ..Default::default() })
+            .detect(&img)
+            .unwrap()
+            .detections;
+    assert!(strict.len() <= 3 && strict.iter().all(|d| d.score >= 0.2));
+    let only1 =
+        detector(DetectorOptions { classes: Some(vec![1]), ..Default::default() }).detect(&img).unwrap().detections;
+    assert!(only1.iter().all(|d| d.class_id == 1 && d.class_name == "bush"));
+    assert_eq!(only1.len(), all.iter().filter(|d| d.class_id == 1).count());
+    let nms =
+        detector(DetectorOptions { iou_threshold: Some(0.1), ..Default::default() }).detect(&img).unwrap().detections;
+    assert!(nms.len() <= all.len());
+}
+
+#[test]
+fn concurrent_detection_gives_identical_results() {
+    let det = Arc::new(detector(DetectorOptions { threads: Some(1), ..Default::default() }));
+    let images: Vec<_> = (0..4).map(|i| textured(150 + 10 * i, 120, i)).collect();
+    let sequential: Vec<_> = images.iter().map(|im| det.detect(im).unwrap().detections).collect();
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            let det = Arc::clone(&det);
+            let images = images.clone();
+            std::thread::spawn(move || {
+                (0..images.len()).map(|i| det.detect(&images[(i + t) % 4]).unwrap().detections).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for (t, h) in handles.into_iter().enumerate() {
+        for (i, dets) in h.join().unwrap().into_iter().enumerate() {
+            assert_eq!(dets, sequential[(i + t) % 4]);
+        }
+    }
+}
+
+#[test]
+fn batch_survives_bad_items_and_strict_mode_rejects_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.png");
+    std::fs::write(&good, encoded(&textured(90, 60, 1), ImageFormat::Png)).unwrap();
+    let bomb = dir.path().join("bomb.png");
+    std::fs::write(&bomb, png_bomb()).unwrap();
+    let jpeg = encoded(&textured(120, 90, 2), ImageFormat::Jpeg);
+    let truncated = dir.path().join("truncated.jpg");
+    std::fs::write(&truncated, &jpeg[..jpeg.len() * 2 / 3]).unwrap();
+
+    let det = detector(DetectorOptions::default());
+    let results = det.detect_batch(&[good.clone(), bomb.clone(), truncated.clone()]);
+    assert!(results[0].is_ok());
+    let bomb_err = results[1].as_ref().err().unwrap().to_string();
+    assert!(bomb_err.contains("bomb.png") && bomb_err.contains("100000"), "{bomb_err}");
+    let lenient = results[2].as_ref().unwrap();
+    assert!(!lenient.warnings.is_empty(), "truncated JPEG is reported as a warning");
+
+    let strict = detector(DetectorOptions { strict: true, ..Default::default() });
+    let err = strict.detect_path(&truncated).err().unwrap().to_string();
+    assert!(err.contains("truncated.jpg"), "{err}");
+    assert!(strict.detect_path(&good).is_ok());
+}
+
+#[test]
+fn unavailable_gpu_falls_back_or_fails_under_strict() {
+    let lenient = detector(DetectorOptions { device: Device::Cuda(0), ..Default::default() });
+    assert!(lenient.info().provider.starts_with("CPUExecutionProvider"), "{}", lenient.info().provider);
+    let err = Detector::from_file(
+        &small_model().0,
+        DetectorOptions { device: Device::Cuda(0), strict: true, ..Default::default() },
+    )
+    .err()
+    .unwrap();
+    assert!(matches!(err, InferError::Provider { .. }), "{err}");
+    assert!(Device::parse("tpu").is_err());
+}
+
+#[test]
+fn exif_orientation_is_applied_before_detection() {
+    // the same scene stored rotated with EXIF orientation 6 vs. physically rotated pixels
+    let upright = textured(160, 100, 5);
+    let stored = image::imageops::rotate270(&upright); // orientation 6 rotates it back by 90 degrees cw
+    let jpeg_upright = encoded(&upright, ImageFormat::Png);
+    let mut png = encoded(&stored, ImageFormat::Png);
+    png = crate::util::with_png_exif_orientation(&png, 6);
+    let det = detector(DetectorOptions::default());
+    let a = det.detect_bytes(&jpeg_upright, "upright.png").unwrap();
+    let b = det.detect_bytes(&png, "rotated.png").unwrap();
+    assert_eq!((b.width, b.height), (160, 100));
+    assert_eq!(a.detections, b.detections);
+}
