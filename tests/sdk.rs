@@ -185,3 +185,38 @@ fn exif_orientation_is_applied_before_detection() {
     assert_eq!((b.width, b.height), (160, 100));
     assert_eq!(a.detections, b.detections);
 }
+
+#[test]
+fn python_onnxruntime_pipeline_gives_the_same_detections_as_the_sdk() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let cfg = &small_model().1;
+    // exactly the network input size: both pipelines feed identical tensors
+    let img = textured(cfg.input.width as u32, cfg.input.height as u32, 9);
+    let path = images.join("scene.png");
+    std::fs::write(&path, encoded(&img, ImageFormat::Png)).unwrap();
+    let ours = detector(DetectorOptions::default()).detect_path(&path).unwrap();
+    let out = dir.path().join("py.json");
+    crate::util::python(&[
+        "tools/python_pipeline.py",
+        small_model().0.to_str().unwrap(),
+        images.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--threads",
+        "1",
+    ]);
+    let py: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let py = py.as_array().unwrap();
+    assert_eq!(py.len(), ours.detections.len());
+    assert!(!py.is_empty());
+    for (p, d) in py.iter().zip(&ours.detections) {
+        assert_eq!(p["category_id"].as_u64().unwrap() as usize, d.class_id + 1);
+        assert!((p["score"].as_f64().unwrap() as f32 - d.score).abs() < 1e-6);
+        let b: Vec<f32> = p["bbox"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        let xywh = [d.bbox[0], d.bbox[1], d.bbox[2] - d.bbox[0], d.bbox[3] - d.bbox[1]];
+        for i in 0..4 {
+            assert!((b[i] - xywh[i]).abs() < 1e-3, "{b:?} vs {xywh:?}");
+        }
+    }
+}

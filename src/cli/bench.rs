@@ -22,7 +22,7 @@ pub struct BenchArgs {
     /// Timed iterations (default 20 unless --seconds is given).
     #[arg(long, conflicts_with = "seconds")]
     iters: Option<usize>,
-    /// Time for at least this many seconds per measured path.
+    /// Time for at least this many seconds per measured path (the two paths alternate).
     #[arg(long)]
     seconds: Option<f64>,
     /// Image for the detect path (default: a synthetic 1280x720 JPEG).
@@ -61,28 +61,34 @@ impl Latency {
     }
 }
 
-fn time(
+/// Times `a` and `b` alternately (a, b, a, b, ...) so that drift and background load hit both alike.
+fn time_pair(
     warmup: usize,
     iters: Option<usize>,
     seconds: Option<f64>,
-    mut f: impl FnMut() -> Result<()>,
-) -> Result<Latency> {
+    mut a: impl FnMut() -> Result<()>,
+    mut b: impl FnMut() -> Result<()>,
+) -> Result<(Latency, Latency)> {
     for _ in 0..warmup {
-        f()?;
+        a()?;
+        b()?;
     }
-    let mut samples = Vec::new();
+    let (mut sa, mut sb) = (Vec::new(), Vec::new());
     let start = Instant::now();
     loop {
         let t = Instant::now();
-        f()?;
-        samples.push(t.elapsed());
+        a()?;
+        sa.push(t.elapsed());
+        let t = Instant::now();
+        b()?;
+        sb.push(t.elapsed());
         let done = match (iters, seconds) {
-            (Some(n), _) => samples.len() >= n,
-            (None, Some(s)) => start.elapsed().as_secs_f64() >= s && samples.len() >= 3,
-            (None, None) => samples.len() >= 20,
+            (Some(n), _) => sa.len() >= n,
+            (None, Some(s)) => start.elapsed().as_secs_f64() >= 2.0 * s && sa.len() >= 3,
+            (None, None) => sa.len() >= 20,
         };
         if done {
-            return Ok(Latency::from(samples));
+            return Ok((Latency::from(sa), Latency::from(sb)));
         }
     }
 }
@@ -121,10 +127,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     };
     let input = vec![114.0f32; 3 * (cfg.input.height * cfg.input.width) as usize];
-    let model = time(args.warmup, args.iters, args.seconds, || detector.run(&input).map(|_| ()).map_err(Into::into))?;
-    let full = time(args.warmup, args.iters, args.seconds, || {
-        detector.detect_bytes(&encoded, "bench image").map(|_| ()).map_err(Into::into)
-    })?;
+    let (model, full) = time_pair(
+        args.warmup,
+        args.iters,
+        args.seconds,
+        || detector.run(&input).map(|_| ()).map_err(Into::into),
+        || detector.detect_bytes(&encoded, "bench image").map(|_| ()).map_err(Into::into),
+    )?;
     let threads = args.threads.map(|t| t.to_string()).unwrap_or_else(|| "default".into());
     let report = json!({
         "model": args.model.display().to_string(),

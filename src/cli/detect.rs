@@ -50,10 +50,12 @@ pub struct DetectArgs {
     classes: Option<Vec<String>>,
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// ONNX Runtime intra-op threads (default: all cores).
+    /// ONNX Runtime threads in all (default: all cores), shared among the workers' sessions.
     #[arg(long)]
     threads: Option<usize>,
-    /// Images decoded and prepared concurrently (default 2; inference itself is serialised).
+    /// Images in flight at once, each worker with its own ONNX Runtime session of
+    /// `threads / workers` threads. Two workers of one thread each beat one session of two threads
+    /// on a folder (throughput); use 1 for the lowest per-image latency.
     #[arg(long, default_value_t = 2)]
     workers: usize,
     /// Fail on warnings (truncated JPEG) and on an unavailable device; exit 3 if any image failed.
@@ -143,7 +145,12 @@ pub fn run(args: DetectArgs) -> Result<i32> {
         score_threshold: args.conf,
         iou_threshold: args.iou,
         max_detections: args.max_det,
-        threads: args.threads,
+        threads: Some(
+            (args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+                / args.workers.max(1))
+            .max(1),
+        ),
+        sessions: args.workers.max(1),
         device: Device::parse(&args.device)?,
         strict: args.strict,
         ..Default::default()

@@ -5,8 +5,9 @@
 //! inference -> filtering and returns boxes in original-image pixels with per-stage timings.
 //!
 //! Thread safety: `Detector` is `Send + Sync`. Decoding, pre- and post-processing of concurrent calls
-//! run in parallel; the ONNX Runtime session itself is behind a mutex, so inferences are serialised
-//! (each already uses `intra_threads` cores). Results do not depend on concurrency.
+//! run in parallel; each ONNX Runtime session is behind a mutex, so a detector with one session
+//! serialises inferences (each already uses `threads` cores) and one with N sessions runs up to N at
+//! once. Results do not depend on concurrency.
 
 use crate::error::{InferError, Result};
 use crate::image_io::{DecodeLimits, ImageWarning, LoadedImage, decode_image, load_image};
@@ -58,8 +59,11 @@ pub struct DetectorOptions {
     pub max_detections: Option<usize>,
     /// Keep only these class indices.
     pub classes: Option<Vec<usize>>,
-    /// ONNX Runtime intra-op threads (`None`: ONNX Runtime's default, all cores).
+    /// ONNX Runtime intra-op threads per session (`None`: ONNX Runtime's default, all cores).
     pub threads: Option<usize>,
+    /// Sessions in the pool (default 1). Concurrent callers use different sessions, so with N
+    /// sessions of `threads / N` threads a batch runs N inferences at once (throughput mode).
+    pub sessions: usize,
     pub device: Device,
     /// Fail instead of falling back to CPU, and treat image warnings (truncated JPEG) as errors.
     pub strict: bool,
@@ -74,6 +78,7 @@ impl Default for DetectorOptions {
             max_detections: None,
             classes: None,
             threads: None,
+            sessions: 1,
             device: Device::Cpu,
             strict: false,
             limits: DecodeLimits::default(),
@@ -117,6 +122,9 @@ pub struct Detections {
     pub warnings: Vec<ImageWarning>,
 }
 
+/// Raw model outputs in network-input pixels: boxes, scores, labels.
+pub type RawOutputs = (Vec<BBox>, Vec<f32>, Vec<i64>);
+
 /// What the model says about itself (from its metadata).
 #[derive(Clone, Debug, Serialize)]
 pub struct ModelInfo {
@@ -131,7 +139,8 @@ pub struct ModelInfo {
 
 /// An exported DetNAS model ready to detect.
 pub struct Detector {
-    session: Mutex<Session>,
+    sessions: Vec<Mutex<Session>>,
+    next_session: std::sync::atomic::AtomicUsize,
     info: ModelInfo,
     options: DetectorOptions,
     source: String,
@@ -164,10 +173,20 @@ impl Detector {
             Device::Cpu => "CPUExecutionProvider".to_string(),
             Device::Cuda(id) => register_cuda(&mut builder, id, options.strict)?,
         };
-        let session =
-            builder.commit_from_memory(bytes).map_err(|e| model_err(format!("not a loadable ONNX model: {e}")))?;
-        let info = read_contract(&session, name, provider)?;
-        Ok(Detector { session: Mutex::new(session), info, options, source: name.to_string() })
+        let mut sessions = Vec::with_capacity(options.sessions.max(1));
+        for _ in 0..options.sessions.max(1) {
+            let session =
+                builder.commit_from_memory(bytes).map_err(|e| model_err(format!("not a loadable ONNX model: {e}")))?;
+            sessions.push(session);
+        }
+        let info = read_contract(&sessions[0], name, provider)?;
+        Ok(Detector {
+            sessions: sessions.into_iter().map(Mutex::new).collect(),
+            next_session: Default::default(),
+            info,
+            options,
+            source: name.to_string(),
+        })
     }
 
     /// The model's contract and the provider in use.
@@ -235,18 +254,37 @@ impl Detector {
 
     /// Runs the network on a prepared input (`3 x H x W` RGB 0-255 planes); returns raw outputs in
     /// network-input pixels. This is the bare inference step, used by benchmarks.
-    pub fn run(&self, input: &[f32]) -> Result<(Vec<BBox>, Vec<f32>, Vec<i64>)> {
+    pub fn run(&self, input: &[f32]) -> Result<RawOutputs> {
+        self.run_timed(input).map(|(out, _)| out)
+    }
+
+    /// [`Detector::run`] and the time spent in it once a session was free (waiting is excluded).
+    fn run_timed(&self, input: &[f32]) -> Result<(RawOutputs, Duration)> {
         let cfg = &self.info.config;
         let shape = (1, 3, cfg.input.height as usize, cfg.input.width as usize);
         let view = ndarray::ArrayView4::from_shape(shape, input).map_err(|e| InferError::Config(e.to_string()))?;
         let tensor = TensorRef::from_array_view(view)?;
-        let mut session = self.session.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut session = self.acquire_session();
+        let start = Instant::now();
         let out = session.run(ort::inputs!["images" => tensor])?;
         let (_, b) = out["boxes"].try_extract_tensor::<f32>()?;
         let (_, s) = out["scores"].try_extract_tensor::<f32>()?;
         let (_, l) = out["labels"].try_extract_tensor::<i64>()?;
         let boxes = b.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]).collect();
-        Ok((boxes, s.to_vec(), l.to_vec()))
+        let result = (boxes, s.to_vec(), l.to_vec());
+        Ok((result, start.elapsed()))
+    }
+
+    /// A free session if there is one, else waits for the next in turn.
+    fn acquire_session(&self) -> std::sync::MutexGuard<'_, Session> {
+        let n = self.sessions.len();
+        let first = self.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n;
+        for k in 0..n {
+            if let Ok(guard) = self.sessions[(first + k) % n].try_lock() {
+                return guard;
+            }
+        }
+        self.sessions[first].lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn postprocess(

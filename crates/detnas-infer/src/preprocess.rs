@@ -1,29 +1,33 @@
 //! Letterbox pre-processing into the network input tensor (the contract recorded in the model).
 
 use detnas_core::boxes::Letterbox;
+use fast_image_resize::images::{Image, ImageRef};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;
-use image::imageops::{FilterType, resize};
 
 /// Fills `out` (length `3 * height * width`, NCHW planes, RGB 0-255) with `image` letterboxed into
 /// `width x height`: scaled keeping its aspect ratio (bilinear), top-left aligned, the rest set to
 /// `pad_value`. Returns the geometry needed to map boxes back to the image.
+///
+/// Resampling is SIMD bilinear convolution with support widened when downscaling (the same filter
+/// family as Pillow's `BILINEAR`).
 pub fn letterbox_into(image: &RgbImage, width: u32, height: u32, pad_value: f32, out: &mut [f32]) -> Letterbox {
     let plane = (width * height) as usize;
     assert_eq!(out.len(), 3 * plane, "output buffer must hold 3 x {height} x {width} values");
     let lb = Letterbox::fit(image.width().max(1), image.height().max(1), width, height);
     let resized;
-    let src = if (image.width(), image.height()) == (lb.resized_w, lb.resized_h) {
-        image
+    let src: &[u8] = if (image.width(), image.height()) == (lb.resized_w, lb.resized_h) {
+        image.as_raw()
     } else {
-        resized = resize(image, lb.resized_w, lb.resized_h, FilterType::Triangle);
-        &resized
+        resized = resize_rgb(image, lb.resized_w, lb.resized_h);
+        resized.buffer()
     };
     out.fill(pad_value);
     let (r, rest) = out.split_at_mut(plane);
     let (g, b) = rest.split_at_mut(plane);
     let w = width as usize;
     let rw = lb.resized_w as usize;
-    for (y, row) in src.as_raw().chunks_exact(rw * 3).enumerate() {
+    for (y, row) in src.chunks_exact(rw * 3).enumerate() {
         let base = y * w;
         for (x, px) in row.chunks_exact(3).enumerate() {
             r[base + x] = px[0] as f32;
@@ -32,6 +36,16 @@ pub fn letterbox_into(image: &RgbImage, width: u32, height: u32, pad_value: f32,
         }
     }
     lb
+}
+
+/// Bilinear resize of an RGB8 image.
+fn resize_rgb(image: &RgbImage, width: u32, height: u32) -> Image<'static> {
+    let src = ImageRef::new(image.width(), image.height(), image.as_raw(), PixelType::U8x3)
+        .expect("an RgbImage buffer always matches its dimensions");
+    let mut dst = Image::new(width, height, PixelType::U8x3);
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+    Resizer::new().resize(&src, &mut dst, &options).expect("RGB8 to RGB8 resize is supported");
+    dst
 }
 
 #[cfg(test)]
