@@ -11,4 +11,6 @@ mod sdk;
 mod toolchain_ort;
 #[cfg(feature = "train")]
 mod toolchain_tch;
+#[cfg(all(feature = "train", feature = "infer"))]
+mod train_parity;
 mod util;

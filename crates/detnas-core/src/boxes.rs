@@ -58,6 +58,67 @@ pub fn batched_nms(boxes: &[BBox], scores: &[f32], labels: &[i64], iou_threshold
     keep
 }
 
+/// Result of matching one anchor against the ground truth (torchvision `Matcher` semantics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnchorMatch {
+    /// IoU below the background threshold with every box.
+    Background,
+    /// IoU between the thresholds: excluded from the classification loss.
+    Ignore,
+    /// Assigned to ground-truth box `index`.
+    Foreground(usize),
+}
+
+/// Matches every anchor to its best ground-truth box: foreground when IoU >= `fg_thresh`,
+/// background when < `bg_thresh`, ignored in between. With `allow_low_quality`, each ground-truth box
+/// also claims the anchors with which it has its highest IoU (ties included), as torchvision does.
+pub fn match_anchors(
+    anchors: &[BBox],
+    gt: &[BBox],
+    fg_thresh: f32,
+    bg_thresh: f32,
+    allow_low_quality: bool,
+) -> Vec<AnchorMatch> {
+    if gt.is_empty() {
+        return vec![AnchorMatch::Background; anchors.len()];
+    }
+    let mut best_gt = vec![0usize; anchors.len()];
+    let mut best_iou = vec![f32::NEG_INFINITY; anchors.len()];
+    let mut gt_best = vec![0f32; gt.len()];
+    for (a, anchor) in anchors.iter().enumerate() {
+        for (g, b) in gt.iter().enumerate() {
+            let v = iou(anchor, b);
+            // first maximum wins, like torch.max over the ground-truth axis
+            if v > best_iou[a] {
+                best_iou[a] = v;
+                best_gt[a] = g;
+            }
+            gt_best[g] = gt_best[g].max(v);
+        }
+    }
+    let mut out: Vec<AnchorMatch> = (0..anchors.len())
+        .map(|a| {
+            if best_iou[a] >= fg_thresh {
+                AnchorMatch::Foreground(best_gt[a])
+            } else if best_iou[a] < bg_thresh {
+                AnchorMatch::Background
+            } else {
+                AnchorMatch::Ignore
+            }
+        })
+        .collect();
+    if allow_low_quality {
+        for (a, anchor) in anchors.iter().enumerate() {
+            for (g, b) in gt.iter().enumerate() {
+                if gt_best[g] > 0.0 && iou(anchor, b) == gt_best[g] {
+                    out[a] = AnchorMatch::Foreground(best_gt[a]);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// torchvision's box coder: deltas `(dx, dy, dw, dh)` relative to an anchor, divided by `weights`;
 /// `dw`/`dh` are clamped at `log(1000 / 16)` when decoding.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -231,6 +292,35 @@ mod tests {
         let boxes = [[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 10.0, 10.0]];
         let keep = batched_nms(&boxes, &[0.9, 0.8, 0.7], &[0, 1, 0], 0.5);
         assert_eq!(keep, vec![0, 1]);
+    }
+
+    #[test]
+    fn matcher_thresholds_and_low_quality_matches() {
+        let anchors =
+            [[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 12.0], [5.0, 0.0, 15.0, 10.0], [50.0, 50.0, 60.0, 60.0]];
+        let gt = [[0.0, 0.0, 10.0, 10.0]];
+        let m = match_anchors(&anchors, &gt, 0.5, 0.4, false);
+        assert_eq!(m[0], AnchorMatch::Foreground(0));
+        assert_eq!(m[1], AnchorMatch::Foreground(0)); // IoU 100/120
+        assert_eq!(m[2], AnchorMatch::Background); // IoU 1/3
+        assert_eq!(m[3], AnchorMatch::Background);
+        // a box no anchor reaches 0.5 with still gets its best anchor
+        let gt = [[0.0, 0.0, 10.0, 10.0], [4.0, 0.0, 18.0, 10.0]];
+        let m = match_anchors(&anchors, &gt, 0.5, 0.4, true);
+        assert_eq!(m[2], AnchorMatch::Foreground(1)); // IoU 10/14 = 0.71 anyway
+        // best IoU 0.4 reached by anchors 0 and 2 (a tie): ignored, unless low-quality matches allowed
+        let gt = [[0.0, 0.0, 25.0, 10.0]];
+        let strict = match_anchors(&anchors, &gt, 0.5, 0.4, false);
+        let low = match_anchors(&anchors, &gt, 0.5, 0.4, true);
+        assert_eq!(
+            (strict[0], strict[1], strict[2]),
+            (AnchorMatch::Ignore, AnchorMatch::Background, AnchorMatch::Ignore)
+        );
+        assert_eq!(
+            (low[0], low[1], low[2]),
+            (AnchorMatch::Foreground(0), AnchorMatch::Background, AnchorMatch::Foreground(0))
+        );
+        assert!(match_anchors(&anchors, &[], 0.5, 0.4, true).iter().all(|m| *m == AnchorMatch::Background));
     }
 
     #[test]

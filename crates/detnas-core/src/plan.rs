@@ -26,6 +26,41 @@ pub enum Init {
     Const(f32),
 }
 
+/// Standard normal sample (Box-Muller) from the project's generator.
+pub fn normal(rng: &mut crate::rng::Rng) -> f32 {
+    let u1 = rng.unit().max(f64::MIN_POSITIVE);
+    let u2 = rng.unit();
+    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+}
+
+/// Draws every tensor of `params` from its initialiser, in order, from one seeded generator: the
+/// trainer and the exporter produce identical random weights for the same seed.
+pub fn random_init(params: &[ParamSpec], seed: u64) -> Vec<Vec<f32>> {
+    let mut rng = crate::rng::Rng::seed(seed);
+    params
+        .iter()
+        .map(|p| {
+            let n: usize = p.shape.iter().product();
+            match p.init {
+                Init::Const(v) => vec![v; n],
+                Init::Normal { std } => (0..n).map(|_| normal(&mut rng) * std).collect(),
+                Init::Uniform { bound } => (0..n).map(|_| (rng.unit() as f32 * 2.0 - 1.0) * bound).collect(),
+            }
+        })
+        .collect()
+}
+
+/// Every tensor of the backbone (one path or all choices), stem first.
+pub fn backbone_params(space: &SearchSpace, paths: Paths<'_>) -> Vec<ParamSpec> {
+    let mut out = stem_plan(space).params();
+    for b in backbone_blocks(space, paths) {
+        for u in b.proj.iter().chain(&b.main) {
+            out.extend(u.params());
+        }
+    }
+    out
+}
+
 /// One parameter or buffer tensor.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ParamSpec {
@@ -344,12 +379,7 @@ pub fn fpn_stage_indices(space: &SearchSpace) -> Vec<usize> {
 
 /// Every tensor of a RetinaNet detector on `space` (one path or the supernet), in a stable order.
 pub fn detector_params(space: &SearchSpace, paths: Paths<'_>, cfg: &DetectorConfig) -> Vec<ParamSpec> {
-    let mut out = stem_plan(space).params();
-    for b in backbone_blocks(space, paths) {
-        for u in b.proj.iter().chain(&b.main) {
-            out.extend(u.params());
-        }
-    }
+    let mut out = backbone_params(space, paths);
     let in_channels: Vec<usize> = fpn_stage_indices(space).iter().map(|&i| space.stages[i].channels as usize).collect();
     let fpn = fpn_plan(&in_channels, cfg);
     for u in fpn.inner.iter().chain(&fpn.layer).chain([&fpn.p6, &fpn.p7]) {

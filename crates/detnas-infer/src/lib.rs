@@ -7,7 +7,7 @@
 
 pub mod detector;
 pub mod error;
-pub mod image_io;
+pub use detnas_data::image_io;
 pub mod preprocess;
 pub mod runtime;
 

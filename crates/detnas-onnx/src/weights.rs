@@ -76,19 +76,15 @@ impl Weights {
             .map_err(|e| OnnxError::Weights { path: path.display().to_string(), reason: e.to_string() })
     }
 
-    /// Draws every tensor of `params` from its initialiser with a seeded generator.
+    /// Draws every tensor of `params` from its initialiser with a seeded generator
+    /// ([`detnas_core::plan::random_init`]: the trainer starts from the same values).
     pub fn random(params: &[ParamSpec], seed: u64) -> Self {
-        let mut rng = Rng::seed(seed);
-        let mut tensors = BTreeMap::new();
-        for p in params {
-            let n: usize = p.shape.iter().product();
-            let data = match p.init {
-                Init::Const(v) => vec![v; n],
-                Init::Normal { std } => (0..n).map(|_| normal(&mut rng) * std).collect(),
-                Init::Uniform { bound } => (0..n).map(|_| (rng.unit() as f32 * 2.0 - 1.0) * bound).collect(),
-            };
-            tensors.insert(p.name.clone(), Tensor { shape: p.shape.clone(), data });
-        }
+        let values = detnas_core::plan::random_init(params, seed);
+        let tensors = params
+            .iter()
+            .zip(values)
+            .map(|(p, data)| (p.name.clone(), Tensor { shape: p.shape.clone(), data }))
+            .collect();
         Weights { tensors, source: format!("random-init seed {seed}") }
     }
 
@@ -174,12 +170,7 @@ impl Weights {
     }
 }
 
-/// Standard normal sample (Box-Muller).
-pub fn normal(rng: &mut Rng) -> f32 {
-    let u1 = rng.unit().max(f64::MIN_POSITIVE);
-    let u2 = rng.unit();
-    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-}
+pub use detnas_core::plan::normal;
 
 #[cfg(test)]
 mod tests {

@@ -10,6 +10,10 @@ pub enum TrainError {
     BadDevice(String),
     #[error("device `{requested}` is not available: {reason}")]
     DeviceUnavailable { requested: String, reason: String },
+    #[error("architecture {arch}: layer {layer} choice {choice} is not part of this network")]
+    PathNotBuilt { layer: usize, choice: u8, arch: String },
+    #[error("invalid configuration: {0}")]
+    Config(String),
     #[error(transparent)]
     Torch(#[from] tch::TchError),
     #[error(transparent)]

@@ -1,0 +1,63 @@
+//! The error type of `detnas-data`: every variant names the file (or folder) and the problem.
+
+use std::path::PathBuf;
+
+use crate::detection::Issue;
+use crate::image_io::ImageError;
+
+/// Result with [`DataError`] as the default error.
+pub type Result<T, E = DataError> = std::result::Result<T, E>;
+
+/// Why a data set could not be loaded, validated, split, written or generated.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// A file or folder could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not JSON of the expected shape (serde's message gives line and column).
+    #[error("{path}: invalid COCO JSON: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The whole file or data set is unusable (no categories, no class names, ...).
+    #[error("{path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    /// A validation problem found under a strict [`crate::ValidationPolicy`]: the file, the record
+    /// (`annotation id 17`, `object #2`, `image id 3`, ...) and what is wrong with it.
+    #[error("{path}: {record}: {detail} ({issue}; strict validation)", issue = issue.describe())]
+    Strict { path: PathBuf, issue: Issue, record: String, detail: String },
+    /// An image-folder data set has no class sub-folder.
+    #[error("{path}: no class sub-folders (expected one folder of images per class)")]
+    NoClasses { path: PathBuf },
+    /// A class folder of an image-folder data set holds no image file.
+    #[error("{path}: class `{class}` has no image files (jpg, jpeg, png, gif, bmp, webp)")]
+    EmptyClass { path: PathBuf, class: String },
+    /// An image could not be decoded.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// An image could not be encoded or written.
+    #[error("{path}: cannot write image: {reason}")]
+    ImageWrite { path: PathBuf, reason: String },
+    /// An argument is out of its documented range (split fraction, synthetic spec, ...).
+    #[error("invalid argument: {0}")]
+    Argument(String),
+    /// An atomic write failed (the error names the file).
+    #[error(transparent)]
+    Core(#[from] detnas_core::CoreError),
+}
+
+impl DataError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        DataError::Io { path: path.into(), source }
+    }
+
+    pub(crate) fn invalid(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        DataError::Invalid { path: path.into(), reason: reason.into() }
+    }
+}

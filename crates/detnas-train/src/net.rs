@@ -1,0 +1,267 @@
+//! The networks: the one-shot supernet backbone (every choice of every layer, own weights and BN),
+//! its classification head, and RetinaNet (FPN P3-P7 + heads) on top. A forward pass takes the path.
+
+use crate::error::{Result, TrainError};
+use crate::modules::{Bn, Builder, ConvBn, chain, tensor};
+use detnas_core::arch::Arch;
+use detnas_core::detector::DetectorConfig;
+use detnas_core::plan::{
+    ParamSpec, Paths, backbone_blocks, backbone_params, classifier_plan, detector_params, fpn_plan, fpn_stage_indices,
+    head_plan, random_init, stem_plan,
+};
+use detnas_core::space::{ChannelShuffle, SearchSpace};
+use std::collections::HashMap;
+use tch::{Kind, Tensor, nn};
+
+struct Block {
+    proj: Vec<ConvBn>,
+    main: Vec<ConvBn>,
+    stride: u64,
+    in_channels: i64,
+}
+
+/// A supernet (all choices) or single-path backbone.
+pub struct Backbone {
+    pub space: SearchSpace,
+    pub shuffle: ChannelShuffle,
+    stem: ConvBn,
+    /// `layers[l][choice]`, `None` for choices not built.
+    layers: Vec<Vec<Option<Block>>>,
+    shuffle_index: HashMap<i64, (Tensor, Tensor)>,
+}
+
+fn builder<'a, 'p>(root: &'a nn::Path<'p>, params: Vec<ParamSpec>, seed: u64) -> Builder<'a, 'p> {
+    let values = random_init(&params, seed);
+    Builder { root, specs: params.into_iter().zip(values).map(|(p, v)| (p.name.clone(), (p, v))).collect() }
+}
+
+impl Backbone {
+    fn build(b: &Builder<'_, '_>, space: &SearchSpace, paths: Paths<'_>, shuffle: ChannelShuffle, eps: f64) -> Self {
+        let mut layers: Vec<Vec<Option<Block>>> =
+            (0..space.num_layers()).map(|_| (0..4).map(|_| None).collect()).collect();
+        for plan in backbone_blocks(space, paths) {
+            let block = Block {
+                proj: plan.proj.iter().map(|u| ConvBn::new(b, u, eps)).collect(),
+                main: plan.main.iter().map(|u| ConvBn::new(b, u, eps)).collect(),
+                stride: plan.layer.stride,
+                in_channels: plan.layer.in_channels as i64,
+            };
+            layers[plan.layer.index][plan.choice.index() as usize] = Some(block);
+        }
+        let device = b.root.device();
+        let mut shuffle_index = HashMap::new();
+        for l in space.layers().iter().filter(|l| l.stride == 1) {
+            let c = l.in_channels as usize;
+            shuffle_index.entry(c as i64).or_insert_with(|| {
+                let idx: Vec<i64> = shuffle.split_indices(c).iter().map(|&i| i as i64).collect();
+                let half = c / 2;
+                (Tensor::from_slice(&idx[..half]).to_device(device), Tensor::from_slice(&idx[half..]).to_device(device))
+            });
+        }
+        Backbone { space: space.clone(), shuffle, stem: ConvBn::new(b, &stem_plan(space), eps), layers, shuffle_index }
+    }
+
+    fn block(&self, layer: usize, arch: &Arch) -> Result<&Block> {
+        let c = arch.choices()[layer];
+        self.layers[layer][c.index() as usize].as_ref().ok_or_else(|| TrainError::PathNotBuilt {
+            layer,
+            choice: c.index(),
+            arch: arch.to_string(),
+        })
+    }
+
+    /// Outputs of every stage for `arch` (already normalised input).
+    pub fn forward(&self, x: &Tensor, arch: &Arch, train: bool) -> Result<Vec<Tensor>> {
+        arch.validate(&self.space)?;
+        let mut x = self.stem.forward(x, train);
+        let mut outs = Vec::new();
+        for l in self.space.layers() {
+            let b = self.block(l.index, arch)?;
+            x = if b.stride == 2 {
+                Tensor::cat(&[chain(&b.proj, &x, train), chain(&b.main, &x, train)], 1)
+            } else {
+                let (keep, process) = match self.shuffle {
+                    ChannelShuffle::EvenOdd => (x.slice(1, 0, b.in_channels, 2), x.slice(1, 1, b.in_channels, 2)),
+                    ChannelShuffle::HalfInterleave => {
+                        let (a, c) = &self.shuffle_index[&b.in_channels];
+                        (x.index_select(1, a), x.index_select(1, c))
+                    }
+                };
+                Tensor::cat(&[keep, chain(&b.main, &process, train)], 1)
+            };
+            if l.block + 1 == self.space.stages[l.stage].blocks {
+                outs.push(x.shallow_clone());
+            }
+        }
+        Ok(outs)
+    }
+
+    /// Named trainable tensors on `arch`'s path (the stem and the chosen blocks).
+    pub fn path_parameters(&self, arch: &Arch) -> Result<Vec<(String, Tensor)>> {
+        let mut v = self.stem.parameters();
+        for l in 0..self.space.num_layers() {
+            let b = self.block(l, arch)?;
+            for u in b.proj.iter().chain(&b.main) {
+                v.extend(u.parameters());
+            }
+        }
+        Ok(v)
+    }
+
+    /// BatchNorms on `arch`'s path.
+    pub fn path_bns(&self, arch: &Arch) -> Result<Vec<&Bn>> {
+        let mut v: Vec<&Bn> = self.stem.bn.iter().collect();
+        for l in 0..self.space.num_layers() {
+            let b = self.block(l, arch)?;
+            v.extend(b.proj.iter().chain(&b.main).filter_map(|u| u.bn.as_ref()));
+        }
+        Ok(v)
+    }
+}
+
+/// ImageNet-style classifier: backbone, 1x1 conv, global pooling, dropout, FC.
+pub struct Classifier {
+    pub backbone: Backbone,
+    conv_last: ConvBn,
+    fc: Tensor,
+    pub dropout: f64,
+}
+
+impl Classifier {
+    /// Builds the supernet (`Paths::All`) or one path, with `classes` outputs, DetNAS initialisation.
+    pub fn new(vs: &nn::VarStore, space: &SearchSpace, paths: Paths<'_>, classes: usize, seed: u64) -> Self {
+        let mut space = space.clone();
+        space.num_classes = classes as u64;
+        let mut params = backbone_params(&space, paths);
+        let head = classifier_plan(&space);
+        params.extend(head.iter().flat_map(|u| u.params()));
+        let root = vs.root();
+        let b = builder(&root, params, seed);
+        let backbone = Backbone::build(&b, &space, paths, ChannelShuffle::default(), 1e-5);
+        let conv_last = ConvBn::new(&b, &head[0], 1e-5);
+        let (spec, values) = &b.specs["classifier.0.weight"];
+        let fc = crate::modules::var(&root, "classifier.0.weight", &spec.shape, values, true);
+        Classifier { backbone, conv_last, fc, dropout: 0.1 }
+    }
+
+    /// Logits `[B, classes]`; `x` is normalised input.
+    pub fn forward(&self, x: &Tensor, arch: &Arch, train: bool) -> Result<Tensor> {
+        let c5 = self.backbone.forward(x, arch, train)?.pop().expect("stages");
+        let y = self.conv_last.forward(&c5, train).adaptive_avg_pool2d([1, 1]).flatten(1, -1);
+        let y = y.dropout(self.dropout, train);
+        Ok(y.matmul(&self.fc.flatten(1, -1).transpose(0, 1)))
+    }
+
+    /// Named trainable tensors on the path plus the head.
+    pub fn path_parameters(&self, arch: &Arch) -> Result<Vec<(String, Tensor)>> {
+        let mut v = self.backbone.path_parameters(arch)?;
+        v.extend(self.conv_last.parameters());
+        v.push(("classifier.0.weight".into(), self.fc.shallow_clone()));
+        Ok(v)
+    }
+}
+
+/// RetinaNet with FPN on a (super)net backbone. Input: float `[B, 3, H, W]`, RGB 0-255 (the
+/// exported model's contract); normalisation happens inside.
+pub struct RetinaNet {
+    pub backbone: Backbone,
+    pub cfg: DetectorConfig,
+    inner: Vec<ConvBn>,
+    layer: Vec<ConvBn>,
+    p6: ConvBn,
+    p7: ConvBn,
+    cls_tower: Vec<ConvBn>,
+    cls_pred: ConvBn,
+    reg_tower: Vec<ConvBn>,
+    reg_pred: ConvBn,
+    mean: Tensor,
+    inv_std: Tensor,
+}
+
+impl RetinaNet {
+    /// Builds the detector with DetNAS / torchvision initialisation from `seed` (the same values the
+    /// exporter's random initialisation gives).
+    pub fn new(
+        vs: &nn::VarStore,
+        space: &SearchSpace,
+        paths: Paths<'_>,
+        cfg: &DetectorConfig,
+        seed: u64,
+    ) -> Result<Self> {
+        cfg.validate().map_err(TrainError::Config)?;
+        let root = vs.root();
+        let b = builder(&root, detector_params(space, paths, cfg), seed);
+        let eps = cfg.bn_eps as f64;
+        let backbone = Backbone::build(&b, space, paths, cfg.shuffle, eps);
+        let in_ch: Vec<usize> = fpn_stage_indices(space).iter().map(|&i| space.stages[i].channels as usize).collect();
+        let fpn = fpn_plan(&in_ch, cfg);
+        let head = head_plan(cfg);
+        let units = |v: &[detnas_core::plan::ConvUnit]| v.iter().map(|u| ConvBn::new(&b, u, eps)).collect::<Vec<_>>();
+        let device = vs.device();
+        let p = &cfg.preprocess;
+        Ok(RetinaNet {
+            backbone,
+            inner: units(&fpn.inner),
+            layer: units(&fpn.layer),
+            p6: ConvBn::new(&b, &fpn.p6, eps),
+            p7: ConvBn::new(&b, &fpn.p7, eps),
+            cls_tower: units(&head.classification.tower.concat()),
+            cls_pred: ConvBn::new(&b, &head.classification.predictor, eps),
+            reg_tower: units(&head.regression.tower.concat()),
+            reg_pred: ConvBn::new(&b, &head.regression.predictor, eps),
+            mean: tensor(&p.mean.map(|m| m * 255.0), &[1, 3, 1, 1], device),
+            inv_std: tensor(&p.std.map(|s| 1.0 / (255.0 * s)), &[1, 3, 1, 1], device),
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// Raw head outputs `(cls_logits [B, A, K], bbox_regression [B, A, 4])` over all anchors of
+    /// P3..P7, in [`detnas_core::detector::all_anchors`] order.
+    pub fn forward(&self, images: &Tensor, arch: &Arch, train: bool) -> Result<(Tensor, Tensor)> {
+        let x = (images - &self.mean) * &self.inv_std;
+        let stages = self.backbone.forward(&x, arch, train)?;
+        let idx = fpn_stage_indices(&self.backbone.space);
+        let feats: Vec<&Tensor> = idx.iter().map(|&i| &stages[i]).collect();
+        let mut last_inner = self.inner[2].forward(feats[2], train);
+        let mut pyramid = vec![self.layer[2].forward(&last_inner, train)];
+        for i in (0..2).rev() {
+            let lateral = self.inner[i].forward(feats[i], train);
+            let size = lateral.size();
+            let up = last_inner.upsample_nearest2d([size[2], size[3]], None, None);
+            last_inner = lateral + up;
+            pyramid.insert(0, self.layer[i].forward(&last_inner, train));
+        }
+        let p6 = self.p6.forward(&pyramid[2], train);
+        let p7 = self.p7.forward(&p6.relu(), train);
+        pyramid.push(p6);
+        pyramid.push(p7);
+        let a = self.cfg.anchors_per_cell() as i64;
+        let k = self.cfg.num_classes() as i64;
+        let flatten = |t: Tensor, c: i64| {
+            let s = t.size();
+            t.view([s[0], a, c, s[2], s[3]]).permute([0, 3, 4, 1, 2]).reshape([s[0], -1, c])
+        };
+        let mut cls = Vec::new();
+        let mut reg = Vec::new();
+        for f in &pyramid {
+            cls.push(flatten(self.cls_pred.forward(&chain(&self.cls_tower, f, train), train), k));
+            reg.push(flatten(self.reg_pred.forward(&chain(&self.reg_tower, f, train), train), 4));
+        }
+        Ok((Tensor::cat(&cls, 1), Tensor::cat(&reg, 1)))
+    }
+
+    /// Named trainable tensors used by `arch`: backbone path, FPN and heads.
+    pub fn path_parameters(&self, arch: &Arch) -> Result<Vec<(String, Tensor)>> {
+        let mut v = self.backbone.path_parameters(arch)?;
+        for u in self.inner.iter().chain(&self.layer).chain([&self.p6, &self.p7]) {
+            v.extend(u.parameters());
+        }
+        for u in self.cls_tower.iter().chain([&self.cls_pred]).chain(&self.reg_tower).chain([&self.reg_pred]) {
+            v.extend(u.parameters());
+        }
+        Ok(v)
+    }
+}
+
+/// Kind guard: every network here is float32.
+pub const KIND: Kind = Kind::Float;

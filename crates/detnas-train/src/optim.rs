@@ -1,0 +1,165 @@
+//! SGD with momentum that updates only the tensors it is given (the sampled path), and the learning
+//! rate schedules of DetNAS.
+//!
+//! Tensors outside the path get no gradient, no momentum update and no weight decay in that step:
+//! the caller passes [`crate::net::RetinaNet::path_parameters`] of the step's architecture.
+
+use std::collections::HashMap;
+use tch::Tensor;
+
+/// SGD with momentum and (decoupled from nothing: classic L2) weight decay.
+pub struct PathSgd {
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// Apply weight decay to 1-D tensors (BN affine, biases) too. DetNAS classification: no.
+    pub decay_1d: bool,
+    buffers: HashMap<String, Tensor>,
+}
+
+impl PathSgd {
+    pub fn new(momentum: f64, weight_decay: f64, decay_1d: bool) -> Self {
+        PathSgd { momentum, weight_decay, decay_1d, buffers: HashMap::new() }
+    }
+
+    /// One update of the tensors in `params` that received a gradient.
+    pub fn step(&mut self, params: &[(String, Tensor)], lr: f64) {
+        tch::no_grad(|| {
+            for (name, p) in params {
+                let g = p.grad();
+                if !g.defined() {
+                    continue;
+                }
+                let d = if self.weight_decay != 0.0 && (self.decay_1d || p.dim() > 1) {
+                    &g + p * self.weight_decay
+                } else {
+                    g.shallow_clone()
+                };
+                let buf = match self.buffers.get_mut(name) {
+                    Some(b) => {
+                        let _ = b.g_mul_scalar_(self.momentum).g_add_(&d);
+                        b.shallow_clone()
+                    }
+                    None => {
+                        let b = d.detach().copy();
+                        self.buffers.insert(name.clone(), b.shallow_clone());
+                        b
+                    }
+                };
+                let _ = p.shallow_clone().g_sub_(&(buf * lr));
+            }
+        });
+    }
+
+    /// Clears the gradients of `params`.
+    pub fn zero_grad(params: &[(String, Tensor)]) {
+        for (_, p) in params {
+            let mut g = p.grad();
+            if g.defined() {
+                let _ = g.detach_();
+                let _ = g.zero_();
+            }
+        }
+    }
+
+    /// Momentum buffers by parameter name (for checkpoints).
+    pub fn buffers(&self) -> &HashMap<String, Tensor> {
+        &self.buffers
+    }
+
+    /// Restores momentum buffers.
+    pub fn set_buffers(&mut self, buffers: HashMap<String, Tensor>) {
+        self.buffers = buffers;
+    }
+}
+
+/// Global L2 norm of the gradients of `params`; scales them down to `max_norm` if above.
+pub fn clip_grad_norm(params: &[(String, Tensor)], max_norm: f64) -> f64 {
+    let grads: Vec<Tensor> = params.iter().map(|(_, p)| p.grad()).filter(Tensor::defined).collect();
+    if grads.is_empty() {
+        return 0.0;
+    }
+    let total = tch::no_grad(|| {
+        grads.iter().map(|g| g.pow_tensor_scalar(2).sum(tch::Kind::Float)).fold(Tensor::from(0f32), |a, b| a + b).sqrt()
+    })
+    .double_value(&[]);
+    if total.is_finite() && total > max_norm {
+        tch::no_grad(|| {
+            for g in &grads {
+                let _ = g.shallow_clone().g_mul_scalar_(max_norm / (total + 1e-6));
+            }
+        });
+    }
+    total
+}
+
+/// Learning-rate schedules.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum LrSchedule {
+    /// Linear warm-up from `base * warmup_factor`, then `x gamma` at each milestone (detection).
+    WarmupStep { base: f64, warmup_iters: usize, warmup_factor: f64, milestones: Vec<usize>, gamma: f64 },
+    /// Linear decay from `base` to 0 over `total` iterations (classification pretraining).
+    Linear { base: f64, total: usize },
+}
+
+impl LrSchedule {
+    /// Learning rate at iteration `step` (0-based).
+    pub fn at(&self, step: usize) -> f64 {
+        match self {
+            LrSchedule::WarmupStep { base, warmup_iters, warmup_factor, milestones, gamma } => {
+                let decay = gamma.powi(milestones.iter().filter(|&&m| step >= m).count() as i32);
+                let warm = if step < *warmup_iters {
+                    let alpha = step as f64 / *warmup_iters as f64;
+                    warmup_factor * (1.0 - alpha) + alpha
+                } else {
+                    1.0
+                };
+                base * decay * warm
+            }
+            LrSchedule::Linear { base, total } => base * (1.0 - step as f64 / (*total).max(1) as f64).max(0.0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules() {
+        let s = LrSchedule::WarmupStep {
+            base: 0.02,
+            warmup_iters: 10,
+            warmup_factor: 1.0 / 3.0,
+            milestones: vec![20, 30],
+            gamma: 0.1,
+        };
+        assert!((s.at(0) - 0.02 / 3.0).abs() < 1e-12);
+        assert!((s.at(10) - 0.02).abs() < 1e-12);
+        assert!((s.at(25) - 0.002).abs() < 1e-12);
+        assert!((s.at(35) - 0.0002).abs() < 1e-12);
+        let l = LrSchedule::Linear { base: 0.5, total: 100 };
+        assert!((l.at(50) - 0.25).abs() < 1e-12 && l.at(200) == 0.0);
+    }
+
+    #[test]
+    fn sgd_matches_the_pytorch_update_rule() {
+        let p = Tensor::from_slice(&[1.0f32, -2.0]).view([1, 2]).set_requires_grad(true);
+        let params = vec![("w".to_string(), p.shallow_clone())];
+        let mut opt = PathSgd::new(0.9, 0.1, false);
+        for _ in 0..2 {
+            PathSgd::zero_grad(&params);
+            (&p * &p).sum(tch::Kind::Float).backward();
+            opt.step(&params, 0.5);
+        }
+        // step 1: g = 2p + 0.1p = 2.1p, buf = g, p1 = p - 0.5 g = -0.05 p
+        // step 2: g = 2.1 p1, buf = 0.9 * 2.1 p + 2.1 p1, p2 = p1 - 0.5 buf
+        let p0 = [1.0f64, -2.0];
+        let v: Vec<f32> = Vec::try_from(p.flatten(0, -1)).unwrap();
+        for i in 0..2 {
+            let p1 = p0[i] - 0.5 * 2.1 * p0[i];
+            let buf = 0.9 * 2.1 * p0[i] + 2.1 * p1;
+            assert!((v[i] as f64 - (p1 - 0.5 * buf)).abs() < 1e-5, "{v:?}");
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! Per-path BatchNorm recalibration: reset the path's running statistics, then forward fixed batches
+//! in train mode without gradients. Deterministic for a fixed batch list.
+
+use crate::error::Result;
+use crate::modules::{Bn, BnUpdate};
+use detnas_core::arch::Arch;
+use tch::Tensor;
+
+/// Recalibrates the BNs `bns` by running `forward` on each batch (train mode, no gradient), with
+/// `update` (EMA or exact cumulative average); afterwards the BNs are back to EMA(0.1) updates.
+pub fn recalibrate(
+    bns: &[&Bn],
+    batches: &[Tensor],
+    update: BnUpdate,
+    mut forward: impl FnMut(&Tensor) -> Result<()>,
+) -> Result<()> {
+    for bn in bns {
+        bn.reset(update);
+    }
+    tch::no_grad(|| batches.iter().try_for_each(&mut forward))?;
+    for bn in bns {
+        bn.set_update(BnUpdate::Ema(0.1));
+    }
+    Ok(())
+}
+
+/// Recalibrates a RetinaNet's backbone BNs for `arch` with image batches (`[B, 3, H, W]`, 0-255).
+pub fn recalibrate_retinanet(
+    net: &crate::net::RetinaNet,
+    arch: &Arch,
+    batches: &[Tensor],
+    update: BnUpdate,
+) -> Result<()> {
+    let bns = net.backbone.path_bns(arch)?;
+    recalibrate(&bns, batches, update, |b| net.forward(b, arch, true).map(|_| ()))
+}
