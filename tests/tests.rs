@@ -12,5 +12,7 @@ mod toolchain_ort;
 #[cfg(feature = "train")]
 mod toolchain_tch;
 #[cfg(all(feature = "train", feature = "infer"))]
+mod train_detection;
+#[cfg(all(feature = "train", feature = "infer"))]
 mod train_parity;
 mod util;

@@ -1,5 +1,5 @@
-//! One robust image-loading path for the detection SDK: bytes or a file in, an 8-bit RGB image in
-//! displayed orientation out, or a typed error naming the file and the problem.
+//! One robust image-loading path for the detection SDK and the trainer: bytes or a file in, an
+//! 8-bit RGB image in displayed orientation out, or a typed error naming the file and the problem.
 //!
 //! Contract of [`load_image`] / [`decode_image`] (the same path; the first reads the file):
 //!

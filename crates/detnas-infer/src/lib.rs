@@ -8,7 +8,7 @@
 pub mod detector;
 pub mod error;
 pub use detnas_data::image_io;
-pub mod preprocess;
+pub use detnas_data::preprocess;
 pub mod runtime;
 
 pub use detector::{Detection, Detections, Detector, DetectorOptions, Device, ModelInfo, StageTimings};

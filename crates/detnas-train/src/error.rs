@@ -14,6 +14,12 @@ pub enum TrainError {
     PathNotBuilt { layer: usize, choice: u8, arch: String },
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint { path: std::path::PathBuf, reason: String },
+    #[error("non-finite values in {0}")]
+    NonFinite(String),
+    #[error("{path}: {reason}")]
+    Data { path: std::path::PathBuf, reason: String },
     #[error(transparent)]
     Torch(#[from] tch::TchError),
     #[error(transparent)]

@@ -8,6 +8,9 @@
 //! - [`checkpoint`]: atomic safetensors + JSON state, exact resume;
 //! - [`device`]: CPU/CUDA selection (call [`device::init`] first thing in `main`).
 
+pub mod checkpoint;
+pub mod config;
+pub mod data;
 pub mod device;
 pub mod error;
 pub mod loss;
@@ -15,6 +18,7 @@ pub mod modules;
 pub mod net;
 pub mod optim;
 pub mod recal;
+pub mod trainer;
 
 pub use error::{Result, TrainError};
 pub use tch;

@@ -250,6 +250,11 @@ impl RetinaNet {
         Ok((Tensor::cat(&cls, 1), Tensor::cat(&reg, 1)))
     }
 
+    /// Device of the parameters.
+    pub fn device(&self) -> tch::Device {
+        self.mean.device()
+    }
+
     /// Named trainable tensors used by `arch`: backbone path, FPN and heads.
     pub fn path_parameters(&self, arch: &Arch) -> Result<Vec<(String, Tensor)>> {
         let mut v = self.backbone.path_parameters(arch)?;

@@ -76,7 +76,8 @@ impl DetectionDataset {
     /// has no usable category ([`DataError::Invalid`]) is an error whatever the policy.
     pub fn from_coco(json: &Path, image_dir: &Path, policy: &ValidationPolicy) -> Result<DetectionDataset> {
         let text = std::fs::read_to_string(json).map_err(|e| DataError::io(json, e))?;
-        let raw: RawCoco = serde_json::from_str(&text).map_err(|source| DataError::Json { path: json.into(), source })?;
+        let raw: RawCoco =
+            serde_json::from_str(&text).map_err(|source| DataError::Json { path: json.into(), source })?;
         let mut v = Validator::new(policy, json.display().to_string());
         v.report.images_read = raw.images.len();
         v.report.annotations_read = raw.annotations.len();
@@ -137,7 +138,14 @@ impl DetectionDataset {
                 continue;
             };
             sample_of.insert(image.id, samples.len());
-            samples.push(DetectionSample { image: path, width, height, boxes: Vec::new(), labels: Vec::new(), image_id });
+            samples.push(DetectionSample {
+                image: path,
+                width,
+                height,
+                boxes: Vec::new(),
+                labels: Vec::new(),
+                image_id,
+            });
         }
 
         let mut seen_annotations: HashSet<i64> = HashSet::with_capacity(raw.annotations.len());
@@ -190,7 +198,12 @@ impl DetectionDataset {
 
         for sample in &samples {
             if sample.boxes.is_empty() {
-                v.note(Issue::ImageWithoutBoxes, json, &format!("image id {}", sample.image_id), "no box kept".to_owned())?;
+                v.note(
+                    Issue::ImageWithoutBoxes,
+                    json,
+                    &format!("image id {}", sample.image_id),
+                    "no box kept".to_owned(),
+                )?;
             }
         }
         v.report.samples = samples.len();

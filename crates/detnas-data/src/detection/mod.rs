@@ -163,7 +163,9 @@ impl DetectionDataset {
             .category_ids
             .iter()
             .zip(&self.class_names)
-            .map(|(&id, name)| Ok(CocoCategory { id: to_i64("category id", id)?, name: name.clone(), supercategory: None }))
+            .map(|(&id, name)| {
+                Ok(CocoCategory { id: to_i64("category id", id)?, name: name.clone(), supercategory: None })
+            })
             .collect::<Result<Vec<_>>>()?;
         let mut images = Vec::with_capacity(self.samples.len());
         let mut annotations = Vec::with_capacity(self.num_boxes());

@@ -90,7 +90,8 @@ fn parse_voc(text: &str) -> std::result::Result<VocRecord, String> {
                     content.push(c);
                 } else {
                     let name = e.decode().map_err(|e| e.to_string())?;
-                    let resolved = resolve_predefined_entity(&name).ok_or_else(|| format!("unknown entity &{name};"))?;
+                    let resolved =
+                        resolve_predefined_entity(&name).ok_or_else(|| format!("unknown entity &{name};"))?;
                     content.push_str(resolved);
                 }
             }
@@ -173,7 +174,9 @@ impl DetectionDataset {
             Some(names) => {
                 let distinct: BTreeSet<&String> = names.iter().collect();
                 if names.is_empty() || distinct.len() != names.len() {
-                    return Err(DataError::Argument(format!("VOC class names must be non-empty and distinct: {names:?}")));
+                    return Err(DataError::Argument(format!(
+                        "VOC class names must be non-empty and distinct: {names:?}"
+                    )));
                 }
                 names.clone()
             }

@@ -1,0 +1,120 @@
+//! Training configurations (TOML, unknown fields rejected) and their hashes.
+
+use crate::data::Augment;
+use crate::optim::LrSchedule;
+use detnas_core::detector::DetectorConfig;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Where detection data comes from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSource {
+    /// COCO instances JSON.
+    pub coco: Option<PathBuf>,
+    /// Folder the COCO `file_name`s are relative to (default: the JSON's folder).
+    pub images: Option<PathBuf>,
+    /// Pascal VOC root (`Annotations/`, `JPEGImages/`) instead of COCO.
+    pub voc: Option<PathBuf>,
+}
+
+/// Optimiser settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Optim {
+    pub lr: LrSchedule,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// Weight decay on 1-D tensors (BN, biases) too.
+    pub decay_1d: bool,
+    /// Clip the global gradient norm (none by default).
+    pub clip_grad_norm: Option<f64>,
+}
+
+impl Default for Optim {
+    fn default() -> Self {
+        Optim {
+            lr: LrSchedule::WarmupStep {
+                base: 0.01,
+                warmup_iters: 100,
+                warmup_factor: 1.0 / 3.0,
+                milestones: vec![],
+                gamma: 0.1,
+            },
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            decay_1d: true,
+            clip_grad_norm: Some(10.0),
+        }
+    }
+}
+
+/// Detection training: a single path (`arch`) or the supernet with a uniform path per step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetTrainConfig {
+    pub space: String,
+    /// Encoding or preset; absent = supernet.
+    pub arch: Option<String>,
+    pub data: Option<DataSource>,
+    /// Held-out data for evaluation (absent: a seeded `holdout` fraction of `data`).
+    pub val: Option<DataSource>,
+    pub holdout: f64,
+    pub detector: DetectorConfig,
+    pub batch_size: usize,
+    pub iterations: usize,
+    pub optim: Optim,
+    pub augment: Augment,
+    pub seed: u64,
+    pub log_every: usize,
+    pub checkpoint_every: usize,
+    /// Initial weights (safetensors with plan names, e.g. a pretrained supernet); missing tensors keep
+    /// their initialisation.
+    pub init: Option<PathBuf>,
+    /// Abort after this many consecutive non-finite losses.
+    pub max_bad_steps: usize,
+}
+
+impl Default for DetTrainConfig {
+    fn default() -> Self {
+        DetTrainConfig {
+            space: "detnas-300m".into(),
+            arch: None,
+            data: None,
+            val: None,
+            holdout: 0.2,
+            detector: DetectorConfig::default(),
+            batch_size: 4,
+            iterations: 1000,
+            optim: Optim::default(),
+            augment: Augment::default(),
+            seed: 0,
+            log_every: 20,
+            checkpoint_every: 200,
+            init: None,
+            max_bad_steps: 20,
+        }
+    }
+}
+
+impl DetTrainConfig {
+    /// Reads a TOML file.
+    pub fn load(path: &std::path::Path) -> crate::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| crate::TrainError::Data { path: path.into(), reason: e.to_string() })?;
+        toml::from_str(&text)
+            .map_err(|e| crate::TrainError::Data { path: path.into(), reason: format!("invalid config: {e}") })
+    }
+
+    /// Hash of everything that determines the run (resume refuses another configuration). The
+    /// iteration count is excluded so a finished run can be extended.
+    pub fn hash(&self) -> String {
+        let mut v = serde_json::to_value(self).expect("config serializes");
+        if let Some(o) = v.as_object_mut() {
+            o.remove("iterations");
+            o.remove("log_every");
+            o.remove("checkpoint_every");
+        }
+        format!("{:016x}", detnas_core::evolution::fnv1a64(v.to_string().as_bytes()))
+    }
+}

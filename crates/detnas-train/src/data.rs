@@ -1,0 +1,187 @@
+//! Batches for detection training and evaluation: decode (the SDK's image path), letterbox with
+//! optional scale jitter and horizontal flip, anchor targets; produced ahead of the model on a
+//! background thread. Every random choice of step `s` comes from a generator seeded by
+//! `(seed, s)`, so a resumed run sees exactly the batches an uninterrupted one would.
+
+use crate::error::{Result, TrainError};
+use crate::loss::{ImageTargets, image_targets};
+use detnas_core::boxes::{BBox, Letterbox};
+use detnas_core::detector::DetectorConfig;
+use detnas_core::rng::Rng;
+use detnas_data::detection::DetectionDataset;
+use detnas_data::image_io::{DecodeLimits, load_image};
+use detnas_data::preprocess::letterbox_into;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::time::{Duration, Instant};
+
+/// Training-time augmentation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Augment {
+    /// Flip horizontally with probability 0.5.
+    pub hflip: bool,
+    /// Scale the letterboxed image by a factor uniform in `[scale_min, 1]`.
+    pub scale_min: f32,
+}
+
+impl Default for Augment {
+    fn default() -> Self {
+        Augment { hflip: true, scale_min: 0.75 }
+    }
+}
+
+/// One prepared image: input planes, letterbox geometry, boxes in input pixels.
+pub struct Prepared {
+    pub input: Vec<f32>,
+    pub letterbox: Letterbox,
+    pub boxes: Vec<BBox>,
+    pub labels: Vec<usize>,
+}
+
+/// Seed of step `step` for stream `stream` (data order, augmentation, path sampling).
+pub fn step_seed(seed: u64, stream: u64, step: u64) -> u64 {
+    let mut r = Rng::seed(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    r.next_u64()
+}
+
+/// Loads sample `index` and letterboxes it into the configured input, with augmentation when
+/// `rng` is given.
+pub fn prepare(
+    ds: &DetectionDataset,
+    index: usize,
+    cfg: &DetectorConfig,
+    aug: Option<(&Augment, &mut Rng)>,
+) -> Result<Prepared> {
+    let s = &ds.samples[index];
+    let img = load_image(&s.image, &DecodeLimits::default())
+        .map_err(|e| TrainError::Data { path: s.image.clone(), reason: e.to_string() })?
+        .rgb;
+    let (w, h) = (cfg.input.width as u32, cfg.input.height as u32);
+    let fit = Letterbox::fit(img.width(), img.height(), w, h);
+    let (scale, flip) = match aug {
+        Some((a, rng)) => {
+            let s = a.scale_min + (1.0 - a.scale_min) * rng.unit() as f32;
+            (s, a.hflip && rng.below(2) == 1)
+        }
+        None => (1.0, false),
+    };
+    let (rw, rh) = (
+        ((fit.resized_w as f32 * scale).round() as u32).max(1),
+        ((fit.resized_h as f32 * scale).round() as u32).max(1),
+    );
+    let mut small = vec![0f32; 3 * (rw * rh) as usize];
+    letterbox_into(&img, rw, rh, cfg.preprocess.pad_value, &mut small);
+    let mut input = vec![cfg.preprocess.pad_value; 3 * (w * h) as usize];
+    for c in 0..3 {
+        for y in 0..rh as usize {
+            let src = &small[(c * rh as usize + y) * rw as usize..][..rw as usize];
+            let dst = &mut input[(c * h as usize + y) * w as usize..][..rw as usize];
+            if flip {
+                for (d, v) in dst.iter_mut().zip(src.iter().rev()) {
+                    *d = *v;
+                }
+            } else {
+                dst.copy_from_slice(src);
+            }
+        }
+    }
+    let (sx, sy) = (rw as f32 / img.width() as f32, rh as f32 / img.height() as f32);
+    let boxes = s
+        .boxes
+        .iter()
+        .map(|b| {
+            let (x1, x2) = (b[0] * sx, b[2] * sx);
+            let (x1, x2) = if flip { (rw as f32 - x2, rw as f32 - x1) } else { (x1, x2) };
+            [x1, b[1] * sy, x2, b[3] * sy]
+        })
+        .collect();
+    let letterbox =
+        Letterbox { scale: fit.scale * scale, resized_w: rw, resized_h: rh, src_w: img.width(), src_h: img.height() };
+    Ok(Prepared { input, letterbox, boxes, labels: s.labels.clone() })
+}
+
+/// A training batch.
+pub struct Batch {
+    pub step: usize,
+    pub images: Vec<f32>,
+    pub targets: Vec<ImageTargets>,
+    pub size: usize,
+}
+
+/// Sample indices of step `step`: consecutive positions in per-epoch seeded permutations.
+pub fn batch_indices(n: usize, batch: usize, seed: u64, step: usize) -> Vec<usize> {
+    (0..batch)
+        .map(|j| {
+            let g = step * batch + j;
+            let (epoch, pos) = (g / n, g % n);
+            let mut perm: Vec<usize> = (0..n).collect();
+            let mut rng = Rng::seed(step_seed(seed, 1, epoch as u64));
+            for i in (1..n).rev() {
+                perm.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+            perm[pos]
+        })
+        .collect()
+}
+
+/// Builds the batch of `step`.
+pub fn make_batch(
+    ds: &DetectionDataset,
+    cfg: &DetectorConfig,
+    anchors: &[BBox],
+    aug: &Augment,
+    batch: usize,
+    seed: u64,
+    step: usize,
+) -> Result<Batch> {
+    let mut rng = Rng::seed(step_seed(seed, 2, step as u64));
+    let mut images = Vec::new();
+    let mut targets = Vec::new();
+    for i in batch_indices(ds.samples.len(), batch, seed, step) {
+        let p = prepare(ds, i, cfg, Some((aug, &mut rng)))?;
+        images.extend_from_slice(&p.input);
+        targets.push(image_targets(anchors, &p.boxes, &p.labels, cfg));
+    }
+    Ok(Batch { step, images, targets, size: batch })
+}
+
+/// Batches for steps `start..end`, prepared on a background thread (two ahead).
+pub struct Loader {
+    rx: Receiver<Result<Batch>>,
+    /// Time the trainer spent waiting for data.
+    pub waited: Duration,
+}
+
+impl Loader {
+    pub fn spawn(
+        ds: Arc<DetectionDataset>,
+        cfg: DetectorConfig,
+        anchors: Arc<Vec<BBox>>,
+        aug: Augment,
+        batch: usize,
+        seed: u64,
+        steps: std::ops::Range<usize>,
+    ) -> Self {
+        let (tx, rx) = sync_channel(2);
+        std::thread::spawn(move || {
+            for step in steps {
+                let b = make_batch(&ds, &cfg, &anchors, &aug, batch, seed, step);
+                let failed = b.is_err();
+                if tx.send(b).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Loader { rx, waited: Duration::ZERO }
+    }
+
+    /// The next batch; `None` when the range is exhausted.
+    pub fn next_batch(&mut self) -> Option<Result<Batch>> {
+        let t = Instant::now();
+        let b = self.rx.recv().ok();
+        self.waited += t.elapsed();
+        b
+    }
+}
