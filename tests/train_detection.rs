@@ -8,7 +8,7 @@ use detnas_data::synthetic::{SyntheticSpec, generate};
 use detnas_train::config::{DataSource, DetTrainConfig, Optim};
 use detnas_train::optim::LrSchedule;
 use detnas_train::tch::Device;
-use detnas_train::trainer::train_detection;
+use detnas_train::trainer::{TrainEvent, train_detection};
 use std::path::Path;
 
 pub fn synthetic(dir: &Path, images: usize) -> DataSource {
@@ -69,11 +69,10 @@ fn retinanet_overfits_a_tiny_synthetic_set() {
     let mut cfg = small_config(data.clone(), 500);
     cfg.val = Some(data);
     let out = dir.path().join("run");
-    let outcome = train_detection(&cfg, &out, false, Device::Cpu, &mut |e| {
-        eprintln!(
-            "step {} loss {:.4} lr {:.4} {:.1} img/s wait {:.1} ms",
-            e.step, e.loss, e.lr, e.images_per_s, e.data_wait_ms
-        )
+    let outcome = train_detection(&cfg, &out, false, Device::Cpu, &mut |event| {
+        if let TrainEvent::Log(e) = event {
+            eprintln!("step {} loss {:.4} lr {:.4} {:.1} img/s", e.step, e.loss, e.lr, e.images_per_s)
+        }
     })
     .unwrap();
     let stats = outcome.eval.expect("evaluated on the training images");
@@ -82,5 +81,107 @@ fn retinanet_overfits_a_tiny_synthetic_set() {
     let first = outcome.state.history.first().unwrap().loss;
     let last = outcome.state.history.last().unwrap().loss;
     assert!(last < first / 4.0, "loss {first} -> {last}");
-    let _ = Arch::parse("0");
+}
+
+fn weights_of(dir: &Path) -> Vec<(String, Vec<f32>)> {
+    let state = detnas_train::checkpoint::load_state(dir).unwrap();
+    let mut named = detnas_train::tch::Tensor::read_safetensors(dir.join(state.weights)).unwrap();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named.into_iter().map(|(n, t)| (n, Vec::<f32>::try_from(t.flatten(0, -1)).unwrap())).collect()
+}
+
+#[test]
+fn resumed_training_equals_uninterrupted_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic(&dir.path().join("data"), 6);
+    let mut cfg = small_config(data, 6);
+    cfg.arch = None; // the supernet: paths are sampled per step, so resume must restore them too
+    cfg.augment = detnas_train::data::Augment::default();
+    cfg.checkpoint_every = 3;
+    let straight = dir.path().join("straight");
+    train_detection(&cfg, &straight, false, Device::Cpu, &mut |_| {}).unwrap();
+
+    let split = dir.path().join("split");
+    let mut first = cfg.clone();
+    first.iterations = 3;
+    train_detection(&first, &split, false, Device::Cpu, &mut |_| {}).unwrap();
+    assert_eq!(detnas_train::checkpoint::load_state(&split).unwrap().step, 3);
+    let resumed = train_detection(&cfg, &split, true, Device::Cpu, &mut |_| {}).unwrap();
+    assert_eq!(resumed.state.step, 6);
+    let (a, b) = (weights_of(&straight), weights_of(&split));
+    assert_eq!(a.len(), b.len());
+    for ((na, va), (nb, vb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert_eq!(va, vb, "{na} differs between resumed and uninterrupted runs");
+    }
+
+    // another configuration is refused
+    let mut other = cfg.clone();
+    other.seed = 5;
+    let err = train_detection(&other, &split, true, Device::Cpu, &mut |_| {}).err().unwrap().to_string();
+    assert!(err.contains("different configuration"), "{err}");
+}
+
+#[test]
+fn bn_recalibration_is_deterministic_and_path_specific() {
+    use detnas_core::plan::Paths;
+    use detnas_train::modules::BnUpdate;
+    use detnas_train::net::RetinaNet;
+    use detnas_train::tch::{Kind, nn};
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic(&dir.path().join("data"), 6);
+    let cfg = small_config(data.clone(), 1);
+    let ds = detnas_train::trainer::load_dataset(&data).unwrap();
+    let space = detnas_core::SearchSpace::detnas_300m();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = RetinaNet::new(&vs, &space, Paths::All, &cfg.detector, 0).unwrap();
+    let arch = Arch::parse_for("2,3,1,1,3,2,1,3,3,1,1,1,3,3,2,0,3,3,3,3", &space).unwrap();
+    let stats = |update| {
+        let batches = detnas_train::trainer::recalibration_batches(&ds, &cfg.detector, 3, 2, 7, Device::Cpu).unwrap();
+        detnas_train::recal::recalibrate_retinanet(&net, &arch, &batches, update).unwrap();
+        let bns = net.backbone.path_bns(&arch).unwrap();
+        bns.iter().map(|b| Vec::<f32>::try_from(b.running_var.to_kind(Kind::Float)).unwrap()).collect::<Vec<_>>()
+    };
+    let exact1 = stats(BnUpdate::Cumulative);
+    let exact2 = stats(BnUpdate::Cumulative);
+    assert_eq!(exact1, exact2, "same batches, same statistics");
+    let ema = stats(BnUpdate::Ema(0.1));
+    assert_ne!(exact1, ema, "EMA from a reset differs from the exact average over 3 batches");
+    assert!(exact1.iter().flatten().any(|v| (v - 1.0).abs() > 1e-3), "statistics moved off the reset values");
+    // another path's BNs are untouched
+    let other = Arch::parse_for("0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0", &space).unwrap();
+    let untouched = net.backbone.path_bns(&other).unwrap();
+    let layer1 = &untouched[4]; // a BN of layer 1's choice 0, not on `arch` (layer 1 uses choice 3)
+    assert!(Vec::<f32>::try_from(layer1.running_var.to_kind(Kind::Float)).unwrap().iter().all(|v| *v == 1.0));
+}
+
+#[test]
+fn annotation_problems_are_counted_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic(&dir.path().join("data"), 4);
+    let json = data.coco.clone().unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let anns = v["annotations"].as_array_mut().unwrap();
+    let mut outside = anns[0].clone();
+    outside["id"] = 9001.into();
+    outside["bbox"] = serde_json::json!([500.0, 500.0, 10.0, 10.0]);
+    let mut zero = anns[0].clone();
+    zero["id"] = 9002.into();
+    zero["bbox"] = serde_json::json!([5.0, 5.0, 0.0, 4.0]);
+    let mut unknown = anns[0].clone();
+    unknown["id"] = 9003.into();
+    unknown["category_id"] = 77.into();
+    anns.extend([outside, zero, unknown]);
+    v["images"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"id": 99, "file_name": "images/missing.png", "width": 128, "height": 128}));
+    std::fs::write(&json, serde_json::to_vec(&v).unwrap()).unwrap();
+    let ds = detnas_train::trainer::load_dataset(&data).unwrap();
+    assert_eq!(ds.samples.len(), 4, "the missing image is dropped, the others kept");
+    let report = ds.report.to_string();
+    assert!(ds.report.problems() >= 4, "{report}");
+    for needle in ["outside", "missing"] {
+        assert!(report.to_lowercase().contains(needle), "`{needle}` not in report: {report}");
+    }
 }

@@ -155,3 +155,14 @@ pub fn with_png_exif_orientation(png: &[u8], orientation: u16) -> Vec<u8> {
     out.extend_from_slice(&png[ihdr_end..]);
     out
 }
+
+/// Asserts a failure whose last stderr line is the error, containing every `needle`.
+pub fn assert_failure_ending_with(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected failure; stderr: {err}");
+    let last = err.trim_end().lines().last().unwrap_or("");
+    assert!(last.starts_with("error: "), "last line is not the error: {err}");
+    for n in needles {
+        assert!(last.contains(n), "`{n}` missing from: {last}");
+    }
+}

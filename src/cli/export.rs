@@ -26,15 +26,19 @@ enum ShuffleArg {
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {
-    /// Search space (optional when --arch is a preset).
+    /// Search space (optional when --arch is a preset or --checkpoint is given).
     #[arg(long)]
     space: Option<String>,
-    /// Encoding or preset name.
+    /// Encoding or preset name (optional for a single-path checkpoint).
     #[arg(long)]
-    arch: String,
+    arch: Option<String>,
     /// Weights (safetensors, names from detnas_core::plan); DetNAS random initialisation when absent.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "checkpoint")]
     weights: Option<PathBuf>,
+    /// A training checkpoint folder (`detnas train ...`): its weights, space, architecture and
+    /// detector configuration.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
     /// Output ONNX file.
     #[arg(long)]
     out: PathBuf,
@@ -69,11 +73,39 @@ pub fn load_config(path: &Path) -> Result<DetectorConfig> {
     toml::from_str(&text).with_context(|| format!("invalid detector config {}", path.display()))
 }
 
+/// Space, architecture, detector configuration and weights file of a checkpoint folder.
+fn read_checkpoint(dir: &Path, arch: Option<&str>) -> Result<(String, String, DetectorConfig, PathBuf)> {
+    let path = dir.join("state.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let state: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not a detnas checkpoint state", path.display()))?;
+    let field = |k: &str| state.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    let space = field("space").with_context(|| format!("{}: no `space`", path.display()))?;
+    let weights = field("weights").with_context(|| format!("{}: no `weights`", path.display()))?;
+    let arch = match (arch, field("arch")) {
+        (Some(a), _) => a.to_string(),
+        (None, Some(a)) => a,
+        (None, None) => anyhow::bail!("{} is a supernet checkpoint: choose the path with --arch", dir.display()),
+    };
+    let detector = state
+        .get("config")
+        .and_then(|c| c.get("detector"))
+        .cloned()
+        .with_context(|| format!("{}: no detector configuration", path.display()))?;
+    let detector: DetectorConfig = serde_json::from_value(detector)?;
+    Ok((space, arch, detector, dir.join(weights)))
+}
+
 pub fn run(args: ExportArgs) -> Result<()> {
-    let (space, arch) = resolve(args.space.as_deref(), &args.arch)?;
-    let mut cfg = match &args.config {
-        Some(p) => load_config(p)?,
-        None => DetectorConfig::default(),
+    let from_checkpoint = args.checkpoint.as_deref().map(|d| read_checkpoint(d, args.arch.as_deref())).transpose()?;
+    let (space, arch) = match &from_checkpoint {
+        Some((space, arch, _, _)) => resolve(Some(space), arch)?,
+        None => resolve(args.space.as_deref(), args.arch.as_deref().context("--arch is required")?)?,
+    };
+    let mut cfg = match (&args.config, &from_checkpoint) {
+        (Some(p), _) => load_config(p)?,
+        (None, Some((_, _, det, _))) => det.clone(),
+        (None, None) => DetectorConfig::default(),
     };
     if let Some(i) = &args.input {
         cfg.input = InputSize::parse(i)?;
@@ -102,9 +134,10 @@ pub fn run(args: ExportArgs) -> Result<()> {
         };
     }
     cfg.validate().map_err(|e| anyhow::anyhow!("invalid detector configuration: {e}"))?;
-    let weights = match &args.weights {
-        Some(p) => Weights::load(p)?,
-        None => Weights::random(&detector_params(&space, Paths::Single(&arch), &cfg), args.seed),
+    let weights = match (&args.weights, &from_checkpoint) {
+        (Some(p), _) => Weights::load(p)?,
+        (None, Some((_, _, _, p))) => Weights::load(p)?,
+        (None, None) => Weights::random(&detector_params(&space, Paths::Single(&arch), &cfg), args.seed),
     };
     let model = export_retinanet(&space, &arch, &cfg, &weights, &ExportOptions { raw_outputs: args.raw_outputs })?;
     let bytes = encode(&model)?;

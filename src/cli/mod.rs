@@ -3,6 +3,7 @@
 mod arch;
 #[cfg(feature = "infer")]
 mod bench;
+mod data;
 #[cfg(feature = "infer")]
 mod detect;
 #[cfg(feature = "infer")]
@@ -12,6 +13,8 @@ mod eval;
 mod export;
 mod inspect;
 mod tour;
+#[cfg(feature = "train")]
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +30,9 @@ enum Command {
     /// Search spaces and architectures: FLOPs, parameters, shapes, sampling.
     #[command(subcommand)]
     Arch(arch::ArchCommand),
+    /// Data sets: synthetic generation, validation reports.
+    #[command(subcommand)]
+    Data(data::DataCommand),
     /// Detect objects in images, folders or globs with an exported model.
     #[cfg(feature = "infer")]
     Detect(detect::DetectArgs),
@@ -39,6 +45,10 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// COCO bbox evaluation (pycocotools semantics) of results against ground truth.
     Eval(eval::EvalArgs),
+    /// Train (supernet fine-tuning, stand-alone RetinaNet) and evaluate checkpoints (libtorch).
+    #[cfg(feature = "train")]
+    #[command(subcommand)]
+    Train(train::TrainCommand),
     /// A guided tour of the search spaces and published architectures.
     Tour,
     /// Native libraries in use: ONNX Runtime and libtorch versions, CUDA availability.
@@ -49,6 +59,7 @@ enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Arch(cmd) => arch::run(cmd).map(|_| 0),
+        Command::Data(cmd) => data::run(cmd).map(|_| 0),
         #[cfg(feature = "infer")]
         Command::Detect(args) => detect::run(args),
         #[cfg(feature = "infer")]
@@ -56,6 +67,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Export(args) => export::run(args).map(|_| 0),
         Command::Inspect(args) => inspect::run(args).map(|_| 0),
         Command::Eval(args) => eval::run(args).map(|_| 0),
+        #[cfg(feature = "train")]
+        Command::Train(cmd) => train::run(cmd).map(|_| 0),
         Command::Tour => tour::run().map(|_| 0),
         Command::Env(args) => env::run(args).map(|_| 0),
     }

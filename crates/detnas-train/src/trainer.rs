@@ -16,7 +16,7 @@ use detnas_core::plan::Paths;
 use detnas_core::rng::Rng;
 use detnas_core::sample::uniform;
 use detnas_core::space::SearchSpace;
-use detnas_data::detection::{DetectionDataset, ValidationPolicy, VocOptions};
+use detnas_data::detection::{DetectionDataset, ValidationPolicy, ValidationReport, VocOptions};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,8 +43,16 @@ pub fn load_dataset(src: &DataSource) -> Result<DetectionDataset> {
     Ok(ds)
 }
 
-/// Progress callback: one entry per log interval.
-pub type OnLog<'a> = &'a mut dyn FnMut(&LogEntry);
+/// What a training run reports while it runs.
+pub enum TrainEvent<'a> {
+    /// The data sets were loaded: validation reports of the training and held-out sets.
+    Data { train: &'a ValidationReport, val: Option<&'a ValidationReport>, train_images: usize, val_images: usize },
+    /// One entry per log interval.
+    Log(&'a LogEntry),
+}
+
+/// Progress callback.
+pub type OnLog<'a> = &'a mut dyn FnMut(TrainEvent<'_>);
 
 /// What a training run produced.
 pub struct TrainOutcome {
@@ -89,6 +97,12 @@ pub fn train_detection(
     let fixed: Option<Arch> =
         cfg.arch.as_deref().map(|a| resolve(Some(&cfg.space), a).map(|(_, arch)| arch)).transpose()?;
     let (train, val) = datasets(cfg)?;
+    on_log(TrainEvent::Data {
+        train: &train.report,
+        val: val.as_ref().map(|v| &v.report),
+        train_images: train.samples.len(),
+        val_images: val.as_ref().map_or(0, |v| v.samples.len()),
+    });
     let det = with_classes(cfg.detector.clone(), &train);
     det.validate().map_err(TrainError::Config)?;
     let mut run_cfg = cfg.clone();
@@ -190,7 +204,7 @@ pub fn train_detection(
         window.3 += lc.double_value(&[]);
         window.4 += lb.double_value(&[]);
         let steps_in_window = (state.step - 1) % cfg.log_every.max(1) + 1;
-        if state.step % cfg.log_every.max(1) == 0 || state.step == cfg.iterations {
+        if state.step.is_multiple_of(cfg.log_every.max(1)) || state.step == cfg.iterations {
             let secs = window.0.elapsed().as_secs_f64();
             let n = steps_in_window as f64;
             let entry = LogEntry {
@@ -201,11 +215,11 @@ pub fn train_detection(
                 images_per_s: window.1 as f64 / secs.max(1e-9),
                 data_wait_ms: (loader.waited - window.5).as_secs_f64() * 1e3 / n,
             };
-            on_log(&entry);
+            on_log(TrainEvent::Log(&entry));
             state.history.push(entry);
             window = (Instant::now(), 0, 0.0, 0.0, 0.0, loader.waited);
         }
-        if state.step % cfg.checkpoint_every.max(1) == 0 || state.step == cfg.iterations {
+        if state.step.is_multiple_of(cfg.checkpoint_every.max(1)) || state.step == cfg.iterations {
             checkpoint::save(out, &vs, &opt, &mut state)?;
         }
     }

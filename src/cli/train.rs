@@ -1,0 +1,216 @@
+//! `detnas train ...`: supernet fine-tuning, stand-alone RetinaNet training and evaluation (libtorch).
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use detnas_core::arch::resolve;
+use detnas_core::plan::Paths;
+use detnas_train::config::{DataSource, DetTrainConfig};
+use detnas_train::modules::BnUpdate;
+use detnas_train::net::RetinaNet;
+use detnas_train::tch::nn;
+use detnas_train::{checkpoint, device, trainer};
+use std::path::PathBuf;
+
+#[derive(Subcommand, Debug)]
+pub enum TrainCommand {
+    /// Train a RetinaNet on one architecture (the stand-alone retraining step).
+    Retinanet(DetArgs),
+    /// Fine-tune the detection supernet with a uniform random path per iteration (DetNAS step 2).
+    DetSupernet(DetArgs),
+    /// ImageNet-style classification pretraining of the supernet (DetNAS step 1).
+    ClsSupernet(ClsArgs),
+    /// Evaluate a checkpoint on held-out data (COCO AP), recalibrating BN for supernet paths.
+    Eval(EvalArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DetArgs {
+    /// Training configuration (TOML; fields of DetTrainConfig, unknown fields rejected).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Architecture (encoding or preset); overrides the config.
+    #[arg(long)]
+    arch: Option<String>,
+    /// COCO instances JSON of the training data (overrides the config).
+    #[arg(long)]
+    coco: Option<PathBuf>,
+    /// Image folder of --coco (default: the JSON's folder).
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// Checkpoint folder.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long)]
+    iterations: Option<usize>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Continue from --out/state.json (same configuration required).
+    #[arg(long)]
+    resume: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ClsArgs {
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Path to evaluate (required for a supernet checkpoint).
+    #[arg(long)]
+    arch: Option<String>,
+    /// Held-out COCO JSON (default: the checkpoint's held-out data).
+    #[arg(long)]
+    coco: Option<PathBuf>,
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// BN recalibration batches before scoring (supernet paths; 0 = none).
+    #[arg(long, default_value_t = 0)]
+    recalibrate: usize,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Write the detections (COCO results) here.
+    #[arg(long)]
+    results: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+fn det_config(args: &DetArgs, supernet: bool) -> Result<DetTrainConfig> {
+    let mut cfg = match &args.config {
+        Some(p) => DetTrainConfig::load(p)?,
+        None => DetTrainConfig::default(),
+    };
+    if let Some(a) = &args.arch {
+        cfg.arch = Some(a.clone());
+    }
+    if supernet {
+        if cfg.arch.is_some() {
+            bail!("det-supernet trains every path: remove `arch` (use `train retinanet` for one architecture)");
+        }
+    } else if cfg.arch.is_none() {
+        bail!("train retinanet needs an architecture: --arch or `arch` in the config");
+    }
+    if let Some(c) = &args.coco {
+        cfg.data = Some(DataSource { coco: Some(c.clone()), images: args.images.clone(), voc: None });
+    }
+    if let Some(n) = args.iterations {
+        cfg.iterations = n;
+    }
+    if let Some(b) = args.batch_size {
+        cfg.batch_size = b;
+    }
+    if let Some(s) = args.seed {
+        cfg.seed = s;
+    }
+    Ok(cfg)
+}
+
+pub fn run(cmd: TrainCommand) -> Result<()> {
+    match cmd {
+        TrainCommand::Retinanet(a) => train_det(a, false),
+        TrainCommand::DetSupernet(a) => train_det(a, true),
+        TrainCommand::ClsSupernet(_) => bail!(
+            "classification pretraining of the supernet (`train cls-supernet`) is not implemented yet; \
+             detection training starts from the DetNAS initialisation or from `init` weights"
+        ),
+        TrainCommand::Eval(a) => eval(a),
+    }
+}
+
+fn train_det(args: DetArgs, supernet: bool) -> Result<()> {
+    let cfg = det_config(&args, supernet)?;
+    let dev = device::parse(&args.device)?;
+    eprintln!(
+        "training {} on {} ({} iterations, batch {}, input {}) -> {}",
+        cfg.arch.as_deref().map_or("the supernet".to_string(), |a| format!("RetinaNet {a}")),
+        args.device,
+        cfg.iterations,
+        cfg.batch_size,
+        cfg.detector.input,
+        args.out.display()
+    );
+    let outcome = trainer::train_detection(&cfg, &args.out, args.resume, dev, &mut |event| {
+        let e = match event {
+            trainer::TrainEvent::Data { train, val, train_images, val_images } => {
+                eprintln!("data: {train_images} training images, {val_images} held-out images");
+                for (what, report) in [("training", Some(train)), ("held-out", val)] {
+                    if let Some(r) = report.filter(|r| r.problems() > 0) {
+                        eprintln!("{what} data problems ({}):", r.source);
+                        for line in r.to_string().lines() {
+                            eprintln!("  {line}");
+                        }
+                    }
+                }
+                return;
+            }
+            trainer::TrainEvent::Log(e) => e,
+        };
+        let parts: Vec<String> = e.parts.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+        eprintln!(
+            "step {:>6}  loss {:.4} ({})  lr {:.5}  {:.1} images/s  data wait {:.1} ms/step",
+            e.step,
+            e.loss,
+            parts.join(", "),
+            e.lr,
+            e.images_per_s,
+            e.data_wait_ms
+        );
+    })?;
+    if outcome.state.skipped_steps > 0 {
+        eprintln!("warning: {} step(s) skipped for a non-finite loss", outcome.state.skipped_steps);
+    }
+    if let Some(stats) = outcome.eval {
+        println!("held-out evaluation ({} images):", stats.images);
+        for line in stats.summary_lines() {
+            println!("{line}");
+        }
+    }
+    println!("checkpoint: {} (step {})", args.out.display(), outcome.state.step);
+    Ok(())
+}
+
+fn eval(args: EvalArgs) -> Result<()> {
+    let state = checkpoint::load_state(&args.checkpoint)?;
+    let mut cfg: DetTrainConfig =
+        serde_json::from_value(state.config.clone()).context("reading the checkpoint's configuration")?;
+    let arch_text = args.arch.clone().or(state.arch.clone()).context("a supernet checkpoint needs --arch")?;
+    let (space, arch) = resolve(Some(&state.space), &arch_text)?;
+    if let Some(c) = &args.coco {
+        cfg.val = Some(DataSource { coco: Some(c.clone()), images: args.images.clone(), voc: None });
+    }
+    let (train, val) = trainer::datasets(&cfg)?;
+    let val = val.context("no held-out data: pass --coco")?;
+    let dev = device::parse(&args.device)?;
+    let mut vs = nn::VarStore::new(dev);
+    let paths = if state.arch.is_some() { Paths::Single(&arch) } else { Paths::All };
+    let net = RetinaNet::new(&vs, &space, paths, &cfg.detector, cfg.seed)?;
+    vs.load(args.checkpoint.join(&state.weights)).context("loading the checkpoint weights")?;
+    if args.recalibrate > 0 {
+        let batches =
+            trainer::recalibration_batches(&train, &cfg.detector, args.recalibrate, cfg.batch_size, cfg.seed, dev)?;
+        detnas_train::recal::recalibrate_retinanet(&net, &arch, &batches, BnUpdate::Cumulative)?;
+    }
+    let (stats, results) = trainer::evaluate_dataset(&net, &arch, &val, cfg.batch_size)?;
+    if let Some(p) = &args.results {
+        detnas_core::fsutil::write_atomic(p, serde_json::to_string(&results)?.as_bytes())?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&stats)?);
+    } else {
+        for line in stats.summary_lines() {
+            println!("{line}");
+        }
+    }
+    Ok(())
+}

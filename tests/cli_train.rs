@@ -1,0 +1,89 @@
+//! The whole command-line workflow: synthetic data -> train -> export from the checkpoint -> detect.
+
+use crate::util::{assert_failure_ending_with, assert_one_line_failure, detnas, stderr, stdout};
+use std::path::Path;
+
+const CONFIG: &str = r#"
+space = "detnas-300m"
+arch = "coco-retinanet-300m"
+holdout = 0.25
+batch_size = 2
+iterations = 6
+log_every = 2
+checkpoint_every = 3
+
+[detector]
+input = { height = 96, width = 96 }
+fpn_channels = 16
+head_channels = 16
+head_convs = 1
+head_conv = "separable"
+anchor_sizes = [16.0, 32.0, 64.0, 128.0, 256.0]
+"#;
+
+#[test]
+fn synthetic_train_export_detect() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |p: &str| dir.path().join(p).to_str().unwrap().to_string();
+    let o = detnas(&["data", "synthetic", "--out", &d("data"), "--images", "8", "--size", "96x96", "--classes", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json = stdout(&o).trim().to_string();
+    assert!(Path::new(&json).exists());
+    std::fs::write(d("cfg.toml"), CONFIG).unwrap();
+
+    let o = detnas(&["train", "retinanet", "--config", &d("cfg.toml"), "--coco", &json, "--out", &d("run")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let log = stderr(&o);
+    assert!(log.contains("step      2") && log.contains("images/s") && log.contains("data wait"), "{log}");
+    assert!(stdout(&o).contains("Average Precision"), "held-out evaluation printed: {}", stdout(&o));
+
+    let o = detnas(&["export", "--checkpoint", &d("run"), "--out", &d("m.onnx")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = detnas(&["detect", &d("m.onnx"), &d("data/images"), "--out", &d("det")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(d("det/images.json")).unwrap()).unwrap();
+    assert_eq!(index["images"].as_array().unwrap().len(), 8);
+    let cats: Vec<&str> = index["categories"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(cats.len(), 2, "class names come from the training data: {cats:?}");
+
+    let o = detnas(&["train", "eval", "--checkpoint", &d("run"), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stats: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(stats["stats"].as_array().unwrap().len(), 12);
+
+    // resume past the end with more iterations, and refusals
+    let o = detnas(&[
+        "train",
+        "retinanet",
+        "--config",
+        &d("cfg.toml"),
+        "--coco",
+        &json,
+        "--out",
+        &d("run"),
+        "--resume",
+        "--iterations",
+        "8",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("step 8"), "{}", stdout(&o));
+    let o = detnas(&[
+        "train",
+        "retinanet",
+        "--config",
+        &d("cfg.toml"),
+        "--coco",
+        &json,
+        "--out",
+        &d("run"),
+        "--resume",
+        "--seed",
+        "3",
+    ]);
+    assert_failure_ending_with(&o, &["different configuration"]);
+    std::fs::write(d("bad.toml"), "iterations = 3\nbogus = 1\n").unwrap();
+    let o = detnas(&["train", "retinanet", "--config", &d("bad.toml"), "--out", &d("x")]);
+    assert_one_line_failure(&o, &["bad.toml", "bogus"]);
+    let o = detnas(&["train", "det-supernet", "--config", &d("cfg.toml"), "--out", &d("x")]);
+    assert_one_line_failure(&o, &["remove `arch`"]);
+}
