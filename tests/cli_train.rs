@@ -87,3 +87,54 @@ fn synthetic_train_export_detect() {
     let o = detnas(&["train", "det-supernet", "--config", &d("cfg.toml"), "--out", &d("x")]);
     assert_one_line_failure(&o, &["remove `arch`"]);
 }
+
+#[test]
+fn supernet_training_then_evolutionary_search() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |p: &str| dir.path().join(p).to_str().unwrap().to_string();
+    let o = detnas(&["data", "synthetic", "--out", &d("data"), "--images", "8", "--size", "96x96", "--classes", "2"]);
+    let json = stdout(&o).trim().to_string();
+    std::fs::write(d("cfg.toml"), CONFIG.replace("arch = \"coco-retinanet-300m\"\n", "")).unwrap();
+    let o = detnas(&["train", "det-supernet", "--config", &d("cfg.toml"), "--coco", &json, "--out", &d("super")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let search = |state: &str| {
+        detnas(&[
+            "search",
+            "--checkpoint",
+            &d("super"),
+            "--flops-max",
+            "300M",
+            "--population",
+            "4",
+            "--generations",
+            "2",
+            "--top-k",
+            "2",
+            "--mutations",
+            "1",
+            "--crossovers",
+            "1",
+            "--recal-batches",
+            "2",
+            "--state",
+            state,
+            "--json",
+        ])
+    };
+    let o = search(&d("search.json"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["evaluations"], 8);
+    assert!(v["seconds_per_candidate"].as_f64().unwrap() > 0.0);
+    let best = v["best"]["arch"].as_str().unwrap().to_string();
+    let o = detnas(&["arch", "info", "--arch", &best, "--json"]);
+    let info: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(info["backbone_flops"].as_u64().unwrap() <= 300_000_000);
+    // the finished state resumes to the same result without evaluating anything
+    let again = search(&d("search.json"));
+    let w: serde_json::Value = serde_json::from_str(&stdout(&again)).unwrap();
+    assert_eq!(w["best"], v["best"]);
+    // a single-path checkpoint is refused
+    let o = detnas(&["search", "--checkpoint", &d("nope"), "--state", &d("s2.json")]);
+    assert!(!o.status.success());
+}

@@ -185,3 +185,54 @@ fn annotation_problems_are_counted_not_fatal() {
         assert!(report.to_lowercase().contains(needle), "`{needle}` not in report: {report}");
     }
 }
+
+#[test]
+fn classification_pretraining_learns_and_feeds_detection() {
+    use detnas_train::classify::{ClsTrainConfig, PathSampler, train_classifier};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("folder");
+    let mut rng = detnas_core::rng::Rng::seed(3);
+    for (class, tint) in [("red", [200u8, 40, 40]), ("blue", [40, 40, 200])] {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        for i in 0..8 {
+            let img = image::RgbImage::from_fn(48, 48, |_, _| {
+                let n = (rng.below(60)) as u8;
+                image::Rgb([tint[0].saturating_add(n), tint[1].saturating_add(n), tint[2].saturating_add(n)])
+            });
+            img.save(root.join(class).join(format!("{i}.png"))).unwrap();
+        }
+    }
+    let cfg = ClsTrainConfig {
+        data: Some(root),
+        input: 32,
+        batch_size: 8,
+        iterations: 30,
+        lr: LrSchedule::Linear { base: 0.05, total: 30 },
+        sampler: PathSampler::Fixed { arch: "spos-300m".into() },
+        crop_scale_min: 0.5,
+        log_every: 10,
+        checkpoint_every: 30,
+        ..ClsTrainConfig::default()
+    };
+    let out = dir.path().join("cls");
+    let state = train_classifier(&cfg, &out, false, Device::Cpu, &mut |_| {}).unwrap();
+    assert_eq!(state.kind, "classifier");
+    let first = state.history.first().unwrap().loss;
+    let last = state.history.last().unwrap().loss;
+    assert!(last < first / 2.0, "classification loss {first} -> {last}");
+    // the supernet with SPOS FLOPs-binned paths runs and checkpoints too
+    let supernet = ClsTrainConfig { sampler: PathSampler::FlopsBinned { bins: 4 }, iterations: 4, ..cfg.clone() };
+    let s = train_classifier(&supernet, &dir.path().join("cls-super"), false, Device::Cpu, &mut |_| {}).unwrap();
+    assert_eq!(s.step, 4);
+
+    // the pretrained backbone initialises a detection network by name
+    let mut vs = detnas_train::tch::nn::VarStore::new(Device::Cpu);
+    let space = detnas_core::SearchSpace::detnas_300m();
+    let _net =
+        detnas_train::net::RetinaNet::new(&vs, &space, detnas_core::plan::Paths::All, &DetectorConfig::default(), 0)
+            .unwrap();
+    let weights = out.join(detnas_train::checkpoint::load_state(&out).unwrap().weights);
+    let loaded = detnas_train::trainer::load_partial(&mut vs, &weights).unwrap();
+    let backbone = detnas_core::plan::backbone_params(&space, detnas_core::plan::Paths::All).len();
+    assert_eq!(loaded, backbone, "every backbone tensor comes from the classifier");
+}

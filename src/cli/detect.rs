@@ -67,6 +67,25 @@ pub struct DetectArgs {
     /// Write annotated copies to <out>/images/.
     #[arg(long)]
     save_img: bool,
+    /// Take image ids from this COCO instances JSON (matched by file name), so that
+    /// `detnas eval --gt` can score detections.json directly.
+    #[arg(long)]
+    ids_from: Option<PathBuf>,
+}
+
+/// Image ids of a COCO instances JSON by file base name.
+fn ids_by_name(gt: &Path) -> Result<std::collections::HashMap<String, u64>> {
+    let text = std::fs::read_to_string(gt).with_context(|| format!("reading {}", gt.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", gt.display()))?;
+    let mut map = std::collections::HashMap::new();
+    for img in v["images"].as_array().with_context(|| format!("{}: no `images` list", gt.display()))? {
+        let (Some(id), Some(name)) = (img["id"].as_u64(), img["file_name"].as_str()) else { continue };
+        let base = Path::new(name).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if map.insert(base.clone(), id).is_some() {
+            bail!("{}: file name `{base}` appears twice; ids cannot be matched by name", gt.display());
+        }
+    }
+    Ok(map)
 }
 
 /// `(input, message)` of an input that could not be processed.
@@ -132,7 +151,7 @@ fn parse_classes(spec: &[String], names: &[String]) -> Result<Vec<usize>> {
 }
 
 /// Output file name for an image, unique within the run.
-fn output_stem(path: &Path, id: usize, taken: &mut BTreeSet<String>) -> String {
+fn output_stem(path: &Path, id: u64, taken: &mut BTreeSet<String>) -> String {
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| format!("image{id}"));
     let name = if taken.contains(&stem) { format!("{stem}_{id}") } else { stem };
     taken.insert(name.clone());
@@ -141,6 +160,7 @@ fn output_stem(path: &Path, id: usize, taken: &mut BTreeSet<String>) -> String {
 
 pub fn run(args: DetectArgs) -> Result<i32> {
     let (files, mut failures) = collect_inputs(&args.inputs)?;
+    let gt_ids = args.ids_from.as_deref().map(ids_by_name).transpose()?;
     let mut options = DetectorOptions {
         score_threshold: args.conf,
         iou_threshold: args.iou,
@@ -211,7 +231,22 @@ pub fn run(args: DetectArgs) -> Result<i32> {
     let mut taken = BTreeSet::new();
     let mut warnings = Vec::new();
     for (i, (path, slot)) in files.iter().zip(results).enumerate() {
-        let id = i + 1;
+        let id = match &gt_ids {
+            None => i as u64 + 1,
+            Some(map) => {
+                let base = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                match map.get(&base) {
+                    Some(&id) => id,
+                    None => {
+                        failures.push((
+                            path.display().to_string(),
+                            format!("{}: not in the --ids-from ground truth", path.display()),
+                        ));
+                        continue;
+                    }
+                }
+            }
+        };
         let result =
             slot.into_inner().unwrap_or_else(|p| p.into_inner()).unwrap_or_else(|| Err("not processed".into()));
         let d = match result {

@@ -12,6 +12,8 @@ mod env;
 mod eval;
 mod export;
 mod inspect;
+#[cfg(feature = "train")]
+mod search;
 mod tour;
 #[cfg(feature = "train")]
 mod train;
@@ -49,6 +51,9 @@ enum Command {
     #[cfg(feature = "train")]
     #[command(subcommand)]
     Train(train::TrainCommand),
+    /// Evolutionary search on a trained detection supernet (BN recalibration + held-out AP fitness).
+    #[cfg(feature = "train")]
+    Search(search::SearchArgs),
     /// A guided tour of the search spaces and published architectures.
     Tour,
     /// Native libraries in use: ONNX Runtime and libtorch versions, CUDA availability.
@@ -69,6 +74,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Eval(args) => eval::run(args).map(|_| 0),
         #[cfg(feature = "train")]
         Command::Train(cmd) => train::run(cmd).map(|_| 0),
+        #[cfg(feature = "train")]
+        Command::Search(args) => search::run(args).map(|_| 0),
         Command::Tour => tour::run().map(|_| 0),
         Command::Env(args) => env::run(args).map(|_| 0),
     }

@@ -56,10 +56,20 @@ pub struct DetArgs {
 
 #[derive(Args, Debug)]
 pub struct ClsArgs {
+    /// Configuration (TOML; fields of ClsTrainConfig).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Image folder (one sub-folder per class); overrides the config.
+    #[arg(long)]
+    data: Option<PathBuf>,
     #[arg(long)]
     out: PathBuf,
+    #[arg(long)]
+    iterations: Option<usize>,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    #[arg(long)]
+    resume: bool,
 }
 
 #[derive(Args, Debug)]
@@ -120,10 +130,7 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
     match cmd {
         TrainCommand::Retinanet(a) => train_det(a, false),
         TrainCommand::DetSupernet(a) => train_det(a, true),
-        TrainCommand::ClsSupernet(_) => bail!(
-            "classification pretraining of the supernet (`train cls-supernet`) is not implemented yet; \
-             detection training starts from the DetNAS initialisation or from `init` weights"
-        ),
+        TrainCommand::ClsSupernet(a) => train_cls(a),
         TrainCommand::Eval(a) => eval(a),
     }
 }
@@ -177,6 +184,25 @@ fn train_det(args: DetArgs, supernet: bool) -> Result<()> {
         }
     }
     println!("checkpoint: {} (step {})", args.out.display(), outcome.state.step);
+    Ok(())
+}
+
+fn train_cls(args: ClsArgs) -> Result<()> {
+    let mut cfg = match &args.config {
+        Some(p) => detnas_train::classify::ClsTrainConfig::load(p)?,
+        None => Default::default(),
+    };
+    if let Some(d) = args.data {
+        cfg.data = Some(d);
+    }
+    if let Some(n) = args.iterations {
+        cfg.iterations = n;
+    }
+    let dev = device::parse(&args.device)?;
+    let state = detnas_train::classify::train_classifier(&cfg, &args.out, args.resume, dev, &mut |e| {
+        eprintln!("step {:>6}  loss {:.4}  lr {:.5}  {:.1} images/s", e.step, e.loss, e.lr, e.images_per_s)
+    })?;
+    println!("checkpoint: {} (step {}); use its weights as `init` of a detection run", args.out.display(), state.step);
     Ok(())
 }
 

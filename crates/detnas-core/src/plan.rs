@@ -347,9 +347,17 @@ fn head_branch(prefix: &str, predictor: &str, out: usize, prior_bias: f32, cfg: 
             let base = format!("{prefix}.conv.{}", 2 * i);
             let units = match cfg.head_conv {
                 HeadConv::Dense => vec![biased_conv(base, Geom(cin, ch, 3, 1, 1), true, normal)],
+                // Same per-layer gain as the dense conv's N(0, 0.01) over 9 * cin inputs: the depthwise
+                // conv preserves the variance, the pointwise one carries the 0.01 * sqrt(9) scale.
+                // (N(0, 0.01) for both would shrink the signal ~300x per layer and stall training.)
                 HeadConv::Separable => vec![
-                    biased_conv(format!("{base}.dw"), Geom(cin, cin, 3, 1, cin), false, normal),
-                    biased_conv(format!("{base}.pw"), Geom(cin, ch, 1, 1, 1), true, normal),
+                    biased_conv(
+                        format!("{base}.dw"),
+                        Geom(cin, cin, 3, 1, cin),
+                        false,
+                        Init::Normal { std: 1.0 / 3.0 },
+                    ),
+                    biased_conv(format!("{base}.pw"), Geom(cin, ch, 1, 1, 1), true, Init::Normal { std: 0.03 }),
                 ],
             };
             cin = ch;

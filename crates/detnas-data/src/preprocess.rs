@@ -38,8 +38,8 @@ pub fn letterbox_into(image: &RgbImage, width: u32, height: u32, pad_value: f32,
     lb
 }
 
-/// Bilinear resize of an RGB8 image.
-fn resize_rgb(image: &RgbImage, width: u32, height: u32) -> Image<'static> {
+/// Bilinear resize of an RGB8 image (any aspect change); the result's buffer is RGB8 rows.
+pub fn resize_rgb(image: &RgbImage, width: u32, height: u32) -> Image<'static> {
     let src = ImageRef::new(image.width(), image.height(), image.as_raw(), PixelType::U8x3)
         .expect("an RgbImage buffer always matches its dimensions");
     let mut dst = Image::new(width, height, PixelType::U8x3);

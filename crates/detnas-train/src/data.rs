@@ -185,3 +185,53 @@ impl Loader {
         b
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use detnas_data::synthetic::{CLASSES, SyntheticSpec, generate};
+
+    /// Augmented boxes must still frame the shapes: the pixel at each box centre has the class colour.
+    #[test]
+    fn augmented_boxes_follow_the_pixels() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = SyntheticSpec {
+            images: 6,
+            width: 160,
+            height: 120,
+            classes: 3,
+            min_size: 24,
+            max_size: 40,
+            ..Default::default()
+        };
+        let json = generate(dir.path(), &spec).unwrap();
+        let ds = DetectionDataset::from_coco(&json, dir.path(), &Default::default()).unwrap();
+        let cfg = DetectorConfig { input: detnas_core::InputSize::new(96, 128), ..DetectorConfig::default() };
+        let aug = Augment { hflip: true, scale_min: 0.5 };
+        let mut flips = 0;
+        for seed in 0..12u64 {
+            let mut rng = Rng::seed(seed);
+            for i in 0..ds.samples.len() {
+                let before = rng.clone();
+                let p = prepare(&ds, i, &cfg, Some((&aug, &mut rng))).unwrap();
+                let mut probe = before;
+                let _ = probe.unit();
+                flips += usize::from(probe.below(2) == 1);
+                let plane = 96 * 128;
+                for (b, &label) in p.boxes.iter().zip(&p.labels) {
+                    let (cx, cy) = (((b[0] + b[2]) / 2.0) as usize, ((b[1] + b[3]) / 2.0) as usize);
+                    let px =
+                        [p.input[cy * 128 + cx], p.input[plane + cy * 128 + cx], p.input[2 * plane + cy * 128 + cx]];
+                    let want = CLASSES[label].colour;
+                    for c in 0..3 {
+                        assert!(
+                            (px[c] - want[c] as f32).abs() < 40.0,
+                            "seed {seed} image {i} box {b:?}: {px:?} vs {want:?}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(flips > 10, "flips were exercised");
+    }
+}

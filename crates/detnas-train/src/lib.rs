@@ -5,10 +5,12 @@
 //! - [`optim`]: SGD that touches only the sampled path (gradients, momentum, weight decay);
 //! - [`loss`]: anchor matching (core box maths), focal and L1 box losses;
 //! - [`recal`]: per-path BN recalibration (EMA or exact average);
+//! - [`search`]: the evolutionary search's fitness (recalibrate, then held-out AP);
 //! - [`checkpoint`]: atomic safetensors + JSON state, exact resume;
 //! - [`device`]: CPU/CUDA selection (call [`device::init`] first thing in `main`).
 
 pub mod checkpoint;
+pub mod classify;
 pub mod config;
 pub mod data;
 pub mod device;
@@ -18,6 +20,7 @@ pub mod modules;
 pub mod net;
 pub mod optim;
 pub mod recal;
+pub mod search;
 pub mod trainer;
 
 pub use error::{Result, TrainError};
