@@ -43,7 +43,8 @@ for image_id, path in enumerate(files, 1):
     for b, s, l in zip(boxes, scores, labels):
         x1, y1 = min(max(b[0] * sx, 0), img.width), min(max(b[1] * sy, 0), img.height)
         x2, y2 = min(max(b[2] * sx, 0), img.width), min(max(b[3] * sy, 0), img.height)
-        results.append({"image_id": image_id, "category_id": int(l) + 1, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(s)})
+        bbox = [float(x1), float(y1), float(x2 - x1), float(y2 - y1)]
+        results.append({"image_id": image_id, "category_id": int(l) + 1, "bbox": bbox, "score": float(s)})
 elapsed = time.perf_counter() - start
 json.dump(results, open(args.out, "w"))
 print(json.dumps({"images": len(files), "seconds": elapsed, "images_per_s": len(files) / elapsed}))

@@ -21,6 +21,30 @@ pub enum TrainCommand {
     ClsSupernet(ClsArgs),
     /// Evaluate a checkpoint on held-out data (COCO AP), recalibrating BN for supernet paths.
     Eval(EvalArgs),
+    /// Time one optimisation step (forward, loss, backward, SGD) on a fixed synthetic batch; compare
+    /// with tools/bench_train_step.py (PyTorch) at the same configuration and thread count.
+    BenchStep(BenchStepArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchStepArgs {
+    /// Training configuration (space, arch, detector).
+    #[arg(long)]
+    config: PathBuf,
+    /// Hold every choice of every layer (the supernet) instead of the one path.
+    #[arg(long)]
+    supernet: bool,
+    #[arg(long, default_value_t = 4)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// libtorch intra-op threads.
+    #[arg(long, default_value_t = 2)]
+    threads: i32,
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 #[derive(Args, Debug)]
@@ -132,6 +156,7 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
         TrainCommand::DetSupernet(a) => train_det(a, true),
         TrainCommand::ClsSupernet(a) => train_cls(a),
         TrainCommand::Eval(a) => eval(a),
+        TrainCommand::BenchStep(a) => bench_step(a),
     }
 }
 
@@ -238,5 +263,80 @@ fn eval(args: EvalArgs) -> Result<()> {
             println!("{line}");
         }
     }
+    Ok(())
+}
+
+fn bench_step(args: BenchStepArgs) -> Result<()> {
+    use detnas_core::rng::Rng;
+    use detnas_train::loss::{IGNORE, ImageTargets, Targets, retinanet_loss};
+    use detnas_train::optim::PathSgd;
+    use detnas_train::tch::{self, Kind, Tensor};
+    let cfg = DetTrainConfig::load(&args.config)?;
+    let arch_text = cfg.arch.clone().context("the config needs an `arch` (the path to time)")?;
+    let (space, arch) = resolve(Some(&cfg.space), &arch_text)?;
+    tch::set_num_threads(args.threads);
+    let dev = device::parse(&args.device)?;
+    let vs = nn::VarStore::new(dev);
+    let paths = if args.supernet { Paths::All } else { Paths::Single(&arch) };
+    let net = RetinaNet::new(&vs, &space, paths, &cfg.detector, 0)?;
+    let (h, w) = (cfg.detector.input.height as i64, cfg.detector.input.width as i64);
+    let b = args.batch_size as i64;
+    let x = (Tensor::rand([b, 3, h, w], (Kind::Float, dev)) * 255.0).detach();
+    let (cls, _) = tch::no_grad(|| net.forward(&x, &arch, false))?;
+    let (anchors, k) = (cls.size()[1] as usize, cls.size()[2] as usize);
+    // fixed targets like the PyTorch script: ~1% foreground, ~5% ignored
+    let mut rng = Rng::seed(0);
+    let images: Vec<ImageTargets> = (0..args.batch_size)
+        .map(|_| {
+            let mut t = ImageTargets { labels: vec![-1; anchors], deltas: vec![0.0; anchors * 4], num_foreground: 0 };
+            for a in 0..anchors {
+                let r = rng.unit();
+                if r < 0.01 {
+                    t.labels[a] = rng.below(k as u64) as i64;
+                    t.num_foreground += 1;
+                } else if r < 0.06 {
+                    t.labels[a] = IGNORE;
+                }
+                for d in 0..4 {
+                    t.deltas[a * 4 + d] = detnas_core::plan::normal(&mut rng) * 0.1;
+                }
+            }
+            t
+        })
+        .collect();
+    let targets = Targets::new(&images, dev);
+    let mut opt = PathSgd::new(0.9, 1e-4, true);
+    let mut step = || -> Result<()> {
+        let params = net.path_parameters(&arch)?;
+        PathSgd::zero_grad(&params);
+        let (c, r) = net.forward(&x, &arch, true)?;
+        let (lc, lb) = retinanet_loss(&c, &r, &targets);
+        (lc + lb).backward();
+        opt.step(&params, 0.01);
+        Ok(())
+    };
+    for _ in 0..args.warmup {
+        step()?;
+    }
+    let mut times = Vec::with_capacity(args.steps);
+    for _ in 0..args.steps {
+        let t = std::time::Instant::now();
+        step()?;
+        if dev != tch::Device::Cpu {
+            tch::Cuda::synchronize(0);
+        }
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    let report = serde_json::json!({
+        "framework": "detnas (tch 0.24 / libtorch 2.11)",
+        "supernet": args.supernet,
+        "batch": args.batch_size,
+        "input": [h, w],
+        "threads": args.threads,
+        "ms_per_step_p50": times[times.len() / 2],
+        "ms_per_step_mean": times.iter().sum::<f64>() / times.len() as f64,
+    });
+    println!("{report}");
     Ok(())
 }
