@@ -236,3 +236,16 @@ fn classification_pretraining_learns_and_feeds_detection() {
     let backbone = detnas_core::plan::backbone_params(&space, detnas_core::plan::Paths::All).len();
     assert_eq!(loaded, backbone, "every backbone tensor comes from the classifier");
 }
+
+#[test]
+fn shipped_training_configs_load_and_round_trip() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for name in ["models/neon-trees.toml", "models/neon-trees-finetune.toml"] {
+        let cfg = DetTrainConfig::load(&root.join(name)).unwrap();
+        cfg.detector.validate().unwrap();
+        let (space, _) = detnas_core::arch::resolve(Some(&cfg.space), cfg.arch.as_deref().unwrap()).unwrap();
+        assert_eq!(space.name, "detnas-300m");
+        let back: DetTrainConfig = toml::from_str(&toml::to_string(&cfg).unwrap()).unwrap();
+        assert_eq!(back, cfg, "{name}");
+    }
+}
