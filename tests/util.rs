@@ -91,18 +91,20 @@ pub fn textured(width: u32, height: u32, seed: u32) -> image::RgbImage {
     })
 }
 
+/// CRC-32 (PNG chunks).
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
 /// A 69-byte PNG whose header claims 100000 x 100000 pixels.
 pub fn png_bomb() -> Vec<u8> {
-    fn crc32(data: &[u8]) -> u32 {
-        let mut crc = 0xffff_ffffu32;
-        for &b in data {
-            crc ^= b as u32;
-            for _ in 0..8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
-            }
-        }
-        !crc
-    }
     fn chunk(kind: &[u8], data: &[u8]) -> Vec<u8> {
         let mut body = kind.to_vec();
         body.extend_from_slice(data);
@@ -136,16 +138,7 @@ pub fn with_png_exif_orientation(png: &[u8], orientation: u16) -> Vec<u8> {
     tiff.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
     let mut body = b"eXIf".to_vec();
     body.extend_from_slice(&tiff);
-    let crc = {
-        let mut crc = 0xffff_ffffu32;
-        for &b in &body {
-            crc ^= b as u32;
-            for _ in 0..8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
-            }
-        }
-        !crc
-    };
+    let crc = crc32(&body);
     let mut chunk = (tiff.len() as u32).to_be_bytes().to_vec();
     chunk.extend_from_slice(&body);
     chunk.extend_from_slice(&crc.to_be_bytes());

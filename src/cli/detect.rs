@@ -161,7 +161,7 @@ fn output_stem(path: &Path, id: u64, taken: &mut BTreeSet<String>) -> String {
 pub fn run(args: DetectArgs) -> Result<i32> {
     let (files, mut failures) = collect_inputs(&args.inputs)?;
     let gt_ids = args.ids_from.as_deref().map(ids_by_name).transpose()?;
-    let mut options = DetectorOptions {
+    let options = DetectorOptions {
         score_threshold: args.conf,
         iou_threshold: args.iou,
         max_detections: args.max_det,
@@ -175,11 +175,11 @@ pub fn run(args: DetectArgs) -> Result<i32> {
         strict: args.strict,
         ..Default::default()
     };
-    let probe = Detector::from_file(&args.model, options.clone())?;
+    let mut detector = Detector::from_file(&args.model, options)?;
     if let Some(spec) = &args.classes {
-        options.classes = Some(parse_classes(spec, &probe.info().config.class_names)?);
+        let classes = parse_classes(spec, &detector.info().config.class_names)?;
+        detector.set_class_filter(Some(classes));
     }
-    let detector = if options.classes.is_some() { Detector::from_file(&args.model, options)? } else { probe };
     let cfg = detector.info().config.clone();
     if let Some(iou) = args.iou.filter(|t| *t > cfg.nms_thresh) {
         eprintln!("warning: --iou {iou} is looser than the model's NMS threshold {}: no effect", cfg.nms_thresh);

@@ -148,9 +148,6 @@ impl DetectorConfig {
         if self.fpn_channels == 0 || self.head_channels == 0 {
             return Err("fpn_channels and head_channels must be positive".into());
         }
-        if self.head_conv == HeadConv::Dense && self.head_convs > 0 && self.head_channels != self.fpn_channels {
-            // Allowed, but the first tower conv maps fpn_channels -> head_channels.
-        }
         if !(0.0..=1.0).contains(&self.score_thresh) || !(0.0..=1.0).contains(&self.nms_thresh) {
             return Err("score_thresh and nms_thresh must be within [0, 1]".into());
         }

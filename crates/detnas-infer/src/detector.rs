@@ -199,6 +199,12 @@ impl Detector {
         &self.options
     }
 
+    /// Keeps only these class indices from now on (`None`: all classes). Class names are known only
+    /// once the model is loaded, so the filter can be set afterwards without loading it again.
+    pub fn set_class_filter(&mut self, classes: Option<Vec<usize>>) {
+        self.options.classes = classes;
+    }
+
     /// Decodes `path` (any format, colour type, bit depth; EXIF orientation applied) and detects.
     pub fn detect_path(&self, path: &Path) -> Result<Detections> {
         let t0 = Instant::now();

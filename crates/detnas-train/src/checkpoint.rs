@@ -47,6 +47,63 @@ pub struct CheckpointState {
     pub producer: String,
 }
 
+/// Hash of a run configuration: everything but how long the run lasts and how often it logs and
+/// saves, so a finished run can be extended while any other change is refused on resume.
+pub fn config_hash(config: &serde_json::Value) -> String {
+    let mut v = config.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("iterations");
+        o.remove("log_every");
+        o.remove("checkpoint_every");
+    }
+    format!("{:016x}", detnas_core::evolution::fnv1a64(v.to_string().as_bytes()))
+}
+
+impl CheckpointState {
+    /// The state of a new run of `kind` (`retinanet`, `classifier`) with configuration `config`.
+    pub fn new(kind: &str, space: &str, arch: Option<String>, config: &impl Serialize) -> Self {
+        let config = serde_json::to_value(config).expect("config serializes");
+        CheckpointState {
+            format: FORMAT,
+            kind: kind.into(),
+            space: space.into(),
+            arch,
+            config_hash: config_hash(&config),
+            config,
+            step: 0,
+            weights: String::new(),
+            optimizer: String::new(),
+            skipped_steps: 0,
+            history: Vec::new(),
+            producer: format!("detnas {}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// Continues `state` from the checkpoint in `dir`, if there is one: loads weights and optimizer
+/// buffers and takes over step, skipped steps and history. A checkpoint of another configuration is
+/// refused. Returns whether a checkpoint was resumed.
+pub fn resume(dir: &Path, vs: &mut nn::VarStore, opt: &mut PathSgd, state: &mut CheckpointState) -> Result<bool> {
+    if !dir.join("state.json").exists() {
+        return Ok(false);
+    }
+    let saved = load_state(dir)?;
+    if saved.config_hash != state.config_hash {
+        return Err(io(
+            &dir.join("state.json"),
+            format!(
+                "was written by a different configuration (hash {}, this run {}); use the original config or a new --out",
+                saved.config_hash, state.config_hash
+            ),
+        ));
+    }
+    let restored = restore(dir, vs, opt)?;
+    state.step = restored.step;
+    state.skipped_steps = restored.skipped_steps;
+    state.history = restored.history;
+    Ok(true)
+}
+
 fn io(path: &Path, e: impl std::fmt::Display) -> TrainError {
     TrainError::Checkpoint { path: path.to_path_buf(), reason: e.to_string() }
 }

@@ -92,16 +92,6 @@ impl ClsTrainConfig {
         toml::from_str(&text)
             .map_err(|e| TrainError::Data { path: path.into(), reason: format!("invalid config: {e}") })
     }
-
-    fn hash(&self) -> String {
-        let mut v = serde_json::to_value(self).expect("config serializes");
-        if let Some(o) = v.as_object_mut() {
-            o.remove("iterations");
-            o.remove("log_every");
-            o.remove("checkpoint_every");
-        }
-        format!("{:016x}", detnas_core::evolution::fnv1a64(v.to_string().as_bytes()))
-    }
 }
 
 /// RandomResizedCrop (area fraction in `[scale_min, 1]`, aspect ratio in `[3/4, 4/3]`, 10 tries, then
@@ -154,31 +144,9 @@ pub fn train_classifier(
     let mut vs = nn::VarStore::new(device);
     let net = Classifier::new(&vs, &space, Paths::All, folder.class_names.len(), cfg.seed);
     let mut opt = PathSgd::new(cfg.momentum, cfg.weight_decay, false);
-    let mut state = CheckpointState {
-        format: checkpoint::FORMAT,
-        kind: "classifier".into(),
-        space: space.name.clone(),
-        arch: None,
-        config: serde_json::to_value(cfg).expect("config serializes"),
-        config_hash: cfg.hash(),
-        step: 0,
-        weights: String::new(),
-        optimizer: String::new(),
-        skipped_steps: 0,
-        history: Vec::new(),
-        producer: format!("detnas {}", env!("CARGO_PKG_VERSION")),
-    };
-    if resume && out.join("state.json").exists() {
-        let saved = checkpoint::load_state(out)?;
-        if saved.config_hash != state.config_hash {
-            return Err(TrainError::Checkpoint {
-                path: out.join("state.json"),
-                reason: "was written by a different configuration".into(),
-            });
-        }
-        let restored = checkpoint::restore(out, &mut vs, &mut opt)?;
-        state.step = restored.step;
-        state.history = restored.history;
+    let mut state = CheckpointState::new("classifier", &space.name, None, cfg);
+    if resume {
+        checkpoint::resume(out, &mut vs, &mut opt, &mut state)?;
     }
     let binned = match &cfg.sampler {
         PathSampler::FlopsBinned { bins } => Some(FlopsBinnedSampler::new(

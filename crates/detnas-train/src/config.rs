@@ -105,16 +105,4 @@ impl DetTrainConfig {
         toml::from_str(&text)
             .map_err(|e| crate::TrainError::Data { path: path.into(), reason: format!("invalid config: {e}") })
     }
-
-    /// Hash of everything that determines the run (resume refuses another configuration). The
-    /// iteration count is excluded so a finished run can be extended.
-    pub fn hash(&self) -> String {
-        let mut v = serde_json::to_value(self).expect("config serializes");
-        if let Some(o) = v.as_object_mut() {
-            o.remove("iterations");
-            o.remove("log_every");
-            o.remove("checkpoint_every");
-        }
-        format!("{:016x}", detnas_core::evolution::fnv1a64(v.to_string().as_bytes()))
-    }
 }

@@ -110,18 +110,27 @@ pub struct Batch {
     pub size: usize,
 }
 
+/// Seeded permutation of `0..n` for `epoch`.
+fn epoch_permutation(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut perm: Vec<usize> = (0..n).collect();
+    let mut rng = Rng::seed(step_seed(seed, 1, epoch as u64));
+    for i in (1..n).rev() {
+        perm.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    perm
+}
+
 /// Sample indices of step `step`: consecutive positions in per-epoch seeded permutations.
 pub fn batch_indices(n: usize, batch: usize, seed: u64, step: usize) -> Vec<usize> {
+    let mut perm: Option<(usize, Vec<usize>)> = None;
     (0..batch)
         .map(|j| {
             let g = step * batch + j;
             let (epoch, pos) = (g / n, g % n);
-            let mut perm: Vec<usize> = (0..n).collect();
-            let mut rng = Rng::seed(step_seed(seed, 1, epoch as u64));
-            for i in (1..n).rev() {
-                perm.swap(i, rng.below(i as u64 + 1) as usize);
+            if perm.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                perm = Some((epoch, epoch_permutation(n, seed, epoch)));
             }
-            perm[pos]
+            perm.as_ref().expect("set above").1[pos]
         })
         .collect()
 }

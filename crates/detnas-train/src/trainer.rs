@@ -118,35 +118,9 @@ pub fn train_detection(
         load_partial(&mut vs, init)?;
     }
     let mut opt = PathSgd::new(cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.decay_1d);
-    let mut state = CheckpointState {
-        format: checkpoint::FORMAT,
-        kind: "retinanet".into(),
-        space: space.name.clone(),
-        arch: fixed.as_ref().map(Arch::to_string),
-        config: serde_json::to_value(&run_cfg).expect("config serializes"),
-        config_hash: run_cfg.hash(),
-        step: 0,
-        weights: String::new(),
-        optimizer: String::new(),
-        skipped_steps: 0,
-        history: Vec::new(),
-        producer: format!("detnas {}", env!("CARGO_PKG_VERSION")),
-    };
-    if resume && out.join("state.json").exists() {
-        let saved = checkpoint::load_state(out)?;
-        if saved.config_hash != state.config_hash {
-            return Err(TrainError::Checkpoint {
-                path: out.join("state.json"),
-                reason: format!(
-                    "was written by a different configuration (hash {}, this run {}); use the original config or a new --out",
-                    saved.config_hash, state.config_hash
-                ),
-            });
-        }
-        let restored = checkpoint::restore(out, &mut vs, &mut opt)?;
-        state.step = restored.step;
-        state.skipped_steps = restored.skipped_steps;
-        state.history = restored.history;
+    let mut state = CheckpointState::new("retinanet", &space.name, fixed.as_ref().map(Arch::to_string), &run_cfg);
+    if resume {
+        checkpoint::resume(out, &mut vs, &mut opt, &mut state)?;
     }
 
     let any_arch = fixed.clone().unwrap_or_else(|| Arch::uniform(&space, space.allowed[0]));
@@ -263,7 +237,7 @@ pub fn evaluate_dataset(
     let det = &net.cfg;
     let levels: Vec<LevelShape> = pyramid_levels(&net.backbone.space, arch, det)?;
     let (h, w) = (det.input.height as i64, det.input.width as i64);
-    let device = net_device(net);
+    let device = net.device();
     let mut results = Vec::new();
     for chunk in (0..ds.samples.len()).collect::<Vec<_>>().chunks(batch.max(1)) {
         let prepared: Vec<_> = chunk.iter().map(|&i| prepare(ds, i, det, None)).collect::<Result<_>>()?;
@@ -292,10 +266,6 @@ pub fn evaluate_dataset(
     let gt = GroundTruth::new(gt_data).map_err(|e| TrainError::Config(format!("ground truth: {e}")))?;
     let dt = Detections::new(results.clone(), &gt).map_err(|e| TrainError::Config(format!("detections: {e}")))?;
     Ok((evaluate(&gt, &dt, &EvalParams::default()), results))
-}
-
-fn net_device(net: &RetinaNet) -> Device {
-    net.device()
 }
 
 /// `count` fixed batches for BN recalibration: images of a seeded subset, augmented like training.
