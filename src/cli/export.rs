@@ -133,7 +133,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
             ShuffleArg::HalfInterleave => ChannelShuffle::HalfInterleave,
         };
     }
-    cfg.validate().map_err(|e| anyhow::anyhow!("invalid detector configuration: {e}"))?;
+    cfg.validate()?;
     let weights = match (&args.weights, &from_checkpoint) {
         (Some(p), _) => Weights::load(p)?,
         (None, Some((_, _, _, p))) => Weights::load(p)?,

@@ -1,5 +1,6 @@
 //! The error type of `detnas-core`.
 
+use crate::size::format_count;
 use std::path::PathBuf;
 
 /// Result with [`CoreError`] as the default error.
@@ -28,8 +29,22 @@ pub enum CoreError {
     BadSize { input: String, reason: String },
     #[error("input {height}x{width} is too small for space `{space}`: a feature map would be empty")]
     InputTooSmall { space: String, height: u64, width: u64 },
+    #[error(
+        "no architecture of {space} fits under {} FLOPs: the smallest needs {}",
+        format_count(*budget),
+        format_count(*smallest)
+    )]
+    BudgetBelowMinimum { space: String, budget: u64, smallest: u64 },
+    #[error(
+        "no architecture of {space} reaches {} FLOPs: the largest needs {}",
+        format_count(*floor),
+        format_count(*largest)
+    )]
+    FloorAboveMaximum { space: String, floor: u64, largest: u64 },
     #[error("no architecture satisfies the constraints after {tries} tries: {detail}")]
     Unsatisfiable { tries: usize, detail: String },
+    #[error("invalid detector configuration: {field}: {reason}")]
+    BadDetectorConfig { field: &'static str, reason: String },
     #[error("invalid evolution config: {0}")]
     BadConfig(String),
     #[error("search state {path}: {reason}")]

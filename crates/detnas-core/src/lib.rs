@@ -2,6 +2,9 @@
 //!
 //! - [`space`]: the DetNAS search spaces and ShuffleNetV2 reference nets, described as data;
 //! - [`arch`]: architectures (one choice per layer), parsing, validation and published presets;
+//! - [`contract`]: ONNX metadata keys, tensor names and named seed streams shared by export,
+//!   inference and training;
+//! - [`shape`]: input sizes and conv output arithmetic;
 //! - [`cost`]: exact FLOPs (multiply-adds) and parameter counts, feature-map shapes;
 //! - [`sample`]: uniform and FLOPs-binned path samplers;
 //! - [`evolution`]: the evolutionary search engine with resumable on-disk state;
@@ -14,6 +17,7 @@
 pub mod arch;
 pub mod boxes;
 pub mod coco;
+pub mod contract;
 pub mod cost;
 pub mod detector;
 pub mod error;
@@ -22,6 +26,7 @@ pub mod fsutil;
 pub mod plan;
 pub mod rng;
 pub mod sample;
+pub mod shape;
 pub mod size;
 pub mod space;
 

@@ -14,7 +14,7 @@
 //!   `head.regression_head.conv.{2i}`, `...bbox_reg` (separable towers: `.conv.{2i}.dw`, `.conv.{2i}.pw`).
 
 use crate::arch::Arch;
-use crate::detector::{DetectorConfig, HeadConv};
+use crate::detector::config::{DetectorConfig, HeadConv};
 use crate::space::{Choice, LayerSpec, SearchSpace};
 use serde::Serialize;
 

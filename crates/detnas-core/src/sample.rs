@@ -13,6 +13,22 @@ pub fn uniform(space: &SearchSpace, rng: &mut Rng) -> Arch {
     Arch::new((0..space.num_layers()).map(|_| *rng.pick(&space.allowed)).collect())
 }
 
+/// Refuses a FLOPs window that no path of the table's space can meet, naming the space's extremes.
+fn check_window(table: &FlopsTable, convention: Convention, min: u64, max: u64) -> Result<()> {
+    let (lo, hi) = table.range(convention);
+    if min > max {
+        let (min, max) = (format_count(min), format_count(max));
+        return Err(CoreError::BadConfig(format!("the FLOPs minimum {min} is above the maximum {max}")));
+    }
+    if max < lo {
+        return Err(CoreError::BudgetBelowMinimum { space: table.space.clone(), budget: max, smallest: lo });
+    }
+    if min > hi {
+        return Err(CoreError::FloorAboveMaximum { space: table.space.clone(), floor: min, largest: hi });
+    }
+    Ok(())
+}
+
 /// Uniform paths restricted to a FLOPs window, by rejection with a bounded number of tries.
 #[derive(Clone, Debug)]
 pub struct FlopsWindowSampler {
@@ -27,19 +43,7 @@ pub struct FlopsWindowSampler {
 impl FlopsWindowSampler {
     /// Fails at once when the window is outside the space's reachable range.
     pub fn new(table: FlopsTable, convention: Convention, min: u64, max: u64, max_tries: usize) -> Result<Self> {
-        let (lo, hi) = table.range(convention);
-        if min > max || max < lo || min > hi {
-            return Err(CoreError::Unsatisfiable {
-                tries: 0,
-                detail: format!(
-                    "FLOPs window [{}, {}] is outside the space's range [{}, {}]",
-                    format_count(min),
-                    format_count(max),
-                    format_count(lo),
-                    format_count(hi)
-                ),
-            });
-        }
+        check_window(&table, convention, min, max)?;
         Ok(FlopsWindowSampler { table, convention, min, max, max_tries })
     }
 
@@ -76,18 +80,9 @@ impl FlopsBinnedSampler {
         if bins == 0 {
             return Err(CoreError::BadConfig("the number of FLOPs bins must be positive".into()));
         }
+        check_window(&table, convention, 0, max.unwrap_or(u64::MAX))?;
         let (lo, hi) = table.range(convention);
         let hi = max.map_or(hi, |m| m.min(hi));
-        if hi < lo {
-            return Err(CoreError::Unsatisfiable {
-                tries: 0,
-                detail: format!(
-                    "budget {} is below the space's smallest path ({})",
-                    format_count(hi),
-                    format_count(lo)
-                ),
-            });
-        }
         let edges = (0..=bins).map(|i| lo + ((hi - lo) as u128 * i as u128 / bins as u128) as u64).collect();
         Ok(FlopsBinnedSampler { table, convention, edges, tries_per_bin: 500 })
     }
@@ -134,8 +129,15 @@ mod tests {
     fn impossible_budget_is_reported_not_spun_on() {
         let space = SearchSpace::detnas_300m();
         let table = FlopsTable::new(&space, InputSize::IMAGENET).unwrap();
-        let err = FlopsWindowSampler::new(table.clone(), Convention::Backbone, 0, 1_000, 10).unwrap_err();
-        assert!(err.to_string().contains("outside the space's range"), "{err}");
+        let err = FlopsWindowSampler::new(table.clone(), Convention::Backbone, 0, 1_000_000, 10).unwrap_err();
+        let (lo, hi) = table.range(Convention::Backbone);
+        let want =
+            format!("no architecture of detnas-300m fits under 1.00M FLOPs: the smallest needs {}", format_count(lo));
+        assert_eq!(err.to_string(), want);
+        let err = FlopsBinnedSampler::new(table.clone(), Convention::Backbone, 4, Some(1_000_000)).unwrap_err();
+        assert_eq!(err.to_string(), want);
+        let err = FlopsWindowSampler::new(table.clone(), Convention::Backbone, hi + 1, u64::MAX, 10).unwrap_err();
+        assert!(err.to_string().contains(&format!("the largest needs {}", format_count(hi))), "{err}");
         // reachable, but far in the tail: bounded tries then a clear error
         let (lo, _) = table.range(Convention::Backbone);
         let s = FlopsWindowSampler::new(table, Convention::Backbone, 0, lo, 100).unwrap();

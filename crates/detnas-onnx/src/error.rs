@@ -20,8 +20,6 @@ pub enum OnnxError {
     MissingTensor { name: String, origin: String },
     #[error("tensor `{name}` in {origin}: expected shape {expected:?}, got {got:?}")]
     TensorShape { name: String, expected: Vec<usize>, got: Vec<usize>, origin: String },
-    #[error("invalid detector configuration: {0}")]
-    Config(String),
     #[error(transparent)]
     Core(#[from] detnas_core::CoreError),
 }

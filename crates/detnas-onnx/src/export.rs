@@ -11,10 +11,11 @@
 //! [`ExportOptions::raw_outputs`] also `cls_logits` `[1, A, K]` and `bbox_regression` `[1, A, 4]`
 //! over all anchors (torchvision's head output layout).
 
-use crate::error::{OnnxError, Result};
+use crate::error::Result;
 use crate::graph::{Attr, Dim, ElemType, GraphBuilder};
 use crate::weights::Weights;
 use detnas_core::arch::Arch;
+use detnas_core::contract::tensors;
 use detnas_core::detector::{DetectorConfig, LevelShape, all_anchors, detector_flops, pyramid_levels};
 use detnas_core::plan::{ConvUnit, block_plan, fpn_plan, fpn_stage_indices, head_plan, stem_plan};
 use detnas_core::space::{ChannelShuffle, SearchSpace};
@@ -28,24 +29,8 @@ pub struct ExportOptions {
     pub raw_outputs: bool,
 }
 
-/// Metadata keys written into every exported model.
-pub mod keys {
-    pub const FORMAT: &str = "detnas.format";
-    pub const CONFIG: &str = "detnas.config";
-    pub const SPACE: &str = "detnas.space";
-    pub const ARCH: &str = "detnas.arch";
-    pub const DETECTOR: &str = "detnas.detector";
-    pub const CLASSES: &str = "detnas.classes";
-    pub const SHUFFLE: &str = "detnas.shuffle";
-    pub const INPUT: &str = "detnas.input";
-    pub const PREPROCESS: &str = "detnas.preprocess";
-    pub const FLOPS: &str = "detnas.flops";
-    pub const PARAMS: &str = "detnas.params";
-    pub const WEIGHTS: &str = "detnas.weights";
-}
-
-/// Version of the metadata contract.
-pub const FORMAT_VERSION: &str = "1";
+/// Metadata keys and format version, from the core's contract (kept here for existing callers).
+pub use detnas_core::contract::{FORMAT_VERSION, keys};
 
 struct Emitter<'w> {
     g: GraphBuilder,
@@ -157,7 +142,7 @@ pub fn export_retinanet(
     weights: &Weights,
     opts: &ExportOptions,
 ) -> Result<ModelProto> {
-    cfg.validate().map_err(OnnxError::Config)?;
+    cfg.validate()?;
     arch.validate(space)?;
     let levels = pyramid_levels(space, arch, cfg)?;
     let mut e = Emitter {
@@ -168,7 +153,8 @@ pub fn export_retinanet(
         params: 0,
     };
     let (h, w) = (cfg.input.height as i64, cfg.input.width as i64);
-    let images = e.g.input("images", ElemType::F32, &[Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(h), Dim::Fixed(w)])?;
+    let images =
+        e.g.input(tensors::IMAGES, ElemType::F32, &[Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(h), Dim::Fixed(w)])?;
 
     // (x / 255 - mean) / std == x * (1 / (255 std)) + (-mean / std)
     let p = &cfg.preprocess;
@@ -256,18 +242,18 @@ pub fn export_retinanet(
     let labels = e.g.op("Concat", "candidates", &refs(&cand_labels), vec![("axis", Attr::Int(0))]);
     let (boxes, scores, labels) = final_nms(&mut e, &boxes, &scores, &labels, cfg)?;
     let det = Dim::Symbolic("detections".into());
-    e.g.op_as("Identity", "boxes", &[&boxes], vec![])?;
-    e.g.op_as("Identity", "scores", &[&scores], vec![])?;
-    e.g.op_as("Identity", "labels", &[&labels], vec![])?;
-    e.g.output("boxes", ElemType::F32, &[det.clone(), Dim::Fixed(4)])?;
-    e.g.output("scores", ElemType::F32, std::slice::from_ref(&det))?;
-    e.g.output("labels", ElemType::I64, &[det])?;
+    e.g.op_as("Identity", tensors::BOXES, &[&boxes], vec![])?;
+    e.g.op_as("Identity", tensors::SCORES, &[&scores], vec![])?;
+    e.g.op_as("Identity", tensors::LABELS, &[&labels], vec![])?;
+    e.g.output(tensors::BOXES, ElemType::F32, &[det.clone(), Dim::Fixed(4)])?;
+    e.g.output(tensors::SCORES, ElemType::F32, std::slice::from_ref(&det))?;
+    e.g.output(tensors::LABELS, ElemType::I64, &[det])?;
     if opts.raw_outputs {
         let total = anchors.len() as i64;
-        e.g.op_as("Concat", "cls_logits", &refs(&raw_cls), vec![("axis", Attr::Int(1))])?;
-        e.g.op_as("Concat", "bbox_regression", &refs(&raw_reg), vec![("axis", Attr::Int(1))])?;
-        e.g.output("cls_logits", ElemType::F32, &[Dim::Fixed(1), Dim::Fixed(total), Dim::Fixed(k)])?;
-        e.g.output("bbox_regression", ElemType::F32, &[Dim::Fixed(1), Dim::Fixed(total), Dim::Fixed(4)])?;
+        e.g.op_as("Concat", tensors::CLS_LOGITS, &refs(&raw_cls), vec![("axis", Attr::Int(1))])?;
+        e.g.op_as("Concat", tensors::BBOX_REGRESSION, &refs(&raw_reg), vec![("axis", Attr::Int(1))])?;
+        e.g.output(tensors::CLS_LOGITS, ElemType::F32, &[Dim::Fixed(1), Dim::Fixed(total), Dim::Fixed(k)])?;
+        e.g.output(tensors::BBOX_REGRESSION, ElemType::F32, &[Dim::Fixed(1), Dim::Fixed(total), Dim::Fixed(4)])?;
     }
 
     let flops = detector_flops(space, arch, cfg)?;
@@ -277,7 +263,7 @@ pub fn export_retinanet(
     g.metadata(keys::CONFIG, serde_json::to_string(cfg).expect("config serializes"));
     g.metadata(keys::SPACE, space.name.clone());
     g.metadata(keys::ARCH, arch.to_string());
-    g.metadata(keys::DETECTOR, "retinanet");
+    g.metadata(keys::DETECTOR, cfg.kind.name());
     g.metadata(keys::CLASSES, serde_json::to_string(&cfg.class_names).expect("names serialize"));
     g.metadata(keys::SHUFFLE, cfg.shuffle.name());
     g.metadata(keys::INPUT, cfg.input.to_string());

@@ -8,6 +8,7 @@ use crate::data::{batch_indices, step_seed};
 use crate::error::{Result, TrainError};
 use crate::net::Classifier;
 use crate::optim::{LrSchedule, PathSgd, clip_grad_norm};
+use detnas_core::contract::seeds;
 use detnas_core::cost::{Convention, FlopsTable};
 use detnas_core::detector::Preprocess;
 use detnas_core::plan::Paths;
@@ -167,7 +168,7 @@ pub fn train_classifier(
     let mut window = (Instant::now(), 0.0f64, 0usize);
     while state.step < cfg.iterations {
         let step = state.step;
-        let mut rng = Rng::seed(step_seed(cfg.seed, 5, step as u64));
+        let mut rng = Rng::seed(step_seed(cfg.seed, seeds::CLASSIFY_AUGMENT, step as u64));
         let mut flat = Vec::with_capacity(cfg.batch_size * 3 * (side * side) as usize);
         let mut labels = Vec::with_capacity(cfg.batch_size);
         for i in batch_indices(folder.samples.len(), cfg.batch_size, cfg.seed, step) {
@@ -177,7 +178,7 @@ pub fn train_classifier(
             flat.extend(augment(&img.rgb, cfg.input, cfg.crop_scale_min, &mut rng, &pre));
             labels.push(*label as i64);
         }
-        let mut path_rng = Rng::seed(step_seed(cfg.seed, 3, step as u64));
+        let mut path_rng = Rng::seed(step_seed(cfg.seed, seeds::PATH_SAMPLING, step as u64));
         let arch = match (&fixed, &binned) {
             (Some(a), _) => a.clone(),
             (None, Some(s)) => s.sample(&space, &mut path_rng).unwrap_or_else(|_| uniform(&space, &mut path_rng)),

@@ -6,6 +6,7 @@
 use crate::error::{Result, TrainError};
 use crate::loss::{ImageTargets, image_targets};
 use detnas_core::boxes::{BBox, Letterbox};
+use detnas_core::contract::seeds;
 use detnas_core::detector::DetectorConfig;
 use detnas_core::rng::Rng;
 use detnas_data::detection::DetectionDataset;
@@ -42,8 +43,7 @@ pub struct Prepared {
 
 /// Seed of step `step` for stream `stream` (data order, augmentation, path sampling).
 pub fn step_seed(seed: u64, stream: u64, step: u64) -> u64 {
-    let mut r = Rng::seed(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step.wrapping_mul(0xD1B5_4A32_D192_ED03));
-    r.next_u64()
+    detnas_core::contract::seeds::stream_seed(seed, stream, step)
 }
 
 /// Loads sample `index` and letterboxes it into the configured input, with augmentation when
@@ -113,7 +113,7 @@ pub struct Batch {
 /// Seeded permutation of `0..n` for `epoch`.
 fn epoch_permutation(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut perm: Vec<usize> = (0..n).collect();
-    let mut rng = Rng::seed(step_seed(seed, 1, epoch as u64));
+    let mut rng = Rng::seed(step_seed(seed, seeds::EPOCH_PERMUTATION, epoch as u64));
     for i in (1..n).rev() {
         perm.swap(i, rng.below(i as u64 + 1) as usize);
     }
@@ -145,7 +145,7 @@ pub fn make_batch(
     seed: u64,
     step: usize,
 ) -> Result<Batch> {
-    let mut rng = Rng::seed(step_seed(seed, 2, step as u64));
+    let mut rng = Rng::seed(step_seed(seed, seeds::DETECTION_AUGMENT, step as u64));
     let mut images = Vec::new();
     let mut targets = Vec::new();
     for i in batch_indices(ds.samples.len(), batch, seed, step) {

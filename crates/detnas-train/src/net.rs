@@ -188,7 +188,7 @@ impl RetinaNet {
         cfg: &DetectorConfig,
         seed: u64,
     ) -> Result<Self> {
-        cfg.validate().map_err(TrainError::Config)?;
+        cfg.validate()?;
         let root = vs.root();
         let b = builder(&root, detector_params(space, paths, cfg), seed);
         let eps = cfg.bn_eps as f64;

@@ -11,6 +11,7 @@ use crate::net::RetinaNet;
 use crate::optim::{PathSgd, clip_grad_norm};
 use detnas_core::arch::{Arch, resolve};
 use detnas_core::coco::{CocoStats, Detection as CocoDetection, Detections, EvalParams, GroundTruth, evaluate};
+use detnas_core::contract::seeds;
 use detnas_core::detector::{DetectorConfig, LevelShape, all_anchors, postprocess, pyramid_levels};
 use detnas_core::plan::Paths;
 use detnas_core::rng::Rng;
@@ -104,7 +105,7 @@ pub fn train_detection(
         val_images: val.as_ref().map_or(0, |v| v.samples.len()),
     });
     let det = with_classes(cfg.detector.clone(), &train);
-    det.validate().map_err(TrainError::Config)?;
+    det.validate()?;
     let mut run_cfg = cfg.clone();
     run_cfg.detector = det.clone();
 
@@ -144,7 +145,7 @@ pub fn train_detection(
         let step = batch.step;
         let arch = match &fixed {
             Some(a) => a.clone(),
-            None => uniform(&space, &mut Rng::seed(step_seed(cfg.seed, 3, step as u64))),
+            None => uniform(&space, &mut Rng::seed(step_seed(cfg.seed, seeds::PATH_SAMPLING, step as u64))),
         };
         let images = Tensor::from_slice(&batch.images).view([batch.size as i64, 3, h, w]).to_device(device);
         let targets = Targets::new(&batch.targets, device);
@@ -281,9 +282,9 @@ pub fn recalibration_batches(
     let aug = Augment::default();
     (0..count)
         .map(|k| {
-            let mut rng = Rng::seed(step_seed(seed, 4, k as u64));
+            let mut rng = Rng::seed(step_seed(seed, seeds::RECALIBRATION_AUGMENT, k as u64));
             let mut flat = Vec::new();
-            for i in crate::data::batch_indices(ds.samples.len(), batch, seed ^ 0x5EED, k) {
+            for i in crate::data::batch_indices(ds.samples.len(), batch, seed ^ seeds::RECALIBRATION_ORDER_SALT, k) {
                 flat.extend(prepare(ds, i, det, Some((&aug, &mut rng)))?.input);
             }
             Ok(Tensor::from_slice(&flat).view([batch as i64, 3, h, w]).to_device(device))

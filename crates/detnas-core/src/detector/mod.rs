@@ -1,0 +1,16 @@
+//! RetinaNet on a DetNAS backbone: configuration, pyramid geometry, post-processing and FLOPs.
+//! Names follow torchvision (`score_thresh`, `nms_thresh`, `detections_per_img`, ...).
+//!
+//! Module layering (no cycles): [`config`] depends only on [`crate::shape`], [`crate::boxes`] and
+//! [`crate::space`]; [`crate::plan`] reads the config; [`levels`] and [`flops`] read the plan and the
+//! cost model; [`postprocess`] reads the config and the levels.
+
+pub mod config;
+pub mod flops;
+pub mod levels;
+pub mod postprocess;
+
+pub use config::{DetectorConfig, DetectorKind, HeadConv, INPUT_DIVISOR, Preprocess};
+pub use flops::{DetectorFlops, detector_flops};
+pub use levels::{LevelShape, all_anchors, pyramid_levels};
+pub use postprocess::{RawDetection, postprocess};
