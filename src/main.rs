@@ -8,6 +8,7 @@ mod cli;
 use clap::Parser;
 
 fn main() {
+    quiet_on_broken_pipe();
     // Must precede every libtorch call so CUDA kernels register (no-op without a GPU).
     #[cfg(feature = "train")]
     detnas_train::device::init();
@@ -19,6 +20,18 @@ fn main() {
             eprintln!("error: {}", one_line(&e));
             std::process::exit(1);
         }
+    }
+}
+
+/// Restores the default SIGPIPE action, so that output piped into a reader that stops early
+/// (`detnas arch sample --count 5000 | head -1`) ends the process quietly, as it does for other
+/// command-line tools, instead of a panic on the next print. Files are never written through pipes,
+/// so no result is cut short by this.
+fn quiet_on_broken_pipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in `main`, before any thread exists; SIG_DFL is a valid action.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -11,25 +11,31 @@ use std::time::{Duration, Instant};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
+    /// Exported model (.onnx).
     model: PathBuf,
+    /// Inference device: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
     /// ONNX Runtime intra-op threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::count)]
     threads: Option<usize>,
+    /// Untimed runs of each path before timing.
     #[arg(long, default_value_t = 3)]
     warmup: usize,
     /// Timed iterations (default 20 unless --seconds is given).
-    #[arg(long, conflicts_with = "seconds")]
+    #[arg(long, conflicts_with = "seconds", value_parser = super::values::count)]
     iters: Option<usize>,
-    /// Time for at least this many seconds per measured path (the two paths alternate).
-    #[arg(long)]
+    /// Time for at least this many seconds per measured path (the two paths alternate); more than
+    /// 0 and at most a day.
+    #[arg(long, value_parser = super::values::seconds)]
     seconds: Option<f64>,
     /// Image for the detect path (default: a synthetic 1280x720 JPEG).
     #[arg(long)]
     image: Option<PathBuf>,
+    /// Fail instead of falling back when the requested device is unavailable.
     #[arg(long)]
     strict: bool,
+    /// Print one JSON object.
     #[arg(long)]
     json: bool,
 }

@@ -1,12 +1,14 @@
 //! `detnas eval`: COCO bbox evaluation with pycocotools' semantics.
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::Args;
+use detnas_core::coco::{Detections, EvalParams, GroundTruth, evaluate};
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// Ground truth (COCO instances JSON).
+    /// Ground truth (COCO instances JSON, with at least one annotation).
     #[arg(long)]
     gt: PathBuf,
     /// Detections (COCO results JSON; `[]` is valid).
@@ -18,7 +20,26 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
-    let stats = detnas_core::coco::evaluate_files(&args.gt, &args.dt)?;
+    let gt = GroundTruth::load(&args.gt)?;
+    if gt.dataset().annotations.is_empty() {
+        bail!("{}: the ground truth has no annotations: there is nothing to evaluate against", args.gt.display());
+    }
+    let dt = Detections::load(&args.dt, &gt)?;
+    let known: HashSet<i64> = gt.category_ids().iter().copied().collect();
+    let mut unknown: BTreeMap<i64, usize> = BTreeMap::new();
+    for d in dt.as_slice().iter().filter(|d| !known.contains(&d.category_id)) {
+        *unknown.entry(d.category_id).or_default() += 1;
+    }
+    if !unknown.is_empty() {
+        let list: Vec<String> = unknown.iter().map(|(id, n)| format!("{id} ({n})")).collect();
+        eprintln!(
+            "warning: {}: detections with category ids not in {} are not evaluated: {}",
+            args.dt.display(),
+            args.gt.display(),
+            list.join(", ")
+        );
+    }
+    let stats = evaluate(&gt, &dt, &EvalParams::default());
     if args.json {
         println!("{}", serde_json::to_string_pretty(&stats)?);
     } else {

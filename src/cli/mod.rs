@@ -17,6 +17,7 @@ mod search;
 mod tour;
 #[cfg(feature = "train")]
 mod train;
+mod values;
 
 use clap::{Parser, Subcommand};
 

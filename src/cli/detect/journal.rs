@@ -1,0 +1,303 @@
+//! What a `detect` run writes as it goes, so that a killed run loses nothing it finished:
+//!
+//! - `run.json` (written atomically before the first image): the settings that decide the results
+//!   (model identity, options, inputs as given) and the planned work (files, ids, output names,
+//!   inputs that failed to collect);
+//! - `results.jsonl`: one [`ImageRecord`] per finished image, appended and flushed as each image
+//!   finishes, after its label and annotated files are written;
+//! - at the end, `detections.json`, `images.json` and `errors.json`, each written atomically from
+//!   the records in input order, and `results.jsonl` rewritten in input order — so a resumed run
+//!   ends with exactly the files an uninterrupted one writes.
+
+use super::Failure;
+use anyhow::{Context, Result, bail};
+use detnas_core::coco::Detection;
+use detnas_core::detector::DetectorConfig;
+use detnas_core::fsutil::write_atomic;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const FORMAT: u32 = 1;
+const MANIFEST: &str = "run.json";
+const JOURNAL: &str = "results.jsonl";
+
+/// Everything that decides a run's results; a resumed run must have the same.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    pub model: String,
+    pub model_bytes: u64,
+    /// FNV-1a 64 of the model file.
+    pub model_hash: String,
+    pub inputs: Vec<String>,
+    pub conf: Option<f32>,
+    pub iou: Option<f32>,
+    pub max_det: Option<usize>,
+    pub classes: Option<Vec<String>>,
+    pub save_txt: bool,
+    pub save_img: bool,
+    pub ids_from: Option<String>,
+}
+
+impl Settings {
+    /// Names of the fields that differ from `other`.
+    pub fn differences(&self, other: &Settings) -> Vec<String> {
+        let (a, b) = (json!(self), json!(other));
+        let (a, b) = (a.as_object().expect("struct"), b.as_object().expect("struct"));
+        a.iter().filter(|(k, v)| b.get(*k) != Some(*v)).map(|(k, _)| k.clone()).collect()
+    }
+}
+
+/// The planned work of a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub settings: Settings,
+    /// Images to process, in input order (their index is their position).
+    pub files: Vec<PathBuf>,
+    /// COCO image id of each file; `None`: not in the `--ids-from` ground truth (not processed).
+    pub ids: Vec<Option<i64>>,
+    /// Output base name of each file (`labels/<name>.txt`, `images/<name>.jpg`).
+    pub names: Vec<String>,
+    /// Inputs that could not be collected.
+    pub failures: Vec<Failure>,
+}
+
+impl Manifest {
+    pub fn new(settings: Settings, files: Vec<PathBuf>, ids: Vec<Option<i64>>, names: Vec<String>) -> Self {
+        Manifest { format: FORMAT, settings, files, ids, names, failures: Vec::new() }
+    }
+
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        Ok(write_atomic(&dir.join(MANIFEST), &serde_json::to_vec_pretty(self)?)?)
+    }
+
+    /// Reads the manifest of the run in `dir` and checks that `settings` match it.
+    pub fn read_for_resume(dir: &Path, settings: &Settings) -> Result<Manifest> {
+        let path = dir.join(MANIFEST);
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let m: Manifest = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{}: not a detnas detect run (or a newer format)", path.display()))?;
+        if m.format != FORMAT {
+            bail!("{}: run format {} is not supported (expected {FORMAT})", path.display(), m.format);
+        }
+        let diff = m.settings.differences(settings);
+        if !diff.is_empty() {
+            bail!(
+                "--resume: {} was started with other settings ({} differ); rerun it with the same model, inputs and \
+                 options, or use --exist-ok to start afresh",
+                dir.display(),
+                diff.join(", ")
+            );
+        }
+        Ok(m)
+    }
+}
+
+/// One detection as recorded (COCO conventions: `bbox` is `[x, y, w, h]` in original pixels).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BoxRecord {
+    pub category_id: i64,
+    pub bbox: [f64; 4],
+    pub score: f64,
+}
+
+/// The outcome of one image.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    pub index: usize,
+    pub file: String,
+    pub id: i64,
+    /// Why the image could not be processed (then nothing else is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub width: u32,
+    #[serde(default)]
+    pub height: u32,
+    #[serde(default)]
+    pub detections: Vec<BoxRecord>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// `labels/<name>.txt`, when written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_file: Option<String>,
+    /// `images/<name>.jpg`, when written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_file: Option<String>,
+    /// Why an output file (label or annotated copy) could not be written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_error: Option<String>,
+}
+
+impl ImageRecord {
+    pub fn failed(index: usize, file: String, id: i64, error: String) -> Self {
+        ImageRecord {
+            index,
+            file,
+            id,
+            error: Some(error),
+            width: 0,
+            height: 0,
+            detections: Vec::new(),
+            warnings: Vec::new(),
+            label_file: None,
+            image_file: None,
+            output_error: None,
+        }
+    }
+}
+
+/// The append-only `results.jsonl` of a run.
+pub struct Journal {
+    file: std::fs::File,
+    dir: PathBuf,
+}
+
+impl Journal {
+    /// Reads the complete records of an interrupted run's journal, keyed by image index (a line
+    /// torn by a kill is dropped; records of indices `>= files` are ignored). No journal: none.
+    pub fn read(dir: &Path, files: usize) -> Result<BTreeMap<usize, ImageRecord>> {
+        let path = dir.join(JOURNAL);
+        let text = match std::fs::read(&path) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let mut records = BTreeMap::new();
+        for line in text.lines() {
+            if let Ok(r) = serde_json::from_str::<ImageRecord>(line)
+                && r.index < files
+            {
+                records.insert(r.index, r);
+            }
+        }
+        Ok(records)
+    }
+
+    /// Starts the journal in `dir` holding exactly `records` (none for a new run), open for appending.
+    pub fn start(dir: &Path, records: &BTreeMap<usize, ImageRecord>) -> Result<Journal> {
+        write_atomic(&dir.join(JOURNAL), &lines(records.values())?)?;
+        Journal::open(dir)
+    }
+
+    fn open(dir: &Path) -> Result<Journal> {
+        let path = dir.join(JOURNAL);
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        Ok(Journal { file, dir: dir.to_path_buf() })
+    }
+
+    /// Appends one record as one line in a single write (readers never see half a record unless
+    /// the process dies inside that write).
+    pub fn append(&mut self, record: &ImageRecord) -> Result<()> {
+        let mut line = serde_json::to_vec(record)?;
+        line.push(b'\n');
+        self.file
+            .write_all(&line)
+            .and_then(|_| self.file.flush())
+            .with_context(|| format!("writing {}", self.dir.join(JOURNAL).display()))
+    }
+
+    /// Rewrites the journal with `records` in input order.
+    pub fn finish(self, records: &BTreeMap<usize, ImageRecord>) -> Result<()> {
+        Ok(write_atomic(&self.dir.join(JOURNAL), &lines(records.values())?)?)
+    }
+}
+
+fn lines<'a>(records: impl Iterator<Item = &'a ImageRecord>) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for r in records {
+        out.extend(serde_json::to_vec(r)?);
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+/// Every failure of the run: inputs that could not be collected, then failed images and outputs.
+pub fn all_failures(collect: &[Failure], records: &BTreeMap<usize, ImageRecord>) -> Vec<Failure> {
+    let mut all = collect.to_vec();
+    for r in records.values() {
+        for e in [&r.error, &r.output_error].into_iter().flatten() {
+            all.push(Failure::new(r.file.clone(), e.clone()));
+        }
+    }
+    all
+}
+
+/// Writes `detections.json`, `images.json` and `errors.json` (removed when nothing failed), each
+/// atomically.
+pub fn write_results(
+    dir: &Path,
+    model: &str,
+    cfg: &DetectorConfig,
+    records: &BTreeMap<usize, ImageRecord>,
+    failures: &[Failure],
+) -> Result<()> {
+    let ok = || records.values().filter(|r| r.error.is_none());
+    let coco: Vec<Detection> = ok()
+        .flat_map(|r| {
+            r.detections.iter().map(|d| Detection {
+                image_id: r.id,
+                category_id: d.category_id,
+                bbox: d.bbox,
+                score: d.score,
+            })
+        })
+        .collect();
+    write_atomic(&dir.join("detections.json"), &serde_json::to_vec(&coco)?)?;
+    let images: Vec<_> = ok()
+        .map(|r| {
+            let mut entry = json!({"id": r.id, "file_name": r.file, "width": r.width, "height": r.height,
+                "detections": r.detections.len()});
+            for (key, value) in [("label_file", &r.label_file), ("image_file", &r.image_file)] {
+                if let Some(v) = value {
+                    entry[key] = json!(v);
+                }
+            }
+            entry
+        })
+        .collect();
+    let warnings: Vec<_> =
+        ok().flat_map(|r| r.warnings.iter().map(|w| json!({"file": r.file, "warning": w}))).collect();
+    let categories: Vec<_> =
+        cfg.class_names.iter().enumerate().map(|(i, n)| json!({"id": cfg.category_id(i), "name": n})).collect();
+    let index = json!({"model": model, "images": images, "categories": categories, "warnings": warnings});
+    write_atomic(&dir.join("images.json"), &serde_json::to_vec_pretty(&index)?)?;
+    let errors = dir.join("errors.json");
+    if failures.is_empty() {
+        if errors.exists() {
+            std::fs::remove_file(&errors).with_context(|| format!("removing {}", errors.display()))?;
+        }
+    } else {
+        write_atomic(&errors, &serde_json::to_vec_pretty(failures)?)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_torn_last_line_is_dropped_on_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::start(dir.path(), &BTreeMap::new()).unwrap();
+        j.append(&ImageRecord::failed(1, "b.jpg".into(), 2, "bad".into())).unwrap();
+        j.append(&ImageRecord::failed(0, "a.jpg".into(), 1, "bad".into())).unwrap();
+        drop(j);
+        let mut f = std::fs::OpenOptions::new().append(true).open(dir.path().join(JOURNAL)).unwrap();
+        f.write_all(b"{\"index\":2,\"file\":\"c.j").unwrap();
+        let records = Journal::read(dir.path(), 3).unwrap();
+        assert_eq!(records.keys().copied().collect::<Vec<_>>(), [0, 1]);
+        let j = Journal::start(dir.path(), &records).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(JOURNAL)).unwrap();
+        assert_eq!(text.lines().count(), 2);
+        assert!(text.starts_with("{\"index\":0"), "rewritten in input order: {text}");
+        j.finish(&records).unwrap();
+    }
+}
