@@ -121,7 +121,7 @@ fn globs_classes_and_nothing_to_process() {
         assert_eq!(d["category_id"].as_u64(), Some(2));
         assert!(d["score"].as_f64().unwrap() >= 0.1);
     }
-    let o = detnas(&["detect", model, &pattern, "--out", out.to_str().unwrap(), "--classes", "cat"]);
+    let o = detnas(&["detect", model, &pattern, "--out", out.to_str().unwrap(), "--classes", "cat", "--exist-ok"]);
     assert_one_line_failure(&o, &["unknown class `cat`"]);
 
     let only_bad = dir.path().join("bad");

@@ -3,6 +3,8 @@
 mod cli_arch;
 #[cfg(feature = "infer")]
 mod cli_detect;
+#[cfg(feature = "infer")]
+mod cli_detect_reliability;
 #[cfg(all(feature = "train", feature = "infer"))]
 mod cli_train;
 #[cfg(feature = "infer")]

@@ -162,7 +162,10 @@ fn plan(args: &DetectArgs) -> Result<(OutDir, Manifest)> {
     for (file, id) in collected.files.iter().zip(&ids) {
         if id.is_none() {
             let gt = args.ids_from.as_deref().unwrap_or(Path::new("")).display();
-            failures.push(Failure::new(file.display().to_string(), format!("{}: not in the --ids-from ground truth {gt}", file.display())));
+            failures.push(Failure::new(
+                file.display().to_string(),
+                format!("{}: not in the --ids-from ground truth {gt}", file.display()),
+            ));
         }
     }
     let mut manifest = Manifest::new(settings, collected.files, ids, names);
