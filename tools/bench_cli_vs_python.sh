@@ -34,7 +34,7 @@ PY
 "$BIN" export --arch coco-retinanet-300m --head-conv "$HEAD" --out "$WORK/model.onnx" 2>/dev/null
 echo "model: coco-retinanet-300m, 512x512, $HEAD head; $COUNT images; $THREADS threads ($WORKERS detnas workers)"
 S=$(date +%s.%N)
-"$BIN" detect "$WORK/model.onnx" "$WORK/images" --out "$WORK/out" --threads "$THREADS" --workers "$WORKERS" | tail -1
+"$BIN" detect "$WORK/model.onnx" "$WORK/images" --out "$WORK/out" --exist-ok --threads "$THREADS" --workers "$WORKERS" | tail -1
 E=$(date +%s.%N)
 RUST=$(echo "$COUNT / ($E - $S)" | bc -l)
 PYJSON=$("$ROOT/.venv/bin/python" "$ROOT/tools/python_pipeline.py" "$WORK/model.onnx" "$WORK/images" "$WORK/py.json" --threads "$THREADS")
