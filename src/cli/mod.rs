@@ -81,3 +81,32 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Env(args) => env::run(args).map(|_| 0),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    /// Flags and positional arguments without help text, as `command path: --flag`.
+    fn undocumented(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            let builtin = ["help", "version"].contains(&arg.get_id().as_str());
+            if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                out.push(format!("{path}: {}", arg.get_id()));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            if sub.get_about().is_none() {
+                out.push(format!("{path} {}: no description", sub.get_name()));
+            }
+            undocumented(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_command_and_flag_has_help_text() {
+        let mut missing = Vec::new();
+        undocumented(&Cli::command(), "detnas", &mut missing);
+        assert!(missing.is_empty(), "without help text: {missing:#?}");
+    }
+}
