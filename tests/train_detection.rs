@@ -7,6 +7,7 @@ use detnas_core::detector::DetectorConfig;
 use detnas_data::synthetic::{SyntheticSpec, generate};
 use detnas_train::config::{DataSource, DetTrainConfig, Optim};
 use detnas_train::optim::LrSchedule;
+use detnas_train::run::Start;
 use detnas_train::tch::Device;
 use detnas_train::trainer::{TrainEvent, train_detection};
 use std::path::Path;
@@ -69,7 +70,7 @@ fn retinanet_overfits_a_tiny_synthetic_set() {
     let mut cfg = small_config(data.clone(), 500);
     cfg.val = Some(data);
     let out = dir.path().join("run");
-    let outcome = train_detection(&cfg, &out, false, Device::Cpu, &mut |event| {
+    let outcome = train_detection(&cfg, &out, Start::Fresh, Device::Cpu, &mut |event| {
         if let TrainEvent::Log(e) = event {
             eprintln!("step {} loss {:.4} lr {:.4} {:.1} img/s", e.step, e.loss, e.lr, e.images_per_s)
         }
@@ -99,14 +100,14 @@ fn resumed_training_equals_uninterrupted_training() {
     cfg.augment = detnas_train::data::Augment::default();
     cfg.checkpoint_every = 3;
     let straight = dir.path().join("straight");
-    train_detection(&cfg, &straight, false, Device::Cpu, &mut |_| {}).unwrap();
+    train_detection(&cfg, &straight, Start::Fresh, Device::Cpu, &mut |_| {}).unwrap();
 
     let split = dir.path().join("split");
     let mut first = cfg.clone();
     first.iterations = 3;
-    train_detection(&first, &split, false, Device::Cpu, &mut |_| {}).unwrap();
+    train_detection(&first, &split, Start::Fresh, Device::Cpu, &mut |_| {}).unwrap();
     assert_eq!(detnas_train::checkpoint::load_state(&split).unwrap().step, 3);
-    let resumed = train_detection(&cfg, &split, true, Device::Cpu, &mut |_| {}).unwrap();
+    let resumed = train_detection(&cfg, &split, Start::Resume, Device::Cpu, &mut |_| {}).unwrap();
     assert_eq!(resumed.state.step, 6);
     let (a, b) = (weights_of(&straight), weights_of(&split));
     assert_eq!(a.len(), b.len());
@@ -118,7 +119,7 @@ fn resumed_training_equals_uninterrupted_training() {
     // another configuration is refused
     let mut other = cfg.clone();
     other.seed = 5;
-    let err = train_detection(&other, &split, true, Device::Cpu, &mut |_| {}).err().unwrap().to_string();
+    let err = train_detection(&other, &split, Start::Resume, Device::Cpu, &mut |_| {}).err().unwrap().to_string();
     assert!(err.contains("different configuration"), "{err}");
 }
 
@@ -215,14 +216,14 @@ fn classification_pretraining_learns_and_feeds_detection() {
         ..ClsTrainConfig::default()
     };
     let out = dir.path().join("cls");
-    let state = train_classifier(&cfg, &out, false, Device::Cpu, &mut |_| {}).unwrap();
+    let state = train_classifier(&cfg, &out, Start::Fresh, Device::Cpu, &mut |_| {}).unwrap();
     assert_eq!(state.kind, "classifier");
     let first = state.history.first().unwrap().loss;
     let last = state.history.last().unwrap().loss;
     assert!(last < first / 2.0, "classification loss {first} -> {last}");
     // the supernet with SPOS FLOPs-binned paths runs and checkpoints too
     let supernet = ClsTrainConfig { sampler: PathSampler::FlopsBinned { bins: 4 }, iterations: 4, ..cfg.clone() };
-    let s = train_classifier(&supernet, &dir.path().join("cls-super"), false, Device::Cpu, &mut |_| {}).unwrap();
+    let s = train_classifier(&supernet, &dir.path().join("cls-super"), Start::Fresh, Device::Cpu, &mut |_| {}).unwrap();
     assert_eq!(s.step, 4);
 
     // the pretrained backbone initialises a detection network by name

@@ -57,8 +57,7 @@ fn trained_supernet_path_exports_and_matches_onnx_runtime() {
         let params = net.path_parameters(&arch).unwrap();
         PathSgd::zero_grad(&params);
         let (cls, reg) = net.forward(&x, &arch, true).unwrap();
-        let (lc, lb) = retinanet_loss(&cls, &reg, &targets);
-        let loss = lc + lb;
+        let loss = retinanet_loss(&cls, &reg, &targets).total();
         assert!(loss.double_value(&[]).is_finite());
         loss.backward();
         opt.step(&params, 0.001);
@@ -121,8 +120,7 @@ fn only_the_sampled_path_changes_in_a_step() {
         let params = net.path_parameters(arch).unwrap();
         PathSgd::zero_grad(&params);
         let (c, r) = net.forward(&x, arch, true).unwrap();
-        let (a, b) = retinanet_loss(&c, &r, &targets);
-        (a + b).backward();
+        retinanet_loss(&c, &r, &targets).total().backward();
         opt.step(&params, 0.05);
     };
     let first = Arch::uniform(&space, detnas_core::Choice::Shufflenet3x3);

@@ -75,25 +75,10 @@ pub fn load_config(path: &Path) -> Result<DetectorConfig> {
 
 /// Space, architecture, detector configuration and weights file of a checkpoint folder.
 fn read_checkpoint(dir: &Path, arch: Option<&str>) -> Result<(String, String, DetectorConfig, PathBuf)> {
-    let path = dir.join("state.json");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let state: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: not a detnas checkpoint state", path.display()))?;
-    let field = |k: &str| state.get(k).and_then(|v| v.as_str()).map(str::to_string);
-    let space = field("space").with_context(|| format!("{}: no `space`", path.display()))?;
-    let weights = field("weights").with_context(|| format!("{}: no `weights`", path.display()))?;
-    let arch = match (arch, field("arch")) {
-        (Some(a), _) => a.to_string(),
-        (None, Some(a)) => a,
-        (None, None) => anyhow::bail!("{} is a supernet checkpoint: choose the path with --arch", dir.display()),
-    };
-    let detector = state
-        .get("config")
-        .and_then(|c| c.get("detector"))
-        .cloned()
-        .with_context(|| format!("{}: no detector configuration", path.display()))?;
-    let detector: DetectorConfig = serde_json::from_value(detector)?;
-    Ok((space, arch, detector, dir.join(weights)))
+    let state = detnas_core::checkpoint::load_state(dir)?;
+    let arch = state.arch_or(dir, arch)?;
+    let detector = state.detector_config(dir)?;
+    Ok((state.space, arch, detector, dir.join(state.weights)))
 }
 
 pub fn run(args: ExportArgs) -> Result<()> {

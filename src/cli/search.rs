@@ -1,19 +1,17 @@
 //! `detnas search`: evolutionary architecture search on a trained detection supernet (DetNAS step 3).
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Args;
+use detnas_core::InputSize;
 use detnas_core::cost::{Convention, FlopsTable};
 use detnas_core::evolution::{Constraint, Evolution, EvolutionConfig, FlopsConstraint, Progress};
-use detnas_core::plan::Paths;
 use detnas_core::size::{format_count, parse_count};
-use detnas_core::{InputSize, SearchSpace};
-use detnas_train::config::{DataSource, DetTrainConfig};
 use detnas_train::modules::BnUpdate;
-use detnas_train::net::RetinaNet;
 use detnas_train::search::{Metric, SupernetFitness};
-use detnas_train::tch::nn;
 use detnas_train::{checkpoint, device, trainer};
 use std::path::PathBuf;
+
+use super::train::coco_source;
 
 #[derive(Args, Debug)]
 pub struct SearchArgs {
@@ -23,6 +21,7 @@ pub struct SearchArgs {
     /// Held-out COCO JSON (default: the checkpoint's held-out data).
     #[arg(long)]
     coco: Option<PathBuf>,
+    /// Image folder of --coco (default: the JSON's folder).
     #[arg(long)]
     images: Option<PathBuf>,
     /// Backbone FLOPs budget at 224x224 (DetNAS convention), e.g. 300M.
@@ -31,16 +30,22 @@ pub struct SearchArgs {
     /// Input size of the FLOPs budget.
     #[arg(long, default_value = "224x224")]
     flops_input: String,
+    /// Candidates per generation.
     #[arg(long, default_value_t = 50)]
     population: usize,
+    /// Generations to run.
     #[arg(long, default_value_t = 20)]
     generations: usize,
+    /// Best candidates kept as parents of the next generation.
     #[arg(long, default_value_t = 10)]
     top_k: usize,
+    /// Children made by mutation per generation.
     #[arg(long, default_value_t = 20)]
     mutations: usize,
+    /// Children made by crossover per generation.
     #[arg(long, default_value_t = 20)]
     crossovers: usize,
+    /// Probability that mutation changes each layer's choice.
     #[arg(long, default_value_t = 0.1)]
     mutation_prob: f64,
     /// BN recalibration batches per candidate.
@@ -52,44 +57,40 @@ pub struct SearchArgs {
     /// Fitness: AP (0.50:0.95) or AP50.
     #[arg(long, default_value = "ap")]
     metric: String,
+    /// Seed of the search (initial population, mutation, crossover, recalibration batches).
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Search state (written atomically after every evaluation; an existing file is resumed).
     #[arg(long)]
     state: PathBuf,
+    /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Print the outcome as JSON.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(args: SearchArgs) -> Result<()> {
-    let state = checkpoint::load_state(&args.checkpoint)?;
-    if state.arch.is_some() {
-        bail!(
-            "{} holds a single path; search needs a supernet checkpoint (`detnas train det-supernet`)",
-            args.checkpoint.display()
-        );
-    }
-    let mut cfg: DetTrainConfig =
-        serde_json::from_value(state.config.clone()).context("reading the checkpoint's configuration")?;
-    if let Some(c) = &args.coco {
-        cfg.val = Some(DataSource { coco: Some(c.clone()), images: args.images.clone(), voc: None });
-    }
     let metric = match args.metric.as_str() {
         "ap" => Metric::Ap,
         "ap50" => Metric::Ap50,
         other => bail!("unknown metric `{other}` (ap or ap50)"),
     };
-    let space = SearchSpace::by_name(&state.space)?;
-    let (train, val) = trainer::datasets(&cfg)?;
-    let val = val.context("no held-out data: pass --coco")?;
     let dev = device::parse(&args.device)?;
-    let mut vs = nn::VarStore::new(dev);
-    let net = RetinaNet::new(&vs, &space, Paths::All, &cfg.detector, cfg.seed)?;
-    vs.load(args.checkpoint.join(&state.weights)).context("loading the supernet weights")?;
+    let ck = checkpoint::open(&args.checkpoint, None, dev)?;
+    if !ck.is_supernet() {
+        bail!(
+            "{} holds a single path; search needs a supernet checkpoint (`detnas train det-supernet`)",
+            args.checkpoint.display()
+        );
+    }
+    let (train, val) = ck.datasets(coco_source(args.coco.clone(), args.images.clone()))?;
+    let cfg = &ck.config;
     let batches =
         trainer::recalibration_batches(&train, &cfg.detector, args.recal_batches, cfg.batch_size, args.seed, dev)?;
+    let space = ck.space.clone();
+    let net = &ck.net;
 
     let mut constraints: Vec<Box<dyn Constraint>> = Vec::new();
     if let Some(max) = &args.flops_max {
@@ -113,7 +114,7 @@ pub fn run(args: SearchArgs) -> Result<()> {
     };
     let mut engine = Evolution::new(space.clone(), config, constraints)?.with_state_file(&args.state)?;
     let mut fitness = SupernetFitness {
-        net: &net,
+        net,
         batches,
         val: &val,
         update: if args.ema { BnUpdate::Ema(0.1) } else { BnUpdate::Cumulative },

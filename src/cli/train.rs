@@ -1,14 +1,14 @@
 //! `detnas train ...`: supernet fine-tuning, stand-alone RetinaNet training and evaluation (libtorch).
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
-use detnas_core::arch::resolve;
-use detnas_core::plan::Paths;
+use detnas_train::bench::{StepBench, time_step};
+use detnas_train::checkpoint::{self, CheckpointState, LogEntry};
+use detnas_train::classify::{ClsTrainConfig, train_classifier};
 use detnas_train::config::{DataSource, DetTrainConfig};
-use detnas_train::modules::BnUpdate;
-use detnas_train::net::RetinaNet;
-use detnas_train::tch::nn;
-use detnas_train::{checkpoint, device, trainer};
+use detnas_train::device;
+use detnas_train::run::Start;
+use detnas_train::trainer::{self, EvalOptions, TrainEvent};
 use std::path::PathBuf;
 
 #[derive(Subcommand, Debug)]
@@ -34,17 +34,39 @@ pub struct BenchStepArgs {
     /// Hold every choice of every layer (the supernet) instead of the one path.
     #[arg(long)]
     supernet: bool,
+    /// Images per step.
     #[arg(long, default_value_t = 4)]
     batch_size: usize,
+    /// Timed steps.
     #[arg(long, default_value_t = 20)]
     steps: usize,
+    /// Untimed steps before timing.
     #[arg(long, default_value_t = 3)]
     warmup: usize,
     /// libtorch intra-op threads.
     #[arg(long, default_value_t = 2)]
     threads: i32,
+    /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+}
+
+/// What to do with a checkpoint already in --out.
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    /// Continue from --out/state.json (same configuration required).
+    #[arg(long, conflicts_with = "overwrite")]
+    resume: bool,
+    /// Replace a checkpoint already in --out (removes its state.json, weights-* and optimizer-*
+    /// files only) and start over.
+    #[arg(long)]
+    overwrite: bool,
+}
+
+impl StartArgs {
+    fn start(&self) -> Start {
+        Start::from_flags(self.resume, self.overwrite)
+    }
 }
 
 #[derive(Args, Debug)]
@@ -61,21 +83,23 @@ pub struct DetArgs {
     /// Image folder of --coco (default: the JSON's folder).
     #[arg(long)]
     images: Option<PathBuf>,
-    /// Checkpoint folder.
+    /// Checkpoint folder (refused if it already holds a checkpoint, unless --resume or --overwrite).
     #[arg(long)]
     out: PathBuf,
+    /// Total optimisation steps (overrides the config).
     #[arg(long)]
     iterations: Option<usize>,
+    /// Images per step (overrides the config).
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Seed of initialisation, data order, augmentation and path sampling (overrides the config).
     #[arg(long)]
     seed: Option<u64>,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Continue from --out/state.json (same configuration required).
-    #[arg(long)]
-    resume: bool,
+    #[command(flatten)]
+    start: StartArgs,
 }
 
 #[derive(Args, Debug)]
@@ -86,18 +110,22 @@ pub struct ClsArgs {
     /// Image folder (one sub-folder per class); overrides the config.
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Checkpoint folder (refused if it already holds a checkpoint, unless --resume or --overwrite).
     #[arg(long)]
     out: PathBuf,
+    /// Total optimisation steps (overrides the config).
     #[arg(long)]
     iterations: Option<usize>,
+    /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
-    #[arg(long)]
-    resume: bool,
+    #[command(flatten)]
+    start: StartArgs,
 }
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
+    /// Detection checkpoint folder (`detnas train retinanet` or `det-supernet`).
     #[arg(long)]
     checkpoint: PathBuf,
     /// Path to evaluate (required for a supernet checkpoint).
@@ -106,16 +134,19 @@ pub struct EvalArgs {
     /// Held-out COCO JSON (default: the checkpoint's held-out data).
     #[arg(long)]
     coco: Option<PathBuf>,
+    /// Image folder of --coco (default: the JSON's folder).
     #[arg(long)]
     images: Option<PathBuf>,
     /// BN recalibration batches before scoring (supernet paths; 0 = none).
     #[arg(long, default_value_t = 0)]
     recalibrate: usize,
+    /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Write the detections (COCO results) here.
     #[arg(long)]
     results: Option<PathBuf>,
+    /// Print the statistics as JSON.
     #[arg(long)]
     json: bool,
 }
@@ -172,36 +203,22 @@ fn train_det(args: DetArgs, supernet: bool) -> Result<()> {
         cfg.detector.input,
         args.out.display()
     );
-    let outcome = trainer::train_detection(&cfg, &args.out, args.resume, dev, &mut |event| {
-        let e = match event {
-            trainer::TrainEvent::Data { train, val, train_images, val_images } => {
-                eprintln!("data: {train_images} training images, {val_images} held-out images");
-                for (what, report) in [("training", Some(train)), ("held-out", val)] {
-                    if let Some(r) = report.filter(|r| r.problems() > 0) {
-                        eprintln!("{what} data problems ({}):", r.source);
-                        for line in r.to_string().lines() {
-                            eprintln!("  {line}");
-                        }
+    let outcome = trainer::train_detection(&cfg, &args.out, args.start.start(), dev, &mut |event| match event {
+        TrainEvent::Data { train, val, train_images, val_images } => {
+            eprintln!("data: {train_images} training images, {val_images} held-out images");
+            for (what, report) in [("training", Some(train)), ("held-out", val)] {
+                if let Some(r) = report.filter(|r| r.problems() > 0) {
+                    eprintln!("{what} data problems ({}):", r.source);
+                    for line in r.to_string().lines() {
+                        eprintln!("  {line}");
                     }
                 }
-                return;
             }
-            trainer::TrainEvent::Log(e) => e,
-        };
-        let parts: Vec<String> = e.parts.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
-        eprintln!(
-            "step {:>6}  loss {:.4} ({})  lr {:.5}  {:.1} images/s  data wait {:.1} ms/step",
-            e.step,
-            e.loss,
-            parts.join(", "),
-            e.lr,
-            e.images_per_s,
-            e.data_wait_ms
-        );
+        }
+        TrainEvent::BadImage(bad) => eprintln!("warning: skipped an undecodable training image: {bad}"),
+        TrainEvent::Log(e) => print_log(e),
     })?;
-    if outcome.state.skipped_steps > 0 {
-        eprintln!("warning: {} step(s) skipped for a non-finite loss", outcome.state.skipped_steps);
-    }
+    report_skips(&outcome.state);
     if let Some(stats) = outcome.eval {
         println!("held-out evaluation ({} images):", stats.images);
         for line in stats.summary_lines() {
@@ -212,9 +229,33 @@ fn train_det(args: DetArgs, supernet: bool) -> Result<()> {
     Ok(())
 }
 
+/// One log line on stderr.
+fn print_log(e: &LogEntry) {
+    let parts: Vec<String> = e.parts.iter().map(|p| format!("{} {:.4}", p.name, p.value)).collect();
+    eprintln!(
+        "step {:>6}  loss {:.4} ({})  lr {:.5}  {:.1} images/s  data wait {:.1} ms/step",
+        e.step,
+        e.loss,
+        parts.join(", "),
+        e.lr,
+        e.images_per_s,
+        e.data_wait_ms
+    );
+}
+
+/// Warnings for skipped steps and images recorded in a checkpoint state.
+fn report_skips(state: &CheckpointState) {
+    if state.skipped_steps > 0 {
+        eprintln!("warning: {} step(s) skipped for a non-finite loss", state.skipped_steps);
+    }
+    if !state.bad_images.is_empty() {
+        eprintln!("warning: {} undecodable training image(s) skipped (listed in state.json)", state.bad_images.len());
+    }
+}
+
 fn train_cls(args: ClsArgs) -> Result<()> {
     let mut cfg = match &args.config {
-        Some(p) => detnas_train::classify::ClsTrainConfig::load(p)?,
+        Some(p) => ClsTrainConfig::load(p)?,
         None => Default::default(),
     };
     if let Some(d) = args.data {
@@ -224,119 +265,50 @@ fn train_cls(args: ClsArgs) -> Result<()> {
         cfg.iterations = n;
     }
     let dev = device::parse(&args.device)?;
-    let state = detnas_train::classify::train_classifier(&cfg, &args.out, args.resume, dev, &mut |e| {
+    let state = train_classifier(&cfg, &args.out, args.start.start(), dev, &mut |e| {
         eprintln!("step {:>6}  loss {:.4}  lr {:.5}  {:.1} images/s", e.step, e.loss, e.lr, e.images_per_s)
     })?;
+    report_skips(&state);
     println!("checkpoint: {} (step {}); use its weights as `init` of a detection run", args.out.display(), state.step);
     Ok(())
 }
 
 fn eval(args: EvalArgs) -> Result<()> {
-    let state = checkpoint::load_state(&args.checkpoint)?;
-    let mut cfg: DetTrainConfig =
-        serde_json::from_value(state.config.clone()).context("reading the checkpoint's configuration")?;
-    let arch_text = args.arch.clone().or(state.arch.clone()).context("a supernet checkpoint needs --arch")?;
-    let (space, arch) = resolve(Some(&state.space), &arch_text)?;
-    if let Some(c) = &args.coco {
-        cfg.val = Some(DataSource { coco: Some(c.clone()), images: args.images.clone(), voc: None });
-    }
-    let (train, val) = trainer::datasets(&cfg)?;
-    let val = val.context("no held-out data: pass --coco")?;
-    let dev = device::parse(&args.device)?;
-    let mut vs = nn::VarStore::new(dev);
-    let paths = if state.arch.is_some() { Paths::Single(&arch) } else { Paths::All };
-    let net = RetinaNet::new(&vs, &space, paths, &cfg.detector, cfg.seed)?;
-    vs.load(args.checkpoint.join(&state.weights)).context("loading the checkpoint weights")?;
-    if args.recalibrate > 0 {
-        let batches =
-            trainer::recalibration_batches(&train, &cfg.detector, args.recalibrate, cfg.batch_size, cfg.seed, dev)?;
-        detnas_train::recal::recalibrate_retinanet(&net, &arch, &batches, BnUpdate::Cumulative)?;
-    }
-    let (stats, results) = trainer::evaluate_dataset(&net, &arch, &val, cfg.batch_size)?;
+    let ck = checkpoint::open(&args.checkpoint, args.arch.as_deref(), device::parse(&args.device)?)?;
+    let opts = EvalOptions { val: coco_source(args.coco, args.images), recalibrate: args.recalibrate };
+    let evaluation = trainer::evaluate_checkpoint(&ck, &opts)?;
     if let Some(p) = &args.results {
-        detnas_core::fsutil::write_atomic(p, serde_json::to_string(&results)?.as_bytes())?;
+        detnas_core::fsutil::write_atomic(p, serde_json::to_string(&evaluation.detections)?.as_bytes())?;
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&stats)?);
+        println!("{}", serde_json::to_string_pretty(&evaluation.stats)?);
     } else {
-        for line in stats.summary_lines() {
+        for line in evaluation.stats.summary_lines() {
             println!("{line}");
         }
     }
     Ok(())
 }
 
+/// A COCO data source from `--coco` / `--images`.
+pub fn coco_source(coco: Option<PathBuf>, images: Option<PathBuf>) -> Option<DataSource> {
+    coco.map(|c| DataSource { coco: Some(c), images, voc: None })
+}
+
 fn bench_step(args: BenchStepArgs) -> Result<()> {
-    use detnas_core::rng::Rng;
-    use detnas_train::loss::{IGNORE, ImageTargets, Targets, retinanet_loss};
-    use detnas_train::optim::PathSgd;
-    use detnas_train::tch::{self, Kind, Tensor};
     let cfg = DetTrainConfig::load(&args.config)?;
-    let arch_text = cfg.arch.clone().context("the config needs an `arch` (the path to time)")?;
-    let (space, arch) = resolve(Some(&cfg.space), &arch_text)?;
-    tch::set_num_threads(args.threads);
-    let dev = device::parse(&args.device)?;
-    let vs = nn::VarStore::new(dev);
-    let paths = if args.supernet { Paths::All } else { Paths::Single(&arch) };
-    let net = RetinaNet::new(&vs, &space, paths, &cfg.detector, 0)?;
-    let (h, w) = (cfg.detector.input.height as i64, cfg.detector.input.width as i64);
-    let b = args.batch_size as i64;
-    let x = (Tensor::rand([b, 3, h, w], (Kind::Float, dev)) * 255.0).detach();
-    let (cls, _) = tch::no_grad(|| net.forward(&x, &arch, false))?;
-    let (anchors, k) = (cls.size()[1] as usize, cls.size()[2] as usize);
-    // fixed targets like the PyTorch script: ~1% foreground, ~5% ignored
-    let mut rng = Rng::seed(0);
-    let images: Vec<ImageTargets> = (0..args.batch_size)
-        .map(|_| {
-            let mut t = ImageTargets { labels: vec![-1; anchors], deltas: vec![0.0; anchors * 4], num_foreground: 0 };
-            for a in 0..anchors {
-                let r = rng.unit();
-                if r < 0.01 {
-                    t.labels[a] = rng.below(k as u64) as i64;
-                    t.num_foreground += 1;
-                } else if r < 0.06 {
-                    t.labels[a] = IGNORE;
-                }
-                for d in 0..4 {
-                    t.deltas[a * 4 + d] = detnas_core::plan::normal(&mut rng) * 0.1;
-                }
-            }
-            t
-        })
-        .collect();
-    let targets = Targets::new(&images, dev);
-    let mut opt = PathSgd::new(0.9, 1e-4, true);
-    let mut step = || -> Result<()> {
-        let params = net.path_parameters(&arch)?;
-        PathSgd::zero_grad(&params);
-        let (c, r) = net.forward(&x, &arch, true)?;
-        let (lc, lb) = retinanet_loss(&c, &r, &targets);
-        (lc + lb).backward();
-        opt.step(&params, 0.01);
-        Ok(())
+    detnas_train::tch::set_num_threads(args.threads);
+    let opts = StepBench {
+        supernet: args.supernet,
+        batch_size: args.batch_size,
+        steps: args.steps,
+        warmup: args.warmup,
+        device: device::parse(&args.device)?,
     };
-    for _ in 0..args.warmup {
-        step()?;
-    }
-    let mut times = Vec::with_capacity(args.steps);
-    for _ in 0..args.steps {
-        let t = std::time::Instant::now();
-        step()?;
-        if dev != tch::Device::Cpu {
-            tch::Cuda::synchronize(0);
-        }
-        times.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    times.sort_by(f64::total_cmp);
-    let report = serde_json::json!({
-        "framework": "detnas (tch 0.24 / libtorch 2.11)",
-        "supernet": args.supernet,
-        "batch": args.batch_size,
-        "input": [h, w],
-        "threads": args.threads,
-        "ms_per_step_p50": times[times.len() / 2],
-        "ms_per_step_mean": times.iter().sum::<f64>() / times.len() as f64,
-    });
+    let timing = time_step(&cfg, &opts)?;
+    let mut report = serde_json::to_value(&timing)?;
+    report["framework"] = serde_json::json!("detnas (tch 0.24 / libtorch 2.11)");
+    report["threads"] = serde_json::json!(args.threads);
     println!("{report}");
     Ok(())
 }

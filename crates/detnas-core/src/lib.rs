@@ -16,6 +16,7 @@
 
 pub mod arch;
 pub mod boxes;
+pub mod checkpoint;
 pub mod coco;
 pub mod contract;
 pub mod cost;

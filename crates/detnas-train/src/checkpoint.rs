@@ -2,83 +2,24 @@
 //! `optimizer-<step>.safetensors` (momentum buffers) and `state.json` (step, configuration, its hash,
 //! history). Each file is written to a temporary name, fsynced and renamed; `state.json` is written
 //! last and names the weight files, so a crash at any moment leaves the previous checkpoint intact.
-//! Non-finite weights are never saved.
+//! Non-finite weights are never saved. The JSON schema lives in [`detnas_core::checkpoint`]
+//! (libtorch-free) and is re-exported here; [`open`] loads a detection checkpoint for use.
 
+pub use detnas_core::checkpoint::{
+    CheckpointError, CheckpointState, FORMAT, LogEntry, LossPart, config_hash, exists, remove_checkpoint,
+};
+
+use crate::config::{DataSource, DetTrainConfig};
 use crate::error::{Result, TrainError};
+use crate::net::RetinaNet;
 use crate::optim::PathSgd;
-use serde::{Deserialize, Serialize};
+use detnas_core::arch::Arch;
+use detnas_core::plan::Paths;
+use detnas_core::space::SearchSpace;
+use detnas_data::detection::DetectionDataset;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tch::{Tensor, nn};
-
-/// Version of the checkpoint layout.
-pub const FORMAT: u32 = 1;
-
-/// One line of the training log.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LogEntry {
-    pub step: usize,
-    pub loss: f64,
-    pub parts: Vec<(String, f64)>,
-    pub lr: f64,
-    pub images_per_s: f64,
-    pub data_wait_ms: f64,
-}
-
-/// The JSON part of a checkpoint.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CheckpointState {
-    pub format: u32,
-    /// `retinanet` or `classifier`.
-    pub kind: String,
-    pub space: String,
-    /// The trained path, or `None` for a supernet (every choice).
-    pub arch: Option<String>,
-    /// The full training configuration (TOML-equivalent JSON) and its hash.
-    pub config: serde_json::Value,
-    pub config_hash: String,
-    /// Completed optimisation steps.
-    pub step: usize,
-    pub weights: String,
-    pub optimizer: String,
-    pub skipped_steps: usize,
-    pub history: Vec<LogEntry>,
-    pub producer: String,
-}
-
-/// Hash of a run configuration: everything but how long the run lasts and how often it logs and
-/// saves, so a finished run can be extended while any other change is refused on resume.
-pub fn config_hash(config: &serde_json::Value) -> String {
-    let mut v = config.clone();
-    if let Some(o) = v.as_object_mut() {
-        o.remove("iterations");
-        o.remove("log_every");
-        o.remove("checkpoint_every");
-    }
-    format!("{:016x}", detnas_core::evolution::fnv1a64(v.to_string().as_bytes()))
-}
-
-impl CheckpointState {
-    /// The state of a new run of `kind` (`retinanet`, `classifier`) with configuration `config`.
-    pub fn new(kind: &str, space: &str, arch: Option<String>, config: &impl Serialize) -> Self {
-        let config = serde_json::to_value(config).expect("config serializes");
-        CheckpointState {
-            format: FORMAT,
-            kind: kind.into(),
-            space: space.into(),
-            arch,
-            config_hash: config_hash(&config),
-            config,
-            step: 0,
-            weights: String::new(),
-            optimizer: String::new(),
-            skipped_steps: 0,
-            history: Vec::new(),
-            producer: format!("detnas {}", env!("CARGO_PKG_VERSION")),
-        }
-    }
-}
 
 /// Continues `state` from the checkpoint in `dir`, if there is one: loads weights and optimizer
 /// buffers and takes over step, skipped steps and history. A checkpoint of another configuration is
@@ -101,11 +42,17 @@ pub fn resume(dir: &Path, vs: &mut nn::VarStore, opt: &mut PathSgd, state: &mut 
     state.step = restored.step;
     state.skipped_steps = restored.skipped_steps;
     state.history = restored.history;
+    state.bad_images = restored.bad_images;
     Ok(true)
 }
 
 fn io(path: &Path, e: impl std::fmt::Display) -> TrainError {
     TrainError::Checkpoint { path: path.to_path_buf(), reason: e.to_string() }
+}
+
+/// Reads and validates `state.json` of a checkpoint folder (see [`detnas_core::checkpoint::load_state`]).
+pub fn load_state(dir: &Path) -> Result<CheckpointState> {
+    Ok(detnas_core::checkpoint::load_state(dir)?)
 }
 
 /// Writes named tensors as safetensors atomically.
@@ -154,18 +101,6 @@ pub fn save(dir: &Path, vs: &nn::VarStore, opt: &PathSgd, state: &mut Checkpoint
     Ok(())
 }
 
-/// Reads `state.json` of a checkpoint folder.
-pub fn load_state(dir: &Path) -> Result<CheckpointState> {
-    let path = dir.join("state.json");
-    let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
-    let state: CheckpointState =
-        serde_json::from_slice(&bytes).map_err(|e| io(&path, format!("not a detnas checkpoint state: {e}")))?;
-    if state.format != FORMAT {
-        return Err(io(&path, format!("checkpoint format {} is not supported (expected {FORMAT})", state.format)));
-    }
-    Ok(state)
-}
-
 /// Path of the weights of a checkpoint folder.
 pub fn weights_path(dir: &Path) -> Result<PathBuf> {
     Ok(dir.join(load_state(dir)?.weights))
@@ -181,4 +116,75 @@ pub fn restore(dir: &Path, vs: &mut nn::VarStore, opt: &mut PathSgd) -> Result<C
     let device = vs.device();
     opt.set_buffers(buffers.into_iter().map(|(k, v)| (k, v.to_device(device))).collect::<HashMap<_, _>>());
     Ok(state)
+}
+
+/// A detection checkpoint opened for use: its state, typed configuration, search space, the path
+/// to run, and the network with the saved weights loaded.
+pub struct OpenCheckpoint {
+    pub dir: PathBuf,
+    pub state: CheckpointState,
+    /// The training configuration, with the class names and ids of its training data.
+    pub config: DetTrainConfig,
+    pub space: SearchSpace,
+    /// The path to run: the caller's override, else the trained path; `None` for a supernet
+    /// opened without an override.
+    pub arch: Option<Arch>,
+    /// Every choice for a supernet, the trained path otherwise.
+    pub net: RetinaNet,
+    pub vs: nn::VarStore,
+}
+
+impl OpenCheckpoint {
+    /// Whether the checkpoint holds every choice of every layer.
+    pub fn is_supernet(&self) -> bool {
+        self.state.arch.is_none()
+    }
+
+    /// The path to run; a supernet opened without one is an error naming the folder.
+    pub fn arch(&self) -> Result<&Arch> {
+        self.arch.as_ref().ok_or_else(|| io(&self.dir, "is a supernet checkpoint: choose the path with --arch"))
+    }
+
+    /// The training set and the held-out set of the run: `val` replaces the configured held-out
+    /// data; without either, an error.
+    pub fn datasets(&self, val: Option<DataSource>) -> Result<(DetectionDataset, DetectionDataset)> {
+        let mut cfg = self.config.clone();
+        if val.is_some() {
+            cfg.val = val;
+        }
+        let (train, held_out) = crate::trainer::datasets(&cfg)?;
+        let held_out = held_out
+            .ok_or_else(|| TrainError::Config(format!("{} has no held-out data: pass --coco", self.dir.display())))?;
+        Ok((train, held_out))
+    }
+}
+
+/// Opens the detection checkpoint in `dir` on `device`: reads and validates `state.json`, parses
+/// its configuration, resolves `arch` (else the trained path), builds the network (every choice for
+/// a supernet) and loads the weights. Errors name the file: a missing or invalid state, a classifier
+/// checkpoint, weights that do not fit the network.
+pub fn open(dir: &Path, arch: Option<&str>, device: tch::Device) -> Result<OpenCheckpoint> {
+    let state = load_state(dir)?;
+    let path = dir.join(detnas_core::checkpoint::STATE_FILE);
+    if state.kind != "retinanet" {
+        return Err(io(&path, format!("is a `{}` checkpoint, not a detector (`retinanet`)", state.kind)));
+    }
+    let config: DetTrainConfig = serde_json::from_value(state.config.clone())
+        .map_err(|e| io(&path, format!("invalid training configuration: {e}")))?;
+    let space = SearchSpace::by_name(&state.space)?;
+    let resolve = |a: &str| detnas_core::arch::resolve(Some(&state.space), a).map(|(_, arch)| arch);
+    let trained = state.arch.as_deref().map(resolve).transpose()?;
+    let arch = match arch {
+        Some(a) => Some(resolve(a)?),
+        None => trained.clone(),
+    };
+    let mut vs = nn::VarStore::new(device);
+    let paths = match &trained {
+        Some(a) => Paths::Single(a),
+        None => Paths::All,
+    };
+    let net = RetinaNet::new(&vs, &space, paths, &config.detector, config.seed)?;
+    let weights = dir.join(&state.weights);
+    vs.load(&weights).map_err(|e| io(&weights, e))?;
+    Ok(OpenCheckpoint { dir: dir.to_path_buf(), state, config, space, arch, net, vs })
 }

@@ -3,11 +3,12 @@
 //! on weights only, random-resized-crop + flip augmentation. The backbone tensors keep the plan's
 //! names, so a detection run loads them with `init = ".../weights-N.safetensors"`.
 
-use crate::checkpoint::{self, CheckpointState, LogEntry};
-use crate::data::{batch_indices, step_seed};
+use crate::checkpoint::{CheckpointState, LogEntry, LossPart};
+use crate::data::{BadImage, batch_indices, step_seed};
 use crate::error::{Result, TrainError};
 use crate::net::Classifier;
-use crate::optim::{LrSchedule, PathSgd, clip_grad_norm};
+use crate::optim::{LrSchedule, PathSgd};
+use crate::run::{Schedule, Start, StepLoop, StepLoss};
 use detnas_core::contract::seeds;
 use detnas_core::cost::{Convention, FlopsTable};
 use detnas_core::detector::Preprocess;
@@ -19,8 +20,9 @@ use detnas_data::folder::ImageFolder;
 use detnas_data::image_io::{DecodeLimits, load_image};
 use detnas_data::preprocess::resize_rgb;
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::Duration;
 use tch::{Device, Kind, Tensor, nn};
 
 /// How each step's path is drawn.
@@ -131,24 +133,35 @@ fn augment(img: &image::RgbImage, side: u32, scale_min: f64, rng: &mut Rng, pre:
     out
 }
 
-/// Trains the classification supernet; checkpoints into `out` (kind `classifier`).
+/// Trains the classification supernet; checkpoints into `out` (kind `classifier`). `start` says
+/// what happens to a checkpoint already in `out` (see [`Start`]). An image that cannot be decoded
+/// is left out of its batch and recorded once in the state's `bad_images`; it never stops the run.
 pub fn train_classifier(
     cfg: &ClsTrainConfig,
     out: &Path,
-    resume: bool,
+    start: Start,
     device: Device,
     on_log: &mut dyn FnMut(&LogEntry),
 ) -> Result<CheckpointState> {
+    start.check(out)?;
     let root = cfg.data.as_ref().ok_or_else(|| TrainError::Config("`data` (an image folder) is required".into()))?;
     let folder = ImageFolder::open(root).map_err(|e| TrainError::Data { path: root.clone(), reason: e.to_string() })?;
     let space = SearchSpace::by_name(&cfg.space)?;
     let mut vs = nn::VarStore::new(device);
     let net = Classifier::new(&vs, &space, Paths::All, folder.class_names.len(), cfg.seed);
-    let mut opt = PathSgd::new(cfg.momentum, cfg.weight_decay, false);
-    let mut state = CheckpointState::new("classifier", &space.name, None, cfg);
-    if resume {
-        checkpoint::resume(out, &mut vs, &mut opt, &mut state)?;
-    }
+    let opt = PathSgd::new(cfg.momentum, cfg.weight_decay, false);
+    let state = CheckpointState::new("classifier", &space.name, None, cfg);
+    let schedule = Schedule {
+        iterations: cfg.iterations,
+        log_every: cfg.log_every,
+        checkpoint_every: cfg.checkpoint_every,
+        lr: cfg.lr.clone(),
+        clip_grad_norm: cfg.clip_grad_norm,
+        max_bad_steps: None,
+    };
+    let classes = folder.class_names.len();
+    let mut run = StepLoop::start(start, out, &mut vs, opt, state, schedule)?
+        .with_fixed_parts(vec![LossPart { name: "classes".into(), value: classes as f64 }]);
     let binned = match &cfg.sampler {
         PathSampler::FlopsBinned { bins } => Some(FlopsBinnedSampler::new(
             FlopsTable::new(&space, InputSize::IMAGENET)?,
@@ -162,21 +175,13 @@ pub fn train_classifier(
         PathSampler::Fixed { arch } => Some(detnas_core::arch::resolve(Some(&cfg.space), arch)?.1),
         _ => None,
     };
-    let pre = Preprocess::default();
     let side = cfg.input as i64;
-    let classes = folder.class_names.len() as i64;
-    let mut window = (Instant::now(), 0.0f64, 0usize);
-    while state.step < cfg.iterations {
-        let step = state.step;
-        let mut rng = Rng::seed(step_seed(cfg.seed, seeds::CLASSIFY_AUGMENT, step as u64));
-        let mut flat = Vec::with_capacity(cfg.batch_size * 3 * (side * side) as usize);
-        let mut labels = Vec::with_capacity(cfg.batch_size);
-        for i in batch_indices(folder.samples.len(), cfg.batch_size, cfg.seed, step) {
-            let (path, label) = &folder.samples[i];
-            let img = load_image(path, &DecodeLimits::default())
-                .map_err(|e| TrainError::Data { path: path.clone(), reason: e.to_string() })?;
-            flat.extend(augment(&img.rgb, cfg.input, cfg.crop_scale_min, &mut rng, &pre));
-            labels.push(*label as i64);
+    let mut bad = HashSet::new();
+    while !run.done() {
+        let step = run.next_step();
+        let batch = load_batch(cfg, &folder, step, &mut bad);
+        for b in &batch.bad_images {
+            run.state.note_bad_image(b.to_string());
         }
         let mut path_rng = Rng::seed(step_seed(cfg.seed, seeds::PATH_SAMPLING, step as u64));
         let arch = match (&fixed, &binned) {
@@ -184,50 +189,68 @@ pub fn train_classifier(
             (None, Some(s)) => s.sample(&space, &mut path_rng).unwrap_or_else(|_| uniform(&space, &mut path_rng)),
             (None, None) => uniform(&space, &mut path_rng),
         };
-        let x = Tensor::from_slice(&flat).view([labels.len() as i64, 3, side, side]).to_device(device);
-        let y = Tensor::from_slice(&labels).to_device(device);
-        let params = net.path_parameters(&arch)?;
-        PathSgd::zero_grad(&params);
-        let logits = net.forward(&x, &arch, true)?;
-        let logp = logits.log_softmax(-1, Kind::Float);
-        let nll = -logp.gather(1, &y.unsqueeze(1), false).squeeze_dim(1);
-        let smooth = -logp.mean_dim([1i64].as_slice(), false, Kind::Float);
-        let eps = cfg.label_smoothing;
-        let loss = (nll * (1.0 - eps) + smooth * eps).mean(Kind::Float);
-        let value = loss.double_value(&[]);
-        state.step = step + 1;
-        if !value.is_finite() {
-            state.skipped_steps += 1;
+        if batch.labels.is_empty() {
+            run.skip(step, Duration::ZERO);
             continue;
         }
-        loss.backward();
-        if let Some(max) = cfg.clip_grad_norm {
-            clip_grad_norm(&params, max);
-        }
-        let lr = cfg.lr.at(step);
-        opt.step(&params, lr);
-        window.1 += value;
-        window.2 += labels.len();
-        if state.step.is_multiple_of(cfg.log_every.max(1)) || state.step == cfg.iterations {
-            let n = ((state.step - 1) % cfg.log_every.max(1) + 1) as f64;
-            let e = LogEntry {
-                step: state.step,
-                loss: window.1 / n,
-                parts: vec![("classes".into(), classes as f64)],
-                lr,
-                images_per_s: window.2 as f64 / window.0.elapsed().as_secs_f64().max(1e-9),
-                data_wait_ms: 0.0,
-            };
+        let n = batch.labels.len();
+        let x = Tensor::from_slice(&batch.pixels).view([n as i64, 3, side, side]).to_device(device);
+        let y = Tensor::from_slice(&batch.labels).to_device(device);
+        let params = net.path_parameters(&arch)?;
+        let entry = run.step(&vs, step, &params, n, Duration::ZERO, || {
+            let logits = net.forward(&x, &arch, true)?;
+            Ok(StepLoss { total: smoothed_cross_entropy(&logits, &y, cfg.label_smoothing), parts: Vec::new() })
+        })?;
+        if let Some(e) = entry {
             on_log(&e);
-            state.history.push(e);
-            window = (Instant::now(), 0.0, 0);
-        }
-        if state.step.is_multiple_of(cfg.checkpoint_every.max(1)) || state.step == cfg.iterations {
-            checkpoint::save(out, &vs, &opt, &mut state)?;
         }
     }
-    if state.weights.is_empty() {
-        checkpoint::save(out, &vs, &opt, &mut state)?;
+    run.finish(&vs)
+}
+
+/// Mean cross-entropy of `logits` `[N, K]` against `labels` `[N]` with label smoothing `eps`.
+fn smoothed_cross_entropy(logits: &Tensor, labels: &Tensor, eps: f64) -> Tensor {
+    let logp = logits.log_softmax(-1, Kind::Float);
+    let nll = -logp.gather(1, &labels.unsqueeze(1), false).squeeze_dim(1);
+    let smooth = -logp.mean_dim([1i64].as_slice(), false, Kind::Float);
+    (nll * (1.0 - eps) + smooth * eps).mean(Kind::Float)
+}
+
+/// The augmented images of one classification step.
+struct ClsBatch {
+    /// `[N, 3, side, side]` planes.
+    pixels: Vec<f32>,
+    labels: Vec<i64>,
+    /// Images found undecodable for the first time in this batch.
+    bad_images: Vec<BadImage>,
+}
+
+/// The batch of `step`: seeded sample indices and augmentation; images in `bad` (indices) or
+/// failing to load (added to `bad`) are left out.
+fn load_batch(cfg: &ClsTrainConfig, folder: &ImageFolder, step: usize, bad: &mut HashSet<usize>) -> ClsBatch {
+    let pre = Preprocess::default();
+    let side = cfg.input as usize;
+    let mut rng = Rng::seed(step_seed(cfg.seed, seeds::CLASSIFY_AUGMENT, step as u64));
+    let mut batch = ClsBatch {
+        pixels: Vec::with_capacity(cfg.batch_size * 3 * side * side),
+        labels: Vec::with_capacity(cfg.batch_size),
+        bad_images: Vec::new(),
+    };
+    for i in batch_indices(folder.samples.len(), cfg.batch_size, cfg.seed, step) {
+        if bad.contains(&i) {
+            continue;
+        }
+        let (path, label) = &folder.samples[i];
+        match load_image(path, &DecodeLimits::default()) {
+            Ok(img) => {
+                batch.pixels.extend(augment(&img.rgb, cfg.input, cfg.crop_scale_min, &mut rng, &pre));
+                batch.labels.push(*label as i64);
+            }
+            Err(e) => {
+                bad.insert(i);
+                batch.bad_images.push(BadImage { path: path.clone(), error: e.to_string() });
+            }
+        }
     }
-    Ok(state)
+    batch
 }

@@ -13,6 +13,8 @@ use detnas_data::detection::DetectionDataset;
 use detnas_data::image_io::{DecodeLimits, load_image};
 use detnas_data::preprocess::letterbox_into;
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::time::{Duration, Instant};
@@ -102,12 +104,29 @@ pub fn prepare(
     Ok(Prepared { input, letterbox, boxes, labels: s.labels.clone() })
 }
 
-/// A training batch.
+/// A training image that could not be loaded: its file and the decoder's error.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BadImage {
+    pub path: PathBuf,
+    /// The loading error (it names the file).
+    pub error: String,
+}
+
+impl std::fmt::Display for BadImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.error)
+    }
+}
+
+/// A training batch: the images that loaded (`size` of the requested batch size; fewer when some
+/// could not be decoded).
 pub struct Batch {
     pub step: usize,
     pub images: Vec<f32>,
     pub targets: Vec<ImageTargets>,
     pub size: usize,
+    /// Images of this batch found undecodable for the first time (skipped).
+    pub bad_images: Vec<BadImage>,
 }
 
 /// Seeded permutation of `0..n` for `epoch`.
@@ -135,7 +154,10 @@ pub fn batch_indices(n: usize, batch: usize, seed: u64, step: usize) -> Vec<usiz
         .collect()
 }
 
-/// Builds the batch of `step`.
+/// Builds the batch of `step`. An image that fails to load is left out of the batch: reported in
+/// [`Batch::bad_images`] the first time and remembered in `bad` (sample indices) so it is skipped
+/// without decoding afterwards. The random choices of the other images do not depend on it.
+#[allow(clippy::too_many_arguments)]
 pub fn make_batch(
     ds: &DetectionDataset,
     cfg: &DetectorConfig,
@@ -144,21 +166,32 @@ pub fn make_batch(
     batch: usize,
     seed: u64,
     step: usize,
-) -> Result<Batch> {
+    bad: &mut HashSet<usize>,
+) -> Batch {
     let mut rng = Rng::seed(step_seed(seed, seeds::DETECTION_AUGMENT, step as u64));
-    let mut images = Vec::new();
-    let mut targets = Vec::new();
+    let mut out = Batch { step, images: Vec::new(), targets: Vec::new(), size: 0, bad_images: Vec::new() };
     for i in batch_indices(ds.samples.len(), batch, seed, step) {
-        let p = prepare(ds, i, cfg, Some((aug, &mut rng)))?;
-        images.extend_from_slice(&p.input);
-        targets.push(image_targets(anchors, &p.boxes, &p.labels, cfg));
+        if bad.contains(&i) {
+            continue;
+        }
+        match prepare(ds, i, cfg, Some((aug, &mut rng))) {
+            Ok(p) => {
+                out.images.extend_from_slice(&p.input);
+                out.targets.push(image_targets(anchors, &p.boxes, &p.labels, cfg));
+                out.size += 1;
+            }
+            Err(e) => {
+                bad.insert(i);
+                out.bad_images.push(BadImage { path: ds.samples[i].image.clone(), error: e.to_string() });
+            }
+        }
     }
-    Ok(Batch { step, images, targets, size: batch })
+    out
 }
 
 /// Batches for steps `start..end`, prepared on a background thread (two ahead).
 pub struct Loader {
-    rx: Receiver<Result<Batch>>,
+    rx: Receiver<Batch>,
     /// Time the trainer spent waiting for data.
     pub waited: Duration,
 }
@@ -175,10 +208,9 @@ impl Loader {
     ) -> Self {
         let (tx, rx) = sync_channel(2);
         std::thread::spawn(move || {
+            let mut bad = HashSet::new();
             for step in steps {
-                let b = make_batch(&ds, &cfg, &anchors, &aug, batch, seed, step);
-                let failed = b.is_err();
-                if tx.send(b).is_err() || failed {
+                if tx.send(make_batch(&ds, &cfg, &anchors, &aug, batch, seed, step, &mut bad)).is_err() {
                     break;
                 }
             }
@@ -186,12 +218,13 @@ impl Loader {
         Loader { rx, waited: Duration::ZERO }
     }
 
-    /// The next batch; `None` when the range is exhausted.
-    pub fn next_batch(&mut self) -> Option<Result<Batch>> {
+    /// The next batch and how long this call waited for it; `None` when the range is exhausted.
+    pub fn next_batch(&mut self) -> Option<(Batch, Duration)> {
         let t = Instant::now();
         let b = self.rx.recv().ok();
-        self.waited += t.elapsed();
-        b
+        let waited = t.elapsed();
+        self.waited += waited;
+        b.map(|b| (b, waited))
     }
 }
 

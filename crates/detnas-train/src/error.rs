@@ -16,6 +16,10 @@ pub enum TrainError {
     Config(String),
     #[error("checkpoint {path}: {reason}")]
     Checkpoint { path: std::path::PathBuf, reason: String },
+    #[error(
+        "{path} already holds a checkpoint (step {step}): pass --resume to continue it or --overwrite to replace it"
+    )]
+    CheckpointExists { path: std::path::PathBuf, step: usize },
     #[error("non-finite values in {0}")]
     NonFinite(String),
     #[error("{path}: {reason}")]
@@ -24,4 +28,10 @@ pub enum TrainError {
     Torch(#[from] tch::TchError),
     #[error(transparent)]
     Core(#[from] detnas_core::CoreError),
+}
+
+impl From<detnas_core::checkpoint::CheckpointError> for TrainError {
+    fn from(e: detnas_core::checkpoint::CheckpointError) -> Self {
+        TrainError::Checkpoint { path: e.path, reason: e.reason }
+    }
 }

@@ -6,9 +6,13 @@
 //! - [`loss`]: anchor matching (core box maths), focal and L1 box losses;
 //! - [`recal`]: per-path BN recalibration (EMA or exact average);
 //! - [`search`]: the evolutionary search's fitness (recalibrate, then held-out AP);
-//! - [`checkpoint`]: atomic safetensors + JSON state, exact resume;
+//! - [`run`]: the one optimisation-step loop of both trainers (non-finite skips, clipping, learning
+//!   rate, log window, checkpoints) and what a run does with an existing checkpoint ([`run::Start`]);
+//! - [`checkpoint`]: atomic safetensors + JSON state, exact resume, opening a detection checkpoint;
+//! - [`bench`]: timing of one training step;
 //! - [`device`]: CPU/CUDA selection (call [`device::init`] first thing in `main`).
 
+pub mod bench;
 pub mod checkpoint;
 pub mod classify;
 pub mod config;
@@ -20,6 +24,7 @@ pub mod modules;
 pub mod net;
 pub mod optim;
 pub mod recal;
+pub mod run;
 pub mod search;
 pub mod trainer;
 

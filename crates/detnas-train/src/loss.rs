@@ -82,9 +82,24 @@ pub fn sigmoid_focal_loss(logits: &Tensor, targets: &Tensor, alpha: f64, gamma: 
     alpha_t * loss
 }
 
-/// `(classification, box regression)` losses, each a mean over images of the per-image sum divided
+/// The two RetinaNet losses (scalars).
+pub struct RetinaLoss {
+    /// Sigmoid focal loss of the classification head.
+    pub cls: Tensor,
+    /// L1 loss of the box regression head (foreground anchors only).
+    pub boxes: Tensor,
+}
+
+impl RetinaLoss {
+    /// The minimised total, `cls + boxes`.
+    pub fn total(&self) -> Tensor {
+        &self.cls + &self.boxes
+    }
+}
+
+/// Classification and box regression losses, each a mean over images of the per-image sum divided
 /// by the image's foreground count (torchvision's normalisation). `cls`: `[B, A, K]`, `reg`: `[B, A, 4]`.
-pub fn retinanet_loss(cls: &Tensor, reg: &Tensor, t: &Targets) -> (Tensor, Tensor) {
+pub fn retinanet_loss(cls: &Tensor, reg: &Tensor, t: &Targets) -> RetinaLoss {
     let k = cls.size()[2];
     let valid = t.labels.ne(IGNORE).to_kind(Kind::Float).unsqueeze(-1);
     let fg = t.labels.ge(0);
@@ -93,7 +108,7 @@ pub fn retinanet_loss(cls: &Tensor, reg: &Tensor, t: &Targets) -> (Tensor, Tenso
     let cls_loss = (focal.sum_dim_intlist([1i64, 2].as_slice(), false, Kind::Float) / &t.normalizer).mean(Kind::Float);
     let l1 = (reg - &t.deltas).abs().sum_dim_intlist([2i64].as_slice(), false, Kind::Float) * fg.to_kind(Kind::Float);
     let box_loss = (l1.sum_dim_intlist([1i64].as_slice(), false, Kind::Float) / &t.normalizer).mean(Kind::Float);
-    (cls_loss, box_loss)
+    RetinaLoss { cls: cls_loss, boxes: box_loss }
 }
 
 #[cfg(test)]
@@ -129,7 +144,7 @@ mod tests {
         cls[0] = 10.0;
         let cls = Tensor::from_slice(&cls).view([1, 2, 1]);
         let reg = Tensor::from_slice(&[d[0], d[1], d[2], d[3], 0.0, 0.0, 0.0, 0.0]).view([1, 2, 4]);
-        let (c, b) = retinanet_loss(&cls, &reg, &targets);
-        assert!(c.double_value(&[]) < 1e-4 && b.double_value(&[]) < 1e-6);
+        let loss = retinanet_loss(&cls, &reg, &targets);
+        assert!(loss.cls.double_value(&[]) < 1e-4 && loss.boxes.double_value(&[]) < 1e-6);
     }
 }

@@ -1,14 +1,15 @@
 //! The detection training loop (supernet fine-tuning or stand-alone retraining), evaluation on
 //! held-out data with the COCO evaluator of `detnas eval`, and BN recalibration batches.
 
-use crate::checkpoint::{self, CheckpointState, LogEntry};
+use crate::checkpoint::{CheckpointState, LogEntry};
 use crate::config::{DataSource, DetTrainConfig};
-use crate::data::{Augment, Loader, prepare, step_seed};
+use crate::data::{Augment, BadImage, Loader, prepare, step_seed};
 use crate::error::{Result, TrainError};
 use crate::loss::{Targets, retinanet_loss};
 use crate::modules::BnUpdate;
 use crate::net::RetinaNet;
-use crate::optim::{PathSgd, clip_grad_norm};
+use crate::optim::PathSgd;
+use crate::run::{Schedule, Start, StepLoop, StepLoss};
 use detnas_core::arch::{Arch, resolve};
 use detnas_core::coco::{CocoStats, Detection as CocoDetection, Detections, EvalParams, GroundTruth, evaluate};
 use detnas_core::contract::seeds;
@@ -20,7 +21,6 @@ use detnas_core::space::SearchSpace;
 use detnas_data::detection::{DetectionDataset, ValidationPolicy, ValidationReport, VocOptions};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
 use tch::{Device, Kind, Tensor, nn};
 
 /// Loads a data source.
@@ -50,6 +50,8 @@ pub enum TrainEvent<'a> {
     Data { train: &'a ValidationReport, val: Option<&'a ValidationReport>, train_images: usize, val_images: usize },
     /// One entry per log interval.
     Log(&'a LogEntry),
+    /// A training image could not be decoded and was skipped (reported once per image).
+    BadImage(&'a BadImage),
 }
 
 /// Progress callback.
@@ -84,16 +86,19 @@ fn with_classes(mut det: DetectorConfig, ds: &DetectionDataset) -> DetectorConfi
     det
 }
 
-/// Trains a RetinaNet (supernet when `cfg.arch` is absent) and checkpoints into `out`. With
-/// `resume`, continues from `out/state.json` exactly (same batches, same paths), refusing a
-/// different configuration.
+/// Trains a RetinaNet (supernet when `cfg.arch` is absent) and checkpoints into `out`. `start`
+/// says what happens to a checkpoint already in `out`: refused ([`Start::Fresh`]), continued
+/// exactly with the same batches and paths ([`Start::Resume`], a different configuration is
+/// refused) or replaced ([`Start::Overwrite`]). A training image that cannot be decoded is skipped
+/// and recorded in the state's `bad_images` ([`TrainEvent::BadImage`]); it never stops the run.
 pub fn train_detection(
     cfg: &DetTrainConfig,
     out: &Path,
-    resume: bool,
+    start: Start,
     device: Device,
     on_log: OnLog<'_>,
 ) -> Result<TrainOutcome> {
+    start.check(out)?;
     let space = SearchSpace::by_name(&cfg.space)?;
     let fixed: Option<Arch> =
         cfg.arch.as_deref().map(|a| resolve(Some(&cfg.space), a).map(|(_, arch)| arch)).transpose()?;
@@ -118,31 +123,33 @@ pub fn train_detection(
     if let Some(init) = &cfg.init {
         load_partial(&mut vs, init)?;
     }
-    let mut opt = PathSgd::new(cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.decay_1d);
-    let mut state = CheckpointState::new("retinanet", &space.name, fixed.as_ref().map(Arch::to_string), &run_cfg);
-    if resume {
-        checkpoint::resume(out, &mut vs, &mut opt, &mut state)?;
-    }
+    let opt = PathSgd::new(cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.decay_1d);
+    let state = CheckpointState::new("retinanet", &space.name, fixed.as_ref().map(Arch::to_string), &run_cfg);
+    let mut run = StepLoop::start(start, out, &mut vs, opt, state, schedule(cfg))?;
 
     let any_arch = fixed.clone().unwrap_or_else(|| Arch::uniform(&space, space.allowed[0]));
     let levels = pyramid_levels(&space, &any_arch, &det)?;
     let anchors = Arc::new(all_anchors(&levels, &det));
-    let train = Arc::new(train);
     let mut loader = Loader::spawn(
-        Arc::clone(&train),
+        Arc::new(train),
         det.clone(),
-        Arc::clone(&anchors),
+        anchors,
         cfg.augment.clone(),
         cfg.batch_size,
         cfg.seed,
-        state.step..cfg.iterations,
+        run.next_step()..cfg.iterations,
     );
     let (h, w) = (det.input.height as i64, det.input.width as i64);
-    let mut window = (Instant::now(), 0usize, 0.0f64, 0.0f64, 0.0f64, loader.waited);
-    let mut bad_in_a_row = 0;
-    while let Some(batch) = loader.next_batch() {
-        let batch = batch?;
+    while let Some((batch, waited)) = loader.next_batch() {
+        for bad in &batch.bad_images {
+            on_log(TrainEvent::BadImage(bad));
+            run.state.note_bad_image(bad.to_string());
+        }
         let step = batch.step;
+        if batch.size == 0 {
+            run.skip(step, waited);
+            continue;
+        }
         let arch = match &fixed {
             Some(a) => a.clone(),
             None => uniform(&space, &mut Rng::seed(step_seed(cfg.seed, seeds::PATH_SAMPLING, step as u64))),
@@ -150,62 +157,33 @@ pub fn train_detection(
         let images = Tensor::from_slice(&batch.images).view([batch.size as i64, 3, h, w]).to_device(device);
         let targets = Targets::new(&batch.targets, device);
         let params = net.path_parameters(&arch)?;
-        PathSgd::zero_grad(&params);
-        let (cls, reg) = net.forward(&images, &arch, true)?;
-        let (lc, lb) = retinanet_loss(&cls, &reg, &targets);
-        let loss = &lc + &lb;
-        let value = loss.double_value(&[]);
-        if !value.is_finite() {
-            state.skipped_steps += 1;
-            bad_in_a_row += 1;
-            if bad_in_a_row >= cfg.max_bad_steps {
-                return Err(TrainError::NonFinite(format!(
-                    "the loss of {bad_in_a_row} consecutive steps (last: {step})"
-                )));
-            }
-            state.step = step + 1;
-            continue;
-        }
-        bad_in_a_row = 0;
-        loss.backward();
-        if let Some(max) = cfg.optim.clip_grad_norm {
-            clip_grad_norm(&params, max);
-        }
-        let lr = cfg.optim.lr.at(step);
-        opt.step(&params, lr);
-        state.step = step + 1;
-        window.1 += batch.size;
-        window.2 += value;
-        window.3 += lc.double_value(&[]);
-        window.4 += lb.double_value(&[]);
-        let steps_in_window = (state.step - 1) % cfg.log_every.max(1) + 1;
-        if state.step.is_multiple_of(cfg.log_every.max(1)) || state.step == cfg.iterations {
-            let secs = window.0.elapsed().as_secs_f64();
-            let n = steps_in_window as f64;
-            let entry = LogEntry {
-                step: state.step,
-                loss: window.2 / n,
-                parts: vec![("cls".into(), window.3 / n), ("box".into(), window.4 / n)],
-                lr,
-                images_per_s: window.1 as f64 / secs.max(1e-9),
-                data_wait_ms: (loader.waited - window.5).as_secs_f64() * 1e3 / n,
-            };
-            on_log(TrainEvent::Log(&entry));
-            state.history.push(entry);
-            window = (Instant::now(), 0, 0.0, 0.0, 0.0, loader.waited);
-        }
-        if state.step.is_multiple_of(cfg.checkpoint_every.max(1)) || state.step == cfg.iterations {
-            checkpoint::save(out, &vs, &opt, &mut state)?;
+        let entry = run.step(&vs, step, &params, batch.size, waited, || {
+            let (cls, reg) = net.forward(&images, &arch, true)?;
+            let loss = retinanet_loss(&cls, &reg, &targets);
+            Ok(StepLoss { total: loss.total(), parts: vec![("cls", loss.cls), ("box", loss.boxes)] })
+        })?;
+        if let Some(e) = entry {
+            on_log(TrainEvent::Log(&e));
         }
     }
-    if state.weights.is_empty() || state.step == cfg.iterations {
-        checkpoint::save(out, &vs, &opt, &mut state)?;
-    }
+    let state = run.finish(&vs)?;
     let eval = match (&val, &fixed) {
         (Some(v), Some(a)) => Some(evaluate_dataset(&net, a, v, 4)?.0),
         _ => None,
     };
     Ok(TrainOutcome { state, eval })
+}
+
+/// The step-loop settings of a detection configuration.
+fn schedule(cfg: &DetTrainConfig) -> Schedule {
+    Schedule {
+        iterations: cfg.iterations,
+        log_every: cfg.log_every,
+        checkpoint_every: cfg.checkpoint_every,
+        lr: cfg.optim.lr.clone(),
+        clip_grad_norm: cfg.optim.clip_grad_norm,
+        max_bad_steps: Some(cfg.max_bad_steps),
+    }
 }
 
 /// Loads the tensors of `path` that exist in `vs` (by name, same shape); others keep their values.
@@ -228,7 +206,8 @@ pub fn load_partial(vs: &mut nn::VarStore, path: &Path) -> Result<usize> {
 }
 
 /// Detections of `arch` on every image of `ds` (letterboxed, no augmentation), in COCO results
-/// form (original pixels, dataset category ids), and the COCO statistics against `ds`.
+/// form (original pixels, dataset category ids), and the COCO statistics against `ds`. An image
+/// that cannot be decoded is left out of both the detections and the ground truth.
 pub fn evaluate_dataset(
     net: &RetinaNet,
     arch: &Arch,
@@ -237,25 +216,27 @@ pub fn evaluate_dataset(
 ) -> Result<(CocoStats, Vec<CocoDetection>)> {
     let det = &net.cfg;
     let levels: Vec<LevelShape> = pyramid_levels(&net.backbone.space, arch, det)?;
-    let (h, w) = (det.input.height as i64, det.input.width as i64);
-    let device = net.device();
     let mut results = Vec::new();
+    let mut unreadable = Vec::new();
     for chunk in (0..ds.samples.len()).collect::<Vec<_>>().chunks(batch.max(1)) {
-        let prepared: Vec<_> = chunk.iter().map(|&i| prepare(ds, i, det, None)).collect::<Result<_>>()?;
-        let flat: Vec<f32> = prepared.iter().flat_map(|p| p.input.iter().copied()).collect();
-        let x = Tensor::from_slice(&flat).view([prepared.len() as i64, 3, h, w]).to_device(device);
-        let (cls, reg) = tch::no_grad(|| net.forward(&x, arch, false))?;
-        let cls: Vec<f32> = Vec::try_from(cls.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))?;
-        let reg: Vec<f32> = Vec::try_from(reg.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))?;
-        let per_cls = cls.len() / prepared.len();
-        let per_reg = reg.len() / prepared.len();
-        for (j, (&i, p)) in chunk.iter().zip(&prepared).enumerate() {
+        let mut prepared = Vec::with_capacity(chunk.len());
+        for &i in chunk {
+            match prepare(ds, i, det, None) {
+                Ok(p) => prepared.push((i, p)),
+                Err(_) => unreadable.push(ds.samples[i].image_id),
+            }
+        }
+        if prepared.is_empty() {
+            continue;
+        }
+        let (cls, reg, per_cls, per_reg) = infer(net, arch, prepared.iter().map(|(_, p)| p))?;
+        for (j, (i, p)) in prepared.iter().enumerate() {
             let dets =
                 postprocess(&cls[j * per_cls..(j + 1) * per_cls], &reg[j * per_reg..(j + 1) * per_reg], &levels, det);
             for d in dets {
                 let b = p.letterbox.to_source(&d.bbox);
                 results.push(CocoDetection {
-                    image_id: ds.samples[i].image_id as i64,
+                    image_id: ds.samples[*i].image_id as i64,
                     category_id: det.category_id(d.label) as i64,
                     bbox: [b[0] as f64, b[1] as f64, (b[2] - b[0]) as f64, (b[3] - b[1]) as f64],
                     score: d.score as f64,
@@ -263,13 +244,41 @@ pub fn evaluate_dataset(
             }
         }
     }
+    let readable;
+    let ds = if unreadable.is_empty() {
+        ds
+    } else {
+        let mut kept = ds.clone();
+        kept.samples.retain(|s| !unreadable.contains(&s.image_id));
+        readable = kept;
+        &readable
+    };
     let gt_data = ds.to_coco(Path::new(".")).map_err(|e| TrainError::Config(format!("ground truth: {e}")))?;
     let gt = GroundTruth::new(gt_data).map_err(|e| TrainError::Config(format!("ground truth: {e}")))?;
     let dt = Detections::new(results.clone(), &gt).map_err(|e| TrainError::Config(format!("detections: {e}")))?;
     Ok((evaluate(&gt, &dt, &EvalParams::default()), results))
 }
 
+/// Raw head outputs of `arch` for prepared images (no gradient, eval-mode BN), flattened on the
+/// CPU: `(cls, reg, cls values per image, reg values per image)`.
+fn infer<'p>(
+    net: &RetinaNet,
+    arch: &Arch,
+    prepared: impl ExactSizeIterator<Item = &'p crate::data::Prepared>,
+) -> Result<(Vec<f32>, Vec<f32>, usize, usize)> {
+    let (h, w) = (net.cfg.input.height as i64, net.cfg.input.width as i64);
+    let n = prepared.len();
+    let flat: Vec<f32> = prepared.flat_map(|p| p.input.iter().copied()).collect();
+    let x = Tensor::from_slice(&flat).view([n as i64, 3, h, w]).to_device(net.device());
+    let (cls, reg) = tch::no_grad(|| net.forward(&x, arch, false))?;
+    let cls: Vec<f32> = Vec::try_from(cls.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))?;
+    let reg: Vec<f32> = Vec::try_from(reg.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))?;
+    let (per_cls, per_reg) = (cls.len() / n, reg.len() / n);
+    Ok((cls, reg, per_cls, per_reg))
+}
+
 /// `count` fixed batches for BN recalibration: images of a seeded subset, augmented like training.
+/// Images that cannot be decoded are left out (a batch of none is dropped).
 pub fn recalibration_batches(
     ds: &DetectionDataset,
     det: &DetectorConfig,
@@ -280,16 +289,22 @@ pub fn recalibration_batches(
 ) -> Result<Vec<Tensor>> {
     let (h, w) = (det.input.height as i64, det.input.width as i64);
     let aug = Augment::default();
-    (0..count)
-        .map(|k| {
-            let mut rng = Rng::seed(step_seed(seed, seeds::RECALIBRATION_AUGMENT, k as u64));
-            let mut flat = Vec::new();
-            for i in crate::data::batch_indices(ds.samples.len(), batch, seed ^ seeds::RECALIBRATION_ORDER_SALT, k) {
-                flat.extend(prepare(ds, i, det, Some((&aug, &mut rng)))?.input);
+    let mut batches = Vec::with_capacity(count);
+    for k in 0..count {
+        let mut rng = Rng::seed(step_seed(seed, seeds::RECALIBRATION_AUGMENT, k as u64));
+        let mut flat = Vec::new();
+        let mut n = 0i64;
+        for i in crate::data::batch_indices(ds.samples.len(), batch, seed ^ seeds::RECALIBRATION_ORDER_SALT, k) {
+            if let Ok(p) = prepare(ds, i, det, Some((&aug, &mut rng))) {
+                flat.extend(p.input);
+                n += 1;
             }
-            Ok(Tensor::from_slice(&flat).view([batch as i64, 3, h, w]).to_device(device))
-        })
-        .collect()
+        }
+        if n > 0 {
+            batches.push(Tensor::from_slice(&flat).view([n, 3, h, w]).to_device(device));
+        }
+    }
+    Ok(batches)
 }
 
 /// Recalibrates `arch`'s BNs on `batches` and returns its held-out statistics: the fitness of the
@@ -303,4 +318,37 @@ pub fn score_candidate(
 ) -> Result<CocoStats> {
     crate::recal::recalibrate_retinanet(net, arch, batches, update)?;
     Ok(evaluate_dataset(net, arch, val, 4)?.0)
+}
+
+/// What [`evaluate_checkpoint`] evaluates on.
+#[derive(Clone, Debug, Default)]
+pub struct EvalOptions {
+    /// Held-out data replacing the checkpoint's own (its `val`, or its seeded hold-out split).
+    pub val: Option<DataSource>,
+    /// BN recalibration batches from the training data before scoring (0: none); for supernet
+    /// paths, whose BN statistics are shared by every path during training.
+    pub recalibrate: usize,
+}
+
+/// Statistics and detections of a checkpoint on held-out data.
+pub struct Evaluation {
+    pub stats: CocoStats,
+    /// COCO results (original pixels, data set category ids).
+    pub detections: Vec<CocoDetection>,
+}
+
+/// Evaluates the path of an opened checkpoint ([`crate::checkpoint::open`]) on held-out data with
+/// the COCO evaluator, after `recalibrate` BN recalibration batches (exact average) drawn with the
+/// run's seed and batch size. The network's BN statistics are changed by recalibration.
+pub fn evaluate_checkpoint(ck: &crate::checkpoint::OpenCheckpoint, opts: &EvalOptions) -> Result<Evaluation> {
+    let arch = ck.arch()?;
+    let (train, val) = ck.datasets(opts.val.clone())?;
+    let cfg = &ck.config;
+    if opts.recalibrate > 0 {
+        let batches =
+            recalibration_batches(&train, &cfg.detector, opts.recalibrate, cfg.batch_size, cfg.seed, ck.vs.device())?;
+        crate::recal::recalibrate_retinanet(&ck.net, arch, &batches, BnUpdate::Cumulative)?;
+    }
+    let (stats, detections) = evaluate_dataset(&ck.net, arch, &val, cfg.batch_size)?;
+    Ok(Evaluation { stats, detections })
 }

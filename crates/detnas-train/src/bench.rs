@@ -1,0 +1,111 @@
+//! Timing of one detection training step (forward, loss, backward, SGD) on a fixed synthetic batch,
+//! comparable with `tools/bench_train_step.py` (PyTorch) at the same configuration.
+
+use crate::config::DetTrainConfig;
+use crate::error::{Result, TrainError};
+use crate::loss::{IGNORE, ImageTargets, Targets, retinanet_loss};
+use crate::net::RetinaNet;
+use crate::optim::PathSgd;
+use detnas_core::arch::resolve;
+use detnas_core::plan::Paths;
+use detnas_core::rng::Rng;
+use serde::Serialize;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor, nn};
+
+/// What to time.
+#[derive(Clone, Copy, Debug)]
+pub struct StepBench {
+    /// Build every choice of every layer (the supernet) instead of the one path.
+    pub supernet: bool,
+    pub batch_size: usize,
+    /// Timed steps (at least 1).
+    pub steps: usize,
+    /// Untimed steps first.
+    pub warmup: usize,
+    pub device: Device,
+}
+
+/// Step times in milliseconds.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepTiming {
+    pub supernet: bool,
+    pub batch: usize,
+    /// `[height, width]`.
+    pub input: [i64; 2],
+    pub ms_per_step_p50: f64,
+    pub ms_per_step_mean: f64,
+}
+
+/// Times training steps of `cfg.arch` (required) at `cfg.detector`'s input on random images with
+/// fixed targets like the PyTorch script (about 1% foreground, 5% ignored anchors), momentum 0.9,
+/// weight decay 1e-4, lr 0.01. GPU work is synchronised before each clock stop. The caller sets
+/// libtorch's thread count.
+pub fn time_step(cfg: &DetTrainConfig, opts: &StepBench) -> Result<StepTiming> {
+    let arch_text = cfg
+        .arch
+        .as_deref()
+        .ok_or_else(|| TrainError::Config("the config needs an `arch` (the path to time)".into()))?;
+    let (space, arch) = resolve(Some(&cfg.space), arch_text)?;
+    let dev = opts.device;
+    let vs = nn::VarStore::new(dev);
+    let paths = if opts.supernet { Paths::All } else { Paths::Single(&arch) };
+    let net = RetinaNet::new(&vs, &space, paths, &cfg.detector, 0)?;
+    let (h, w) = (cfg.detector.input.height as i64, cfg.detector.input.width as i64);
+    let x = (Tensor::rand([opts.batch_size as i64, 3, h, w], (Kind::Float, dev)) * 255.0).detach();
+    let (cls, _) = tch::no_grad(|| net.forward(&x, &arch, false))?;
+    let (anchors, classes) = (cls.size()[1] as usize, cls.size()[2] as usize);
+    let images: Vec<ImageTargets> = {
+        let mut rng = Rng::seed(0);
+        (0..opts.batch_size).map(|_| random_targets(&mut rng, anchors, classes)).collect()
+    };
+    let targets = Targets::new(&images, dev);
+    let mut opt = PathSgd::new(0.9, 1e-4, true);
+    let mut step = || -> Result<()> {
+        let params = net.path_parameters(&arch)?;
+        PathSgd::zero_grad(&params);
+        let (c, r) = net.forward(&x, &arch, true)?;
+        retinanet_loss(&c, &r, &targets).total().backward();
+        opt.step(&params, 0.01);
+        Ok(())
+    };
+    for _ in 0..opts.warmup {
+        step()?;
+    }
+    let mut times = Vec::with_capacity(opts.steps.max(1));
+    for _ in 0..opts.steps.max(1) {
+        let t = Instant::now();
+        step()?;
+        if let Device::Cuda(i) = dev {
+            tch::Cuda::synchronize(i as i64);
+        }
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(StepTiming {
+        supernet: opts.supernet,
+        batch: opts.batch_size,
+        input: [h, w],
+        ms_per_step_p50: times[times.len() / 2],
+        ms_per_step_mean: times.iter().sum::<f64>() / times.len() as f64,
+    })
+}
+
+/// Targets of one image: each anchor foreground of a random class with probability 0.01, ignored
+/// with 0.05, background otherwise; deltas normal with sd 0.1.
+fn random_targets(rng: &mut Rng, anchors: usize, classes: usize) -> ImageTargets {
+    let mut t = ImageTargets { labels: vec![-1; anchors], deltas: vec![0.0; anchors * 4], num_foreground: 0 };
+    for a in 0..anchors {
+        let r = rng.unit();
+        if r < 0.01 {
+            t.labels[a] = rng.below(classes as u64) as i64;
+            t.num_foreground += 1;
+        } else if r < 0.06 {
+            t.labels[a] = IGNORE;
+        }
+        for d in 0..4 {
+            t.deltas[a * 4 + d] = detnas_core::plan::normal(rng) * 0.1;
+        }
+    }
+    t
+}

@@ -1,0 +1,247 @@
+//! The one optimisation-step loop of both trainers (detection and classification): what to do with
+//! an existing checkpoint in the output folder, non-finite losses, gradient clipping, the learning
+//! rate schedule, the log window and checkpointing.
+
+use crate::checkpoint::{self, CheckpointState, LogEntry, LossPart};
+use crate::error::{Result, TrainError};
+use crate::optim::{LrSchedule, PathSgd, clip_grad_norm};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tch::{Tensor, nn};
+
+/// What a run does with a checkpoint already in its output folder.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Start {
+    /// Start a new run; a folder that already holds a checkpoint is refused
+    /// ([`TrainError::CheckpointExists`]), so no earlier work is lost.
+    #[default]
+    Fresh,
+    /// Continue the checkpoint in the folder exactly (same configuration required); start a new
+    /// run when there is none.
+    Resume,
+    /// Remove the checkpoint files of the folder (state, weights, optimizer buffers; nothing else)
+    /// and start a new run.
+    Overwrite,
+}
+
+impl Start {
+    /// From the `--resume` / `--overwrite` flags (which the command line makes exclusive).
+    pub fn from_flags(resume: bool, overwrite: bool) -> Self {
+        match (resume, overwrite) {
+            (true, _) => Start::Resume,
+            (false, true) => Start::Overwrite,
+            (false, false) => Start::Fresh,
+        }
+    }
+
+    /// Refuses a fresh start into a folder that holds a checkpoint; call before any expensive work.
+    pub fn check(self, out: &Path) -> Result<()> {
+        if self == Start::Fresh && checkpoint::exists(out) {
+            let step = checkpoint::load_state(out).map(|s| s.step).unwrap_or(0);
+            return Err(TrainError::CheckpointExists { path: out.to_path_buf(), step });
+        }
+        Ok(())
+    }
+}
+
+/// How long a run lasts, how it optimises, and how often it logs and saves.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    pub iterations: usize,
+    pub log_every: usize,
+    pub checkpoint_every: usize,
+    pub lr: LrSchedule,
+    /// Clip the global gradient norm of the step's parameters.
+    pub clip_grad_norm: Option<f64>,
+    /// Abort after this many consecutive non-finite losses; `None`: skip them forever.
+    pub max_bad_steps: Option<usize>,
+}
+
+/// The loss of one step: the minimised total and its named parts (logged as window means).
+pub struct StepLoss {
+    pub total: Tensor,
+    pub parts: Vec<(&'static str, Tensor)>,
+}
+
+/// Sums over the steps since the last log entry.
+struct Window {
+    start: Instant,
+    images: usize,
+    loss: f64,
+    parts: Vec<(&'static str, f64)>,
+    waited: Duration,
+}
+
+impl Window {
+    fn new() -> Self {
+        Window { start: Instant::now(), images: 0, loss: 0.0, parts: Vec::new(), waited: Duration::ZERO }
+    }
+}
+
+/// The training loop's state between steps: checkpoint state, optimizer, log window.
+///
+/// Contract of [`StepLoop::step`] for step `s` (0-based): gradients of the step's parameters are
+/// zeroed, the loss computed; a non-finite loss skips the update (counted in
+/// `skipped_steps`, fatal after `max_bad_steps` in a row); otherwise backward, clipping, SGD at
+/// `lr.at(s)`. A log entry is written when `s + 1` is a multiple of `log_every` or the last
+/// iteration, a checkpoint when it is a multiple of `checkpoint_every` or the last iteration.
+pub struct StepLoop<'a> {
+    schedule: Schedule,
+    out: &'a Path,
+    /// The checkpoint state: step, history, skipped steps and images.
+    pub state: CheckpointState,
+    opt: PathSgd,
+    window: Window,
+    bad_in_a_row: usize,
+    saved_at: Option<usize>,
+    fixed_parts: Vec<LossPart>,
+}
+
+impl<'a> StepLoop<'a> {
+    /// Prepares `out` as `start` says (resuming weights, optimizer buffers and state into `vs`,
+    /// `opt` and `state`, or removing an old checkpoint) and returns the loop at the first step to
+    /// run (`state.step`).
+    pub fn start(
+        start: Start,
+        out: &'a Path,
+        vs: &mut nn::VarStore,
+        mut opt: PathSgd,
+        mut state: CheckpointState,
+        schedule: Schedule,
+    ) -> Result<Self> {
+        match start {
+            Start::Fresh => start.check(out)?,
+            Start::Resume => {
+                checkpoint::resume(out, vs, &mut opt, &mut state)?;
+            }
+            Start::Overwrite => {
+                checkpoint::remove_checkpoint(out)?;
+            }
+        }
+        Ok(StepLoop {
+            schedule,
+            out,
+            state,
+            opt,
+            window: Window::new(),
+            bad_in_a_row: 0,
+            saved_at: None,
+            fixed_parts: Vec::new(),
+        })
+    }
+
+    /// Entries added to every log line's parts (not loss means: constants such as a class count).
+    pub fn with_fixed_parts(mut self, parts: Vec<LossPart>) -> Self {
+        self.fixed_parts = parts;
+        self
+    }
+
+    /// The next step to run.
+    pub fn next_step(&self) -> usize {
+        self.state.step
+    }
+
+    /// Whether every iteration has run.
+    pub fn done(&self) -> bool {
+        self.state.step >= self.schedule.iterations
+    }
+
+    /// Runs step `step` on `images` images (see the type's contract); `forward` computes the loss
+    /// after the gradients of `params` were zeroed. `data_wait` is how long the step waited for its
+    /// batch. Returns the log entry written by this step, if any.
+    pub fn step(
+        &mut self,
+        vs: &nn::VarStore,
+        step: usize,
+        params: &[(String, Tensor)],
+        images: usize,
+        data_wait: Duration,
+        forward: impl FnOnce() -> Result<StepLoss>,
+    ) -> Result<Option<LogEntry>> {
+        PathSgd::zero_grad(params);
+        let loss = forward()?;
+        let value = loss.total.double_value(&[]);
+        self.state.step = step + 1;
+        self.window.waited += data_wait;
+        if !value.is_finite() {
+            self.state.skipped_steps += 1;
+            self.bad_in_a_row += 1;
+            if self.schedule.max_bad_steps.is_some_and(|max| self.bad_in_a_row >= max) {
+                return Err(TrainError::NonFinite(format!(
+                    "the loss of {} consecutive steps (last: {step})",
+                    self.bad_in_a_row
+                )));
+            }
+            return Ok(None);
+        }
+        self.bad_in_a_row = 0;
+        loss.total.backward();
+        if let Some(max) = self.schedule.clip_grad_norm {
+            clip_grad_norm(params, max);
+        }
+        let lr = self.schedule.lr.at(step);
+        self.opt.step(params, lr);
+        self.add_to_window(images, value, &loss.parts);
+        let entry = self.is_due(self.schedule.log_every).then(|| self.log(lr));
+        if self.is_due(self.schedule.checkpoint_every) {
+            self.save(vs)?;
+        }
+        Ok(entry)
+    }
+
+    /// Passes over step `step` without an update (its batch had no usable image).
+    pub fn skip(&mut self, step: usize, data_wait: Duration) {
+        self.state.step = step + 1;
+        self.window.waited += data_wait;
+    }
+
+    /// Saves the final checkpoint unless the last step already did, and returns the state.
+    pub fn finish(mut self, vs: &nn::VarStore) -> Result<CheckpointState> {
+        if self.saved_at != Some(self.state.step) || self.state.weights.is_empty() {
+            self.save(vs)?;
+        }
+        Ok(self.state)
+    }
+
+    fn add_to_window(&mut self, images: usize, value: f64, parts: &[(&'static str, Tensor)]) {
+        self.window.images += images;
+        self.window.loss += value;
+        if self.window.parts.is_empty() {
+            self.window.parts = parts.iter().map(|(name, _)| (*name, 0.0)).collect();
+        }
+        for ((_, sum), (_, t)) in self.window.parts.iter_mut().zip(parts) {
+            *sum += t.double_value(&[]);
+        }
+    }
+
+    /// Whether the step just completed is a multiple of `every` or the last one.
+    fn is_due(&self, every: usize) -> bool {
+        self.state.step.is_multiple_of(every.max(1)) || self.state.step == self.schedule.iterations
+    }
+
+    /// The window's means (over every step of the window, skipped ones included) as a log entry,
+    /// kept in the history; the window restarts.
+    fn log(&mut self, lr: f64) -> LogEntry {
+        let n = ((self.state.step - 1) % self.schedule.log_every.max(1) + 1) as f64;
+        let w = std::mem::replace(&mut self.window, Window::new());
+        let mut parts: Vec<LossPart> =
+            w.parts.iter().map(|(name, sum)| LossPart { name: (*name).to_string(), value: sum / n }).collect();
+        parts.extend(self.fixed_parts.iter().cloned());
+        let entry = LogEntry {
+            step: self.state.step,
+            loss: w.loss / n,
+            parts,
+            lr,
+            images_per_s: w.images as f64 / w.start.elapsed().as_secs_f64().max(1e-9),
+            data_wait_ms: w.waited.as_secs_f64() * 1e3 / n,
+        };
+        self.state.history.push(entry.clone());
+        entry
+    }
+
+    fn save(&mut self, vs: &nn::VarStore) -> Result<()> {
+        checkpoint::save(self.out, vs, &self.opt, &mut self.state)?;
+        self.saved_at = Some(self.state.step);
+        Ok(())
+    }
+}
