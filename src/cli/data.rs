@@ -10,21 +10,26 @@ use std::path::PathBuf;
 pub enum DataCommand {
     /// Generate a seeded synthetic detection set (PNG images + COCO JSON) for quick experiments.
     Synthetic(SyntheticArgs),
-    /// Load a COCO JSON with validation and print what was found (counts of every problem).
+    /// Load a COCO JSON with validation, decode every image, and print what was found (counts of
+    /// every problem, undecodable images included).
     Check(CheckArgs),
 }
 
 #[derive(Args, Debug)]
 pub struct SyntheticArgs {
+    /// Output folder (PNG images in images/, COCO JSON next to them).
     #[arg(long)]
     out: PathBuf,
+    /// Number of images.
     #[arg(long, default_value_t = 32)]
     images: usize,
     /// Image size WxH.
     #[arg(long, default_value = "128x128")]
     size: String,
+    /// Number of shape classes.
     #[arg(long, default_value_t = 3)]
     classes: usize,
+    /// Seed of shapes, colours and positions.
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
@@ -40,6 +45,10 @@ pub struct CheckArgs {
     /// Treat every problem as an error.
     #[arg(long)]
     strict: bool,
+    /// Read only each image's header instead of decoding it fully (faster; misses corrupt or
+    /// truncated pixel data, which training then skips).
+    #[arg(long)]
+    headers_only: bool,
 }
 
 pub fn run(cmd: DataCommand) -> Result<()> {
@@ -60,7 +69,10 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             Ok(())
         }
         DataCommand::Check(a) => {
-            let policy = if a.strict { ValidationPolicy::strict() } else { ValidationPolicy::default() };
+            let policy = ValidationPolicy {
+                decode_images: !a.headers_only,
+                ..if a.strict { ValidationPolicy::strict() } else { ValidationPolicy::default() }
+            };
             let dir = a.images.unwrap_or_else(|| a.coco.parent().map(PathBuf::from).unwrap_or_default());
             let ds = DetectionDataset::from_coco(&a.coco, &dir, &policy)?;
             println!(

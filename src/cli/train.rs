@@ -194,6 +194,7 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
 fn train_det(args: DetArgs, supernet: bool) -> Result<()> {
     let cfg = det_config(&args, supernet)?;
     let dev = device::parse(&args.device)?;
+    args.start.start().check(&args.out)?;
     eprintln!(
         "training {} on {} ({} iterations, batch {}, input {}) -> {}",
         cfg.arch.as_deref().map_or("the supernet".to_string(), |a| format!("RetinaNet {a}")),

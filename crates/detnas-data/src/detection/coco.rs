@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::report::{Issue, ValidationPolicy, Validator};
-use super::{DetectionDataset, DetectionSample, check_box, header_size};
+use super::{DetectionDataset, DetectionSample, check_box, check_image, header_size};
 use crate::error::{DataError, Result};
 
 #[derive(Deserialize)]
@@ -123,9 +123,25 @@ impl DetectionDataset {
                 v.note(Issue::MissingImageFile, json, &record, format!("{} does not exist", path.display()))?;
                 continue;
             }
-            let size = match (dimension(image.width), dimension(image.height)) {
+            let recorded = match (dimension(image.width), dimension(image.height)) {
                 (Some(w), Some(h)) => Some((w, h)),
-                _ => header_size(&path),
+                _ => None,
+            };
+            let size = if v.policy().check_files {
+                match check_image(&path, recorded, v.policy().decode_images) {
+                    Ok(checked) => {
+                        if let Some(warning) = checked.warning {
+                            v.note(Issue::ImageDecodeWarning, json, &record, warning)?;
+                        }
+                        Some(checked.size)
+                    }
+                    Err((issue, detail)) => {
+                        v.note(issue, json, &record, detail)?;
+                        continue;
+                    }
+                }
+            } else {
+                recorded.or_else(|| header_size(&path))
             };
             let Some((width, height)) = size else {
                 let detail = format!(

@@ -89,8 +89,55 @@ pub(crate) fn check_box(b: [f64; 4], width: u32, height: u32, clip: bool) -> Res
 
 /// Width and height from an image file's header (no pixel is decoded).
 pub(crate) fn header_size(path: &Path) -> Option<(u32, u32)> {
-    let reader = image::ImageReader::open(path).ok()?.with_guessed_format().ok()?;
-    reader.into_dimensions().ok().filter(|&(w, h)| w > 0 && h > 0)
+    header_dimensions(path).ok()
+}
+
+/// Width and height from an image file's header, or why it cannot be read.
+fn header_dimensions(path: &Path) -> std::result::Result<(u32, u32), String> {
+    let reader = image::ImageReader::open(path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    match reader.into_dimensions() {
+        Ok((w, h)) if w > 0 && h > 0 => Ok((w, h)),
+        Ok((w, h)) => Err(format!("{}: header declares a zero-size image ({w}x{h})", path.display())),
+        Err(e) => Err(format!("{}: no readable image header: {e}", path.display())),
+    }
+}
+
+/// An image file that passed [`check_image`].
+pub(crate) struct CheckedImage {
+    /// The recorded size when there is one, else the file's.
+    pub size: (u32, u32),
+    /// A decode warning (truncated JPEG, ...) of an image that still decoded.
+    pub warning: Option<String>,
+}
+
+/// Checks the image file of a record: its header (or, with `decode`, the whole file through
+/// [`crate::image_io::load_image`]) must decode, and its size must equal `recorded` when there is
+/// one (transposed is accepted: EXIF orientations 5-8 swap the sides, which a header check cannot
+/// see). Errors: the issue and its detail.
+pub(crate) fn check_image(
+    path: &Path,
+    recorded: Option<(u32, u32)>,
+    decode: bool,
+) -> std::result::Result<CheckedImage, (Issue, String)> {
+    let (actual, warning) = if decode {
+        let img = crate::image_io::load_image(path, &crate::image_io::DecodeLimits::default())
+            .map_err(|e| (Issue::UnreadableImage, e.to_string()))?;
+        let warning = img.warnings.first().map(|w| format!("{}: {w}", path.display()));
+        ((img.rgb.width(), img.rgb.height()), warning)
+    } else {
+        (header_dimensions(path).map_err(|e| (Issue::UnreadableImage, e))?, None)
+    };
+    let size = match recorded {
+        Some((w, h)) if (w, h) != actual && (h, w) != actual => {
+            let detail = format!("recorded {w}x{h}, but {} is {}x{}", path.display(), actual.0, actual.1);
+            return Err((Issue::ImageSizeMismatch, detail));
+        }
+        Some(size) => size,
+        None => actual,
+    };
+    Ok(CheckedImage { size, warning })
 }
 
 /// SplitMix64's finaliser: a bijective 64-bit mix.

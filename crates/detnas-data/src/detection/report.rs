@@ -30,13 +30,18 @@ pub struct ValidationPolicy {
     pub check_files: bool,
     /// Examples kept in the report for each issue (file, record, detail).
     pub max_examples: usize,
+    /// With `check_files`, decode every image fully (the training path,
+    /// [`crate::image_io::load_image`]) instead of reading its header only: also finds corrupt or
+    /// truncated pixel data ([`Issue::UnreadableImage`], [`Issue::ImageDecodeWarning`]). One full
+    /// decode per image: slower on large sets.
+    pub decode_images: bool,
 }
 
 impl Default for ValidationPolicy {
-    /// Lenient: clip partly-outside boxes, count and skip every other problem, check image files,
-    /// keep 5 examples per issue.
+    /// Lenient: clip partly-outside boxes, count and skip every other problem, check that image
+    /// files exist and their headers decode, keep 5 examples per issue.
     fn default() -> Self {
-        ValidationPolicy { clip_boxes: true, strict: false, check_files: true, max_examples: 5 }
+        ValidationPolicy { clip_boxes: true, strict: false, check_files: true, max_examples: 5, decode_images: false }
     }
 }
 
@@ -73,6 +78,16 @@ pub enum Issue {
     /// An image record without a usable id, file name or size (none in the record and the file's
     /// header unreadable), dropped with its annotations.
     BadImageRecord,
+    /// An image file that cannot be decoded (header unreadable; with
+    /// [`ValidationPolicy::decode_images`], pixel data corrupt or truncated), dropped with its
+    /// annotations.
+    UnreadableImage,
+    /// An image file whose dimensions differ from the recorded width and height (neither equal nor
+    /// transposed), dropped with its annotations: its boxes would land in the wrong place.
+    ImageSizeMismatch,
+    /// An image that decodes with a warning (a truncated JPEG, whose missing part the decoder
+    /// fills), kept; checked with [`ValidationPolicy::decode_images`] only.
+    ImageDecodeWarning,
     /// A VOC annotation file that cannot be read or parsed, skipped.
     BadAnnotationFile,
     /// An image id (COCO) or image file (VOC) that appears again; the first record is kept.
@@ -91,7 +106,7 @@ pub enum Issue {
 
 impl Issue {
     /// Every issue, in report order.
-    pub const ALL: [Issue; 17] = [
+    pub const ALL: [Issue; 20] = [
         Issue::BoxClipped,
         Issue::BoxPartlyOutside,
         Issue::BoxOutside,
@@ -102,6 +117,9 @@ impl Issue {
         Issue::BadCategory,
         Issue::MissingImageFile,
         Issue::BadImageRecord,
+        Issue::UnreadableImage,
+        Issue::ImageSizeMismatch,
+        Issue::ImageDecodeWarning,
         Issue::BadAnnotationFile,
         Issue::DuplicateImageId,
         Issue::DuplicateAnnotationId,
@@ -131,6 +149,9 @@ impl Issue {
             Issue::BadCategory => "category records with a negative or repeated id (skipped)",
             Issue::MissingImageFile => "images whose file is missing (dropped)",
             Issue::BadImageRecord => "image records without a usable id, file name or size (dropped)",
+            Issue::UnreadableImage => "images whose file cannot be decoded (dropped)",
+            Issue::ImageSizeMismatch => "images whose file size differs from the recorded width/height (dropped)",
+            Issue::ImageDecodeWarning => "images that decode with a warning, e.g. truncated JPEG (kept)",
             Issue::BadAnnotationFile => "unreadable annotation files (skipped)",
             Issue::DuplicateImageId => "duplicate images (first kept)",
             Issue::DuplicateAnnotationId => "duplicate annotation ids (first kept)",

@@ -97,7 +97,8 @@ fn coco_every_problem_is_counted_and_the_rest_is_clean() {
         (Issue::BadCategory, 2),
         (Issue::DuplicateImageId, 1),
         (Issue::MissingImageFile, 1),
-        (Issue::BadImageRecord, 3),
+        (Issue::BadImageRecord, 2),
+        (Issue::UnreadableImage, 1),
         (Issue::BoxClipped, 1),
         (Issue::BoxOutside, 1),
         (Issue::BoxEmpty, 2),
@@ -150,6 +151,7 @@ fn coco_policy_switches() {
         assert!(data.report.examples.iter().filter(|e| e.issue == issue).count() <= 1);
     }
     assert_eq!(data.report.examples.iter().filter(|e| e.issue == Issue::BadImageRecord).count(), 1);
+    assert_eq!(data.report.examples.iter().filter(|e| e.issue == Issue::UnreadableImage).count(), 1);
 
     let trusting = ValidationPolicy { check_files: false, ..lenient() };
     let data = DetectionDataset::from_coco(&json, &img, &trusting).unwrap();
@@ -395,4 +397,85 @@ fn prepared_neon_trees_load_strictly_and_decode() {
     }
     let distinct: std::collections::BTreeSet<u64> = ids.iter().copied().collect();
     assert_eq!(distinct.len(), ids.len(), "image ids unique across train and val");
+}
+
+/// A COCO set of `a.png` (40x30, recorded right), `garbage.jpg` (text), `truncated.png` (its first
+/// half), `wrong.png` (recorded 10x10, really 40x30) and `turned.png` (recorded transposed).
+fn image_trouble(dir: &Path) -> PathBuf {
+    write_png(&dir.join("a.png"), 40, 30);
+    write_png(&dir.join("wrong.png"), 40, 30);
+    write_png(&dir.join("turned.png"), 30, 40);
+    std::fs::write(dir.join("garbage.jpg"), b"this is not an image, only text\n").unwrap();
+    let noisy = image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([(x * 37 + y * 11) as u8, (x ^ y) as u8, 7]));
+    let mut png = Vec::new();
+    noisy.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    std::fs::write(dir.join("truncated.png"), &png[..png.len() / 2]).unwrap();
+    let json = dir.join("instances.json");
+    let names = ["a.png", "garbage.jpg", "truncated.png", "wrong.png", "turned.png"];
+    let sizes = [(40, 30), (40, 30), (64, 64), (10, 10), (40, 30)];
+    let images: Vec<_> = names
+        .iter()
+        .zip(sizes)
+        .enumerate()
+        .map(|(i, (n, (w, h)))| json!({"id": i + 1, "file_name": n, "width": w, "height": h}))
+        .collect();
+    let annotations: Vec<_> =
+        (1..=5).map(|i| json!({"id": i, "image_id": i, "category_id": 1, "bbox": [1, 1, 5, 5], "area": 25})).collect();
+    write_json(&json, &json!({"categories": [{"id": 1, "name": "x"}], "images": images, "annotations": annotations}));
+    json
+}
+
+#[test]
+fn undecodable_and_mismatched_images_are_counted_and_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = image_trouble(dir.path());
+    let headers = DetectionDataset::from_coco(&json, dir.path(), &lenient()).unwrap();
+    let ids: Vec<u64> = headers.samples.iter().map(|s| s.image_id).collect();
+    assert_eq!(ids, [1, 3, 5], "the truncated PNG's header is intact; the turned one may be EXIF-rotated");
+    let r = &headers.report;
+    assert_eq!((r.count(Issue::UnreadableImage), r.count(Issue::ImageSizeMismatch)), (1, 1), "{r}");
+    let text = r.to_string();
+    assert!(
+        text.contains("1 images whose file cannot be decoded (dropped), e.g. ") && text.contains("garbage.jpg"),
+        "{text}"
+    );
+    assert!(text.contains("recorded 10x10") && text.contains("40x30"), "{text}");
+
+    let decoding = ValidationPolicy { decode_images: true, ..lenient() };
+    let full = DetectionDataset::from_coco(&json, dir.path(), &decoding).unwrap();
+    let ids: Vec<u64> = full.samples.iter().map(|s| s.image_id).collect();
+    assert_eq!(ids, [1, 5], "a full decode also finds the truncated pixel data");
+    assert_eq!(full.report.count(Issue::UnreadableImage), 2, "{}", full.report);
+    let truncated = full.report.examples.iter().filter(|e| e.issue == Issue::UnreadableImage).nth(1).unwrap();
+    assert!(truncated.detail.contains("truncated.png"), "{truncated:?}");
+
+    let strict = ValidationPolicy::strict();
+    let err = DetectionDataset::from_coco(&json, dir.path(), &strict).unwrap_err().to_string();
+    assert!(err.contains("garbage.jpg"), "{err}");
+
+    let trusting = ValidationPolicy { check_files: false, ..lenient() };
+    assert_eq!(DetectionDataset::from_coco(&json, dir.path(), &trusting).unwrap().samples.len(), 5);
+}
+
+#[test]
+fn a_truncated_jpeg_decodes_with_a_counted_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image::RgbImage::from_fn(48, 32, |x, y| image::Rgb([(x * 5) as u8, (y * 7) as u8, 90]));
+    let mut jpeg = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
+    std::fs::write(dir.path().join("cut.jpg"), &jpeg[..jpeg.len() - 40]).unwrap();
+    let json = dir.path().join("instances.json");
+    write_json(
+        &json,
+        &json!({
+            "categories": [{"id": 1, "name": "x"}],
+            "images": [{"id": 1, "file_name": "cut.jpg", "width": 48, "height": 32}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5], "area": 25}]
+        }),
+    );
+    let decoding = ValidationPolicy { decode_images: true, ..lenient() };
+    let data = DetectionDataset::from_coco(&json, dir.path(), &decoding).unwrap();
+    assert_eq!(data.samples.len(), 1, "kept: the decoder filled the missing rows");
+    assert_eq!(data.report.count(Issue::ImageDecodeWarning), 1, "{}", data.report);
+    assert!(data.report.problems() >= 1);
 }

@@ -7,7 +7,7 @@ use quick_xml::escape::resolve_predefined_entity;
 use quick_xml::events::Event;
 
 use super::report::{Issue, ValidationPolicy, Validator};
-use super::{DetectionDataset, DetectionSample, check_box, header_size};
+use super::{DetectionDataset, DetectionSample, check_box, check_image, header_size};
 use crate::error::{DataError, Result};
 
 /// How VOC files are read.
@@ -216,9 +216,25 @@ impl DetectionDataset {
                 v.note(Issue::MissingImageFile, file, &record_name, format!("{} does not exist", path.display()))?;
                 continue;
             }
-            let size = match (dimension(record.width.as_deref()), dimension(record.height.as_deref())) {
+            let recorded = match (dimension(record.width.as_deref()), dimension(record.height.as_deref())) {
                 (Some(w), Some(h)) => Some((w, h)),
-                _ => header_size(&path),
+                _ => None,
+            };
+            let size = if v.policy().check_files {
+                match check_image(&path, recorded, v.policy().decode_images) {
+                    Ok(checked) => {
+                        if let Some(warning) = checked.warning {
+                            v.note(Issue::ImageDecodeWarning, file, &record_name, warning)?;
+                        }
+                        Some(checked.size)
+                    }
+                    Err((issue, detail)) => {
+                        v.note(issue, file, &record_name, detail)?;
+                        continue;
+                    }
+                }
+            } else {
+                recorded.or_else(|| header_size(&path))
             };
             let Some((width, height)) = size else {
                 let detail = format!(
