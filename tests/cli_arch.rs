@@ -1,6 +1,7 @@
 //! `detnas arch` and `detnas tour` end to end.
 
 use crate::util::{assert_one_line_failure, detnas, stdout};
+use detnas_core::InputSize;
 use serde_json::Value;
 
 fn info_json(args: &[&str]) -> Value {
@@ -77,7 +78,24 @@ fn sample_respects_the_budget_and_the_seed() {
     let o = detnas(&["arch", "sample", "--flops-max", "1.3x"]);
     assert_one_line_failure(&o, &["1.3x"]);
     let o = detnas(&["arch", "sample", "--flops-max", "100M"]);
-    assert_one_line_failure(&o, &["outside the space's range"]);
+    assert_one_line_failure(&o, &["no architecture of detnas-300m fits under 100.0M FLOPs: the smallest needs"]);
+}
+
+#[test]
+fn impossible_budget_names_the_space_minimum_in_words() {
+    let table = detnas_core::cost::FlopsTable::new(&detnas_core::SearchSpace::detnas_300m(), InputSize::IMAGENET);
+    let (lo, hi) = table.unwrap().range(detnas_core::Convention::Backbone);
+    let smallest = detnas_core::size::format_count(lo);
+    for sampler in ["uniform", "binned"] {
+        let o = detnas(&["arch", "sample", "--space", "detnas-300m", "--flops-max", "1M", "--sampler", sampler]);
+        let want =
+            format!("error: no architecture of detnas-300m fits under 1.00M FLOPs: the smallest needs {smallest}");
+        assert_eq!(crate::util::stderr(&o).trim_end(), want);
+        assert_eq!(o.status.code(), Some(1));
+    }
+    let o = detnas(&["arch", "sample", "--flops-min", "10G"]);
+    let largest = detnas_core::size::format_count(hi);
+    assert_one_line_failure(&o, &["no architecture of detnas-300m reaches 10.00G FLOPs", &largest]);
 }
 
 #[test]

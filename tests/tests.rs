@@ -9,6 +9,8 @@ mod cli_detect_reliability;
 mod cli_train;
 #[cfg(feature = "infer")]
 mod export_parity;
+#[cfg(feature = "infer")]
+mod reliability_model;
 #[cfg(all(feature = "train", feature = "infer"))]
 mod reliability_train;
 #[cfg(feature = "infer")]

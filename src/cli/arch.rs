@@ -14,6 +14,7 @@ use serde_json::json;
 pub enum ArchCommand {
     /// List the search spaces and the published architecture presets.
     List {
+        /// Print the list as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -34,6 +35,7 @@ pub struct InfoArgs {
     /// Input size HxW (or one number for a square input).
     #[arg(long, default_value = "224x224")]
     input: String,
+    /// Print the report as JSON (exact integer FLOPs and parameters).
     #[arg(long)]
     json: bool,
 }
@@ -48,12 +50,15 @@ enum SamplerKind {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum ConventionArg {
+    /// Stem and blocks (DetNAS's "300M").
     Backbone,
+    /// Backbone plus the classification head (SPOS / ShuffleNetV2 figures).
     Classifier,
 }
 
 #[derive(Args, Debug)]
 pub struct SampleArgs {
+    /// Search space (see `detnas arch list`).
     #[arg(long, default_value = "detnas-300m")]
     space: String,
     /// Upper FLOPs bound (e.g. 300M, 1.3G).
@@ -62,15 +67,19 @@ pub struct SampleArgs {
     /// Lower FLOPs bound.
     #[arg(long)]
     flops_min: Option<String>,
+    /// Number of architectures to draw.
     #[arg(long, default_value_t = 1)]
     count: usize,
+    /// Seed of the sampler (same seed, same architectures).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Input size HxW at which FLOPs are counted.
     #[arg(long, default_value = "224x224")]
     input: String,
     /// Which layers the FLOPs bound counts.
     #[arg(long, value_enum, default_value_t = ConventionArg::Backbone)]
     convention: ConventionArg,
+    /// How paths are drawn.
     #[arg(long, value_enum, default_value_t = SamplerKind::Uniform)]
     sampler: SamplerKind,
     /// Number of FLOPs bins for --sampler binned.
@@ -79,6 +88,7 @@ pub struct SampleArgs {
     /// Uniform draws allowed per sample before giving up.
     #[arg(long, default_value_t = 10_000)]
     max_tries: usize,
+    /// Print the samples as JSON.
     #[arg(long)]
     json: bool,
 }

@@ -5,6 +5,7 @@ use clap::Args;
 
 #[derive(Args, Debug)]
 pub struct EnvArgs {
+    /// Print the report as JSON.
     #[arg(long)]
     json: bool,
 }

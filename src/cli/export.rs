@@ -14,13 +14,17 @@ use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum HeadConvArg {
+    /// Dense 3x3 convs (torchvision's RetinaNet head).
     Dense,
+    /// Depthwise 3x3 + pointwise 1x1: far cheaper.
     Separable,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum ShuffleArg {
+    /// Even channels kept, odd ones processed (the DetNAS authors' code).
     EvenOdd,
+    /// First half kept, second half processed, outputs interleaved.
     HalfInterleave,
 }
 
@@ -45,18 +49,22 @@ pub struct ExportArgs {
     /// Detector configuration (TOML, fields of DetectorConfig); flags below override it.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Network input HxW (multiple of 32).
+    /// Network input HxW; both sides multiples of 32 (the backbone's largest stride).
     #[arg(long)]
     input: Option<String>,
-    /// Class names, comma separated.
+    /// Class names, comma separated; non-empty and distinct.
     #[arg(long, value_delimiter = ',')]
     classes: Option<Vec<String>>,
+    /// Convolution type of the head towers.
     #[arg(long, value_enum)]
     head_conv: Option<HeadConvArg>,
+    /// Convs per head tower (classification and regression each).
     #[arg(long)]
     head_convs: Option<usize>,
+    /// FPN and head channels.
     #[arg(long)]
     fpn_channels: Option<u64>,
+    /// Channel split of stride-1 blocks; must match how the weights were trained.
     #[arg(long, value_enum)]
     shuffle: Option<ShuffleArg>,
     /// Seed of the random initialisation.
@@ -96,7 +104,8 @@ pub fn run(args: ExportArgs) -> Result<()> {
         cfg.input = InputSize::parse(i)?;
     }
     if let Some(c) = args.classes {
-        cfg.class_names = c.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        // Empty and duplicate names are refused by `validate` below, not dropped.
+        cfg.class_names = c.into_iter().map(|s| s.trim().to_string()).collect();
         cfg.category_ids.clear();
     }
     if let Some(h) = args.head_conv {

@@ -1,20 +1,58 @@
 //! `detnas inspect`: inputs, outputs, metadata, parameters and FLOPs of an ONNX model (any ONNX
-//! model; detnas metadata is shown when present). Pure Rust: no ONNX Runtime needed.
+//! model; detnas metadata is shown when present). Pure Rust: no ONNX Runtime needed. External data
+//! files (`m.onnx.data`) are listed with their sizes; a reference that leaves the model's folder
+//! (absolute or `..`) or a missing file is flagged.
 
 use anyhow::{Context, Result};
 use clap::Args;
+use detnas_core::contract::keys;
 use detnas_onnx::ModelProto;
+use detnas_onnx::external::external_files;
 use detnas_onnx::onnx_protobuf::Message;
 use detnas_onnx::onnx_protobuf::tensor_shape_proto::dimension::Value as DimValue;
 use detnas_onnx::onnx_protobuf::type_proto::Value as TypeValue;
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
+    /// The ONNX model file (its external data files, if any, are looked for next to it).
     model: PathBuf,
+    /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// The external data files a model refers to, resolved against the model's folder.
+fn external_data(model: &ModelProto, path: &Path) -> Vec<serde_json::Value> {
+    let folder = path.parent().unwrap_or(Path::new("."));
+    external_files(model)
+        .iter()
+        .map(|f| {
+            let file_bytes = std::fs::metadata(folder.join(&f.location)).ok().map(|m| m.len());
+            json!({
+                "file": f.location,
+                "tensors": f.tensors,
+                "bytes": f.bytes,
+                "file_bytes": file_bytes,
+                "leaves_model_folder": f.leaves_model_folder(),
+            })
+        })
+        .collect()
+}
+
+/// One text line per external data file; paths leaving the model's folder and missing files are
+/// flagged.
+fn external_line(e: &serde_json::Value) -> String {
+    let mut line =
+        format!("external   {} {} tensors, {} bytes", e["file"].as_str().unwrap_or(""), e["tensors"], e["bytes"]);
+    if e["file_bytes"].is_null() {
+        line.push_str(" (file missing)");
+    }
+    if e["leaves_model_folder"].as_bool() == Some(true) {
+        line.push_str(" (WARNING: path leaves the model's folder, absolute or `..`; ONNX Runtime refuses it)");
+    }
+    line
 }
 
 fn describe(v: &detnas_onnx::onnx_protobuf::ValueInfoProto) -> serde_json::Value {
@@ -52,7 +90,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
     let metadata: serde_json::Map<String, serde_json::Value> =
         model.metadata_props.iter().map(|e| (e.key.clone(), json!(e.value))).collect();
     let flops: Option<serde_json::Value> =
-        metadata.get("detnas.flops").and_then(|v| v.as_str()).and_then(|s| serde_json::from_str(s).ok());
+        metadata.get(keys::FLOPS).and_then(|v| v.as_str()).and_then(|s| serde_json::from_str(s).ok());
     let report = json!({
         "path": args.model.display().to_string(),
         "ir_version": model.ir_version,
@@ -63,6 +101,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
         "nodes": graph.node.len(),
         "initializer_values": params,
         "flops": flops,
+        "external_data": external_data(&model, &args.model),
         "metadata": metadata,
     });
     if args.json {
@@ -86,6 +125,9 @@ pub fn run(args: InspectArgs) -> Result<()> {
             );
         }
     }
+    for e in report["external_data"].as_array().into_iter().flatten() {
+        println!("{}", external_line(e));
+    }
     println!("graph      {} nodes, {} parameter values (after BN folding)", graph.node.len(), params);
     if let Some(f) = &report["flops"].as_object() {
         let g = |k: &str| f.get(k).and_then(|v| v.as_u64()).map(detnas_core::size::format_count).unwrap_or_default();
@@ -98,7 +140,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
         );
     }
     for (k, v) in &metadata {
-        if k != "detnas.config" && k != "detnas.flops" {
+        if k != keys::CONFIG && k != keys::FLOPS {
             println!("meta       {k} = {}", v.as_str().unwrap_or(""));
         }
     }

@@ -45,15 +45,20 @@ pub struct DecodeLimits {
     pub max_width: u32,
     /// Largest accepted height in pixels (as stored, before orientation).
     pub max_height: u32,
+    /// Largest accepted `width * height`.
+    pub max_pixels: u64,
     /// Largest number of bytes one decode may hold at once: the encoded file, and separately the
-    /// decoded buffer in the decoder's layout plus one RGB8 copy (conversion and rotation).
+    /// decoded buffer in the decoder's layout, plus one RGB8 copy when the image needs a colour
+    /// conversion or a rotation.
     pub max_alloc: u64,
 }
 
 impl Default for DecodeLimits {
-    /// 20000 x 20000 pixels and 1 GiB: any camera photo decodes, a bomb does not.
+    /// 20000 pixels per side, 400 megapixels and 3 GiB: camera photos and large aerial tiles
+    /// (16000 x 16000 RGB is 768 MB decoded) load; a decompression bomb does not. 3 GiB holds a
+    /// 400-megapixel RGBA decode (1.6 GB) plus its RGB copy (1.2 GB).
     fn default() -> Self {
-        DecodeLimits { max_width: 20_000, max_height: 20_000, max_alloc: 1 << 30 }
+        DecodeLimits { max_width: 20_000, max_height: 20_000, max_pixels: 400_000_000, max_alloc: 3 << 30 }
     }
 }
 
@@ -75,6 +80,11 @@ impl DecodeLimits {
         }
         if width > self.max_width || height > self.max_height {
             let limit = SizeLimit::Dimensions { max_width: self.max_width, max_height: self.max_height };
+            return Err(ImageError::TooLarge { name: name.to_owned(), width, height, limit });
+        }
+        let pixels = u64::from(width) * u64::from(height);
+        if pixels > self.max_pixels {
+            let limit = SizeLimit::Pixels { pixels, max_pixels: self.max_pixels };
             return Err(ImageError::TooLarge { name: name.to_owned(), width, height, limit });
         }
         self.check_memory(name, width, height, rgb8_bytes(width, height))
@@ -176,6 +186,8 @@ impl fmt::Display for ImageWarning {
 pub enum SizeLimit {
     /// Width or height over [`DecodeLimits::max_width`] / [`DecodeLimits::max_height`].
     Dimensions { max_width: u32, max_height: u32 },
+    /// `width * height` over [`DecodeLimits::max_pixels`].
+    Pixels { pixels: u64, max_pixels: u64 },
     /// Decoding would need `needed` bytes, over [`DecodeLimits::max_alloc`].
     Memory { needed: u64, max_alloc: u64 },
 }
@@ -183,9 +195,20 @@ pub enum SizeLimit {
 impl fmt::Display for SizeLimit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SizeLimit::Dimensions { max_width, max_height } => write!(f, "max {max_width}x{max_height} pixels"),
+            SizeLimit::Dimensions { max_width, max_height } => {
+                write!(f, "max {max_width}x{max_height} pixels, DecodeLimits::max_width/max_height")
+            }
+            SizeLimit::Pixels { pixels, max_pixels } => {
+                write!(f, "{pixels} pixels, max {max_pixels}, DecodeLimits::max_pixels")
+            }
             SizeLimit::Memory { needed, max_alloc } => {
-                write!(f, "decoding needs {needed} bytes, limit {max_alloc} bytes")
+                let mb = |b: u64| b as f64 / 1e6;
+                write!(
+                    f,
+                    "decoding needs {needed} bytes ({:.1} MB), max {max_alloc} bytes ({:.1} MB), DecodeLimits::max_alloc",
+                    mb(*needed),
+                    mb(*max_alloc)
+                )
             }
         }
     }
@@ -384,18 +407,9 @@ fn decode_rgb(
     let mut decoder = reader.into_decoder().map_err(decode_error)?;
 
     // The decoder's own view of the header: checked again, with the memory the decode needs
-    // (decoded buffer, plus one RGB8 copy for conversion or rotation).
+    // (decoded buffer, plus one RGB8 copy when a colour conversion or a rotation makes one).
     let (width, height) = decoder.dimensions();
     limits.check_dimensions(name, width, height)?;
-    let decoded = decoder.total_bytes();
-    let rgb8 = rgb8_bytes(width, height);
-    limits.check_memory(name, width, height, decoded.max(rgb8).saturating_add(rgb8))?;
-    // As `ImageReader::decode` does, and `into_decoder` does not: the output buffer counts
-    // against the memory limit the decoder gets for its own buffers.
-    let mut decoder_limits = limits.to_image_limits();
-    decoder_limits.max_alloc = Some(limits.max_alloc.saturating_sub(decoded));
-    decoder.set_limits(decoder_limits).map_err(decode_error)?;
-
     let orientation = match decoder.orientation() {
         Ok(orientation) => orientation,
         Err(err) => {
@@ -403,6 +417,17 @@ fn decode_rgb(
             Orientation::NoTransforms
         }
     };
+    let decoded = decoder.total_bytes();
+    let rgb8 = rgb8_bytes(width, height);
+    let in_place = decoder.color_type() == image::ColorType::Rgb8 && orientation == Orientation::NoTransforms;
+    let needed = if in_place { decoded } else { decoded.max(rgb8).saturating_add(rgb8) };
+    limits.check_memory(name, width, height, needed)?;
+    // As `ImageReader::decode` does, and `into_decoder` does not: the output buffer counts
+    // against the memory limit the decoder gets for its own buffers.
+    let mut decoder_limits = limits.to_image_limits();
+    decoder_limits.max_alloc = Some(limits.max_alloc.saturating_sub(decoded));
+    decoder.set_limits(decoder_limits).map_err(decode_error)?;
+
     let image = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
     let mut rgb = DynamicImage::ImageRgb8(image.into_rgb8());
     rgb.apply_orientation(orientation);

@@ -265,7 +265,7 @@ fn png_bomb_header_is_too_large_not_an_allocation() {
     assert_eq!(limit, SizeLimit::Dimensions { max_width: 20_000, max_height: 20_000 });
 
     // With the dimension limits lifted, the memory limit still refuses it before decoding.
-    let lax = DecodeLimits { max_width: u32::MAX, max_height: u32::MAX, max_alloc: 1 << 30 };
+    let lax = DecodeLimits { max_width: u32::MAX, max_height: u32::MAX, max_pixels: u64::MAX, max_alloc: 1 << 30 };
     let err = decode_image(&bomb, "bomb.png", &lax).expect_err("bomb, memory");
     let ImageError::TooLarge { limit: SizeLimit::Memory { needed, max_alloc }, .. } = err else {
         panic!("expected TooLarge(Memory), got {err:?}")
@@ -278,6 +278,51 @@ fn png_bomb_header_is_too_large_not_an_allocation() {
     std::fs::write(&path, &bomb).expect("write");
     let err = load_image(&path, &DecodeLimits::default()).expect_err("bomb file");
     assert!(err.to_string().contains("bomb.jpg") && err.to_string().contains("100000x100000"), "{err}");
+}
+
+#[test]
+fn aerial_tile_of_16000_square_passes_the_default_limits() {
+    // The header of a 16000 x 16000 RGB PNG (768 MB decoded) with a single byte of pixel data: the
+    // default limits let it through to the decoder, which then reports the missing rows. (With
+    // the former 1 GiB budget, which also counted an RGB copy, this was `TooLarge`.)
+    let tile = raw_png(16_000, 16_000, 8, 2, &[], &[0]);
+    let err = decode_image(&tile, "tile.png", &DecodeLimits::default()).expect_err("no pixel data");
+    assert!(matches!(err, ImageError::Decode { .. }), "{err:?}");
+    // 20000 x 20000 (the documented side limit) passes too: the message's limit is the real one.
+    let edge = raw_png(20_000, 20_000, 8, 2, &[], &[0]);
+    let err = decode_image(&edge, "edge.png", &DecodeLimits::default()).expect_err("no pixel data");
+    assert!(matches!(err, ImageError::Decode { .. }), "{err:?}");
+    let over = raw_png(20_001, 100, 8, 2, &[], &[0]);
+    let err = decode_image(&over, "over.png", &DecodeLimits::default()).expect_err("over the side limit");
+    let msg = err.to_string();
+    assert!(msg.contains("over.png: 20001x100 image is over the decode limit (max 20000x20000 pixels"), "{msg}");
+}
+
+#[test]
+fn pixel_and_memory_limits_state_their_numbers() {
+    let strip = raw_png(30_000, 15_000, 8, 2, &[], &[0]);
+    let wide = DecodeLimits { max_width: 40_000, ..DecodeLimits::default() };
+    let msg = decode_image(&strip, "strip.png", &wide).expect_err("over the pixel limit").to_string();
+    assert!(msg.contains("450000000 pixels, max 400000000, DecodeLimits::max_pixels"), "{msg}");
+    let small = DecodeLimits { max_alloc: 1_000_000, ..DecodeLimits::default() };
+    let msg = decode_image(&raw_png(1000, 1000, 8, 2, &[], &[0]), "m.png", &small).expect_err("memory").to_string();
+    assert!(msg.contains("needs 3000000 bytes (3.0 MB), max 1000000 bytes (1.0 MB)"), "{msg}");
+}
+
+#[test]
+fn rgb_decode_without_rotation_needs_no_second_copy() {
+    // 3000 x 2000 RGB is 18 MB decoded: a budget of 19 MB suffices because nothing is converted or
+    // rotated (the same accounting lets a 768 MB aerial tile decode under the default 3 GiB).
+    let (w, h) = (3000usize, 2000usize);
+    let mut rows = vec![0u8; h * (1 + 3 * w)];
+    for (y, row) in rows.chunks_mut(1 + 3 * w).enumerate() {
+        row[1] = y as u8;
+    }
+    let png = raw_png(w as u32, h as u32, 8, 2, &[], &rows);
+    let limits = DecodeLimits { max_alloc: 19_000_000, ..DecodeLimits::default() };
+    let image = decode_image(&png, "big.png", &limits).expect("fits the budget");
+    assert_eq!(image.rgb.dimensions(), (3000, 2000));
+    assert_eq!(image.rgb.get_pixel(0, 1999).0, [(1999 % 256) as u8, 0, 0]);
 }
 
 #[test]
@@ -602,7 +647,8 @@ fn warnings_and_limits_serialise_for_reports() {
     let json = serde_json::to_string(&SourceFormat::WebP).expect("json");
     assert_eq!(json, r#""webp""#);
     let limits = DecodeLimits::default();
-    assert_eq!((limits.max_width, limits.max_height, limits.max_alloc), (20_000, 20_000, 1 << 30));
+    let l = (limits.max_width, limits.max_height, limits.max_pixels, limits.max_alloc);
+    assert_eq!(l, (20_000, 20_000, 400_000_000, 3 << 30));
 }
 
 #[test]

@@ -9,44 +9,23 @@
 //! serialises inferences (each already uses `threads` cores) and one with N sessions runs up to N at
 //! once. Results do not depend on concurrency.
 
+pub use crate::contract::ModelInfo;
+use crate::contract::{check_outputs, read_contract};
+pub use crate::device::Device;
 use crate::error::{InferError, Result};
 use crate::image_io::{DecodeLimits, ImageWarning, LoadedImage, decode_image, load_image};
 use crate::preprocess::letterbox_into;
 use crate::runtime::environment;
 use detnas_core::boxes::{BBox, batched_nms};
-use detnas_core::detector::DetectorConfig;
+use detnas_core::contract::tensors;
 use image::RgbImage;
 use ort::session::Session;
-use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::TensorRef;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// Where inference runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Device {
-    #[default]
-    Cpu,
-    /// CUDA execution provider on GPU `n` (requires the `cuda` feature and a CUDA build of ONNX Runtime).
-    Cuda(i32),
-}
-
-impl Device {
-    /// Parses `cpu`, `cuda`, `cuda:N`.
-    pub fn parse(s: &str) -> Result<Self> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "cpu" => Ok(Device::Cpu),
-            "cuda" | "gpu" => Ok(Device::Cuda(0)),
-            other => other
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
-                .map(Device::Cuda)
-                .ok_or_else(|| InferError::Config(format!("invalid device `{s}`: expected cpu, cuda or cuda:N"))),
-        }
-    }
-}
 
 /// Detector settings. Thresholds can only tighten what the model's graph already applied.
 #[derive(Clone, Debug)]
@@ -125,18 +104,6 @@ pub struct Detections {
 /// Raw model outputs in network-input pixels: boxes, scores, labels.
 pub type RawOutputs = (Vec<BBox>, Vec<f32>, Vec<i64>);
 
-/// What the model says about itself (from its metadata).
-#[derive(Clone, Debug, Serialize)]
-pub struct ModelInfo {
-    pub space: String,
-    pub arch: String,
-    pub config: DetectorConfig,
-    /// Metadata entries as stored.
-    pub metadata: Vec<(String, String)>,
-    /// The execution provider actually running the model.
-    pub provider: String,
-}
-
 /// An exported DetNAS model ready to detect.
 pub struct Detector {
     sessions: Vec<Mutex<Session>>,
@@ -146,22 +113,38 @@ pub struct Detector {
     source: String,
 }
 
-const OUTPUTS: [(&str, &str); 3] = [("boxes", "float32 [N, 4]"), ("scores", "float32 [N]"), ("labels", "int64 [N]")];
-
 impl Detector {
-    /// Loads a model file.
+    /// Loads a model file. External data (`m.onnx` + `m.onnx.data`) is resolved relative to the
+    /// model's folder, whatever the working directory.
     pub fn from_file(path: impl AsRef<Path>, options: DetectorOptions) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| InferError::Model { path: path.into(), reason: e.to_string() })?;
-        Self::from_memory(&bytes, &path.display().to_string(), options)
-    }
-
-    /// Loads a model from bytes; `name` identifies it in errors.
-    pub fn from_memory(bytes: &[u8], name: &str, options: DetectorOptions) -> Result<Self> {
-        let model_err = |reason: String| InferError::Model { path: PathBuf::from(name), reason };
-        if bytes.is_empty() {
+        let model_err = |reason: String| InferError::Model { path: path.into(), reason };
+        let meta = std::fs::metadata(path).map_err(|e| model_err(e.to_string()))?;
+        if meta.is_dir() {
+            return Err(model_err("is a directory, not an ONNX file".into()));
+        }
+        if meta.len() == 0 {
             return Err(model_err("empty file".into()));
         }
+        Self::build(&path.display().to_string(), options, |b| b.commit_from_file(path))
+    }
+
+    /// Loads a model from bytes; `name` identifies it in errors. A model with external data
+    /// needs [`Detector::from_file`].
+    pub fn from_memory(bytes: &[u8], name: &str, options: DetectorOptions) -> Result<Self> {
+        if bytes.is_empty() {
+            return Err(InferError::Model { path: PathBuf::from(name), reason: "empty file".into() });
+        }
+        Self::build(name, options, |b| b.commit_from_memory(bytes))
+    }
+
+    /// Creates the session pool with `commit`, then reads and validates the model's contract.
+    fn build(
+        name: &str,
+        options: DetectorOptions,
+        commit: impl Fn(&mut SessionBuilder) -> ort::Result<Session>,
+    ) -> Result<Self> {
+        let model_err = |reason: String| InferError::Model { path: PathBuf::from(name), reason };
         let env = environment()?;
         let mut builder = Session::builder(env)?
             .with_optimization_level(GraphOptimizationLevel::Level3)
@@ -169,17 +152,15 @@ impl Detector {
         if let Some(t) = options.threads {
             builder = builder.with_intra_threads(t.max(1)).map_err(|e| model_err(e.to_string()))?;
         }
-        let provider = match options.device {
-            Device::Cpu => "CPUExecutionProvider".to_string(),
-            Device::Cuda(id) => register_cuda(&mut builder, id, options.strict)?,
-        };
+        let choice = crate::device::register(&mut builder, options.device, options.strict)?;
         let mut sessions = Vec::with_capacity(options.sessions.max(1));
         for _ in 0..options.sessions.max(1) {
-            let session =
-                builder.commit_from_memory(bytes).map_err(|e| model_err(format!("not a loadable ONNX model: {e}")))?;
+            let session = commit(&mut builder).map_err(|e| model_err(format!("not a loadable ONNX model: {e}")))?;
             sessions.push(session);
         }
-        let info = read_contract(&sessions[0], name, provider)?;
+        let mut info = read_contract(&sessions[0], name)?;
+        info.provider = choice.provider;
+        info.device_warning = choice.warning;
         Ok(Detector {
             sessions: sessions.into_iter().map(Mutex::new).collect(),
             next_session: Default::default(),
@@ -187,6 +168,12 @@ impl Detector {
             options,
             source: name.to_string(),
         })
+    }
+
+    /// One line to show the user when the requested device was unavailable and the CPU runs
+    /// instead (`None` when the requested device runs). Under `strict` that case is an error.
+    pub fn device_warning(&self) -> Option<&str> {
+        self.info.device_warning.as_deref()
     }
 
     /// The model's contract and the provider in use.
@@ -272,13 +259,18 @@ impl Detector {
         let tensor = TensorRef::from_array_view(view)?;
         let mut session = self.acquire_session();
         let start = Instant::now();
-        let out = session.run(ort::inputs!["images" => tensor])?;
-        let (_, b) = out["boxes"].try_extract_tensor::<f32>()?;
-        let (_, s) = out["scores"].try_extract_tensor::<f32>()?;
-        let (_, l) = out["labels"].try_extract_tensor::<i64>()?;
-        let boxes = b.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]).collect();
-        let result = (boxes, s.to_vec(), l.to_vec());
-        Ok((result, start.elapsed()))
+        let out = session.run(ort::inputs![tensors::IMAGES => tensor])?;
+        let (_, b) = out[tensors::BOXES].try_extract_tensor::<f32>()?;
+        let (_, s) = out[tensors::SCORES].try_extract_tensor::<f32>()?;
+        let (_, l) = out[tensors::LABELS].try_extract_tensor::<i64>()?;
+        let elapsed = start.elapsed();
+        if b.len() != 4 * s.len() {
+            let reason = format!("{} box values for {} scores (expected 4 per score)", b.len(), s.len());
+            return Err(InferError::BadOutput { path: self.source.clone().into(), reason });
+        }
+        let boxes: Vec<BBox> = b.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]).collect();
+        check_outputs(&boxes, s, l, cfg.num_classes(), &self.source)?;
+        Ok(((boxes, s.to_vec(), l.to_vec()), elapsed))
     }
 
     /// A free session if there is one, else waits for the next in turn.
@@ -315,7 +307,7 @@ impl Detector {
         keep.truncate(o.max_detections.unwrap_or(usize::MAX));
         keep.into_iter()
             .map(|i| {
-                let class_id = labels[i].max(0) as usize;
+                let class_id = labels[i] as usize; // checked by `check_outputs`
                 Detection {
                     bbox: to_source(&boxes[i]),
                     score: scores[i],
@@ -336,82 +328,4 @@ impl Detector {
     pub fn source(&self) -> &str {
         &self.source
     }
-}
-
-#[cfg(feature = "cuda")]
-fn register_cuda(builder: &mut ort::session::builder::SessionBuilder, id: i32, strict: bool) -> Result<String> {
-    use ort::ep::ExecutionProvider;
-    let ep = ort::ep::CUDA::default().with_device_id(id);
-    match ep.register(builder) {
-        Ok(()) => Ok(format!("CUDAExecutionProvider:{id}")),
-        Err(e) if strict => Err(InferError::Provider { requested: format!("cuda:{id}"), reason: e.to_string() }),
-        Err(_) => Ok("CPUExecutionProvider (CUDA unavailable, fell back)".to_string()),
-    }
-}
-
-#[cfg(not(feature = "cuda"))]
-fn register_cuda(_: &mut ort::session::builder::SessionBuilder, id: i32, strict: bool) -> Result<String> {
-    if strict {
-        return Err(InferError::Provider {
-            requested: format!("cuda:{id}"),
-            reason: "this build has no CUDA support (build with the `cuda` feature)".into(),
-        });
-    }
-    Ok("CPUExecutionProvider (built without CUDA, fell back)".to_string())
-}
-
-/// Reads the metadata contract and checks the graph's inputs and outputs against it.
-fn read_contract(session: &Session, name: &str, provider: String) -> Result<ModelInfo> {
-    let invalid = |expected: String, actual: String| InferError::ModelContract { path: name.into(), expected, actual };
-    let meta = session.metadata().map_err(|e| InferError::Model { path: name.into(), reason: e.to_string() })?;
-    let mut metadata = Vec::new();
-    let keys = meta.custom_keys().unwrap_or_default();
-    for k in keys {
-        if let Some(v) = meta.custom(&k) {
-            metadata.push((k, v));
-        }
-    }
-    let get = |k: &str| metadata.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
-    let config_json = get("detnas.config").ok_or_else(|| {
-        invalid("metadata entry `detnas.config` (a model exported by detnas)".into(), "no such entry".into())
-    })?;
-    let config: DetectorConfig = serde_json::from_str(&config_json)
-        .map_err(|e| invalid("a valid detector configuration in `detnas.config`".into(), e.to_string()))?;
-
-    let inputs = session.inputs();
-    let expected_input = format!("one input `images` float32 [1, 3, {}, {}]", config.input.height, config.input.width);
-    let describe = |o: &ort::value::Outlet| format!("`{}` {:?}", o.name(), o.dtype());
-    if inputs.len() != 1 || inputs[0].name() != "images" {
-        let actual = inputs.iter().map(describe).collect::<Vec<_>>().join(", ");
-        return Err(invalid(expected_input, if actual.is_empty() { "no inputs".into() } else { actual }));
-    }
-    let dims = inputs[0].dtype().tensor_shape().map(|s| s.to_vec());
-    let ty = inputs[0].dtype().tensor_type();
-    let want = vec![1, 3, config.input.height as i64, config.input.width as i64];
-    if dims.as_ref() != Some(&want) || ty != Some(ort::value::TensorElementType::Float32) {
-        return Err(invalid(expected_input, describe(&inputs[0])));
-    }
-    for (out_name, shape) in OUTPUTS {
-        let found = session.outputs().iter().find(|o| o.name() == out_name);
-        let want_ty = if out_name == "labels" {
-            ort::value::TensorElementType::Int64
-        } else {
-            ort::value::TensorElementType::Float32
-        };
-        match found {
-            Some(o) if o.dtype().tensor_type() == Some(want_ty) => {}
-            Some(o) => return Err(invalid(format!("output `{out_name}` {shape}"), describe(o))),
-            None => {
-                let actual = session.outputs().iter().map(describe).collect::<Vec<_>>().join(", ");
-                return Err(invalid(format!("output `{out_name}` {shape}"), format!("outputs {actual}")));
-            }
-        }
-    }
-    Ok(ModelInfo {
-        space: get("detnas.space").unwrap_or_default(),
-        arch: get("detnas.arch").unwrap_or_default(),
-        config,
-        metadata,
-        provider,
-    })
 }

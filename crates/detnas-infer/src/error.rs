@@ -18,6 +18,10 @@ pub enum InferError {
     Model { path: PathBuf, reason: String },
     #[error("model {path}: expected {expected}, found {actual}")]
     ModelContract { path: PathBuf, expected: String, actual: String },
+    #[error("model {path}: invalid metadata: {reason}")]
+    Metadata { path: PathBuf, reason: String },
+    #[error("model {path} produced invalid output: {reason}")]
+    BadOutput { path: PathBuf, reason: String },
     #[error("execution provider {requested} unavailable: {reason}")]
     Provider { requested: String, reason: String },
     #[error("{0}")]

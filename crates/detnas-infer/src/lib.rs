@@ -5,12 +5,16 @@
 //! baked in at build time by `.cargo/config.toml`, and gives a one-line error naming the setup
 //! script when the library is missing.
 
+pub mod contract;
 pub mod detector;
+pub mod device;
 pub mod error;
 pub use detnas_data::image_io;
 pub use detnas_data::preprocess;
 pub mod runtime;
 
-pub use detector::{Detection, Detections, Detector, DetectorOptions, Device, ModelInfo, StageTimings};
+pub use contract::ModelInfo;
+pub use detector::{Detection, Detections, Detector, DetectorOptions, StageTimings};
+pub use device::{Device, ProviderChoice};
 pub use error::{InferError, Result};
 pub use ort;

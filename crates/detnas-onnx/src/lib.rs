@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod export;
+pub mod external;
 pub mod graph;
 pub mod weights;
 

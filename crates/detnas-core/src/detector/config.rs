@@ -171,8 +171,9 @@ impl DetectorConfig {
         self.validate_input()
     }
 
-    /// Class names non-empty and distinct; category ids one per class and distinct.
-    fn validate_classes(&self) -> Result<()> {
+    /// Class names non-empty and distinct; category ids one per class and distinct (part of
+    /// [`DetectorConfig::validate`]; the SDK checks a loaded model's metadata with it).
+    pub fn validate_classes(&self) -> Result<()> {
         let bad = |field: &'static str, reason: String| Err(CoreError::BadDetectorConfig { field, reason });
         if self.class_names.is_empty() {
             return bad("class_names", "must not be empty".into());

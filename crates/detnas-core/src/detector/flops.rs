@@ -89,8 +89,8 @@ mod tests {
         };
         let fpn = fpn_plan(&[160, 320, 640], &cfg);
         let mut old_fpn = unit(&fpn.p6, &levels[3]) + unit(&fpn.p7, &levels[4]);
-        for i in 0..3 {
-            old_fpn += unit(&fpn.inner[i], &levels[i]) + unit(&fpn.layer[i], &levels[i]);
+        for ((inner, layer), level) in fpn.inner.iter().zip(&fpn.layer).zip(&levels) {
+            old_fpn += unit(inner, level) + unit(layer, level);
         }
         let head = head_plan(&cfg);
         let per_level: u64 = [&head.classification, &head.regression]

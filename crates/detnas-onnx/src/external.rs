@@ -1,0 +1,151 @@
+//! ONNX external data: initializers stored in a side file (`m.onnx` + `m.onnx.data`).
+//!
+//! A reference's `location` is a path relative to the model file's folder (the ONNX rule); one
+//! that is absolute or climbs out with `..` is flagged by [`ExternalFile::leaves_model_folder`]
+//! (ONNX Runtime refuses such paths).
+
+use onnx_protobuf::tensor_proto::DataLocation;
+use onnx_protobuf::{ModelProto, StringStringEntryProto};
+use std::path::{Component, Path};
+
+/// One tensor stored outside the model file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExternalRef {
+    pub tensor: String,
+    /// Path relative to the model's folder, as written in the model.
+    pub location: String,
+    pub offset: u64,
+    /// Bytes; `None` when the model leaves it to the end of the file.
+    pub length: Option<u64>,
+}
+
+/// The tensors one external file holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExternalFile {
+    pub location: String,
+    pub tensors: usize,
+    /// Sum of the declared lengths.
+    pub bytes: u64,
+}
+
+impl ExternalFile {
+    /// Whether `location` is absolute or climbs out of the model's folder with `..`.
+    pub fn leaves_model_folder(&self) -> bool {
+        leaves_folder(&self.location)
+    }
+}
+
+/// Whether a relative `location` escapes the folder it is relative to.
+pub fn leaves_folder(location: &str) -> bool {
+    let path = Path::new(location);
+    path.is_absolute() || location.starts_with('/') || location.starts_with('\\') || {
+        let mut depth = 0i32;
+        path.components().any(|c| {
+            match c {
+                Component::ParentDir => depth -= 1,
+                Component::Normal(_) => depth += 1,
+                _ => {}
+            }
+            depth < 0
+        })
+    }
+}
+
+/// Every initializer of `model` stored as external data.
+pub fn external_refs(model: &ModelProto) -> Vec<ExternalRef> {
+    model
+        .graph
+        .initializer
+        .iter()
+        .filter(|t| t.data_location.enum_value() == Ok(DataLocation::EXTERNAL))
+        .map(|t| {
+            let get = |k: &str| t.external_data.iter().find(|e| e.key == k).map(|e| e.value.clone());
+            ExternalRef {
+                tensor: t.name.clone(),
+                location: get("location").unwrap_or_default(),
+                offset: get("offset").and_then(|v| v.parse().ok()).unwrap_or(0),
+                length: get("length").and_then(|v| v.parse().ok()),
+            }
+        })
+        .collect()
+}
+
+/// [`external_refs`] grouped by file, in order of first use.
+pub fn external_files(model: &ModelProto) -> Vec<ExternalFile> {
+    let mut files: Vec<ExternalFile> = Vec::new();
+    for r in external_refs(model) {
+        let i = match files.iter().position(|f| f.location == r.location) {
+            Some(i) => i,
+            None => {
+                files.push(ExternalFile { location: r.location.clone(), tensors: 0, bytes: 0 });
+                files.len() - 1
+            }
+        };
+        files[i].tensors += 1;
+        files[i].bytes += r.length.unwrap_or(0);
+    }
+    files
+}
+
+/// Moves the raw data of every initializer of at least `min_bytes` into one external file named
+/// `location` (relative to the model's folder) and returns that file's bytes.
+pub fn externalize(model: &mut ModelProto, location: &str, min_bytes: usize) -> Vec<u8> {
+    let mut data = Vec::new();
+    for t in model.graph.mut_or_insert_default().initializer.iter_mut() {
+        if t.raw_data.len() < min_bytes || t.raw_data.is_empty() {
+            continue;
+        }
+        let raw = std::mem::take(&mut t.raw_data);
+        let entry = |k: &str, v: String| {
+            let mut e = StringStringEntryProto::new();
+            e.key = k.into();
+            e.value = v;
+            e
+        };
+        t.external_data = vec![
+            entry("location", location.into()),
+            entry("offset", data.len().to_string()),
+            entry("length", raw.len().to_string()),
+        ];
+        t.data_location = DataLocation::EXTERNAL.into();
+        data.extend_from_slice(&raw);
+    }
+    data
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{Dim, ElemType, GraphBuilder};
+
+    #[test]
+    fn externalize_moves_initializers_and_lists_them() {
+        let mut g = GraphBuilder::new("t");
+        let x = g.input("x", ElemType::F32, &[Dim::Fixed(4)]).unwrap();
+        let w = g.weight("w", &[4], vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+        let s = g.const_f32("s", &[], vec![2.0]).unwrap();
+        let y = g.op("Mul", "y", &[&x, &w], vec![]);
+        let z = g.op("Mul", "z", &[&y, &s], vec![]);
+        g.output(&z, ElemType::F32, &[Dim::Fixed(4)]).unwrap();
+        let mut model = g.build();
+        let data = externalize(&mut model, "t.onnx.data", 8);
+        assert_eq!(data.len(), 16, "only the 16-byte tensor moves");
+        let refs = external_refs(&model);
+        assert_eq!(
+            refs,
+            vec![ExternalRef { tensor: "w".into(), location: "t.onnx.data".into(), offset: 0, length: Some(16) }]
+        );
+        let files = external_files(&model);
+        assert_eq!((files[0].tensors, files[0].bytes, files[0].leaves_model_folder()), (1, 16, false));
+    }
+
+    #[test]
+    fn paths_leaving_the_folder_are_flagged() {
+        for bad in ["/etc/passwd", "../m.data", "a/../../m.data"] {
+            assert!(leaves_folder(bad), "{bad}");
+        }
+        for ok in ["m.onnx.data", "weights/m.data", "a/../m.data", "./m.data"] {
+            assert!(!leaves_folder(ok), "{ok}");
+        }
+    }
+}
