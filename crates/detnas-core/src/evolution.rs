@@ -156,6 +156,17 @@ pub struct Rejections {
     pub constraint: BTreeMap<String, u64>,
 }
 
+impl std::fmt::Display for Rejections {
+    /// `rejected: 12 duplicates, 30 by flops`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "rejected: {} duplicates", self.duplicate)?;
+        for (name, n) in &self.constraint {
+            write!(f, ", {n} by {name}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Everything needed to resume a search exactly.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -430,7 +441,7 @@ impl<'c> Evolution<'c> {
             return Err(CoreError::Unsatisfiable {
                 tries: self.config.population * tries,
                 detail: format!(
-                    "generation {}: every draw was a duplicate or violated [{}] ({:?})",
+                    "generation {}: every draw was a duplicate or violated [{}] ({})",
                     self.state.generation,
                     described.join("; "),
                     self.state.rejections

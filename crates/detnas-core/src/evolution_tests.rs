@@ -104,6 +104,8 @@ fn never_violates_a_constraint_and_never_evaluates_twice() {
     assert_eq!(unique.len(), seen.len(), "an architecture was evaluated twice");
     assert!(seen.iter().all(|a| table.flops(a, Convention::Backbone) <= max));
     assert!(outcome.rejections.constraint.get("flops").copied().unwrap_or(0) > 0);
+    let text = outcome.rejections.to_string();
+    assert!(text.starts_with("rejected: ") && text.contains(" by flops") && !text.contains('{'), "{text}");
     // the top-k is sorted and elitist: the best never gets worse across generations
     let bests: Vec<f64> = outcome.history.iter().map(|h| h.best.fitness).collect();
     assert!(bests.windows(2).all(|p| p[1] >= p[0]), "{bests:?}");
