@@ -196,6 +196,27 @@ fn bad_outputs_are_per_image_errors_naming_the_problem() {
 }
 
 #[test]
+fn cli_batch_lists_bad_output_images_and_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("bad-labels.onnx");
+    std::fs::write(&model, constant_model(vec![10.0, 20.0, 30.0, 40.0], vec![0.9], vec![5])).unwrap();
+    let images: Vec<_> = (0..2).map(|i| dir.path().join(format!("{i}.png"))).collect();
+    images.iter().for_each(|p| save_png(p));
+    let out = dir.path().join("out");
+    let o = detnas(&[
+        "detect",
+        model.to_str().unwrap(),
+        images[0].to_str().unwrap(),
+        images[1].to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.matches("label 5, outside the 2 classes").count(), 2, "both images listed: {err}");
+}
+
+#[test]
 fn unavailable_cuda_is_one_warning_line_or_a_strict_error() {
     let model = &small_model().0;
     let cpu = Detector::from_file(model, DetectorOptions::default()).unwrap();

@@ -71,6 +71,8 @@ pub mod seeds {
     pub const CLASSIFY_AUGMENT: u64 = 5;
     /// Xor-ed into the seed for the sample order of BN-recalibration batches.
     pub const RECALIBRATION_ORDER_SALT: u64 = 0x5EED;
+    /// Xor-ed into the seed of the held-out split of a detection data set (`split_holdout`).
+    pub const HOLDOUT_SALT: u64 = 0x6A09_E667_F3BC_C908;
 
     /// Seed of step `step` of stream `stream` under the run seed `seed`.
     pub fn stream_seed(seed: u64, stream: u64, step: u64) -> u64 {
