@@ -4,6 +4,13 @@
 //! [`runtime::environment`] loads ONNX Runtime once per process, from `ORT_DYLIB_PATH` or the path
 //! baked in at build time by `.cargo/config.toml`, and gives a one-line error naming the setup
 //! script when the library is missing.
+//!
+//! - [`detector`]: the [`Detector`] SDK (load, detect, batches, timings);
+//! - [`contract`]: the model contract as checked at load time (metadata, interface) and on every
+//!   run (outputs): violations are [`InferError::Metadata`], [`InferError::ModelContract`] and
+//!   [`InferError::BadOutput`];
+//! - [`device`]: `--device` parsing and the provider actually used, with the one-line warning of a
+//!   CPU fallback ([`Detector::device_warning`]).
 
 pub mod contract;
 pub mod detector;
