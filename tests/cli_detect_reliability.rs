@@ -316,3 +316,22 @@ fn eval_refuses_a_ground_truth_without_annotations_and_warns_on_unknown_categori
     assert!(stderr(&o).contains("category ids not in") && stderr(&o).contains("9 (1)"), "{}", stderr(&o));
     assert!(stdout(&o).contains("Average Precision"), "{}", stdout(&o));
 }
+
+#[test]
+fn an_unavailable_device_is_one_warning_line_or_a_strict_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("a.png");
+    write_image(&img, 1, ImageFormat::Png);
+    let out = dir.path().join("out");
+    let (m, i, o) = (model(), img.to_str().unwrap(), out.to_str().unwrap());
+    let r = detnas(&["detect", m, i, "--out", o, "--device", "cuda:0"]);
+    assert_eq!(r.status.code(), Some(0), "{}", stderr(&r));
+    let err = stderr(&r);
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("cuda:0")).map(str::trim).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(warnings[0].starts_with("warning: device cuda:0 unavailable"), "{}", warnings[0]);
+    let r = detnas(&["bench", m, "--device", "cuda:0", "--iters", "1", "--warmup", "0"]);
+    assert_eq!(stderr(&r).lines().filter(|l| l.starts_with("warning: device cuda:0")).count(), 1, "{}", stderr(&r));
+    let r = detnas(&["detect", m, i, "--out", o, "--exist-ok", "--device", "cuda:0", "--strict"]);
+    assert_eq!(r.status.code(), Some(1), "{}", stderr(&r));
+}

@@ -120,6 +120,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         ..Default::default()
     };
     let detector = Detector::from_file(&args.model, options)?;
+    if let Some(w) = detector.device_warning() {
+        eprintln!("warning: {w}");
+    }
     let cfg = detector.info().config.clone();
     let encoded = match &args.image {
         Some(p) => std::fs::read(p)?,

@@ -187,6 +187,9 @@ fn load_detector(args: &DetectArgs, workers: usize) -> Result<Detector> {
         ..Default::default()
     };
     let mut detector = Detector::from_file(&args.model, options)?;
+    if let Some(w) = detector.device_warning() {
+        eprintln!("warning: {w}");
+    }
     if let Some(spec) = &args.classes {
         let classes = parse_classes(spec, &detector.info().config.class_names)?;
         detector.set_class_filter(Some(classes));
