@@ -245,3 +245,91 @@ impl<'a> StepLoop<'a> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    fn schedule(iterations: usize, max_bad_steps: Option<usize>) -> Schedule {
+        Schedule {
+            iterations,
+            log_every: 2,
+            checkpoint_every: 3,
+            lr: LrSchedule::Linear { base: 0.1, total: 100 },
+            clip_grad_norm: Some(1.0),
+            max_bad_steps,
+        }
+    }
+
+    /// A one-tensor model `w` and a loop over it into `out`.
+    fn setup<'a>(out: &'a Path, start: Start, sched: Schedule) -> Result<(nn::VarStore, Tensor, StepLoop<'a>)> {
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let w = vs.root().var("w", &[2], nn::Init::Const(1.0));
+        let state = CheckpointState::new("test", "detnas-300m", None, &serde_json::json!({ "x": 1 }));
+        let run = StepLoop::start(start, out, &mut vs, PathSgd::new(0.0, 0.0, false), state, sched)?;
+        Ok((vs, w, run))
+    }
+
+    fn loss_of(w: &Tensor, nan: bool) -> Result<StepLoss> {
+        let l = (w * w).sum(Kind::Float);
+        let total = if nan { &l * f64::NAN } else { l.shallow_clone() };
+        Ok(StepLoss { total, parts: vec![("half", &l * 0.5)] })
+    }
+
+    #[test]
+    fn steps_update_skip_non_finite_log_means_and_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let (vs, w, mut run) = setup(dir.path(), Start::Fresh, schedule(4, None)).unwrap();
+        let params = vec![("w".to_string(), w.shallow_clone())];
+        let mut logs = Vec::new();
+        for step in 0..4 {
+            let nan = step == 2;
+            let before = Vec::<f32>::try_from(&w).unwrap();
+            let entry = run.step(&vs, step, &params, 3, Duration::ZERO, || loss_of(&w, nan)).unwrap();
+            let after = Vec::<f32>::try_from(&w).unwrap();
+            assert_eq!(before == after, nan, "step {step}: only a finite loss updates");
+            logs.extend(entry);
+        }
+        assert_eq!(run.state.skipped_steps, 1);
+        assert_eq!(logs.iter().map(|e| e.step).collect::<Vec<_>>(), [2, 4]);
+        // step 1: loss 2.0, clipped update (|g| = 2.83 -> 1) with lr 0.1; window of steps 1-2
+        assert!((logs[0].parts[0].value - logs[0].loss / 2.0).abs() < 1e-9, "{:?}", logs[0]);
+        assert!(logs[0].loss > 1.8 && logs[0].loss < 2.0, "{:?}", logs[0]);
+        assert_eq!(logs[0].parts[0].name, "half");
+        assert_eq!(detnas_core::checkpoint::load_state(dir.path()).unwrap().step, 4, "saved at the last step");
+        let state = run.finish(&vs).unwrap();
+        assert_eq!((state.step, state.history.len()), (4, 2));
+    }
+
+    #[test]
+    fn consecutive_non_finite_losses_abort_after_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (vs, w, mut run) = setup(dir.path(), Start::Fresh, schedule(10, Some(2))).unwrap();
+        let params = vec![("w".to_string(), w.shallow_clone())];
+        assert!(run.step(&vs, 0, &params, 1, Duration::ZERO, || loss_of(&w, true)).unwrap().is_none());
+        let err = run.step(&vs, 1, &params, 1, Duration::ZERO, || loss_of(&w, true)).unwrap_err().to_string();
+        assert!(err.contains("2 consecutive steps"), "{err}");
+        assert!(!checkpoint::exists(dir.path()), "nothing saved");
+    }
+
+    #[test]
+    fn an_existing_checkpoint_is_refused_resumed_or_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (vs, w, mut run) = setup(dir.path(), Start::Fresh, schedule(3, None)).unwrap();
+        let params = vec![("w".to_string(), w.shallow_clone())];
+        for step in 0..3 {
+            run.step(&vs, step, &params, 1, Duration::ZERO, || loss_of(&w, false)).unwrap();
+        }
+        run.finish(&vs).unwrap();
+        let err = setup(dir.path(), Start::Fresh, schedule(3, None)).err().unwrap().to_string();
+        assert!(err.contains("step 3") && err.contains("--resume") && err.contains("--overwrite"), "{err}");
+        let (_, resumed_w, resumed) = setup(dir.path(), Start::Resume, schedule(5, None)).unwrap();
+        assert_eq!(resumed.next_step(), 3);
+        assert_eq!(Vec::<f32>::try_from(&resumed_w).unwrap(), Vec::<f32>::try_from(&w).unwrap());
+        let (_, fresh_w, fresh) = setup(dir.path(), Start::Overwrite, schedule(5, None)).unwrap();
+        assert_eq!(fresh.next_step(), 0);
+        assert_eq!(Vec::<f32>::try_from(&fresh_w).unwrap(), [1.0, 1.0]);
+        assert!(!checkpoint::exists(dir.path()), "the old checkpoint files are gone");
+    }
+}
