@@ -51,6 +51,12 @@ fn synthetic_train_export_detect() {
     let stats: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(stats["stats"].as_array().unwrap().len(), 12);
 
+    let o = detnas(&["train", "bench-step", "--config", &d("cfg.toml"), "--steps", "2", "--warmup", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let timing: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(timing["ms_per_step_p50"].as_f64().unwrap() > 0.0, "{timing}");
+    assert_eq!(timing["input"], serde_json::json!([96, 96]));
+
     // resume past the end with more iterations, and refusals
     let o = detnas(&[
         "train",
@@ -127,6 +133,13 @@ fn supernet_training_then_evolutionary_search() {
     assert_eq!(v["evaluations"], 8);
     assert!(v["seconds_per_candidate"].as_f64().unwrap() > 0.0);
     let best = v["best"]["arch"].as_str().unwrap().to_string();
+    // a path of the supernet evaluates after BN recalibration; without --arch it is refused
+    let o = detnas(&["train", "eval", "--checkpoint", &d("super"), "--arch", &best, "--recalibrate", "2", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stats: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(stats["stats"].as_array().unwrap().len(), 12);
+    let o = detnas(&["train", "eval", "--checkpoint", &d("super")]);
+    assert_one_line_failure(&o, &["supernet checkpoint", "--arch"]);
     let o = detnas(&["arch", "info", "--arch", &best, "--json"]);
     let info: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert!(info["backbone_flops"].as_u64().unwrap() <= 300_000_000);
