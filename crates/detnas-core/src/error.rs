@@ -45,6 +45,10 @@ pub enum CoreError {
     Unsatisfiable { tries: usize, detail: String },
     #[error("invalid detector configuration: {field}: {reason}")]
     BadDetectorConfig { field: &'static str, reason: String },
+    #[error("invalid genome `{text}`: {reason}")]
+    BadGenome { text: String, reason: String },
+    #[error("invalid gene space: {0}")]
+    BadGeneSpace(String),
     #[error("invalid evolution config: {0}")]
     BadConfig(String),
     #[error("search state {path}: {reason}")]

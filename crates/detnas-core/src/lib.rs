@@ -10,6 +10,7 @@
 //! - [`evolution`]: the evolutionary search engine with resumable on-disk state;
 //! - [`boxes`]: IoU, NMS, anchors, box coder, letterbox geometry (torchvision semantics);
 //! - [`detector`]: RetinaNet configuration and the pre-processing contract;
+//! - [`genome`]: detector genomes (backbone path + FPN/head/resolution genes), text form, gene spaces;
 //! - [`plan`]: the one parameter naming scheme and conv-by-conv plans of every network part;
 //! - [`rng`]: a small seedable generator whose state serializes exactly;
 //! - [`fsutil`]: atomic file writes.
@@ -24,6 +25,7 @@ pub mod detector;
 pub mod error;
 pub mod evolution;
 pub mod fsutil;
+pub mod genome;
 pub mod plan;
 pub mod rng;
 pub mod sample;

@@ -29,7 +29,7 @@ impl DetectorKind {
 }
 
 /// Convolution type of the head's tower.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum HeadConv {
     /// Dense 3x3 conv (torchvision's RetinaNet head).

@@ -1,0 +1,356 @@
+//! Detector genomes: a backbone path plus the detector's own genes (FPN width, head width and
+//! depth, head conv type, input resolution), the unit the latency-aware search explores.
+//!
+//! Text form: the backbone (comma list, compact digits or preset name, as [`crate::arch::resolve`]
+//! takes) followed by any of these genes, each after a `:`, in any order:
+//!
+//! | gene | form | example |
+//! |---|---|---|
+//! | FPN width | `fpn<N>` | `fpn96` |
+//! | head width and depth (convs per tower) | `head<C>x<D>` | `head96x3` |
+//! | head conv type | `dense` or `sep` | `sep` |
+//! | input resolution | `<H>x<W>` or `<N>` (square) | `320x320`, `320` |
+//!
+//! `23113213311133203333:fpn96:head96x3:sep:320x320` is a full genome; `coco-retinanet-300m:320`
+//! changes only the resolution. Genes left out keep the detector configuration's values, so a
+//! backbone-only string (every existing encoding and preset) is a genome that changes nothing.
+//! [`Genome::to_string`] writes the canonical form: compact backbone, then every gene in the order
+//! of the table.
+
+use crate::arch::{Arch, resolve};
+use crate::detector::{DetectorConfig, HeadConv};
+use crate::error::{CoreError, Result};
+use crate::rng::Rng;
+use crate::shape::InputSize;
+use crate::space::SearchSpace;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The detector genes of a genome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DetectorGenes {
+    pub fpn_channels: u64,
+    pub head_channels: u64,
+    /// Convs per head tower (classification and regression each).
+    pub head_convs: usize,
+    pub head_conv: HeadConv,
+    pub input: InputSize,
+}
+
+impl DetectorGenes {
+    /// The genes a detector configuration has.
+    pub fn of(cfg: &DetectorConfig) -> Self {
+        DetectorGenes {
+            fpn_channels: cfg.fpn_channels,
+            head_channels: cfg.head_channels,
+            head_convs: cfg.head_convs,
+            head_conv: cfg.head_conv,
+            input: cfg.input,
+        }
+    }
+
+    /// `cfg` with these genes.
+    pub fn apply(&self, cfg: &DetectorConfig) -> DetectorConfig {
+        DetectorConfig {
+            fpn_channels: self.fpn_channels,
+            head_channels: self.head_channels,
+            head_convs: self.head_convs,
+            head_conv: self.head_conv,
+            input: self.input,
+            ..cfg.clone()
+        }
+    }
+}
+
+impl fmt::Display for DetectorGenes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let conv = match self.head_conv {
+            HeadConv::Dense => "dense",
+            HeadConv::Separable => "sep",
+        };
+        write!(f, "fpn{}:head{}x{}:{conv}:{}", self.fpn_channels, self.head_channels, self.head_convs, self.input)
+    }
+}
+
+/// Genes given in a genome's text; `None` keeps the configuration's value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct GeneOverrides {
+    pub fpn_channels: Option<u64>,
+    pub head: Option<(u64, usize)>,
+    pub head_conv: Option<HeadConv>,
+    pub input: Option<InputSize>,
+}
+
+impl GeneOverrides {
+    /// Whether no gene is given.
+    pub fn is_empty(&self) -> bool {
+        *self == GeneOverrides::default()
+    }
+
+    /// The genes of `cfg` with these overrides.
+    pub fn over(&self, cfg: &DetectorConfig) -> DetectorGenes {
+        let base = DetectorGenes::of(cfg);
+        let (head_channels, head_convs) = self.head.unwrap_or((base.head_channels, base.head_convs));
+        DetectorGenes {
+            fpn_channels: self.fpn_channels.unwrap_or(base.fpn_channels),
+            head_channels,
+            head_convs,
+            head_conv: self.head_conv.unwrap_or(base.head_conv),
+            input: self.input.unwrap_or(base.input),
+        }
+    }
+}
+
+/// A backbone path of a space with optional detector genes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Genome {
+    pub space: SearchSpace,
+    pub arch: Arch,
+    pub genes: GeneOverrides,
+}
+
+fn bad(text: &str, reason: impl Into<String>) -> CoreError {
+    CoreError::BadGenome { text: text.to_string(), reason: reason.into() }
+}
+
+fn number<T: std::str::FromStr>(text: &str, digits: &str, what: &str) -> Result<T> {
+    digits.parse().map_err(|_| bad(text, format!("`{digits}` is not a whole number ({what})")))
+}
+
+fn positive<T: std::str::FromStr + PartialEq + Default>(text: &str, digits: &str, what: &str) -> Result<T> {
+    let v: T = number(text, digits, what)?;
+    if v == T::default() {
+        return Err(bad(text, format!("{what} must be at least 1")));
+    }
+    Ok(v)
+}
+
+impl Genome {
+    /// Parses the text form (see the module docs); `space` as for [`crate::arch::resolve`].
+    /// Each gene may appear once; unknown genes are errors naming the accepted forms.
+    pub fn parse(space: Option<&str>, text: &str) -> Result<Genome> {
+        let mut parts = text.trim().split(':');
+        let backbone = parts.next().unwrap_or_default();
+        let (space, arch) = resolve(space, backbone)?;
+        let mut genes = GeneOverrides::default();
+        for part in parts {
+            let p = part.trim().to_ascii_lowercase();
+            let twice = |what: &str| bad(text, format!("the {what} is given twice"));
+            if let Some(n) = p.strip_prefix("fpn") {
+                if genes.fpn_channels.replace(positive(text, n, "FPN width")?).is_some() {
+                    return Err(twice("FPN width"));
+                }
+            } else if let Some(rest) = p.strip_prefix("head") {
+                let (c, d) =
+                    rest.split_once('x').ok_or_else(|| bad(text, format!("`{part}`: expected head<C>x<D>")))?;
+                let head = (positive(text, c, "head width")?, positive(text, d, "head depth")?);
+                if genes.head.replace(head).is_some() {
+                    return Err(twice("head"));
+                }
+            } else if p == "dense" || p == "sep" || p == "separable" {
+                let conv = if p == "dense" { HeadConv::Dense } else { HeadConv::Separable };
+                if genes.head_conv.replace(conv).is_some() {
+                    return Err(twice("head conv type"));
+                }
+            } else if p.starts_with(|c: char| c.is_ascii_digit()) {
+                let input = InputSize::parse(&p).map_err(|e| bad(text, e.to_string()))?;
+                if genes.input.replace(input).is_some() {
+                    return Err(twice("input resolution"));
+                }
+            } else {
+                return Err(bad(
+                    text,
+                    format!("unknown gene `{part}`: expected fpn<N>, head<C>x<D>, dense, sep or <H>x<W>"),
+                ));
+            }
+        }
+        Ok(Genome { space, arch, genes })
+    }
+
+    /// The detector configuration of this genome: `base` with its genes, validated.
+    pub fn detector_config(&self, base: &DetectorConfig) -> Result<DetectorConfig> {
+        let cfg = self.genes.over(base).apply(base);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The full genome over `base`: every gene set.
+    pub fn complete(&self, base: &DetectorConfig) -> Genome {
+        let g = self.genes.over(base);
+        let genes = GeneOverrides {
+            fpn_channels: Some(g.fpn_channels),
+            head: Some((g.head_channels, g.head_convs)),
+            head_conv: Some(g.head_conv),
+            input: Some(g.input),
+        };
+        Genome { genes, ..self.clone() }
+    }
+}
+
+impl fmt::Display for Genome {
+    /// Compact backbone, then the given genes in canonical order.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.arch.compact())?;
+        if let Some(n) = self.genes.fpn_channels {
+            write!(f, ":fpn{n}")?;
+        }
+        if let Some((c, d)) = self.genes.head {
+            write!(f, ":head{c}x{d}")?;
+        }
+        match self.genes.head_conv {
+            Some(HeadConv::Dense) => write!(f, ":dense")?,
+            Some(HeadConv::Separable) => write!(f, ":sep")?,
+            None => {}
+        }
+        if let Some(i) = self.genes.input {
+            write!(f, ":{i}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The values each detector gene may take in a search.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeneSpace {
+    pub fpn_channels: Vec<u64>,
+    pub head_channels: Vec<u64>,
+    pub head_convs: Vec<usize>,
+    pub head_conv: Vec<HeadConv>,
+    pub input: Vec<InputSize>,
+}
+
+impl Default for GeneSpace {
+    /// Widths 64-256, depths 1-4, both conv types, square inputs 256-512: from a head a CPU runs in
+    /// milliseconds to torchvision's default.
+    fn default() -> Self {
+        GeneSpace {
+            fpn_channels: vec![64, 96, 128, 192, 256],
+            head_channels: vec![64, 96, 128, 192, 256],
+            head_convs: vec![1, 2, 3, 4],
+            head_conv: vec![HeadConv::Separable, HeadConv::Dense],
+            input: [256, 320, 384, 448, 512].map(|n| InputSize::new(n, n)).to_vec(),
+        }
+    }
+}
+
+impl GeneSpace {
+    /// Every gene has at least one value; every value is valid in a detector configuration.
+    pub fn validate(&self, base: &DetectorConfig) -> Result<()> {
+        let empty = |what: &str| CoreError::BadGeneSpace(format!("`{what}` has no value"));
+        for (what, len) in [
+            ("fpn_channels", self.fpn_channels.len()),
+            ("head_channels", self.head_channels.len()),
+            ("head_convs", self.head_convs.len()),
+            ("head_conv", self.head_conv.len()),
+            ("input", self.input.len()),
+        ] {
+            if len == 0 {
+                return Err(empty(what));
+            }
+        }
+        for genes in self.corners() {
+            genes.apply(base).validate()?;
+        }
+        Ok(())
+    }
+
+    /// Genes drawn uniformly, one value per gene.
+    pub fn sample(&self, rng: &mut Rng) -> DetectorGenes {
+        fn pick<T: Copy>(rng: &mut Rng, v: &[T]) -> T {
+            v[rng.below(v.len() as u64) as usize]
+        }
+        DetectorGenes {
+            fpn_channels: pick(rng, &self.fpn_channels),
+            head_channels: pick(rng, &self.head_channels),
+            head_convs: pick(rng, &self.head_convs),
+            head_conv: pick(rng, &self.head_conv),
+            input: pick(rng, &self.input),
+        }
+    }
+
+    /// Whether `genes` uses only values of this space.
+    pub fn contains(&self, genes: &DetectorGenes) -> bool {
+        self.fpn_channels.contains(&genes.fpn_channels)
+            && self.head_channels.contains(&genes.head_channels)
+            && self.head_convs.contains(&genes.head_convs)
+            && self.head_conv.contains(&genes.head_conv)
+            && self.input.contains(&genes.input)
+    }
+
+    /// The smallest and largest value of every gene (for validation).
+    fn corners(&self) -> [DetectorGenes; 2] {
+        let min = |v: &[u64]| *v.iter().min().expect("non-empty");
+        let max = |v: &[u64]| *v.iter().max().expect("non-empty");
+        let by_area = |a: &&InputSize, b: &&InputSize| (a.height * a.width).cmp(&(b.height * b.width));
+        [
+            DetectorGenes {
+                fpn_channels: min(&self.fpn_channels),
+                head_channels: min(&self.head_channels),
+                head_convs: *self.head_convs.iter().min().expect("non-empty"),
+                head_conv: self.head_conv[0],
+                input: *self.input.iter().min_by(by_area).expect("non-empty"),
+            },
+            DetectorGenes {
+                fpn_channels: max(&self.fpn_channels),
+                head_channels: max(&self.head_channels),
+                head_convs: *self.head_convs.iter().max().expect("non-empty"),
+                head_conv: *self.head_conv.last().expect("non-empty"),
+                input: *self.input.iter().max_by(by_area).expect("non-empty"),
+            },
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_form_round_trips_and_backbone_only_strings_change_nothing() {
+        let g = Genome::parse(None, "coco-retinanet-300m:320:sep:head96x3:fpn128").unwrap();
+        assert_eq!(g.to_string(), "23113213311133203333:fpn128:head96x3:sep:320x320");
+        assert_eq!(Genome::parse(None, &g.to_string()).unwrap(), g);
+        let cfg = g.detector_config(&DetectorConfig::default()).unwrap();
+        assert_eq!((cfg.fpn_channels, cfg.head_channels, cfg.head_convs), (128, 96, 3));
+        assert_eq!((cfg.head_conv, cfg.input), (HeadConv::Separable, InputSize::new(320, 320)));
+
+        let base = DetectorConfig::default();
+        for text in ["2,3,1,1,3,2,1,3,3,1,1,1,3,3,2,0,3,3,3,3", "coco-fpn-300m", "21202112331300313132"] {
+            let g = Genome::parse(None, text).unwrap();
+            assert!(g.genes.is_empty());
+            assert_eq!(g.detector_config(&base).unwrap(), base);
+        }
+        let full = Genome::parse(None, "coco-fpn-300m:512").unwrap().complete(&base);
+        assert_eq!(full.to_string(), "21202112331300313132:fpn256:head256x4:dense:512x512");
+    }
+
+    #[test]
+    fn bad_genes_are_named() {
+        for (text, needle) in [
+            ("coco-fpn-300m:fpn0", "FPN width must be at least 1"),
+            ("coco-fpn-300m:head96", "expected head<C>x<D>"),
+            ("coco-fpn-300m:fpn64:fpn96", "FPN width is given twice"),
+            ("coco-fpn-300m:wide", "unknown gene `wide`"),
+            ("coco-fpn-300m:320x", "320x"),
+        ] {
+            let e = Genome::parse(None, text).unwrap_err().to_string();
+            assert!(e.contains(needle), "{text}: {e}");
+        }
+        let g = Genome::parse(None, "coco-fpn-300m:500").unwrap();
+        assert!(g.detector_config(&DetectorConfig::default()).unwrap_err().to_string().contains("multiple of 32"));
+    }
+
+    #[test]
+    fn gene_space_samples_its_own_values() {
+        let space = GeneSpace::default();
+        space.validate(&DetectorConfig::default()).unwrap();
+        let mut rng = Rng::seed(3);
+        let genes: Vec<DetectorGenes> = (0..200).map(|_| space.sample(&mut rng)).collect();
+        assert!(genes.iter().all(|g| space.contains(g)));
+        assert!(genes.iter().any(|g| g.head_conv == HeadConv::Dense));
+        assert!(genes.iter().any(|g| g.input == InputSize::new(256, 256)));
+        let empty = GeneSpace { head_convs: vec![], ..GeneSpace::default() };
+        assert!(empty.validate(&DetectorConfig::default()).unwrap_err().to_string().contains("head_convs"));
+    }
+}
