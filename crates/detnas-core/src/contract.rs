@@ -69,6 +69,8 @@ pub mod seeds {
     pub const RECALIBRATION_AUGMENT: u64 = 4;
     /// Classification-batch augmentation (crop, flip).
     pub const CLASSIFY_AUGMENT: u64 = 5;
+    /// Detector-gene sampling (FPN/head width, depth, conv type, input) of a genes-supernet step.
+    pub const GENE_SAMPLING: u64 = 6;
     /// Xor-ed into the seed for the sample order of BN-recalibration batches.
     pub const RECALIBRATION_ORDER_SALT: u64 = 0x5EED;
     /// Xor-ed into the seed of the held-out split of a detection data set (`split_holdout`).
@@ -88,7 +90,14 @@ mod tests {
 
     #[test]
     fn streams_are_distinct_and_stable() {
-        let all = [EPOCH_PERMUTATION, DETECTION_AUGMENT, PATH_SAMPLING, RECALIBRATION_AUGMENT, CLASSIFY_AUGMENT];
+        let all = [
+            EPOCH_PERMUTATION,
+            DETECTION_AUGMENT,
+            PATH_SAMPLING,
+            RECALIBRATION_AUGMENT,
+            CLASSIFY_AUGMENT,
+            GENE_SAMPLING,
+        ];
         let mut seen: Vec<u64> = all.iter().map(|&s| stream_seed(7, s, 3)).collect();
         seen.sort_unstable();
         seen.dedup();

@@ -132,6 +132,29 @@ impl Weights {
         Weights { tensors, source: format!("random-varied seed {seed}") }
     }
 
+    /// The tensors of `params` cut from these weights: each stored tensor's leading block of the
+    /// spec's shape (the first channels of every dimension, Once-for-All style), so any sub-network
+    /// of an elastic supernet exports from its checkpoint. A tensor of exactly the spec's shape is
+    /// copied; one of another rank or smaller in any dimension is an error naming the parameter, as
+    /// is a missing one. Tensors not in `params` are left out.
+    pub fn sliced_to(&self, params: &[ParamSpec]) -> Result<Self> {
+        let mut tensors = BTreeMap::new();
+        for p in params {
+            let t = self
+                .tensors
+                .get(&p.name)
+                .ok_or_else(|| OnnxError::MissingTensor { name: p.name.clone(), origin: self.source.clone() })?;
+            if t.shape.len() != p.shape.len() || t.shape.iter().zip(&p.shape).any(|(have, want)| want > have) {
+                return Err(self.err(format!(
+                    "tensor `{}` has shape {:?}, which does not contain the requested shape {:?}",
+                    p.name, t.shape, p.shape
+                )));
+            }
+            tensors.insert(p.name.clone(), Tensor { shape: p.shape.clone(), data: leading_block(t, &p.shape) });
+        }
+        Ok(Weights { tensors, source: self.source.clone() })
+    }
+
     /// Inserts or replaces a tensor.
     pub fn insert(&mut self, name: &str, tensor: Tensor) {
         self.tensors.insert(name.to_string(), tensor);
@@ -172,6 +195,34 @@ impl Weights {
 
 pub use detnas_core::plan::normal;
 
+/// The values of `t`'s leading block of `shape` (same rank, every dimension at most `t`'s), in
+/// row-major order.
+fn leading_block(t: &Tensor, shape: &[usize]) -> Vec<f32> {
+    if t.shape == shape {
+        return t.data.clone();
+    }
+    let n: usize = shape.iter().product();
+    let mut out = Vec::with_capacity(n);
+    // row-major strides of the stored tensor
+    let mut strides = vec![1usize; t.shape.len()];
+    for d in (0..t.shape.len().saturating_sub(1)).rev() {
+        strides[d] = strides[d + 1] * t.shape[d + 1];
+    }
+    let mut index = vec![0usize; shape.len()];
+    for _ in 0..n {
+        let offset: usize = index.iter().zip(&strides).map(|(i, s)| i * s).sum();
+        out.push(t.data[offset]);
+        for d in (0..shape.len()).rev() {
+            index[d] += 1;
+            if index[d] < shape[d] {
+                break;
+            }
+            index[d] = 0;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,6 +246,31 @@ mod tests {
         let garbage = dir.path().join("bad.safetensors");
         std::fs::write(&garbage, b"not safetensors").unwrap();
         assert!(Weights::load(&garbage).unwrap_err().to_string().contains("bad.safetensors"));
+    }
+
+    #[test]
+    fn slicing_takes_the_leading_block_and_names_a_too_large_request() {
+        let mut w = Weights::default();
+        w.insert("c.weight", Tensor { shape: vec![3, 2, 2], data: (0..12).map(|v| v as f32).collect() });
+        w.insert("c.bias", Tensor { shape: vec![3], data: vec![1.0, 2.0, 3.0] });
+        w.insert("other", Tensor { shape: vec![1], data: vec![0.0] });
+        let spec = |name: &str, shape: Vec<usize>| ParamSpec {
+            name: name.into(),
+            shape,
+            init: Init::Const(0.0),
+            buffer: false,
+        };
+        let s = w.sliced_to(&[spec("c.weight", vec![2, 1, 2]), spec("c.bias", vec![2])]).unwrap();
+        assert_eq!(s.get("c.weight", &[2, 1, 2]).unwrap().data, vec![0.0, 1.0, 4.0, 5.0]);
+        assert_eq!(s.get("c.bias", &[2]).unwrap().data, vec![1.0, 2.0]);
+        assert_eq!(s.names().collect::<Vec<_>>(), ["c.bias", "c.weight"], "only the requested tensors");
+        let full = w.sliced_to(&[spec("c.weight", vec![3, 2, 2])]).unwrap();
+        assert_eq!(full.get("c.weight", &[3, 2, 2]).unwrap().data, (0..12).map(|v| v as f32).collect::<Vec<_>>());
+        let err = w.sliced_to(&[spec("c.weight", vec![4, 2, 2])]).unwrap_err().to_string();
+        assert!(err.contains("c.weight") && err.contains("[4, 2, 2]") && err.contains("[3, 2, 2]"), "{err}");
+        let err = w.sliced_to(&[spec("c.weight", vec![3, 4])]).unwrap_err().to_string();
+        assert!(err.contains("c.weight"), "{err}");
+        assert!(w.sliced_to(&[spec("gone", vec![1])]).unwrap_err().to_string().contains("gone"));
     }
 
     #[test]
