@@ -1,6 +1,6 @@
 //! `detnas arch` and `detnas tour` end to end.
 
-use crate::util::{assert_one_line_failure, detnas, stdout};
+use crate::util::{assert_one_line_failure, detnas, stderr, stdout};
 use detnas_core::InputSize;
 use serde_json::Value;
 
@@ -109,4 +109,34 @@ fn list_and_tour_run() {
     let o = detnas(&["tour"]);
     assert!(o.status.success());
     assert!(stdout(&o).contains("coco-retinanet-300m"));
+}
+
+#[test]
+fn arch_info_reports_a_genomes_detector_by_part() {
+    let o =
+        detnas(&["arch", "info", "--arch", "coco-retinanet-300m:320:sep:head96x3:fpn96", "--classes", "2", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let d = &v["detector"];
+    assert_eq!(d["genome"], "23113213311133203333:fpn96:head96x3:sep:320x320");
+    assert_eq!(v["input"]["height"], 320, "the genome's resolution is the report's");
+    let part = |k: &str, p: &str| d[k][p].as_u64().unwrap();
+    assert_eq!(part("flops", "backbone"), v["backbone_flops"].as_u64().unwrap());
+    assert_eq!(part("params", "backbone"), v["backbone_params"].as_u64().unwrap());
+    for k in ["flops", "params"] {
+        assert_eq!(part(k, "total"), part(k, "backbone") + part(k, "fpn") + part(k, "head"), "{k}");
+    }
+    // a wider dense head costs more than the separable one, at the same backbone
+    let o = detnas(&["arch", "info", "--arch", "coco-retinanet-300m:320:dense:head96x3:fpn96", "--json"]);
+    let dense: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(dense["detector"]["flops"]["head"].as_u64().unwrap() > part("flops", "head"));
+    // backbone-only strings keep today's report
+    let o = detnas(&["arch", "info", "--arch", "coco-fpn-300m", "--json"]);
+    let plain: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(plain.get("detector").is_none());
+    assert_one_line_failure(
+        &detnas(&["arch", "info", "--arch", "coco-fpn-300m:320", "--input", "224"]),
+        &["--input and the genome's resolution"],
+    );
+    assert_one_line_failure(&detnas(&["arch", "info", "--arch", "coco-fpn-300m:wide"]), &["unknown gene `wide`"]);
 }

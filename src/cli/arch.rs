@@ -2,8 +2,11 @@
 
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
-use detnas_core::arch::{PRESETS, resolve};
+use detnas_core::arch::PRESETS;
 use detnas_core::cost::{CostReport, FlopsTable, cost};
+use detnas_core::detector::{DetectorConfig, detector_flops};
+use detnas_core::genome::Genome;
+use detnas_core::plan::{Paths, detector_params};
 use detnas_core::rng::Rng;
 use detnas_core::sample::{FlopsBinnedSampler, FlopsWindowSampler};
 use detnas_core::size::{format_count, parse_count};
@@ -29,12 +32,18 @@ pub struct InfoArgs {
     /// Search space (optional when --arch is a preset).
     #[arg(long)]
     space: Option<String>,
-    /// Encoding (`2,1,2,0,...` or `2120...`) or preset name (see `detnas arch list`).
+    /// Encoding (`2,1,2,0,...` or `2120...`), preset name (see `detnas arch list`), or a genome
+    /// with detector genes (`coco-retinanet-300m:fpn96:head96x3:sep:320`): then the detector's
+    /// FLOPs and parameters per part are reported at the genome's resolution.
     #[arg(long)]
     arch: String,
-    /// Input size HxW (or one number for a square input).
-    #[arg(long, default_value = "224x224")]
-    input: String,
+    /// Input size HxW (or one number for a square input) of the backbone report; a genome's
+    /// resolution gene takes its place.
+    #[arg(long)]
+    input: Option<String>,
+    /// Classes of the detector report (they size the classification predictor).
+    #[arg(long, default_value_t = 1, value_parser = super::values::count)]
+    classes: usize,
     /// Print the report as JSON (exact integer FLOPs and parameters).
     #[arg(long)]
     json: bool,
@@ -160,14 +169,55 @@ fn report_json(space: &SearchSpace, arch: &Arch, r: &CostReport) -> serde_json::
     })
 }
 
+/// FLOPs and parameters of a genome's whole detector, by part.
+fn detector_report(genome: &Genome, classes: usize) -> Result<serde_json::Value> {
+    let base =
+        DetectorConfig { class_names: (0..classes).map(|i| format!("class{i}")).collect(), ..Default::default() };
+    let cfg = genome.detector_config(&base)?;
+    let flops = detector_flops(&genome.space, &genome.arch, &cfg)?;
+    let mut params = [0u64; 3];
+    for p in detector_params(&genome.space, Paths::Single(&genome.arch), &cfg).iter().filter(|p| !p.buffer) {
+        let part = ["backbone.", "fpn.", "head."].iter().position(|k| p.name.starts_with(k)).unwrap_or(2);
+        params[part] += p.shape.iter().product::<usize>() as u64;
+    }
+    Ok(json!({
+        "genome": genome.complete(&base).to_string(),
+        "input": {"height": cfg.input.height, "width": cfg.input.width},
+        "classes": classes,
+        "flops": flops,
+        "params": {"backbone": params[0], "fpn": params[1], "head": params[2], "total": params.iter().sum::<u64>()},
+    }))
+}
+
+fn print_detector(d: &serde_json::Value) {
+    println!("genome      {}", d["genome"].as_str().unwrap_or_default());
+    println!("detector    {}x{}, {} class(es)", d["input"]["height"], d["input"]["width"], d["classes"]);
+    for part in ["backbone", "fpn", "head", "total"] {
+        let (f, p) = (d["flops"][part].as_u64().unwrap_or(0), d["params"][part].as_u64().unwrap_or(0));
+        println!("  {part:<9} {:>9} FLOPs ({f})  {:>8} params ({p})", format_count(f), format_count(p));
+    }
+}
+
 fn info(args: InfoArgs) -> Result<()> {
-    let (space, arch) = resolve(args.space.as_deref(), &args.arch)?;
-    let input = InputSize::parse(&args.input)?;
-    let r = cost(&space, &arch, input)?;
+    let genome = Genome::parse(args.space.as_deref(), &args.arch)?;
+    let (space, arch) = (&genome.space, &genome.arch);
+    let input = match (&args.input, genome.genes.input) {
+        (Some(_), Some(_)) => anyhow::bail!("--input and the genome's resolution gene both set the input: give one"),
+        (Some(i), None) => InputSize::parse(i)?,
+        (None, Some(i)) => i,
+        (None, None) => InputSize::IMAGENET,
+    };
+    let r = cost(space, arch, input)?;
+    let detector = (!genome.genes.is_empty()).then(|| detector_report(&genome, args.classes)).transpose()?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report_json(&space, &arch, &r))?);
+        let mut v = report_json(space, arch, &r);
+        if let Some(d) = detector {
+            v["detector"] = d;
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
+    let (space, arch) = (space.clone(), arch.clone());
     println!("space       {} ({} layers, choices {})", space.name, space.num_layers(), space.allowed_description());
     println!("arch        {arch}");
     println!("input       {input}");
@@ -203,6 +253,9 @@ fn info(args: InfoArgs) -> Result<()> {
             format_count(l.flops),
             format_count(l.params)
         );
+    }
+    if let Some(d) = &detector {
+        print_detector(d);
     }
     Ok(())
 }
