@@ -11,16 +11,16 @@
 //! [`ExportOptions::raw_outputs`] also `cls_logits` `[1, A, K]` and `bbox_regression` `[1, A, 4]`
 //! over all anchors (torchvision's head output layout).
 
+use crate::emit::{Candidates, Emitter, refs};
 use crate::error::Result;
-use crate::graph::{Attr, Dim, ElemType, GraphBuilder};
+use crate::graph::{Attr, Dim, ElemType};
 use crate::weights::Weights;
 use detnas_core::arch::Arch;
 use detnas_core::contract::tensors;
-use detnas_core::detector::{DetectorConfig, LevelShape, all_anchors, detector_flops, pyramid_levels};
-use detnas_core::plan::{ConvUnit, block_plan, fpn_plan, fpn_stage_indices, head_plan, stem_plan};
-use detnas_core::space::{ChannelShuffle, SearchSpace};
+use detnas_core::detector::{DetectorConfig, all_anchors, detector_flops, pyramid_levels};
+use detnas_core::plan::{fpn_plan, fpn_stage_indices, head_plan, stem_plan};
+use detnas_core::space::SearchSpace;
 use onnx_protobuf::ModelProto;
-use std::collections::HashMap;
 
 /// Export switches.
 #[derive(Clone, Debug, Default)]
@@ -31,107 +31,6 @@ pub struct ExportOptions {
 
 /// Metadata keys and format version, from the core's contract (kept here for existing callers).
 pub use detnas_core::contract::{FORMAT_VERSION, keys};
-
-struct Emitter<'w> {
-    g: GraphBuilder,
-    weights: &'w Weights,
-    eps: f32,
-    /// Conv prefix -> (weight, bias) initializer names, so shared head weights are stored once.
-    emitted: HashMap<String, (String, String)>,
-    params: usize,
-}
-
-impl Emitter<'_> {
-    /// Folds BN (if any) into the conv and stores the result once per conv.
-    fn conv_weights(&mut self, u: &ConvUnit) -> Result<(String, String)> {
-        if let Some(names) = self.emitted.get(&u.conv) {
-            return Ok(names.clone());
-        }
-        let w = self.weights.get(&format!("{}.weight", u.conv), &u.weight_shape())?;
-        let cout = u.out_channels;
-        let mut weight = w.data.clone();
-        let mut bias =
-            if u.bias { self.weights.get(&format!("{}.bias", u.conv), &[cout])?.data.clone() } else { vec![0.0; cout] };
-        self.params += weight.len() + if u.bias { cout } else { 0 };
-        if let Some(bn) = &u.bn {
-            let get = |n: &str| self.weights.get(&format!("{bn}.{n}"), &[cout]).map(|t| t.data.clone());
-            let (gamma, beta, mean, var) = (get("weight")?, get("bias")?, get("running_mean")?, get("running_var")?);
-            self.params += 2 * cout;
-            let per_out = weight.len() / cout;
-            for o in 0..cout {
-                let s = gamma[o] / (var[o] + self.eps).sqrt();
-                for v in &mut weight[o * per_out..(o + 1) * per_out] {
-                    *v *= s;
-                }
-                bias[o] = (bias[o] - mean[o]) * s + beta[o];
-            }
-        }
-        let dims: Vec<i64> = u.weight_shape().iter().map(|&d| d as i64).collect();
-        let wn = self.g.weight(&format!("{}.weight", u.conv), &dims, weight)?;
-        let bn = self.g.weight(&format!("{}.bias", u.conv), &[cout as i64], bias)?;
-        self.emitted.insert(u.conv.clone(), (wn.clone(), bn.clone()));
-        Ok((wn, bn))
-    }
-
-    fn unit(&mut self, u: &ConvUnit, x: &str) -> Result<String> {
-        let (w, b) = self.conv_weights(u)?;
-        let (k, s, p) = (u.kernel as i64, u.stride as i64, u.padding() as i64);
-        let y = self.g.op(
-            "Conv",
-            &u.conv,
-            &[x, &w, &b],
-            vec![
-                ("kernel_shape", Attr::Ints(vec![k, k])),
-                ("strides", Attr::Ints(vec![s, s])),
-                ("pads", Attr::Ints(vec![p, p, p, p])),
-                ("group", Attr::Int(u.groups as i64)),
-            ],
-        );
-        Ok(if u.relu { self.g.op("Relu", &u.conv, &[&y], vec![]) } else { y })
-    }
-
-    fn chain(&mut self, units: &[ConvUnit], x: &str) -> Result<String> {
-        let mut y = x.to_string();
-        for u in units {
-            y = self.unit(u, &y)?;
-        }
-        Ok(y)
-    }
-
-    fn i64s(&mut self, base: &str, v: &[i64]) -> Result<String> {
-        self.g.const_i64(base, &[v.len() as i64], v.to_vec())
-    }
-
-    fn scalar_f32(&mut self, base: &str, v: f32) -> Result<String> {
-        self.g.const_f32(base, &[], vec![v])
-    }
-
-    /// Splits a stride-1 block input into (identity half, processed half).
-    fn split(&mut self, x: &str, channels: usize, shuffle: ChannelShuffle, base: &str) -> Result<(String, String)> {
-        let c = channels as i64;
-        match shuffle {
-            ChannelShuffle::EvenOdd => {
-                let axes = self.i64s("axes1", &[1])?;
-                let steps = self.i64s("step2", &[2])?;
-                let end = self.i64s("end", &[c])?;
-                let s0 = self.i64s("start0", &[0])?;
-                let s1 = self.i64s("start1", &[1])?;
-                let even = self.g.op("Slice", base, &[x, &s0, &end, &axes, &steps], vec![]);
-                let odd = self.g.op("Slice", base, &[x, &s1, &end, &axes, &steps], vec![]);
-                Ok((even, odd))
-            }
-            ChannelShuffle::HalfInterleave => {
-                let idx: Vec<i64> = shuffle.split_indices(channels).iter().map(|&i| i as i64).collect();
-                let half = channels / 2;
-                let a = self.g.const_i64("shuffle_idx", &[half as i64], idx[..half].to_vec())?;
-                let b = self.g.const_i64("shuffle_idx", &[half as i64], idx[half..].to_vec())?;
-                let first = self.g.op("Gather", base, &[x, &a], vec![("axis", Attr::Int(1))]);
-                let second = self.g.op("Gather", base, &[x, &b], vec![("axis", Attr::Int(1))]);
-                Ok((first, second))
-            }
-        }
-    }
-}
 
 /// Exports `arch` in `space` as a RetinaNet detector with `weights` (names from
 /// [`detnas_core::plan`]); BN statistics are folded into the convolutions.
@@ -145,102 +44,33 @@ pub fn export_retinanet(
     cfg.validate()?;
     arch.validate(space)?;
     let levels = pyramid_levels(space, arch, cfg)?;
-    let mut e = Emitter {
-        g: GraphBuilder::new("detnas_retinanet"),
-        weights,
-        eps: cfg.bn_eps,
-        emitted: HashMap::new(),
-        params: 0,
-    };
+    let mut e = Emitter::new("detnas_retinanet", weights, cfg.bn_eps);
     let (h, w) = (cfg.input.height as i64, cfg.input.width as i64);
     let images =
         e.g.input(tensors::IMAGES, ElemType::F32, &[Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(h), Dim::Fixed(w)])?;
-
-    // (x / 255 - mean) / std == x * (1 / (255 std)) + (-mean / std)
-    let p = &cfg.preprocess;
-    let scale: Vec<f32> = (0..3).map(|c| 1.0 / (255.0 * p.std[c])).collect();
-    let shift: Vec<f32> = (0..3).map(|c| -p.mean[c] / p.std[c]).collect();
-    let sc = e.g.const_f32("preprocess.scale", &[1, 3, 1, 1], scale)?;
-    let sh = e.g.const_f32("preprocess.shift", &[1, 3, 1, 1], shift)?;
-    let x = e.g.op("Mul", "preprocess", &[&images, &sc], vec![]);
-    let mut x = e.g.op("Add", "preprocess", &[&x, &sh], vec![]);
-
-    x = e.unit(&stem_plan(space), &x)?;
+    let x = e.preprocess(&images, &cfg.preprocess)?;
+    let mut x = e.unit(&stem_plan(space), &x)?;
     let mut stage_outputs = Vec::new();
     for (layer, &choice) in space.layers().iter().zip(arch.choices()) {
-        let plan = block_plan(layer, choice);
-        let base = format!("backbone.features.{}", layer.index);
-        let (left, right) = if layer.stride == 2 {
-            (e.chain(&plan.proj, &x)?, e.chain(&plan.main, &x)?)
-        } else {
-            let (keep, process) = e.split(&x, layer.in_channels as usize, cfg.shuffle, &base)?;
-            (keep, e.chain(&plan.main, &process)?)
-        };
-        x = e.g.op("Concat", &base, &[&left, &right], vec![("axis", Attr::Int(1))]);
+        x = e.block(layer, choice, cfg.shuffle, &x)?;
         if layer.block + 1 == space.stages[layer.stage].blocks {
             stage_outputs.push(x.clone());
         }
     }
-
-    // FPN (torchvision FeaturePyramidNetwork + LastLevelP6P7 on P5)
     let stage_idx = fpn_stage_indices(space);
     let in_ch: Vec<usize> = stage_idx.iter().map(|&i| space.stages[i].channels as usize).collect();
     let feats: Vec<String> = stage_idx.iter().map(|&i| stage_outputs[i].clone()).collect();
-    let fpn = fpn_plan(&in_ch, cfg);
-    let fc = cfg.fpn_channels as i64;
-    let mut last_inner = e.unit(&fpn.inner[2], &feats[2])?;
-    let mut pyramid = vec![e.unit(&fpn.layer[2], &last_inner)?];
-    for i in (0..2).rev() {
-        let lateral = e.unit(&fpn.inner[i], &feats[i])?;
-        let sizes = e.i64s("fpn.size", &[1, fc, levels[i].height as i64, levels[i].width as i64])?;
-        let up = e.g.op(
-            "Resize",
-            "fpn.upsample",
-            &[&last_inner, "", "", &sizes],
-            vec![
-                ("mode", Attr::Str("nearest".into())),
-                ("coordinate_transformation_mode", Attr::Str("asymmetric".into())),
-                ("nearest_mode", Attr::Str("floor".into())),
-            ],
-        );
-        last_inner = e.g.op("Add", "fpn.merge", &[&lateral, &up], vec![]);
-        pyramid.insert(0, e.unit(&fpn.layer[i], &last_inner)?);
-    }
-    let p6 = e.unit(&fpn.p6, &pyramid[2])?;
-    let p6_relu = e.g.op("Relu", "fpn.extra_blocks", &[&p6], vec![]);
-    let p7 = e.unit(&fpn.p7, &p6_relu)?;
-    pyramid.push(p6);
-    pyramid.push(p7);
+    let pyramid = e.fpn(&fpn_plan(&in_ch, cfg), &feats, &levels, cfg.fpn_channels)?;
 
-    // Head and per-level post-processing
     let head = head_plan(cfg);
-    let k = cfg.num_classes() as i64;
-    let a = cfg.anchors_per_cell() as i64;
     let anchors = all_anchors(&levels, cfg);
-    let (mut cand_boxes, mut cand_scores, mut cand_labels) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut raw_cls, mut raw_reg) = (Vec::new(), Vec::new());
-    let mut offset = 0usize;
+    let mut candidates = Candidates::default();
     for (level, feat) in levels.iter().zip(&pyramid) {
-        let cls = e.chain(&head.classification.tower.concat(), feat)?;
-        let cls = e.unit(&head.classification.predictor, &cls)?;
-        let reg = e.chain(&head.regression.tower.concat(), feat)?;
-        let reg = e.unit(&head.regression.predictor, &reg)?;
-        let n = level.height * level.width * a as usize;
-        let cls_flat = flatten_head(&mut e, &cls, level, a, k)?; // [1, n, K]
-        let reg_flat = flatten_head(&mut e, &reg, level, a, 4)?; // [1, n, 4]
-        raw_cls.push(cls_flat.clone());
-        raw_reg.push(reg_flat.clone());
-        let level_anchors = &anchors[offset..offset + n];
-        offset += n;
-        let (b, s, l) = level_candidates(&mut e, &cls_flat, &reg_flat, level_anchors, n, cfg)?;
-        cand_boxes.push(b);
-        cand_scores.push(s);
-        cand_labels.push(l);
+        let cls = e.head_branch(&head.classification, feat)?;
+        let reg = e.head_branch(&head.regression, feat)?;
+        candidates.add_level(&mut e, (&cls, &reg), level, &anchors, cfg)?;
     }
-    let boxes = e.g.op("Concat", "candidates", &refs(&cand_boxes), vec![("axis", Attr::Int(0))]);
-    let scores = e.g.op("Concat", "candidates", &refs(&cand_scores), vec![("axis", Attr::Int(0))]);
-    let labels = e.g.op("Concat", "candidates", &refs(&cand_labels), vec![("axis", Attr::Int(0))]);
-    let (boxes, scores, labels) = final_nms(&mut e, &boxes, &scores, &labels, cfg)?;
+    let (boxes, scores, labels) = candidates.finish(&mut e, cfg)?;
     let det = Dim::Symbolic("detections".into());
     e.g.op_as("Identity", tensors::BOXES, &[&boxes], vec![])?;
     e.g.op_as("Identity", tensors::SCORES, &[&scores], vec![])?;
@@ -249,9 +79,10 @@ pub fn export_retinanet(
     e.g.output(tensors::SCORES, ElemType::F32, std::slice::from_ref(&det))?;
     e.g.output(tensors::LABELS, ElemType::I64, &[det])?;
     if opts.raw_outputs {
-        let total = anchors.len() as i64;
-        e.g.op_as("Concat", tensors::CLS_LOGITS, &refs(&raw_cls), vec![("axis", Attr::Int(1))])?;
-        e.g.op_as("Concat", tensors::BBOX_REGRESSION, &refs(&raw_reg), vec![("axis", Attr::Int(1))])?;
+        let (total, k) = (anchors.len() as i64, cfg.num_classes() as i64);
+        let (cls, reg) = (refs(&candidates.raw_cls), refs(&candidates.raw_reg));
+        e.g.op_as("Concat", tensors::CLS_LOGITS, &cls, vec![("axis", Attr::Int(1))])?;
+        e.g.op_as("Concat", tensors::BBOX_REGRESSION, &reg, vec![("axis", Attr::Int(1))])?;
         e.g.output(tensors::CLS_LOGITS, ElemType::F32, &[Dim::Fixed(1), Dim::Fixed(total), Dim::Fixed(k)])?;
         e.g.output(tensors::BBOX_REGRESSION, ElemType::F32, &[Dim::Fixed(1), Dim::Fixed(total), Dim::Fixed(4)])?;
     }
@@ -281,134 +112,4 @@ pub fn export_retinanet(
     g.metadata(keys::WEIGHTS, weights.source.clone());
     g.doc(format!("DetNAS RetinaNet: space {} arch {} input {}", space.name, arch, cfg.input));
     Ok(g.build())
-}
-
-fn refs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
-
-/// `[1, A*C, H, W]` -> `[1, H*W*A, C]` (torchvision's order: y, x, anchor).
-fn flatten_head(e: &mut Emitter<'_>, t: &str, level: &LevelShape, a: i64, c: i64) -> Result<String> {
-    let (h, w) = (level.height as i64, level.width as i64);
-    let s5 = e.i64s("shape", &[1, a, c, h, w])?;
-    let r = e.g.op("Reshape", "head.flatten", &[t, &s5], vec![]);
-    let tr = e.g.op("Transpose", "head.flatten", &[&r], vec![("perm", Attr::Ints(vec![0, 3, 4, 1, 2]))]);
-    let s3 = e.i64s("shape", &[1, h * w * a, c])?;
-    Ok(e.g.op("Reshape", "head.flatten", &[&tr, &s3], vec![]))
-}
-
-/// Top-k candidates of one level: decoded, clipped boxes `[k, 4]`, scores `[k]`, labels `[k]`.
-fn level_candidates(
-    e: &mut Emitter<'_>,
-    cls: &str,
-    reg: &str,
-    anchors: &[[f32; 4]],
-    n: usize,
-    cfg: &DetectorConfig,
-) -> Result<(String, String, String)> {
-    let k = cfg.num_classes();
-    let topk = cfg.topk_candidates.min(n * k) as i64;
-    let flat_shape = e.i64s("shape", &[-1])?;
-    let flat = e.g.op("Reshape", "post.scores", &[cls, &flat_shape], vec![]);
-    let probs = e.g.op("Sigmoid", "post.scores", &[&flat], vec![]);
-    let kk = e.i64s("topk", &[topk])?;
-    let top = e.g.node("TopK", "post.topk", &[&probs, &kk], 2, vec![("axis", Attr::Int(0))]);
-    let kc = e.g.const_i64("num_classes", &[], vec![k as i64])?;
-    let anchor_idx = e.g.op("Div", "post.anchor_idx", &[&top[1], &kc], vec![]);
-    let labels = e.g.op("Mod", "post.labels", &[&top[1], &kc], vec![]);
-    // anchors as (cx, cy, w, h)
-    let table: Vec<f32> = anchors
-        .iter()
-        .flat_map(|b| {
-            let (w, h) = (b[2] - b[0], b[3] - b[1]);
-            [b[0] + 0.5 * w, b[1] + 0.5 * h, w, h]
-        })
-        .collect();
-    let table = e.g.const_f32("anchors_cxcywh", &[n as i64, 4], table)?;
-    let reg_shape = e.i64s("shape", &[-1, 4])?;
-    let reg2 = e.g.op("Reshape", "post.deltas", &[reg, &reg_shape], vec![]);
-    let deltas = e.g.op("Gather", "post.deltas", &[&reg2, &anchor_idx], vec![("axis", Attr::Int(0))]);
-    let anc = e.g.op("Gather", "post.anchors", &[&table, &anchor_idx], vec![("axis", Attr::Int(0))]);
-    let sizes = e.i64s("split", &[1, 1, 1, 1])?;
-    let d = e.g.node("Split", "post.decode", &[&deltas, &sizes], 4, vec![("axis", Attr::Int(1))]);
-    let an = e.g.node("Split", "post.decode", &[&anc, &sizes], 4, vec![("axis", Attr::Int(1))]);
-    let coder = detnas_core::boxes::BoxCoder::retinanet();
-    let mut xs = Vec::new();
-    // pcx = dx / wx * w + cx ; pw = exp(min(dw / ww, clamp)) * w
-    let centre = |e: &mut Emitter<'_>, i: usize| -> Result<String> {
-        let wgt = e.scalar_f32("coder.weight", coder.weights[i])?;
-        let dv = e.g.op("Div", "post.decode", &[&d[i], &wgt], vec![]);
-        let m = e.g.op("Mul", "post.decode", &[&dv, &an[i + 2]], vec![]);
-        Ok(e.g.op("Add", "post.decode", &[&m, &an[i]], vec![]))
-    };
-    let pcx = centre(e, 0)?;
-    let pcy = centre(e, 1)?;
-    let extent = |e: &mut Emitter<'_>, i: usize| -> Result<String> {
-        let wgt = e.scalar_f32("coder.weight", coder.weights[i])?;
-        let clamp = e.scalar_f32("coder.clamp", coder.clamp)?;
-        let dv = e.g.op("Div", "post.decode", &[&d[i], &wgt], vec![]);
-        let c = e.g.op("Min", "post.decode", &[&dv, &clamp], vec![]);
-        let ex = e.g.op("Exp", "post.decode", &[&c], vec![]);
-        let full = e.g.op("Mul", "post.decode", &[&ex, &an[i]], vec![]);
-        let half = e.scalar_f32("half", 0.5)?;
-        Ok(e.g.op("Mul", "post.decode", &[&half, &full], vec![]))
-    };
-    let hw_ = extent(e, 2)?;
-    let hh_ = extent(e, 3)?;
-    let zero = e.scalar_f32("zero", 0.0)?;
-    let wmax = e.scalar_f32("input_w", cfg.input.width as f32)?;
-    let hmax = e.scalar_f32("input_h", cfg.input.height as f32)?;
-    for (c, half, max, op) in
-        [(&pcx, &hw_, &wmax, "Sub"), (&pcy, &hh_, &hmax, "Sub"), (&pcx, &hw_, &wmax, "Add"), (&pcy, &hh_, &hmax, "Add")]
-    {
-        let v = e.g.op(op, "post.decode", &[c, half], vec![]);
-        xs.push(e.g.op("Clip", "post.clip", &[&v, &zero, max], vec![]));
-    }
-    let refs: Vec<&str> = xs.iter().map(String::as_str).collect();
-    let boxes = e.g.op("Concat", "post.boxes", &refs, vec![("axis", Attr::Int(1))]);
-    Ok((boxes, top[0].clone(), labels))
-}
-
-/// Score threshold, per-class NMS and the final top detections sorted by score.
-fn final_nms(
-    e: &mut Emitter<'_>,
-    boxes: &str,
-    scores: &str,
-    labels: &str,
-    cfg: &DetectorConfig,
-) -> Result<(String, String, String)> {
-    let thresh = e.scalar_f32("score_thresh", cfg.score_thresh)?;
-    let keep = e.g.op("Greater", "post.threshold", &[scores, &thresh], vec![]);
-    let axis0 = vec![("axis", Attr::Int(0))];
-    let boxes = e.g.op("Compress", "post.threshold", &[boxes, &keep], axis0.clone());
-    let scores = e.g.op("Compress", "post.threshold", &[scores, &keep], axis0.clone());
-    let labels = e.g.op("Compress", "post.threshold", &[labels, &keep], axis0.clone());
-    // class-score matrix [1, K, M] with each candidate's score in its own class row only
-    let depth = e.g.const_i64("num_classes", &[1], vec![cfg.num_classes() as i64])?;
-    let onoff = e.g.const_f32("onehot_values", &[2], vec![0.0, 1.0])?;
-    let onehot = e.g.op("OneHot", "post.nms", &[&labels, &depth, &onoff], vec![("axis", Attr::Int(-1))]);
-    let ax1 = e.i64s("axes", &[1])?;
-    let col = e.g.op("Unsqueeze", "post.nms", &[&scores, &ax1], vec![]);
-    let per_class = e.g.op("Mul", "post.nms", &[&onehot, &col], vec![]);
-    let t = e.g.op("Transpose", "post.nms", &[&per_class], vec![("perm", Attr::Ints(vec![1, 0]))]);
-    let ax0 = e.i64s("axes", &[0])?;
-    let nms_scores = e.g.op("Unsqueeze", "post.nms", &[&t, &ax0], vec![]);
-    let nms_boxes = e.g.op("Unsqueeze", "post.nms", &[&boxes, &ax0], vec![]);
-    let max_per_class = e.g.const_i64("nms_max", &[1], vec![i64::from(i32::MAX)])?;
-    let iou = e.g.const_f32("nms_thresh", &[1], vec![cfg.nms_thresh])?;
-    let min_score = e.g.const_f32("nms_min_score", &[1], vec![0.0])?;
-    let selected =
-        e.g.op("NonMaxSuppression", "post.nms", &[&nms_boxes, &nms_scores, &max_per_class, &iou, &min_score], vec![]);
-    let col2 = e.g.const_i64("column", &[], vec![2])?;
-    let idx = e.g.op("Gather", "post.nms", &[&selected, &col2], vec![("axis", Attr::Int(1))]);
-    let boxes = e.g.op("Gather", "post.select", &[&boxes, &idx], axis0.clone());
-    let scores = e.g.op("Gather", "post.select", &[&scores, &idx], axis0.clone());
-    let labels = e.g.op("Gather", "post.select", &[&labels, &idx], axis0.clone());
-    let count = e.g.op("Shape", "post.top", &[&scores], vec![]);
-    let max_det = e.i64s("detections_per_img", &[cfg.detections_per_img as i64])?;
-    let k = e.g.op("Min", "post.top", &[&count, &max_det], vec![]);
-    let top = e.g.node("TopK", "post.top", &[&scores, &k], 2, vec![("axis", Attr::Int(0))]);
-    let boxes = e.g.op("Gather", "post.top", &[&boxes, &top[1]], axis0.clone());
-    let labels = e.g.op("Gather", "post.top", &[&labels, &top[1]], axis0);
-    Ok((boxes, top[0].clone(), labels))
 }

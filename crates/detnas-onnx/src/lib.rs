@@ -4,10 +4,12 @@
 //! initializers with size checks, nodes with attributes, declared inputs/outputs with shapes and
 //! model metadata. Models are written as IR version 8, opset 17.
 
+mod emit;
 pub mod error;
 pub mod export;
 pub mod external;
 pub mod graph;
+pub mod parts;
 pub mod weights;
 
 pub use error::{OnnxError, Result};
@@ -15,5 +17,6 @@ pub use export::{ExportOptions, export_retinanet};
 pub use graph::{Attr, Dim, ElemType, GraphBuilder, IR_VERSION, OPSET};
 pub use onnx_protobuf;
 pub use onnx_protobuf::ModelProto;
+pub use parts::{Part, PartModel, export_part};
 pub use protobuf::Enum as ProtoEnum;
 pub use weights::{Tensor, Weights};
