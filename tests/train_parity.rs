@@ -132,7 +132,7 @@ fn only_the_sampled_path_changes_in_a_step() {
         opt.buffers().iter().map(|(k, v)| (k.clone(), v.copy())).collect();
     step(&second, &mut opt);
     let on_path: std::collections::HashSet<String> =
-        net.path_parameters(&second).unwrap().into_iter().map(|(n, _)| n).collect();
+        net.path_parameters(&second).unwrap().into_iter().map(|p| p.name).collect();
     let mut changed_on = 0;
     for (name, now) in vs.variables() {
         let same = now.equal(&snapshot[&name]);

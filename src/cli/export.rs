@@ -2,8 +2,8 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use detnas_core::arch::resolve;
 use detnas_core::detector::{DetectorConfig, HeadConv, detector_flops};
+use detnas_core::genome::Genome;
 use detnas_core::plan::{Paths, detector_params};
 use detnas_core::size::format_count;
 use detnas_core::space::ChannelShuffle;
@@ -33,7 +33,9 @@ pub struct ExportArgs {
     /// Search space (optional when --arch is a preset or --checkpoint is given).
     #[arg(long)]
     space: Option<String>,
-    /// Encoding or preset name (optional for a single-path checkpoint).
+    /// Encoding, preset name or full genome (`23113213311133203333:fpn96:head96x3:sep:320x320`:
+    /// its genes set the FPN / head width, depth, conv type and input); optional for a single-path
+    /// checkpoint. From a supernet checkpoint every tensor is sliced to the genome's shapes.
     #[arg(long)]
     arch: Option<String>,
     /// Weights (safetensors, names from detnas_core::plan); DetNAS random initialisation when absent.
@@ -91,15 +93,17 @@ fn read_checkpoint(dir: &Path, arch: Option<&str>) -> Result<(String, String, De
 
 pub fn run(args: ExportArgs) -> Result<()> {
     let from_checkpoint = args.checkpoint.as_deref().map(|d| read_checkpoint(d, args.arch.as_deref())).transpose()?;
-    let (space, arch) = match &from_checkpoint {
-        Some((space, arch, _, _)) => resolve(Some(space), arch)?,
-        None => resolve(args.space.as_deref(), args.arch.as_deref().context("--arch is required")?)?,
+    let genome = match &from_checkpoint {
+        Some((space, arch, _, _)) => Genome::parse(Some(space), arch)?,
+        None => Genome::parse(args.space.as_deref(), args.arch.as_deref().context("--arch is required")?)?,
     };
-    let mut cfg = match (&args.config, &from_checkpoint) {
+    let (space, arch) = (&genome.space, &genome.arch);
+    let base = match (&args.config, &from_checkpoint) {
         (Some(p), _) => load_config(p)?,
         (None, Some((_, _, det, _))) => det.clone(),
         (None, None) => DetectorConfig::default(),
     };
+    let mut cfg = genome.detector_config(&base)?;
     if let Some(i) = &args.input {
         cfg.input = InputSize::parse(i)?;
     }
@@ -128,15 +132,18 @@ pub fn run(args: ExportArgs) -> Result<()> {
         };
     }
     cfg.validate()?;
+    let params = detector_params(space, Paths::Single(arch), &cfg);
+    // A supernet (every choice; an elastic FPN and head) holds each genome's tensors as leading
+    // blocks of its own: slicing is the identity for tensors of exactly the right shape.
     let weights = match (&args.weights, &from_checkpoint) {
-        (Some(p), _) => Weights::load(p)?,
-        (None, Some((_, _, _, p))) => Weights::load(p)?,
-        (None, None) => Weights::random(&detector_params(&space, Paths::Single(&arch), &cfg), args.seed),
+        (Some(p), _) => Weights::load(p)?.sliced_to(&params)?,
+        (None, Some((_, _, _, p))) => Weights::load(p)?.sliced_to(&params)?,
+        (None, None) => Weights::random(&params, args.seed),
     };
-    let model = export_retinanet(&space, &arch, &cfg, &weights, &ExportOptions { raw_outputs: args.raw_outputs })?;
+    let model = export_retinanet(space, arch, &cfg, &weights, &ExportOptions { raw_outputs: args.raw_outputs })?;
     let bytes = encode(&model)?;
     write_atomic(&args.out, &bytes)?;
-    let flops = detector_flops(&space, &arch, &cfg)?;
+    let flops = detector_flops(space, arch, &cfg)?;
     eprintln!(
         "wrote {} ({:.1} MB): {} {} RetinaNet {} classes, input {}, {} FLOPs (backbone {}), weights: {}",
         args.out.display(),

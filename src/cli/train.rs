@@ -15,7 +15,9 @@ use std::path::PathBuf;
 pub enum TrainCommand {
     /// Train a RetinaNet on one architecture (the stand-alone retraining step).
     Retinanet(DetArgs),
-    /// Fine-tune the detection supernet with a uniform random path per iteration (DetNAS step 2).
+    /// Fine-tune the detection supernet with a uniform random path per iteration (DetNAS step 2);
+    /// with a `[genes]` section in the config, also uniform detector genes (FPN / head width, head
+    /// depth, conv type, input resolution) on an elastic FPN and head.
     DetSupernet(DetArgs),
     /// ImageNet-style classification pretraining of the supernet (DetNAS step 1).
     ClsSupernet(ClsArgs),
@@ -74,7 +76,9 @@ pub struct DetArgs {
     /// Training configuration (TOML; fields of DetTrainConfig, unknown fields rejected).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Architecture (encoding or preset); overrides the config.
+    /// Architecture (encoding, preset or full genome such as
+    /// `23113213311133203333:fpn96:head96x3:sep:320x320`, whose genes set the detector); overrides
+    /// the config.
     #[arg(long)]
     arch: Option<String>,
     /// COCO instances JSON of the training data (overrides the config).
@@ -128,7 +132,9 @@ pub struct EvalArgs {
     /// Detection checkpoint folder (`detnas train retinanet` or `det-supernet`).
     #[arg(long)]
     checkpoint: PathBuf,
-    /// Path to evaluate (required for a supernet checkpoint).
+    /// Path or full genome to evaluate (required for a supernet checkpoint); a genes supernet is
+    /// evaluated at the genome's input resolution. A checkpoint trained without `[genes]` only
+    /// accepts a different input gene.
     #[arg(long)]
     arch: Option<String>,
     /// Held-out COCO JSON (default: the checkpoint's held-out data).
@@ -137,9 +143,10 @@ pub struct EvalArgs {
     /// Image folder of --coco (default: the JSON's folder).
     #[arg(long)]
     images: Option<PathBuf>,
-    /// BN recalibration batches before scoring (supernet paths; 0 = none).
-    #[arg(long, default_value_t = 0)]
-    recalibrate: usize,
+    /// BN recalibration batches before scoring, letterboxed to the genome's input (0 = none;
+    /// default: 20 for a genes supernet, whose BN statistics mix every resolution, else 0).
+    #[arg(long)]
+    recalibrate: Option<usize>,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -197,7 +204,11 @@ fn train_det(args: DetArgs, supernet: bool) -> Result<()> {
     args.start.start().check(&args.out)?;
     eprintln!(
         "training {} on {} ({} iterations, batch {}, input {}) -> {}",
-        cfg.arch.as_deref().map_or("the supernet".to_string(), |a| format!("RetinaNet {a}")),
+        match (&cfg.arch, &cfg.genes) {
+            (Some(a), _) => format!("RetinaNet {a}"),
+            (None, Some(_)) => "the genes supernet (elastic FPN and head)".to_string(),
+            (None, None) => "the supernet".to_string(),
+        },
         args.device,
         cfg.iterations,
         cfg.batch_size,
@@ -276,7 +287,8 @@ fn train_cls(args: ClsArgs) -> Result<()> {
 
 fn eval(args: EvalArgs) -> Result<()> {
     let ck = checkpoint::open(&args.checkpoint, args.arch.as_deref(), device::parse(&args.device)?)?;
-    let opts = EvalOptions { val: coco_source(args.coco, args.images), recalibrate: args.recalibrate };
+    let recalibrate = args.recalibrate.unwrap_or(if ck.has_genes() { 20 } else { 0 });
+    let opts = EvalOptions { val: coco_source(args.coco, args.images), recalibrate };
     let evaluation = trainer::evaluate_checkpoint(&ck, &opts)?;
     if let Some(p) = &args.results {
         detnas_core::fsutil::write_atomic(p, serde_json::to_string(&evaluation.detections)?.as_bytes())?;

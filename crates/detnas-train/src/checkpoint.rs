@@ -14,6 +14,8 @@ use crate::error::{Result, TrainError};
 use crate::net::RetinaNet;
 use crate::optim::PathSgd;
 use detnas_core::arch::Arch;
+use detnas_core::detector::DetectorConfig;
+use detnas_core::genome::{DetectorGenes, Genome};
 use detnas_core::plan::Paths;
 use detnas_core::space::SearchSpace;
 use detnas_data::detection::DetectionDataset;
@@ -129,6 +131,8 @@ pub struct OpenCheckpoint {
     /// The path to run: the caller's override, else the trained path; `None` for a supernet
     /// opened without an override.
     pub arch: Option<Arch>,
+    /// The detector genes to run: the caller's genome over the trained detector configuration.
+    pub genes: DetectorGenes,
     /// Every choice for a supernet, the trained path otherwise.
     pub net: RetinaNet,
     pub vs: nn::VarStore,
@@ -138,6 +142,17 @@ impl OpenCheckpoint {
     /// Whether the checkpoint holds every choice of every layer.
     pub fn is_supernet(&self) -> bool {
         self.state.arch.is_none()
+    }
+
+    /// Whether the checkpoint is a genes supernet (elastic FPN and head, `genes` in its config).
+    pub fn has_genes(&self) -> bool {
+        self.config.genes.is_some()
+    }
+
+    /// The detector configuration of the genome to run ([`OpenCheckpoint::genes`] over the
+    /// trained configuration).
+    pub fn detector(&self) -> DetectorConfig {
+        self.genes.apply(&self.config.detector)
     }
 
     /// The path to run; a supernet opened without one is an error naming the folder.
@@ -160,9 +175,11 @@ impl OpenCheckpoint {
 }
 
 /// Opens the detection checkpoint in `dir` on `device`: reads and validates `state.json`, parses
-/// its configuration, resolves `arch` (else the trained path), builds the network (every choice for
-/// a supernet) and loads the weights. Errors name the file: a missing or invalid state, a classifier
-/// checkpoint, weights that do not fit the network.
+/// its configuration, resolves `arch` (a path or a full genome; else the trained path), builds the
+/// network (every choice for a supernet, the elastic FPN and head of a genes supernet) and loads
+/// the weights. Errors name the file: a missing or invalid state, a classifier checkpoint, weights
+/// that do not fit the network, genes the network does not hold (a checkpoint without `genes` only
+/// lets the input resolution change).
 pub fn open(dir: &Path, arch: Option<&str>, device: tch::Device) -> Result<OpenCheckpoint> {
     let state = load_state(dir)?;
     let path = dir.join(detnas_core::checkpoint::STATE_FILE);
@@ -174,17 +191,31 @@ pub fn open(dir: &Path, arch: Option<&str>, device: tch::Device) -> Result<OpenC
     let space = SearchSpace::by_name(&state.space)?;
     let resolve = |a: &str| detnas_core::arch::resolve(Some(&state.space), a).map(|(_, arch)| arch);
     let trained = state.arch.as_deref().map(resolve).transpose()?;
-    let arch = match arch {
-        Some(a) => Some(resolve(a)?),
-        None => trained.clone(),
-    };
+    let genome = arch.map(|a| Genome::parse(Some(&state.space), a)).transpose()?;
+    let trained_genes = DetectorGenes::of(&config.detector);
+    let genes = genome.as_ref().map_or(trained_genes, |g| g.genes.over(&config.detector));
+    let arch = genome.map(|g| g.arch).or_else(|| trained.clone());
+    let same_network = DetectorGenes { input: trained_genes.input, ..genes } == trained_genes;
+    if config.genes.is_none() && !same_network {
+        return Err(io(
+            dir,
+            format!(
+                "was trained with the fixed detector {trained_genes}: only the input resolution may change (asked for {genes})"
+            ),
+        ));
+    }
     let mut vs = nn::VarStore::new(device);
     let paths = match &trained {
         Some(a) => Paths::Single(a),
         None => Paths::All,
     };
-    let net = RetinaNet::new(&vs, &space, paths, &config.detector, config.seed)?;
+    let net = match &config.genes {
+        Some(g) => RetinaNet::with_genes(&vs, &space, paths, &config.detector, g, config.seed)?,
+        None => RetinaNet::new(&vs, &space, paths, &config.detector, config.seed)?,
+    };
+    net.holds(&genes)?;
+    genes.apply(&config.detector).validate()?;
     let weights = dir.join(&state.weights);
     vs.load(&weights).map_err(|e| io(&weights, e))?;
-    Ok(OpenCheckpoint { dir: dir.to_path_buf(), state, config, space, arch, net, vs })
+    Ok(OpenCheckpoint { dir: dir.to_path_buf(), state, config, space, arch, genes, net, vs })
 }

@@ -3,6 +3,7 @@
 use crate::data::Augment;
 use crate::optim::LrSchedule;
 use detnas_core::detector::DetectorConfig;
+use detnas_core::genome::GeneSpace;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -50,11 +51,16 @@ impl Default for Optim {
 }
 
 /// Detection training: a single path (`arch`) or the supernet with a uniform path per step.
+///
+/// `arch` may be a full genome (`23113213311133203333:fpn96:head96x3:sep:320x320`, see
+/// [`detnas_core::genome`]): its genes replace those of `detector`. With a `genes` section the
+/// supernet is a genes supernet: every step also samples the detector genes (FPN / head width,
+/// head depth, conv type, input resolution) uniformly from it ([`crate::net::RetinaNet::with_genes`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DetTrainConfig {
     pub space: String,
-    /// Encoding or preset; absent = supernet.
+    /// Encoding, preset or full genome; absent = supernet.
     pub arch: Option<String>,
     pub data: Option<DataSource>,
     /// Held-out data for evaluation (absent: a seeded `holdout` fraction of `data`).
@@ -73,6 +79,11 @@ pub struct DetTrainConfig {
     pub init: Option<PathBuf>,
     /// Abort after this many consecutive non-finite losses.
     pub max_bad_steps: usize,
+    /// Detector genes sampled per step by the supernet (TOML `[genes]`, fields of [`GeneSpace`]);
+    /// absent: the FPN and head of `detector` only. Not serialised when absent, so configuration
+    /// hashes of runs without genes are unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub genes: Option<GeneSpace>,
 }
 
 impl Default for DetTrainConfig {
@@ -93,6 +104,7 @@ impl Default for DetTrainConfig {
             checkpoint_every: 200,
             init: None,
             max_bad_steps: 20,
+            genes: None,
         }
     }
 }

@@ -122,6 +122,8 @@ impl std::fmt::Display for BadImage {
 /// could not be decoded).
 pub struct Batch {
     pub step: usize,
+    /// The letterbox size of every image of this batch.
+    pub input: detnas_core::InputSize,
     pub images: Vec<f32>,
     pub targets: Vec<ImageTargets>,
     pub size: usize,
@@ -169,7 +171,8 @@ pub fn make_batch(
     bad: &mut HashSet<usize>,
 ) -> Batch {
     let mut rng = Rng::seed(step_seed(seed, seeds::DETECTION_AUGMENT, step as u64));
-    let mut out = Batch { step, images: Vec::new(), targets: Vec::new(), size: 0, bad_images: Vec::new() };
+    let mut out =
+        Batch { step, input: cfg.input, images: Vec::new(), targets: Vec::new(), size: 0, bad_images: Vec::new() };
     for i in batch_indices(ds.samples.len(), batch, seed, step) {
         if bad.contains(&i) {
             continue;
@@ -189,6 +192,15 @@ pub fn make_batch(
     out
 }
 
+/// The detector configuration (input size) and anchors of each step's batch: the same for every
+/// step, or per step for a genes supernet (whose input resolution is a gene).
+pub type Geometry = Arc<dyn Fn(usize) -> (DetectorConfig, Arc<Vec<BBox>>) + Send + Sync>;
+
+/// A [`Geometry`] that is the same for every step.
+pub fn fixed_geometry(cfg: DetectorConfig, anchors: Arc<Vec<BBox>>) -> Geometry {
+    Arc::new(move |_| (cfg.clone(), anchors.clone()))
+}
+
 /// Batches for steps `start..end`, prepared on a background thread (two ahead).
 pub struct Loader {
     rx: Receiver<Batch>,
@@ -197,10 +209,10 @@ pub struct Loader {
 }
 
 impl Loader {
+    /// Starts the thread; `geometry` gives each step's letterbox size and anchors.
     pub fn spawn(
         ds: Arc<DetectionDataset>,
-        cfg: DetectorConfig,
-        anchors: Arc<Vec<BBox>>,
+        geometry: Geometry,
         aug: Augment,
         batch: usize,
         seed: u64,
@@ -210,6 +222,7 @@ impl Loader {
         std::thread::spawn(move || {
             let mut bad = HashSet::new();
             for step in steps {
+                let (cfg, anchors) = geometry(step);
                 if tx.send(make_batch(&ds, &cfg, &anchors, &aug, batch, seed, step, &mut bad)).is_err() {
                     break;
                 }

@@ -12,6 +12,8 @@ pub enum TrainError {
     DeviceUnavailable { requested: String, reason: String },
     #[error("architecture {arch}: layer {layer} choice {choice} is not part of this network")]
     PathNotBuilt { layer: usize, choice: u8, arch: String },
+    #[error("detector genes {genes}: {reason}")]
+    GenesNotBuilt { genes: String, reason: String },
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("checkpoint {path}: {reason}")]

@@ -2,7 +2,9 @@
 //!
 //! - [`net`]: the supernet backbone (every choice with its own weights and BN), the classifier and
 //!   RetinaNet, with parameter names from [`detnas_core::plan`] (checkpoints load into the exporter);
-//! - [`optim`]: SGD that touches only the sampled path (gradients, momentum, weight decay);
+//! - [`optim`]: SGD that touches only the sampled path (gradients, momentum, weight decay), and
+//!   only the sampled block of elastic FPN / head weights;
+//! - [`genes`]: the genome a supernet step samples and the per-step input of a genes supernet;
 //! - [`loss`]: anchor matching (core box maths), focal and L1 box losses;
 //! - [`recal`]: per-path BN recalibration (EMA or exact average);
 //! - [`search`]: the evolutionary search's fitness (recalibrate, then held-out AP);
@@ -19,6 +21,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod genes;
 pub mod loss;
 pub mod modules;
 pub mod net;

@@ -1,6 +1,7 @@
 //! Convolution + BatchNorm units built from [`detnas_core::plan::ConvUnit`], with parameter names
 //! taken verbatim from the plan (so checkpoints load straight into the exporter).
 
+use crate::optim::PathParam;
 use detnas_core::plan::{ConvUnit, ParamSpec};
 use std::cell::Cell;
 use tch::{Device, Kind, Tensor, nn};
@@ -105,6 +106,8 @@ pub struct ConvBn {
     padding: i64,
     groups: i64,
     relu: bool,
+    /// One group per channel (depthwise): elastic widths keep it depthwise.
+    depthwise: bool,
 }
 
 impl ConvBn {
@@ -128,6 +131,7 @@ impl ConvBn {
             padding: u.padding() as i64,
             groups: u.groups as i64,
             relu: u.relu,
+            depthwise: u.groups > 1 && u.groups == u.in_channels,
         }
     }
 
@@ -142,14 +146,69 @@ impl ConvBn {
     }
 
     /// Trainable tensors of this unit with their parameter names.
-    pub fn parameters(&self) -> Vec<(String, Tensor)> {
-        let mut v = vec![(format!("{}.weight", self.conv_name), self.weight.shallow_clone())];
+    pub fn parameters(&self) -> Vec<PathParam> {
+        let mut v = vec![PathParam::whole(format!("{}.weight", self.conv_name), self.weight.shallow_clone())];
         if let Some(b) = &self.bias {
-            v.push((format!("{}.bias", self.conv_name), b.shallow_clone()));
+            v.push(PathParam::whole(format!("{}.bias", self.conv_name), b.shallow_clone()));
         }
         if let (Some(bn), Some(name)) = (&self.bn, &self.bn_name) {
-            v.push((format!("{name}.weight"), bn.weight.shallow_clone()));
-            v.push((format!("{name}.bias"), bn.bias.shallow_clone()));
+            v.push(PathParam::whole(format!("{name}.weight"), bn.weight.shallow_clone()));
+            v.push(PathParam::whole(format!("{name}.bias"), bn.bias.shallow_clone()));
+        }
+        v
+    }
+
+    /// Full output channels of the weight.
+    pub fn out_channels(&self) -> i64 {
+        self.weight.size()[0]
+    }
+
+    /// The weight and bias blocks of an elastic forward with `inputs` input channels and `out`
+    /// output channels (`None`: all); a depthwise conv uses `inputs` for both.
+    fn active_shapes(&self, inputs: i64, out: Option<i64>) -> (Vec<i64>, i64) {
+        let mut w = self.weight.size();
+        let out = if self.depthwise { inputs } else { out.unwrap_or(w[0]) };
+        w[0] = out;
+        if !self.depthwise {
+            w[1] = inputs;
+        }
+        (w, out)
+    }
+
+    /// Output channels of an elastic forward with `inputs` input channels and `out` requested.
+    pub fn active_out(&self, inputs: i64, out: Option<i64>) -> i64 {
+        self.active_shapes(inputs, out).1
+    }
+
+    /// Elastic forward (Once-for-All): the conv uses the first `out` filters (`None`: all) over the
+    /// first `x.size()[1]` input channels of its weight, and the first `out` bias values; a
+    /// depthwise conv uses as many channels as `x` has. Units with BN are not elastic (the FPN and
+    /// head have none); with the full shapes this is exactly [`ConvBn::forward`].
+    pub fn forward_active(&self, x: &Tensor, out: Option<i64>, train: bool) -> Tensor {
+        let (shape, out) = self.active_shapes(x.size()[1], out);
+        if shape == self.weight.size() {
+            return self.forward(x, train);
+        }
+        assert!(self.bn.is_none(), "elastic conv `{}` has a BN", self.conv_name);
+        let w = crate::optim::leading(&self.weight, &shape);
+        let b = self.bias.as_ref().map(|b| b.narrow(0, 0, out));
+        let groups = if self.depthwise { out } else { self.groups };
+        let (s, p) = (self.stride, self.padding);
+        let y = x.conv2d(&w, b.as_ref(), [s, s], [p, p], [1, 1], groups);
+        if self.relu { y.relu() } else { y }
+    }
+
+    /// The parameters [`ConvBn::forward_active`] uses for `inputs` input channels and `out` output
+    /// channels, with their active blocks.
+    pub fn parameters_active(&self, inputs: i64, out: Option<i64>) -> Vec<PathParam> {
+        let (shape, out) = self.active_shapes(inputs, out);
+        let mut v = vec![PathParam::block(format!("{}.weight", self.conv_name), self.weight.shallow_clone(), shape)];
+        if let Some(b) = &self.bias {
+            v.push(PathParam::block(format!("{}.bias", self.conv_name), b.shallow_clone(), vec![out]));
+        }
+        if let (Some(bn), Some(name)) = (&self.bn, &self.bn_name) {
+            v.push(PathParam::block(format!("{name}.weight"), bn.weight.shallow_clone(), vec![out]));
+            v.push(PathParam::block(format!("{name}.bias"), bn.bias.shallow_clone(), vec![out]));
         }
         v
     }

@@ -1,10 +1,18 @@
 //! The networks: the one-shot supernet backbone (every choice of every layer, own weights and BN),
 //! its classification head, and RetinaNet (FPN P3-P7 + heads) on top. A forward pass takes the path.
+//!
+//! A genes supernet ([`RetinaNet::with_genes`]) also makes the FPN and head elastic (Once-for-All):
+//! it holds the largest FPN and head towers of its [`GeneSpace`] (the largest value of each gene),
+//! one set of towers per head conv type (dense and separable towers are distinct parameters in
+//! [`detnas_core::plan`]); a forward with [`DetectorGenes`] uses the first `k` channels of every
+//! elastic weight (output and input channels, biases alike) and the first `d` convs of each tower.
 
 use crate::error::{Result, TrainError};
 use crate::modules::{Bn, Builder, ConvBn, chain, tensor};
+use crate::optim::PathParam;
 use detnas_core::arch::Arch;
-use detnas_core::detector::DetectorConfig;
+use detnas_core::detector::{DetectorConfig, HeadConv};
+use detnas_core::genome::{DetectorGenes, GeneSpace};
 use detnas_core::plan::{
     ParamSpec, Paths, backbone_blocks, backbone_params, classifier_plan, detector_params, fpn_plan, fpn_stage_indices,
     head_plan, random_init, stem_plan,
@@ -97,7 +105,7 @@ impl Backbone {
     }
 
     /// Named trainable tensors on `arch`'s path (the stem and the chosen blocks).
-    pub fn path_parameters(&self, arch: &Arch) -> Result<Vec<(String, Tensor)>> {
+    pub fn path_parameters(&self, arch: &Arch) -> Result<Vec<PathParam>> {
         let mut v = self.stem.parameters();
         for l in 0..self.space.num_layers() {
             let b = self.block(l, arch)?;
@@ -153,26 +161,79 @@ impl Classifier {
     }
 
     /// Named trainable tensors on the path plus the head.
-    pub fn path_parameters(&self, arch: &Arch) -> Result<Vec<(String, Tensor)>> {
+    pub fn path_parameters(&self, arch: &Arch) -> Result<Vec<PathParam>> {
         let mut v = self.backbone.path_parameters(arch)?;
         v.extend(self.conv_last.parameters());
-        v.push(("classifier.0.weight".into(), self.fc.shallow_clone()));
+        v.push(PathParam::whole("classifier.0.weight".into(), self.fc.shallow_clone()));
         Ok(v)
     }
+}
+
+/// The head towers of one conv type: per branch, one entry per tower layer (a dense conv, or
+/// depthwise + pointwise).
+struct Towers {
+    conv: HeadConv,
+    cls: Vec<Vec<ConvBn>>,
+    reg: Vec<Vec<ConvBn>>,
+}
+
+/// The configuration whose FPN and head are the largest of `genes` (largest value of each gene)
+/// with head conv type `conv`.
+pub fn largest_config(base: &DetectorConfig, genes: &GeneSpace, conv: HeadConv) -> DetectorConfig {
+    DetectorConfig {
+        fpn_channels: genes.fpn_channels.iter().copied().max().unwrap_or(base.fpn_channels),
+        head_channels: genes.head_channels.iter().copied().max().unwrap_or(base.head_channels),
+        head_convs: genes.head_convs.iter().copied().max().unwrap_or(base.head_convs),
+        head_conv: conv,
+        ..base.clone()
+    }
+}
+
+/// The distinct head conv types of `genes`, in order of first appearance.
+fn conv_types(genes: &GeneSpace) -> Vec<HeadConv> {
+    let mut v = Vec::new();
+    for c in &genes.head_conv {
+        if !v.contains(c) {
+            v.push(*c);
+        }
+    }
+    v
+}
+
+/// Every tensor of a genes supernet: the detector of [`largest_config`] for each head conv type of
+/// `genes`, each name once, in a stable order (the backbone, FPN and predictors are shared).
+pub fn genes_supernet_params(
+    space: &SearchSpace,
+    paths: Paths<'_>,
+    base: &DetectorConfig,
+    genes: &GeneSpace,
+) -> Vec<ParamSpec> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for conv in conv_types(genes) {
+        for p in detector_params(space, paths, &largest_config(base, genes, conv)) {
+            if seen.insert(p.name.clone()) {
+                out.push(p);
+            }
+        }
+    }
+    out
 }
 
 /// RetinaNet with FPN on a (super)net backbone. Input: float `[B, 3, H, W]`, RGB 0-255 (the
 /// exported model's contract); normalisation happens inside.
 pub struct RetinaNet {
     pub backbone: Backbone,
+    /// The detector configuration (for a genes supernet: the base its genes apply to).
     pub cfg: DetectorConfig,
+    /// The gene space of a genes supernet; `None`: the FPN and head of `cfg` only.
+    pub genes: Option<GeneSpace>,
     inner: Vec<ConvBn>,
     layer: Vec<ConvBn>,
     p6: ConvBn,
     p7: ConvBn,
-    cls_tower: Vec<ConvBn>,
+    towers: Vec<Towers>,
     cls_pred: ConvBn,
-    reg_tower: Vec<ConvBn>,
     reg_pred: ConvBn,
     mean: Tensor,
     inv_std: Tensor,
@@ -188,15 +249,61 @@ impl RetinaNet {
         cfg: &DetectorConfig,
         seed: u64,
     ) -> Result<Self> {
+        Self::build(vs, space, paths, cfg, None, seed)
+    }
+
+    /// Builds a genes supernet: the largest FPN and head of `genes` (validated against `cfg`; every
+    /// `head_convs` value at least 1) for each head conv type, initialised from `seed` like
+    /// [`genes_supernet_params`] lists them.
+    pub fn with_genes(
+        vs: &nn::VarStore,
+        space: &SearchSpace,
+        paths: Paths<'_>,
+        cfg: &DetectorConfig,
+        genes: &GeneSpace,
+        seed: u64,
+    ) -> Result<Self> {
+        genes.validate(cfg)?;
+        if genes.head_convs.contains(&0) {
+            return Err(TrainError::Config(
+                "`genes.head_convs` must not contain 0 (an elastic head needs at least one tower conv)".into(),
+            ));
+        }
+        Self::build(vs, space, paths, cfg, Some(genes), seed)
+    }
+
+    fn build(
+        vs: &nn::VarStore,
+        space: &SearchSpace,
+        paths: Paths<'_>,
+        cfg: &DetectorConfig,
+        genes: Option<&GeneSpace>,
+        seed: u64,
+    ) -> Result<Self> {
         cfg.validate()?;
         let root = vs.root();
-        let b = builder(&root, detector_params(space, paths, cfg), seed);
+        let (params, configs) = match genes {
+            None => (detector_params(space, paths, cfg), vec![cfg.clone()]),
+            Some(g) => (
+                genes_supernet_params(space, paths, cfg, g),
+                conv_types(g).into_iter().map(|c| largest_config(cfg, g, c)).collect(),
+            ),
+        };
+        let b = builder(&root, params, seed);
         let eps = cfg.bn_eps as f64;
         let backbone = Backbone::build(&b, space, paths, cfg.shuffle, eps);
         let in_ch: Vec<usize> = fpn_stage_indices(space).iter().map(|&i| space.stages[i].channels as usize).collect();
-        let fpn = fpn_plan(&in_ch, cfg);
-        let head = head_plan(cfg);
+        let fpn = fpn_plan(&in_ch, &configs[0]);
         let units = |v: &[detnas_core::plan::ConvUnit]| v.iter().map(|u| ConvBn::new(&b, u, eps)).collect::<Vec<_>>();
+        let tower = |t: &[Vec<detnas_core::plan::ConvUnit>]| t.iter().map(|l| units(l)).collect::<Vec<_>>();
+        let towers = configs
+            .iter()
+            .map(|c| {
+                let h = head_plan(c);
+                Towers { conv: c.head_conv, cls: tower(&h.classification.tower), reg: tower(&h.regression.tower) }
+            })
+            .collect();
+        let head = head_plan(&configs[0]);
         let device = vs.device();
         let p = &cfg.preprocess;
         Ok(RetinaNet {
@@ -205,34 +312,84 @@ impl RetinaNet {
             layer: units(&fpn.layer),
             p6: ConvBn::new(&b, &fpn.p6, eps),
             p7: ConvBn::new(&b, &fpn.p7, eps),
-            cls_tower: units(&head.classification.tower.concat()),
+            towers,
             cls_pred: ConvBn::new(&b, &head.classification.predictor, eps),
-            reg_tower: units(&head.regression.tower.concat()),
             reg_pred: ConvBn::new(&b, &head.regression.predictor, eps),
             mean: tensor(&p.mean.map(|m| m * 255.0), &[1, 3, 1, 1], device),
             inv_std: tensor(&p.std.map(|s| 1.0 / (255.0 * s)), &[1, 3, 1, 1], device),
             cfg: cfg.clone(),
+            genes: genes.cloned(),
         })
     }
 
+    /// The genes of [`RetinaNet::cfg`]: what [`RetinaNet::forward`] runs.
+    pub fn default_genes(&self) -> DetectorGenes {
+        DetectorGenes::of(&self.cfg)
+    }
+
+    /// Whether this network holds the sub-network `genes`; the error names what it lacks (a conv
+    /// type not built, more convs or channels than the largest built).
+    pub fn holds(&self, genes: &DetectorGenes) -> Result<()> {
+        self.towers_for(genes).map(|_| ())
+    }
+
+    /// The towers `genes` runs; errors as [`RetinaNet::holds`].
+    fn towers_for(&self, genes: &DetectorGenes) -> Result<&Towers> {
+        let bad = |reason: String| TrainError::GenesNotBuilt { genes: genes.to_string(), reason };
+        let t = self
+            .towers
+            .iter()
+            .find(|t| t.conv == genes.head_conv)
+            .ok_or_else(|| bad(format!("no {:?} head towers in this network", genes.head_conv)))?;
+        let fpn_max = self.inner[0].out_channels() as u64;
+        if genes.fpn_channels > fpn_max {
+            return Err(bad(format!("FPN width {} > the largest built ({fpn_max})", genes.fpn_channels)));
+        }
+        if genes.head_convs > t.cls.len() {
+            return Err(bad(format!("{} head convs > the deepest built ({})", genes.head_convs, t.cls.len())));
+        }
+        let pred_in = self.cls_pred.weight.size()[1] as u64;
+        let into_pred = if genes.head_convs > 0 { genes.head_channels } else { genes.fpn_channels };
+        let head_max = t.cls.first().and_then(|l| l.last()).map_or(pred_in, |u| u.out_channels() as u64);
+        if genes.head_convs > 0 && genes.head_channels > head_max || into_pred > pred_in {
+            return Err(bad(format!("head width {} > the largest built ({head_max})", genes.head_channels)));
+        }
+        Ok(t)
+    }
+
     /// Raw head outputs `(cls_logits [B, A, K], bbox_regression [B, A, 4])` over all anchors of
-    /// P3..P7, in [`detnas_core::detector::all_anchors`] order.
+    /// P3..P7, in [`detnas_core::detector::all_anchors`] order, with the FPN and head of `cfg`.
     pub fn forward(&self, images: &Tensor, arch: &Arch, train: bool) -> Result<(Tensor, Tensor)> {
+        self.forward_genes(images, arch, &self.default_genes(), train)
+    }
+
+    /// [`RetinaNet::forward`] of the sub-network `genes` (FPN width, head width, depth and conv
+    /// type; the input resolution is the images'). Errors when this network does not hold `genes`.
+    pub fn forward_genes(
+        &self,
+        images: &Tensor,
+        arch: &Arch,
+        genes: &DetectorGenes,
+        train: bool,
+    ) -> Result<(Tensor, Tensor)> {
+        let towers = self.towers_for(genes)?;
+        let f = Some(genes.fpn_channels as i64);
+        let h = Some(genes.head_channels as i64);
         let x = (images - &self.mean) * &self.inv_std;
         let stages = self.backbone.forward(&x, arch, train)?;
         let idx = fpn_stage_indices(&self.backbone.space);
         let feats: Vec<&Tensor> = idx.iter().map(|&i| &stages[i]).collect();
-        let mut last_inner = self.inner[2].forward(feats[2], train);
-        let mut pyramid = vec![self.layer[2].forward(&last_inner, train)];
+        let mut last_inner = self.inner[2].forward_active(feats[2], f, train);
+        let mut pyramid = vec![self.layer[2].forward_active(&last_inner, f, train)];
         for i in (0..2).rev() {
-            let lateral = self.inner[i].forward(feats[i], train);
+            let lateral = self.inner[i].forward_active(feats[i], f, train);
             let size = lateral.size();
             let up = last_inner.upsample_nearest2d([size[2], size[3]], None, None);
             last_inner = lateral + up;
-            pyramid.insert(0, self.layer[i].forward(&last_inner, train));
+            pyramid.insert(0, self.layer[i].forward_active(&last_inner, f, train));
         }
-        let p6 = self.p6.forward(&pyramid[2], train);
-        let p7 = self.p7.forward(&p6.relu(), train);
+        let p6 = self.p6.forward_active(&pyramid[2], f, train);
+        let p7 = self.p7.forward_active(&p6.relu(), f, train);
         pyramid.push(p6);
         pyramid.push(p7);
         let a = self.cfg.anchors_per_cell() as i64;
@@ -241,11 +398,18 @@ impl RetinaNet {
             let s = t.size();
             t.view([s[0], a, c, s[2], s[3]]).permute([0, 3, 4, 1, 2]).reshape([s[0], -1, c])
         };
+        let run = |tower: &[Vec<ConvBn>], x: &Tensor| {
+            let mut y = x.shallow_clone();
+            for u in tower[..genes.head_convs].iter().flatten() {
+                y = u.forward_active(&y, h, train);
+            }
+            y
+        };
         let mut cls = Vec::new();
         let mut reg = Vec::new();
-        for f in &pyramid {
-            cls.push(flatten(self.cls_pred.forward(&chain(&self.cls_tower, f, train), train), k));
-            reg.push(flatten(self.reg_pred.forward(&chain(&self.reg_tower, f, train), train), 4));
+        for p in &pyramid {
+            cls.push(flatten(self.cls_pred.forward_active(&run(&towers.cls, p), None, train), k));
+            reg.push(flatten(self.reg_pred.forward_active(&run(&towers.reg, p), None, train), 4));
         }
         Ok((Tensor::cat(&cls, 1), Tensor::cat(&reg, 1)))
     }
@@ -256,13 +420,30 @@ impl RetinaNet {
     }
 
     /// Named trainable tensors used by `arch`: backbone path, FPN and heads.
-    pub fn path_parameters(&self, arch: &Arch) -> Result<Vec<(String, Tensor)>> {
+    pub fn path_parameters(&self, arch: &Arch) -> Result<Vec<PathParam>> {
+        self.path_parameters_genes(arch, &self.default_genes())
+    }
+
+    /// Named trainable tensors [`RetinaNet::forward_genes`] uses, each with the block it uses (the
+    /// first FPN / head channels, the first towers' convs, the one conv type's towers).
+    pub fn path_parameters_genes(&self, arch: &Arch, genes: &DetectorGenes) -> Result<Vec<PathParam>> {
+        let towers = self.towers_for(genes)?;
+        let f = genes.fpn_channels as i64;
+        let h = Some(genes.head_channels as i64);
         let mut v = self.backbone.path_parameters(arch)?;
-        for u in self.inner.iter().chain(&self.layer).chain([&self.p6, &self.p7]) {
-            v.extend(u.parameters());
+        for u in &self.inner {
+            v.extend(u.parameters_active(u.weight.size()[1], Some(f)));
         }
-        for u in self.cls_tower.iter().chain([&self.cls_pred]).chain(&self.reg_tower).chain([&self.reg_pred]) {
-            v.extend(u.parameters());
+        for u in self.layer.iter().chain([&self.p6, &self.p7]) {
+            v.extend(u.parameters_active(f, Some(f)));
+        }
+        for (tower, pred) in [(&towers.cls, &self.cls_pred), (&towers.reg, &self.reg_pred)] {
+            let mut c = f;
+            for u in tower[..genes.head_convs].iter().flatten() {
+                v.extend(u.parameters_active(c, h));
+                c = u.active_out(c, h);
+            }
+            v.extend(pred.parameters_active(c, None));
         }
         Ok(v)
     }

@@ -2,10 +2,46 @@
 //! rate schedules of DetNAS.
 //!
 //! Tensors outside the path get no gradient, no momentum update and no weight decay in that step:
-//! the caller passes [`crate::net::RetinaNet::path_parameters`] of the step's architecture.
+//! the caller passes [`crate::net::RetinaNet::path_parameters`] of the step's architecture. For
+//! elastic layers (a genes supernet) a parameter names the leading block the step used
+//! ([`PathParam::active`]); only that block of the tensor and of its momentum is updated.
 
 use std::collections::HashMap;
 use tch::Tensor;
+
+/// A trainable tensor on the step's path.
+pub struct PathParam {
+    /// Parameter name (from [`detnas_core::plan`]).
+    pub name: String,
+    /// The whole tensor.
+    pub tensor: Tensor,
+    /// The leading block (first `n` of every dimension) the step used; `None`: all of it.
+    pub active: Option<Vec<i64>>,
+}
+
+impl PathParam {
+    /// All of `tensor`.
+    pub fn whole(name: String, tensor: Tensor) -> Self {
+        PathParam { name, tensor, active: None }
+    }
+
+    /// The leading block `shape` of `tensor`; `None` when it is the whole tensor.
+    pub fn block(name: String, tensor: Tensor, shape: Vec<i64>) -> Self {
+        let active = (tensor.size() != shape).then_some(shape);
+        PathParam { name, tensor, active }
+    }
+}
+
+/// The view of `t`'s leading block `shape` (shares storage: in-place ops write through).
+pub fn leading(t: &Tensor, shape: &[i64]) -> Tensor {
+    let mut v = t.shallow_clone();
+    for (d, &n) in shape.iter().enumerate() {
+        if v.size()[d] != n {
+            v = v.narrow(d as i64, 0, n);
+        }
+    }
+    v
+}
 
 /// SGD with momentum and (decoupled from nothing: classic L2) weight decay.
 pub struct PathSgd {
@@ -21,19 +57,27 @@ impl PathSgd {
         PathSgd { momentum, weight_decay, decay_1d, buffers: HashMap::new() }
     }
 
-    /// One update of the tensors in `params` that received a gradient.
-    pub fn step(&mut self, params: &[(String, Tensor)], lr: f64) {
+    /// One update of the tensors in `params` that received a gradient; for a parameter with an
+    /// active block, the block of the tensor and of its momentum buffer only (views updated in
+    /// place; the buffer starts as zeros of the whole shape, which gives PyTorch's first step).
+    pub fn step(&mut self, params: &[PathParam], lr: f64) {
         tch::no_grad(|| {
-            for (name, p) in params {
+            for PathParam { name, tensor: p, active } in params {
                 let g = p.grad();
                 if !g.defined() {
                     continue;
                 }
-                let d = if self.weight_decay != 0.0 && (self.decay_1d || p.dim() > 1) {
-                    &g + p * self.weight_decay
-                } else {
-                    g.shallow_clone()
-                };
+                let decay = self.weight_decay != 0.0 && (self.decay_1d || p.dim() > 1);
+                if let Some(shape) = active {
+                    let (pv, gv) = (leading(p, shape), leading(&g, shape));
+                    let d = if decay { &gv + &pv * self.weight_decay } else { gv };
+                    let buf = self.buffers.entry(name.clone()).or_insert_with(|| p.zeros_like());
+                    let bv = leading(buf, shape);
+                    let _ = bv.shallow_clone().g_mul_scalar_(self.momentum).g_add_(&d);
+                    let _ = pv.shallow_clone().g_sub_(&(bv * lr));
+                    continue;
+                }
+                let d = if decay { &g + p * self.weight_decay } else { g.shallow_clone() };
                 let buf = match self.buffers.get_mut(name) {
                     Some(b) => {
                         let _ = b.g_mul_scalar_(self.momentum).g_add_(&d);
@@ -51,9 +95,9 @@ impl PathSgd {
     }
 
     /// Clears the gradients of `params`.
-    pub fn zero_grad(params: &[(String, Tensor)]) {
-        for (_, p) in params {
-            let mut g = p.grad();
+    pub fn zero_grad(params: &[PathParam]) {
+        for p in params {
+            let mut g = p.tensor.grad();
             if g.defined() {
                 let _ = g.detach_();
                 let _ = g.zero_();
@@ -73,8 +117,8 @@ impl PathSgd {
 }
 
 /// Global L2 norm of the gradients of `params`; scales them down to `max_norm` if above.
-pub fn clip_grad_norm(params: &[(String, Tensor)], max_norm: f64) -> f64 {
-    let grads: Vec<Tensor> = params.iter().map(|(_, p)| p.grad()).filter(Tensor::defined).collect();
+pub fn clip_grad_norm(params: &[PathParam], max_norm: f64) -> f64 {
+    let grads: Vec<Tensor> = params.iter().map(|p| p.tensor.grad()).filter(Tensor::defined).collect();
     if grads.is_empty() {
         return 0.0;
     }
@@ -143,9 +187,38 @@ mod tests {
     }
 
     #[test]
+    fn a_block_update_equals_the_whole_update_inside_and_touches_nothing_outside() {
+        let init = Tensor::from_slice(&[1.0f32, -2.0, 3.0, 0.5, -1.5, 2.5]).view([2, 3]);
+        let whole = init.copy().set_requires_grad(true);
+        let sliced = init.copy().set_requires_grad(true);
+        let (mut a, mut b) = (PathSgd::new(0.9, 0.1, true), PathSgd::new(0.9, 0.1, true));
+        for _ in 0..2 {
+            let small = leading(&whole, &[1, 2]).copy().detach().set_requires_grad(true);
+            let pw = vec![PathParam::whole("w".into(), small.shallow_clone())];
+            PathSgd::zero_grad(&pw);
+            (&small * &small).sum(tch::Kind::Float).backward();
+            a.step(&pw, 0.5);
+            tch::no_grad(|| leading(&whole, &[1, 2]).copy_(&small));
+
+            let ps = vec![PathParam::block("w".into(), sliced.shallow_clone(), vec![1, 2])];
+            PathSgd::zero_grad(&ps);
+            let v = leading(&sliced, &[1, 2]);
+            (&v * &v).sum(tch::Kind::Float).backward();
+            b.step(&ps, 0.5);
+        }
+        assert!(whole.equal(&sliced), "{whole} vs {sliced}");
+        let buf = &b.buffers()["w"];
+        assert!(leading(buf, &[1, 2]).equal(&a.buffers()["w"]));
+        let outside: Vec<f32> = Vec::try_from(buf.flatten(0, -1)).unwrap();
+        assert_eq!(&outside[2..], &[0.0; 4], "momentum outside the block stays zero");
+        let kept: Vec<f32> = Vec::try_from(sliced.detach().flatten(0, -1)).unwrap();
+        assert_eq!(&kept[2..], &[3.0, 0.5, -1.5, 2.5], "no decay outside the block");
+    }
+
+    #[test]
     fn sgd_matches_the_pytorch_update_rule() {
         let p = Tensor::from_slice(&[1.0f32, -2.0]).view([1, 2]).set_requires_grad(true);
-        let params = vec![("w".to_string(), p.shallow_clone())];
+        let params = vec![PathParam::whole("w".to_string(), p.shallow_clone())];
         let mut opt = PathSgd::new(0.9, 0.1, false);
         for _ in 0..2 {
             PathSgd::zero_grad(&params);

@@ -4,6 +4,7 @@
 use crate::error::Result;
 use crate::modules::{Bn, BnUpdate};
 use detnas_core::arch::Arch;
+use detnas_core::genome::DetectorGenes;
 use tch::Tensor;
 
 /// Recalibrates the BNs `bns` by running `forward` on each batch (train mode, no gradient), with
@@ -31,6 +32,18 @@ pub fn recalibrate_retinanet(
     batches: &[Tensor],
     update: BnUpdate,
 ) -> Result<()> {
+    recalibrate_genome(net, arch, &net.default_genes(), batches, update)
+}
+
+/// [`recalibrate_retinanet`] running the sub-network `genes` (the FPN and head have no BN, so only
+/// the backbone path's statistics change; the batches set the resolution).
+pub fn recalibrate_genome(
+    net: &crate::net::RetinaNet,
+    arch: &Arch,
+    genes: &DetectorGenes,
+    batches: &[Tensor],
+    update: BnUpdate,
+) -> Result<()> {
     let bns = net.backbone.path_bns(arch)?;
-    recalibrate(&bns, batches, update, |b| net.forward(b, arch, true).map(|_| ()))
+    recalibrate(&bns, batches, update, |b| net.forward_genes(b, arch, genes, true).map(|_| ()))
 }

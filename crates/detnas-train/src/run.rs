@@ -4,7 +4,7 @@
 
 use crate::checkpoint::{self, CheckpointState, LogEntry, LossPart};
 use crate::error::{Result, TrainError};
-use crate::optim::{LrSchedule, PathSgd, clip_grad_norm};
+use crate::optim::{LrSchedule, PathParam, PathSgd, clip_grad_norm};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tch::{Tensor, nn};
@@ -153,7 +153,7 @@ impl<'a> StepLoop<'a> {
         &mut self,
         vs: &nn::VarStore,
         step: usize,
-        params: &[(String, Tensor)],
+        params: &[PathParam],
         images: usize,
         data_wait: Duration,
         forward: impl FnOnce() -> Result<StepLoss>,
@@ -281,7 +281,7 @@ mod tests {
     fn steps_update_skip_non_finite_log_means_and_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
         let (vs, w, mut run) = setup(dir.path(), Start::Fresh, schedule(4, None)).unwrap();
-        let params = vec![("w".to_string(), w.shallow_clone())];
+        let params = vec![PathParam::whole("w".to_string(), w.shallow_clone())];
         let mut logs = Vec::new();
         for step in 0..4 {
             let nan = step == 2;
@@ -306,7 +306,7 @@ mod tests {
     fn consecutive_non_finite_losses_abort_after_the_limit() {
         let dir = tempfile::tempdir().unwrap();
         let (vs, w, mut run) = setup(dir.path(), Start::Fresh, schedule(10, Some(2))).unwrap();
-        let params = vec![("w".to_string(), w.shallow_clone())];
+        let params = vec![PathParam::whole("w".to_string(), w.shallow_clone())];
         assert!(run.step(&vs, 0, &params, 1, Duration::ZERO, || loss_of(&w, true)).unwrap().is_none());
         let err = run.step(&vs, 1, &params, 1, Duration::ZERO, || loss_of(&w, true)).unwrap_err().to_string();
         assert!(err.contains("2 consecutive steps"), "{err}");
@@ -317,7 +317,7 @@ mod tests {
     fn an_existing_checkpoint_is_refused_resumed_or_replaced() {
         let dir = tempfile::tempdir().unwrap();
         let (vs, w, mut run) = setup(dir.path(), Start::Fresh, schedule(3, None)).unwrap();
-        let params = vec![("w".to_string(), w.shallow_clone())];
+        let params = vec![PathParam::whole("w".to_string(), w.shallow_clone())];
         for step in 0..3 {
             run.step(&vs, step, &params, 1, Duration::ZERO, || loss_of(&w, false)).unwrap();
         }

@@ -5,8 +5,10 @@
 use crate::error::Result;
 use crate::modules::BnUpdate;
 use crate::net::RetinaNet;
-use crate::trainer::score_candidate;
+use crate::trainer::{recalibration_batches, score_candidate, score_genome};
 use detnas_core::arch::Arch;
+use detnas_core::coco::CocoStats;
+use detnas_core::genome::DetectorGenes;
 use detnas_data::detection::DetectionDataset;
 use std::time::{Duration, Instant};
 use tch::Tensor;
@@ -53,4 +55,33 @@ impl detnas_core::evolution::Fitness for SupernetFitness<'_> {
         }
         .max(0.0))
     }
+}
+
+/// How [`evaluate_genome`] recalibrates BN before scoring.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GenomeEval {
+    /// Recalibration batches (fixed: the same images and augmentation for every genome).
+    pub batches: usize,
+    pub batch_size: usize,
+    /// Seed of the batches' image order and augmentation.
+    pub seed: u64,
+    pub update: BnUpdate,
+}
+
+/// The fitness of one genome (backbone path `arch` + detector `genes`) of a (genes) supernet:
+/// `opts.batches` fixed batches of `train` letterboxed to the genome's input recalibrate the path's
+/// BN, then COCO statistics on `val` at that input. Deterministic for fixed arguments; the net's BN
+/// statistics of the path are left recalibrated. Errors when `net` does not hold `genes`.
+pub fn evaluate_genome(
+    net: &RetinaNet,
+    arch: &Arch,
+    genes: &DetectorGenes,
+    train: &DetectionDataset,
+    val: &DetectionDataset,
+    opts: &GenomeEval,
+) -> Result<CocoStats> {
+    net.holds(genes)?;
+    let det = genes.apply(&net.cfg);
+    let batches = recalibration_batches(train, &det, opts.batches, opts.batch_size, opts.seed, net.device())?;
+    score_genome(net, arch, genes, &batches, val, opts.update)
 }

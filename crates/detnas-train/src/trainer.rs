@@ -5,18 +5,19 @@ use crate::checkpoint::{CheckpointState, LogEntry};
 use crate::config::{DataSource, DetTrainConfig};
 use crate::data::{Augment, BadImage, Loader, prepare, step_seed};
 use crate::error::{Result, TrainError};
+use crate::genes::{geometry, resolve_genome, step_arch, step_genes};
 use crate::loss::{Targets, retinanet_loss};
 use crate::modules::BnUpdate;
 use crate::net::RetinaNet;
 use crate::optim::PathSgd;
 use crate::run::{Schedule, Start, StepLoop, StepLoss};
-use detnas_core::arch::{Arch, resolve};
+use detnas_core::arch::Arch;
 use detnas_core::coco::{CocoStats, Detection as CocoDetection, Detections, EvalParams, GroundTruth, evaluate};
 use detnas_core::contract::seeds;
-use detnas_core::detector::{DetectorConfig, LevelShape, all_anchors, postprocess, pyramid_levels};
+use detnas_core::detector::{DetectorConfig, LevelShape, postprocess, pyramid_levels};
+use detnas_core::genome::DetectorGenes;
 use detnas_core::plan::Paths;
 use detnas_core::rng::Rng;
-use detnas_core::sample::uniform;
 use detnas_core::space::SearchSpace;
 use detnas_data::detection::{DetectionDataset, ValidationPolicy, ValidationReport, VocOptions};
 use std::path::Path;
@@ -86,7 +87,10 @@ fn with_classes(mut det: DetectorConfig, ds: &DetectionDataset) -> DetectorConfi
     det
 }
 
-/// Trains a RetinaNet (supernet when `cfg.arch` is absent) and checkpoints into `out`. `start`
+/// Trains a RetinaNet (supernet when `cfg.arch` is absent) and checkpoints into `out`. A genome
+/// in `cfg.arch` sets the detector genes of the trained network; `cfg.genes` makes a genes
+/// supernet, whose every step samples detector genes too (letterbox size and anchors of the
+/// sampled input; only the sampled FPN / head blocks updated). `start`
 /// says what happens to a checkpoint already in `out`: refused ([`Start::Fresh`]), continued
 /// exactly with the same batches and paths ([`Start::Resume`], a different configuration is
 /// refused) or replaced ([`Start::Overwrite`]). A training image that cannot be decoded is skipped
@@ -100,8 +104,11 @@ pub fn train_detection(
 ) -> Result<TrainOutcome> {
     start.check(out)?;
     let space = SearchSpace::by_name(&cfg.space)?;
-    let fixed: Option<Arch> =
-        cfg.arch.as_deref().map(|a| resolve(Some(&cfg.space), a).map(|(_, arch)| arch)).transpose()?;
+    if cfg.arch.is_some() && cfg.genes.is_some() {
+        return Err(TrainError::Config(
+            "`genes` is sampled by the supernet: remove `arch` (or `[genes]` to train one genome)".into(),
+        ));
+    }
     let (train, val) = datasets(cfg)?;
     on_log(TrainEvent::Data {
         train: &train.report,
@@ -109,7 +116,14 @@ pub fn train_detection(
         train_images: train.samples.len(),
         val_images: val.as_ref().map_or(0, |v| v.samples.len()),
     });
-    let det = with_classes(cfg.detector.clone(), &train);
+    let base = with_classes(cfg.detector.clone(), &train);
+    let (fixed, det) = match cfg.arch.as_deref() {
+        Some(text) => {
+            let (arch, det) = resolve_genome(&cfg.space, text, &base)?;
+            (Some(arch), det)
+        }
+        None => (None, base),
+    };
     det.validate()?;
     let mut run_cfg = cfg.clone();
     run_cfg.detector = det.clone();
@@ -119,7 +133,10 @@ pub fn train_detection(
         Some(a) => Paths::Single(a),
         None => Paths::All,
     };
-    let net = RetinaNet::new(&vs, &space, paths, &det, cfg.seed)?;
+    let net = match &cfg.genes {
+        Some(genes) => RetinaNet::with_genes(&vs, &space, paths, &det, genes, cfg.seed)?,
+        None => RetinaNet::new(&vs, &space, paths, &det, cfg.seed)?,
+    };
     if let Some(init) = &cfg.init {
         load_partial(&mut vs, init)?;
     }
@@ -127,19 +144,14 @@ pub fn train_detection(
     let state = CheckpointState::new("retinanet", &space.name, fixed.as_ref().map(Arch::to_string), &run_cfg);
     let mut run = StepLoop::start(start, out, &mut vs, opt, state, schedule(cfg))?;
 
-    let any_arch = fixed.clone().unwrap_or_else(|| Arch::uniform(&space, space.allowed[0]));
-    let levels = pyramid_levels(&space, &any_arch, &det)?;
-    let anchors = Arc::new(all_anchors(&levels, &det));
     let mut loader = Loader::spawn(
         Arc::new(train),
-        det.clone(),
-        anchors,
+        geometry(&space, &det, cfg.genes.as_ref(), cfg.seed)?,
         cfg.augment.clone(),
         cfg.batch_size,
         cfg.seed,
         run.next_step()..cfg.iterations,
     );
-    let (h, w) = (det.input.height as i64, det.input.width as i64);
     while let Some((batch, waited)) = loader.next_batch() {
         for bad in &batch.bad_images {
             on_log(TrainEvent::BadImage(bad));
@@ -152,13 +164,18 @@ pub fn train_detection(
         }
         let arch = match &fixed {
             Some(a) => a.clone(),
-            None => uniform(&space, &mut Rng::seed(step_seed(cfg.seed, seeds::PATH_SAMPLING, step as u64))),
+            None => step_arch(&space, cfg.seed, step),
         };
+        let genes = match &cfg.genes {
+            Some(g) => step_genes(g, cfg.seed, step),
+            None => net.default_genes(),
+        };
+        let (h, w) = (batch.input.height as i64, batch.input.width as i64);
         let images = Tensor::from_slice(&batch.images).view([batch.size as i64, 3, h, w]).to_device(device);
         let targets = Targets::new(&batch.targets, device);
-        let params = net.path_parameters(&arch)?;
+        let params = net.path_parameters_genes(&arch, &genes)?;
         let entry = run.step(&vs, step, &params, batch.size, waited, || {
-            let (cls, reg) = net.forward(&images, &arch, true)?;
+            let (cls, reg) = net.forward_genes(&images, &arch, &genes, true)?;
             let loss = retinanet_loss(&cls, &reg, &targets);
             Ok(StepLoss { total: loss.total(), parts: vec![("cls", loss.cls), ("box", loss.boxes)] })
         })?;
@@ -214,7 +231,19 @@ pub fn evaluate_dataset(
     ds: &DetectionDataset,
     batch: usize,
 ) -> Result<(CocoStats, Vec<CocoDetection>)> {
-    let det = &net.cfg;
+    evaluate_genome_dataset(net, arch, &net.default_genes(), ds, batch)
+}
+
+/// [`evaluate_dataset`] for the sub-network `genes` of `net`: images letterboxed to the genes'
+/// input, anchors and post-processing of that input.
+pub fn evaluate_genome_dataset(
+    net: &RetinaNet,
+    arch: &Arch,
+    genes: &DetectorGenes,
+    ds: &DetectionDataset,
+    batch: usize,
+) -> Result<(CocoStats, Vec<CocoDetection>)> {
+    let det = &genes.apply(&net.cfg);
     let levels: Vec<LevelShape> = pyramid_levels(&net.backbone.space, arch, det)?;
     let mut results = Vec::new();
     let mut unreadable = Vec::new();
@@ -229,7 +258,7 @@ pub fn evaluate_dataset(
         if prepared.is_empty() {
             continue;
         }
-        let (cls, reg, per_cls, per_reg) = infer(net, arch, prepared.iter().map(|(_, p)| p))?;
+        let (cls, reg, per_cls, per_reg) = infer(net, arch, genes, prepared.iter().map(|(_, p)| p))?;
         for (j, (i, p)) in prepared.iter().enumerate() {
             let dets =
                 postprocess(&cls[j * per_cls..(j + 1) * per_cls], &reg[j * per_reg..(j + 1) * per_reg], &levels, det);
@@ -259,18 +288,19 @@ pub fn evaluate_dataset(
     Ok((evaluate(&gt, &dt, &EvalParams::default()), results))
 }
 
-/// Raw head outputs of `arch` for prepared images (no gradient, eval-mode BN), flattened on the
-/// CPU: `(cls, reg, cls values per image, reg values per image)`.
+/// Raw head outputs of `arch` with `genes` for prepared images (no gradient, eval-mode BN),
+/// flattened on the CPU: `(cls, reg, cls values per image, reg values per image)`.
 fn infer<'p>(
     net: &RetinaNet,
     arch: &Arch,
+    genes: &DetectorGenes,
     prepared: impl ExactSizeIterator<Item = &'p crate::data::Prepared>,
 ) -> Result<(Vec<f32>, Vec<f32>, usize, usize)> {
-    let (h, w) = (net.cfg.input.height as i64, net.cfg.input.width as i64);
+    let (h, w) = (genes.input.height as i64, genes.input.width as i64);
     let n = prepared.len();
     let flat: Vec<f32> = prepared.flat_map(|p| p.input.iter().copied()).collect();
     let x = Tensor::from_slice(&flat).view([n as i64, 3, h, w]).to_device(net.device());
-    let (cls, reg) = tch::no_grad(|| net.forward(&x, arch, false))?;
+    let (cls, reg) = tch::no_grad(|| net.forward_genes(&x, arch, genes, false))?;
     let cls: Vec<f32> = Vec::try_from(cls.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))?;
     let reg: Vec<f32> = Vec::try_from(reg.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))?;
     let (per_cls, per_reg) = (cls.len() / n, reg.len() / n);
@@ -320,6 +350,20 @@ pub fn score_candidate(
     Ok(evaluate_dataset(net, arch, val, 4)?.0)
 }
 
+/// [`score_candidate`] for a genome: recalibrates on `batches` (letterboxed to `genes.input`, see
+/// [`recalibration_batches`]) with the sub-network `genes`, then scores it at that input.
+pub fn score_genome(
+    net: &RetinaNet,
+    arch: &Arch,
+    genes: &DetectorGenes,
+    batches: &[Tensor],
+    val: &DetectionDataset,
+    update: BnUpdate,
+) -> Result<CocoStats> {
+    crate::recal::recalibrate_genome(net, arch, genes, batches, update)?;
+    Ok(evaluate_genome_dataset(net, arch, genes, val, 4)?.0)
+}
+
 /// What [`evaluate_checkpoint`] evaluates on.
 #[derive(Clone, Debug, Default)]
 pub struct EvalOptions {
@@ -337,18 +381,19 @@ pub struct Evaluation {
     pub detections: Vec<CocoDetection>,
 }
 
-/// Evaluates the path of an opened checkpoint ([`crate::checkpoint::open`]) on held-out data with
-/// the COCO evaluator, after `recalibrate` BN recalibration batches (exact average) drawn with the
-/// run's seed and batch size. The network's BN statistics are changed by recalibration.
+/// Evaluates the genome of an opened checkpoint ([`crate::checkpoint::open`]: its path and
+/// detector genes) on held-out data with the COCO evaluator at the genome's input, after
+/// `recalibrate` BN recalibration batches (exact average, letterboxed to that input) drawn with
+/// the run's seed and batch size. The network's BN statistics are changed by recalibration.
 pub fn evaluate_checkpoint(ck: &crate::checkpoint::OpenCheckpoint, opts: &EvalOptions) -> Result<Evaluation> {
     let arch = ck.arch()?;
     let (train, val) = ck.datasets(opts.val.clone())?;
     let cfg = &ck.config;
     if opts.recalibrate > 0 {
-        let batches =
-            recalibration_batches(&train, &cfg.detector, opts.recalibrate, cfg.batch_size, cfg.seed, ck.vs.device())?;
-        crate::recal::recalibrate_retinanet(&ck.net, arch, &batches, BnUpdate::Cumulative)?;
+        let det = ck.detector();
+        let batches = recalibration_batches(&train, &det, opts.recalibrate, cfg.batch_size, cfg.seed, ck.vs.device())?;
+        crate::recal::recalibrate_genome(&ck.net, arch, &ck.genes, &batches, BnUpdate::Cumulative)?;
     }
-    let (stats, detections) = evaluate_dataset(&ck.net, arch, &val, cfg.batch_size)?;
+    let (stats, detections) = evaluate_genome_dataset(&ck.net, arch, &ck.genes, &val, cfg.batch_size)?;
     Ok(Evaluation { stats, detections })
 }

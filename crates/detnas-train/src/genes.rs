@@ -1,0 +1,76 @@
+//! Detector genes in training: the genome a supernet step samples, the per-step batch geometry of
+//! a genes supernet, and the genome a configuration's `arch` names.
+
+use crate::data::{Geometry, fixed_geometry, step_seed};
+use crate::error::Result;
+use detnas_core::arch::Arch;
+use detnas_core::contract::seeds;
+use detnas_core::detector::{DetectorConfig, all_anchors, pyramid_levels};
+use detnas_core::genome::{DetectorGenes, GeneSpace, Genome};
+use detnas_core::rng::Rng;
+use detnas_core::sample::uniform;
+use detnas_core::space::SearchSpace;
+use detnas_core::{InputSize, boxes::BBox};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The backbone path of supernet step `step` (uniform, stream [`seeds::PATH_SAMPLING`]).
+pub fn step_arch(space: &SearchSpace, seed: u64, step: usize) -> Arch {
+    uniform(space, &mut Rng::seed(step_seed(seed, seeds::PATH_SAMPLING, step as u64)))
+}
+
+/// The detector genes of genes-supernet step `step` (uniform per gene, stream
+/// [`seeds::GENE_SAMPLING`]): a pure function of its arguments, so the data thread and the
+/// training loop agree and a resumed run samples what an uninterrupted one would.
+pub fn step_genes(genes: &GeneSpace, seed: u64, step: usize) -> DetectorGenes {
+    genes.sample(&mut Rng::seed(step_seed(seed, seeds::GENE_SAMPLING, step as u64)))
+}
+
+/// Each step's letterbox size and anchors: `det`'s for a fixed detector, the sampled input's
+/// (anchors computed once per input size of `genes`) for a genes supernet.
+pub fn geometry(space: &SearchSpace, det: &DetectorConfig, genes: Option<&GeneSpace>, seed: u64) -> Result<Geometry> {
+    let any_arch = Arch::uniform(space, space.allowed[0]);
+    let anchors_at = |cfg: &DetectorConfig| -> Result<Arc<Vec<BBox>>> {
+        Ok(Arc::new(all_anchors(&pyramid_levels(space, &any_arch, cfg)?, cfg)))
+    };
+    let Some(genes) = genes else {
+        return Ok(fixed_geometry(det.clone(), anchors_at(det)?));
+    };
+    let mut table: HashMap<InputSize, Arc<Vec<BBox>>> = HashMap::new();
+    for &input in &genes.input {
+        table.insert(input, anchors_at(&DetectorConfig { input, ..det.clone() })?);
+    }
+    let (genes, det) = (genes.clone(), det.clone());
+    Ok(Arc::new(move |step| {
+        let g = step_genes(&genes, seed, step);
+        (DetectorConfig { input: g.input, ..det.clone() }, table[&g.input].clone())
+    }))
+}
+
+/// The genome `text` names in `space`, and the detector configuration of it over `base` (genes left
+/// out keep `base`'s values; the result is validated).
+pub fn resolve_genome(space: &str, text: &str, base: &DetectorConfig) -> Result<(Arch, DetectorConfig)> {
+    let genome = Genome::parse(Some(space), text)?;
+    let det = genome.detector_config(base)?;
+    Ok((genome.arch, det))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_genes_are_seeded_and_cover_the_space() {
+        let space = GeneSpace {
+            input: vec![InputSize::new(64, 64), InputSize::new(96, 96)],
+            head_convs: vec![1, 2],
+            ..GeneSpace::default()
+        };
+        let a: Vec<DetectorGenes> = (0..40).map(|s| step_genes(&space, 3, s)).collect();
+        let b: Vec<DetectorGenes> = (0..40).map(|s| step_genes(&space, 3, s)).collect();
+        assert_eq!(a, b);
+        assert!(a.iter().all(|g| space.contains(g)));
+        assert!(a.iter().any(|g| g.input.height == 64) && a.iter().any(|g| g.input.height == 96));
+        assert_ne!(a, (0..40).map(|s| step_genes(&space, 4, s)).collect::<Vec<_>>(), "the seed matters");
+    }
+}
