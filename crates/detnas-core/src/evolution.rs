@@ -16,6 +16,7 @@ use crate::arch::Arch;
 use crate::cost::{Convention, FlopsTable};
 use crate::error::{CoreError, Result};
 use crate::fsutil::write_atomic;
+use crate::genome::{Candidate, DetectorGenes, GeneSpace};
 use crate::rng::Rng;
 use crate::sample::uniform;
 use crate::size::format_count;
@@ -83,10 +84,16 @@ impl EvolutionConfig {
     }
 }
 
-/// The accuracy oracle: higher is better. Called at most once per architecture.
+/// The accuracy oracle: higher is better. Called at most once per candidate.
 pub trait Fitness {
     type Error: Display;
+    /// Fitness of a backbone path (detector fixed).
     fn evaluate(&mut self, arch: &Arch) -> std::result::Result<f64, Self::Error>;
+    /// Fitness of a candidate. The default scores the backbone alone: a joint search (with detector
+    /// genes) needs an oracle that overrides this.
+    fn evaluate_candidate(&mut self, candidate: &Candidate) -> std::result::Result<f64, Self::Error> {
+        self.evaluate(&candidate.arch)
+    }
 }
 
 impl<E: Display, F: FnMut(&Arch) -> std::result::Result<f64, E>> Fitness for F {
@@ -104,6 +111,10 @@ pub trait Constraint {
     fn describe(&self) -> String;
     /// `Err(reason)` when `arch` violates the constraint.
     fn check(&self, arch: &Arch) -> std::result::Result<(), String>;
+    /// `Err(reason)` when `candidate` violates the constraint; the default checks its backbone.
+    fn check_candidate(&self, candidate: &Candidate) -> std::result::Result<(), String> {
+        self.check(&candidate.arch)
+    }
 }
 
 /// `FLOPs(arch) <= max` under a convention at a fixed input size.
@@ -130,10 +141,18 @@ impl Constraint for FlopsConstraint {
     }
 }
 
-/// An evaluated architecture.
+/// An evaluated candidate (field `arch` for the state files of backbone-only searches).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Scored {
-    pub arch: Arch,
+    pub arch: Candidate,
+    pub fitness: f64,
+}
+
+/// One evaluation, in the order the search made them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub candidate: Candidate,
+    pub generation: usize,
     pub fitness: f64,
 }
 
@@ -175,9 +194,12 @@ pub struct EvolutionState {
     pub config_hash: String,
     /// Generation whose population is being evaluated (== generations when finished).
     pub generation: usize,
-    pub population: Vec<Arch>,
-    /// Fitness of every architecture evaluated so far, by compact encoding.
+    pub population: Vec<Candidate>,
+    /// Fitness of every candidate evaluated so far, by [`Candidate::key`].
     pub evaluated: BTreeMap<String, f64>,
+    /// Every evaluation in order (empty in state files of earlier versions).
+    #[serde(default)]
+    pub log: Vec<Evaluation>,
     pub top_k: Vec<Scored>,
     pub rng: Rng,
     pub history: Vec<GenerationSummary>,
@@ -189,7 +211,7 @@ const STATE_FORMAT: u32 = 1;
 /// Progress notifications for front ends.
 #[derive(Debug)]
 pub enum Progress<'a> {
-    Evaluated { generation: usize, arch: &'a Arch, fitness: f64, done: usize, total: usize },
+    Evaluated { generation: usize, arch: &'a Candidate, fitness: f64, done: usize, total: usize },
     Generation(&'a GenerationSummary),
 }
 
@@ -206,6 +228,8 @@ pub struct SearchOutcome {
 /// The search engine.
 pub struct Evolution<'c> {
     space: SearchSpace,
+    /// Detector genes searched jointly with the backbone (`None`: backbone only).
+    genes: Option<GeneSpace>,
     config: EvolutionConfig,
     constraints: Vec<Box<dyn Constraint + 'c>>,
     state: EvolutionState,
@@ -224,20 +248,33 @@ impl<'c> Evolution<'c> {
         config: EvolutionConfig,
         constraints: Vec<Box<dyn Constraint + 'c>>,
     ) -> Result<Self> {
+        Self::joint(space, None, config, constraints)
+    }
+
+    /// A fresh search over backbone paths and, with `genes`, the detector genes too: random
+    /// candidates draw every gene, mutation resamples each gene (backbone layer or detector gene)
+    /// with `mutation_prob`, crossover takes each gene from either parent.
+    pub fn joint(
+        space: SearchSpace,
+        genes: Option<GeneSpace>,
+        config: EvolutionConfig,
+        constraints: Vec<Box<dyn Constraint + 'c>>,
+    ) -> Result<Self> {
         config.validate()?;
-        let config_hash = Self::hash(&space, &config, &constraints);
+        let config_hash = Self::hash(&space, genes.as_ref(), &config, &constraints);
         let state = EvolutionState {
             format: STATE_FORMAT,
             config_hash,
             generation: 0,
             population: Vec::new(),
             evaluated: BTreeMap::new(),
+            log: Vec::new(),
             top_k: Vec::new(),
             rng: Rng::seed(config.seed),
             history: Vec::new(),
             rejections: Rejections::default(),
         };
-        let mut engine = Evolution { space, config, constraints, state, state_path: None };
+        let mut engine = Evolution { space, genes, config, constraints, state, state_path: None };
         engine.state.population = engine.next_population()?;
         Ok(engine)
     }
@@ -269,9 +306,17 @@ impl<'c> Evolution<'c> {
         &self.state
     }
 
-    fn hash(space: &SearchSpace, config: &EvolutionConfig, constraints: &[Box<dyn Constraint + 'c>]) -> String {
+    fn hash(
+        space: &SearchSpace,
+        genes: Option<&GeneSpace>,
+        config: &EvolutionConfig,
+        constraints: &[Box<dyn Constraint + 'c>],
+    ) -> String {
         let described: Vec<String> = constraints.iter().map(|c| c.describe()).collect();
-        let canonical = serde_json::json!({ "space": space, "config": config, "constraints": described });
+        let mut canonical = serde_json::json!({ "space": space, "config": config, "constraints": described });
+        if let Some(g) = genes {
+            canonical["genes"] = serde_json::json!(g);
+        }
         format!("{:016x}", fnv1a64(canonical.to_string().as_bytes()))
     }
 
@@ -293,12 +338,12 @@ impl<'c> Evolution<'c> {
         while self.state.generation < self.config.generations {
             let population = self.state.population.clone();
             for (i, arch) in population.iter().enumerate() {
-                let key = arch.compact();
+                let key = arch.key();
                 if self.state.evaluated.contains_key(&key) {
                     continue;
                 }
                 let value = fitness
-                    .evaluate(arch)
+                    .evaluate_candidate(arch)
                     .map_err(|e| CoreError::Fitness { arch: arch.to_string(), reason: e.to_string() })?;
                 if !value.is_finite() {
                     return Err(CoreError::Fitness {
@@ -307,6 +352,8 @@ impl<'c> Evolution<'c> {
                     });
                 }
                 self.state.evaluated.insert(key, value);
+                let generation = self.state.generation;
+                self.state.log.push(Evaluation { candidate: arch.clone(), generation, fitness: value });
                 self.save()?;
                 progress(Progress::Evaluated {
                     generation: self.state.generation,
@@ -343,7 +390,7 @@ impl<'c> Evolution<'c> {
             .state
             .population
             .iter()
-            .map(|a| Scored { arch: a.clone(), fitness: self.state.evaluated[&a.compact()] })
+            .map(|a| Scored { arch: a.clone(), fitness: self.state.evaluated[&a.key()] })
             .collect();
         let mut pool = self.state.top_k.clone();
         pool.extend(scored.iter().cloned());
@@ -364,14 +411,14 @@ impl<'c> Evolution<'c> {
     }
 
     /// Accepts `arch` if it is new and satisfies every constraint; counts the rejection otherwise.
-    fn accept(&mut self, arch: &Arch, taken: &BTreeSet<String>) -> bool {
-        let key = arch.compact();
+    fn accept(&mut self, arch: &Candidate, taken: &BTreeSet<String>) -> bool {
+        let key = arch.key();
         if taken.contains(&key) || self.state.evaluated.contains_key(&key) {
             self.state.rejections.duplicate += 1;
             return false;
         }
         for c in &self.constraints {
-            if c.check(arch).is_err() {
+            if c.check_candidate(arch).is_err() {
                 *self.state.rejections.constraint.entry(c.name().to_string()).or_default() += 1;
                 return false;
             }
@@ -379,43 +426,75 @@ impl<'c> Evolution<'c> {
         true
     }
 
-    fn mutate(&mut self) -> Arch {
+    fn mutate(&mut self) -> Candidate {
         let parent = self.state.rng.pick(&self.state.top_k).arch.clone();
+        let p = self.config.mutation_prob;
         let choices = parent
             .choices()
             .iter()
-            .map(|&c| {
-                if self.state.rng.unit() < self.config.mutation_prob {
-                    *self.state.rng.pick(&self.space.allowed)
-                } else {
-                    c
-                }
-            })
+            .map(|&c| if self.state.rng.unit() < p { *self.state.rng.pick(&self.space.allowed) } else { c })
             .collect();
-        Arch::new(choices)
+        let genes = match (&self.genes, parent.detector_genes()) {
+            (Some(space), Some(g)) => {
+                let fresh = space.sample(&mut self.state.rng);
+                let mut keep = |_: ()| self.state.rng.unit() >= p;
+                Some(DetectorGenes {
+                    fpn_channels: if keep(()) { g.fpn_channels } else { fresh.fpn_channels },
+                    head_channels: if keep(()) { g.head_channels } else { fresh.head_channels },
+                    head_convs: if keep(()) { g.head_convs } else { fresh.head_convs },
+                    head_conv: if keep(()) { g.head_conv } else { fresh.head_conv },
+                    input: if keep(()) { g.input } else { fresh.input },
+                })
+            }
+            _ => None,
+        };
+        Self::candidate(Arch::new(choices), genes)
     }
 
-    fn crossover(&mut self) -> Arch {
+    fn crossover(&mut self) -> Candidate {
         let a = self.state.rng.pick(&self.state.top_k).arch.clone();
         let b = self.state.rng.pick(&self.state.top_k).arch.clone();
-        let choices = a
-            .choices()
-            .iter()
-            .zip(b.choices())
-            .map(|(&x, &y)| if self.state.rng.below(2) == 0 { x } else { y })
-            .collect();
-        Arch::new(choices)
+        let rng = &mut self.state.rng;
+        let choices =
+            a.choices().iter().zip(b.choices()).map(|(&x, &y)| if rng.below(2) == 0 { x } else { y }).collect();
+        let genes = match (a.detector_genes(), b.detector_genes()) {
+            (Some(x), Some(y)) => {
+                let mut first = || rng.below(2) == 0;
+                Some(DetectorGenes {
+                    fpn_channels: if first() { x.fpn_channels } else { y.fpn_channels },
+                    head_channels: if first() { x.head_channels } else { y.head_channels },
+                    head_convs: if first() { x.head_convs } else { y.head_convs },
+                    head_conv: if first() { x.head_conv } else { y.head_conv },
+                    input: if first() { x.input } else { y.input },
+                })
+            }
+            _ => None,
+        };
+        Self::candidate(Arch::new(choices), genes)
+    }
+
+    fn random(&mut self) -> Candidate {
+        let arch = uniform(&self.space, &mut self.state.rng);
+        let genes = self.genes.as_ref().map(|g| g.sample(&mut self.state.rng));
+        Self::candidate(arch, genes)
+    }
+
+    fn candidate(arch: Arch, genes: Option<DetectorGenes>) -> Candidate {
+        match genes {
+            Some(g) => Candidate::joint(arch, g),
+            None => Candidate::backbone(arch),
+        }
     }
 
     /// Draws the population of the current generation.
-    fn next_population(&mut self) -> Result<Vec<Arch>> {
+    fn next_population(&mut self) -> Result<Vec<Candidate>> {
         let mut taken = BTreeSet::new();
         let mut out = Vec::with_capacity(self.config.population);
         let has_parents = !self.state.top_k.is_empty();
         let (mutations, crossovers) =
             if has_parents { (self.config.mutations, self.config.crossovers) } else { (0, 0) };
         let tries = self.config.max_tries;
-        let mut draw = |engine: &mut Self, count: usize, kind: u8, out: &mut Vec<Arch>| {
+        let mut draw = |engine: &mut Self, count: usize, kind: u8, out: &mut Vec<Candidate>| {
             let mut added = 0;
             let mut attempts = 0;
             while added < count && attempts < count * tries {
@@ -423,10 +502,10 @@ impl<'c> Evolution<'c> {
                 let arch = match kind {
                     0 => engine.mutate(),
                     1 => engine.crossover(),
-                    _ => uniform(&engine.space, &mut engine.state.rng),
+                    _ => engine.random(),
                 };
                 if engine.accept(&arch, &taken) {
-                    taken.insert(arch.compact());
+                    taken.insert(arch.key());
                     out.push(arch);
                     added += 1;
                 }

@@ -1,5 +1,6 @@
 use super::*;
 use crate::cost::InputSize;
+use crate::genome::{Candidate, DetectorGenes, GeneSpace};
 use crate::space::{Choice, StageSpec};
 use std::cell::RefCell;
 
@@ -79,7 +80,7 @@ fn finds_the_brute_force_optimum_under_the_budget() {
 
     let mut engine = Evolution::new(space.clone(), config(), vec![flops_limit(&space, max)]).unwrap();
     let outcome = engine.run(&mut |a: &Arch| Ok::<_, String>(score(&w, a)), |_| {}).unwrap();
-    assert_eq!(outcome.best.arch, best_arch);
+    assert_eq!(outcome.best.arch.arch, best_arch);
     assert!((outcome.best.fitness - best).abs() < 1e-12);
 }
 
@@ -212,4 +213,98 @@ fn config_validation() {
     let bad = EvolutionConfig { mutation_prob: 1.5, ..EvolutionConfig::default() };
     assert!(bad.validate().is_err());
     assert_eq!(EvolutionConfig::default().random_fill(), 10);
+}
+
+/// A joint oracle: backbone score plus a reward for wider, deeper heads and larger inputs.
+struct JointScore(Vec<[f64; 4]>);
+
+impl Fitness for JointScore {
+    type Error = String;
+    fn evaluate(&mut self, _: &Arch) -> std::result::Result<f64, String> {
+        Err("a joint search scores candidates".into())
+    }
+    fn evaluate_candidate(&mut self, c: &Candidate) -> std::result::Result<f64, String> {
+        let g = c.detector_genes().ok_or("no genes")?;
+        let head = (g.head_channels as f64).ln() + g.head_convs as f64 * 0.5 + (g.fpn_channels as f64).ln();
+        Ok(score(&self.0, c) + head + g.input.height as f64 / 100.0)
+    }
+}
+
+/// A latency-like cost of the detector genes, as a hard constraint on candidates.
+struct HeadCost(f64);
+
+impl HeadCost {
+    fn of(g: &DetectorGenes) -> f64 {
+        let conv = if g.head_conv == crate::detector::HeadConv::Dense { 9.0 } else { 1.5 };
+        let area = (g.input.height * g.input.width) as f64 / 1e4;
+        area * (g.head_channels as f64 * g.head_convs as f64 * conv + g.fpn_channels as f64) / 100.0
+    }
+}
+
+impl Constraint for HeadCost {
+    fn name(&self) -> &str {
+        "latency"
+    }
+    fn describe(&self) -> String {
+        format!("head cost <= {}", self.0)
+    }
+    fn check(&self, _: &Arch) -> std::result::Result<(), String> {
+        Ok(())
+    }
+    fn check_candidate(&self, c: &Candidate) -> std::result::Result<(), String> {
+        let cost = HeadCost::of(&c.detector_genes().ok_or("no genes")?);
+        if cost <= self.0 { Ok(()) } else { Err(format!("{cost} > {}", self.0)) }
+    }
+}
+
+#[test]
+fn joint_search_explores_detector_genes_under_a_candidate_constraint_and_resumes_exactly() {
+    let space = tiny_space();
+    let genes = GeneSpace::default();
+    let costs: Vec<f64> = {
+        let mut rng = Rng::seed(5);
+        (0..2000).map(|_| HeadCost::of(&genes.sample(&mut rng))).collect()
+    };
+    let mut sorted = costs.clone();
+    sorted.sort_by(f64::total_cmp);
+    let limit = sorted[sorted.len() / 4];
+    let cfg = EvolutionConfig { generations: 8, seed: 4, ..EvolutionConfig::default() };
+    let make =
+        || Evolution::joint(space.clone(), Some(genes.clone()), cfg.clone(), vec![Box::new(HeadCost(limit))]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let full_path = dir.path().join("full.json");
+    let expected = make().with_state_file(&full_path).unwrap().run(&mut JointScore(weights(8)), |_| {}).unwrap();
+    let state = load_state(&full_path).unwrap();
+    assert_eq!(state.log.len(), expected.evaluations);
+    assert!(state.log.windows(2).all(|w| w[0].generation <= w[1].generation));
+    let mut distinct_inputs = BTreeSet::new();
+    for e in &state.log {
+        let g = e.candidate.detector_genes().expect("every candidate carries genes");
+        assert!(genes.contains(&g) && HeadCost::of(&g) <= limit, "{}", e.candidate);
+        distinct_inputs.insert(g.input.height);
+    }
+    assert!(distinct_inputs.len() > 1, "the resolution gene is explored");
+    // evolution beats the median random candidate by a clear margin
+    let mut fitness: Vec<f64> = state.log.iter().filter(|e| e.generation == 0).map(|e| e.fitness).collect();
+    fitness.sort_by(f64::total_cmp);
+    assert!(expected.best.fitness > fitness[fitness.len() / 2] + 0.5, "{} vs {fitness:?}", expected.best.fitness);
+
+    // killed after 70 evaluations, resumed: identical outcome and state
+    let path = dir.path().join("killed.json");
+    struct Dying(JointScore, usize);
+    impl Fitness for Dying {
+        type Error = String;
+        fn evaluate(&mut self, a: &Arch) -> std::result::Result<f64, String> {
+            self.0.evaluate(a)
+        }
+        fn evaluate_candidate(&mut self, c: &Candidate) -> std::result::Result<f64, String> {
+            self.1 += 1;
+            if self.1 == 71 { Err("killed".into()) } else { self.0.evaluate_candidate(c) }
+        }
+    }
+    let err = make().with_state_file(&path).unwrap().run(&mut Dying(JointScore(weights(8)), 0), |_| {}).unwrap_err();
+    assert!(err.to_string().contains("killed"));
+    let got = make().with_state_file(&path).unwrap().run(&mut JointScore(weights(8)), |_| {}).unwrap();
+    assert_eq!(got, expected);
+    assert_eq!(load_state(&path).unwrap(), state);
 }

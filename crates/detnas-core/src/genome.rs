@@ -125,6 +125,43 @@ fn positive<T: std::str::FromStr + PartialEq + Default>(text: &str, digits: &str
     Ok(v)
 }
 
+/// Parses the genes after the backbone (`parts`: the `:`-separated pieces); `text` is the whole
+/// genome, for messages. Each gene may appear once.
+fn parse_genes<'a>(text: &str, parts: impl Iterator<Item = &'a str>) -> Result<GeneOverrides> {
+    let mut genes = GeneOverrides::default();
+    for part in parts {
+        let p = part.trim().to_ascii_lowercase();
+        let twice = |what: &str| bad(text, format!("the {what} is given twice"));
+        if let Some(n) = p.strip_prefix("fpn") {
+            if genes.fpn_channels.replace(positive(text, n, "FPN width")?).is_some() {
+                return Err(twice("FPN width"));
+            }
+        } else if let Some(rest) = p.strip_prefix("head") {
+            let (c, d) = rest.split_once('x').ok_or_else(|| bad(text, format!("`{part}`: expected head<C>x<D>")))?;
+            let head = (positive(text, c, "head width")?, positive(text, d, "head depth")?);
+            if genes.head.replace(head).is_some() {
+                return Err(twice("head"));
+            }
+        } else if p == "dense" || p == "sep" || p == "separable" {
+            let conv = if p == "dense" { HeadConv::Dense } else { HeadConv::Separable };
+            if genes.head_conv.replace(conv).is_some() {
+                return Err(twice("head conv type"));
+            }
+        } else if p.starts_with(|c: char| c.is_ascii_digit()) {
+            let input = InputSize::parse(&p).map_err(|e| bad(text, e.to_string()))?;
+            if genes.input.replace(input).is_some() {
+                return Err(twice("input resolution"));
+            }
+        } else {
+            return Err(bad(
+                text,
+                format!("unknown gene `{part}`: expected fpn<N>, head<C>x<D>, dense, sep or <H>x<W>"),
+            ));
+        }
+    }
+    Ok(genes)
+}
+
 impl Genome {
     /// Parses the text form (see the module docs); `space` as for [`crate::arch::resolve`].
     /// Each gene may appear once; unknown genes are errors naming the accepted forms.
@@ -132,38 +169,7 @@ impl Genome {
         let mut parts = text.trim().split(':');
         let backbone = parts.next().unwrap_or_default();
         let (space, arch) = resolve(space, backbone)?;
-        let mut genes = GeneOverrides::default();
-        for part in parts {
-            let p = part.trim().to_ascii_lowercase();
-            let twice = |what: &str| bad(text, format!("the {what} is given twice"));
-            if let Some(n) = p.strip_prefix("fpn") {
-                if genes.fpn_channels.replace(positive(text, n, "FPN width")?).is_some() {
-                    return Err(twice("FPN width"));
-                }
-            } else if let Some(rest) = p.strip_prefix("head") {
-                let (c, d) =
-                    rest.split_once('x').ok_or_else(|| bad(text, format!("`{part}`: expected head<C>x<D>")))?;
-                let head = (positive(text, c, "head width")?, positive(text, d, "head depth")?);
-                if genes.head.replace(head).is_some() {
-                    return Err(twice("head"));
-                }
-            } else if p == "dense" || p == "sep" || p == "separable" {
-                let conv = if p == "dense" { HeadConv::Dense } else { HeadConv::Separable };
-                if genes.head_conv.replace(conv).is_some() {
-                    return Err(twice("head conv type"));
-                }
-            } else if p.starts_with(|c: char| c.is_ascii_digit()) {
-                let input = InputSize::parse(&p).map_err(|e| bad(text, e.to_string()))?;
-                if genes.input.replace(input).is_some() {
-                    return Err(twice("input resolution"));
-                }
-            } else {
-                return Err(bad(
-                    text,
-                    format!("unknown gene `{part}`: expected fpn<N>, head<C>x<D>, dense, sep or <H>x<W>"),
-                ));
-            }
-        }
+        let genes = parse_genes(text, parts)?;
         Ok(Genome { space, arch, genes })
     }
 
@@ -352,5 +358,156 @@ mod tests {
         assert!(genes.iter().any(|g| g.input == InputSize::new(256, 256)));
         let empty = GeneSpace { head_convs: vec![], ..GeneSpace::default() };
         assert!(empty.validate(&DetectorConfig::default()).unwrap_err().to_string().contains("head_convs"));
+    }
+}
+
+/// One candidate of a search: a backbone path and, in a joint search, every detector gene.
+///
+/// Its text form is its identity (the search's cache key): the comma-form backbone alone, or the
+/// compact backbone followed by the five genes (`2311...:fpn96:head96x3:sep:320x320`). It
+/// dereferences to its [`Arch`], so backbone-only code takes it as is.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Candidate {
+    pub arch: Arch,
+    pub genes: Option<DetectorGenesKey>,
+}
+
+/// [`DetectorGenes`] with a total order (for sorting candidates deterministically).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DetectorGenesKey {
+    fpn_channels: u64,
+    head_channels: u64,
+    head_convs: usize,
+    separable: bool,
+    height: u64,
+    width: u64,
+}
+
+impl From<DetectorGenes> for DetectorGenesKey {
+    fn from(g: DetectorGenes) -> Self {
+        DetectorGenesKey {
+            fpn_channels: g.fpn_channels,
+            head_channels: g.head_channels,
+            head_convs: g.head_convs,
+            separable: g.head_conv == HeadConv::Separable,
+            height: g.input.height,
+            width: g.input.width,
+        }
+    }
+}
+
+impl From<DetectorGenesKey> for DetectorGenes {
+    fn from(k: DetectorGenesKey) -> Self {
+        DetectorGenes {
+            fpn_channels: k.fpn_channels,
+            head_channels: k.head_channels,
+            head_convs: k.head_convs,
+            head_conv: if k.separable { HeadConv::Separable } else { HeadConv::Dense },
+            input: InputSize::new(k.height, k.width),
+        }
+    }
+}
+
+impl Candidate {
+    /// A backbone-only candidate.
+    pub fn backbone(arch: Arch) -> Self {
+        Candidate { arch, genes: None }
+    }
+
+    /// A joint candidate.
+    pub fn joint(arch: Arch, genes: DetectorGenes) -> Self {
+        Candidate { arch, genes: Some(genes.into()) }
+    }
+
+    /// The search's cache key: the compact backbone, then the genes if any.
+    pub fn key(&self) -> String {
+        match self.detector_genes() {
+            None => self.arch.compact(),
+            Some(g) => format!("{}:{g}", self.arch.compact()),
+        }
+    }
+
+    /// The detector genes, if any.
+    pub fn detector_genes(&self) -> Option<DetectorGenes> {
+        self.genes.map(Into::into)
+    }
+
+    /// The detector configuration of this candidate: `base` with its genes (if any).
+    pub fn detector_config(&self, base: &DetectorConfig) -> DetectorConfig {
+        self.detector_genes().map_or_else(|| base.clone(), |g| g.apply(base))
+    }
+
+    /// Parses the text form; genes, when present, must all be given.
+    pub fn parse(text: &str) -> Result<Candidate> {
+        let (backbone, genes) = match text.split_once(':') {
+            Some((b, g)) => (b, Some(g)),
+            None => (text, None),
+        };
+        let arch = Arch::parse(backbone)?;
+        let Some(genes_text) = genes else { return Ok(Candidate::backbone(arch)) };
+        let o = parse_genes(text, genes_text.split(':'))?;
+        match (o.fpn_channels, o.head, o.head_conv, o.input) {
+            (Some(fpn_channels), Some((head_channels, head_convs)), Some(head_conv), Some(input)) => {
+                Ok(Candidate::joint(arch, DetectorGenes { fpn_channels, head_channels, head_convs, head_conv, input }))
+            }
+            _ => Err(bad(text, "a search candidate gives all five genes (fpn, head, conv type, input) or none")),
+        }
+    }
+}
+
+impl std::ops::Deref for Candidate {
+    type Target = Arch;
+    fn deref(&self) -> &Arch {
+        &self.arch
+    }
+}
+
+impl fmt::Display for Candidate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.detector_genes() {
+            None => write!(f, "{}", self.arch),
+            Some(g) => write!(f, "{}:{g}", self.arch.compact()),
+        }
+    }
+}
+
+impl Serialize for Candidate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Candidate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Candidate::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod candidate_tests {
+    use super::*;
+
+    #[test]
+    fn candidates_round_trip_through_text_and_json() {
+        let arch = Arch::parse("23113213311133203333").unwrap();
+        let plain = Candidate::backbone(arch.clone());
+        assert_eq!(plain.to_string(), "2,3,1,1,3,2,1,3,3,1,1,1,3,3,2,0,3,3,3,3", "today's state files");
+        let genes = DetectorGenes {
+            fpn_channels: 96,
+            head_channels: 64,
+            head_convs: 2,
+            head_conv: HeadConv::Separable,
+            input: InputSize::new(320, 320),
+        };
+        let joint = Candidate::joint(arch, genes);
+        assert_eq!(joint.to_string(), "23113213311133203333:fpn96:head64x2:sep:320x320");
+        for c in [&plain, &joint] {
+            let json = serde_json::to_string(c).unwrap();
+            assert_eq!(&serde_json::from_str::<Candidate>(&json).unwrap(), c);
+        }
+        assert_eq!(joint.detector_config(&DetectorConfig::default()).head_channels, 64);
+        let e = Candidate::parse("23113213311133203333:fpn96").unwrap_err().to_string();
+        assert!(e.contains("all five genes"), "{e}");
     }
 }
