@@ -15,6 +15,8 @@ mod reliability_model;
 mod reliability_train;
 #[cfg(feature = "infer")]
 mod sdk;
+#[cfg(all(feature = "train", feature = "infer"))]
+mod supernet_genes;
 #[cfg(feature = "infer")]
 mod toolchain_ort;
 #[cfg(feature = "train")]
