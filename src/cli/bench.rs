@@ -1,18 +1,34 @@
 //! `detnas bench`: latency of the bare model run and of the full detect path, with the device
-//! fingerprint. Reports p50/p90/p99/mean over timed iterations after warm-up.
+//! fingerprint. Reports p50/p90/p99/mean over timed iterations after warm-up
+//! ([`detnas_infer::timing`]). The model is a file, or a genome built in memory with random weights.
 
 use anyhow::Result;
 use clap::Args;
+use detnas_core::genome::Genome;
+use detnas_core::space::ChannelShuffle;
+use detnas_infer::fingerprint::cpu_model;
+use detnas_infer::latency::{base_config, random_detector};
+use detnas_infer::timing::{TimingPlan, time_pair};
 use detnas_infer::{Detector, DetectorOptions, Device};
 use image::{ImageFormat, RgbImage};
 use serde_json::json;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Exported model (.onnx).
-    model: PathBuf,
+    /// Exported model (.onnx); or give --arch instead.
+    #[arg(required_unless_present = "arch")]
+    model: Option<PathBuf>,
+    /// A genome (backbone plus optional genes, e.g. `coco-retinanet-300m:fpn96:head96x2:sep:320`) to
+    /// build in memory with random weights and time, instead of a model file.
+    #[arg(long, conflicts_with = "model")]
+    arch: Option<String>,
+    /// Search space of --arch (optional for presets).
+    #[arg(long, requires = "arch")]
+    space: Option<String>,
+    /// Classes of the --arch model.
+    #[arg(long, default_value_t = 1, requires = "arch", value_parser = super::values::count)]
+    classes: usize,
     /// Inference device: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -40,78 +56,6 @@ pub struct BenchArgs {
     json: bool,
 }
 
-/// Summary statistics in milliseconds.
-#[derive(serde::Serialize)]
-pub struct Latency {
-    pub iterations: usize,
-    pub mean_ms: f64,
-    pub p50_ms: f64,
-    pub p90_ms: f64,
-    pub p99_ms: f64,
-    pub min_ms: f64,
-}
-
-impl Latency {
-    fn from(mut d: Vec<Duration>) -> Self {
-        d.sort();
-        let ms = |x: Duration| x.as_secs_f64() * 1e3;
-        let q = |p: f64| ms(d[((d.len() - 1) as f64 * p).round() as usize]);
-        Latency {
-            iterations: d.len(),
-            mean_ms: d.iter().map(|x| ms(*x)).sum::<f64>() / d.len() as f64,
-            p50_ms: q(0.5),
-            p90_ms: q(0.9),
-            p99_ms: q(0.99),
-            min_ms: ms(d[0]),
-        }
-    }
-}
-
-/// Times `a` and `b` alternately (a, b, a, b, ...) so that drift and background load hit both alike.
-fn time_pair(
-    warmup: usize,
-    iters: Option<usize>,
-    seconds: Option<f64>,
-    mut a: impl FnMut() -> Result<()>,
-    mut b: impl FnMut() -> Result<()>,
-) -> Result<(Latency, Latency)> {
-    for _ in 0..warmup {
-        a()?;
-        b()?;
-    }
-    let (mut sa, mut sb) = (Vec::new(), Vec::new());
-    let start = Instant::now();
-    loop {
-        let t = Instant::now();
-        a()?;
-        sa.push(t.elapsed());
-        let t = Instant::now();
-        b()?;
-        sb.push(t.elapsed());
-        let done = match (iters, seconds) {
-            (Some(n), _) => sa.len() >= n,
-            (None, Some(s)) => start.elapsed().as_secs_f64() >= 2.0 * s && sa.len() >= 3,
-            (None, None) => sa.len() >= 20,
-        };
-        if done {
-            return Ok((Latency::from(sa), Latency::from(sb)));
-        }
-    }
-}
-
-/// CPU model name from /proc/cpuinfo.
-pub fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
-
 pub fn run(args: BenchArgs) -> Result<()> {
     let options = DetectorOptions {
         threads: args.threads,
@@ -119,7 +63,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
         strict: args.strict,
         ..Default::default()
     };
-    let detector = Detector::from_file(&args.model, options)?;
+    let (detector, name) = match (&args.model, &args.arch) {
+        (Some(path), _) => (Detector::from_file(path, options)?, path.display().to_string()),
+        (None, Some(text)) => {
+            let genome = Genome::parse(args.space.as_deref(), text)?;
+            let cfg = genome.detector_config(&base_config(args.classes, ChannelShuffle::default()))?;
+            let name = genome.complete(&cfg).to_string();
+            let bytes = random_detector(&genome.space, &genome.arch, &cfg, 0)?;
+            (Detector::from_memory(&bytes, &name, options)?, name)
+        }
+        (None, None) => anyhow::bail!("give a MODEL file or --arch"),
+    };
     if let Some(w) = detector.device_warning() {
         eprintln!("warning: {w}");
     }
@@ -136,16 +90,19 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     };
     let input = vec![114.0f32; 3 * (cfg.input.height * cfg.input.width) as usize];
+    let plan = match (args.iters, args.seconds) {
+        (Some(n), _) => TimingPlan::iterations(args.warmup, n),
+        (None, Some(s)) => TimingPlan { warmup: args.warmup, min_iters: 3, min_seconds: s, max_iters: usize::MAX },
+        (None, None) => TimingPlan::iterations(args.warmup, 20),
+    };
     let (model, full) = time_pair(
-        args.warmup,
-        args.iters,
-        args.seconds,
-        || detector.run(&input).map(|_| ()).map_err(Into::into),
-        || detector.detect_bytes(&encoded, "bench image").map(|_| ()).map_err(Into::into),
+        &plan,
+        || detector.run(&input).map(drop),
+        || detector.detect_bytes(&encoded, "bench image").map(drop),
     )?;
     let threads = args.threads.map(|t| t.to_string()).unwrap_or_else(|| "default".into());
     let report = json!({
-        "model": args.model.display().to_string(),
+        "model": name,
         "input": cfg.input.to_string(),
         "device": {
             "cpu": cpu_model(),
@@ -162,7 +119,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("model    {} (input {})", args.model.display(), cfg.input);
+    println!("model    {name} (input {})", cfg.input);
     println!(
         "device   {} | threads {} | ONNX Runtime {} | {}",
         cpu_model(),

@@ -12,6 +12,8 @@ mod env;
 mod eval;
 mod export;
 mod inspect;
+#[cfg(feature = "infer")]
+mod latency;
 #[cfg(feature = "train")]
 mod search;
 mod tour;
@@ -42,6 +44,10 @@ enum Command {
     /// Latency of a model (bare run and full detect path) on this machine.
     #[cfg(feature = "infer")]
     Bench(bench::BenchArgs),
+    /// Latency lookup tables: build on the target device, predict genomes, check against measurements.
+    #[cfg(feature = "infer")]
+    #[command(subcommand)]
+    Latency(latency::LatencyCommand),
     /// Export a DetNAS RetinaNet to ONNX (random DetNAS initialisation without --weights).
     Export(export::ExportArgs),
     /// Inputs, outputs, metadata, parameters and FLOPs of an ONNX model.
@@ -70,6 +76,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Detect(args) => detect::run(args),
         #[cfg(feature = "infer")]
         Command::Bench(args) => bench::run(args).map(|_| 0),
+        #[cfg(feature = "infer")]
+        Command::Latency(cmd) => latency::run(cmd).map(|_| 0),
         Command::Export(args) => export::run(args).map(|_| 0),
         Command::Inspect(args) => inspect::run(args).map(|_| 0),
         Command::Eval(args) => eval::run(args).map(|_| 0),

@@ -15,12 +15,11 @@ pub use crate::device::Device;
 use crate::error::{InferError, Result};
 use crate::image_io::{DecodeLimits, ImageWarning, LoadedImage, decode_image, load_image};
 use crate::preprocess::letterbox_into;
-use crate::runtime::environment;
 use detnas_core::boxes::{BBox, batched_nms};
 use detnas_core::contract::tensors;
 use image::RgbImage;
 use ort::session::Session;
-use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+use ort::session::builder::SessionBuilder;
 use ort::value::TensorRef;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -145,14 +144,8 @@ impl Detector {
         commit: impl Fn(&mut SessionBuilder) -> ort::Result<Session>,
     ) -> Result<Self> {
         let model_err = |reason: String| InferError::Model { path: PathBuf::from(name), reason };
-        let env = environment()?;
-        let mut builder = Session::builder(env)?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(|e| model_err(e.to_string()))?;
-        if let Some(t) = options.threads {
-            builder = builder.with_intra_threads(t.max(1)).map_err(|e| model_err(e.to_string()))?;
-        }
-        let choice = crate::device::register(&mut builder, options.device, options.strict)?;
+        let (mut builder, choice) =
+            crate::runtime::session_builder(options.threads, options.device, options.strict, name)?;
         let mut sessions = Vec::with_capacity(options.sessions.max(1));
         for _ in 0..options.sessions.max(1) {
             let session = commit(&mut builder).map_err(|e| model_err(format!("not a loadable ONNX model: {e}")))?;

@@ -26,6 +26,14 @@ pub enum InferError {
     Provider { requested: String, reason: String },
     #[error("{0}")]
     Config(String),
+    #[error("latency table {path}: {reason}")]
+    LatencyTable { path: String, reason: String },
+    #[error("latency table {path} has no {what} (it holds {holds})")]
+    NotInTable { path: String, what: String, holds: String },
+    #[error("export: {0}")]
+    Export(#[from] detnas_onnx::OnnxError),
+    #[error(transparent)]
+    Core(#[from] detnas_core::CoreError),
     #[error(transparent)]
     Image(#[from] crate::image_io::ImageError),
 }

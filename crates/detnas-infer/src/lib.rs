@@ -10,18 +10,26 @@
 //!   run (outputs): violations are [`InferError::Metadata`], [`InferError::ModelContract`] and
 //!   [`InferError::BadOutput`];
 //! - [`device`]: `--device` parsing and the provider actually used, with the one-line warning of a
-//!   CPU fallback ([`Detector::device_warning`]).
+//!   CPU fallback ([`Detector::device_warning`]);
+//! - [`timing`]: warm-up, minimum runs and duration, p50/p90/p99 ([`Latency`]);
+//! - [`latency`]: latency lookup tables, their [`Fingerprint`], predictor and validation.
 
 pub mod contract;
 pub mod detector;
 pub mod device;
 pub mod error;
+pub mod fingerprint;
 pub use detnas_data::image_io;
 pub use detnas_data::preprocess;
+pub mod latency;
 pub mod runtime;
+pub mod timing;
 
 pub use contract::ModelInfo;
 pub use detector::{Detection, Detections, Detector, DetectorOptions, StageTimings};
 pub use device::{Device, ProviderChoice};
 pub use error::{InferError, Result};
+pub use fingerprint::Fingerprint;
+pub use latency::{LatencyTable, Prediction};
 pub use ort;
+pub use timing::{Latency, TimingPlan};

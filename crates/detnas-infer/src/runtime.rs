@@ -63,3 +63,27 @@ pub fn version() -> Result<String> {
         Ok(version.to_string_lossy().into_owned())
     }
 }
+
+/// A session builder with the SDK's settings: full graph optimisation, `threads` intra-op threads
+/// (`None`: ONNX Runtime's default) and the provider for `device` ([`crate::device::register`]:
+/// CPU fallback with a warning, an error under `strict`). `name` identifies the model in errors.
+pub fn session_builder(
+    threads: Option<usize>,
+    device: crate::device::Device,
+    strict: bool,
+    name: &str,
+) -> Result<(ort::session::builder::SessionBuilder, crate::device::ProviderChoice)> {
+    use ort::session::{
+        Session,
+        builder::{GraphOptimizationLevel, SessionBuilder},
+    };
+    let model_err =
+        |e: ort::Error<SessionBuilder>| InferError::Model { path: PathBuf::from(name), reason: e.to_string() };
+    let mut builder =
+        Session::builder(environment()?)?.with_optimization_level(GraphOptimizationLevel::Level3).map_err(model_err)?;
+    if let Some(t) = threads {
+        builder = builder.with_intra_threads(t.max(1)).map_err(model_err)?;
+    }
+    let choice = crate::device::register(&mut builder, device, strict)?;
+    Ok((builder, choice))
+}

@@ -1,0 +1,83 @@
+//! Measuring on ONNX Runtime: one part of a detector ([`detnas_onnx::parts`]) or a whole random-weight
+//! detector through the SDK's model run ([`Detector::from_memory`] + [`Detector::run`], the bench
+//! path).
+
+use crate::detector::{Detector, DetectorOptions};
+use crate::device::Device;
+use crate::error::{InferError, Result};
+use crate::timing::{Latency, TimingPlan, time};
+use detnas_core::arch::Arch;
+use detnas_core::detector::DetectorConfig;
+use detnas_core::plan::{Paths, detector_params};
+use detnas_core::rng::Rng;
+use detnas_core::space::{ChannelShuffle, SearchSpace};
+use detnas_onnx::graph::encode;
+use detnas_onnx::{ExportOptions, Part, Weights, export_part, export_retinanet};
+
+/// Where and how to measure.
+#[derive(Clone, Debug, Default)]
+pub struct Runner {
+    pub device: Device,
+    /// ONNX Runtime intra-op threads (`None`: its default, all cores).
+    pub threads: Option<usize>,
+    /// Fail instead of falling back to CPU when the device is unavailable.
+    pub strict: bool,
+    pub timing: TimingPlan,
+}
+
+/// The detector configuration tables are measured with: defaults, `classes` classes (`object`
+/// for one, else `class0`, `class1`, ...) and `shuffle`.
+pub fn base_config(classes: usize, shuffle: ChannelShuffle) -> DetectorConfig {
+    let class_names =
+        if classes == 1 { vec!["object".to_string()] } else { (0..classes).map(|i| format!("class{i}")).collect() };
+    DetectorConfig { class_names, shuffle, ..DetectorConfig::default() }
+}
+
+/// A self-contained ONNX detector of `arch` with `cfg` and DetNAS random initialisation (`seed`).
+pub fn random_detector(space: &SearchSpace, arch: &Arch, cfg: &DetectorConfig, seed: u64) -> Result<Vec<u8>> {
+    let weights = Weights::random(&detector_params(space, Paths::Single(arch), cfg), seed);
+    let model = export_retinanet(space, arch, cfg, &weights, &ExportOptions::default())?;
+    Ok(encode(&model)?)
+}
+
+/// Deterministic input values in `[0, scale)`.
+fn values(n: usize, scale: f32, seed: u64) -> Vec<f32> {
+    let mut rng = Rng::seed(seed);
+    (0..n).map(|_| rng.unit() as f32 * scale).collect()
+}
+
+impl Runner {
+    /// Times `part` (random weights and inputs); returns its latency and the provider that ran.
+    pub fn part(&self, space: &SearchSpace, cfg: &DetectorConfig, part: &Part) -> Result<(Latency, String)> {
+        let name = format!("{part:?} at {}", cfg.input);
+        let pm = export_part(space, cfg, part, 0)?;
+        let bytes = encode(&pm.model)?;
+        let (mut builder, choice) = crate::runtime::session_builder(self.threads, self.device, self.strict, &name)?;
+        let mut session = builder
+            .commit_from_memory(&bytes)
+            .map_err(|e| InferError::Model { path: name.clone().into(), reason: e.to_string() })?;
+        let mut tensors = Vec::new();
+        for (i, (input, shape)) in pm.inputs.iter().enumerate() {
+            let n = shape.iter().product();
+            let scale = if matches!(part, Part::Stem) { 255.0 } else { 1.0 };
+            let t = ort::value::Tensor::from_array((shape.clone(), values(n, scale, i as u64)))?;
+            tensors.push((input.clone(), t));
+        }
+        let latency = time(&self.timing, || -> Result<()> {
+            let inputs: Vec<(&str, &ort::value::Tensor<f32>)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+            session.run(inputs)?;
+            Ok(())
+        })?;
+        Ok((latency, choice.provider))
+    }
+
+    /// Times the SDK's model run of a random-weight detector built in memory (the `bench` path).
+    pub fn detector(&self, space: &SearchSpace, arch: &Arch, cfg: &DetectorConfig) -> Result<Latency> {
+        let bytes = random_detector(space, arch, cfg, 0)?;
+        let options =
+            DetectorOptions { threads: self.threads, device: self.device, strict: self.strict, ..Default::default() };
+        let detector = Detector::from_memory(&bytes, &format!("{} {arch}", space.name), options)?;
+        let input = vec![114.0f32; 3 * (cfg.input.height * cfg.input.width) as usize];
+        time(&self.timing, || detector.run(&input).map(drop))
+    }
+}

@@ -1,0 +1,315 @@
+//! The latency table: measured parts per input resolution, the device fingerprint, the gene space it
+//! covers, an optional correction of the additive sum, and the additive predictor.
+//!
+//! A detector's latency is predicted as the sum of its parts ([`genome_terms`]): the stem, each
+//! block at its layer's exact input shape, the FPN, each head tower layer (times two: the
+//! classification and regression branches), and the predictors with post-processing; then, when
+//! the table has one, `scale * sum + offset` ([`Correction`]).
+
+use crate::error::{InferError, Result};
+use crate::fingerprint::Fingerprint;
+use crate::timing::{Latency, TimingPlan};
+use detnas_core::arch::Arch;
+use detnas_core::cost::cost;
+use detnas_core::detector::{DetectorConfig, HeadConv};
+use detnas_core::genome::{DetectorGenes, GeneSpace};
+use detnas_core::space::{ChannelShuffle, Choice, SearchSpace};
+use detnas_onnx::Part;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The `format` field of a table file.
+pub const TABLE_FORMAT: &str = "detnas-latency-table";
+/// The table layout version this build reads and writes.
+pub const TABLE_VERSION: u32 = 1;
+
+/// `scale * additive + offset_ms`, fitted on genomes measured end to end while building.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Correction {
+    pub scale: f64,
+    pub offset_ms: f64,
+}
+
+impl Correction {
+    /// The corrected latency of an additive sum.
+    pub fn apply(&self, additive_ms: f64) -> f64 {
+        self.scale * additive_ms + self.offset_ms
+    }
+}
+
+/// One genome measured end to end while building (the correction's data).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationPoint {
+    pub genome: String,
+    pub additive_ms: f64,
+    pub measured_ms: f64,
+}
+
+/// A latency lookup table (see the module docs); one file, versioned, with a content hash.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyTable {
+    pub format: String,
+    pub version: u32,
+    /// FNV-1a 64 (hex) of the table's compact JSON with this field empty; checked on load.
+    pub hash: String,
+    pub space: String,
+    /// Classes of the measured predictors.
+    pub classes: usize,
+    pub shuffle: ChannelShuffle,
+    pub fingerprint: Fingerprint,
+    /// The gene values measured; `input` lists the resolutions.
+    pub genes: GeneSpace,
+    pub timing: TimingPlan,
+    /// Resolution (`320x320`) -> part key ([`part_key`]) -> measured latency.
+    pub entries: BTreeMap<String, BTreeMap<String, Latency>>,
+    pub correction: Option<Correction>,
+    /// Seed of the calibration genomes (held-out checks should use another).
+    pub calibration_seed: u64,
+    pub calibration: Vec<CalibrationPoint>,
+    /// Where the table was loaded from (for errors); not stored.
+    #[serde(skip)]
+    pub source: String,
+}
+
+/// The group of parts a term belongs to in a prediction's breakdown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Group {
+    Stem,
+    Backbone,
+    Fpn,
+    /// Head tower layers (both branches).
+    Head,
+    /// Both predictor convs and the post-processing.
+    Predictors,
+}
+
+/// One term of the additive prediction: `count` times the part measured under `key`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Term {
+    pub group: Group,
+    pub part: Part,
+    pub key: String,
+    pub count: f64,
+}
+
+fn conv_name(conv: HeadConv) -> &'static str {
+    match conv {
+        HeadConv::Dense => "dense",
+        HeadConv::Separable => "sep",
+    }
+}
+
+/// The table key of a block: choice, channels, stride and input size (`block shufflenet3x3
+/// 64->160 s2 80x80`); layers with the same key run the same graph.
+fn block_key(space: &SearchSpace, layer: usize, choice: Choice, in_hw: (u64, u64)) -> String {
+    let l = space.layers()[layer];
+    format!("block {choice} {}->{} s{} {}x{}", l.in_channels, l.out_channels, l.stride, in_hw.0, in_hw.1)
+}
+
+/// The terms of a detector: `arch` in `space` with `cfg`'s genes, at `cfg.input`.
+pub fn genome_terms(space: &SearchSpace, arch: &Arch, cfg: &DetectorConfig) -> Result<Vec<Term>> {
+    let report = cost(space, arch, cfg.input)?;
+    let term = |group, part, key: String, count| Term { group, part, key, count };
+    let mut out = vec![term(Group::Stem, Part::Stem, "stem".into(), 1.0)];
+    for (layer, (&choice, lc)) in arch.choices().iter().zip(&report.layers).enumerate() {
+        let key = block_key(space, layer, choice, lc.in_hw);
+        out.push(term(Group::Backbone, Part::Block { layer, choice }, key, 1.0));
+    }
+    let fpn = cfg.fpn_channels;
+    out.push(term(Group::Fpn, Part::Fpn { channels: fpn }, format!("fpn {fpn}"), 1.0));
+    let mut cin = fpn;
+    for _ in 0..cfg.head_convs {
+        let (cout, conv) = (cfg.head_channels, cfg.head_conv);
+        let key = format!("head {} {cin}->{cout}", conv_name(conv));
+        out.push(term(Group::Head, Part::HeadLayer { cin, cout, conv }, key, 2.0));
+        cin = cout;
+    }
+    out.push(term(Group::Predictors, Part::Predictors { cin }, format!("predictors+post {cin}"), 1.0));
+    Ok(out)
+}
+
+/// Every part a table over `genes` needs at `cfg.input` (every layer with every allowed choice,
+/// every gene combination), by key.
+pub fn table_parts(space: &SearchSpace, genes: &GeneSpace, cfg: &DetectorConfig) -> Result<BTreeMap<String, Part>> {
+    let mut parts = BTreeMap::new();
+    for &choice in &space.allowed {
+        for t in genome_terms(space, &Arch::uniform(space, choice), cfg)? {
+            if matches!(t.group, Group::Stem | Group::Backbone) {
+                parts.insert(t.key, t.part);
+            }
+        }
+    }
+    let arch = Arch::uniform(space, space.allowed[0]);
+    for &fpn_channels in &genes.fpn_channels {
+        for &head_channels in &genes.head_channels {
+            for &head_convs in &genes.head_convs {
+                for &head_conv in &genes.head_conv {
+                    let g = DetectorGenes { fpn_channels, head_channels, head_convs, head_conv, input: cfg.input };
+                    for t in genome_terms(space, &arch, &g.apply(cfg))? {
+                        parts.insert(t.key, t.part);
+                    }
+                }
+            }
+        }
+    }
+    Ok(parts)
+}
+
+/// Milliseconds per group of a prediction.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Breakdown {
+    pub stem: f64,
+    pub backbone: f64,
+    pub fpn: f64,
+    pub head: f64,
+    pub predictors: f64,
+}
+
+/// A predicted latency and its parts (p50 of each part, milliseconds).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Prediction {
+    /// The prediction: the corrected sum when the table has a correction, else the sum.
+    pub latency_ms: f64,
+    /// The plain sum of the parts.
+    pub additive_ms: f64,
+    pub corrected: bool,
+    pub parts: Breakdown,
+    /// Each block, in layer order.
+    pub blocks_ms: Vec<f64>,
+}
+
+fn list<T: ToString>(v: &[T]) -> String {
+    v.iter().map(T::to_string).collect::<Vec<_>>().join(", ")
+}
+
+impl LatencyTable {
+    fn err(&self, reason: impl Into<String>) -> InferError {
+        InferError::LatencyTable { path: self.source.clone(), reason: reason.into() }
+    }
+
+    fn missing(&self, what: String, holds: String) -> InferError {
+        InferError::NotInTable { path: self.source.clone(), what, holds }
+    }
+
+    /// The hash [`LatencyTable::save`] records: FNV-1a 64 of the compact JSON with `hash` empty.
+    pub fn content_hash(&self) -> String {
+        let blank = LatencyTable { hash: String::new(), ..self.clone() };
+        let json = serde_json::to_string(&blank).expect("a latency table serializes");
+        format!("{:016x}", detnas_core::evolution::fnv1a64(json.as_bytes()))
+    }
+
+    /// Reads a table; refuses another format or version and a content that does not match its hash
+    /// (an edited or truncated file), naming the file.
+    pub fn load(path: &Path) -> Result<LatencyTable> {
+        let name = path.display().to_string();
+        let bad = |reason: String| InferError::LatencyTable { path: name.clone(), reason };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(format!("not a JSON latency table: {e}")))?;
+        if value.get("format").and_then(|f| f.as_str()) != Some(TABLE_FORMAT) {
+            return Err(bad(format!("not a latency table (no `\"format\": \"{TABLE_FORMAT}\"`)")));
+        }
+        let version = value.get("version").and_then(|v| v.as_u64());
+        if version != Some(u64::from(TABLE_VERSION)) {
+            let found = version.map_or_else(|| "none".into(), |v| v.to_string());
+            return Err(bad(format!("table version {found}; this build reads version {TABLE_VERSION}")));
+        }
+        let mut table: LatencyTable = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+        table.source = name;
+        let expected = table.content_hash();
+        if table.hash != expected {
+            let reason = format!(
+                "content hash {} does not match its content ({expected}): edited or corrupted; rebuild it with `detnas latency build`",
+                table.hash
+            );
+            return Err(table.err(reason));
+        }
+        Ok(table)
+    }
+
+    /// Sets the content hash and writes the table atomically as pretty JSON.
+    pub fn save(&mut self, path: &Path) -> Result<()> {
+        self.hash = self.content_hash();
+        let bad = |reason: String| InferError::LatencyTable { path: path.display().to_string(), reason };
+        let text = serde_json::to_string_pretty(self).map_err(|e| bad(e.to_string()))?;
+        detnas_core::fsutil::write_atomic(path, text.as_bytes()).map_err(|e| bad(e.to_string()))?;
+        self.source = path.display().to_string();
+        Ok(())
+    }
+
+    /// Whether `current` (this machine) matches the table's fingerprint.
+    pub fn fingerprint_matches(&self, current: &Fingerprint) -> bool {
+        self.fingerprint.differences(current).is_empty()
+    }
+
+    /// Predicts the latency of `arch` in `space` as configured by `cfg` (its genes and input).
+    /// Errors name what is not in the table and what the table holds: another space, class count
+    /// or shuffle, a resolution or gene value it has not measured.
+    pub fn predict(&self, space: &SearchSpace, arch: &Arch, cfg: &DetectorConfig) -> Result<Prediction> {
+        if space.name != self.space {
+            return Err(self.missing(format!("space {}", space.name), format!("space {}", self.space)));
+        }
+        if cfg.num_classes() != self.classes {
+            return Err(self.missing(format!("{} classes", cfg.num_classes()), format!("{} classes", self.classes)));
+        }
+        if cfg.shuffle != self.shuffle {
+            return Err(self.missing(format!("shuffle {}", cfg.shuffle.name()), self.shuffle.name().to_string()));
+        }
+        let input = cfg.input.to_string();
+        let entries = self.entries.get(&input).ok_or_else(|| {
+            let holds: Vec<&str> = self.entries.keys().map(String::as_str).collect();
+            self.missing(format!("resolution {input}"), format!("resolutions {}", holds.join(", ")))
+        })?;
+        let g = &self.genes;
+        let conv_names: Vec<&str> = g.head_conv.iter().map(|&c| conv_name(c)).collect();
+        let values = [
+            (
+                g.fpn_channels.contains(&cfg.fpn_channels),
+                "FPN width",
+                cfg.fpn_channels.to_string(),
+                list(&g.fpn_channels),
+            ),
+            (
+                g.head_channels.contains(&cfg.head_channels),
+                "head width",
+                cfg.head_channels.to_string(),
+                list(&g.head_channels),
+            ),
+            (g.head_convs.contains(&cfg.head_convs), "head depth", cfg.head_convs.to_string(), list(&g.head_convs)),
+            (
+                g.head_conv.contains(&cfg.head_conv),
+                "head conv",
+                conv_name(cfg.head_conv).to_string(),
+                conv_names.join(", "),
+            ),
+        ];
+        if let Some((_, kind, value, holds)) = values.into_iter().find(|v| !v.0) {
+            return Err(self.missing(format!("{kind} {value} at {input}"), format!("{kind} {holds}")));
+        }
+        let mut parts = Breakdown::default();
+        let mut blocks_ms = Vec::new();
+        for t in genome_terms(space, arch, cfg)? {
+            let entry = entries.get(&t.key).ok_or_else(|| {
+                self.missing(format!("entry `{}` at {input}", t.key), format!("{} entries at {input}", entries.len()))
+            })?;
+            let ms = entry.p50_ms * t.count;
+            match t.group {
+                Group::Stem => parts.stem += ms,
+                Group::Backbone => {
+                    parts.backbone += ms;
+                    blocks_ms.push(ms);
+                }
+                Group::Fpn => parts.fpn += ms,
+                Group::Head => parts.head += ms,
+                Group::Predictors => parts.predictors += ms,
+            }
+        }
+        let additive_ms = parts.stem + parts.backbone + parts.fpn + parts.head + parts.predictors;
+        let latency_ms = self.correction.as_ref().map_or(additive_ms, |c| c.apply(additive_ms));
+        Ok(Prediction { latency_ms, additive_ms, corrected: self.correction.is_some(), parts, blocks_ms })
+    }
+}

@@ -1,0 +1,259 @@
+//! `detnas latency build | predict | check`: latency lookup tables measured with ONNX Runtime on
+//! this device, predictions from them, and their validation against whole-model measurements.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use detnas_core::InputSize;
+use detnas_core::genome::{GeneSpace, Genome};
+use detnas_core::space::{ChannelShuffle, SearchSpace};
+use detnas_infer::latency::{BuildOptions, LatencyTable, Runner, base_config, build_table, check_table};
+use detnas_infer::{Device, Fingerprint, TimingPlan};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+#[derive(Subcommand, Debug)]
+pub enum LatencyCommand {
+    /// Measure a table: every block choice at each layer's input shape, the stem, the FPN, head
+    /// layers and predictors with post-processing for each gene value; then calibration genomes.
+    Build(BuildArgs),
+    /// Predicted latency of a genome, with the per-part breakdown.
+    Predict(PredictArgs),
+    /// Predicted vs measured latency of random held-out genomes (share within ±10%, MAPE, Kendall τ).
+    Check(CheckArgs),
+}
+
+/// Timing flags shared by `build` and `check`.
+#[derive(Args, Debug)]
+pub struct TimingArgs {
+    /// Untimed runs before each measurement.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Timed runs per measurement: at least this many ...
+    #[arg(long, default_value_t = 10, value_parser = super::values::count)]
+    min_iters: usize,
+    /// ... and at least this many seconds (0 to 3600).
+    #[arg(long, default_value_t = 0.2, value_parser = min_seconds)]
+    min_seconds: f64,
+}
+
+impl TimingArgs {
+    fn plan(&self) -> TimingPlan {
+        TimingPlan { warmup: self.warmup, min_iters: self.min_iters, min_seconds: self.min_seconds, max_iters: 2000 }
+    }
+}
+
+fn min_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !v.is_finite() || !(0.0..=3600.0).contains(&v) {
+        return Err(format!("`{s}` is out of range: expected 0 to 3600 seconds"));
+    }
+    Ok(v)
+}
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Search space.
+    #[arg(long, default_value = "detnas-300m")]
+    space: String,
+    /// Resolutions HxW (comma separated); replaces the gene space's `input` list.
+    #[arg(long, value_delimiter = ',')]
+    input: Vec<String>,
+    /// Gene space (TOML: fpn_channels, head_channels, head_convs, head_conv, input); default:
+    /// widths 64-256, depths 1-4, dense and separable heads.
+    #[arg(long)]
+    genes: Option<PathBuf>,
+    /// Classes of the measured predictors.
+    #[arg(long, default_value_t = 1, value_parser = super::values::count)]
+    classes: usize,
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// ONNX Runtime intra-op threads (default: all cores).
+    #[arg(long, value_parser = super::values::count)]
+    threads: Option<usize>,
+    /// Fail instead of falling back to CPU when the device is unavailable.
+    #[arg(long)]
+    strict: bool,
+    /// Genomes measured end to end to fit the correction of the additive sum (0: none).
+    #[arg(long, default_value_t = 20)]
+    calibration: usize,
+    /// Seed of the calibration genomes (use another for `check`).
+    #[arg(long, default_value_t = 1)]
+    calibration_seed: u64,
+    #[command(flatten)]
+    timing: TimingArgs,
+    /// Output table (JSON).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    /// Latency table (`detnas latency build`).
+    #[arg(long)]
+    lut: PathBuf,
+    /// Genome: backbone plus optional genes (`23113213311133203333:fpn96:head96x2:sep:320`).
+    #[arg(long)]
+    arch: String,
+    /// Search space (default: the table's).
+    #[arg(long)]
+    space: Option<String>,
+    /// Fail when this machine's fingerprint differs from the table's.
+    #[arg(long)]
+    strict: bool,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Latency table (`detnas latency build`).
+    #[arg(long)]
+    lut: PathBuf,
+    /// Random genomes to measure.
+    #[arg(long, default_value_t = 20, value_parser = super::values::count)]
+    samples: usize,
+    /// Seed of the genomes (held out: differs from the table's calibration seed).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    timing: TimingArgs,
+    /// Fail when this machine's fingerprint differs from the table's.
+    #[arg(long)]
+    strict: bool,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(cmd: LatencyCommand) -> Result<()> {
+    match cmd {
+        LatencyCommand::Build(args) => build(args),
+        LatencyCommand::Predict(args) => predict(args),
+        LatencyCommand::Check(args) => check(args),
+    }
+}
+
+fn load_genes(path: Option<&Path>) -> Result<GeneSpace> {
+    let Some(path) = path else { return Ok(GeneSpace::default()) };
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid gene space {}", path.display()))
+}
+
+fn build(args: BuildArgs) -> Result<()> {
+    let mut genes = load_genes(args.genes.as_deref())?;
+    if !args.input.is_empty() {
+        genes.input = args.input.iter().map(|s| InputSize::parse(s)).collect::<detnas_core::Result<_>>()?;
+    }
+    let device = Device::parse(&args.device)?;
+    let opts = BuildOptions {
+        space: SearchSpace::by_name(&args.space)?,
+        genes,
+        classes: args.classes,
+        shuffle: ChannelShuffle::default(),
+        runner: Runner { device, threads: args.threads, strict: args.strict, timing: args.timing.plan() },
+        calibration: args.calibration,
+        calibration_seed: args.calibration_seed,
+    };
+    let start = std::time::Instant::now();
+    let mut table = build_table(&opts, &mut |line| eprintln!("{line}"))?;
+    table.save(&args.out)?;
+    let entries: usize = table.entries.values().map(|e| e.len()).sum();
+    let correction = table.correction.as_ref().map_or_else(
+        || "no correction".to_string(),
+        |c| format!("correction {:.4} x sum {:+.3} ms", c.scale, c.offset_ms),
+    );
+    println!(
+        "wrote {}: {entries} entries at {} in {:.1} s, {correction} ({} calibration genomes), hash {}",
+        args.out.display(),
+        table.entries.keys().cloned().collect::<Vec<_>>().join(", "),
+        start.elapsed().as_secs_f64(),
+        table.calibration.len(),
+        table.hash
+    );
+    Ok(())
+}
+
+/// Loads a table and compares its fingerprint with this machine's: one warning line, or an error
+/// under `strict`.
+fn load_checked(path: &Path, strict: bool) -> Result<(LatencyTable, Runner)> {
+    let table = LatencyTable::load(path)?;
+    let device = Device::parse(&table.fingerprint.device)?;
+    let provider = match device {
+        Device::Cpu => "CPUExecutionProvider".to_string(),
+        Device::Cuda(_) => table.fingerprint.provider.clone(),
+    };
+    let here = Fingerprint::current(device, table.fingerprint.threads, &provider);
+    let diff = table.fingerprint.differences(&here);
+    if !diff.is_empty() {
+        let line = format!(
+            "latency table {} was measured on another device ({}; table vs here)",
+            path.display(),
+            diff.join("; ")
+        );
+        if strict {
+            bail!("{line}");
+        }
+        eprintln!("warning: {line}; predictions may not hold here");
+    }
+    let runner = Runner { device, threads: table.fingerprint.threads, strict, timing: table.timing };
+    Ok((table, runner))
+}
+
+fn predict(args: PredictArgs) -> Result<()> {
+    let (table, _) = load_checked(&args.lut, args.strict)?;
+    let genome = Genome::parse(Some(args.space.as_deref().unwrap_or(&table.space)), &args.arch)?;
+    let cfg = genome.detector_config(&base_config(table.classes, table.shuffle))?;
+    let p = table.predict(&genome.space, &genome.arch, &cfg)?;
+    let genome = genome.complete(&cfg);
+    if args.json {
+        let mut report = serde_json::to_value(&p)?;
+        report["genome"] = json!(genome.to_string());
+        report["table"] = json!({ "path": args.lut.display().to_string(), "hash": table.hash });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let b = &p.parts;
+    println!("genome     {genome}");
+    let how = if p.corrected { "corrected additive sum" } else { "additive sum" };
+    println!("latency    {:.3} ms ({how}; plain sum {:.3} ms)", p.latency_ms, p.additive_ms);
+    println!(
+        "parts      stem {:.3} | backbone {:.3} | fpn {:.3} | head {:.3} | predictors+post {:.3} ms",
+        b.stem, b.backbone, b.fpn, b.head, b.predictors
+    );
+    let blocks: Vec<String> = p.blocks_ms.iter().map(|v| format!("{v:.3}")).collect();
+    println!("blocks     {} ms", blocks.join(" "));
+    Ok(())
+}
+
+fn check(args: CheckArgs) -> Result<()> {
+    let (table, mut runner) = load_checked(&args.lut, args.strict)?;
+    runner.timing = args.timing.plan();
+    if args.seed == table.calibration_seed && !table.calibration.is_empty() {
+        eprintln!("warning: seed {} is the table's calibration seed: these genomes are not held out", args.seed);
+    }
+    let space = SearchSpace::by_name(&table.space)?;
+    let report = check_table(&table, &space, args.samples, args.seed, &runner, &mut |line| eprintln!("{line}"))?;
+    if args.json {
+        let mut value = serde_json::to_value(&report)?;
+        value["table"] = json!({ "path": args.lut.display().to_string(), "hash": table.hash });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    println!("{} held-out genomes (seed {}), table {}", report.samples, report.seed, args.lut.display());
+    let line = |name: &str, m: &detnas_infer::latency::Metrics| {
+        println!(
+            "{name:<10} within ±10% {:5.1}%   MAPE {:5.2}%   Kendall τ {:.3}   RMSE {:.3} ms",
+            100.0 * m.within_10pct,
+            m.mape,
+            m.kendall_tau,
+            m.rmse_ms
+        )
+    };
+    line("additive", &report.additive);
+    if let Some(c) = &report.corrected {
+        line("corrected", c);
+    }
+    Ok(())
+}
