@@ -12,6 +12,9 @@ mod env;
 mod eval;
 mod export;
 mod inspect;
+#[cfg(feature = "train")]
+#[allow(dead_code)] // until the search writes its report
+mod plot;
 #[cfg(feature = "infer")]
 mod latency;
 #[cfg(feature = "train")]

@@ -11,6 +11,7 @@
 //! - [`boxes`]: IoU, NMS, anchors, box coder, letterbox geometry (torchvision semantics);
 //! - [`detector`]: RetinaNet configuration and the pre-processing contract;
 //! - [`genome`]: detector genomes (backbone path + FPN/head/resolution genes), text form, gene spaces;
+//! - [`pareto`]: a search's candidates, Pareto front and best, as CSV and JSON;
 //! - [`plan`]: the one parameter naming scheme and conv-by-conv plans of every network part;
 //! - [`rng`]: a small seedable generator whose state serializes exactly;
 //! - [`fsutil`]: atomic file writes.
@@ -26,6 +27,7 @@ pub mod error;
 pub mod evolution;
 pub mod fsutil;
 pub mod genome;
+pub mod pareto;
 pub mod plan;
 pub mod rng;
 pub mod sample;

@@ -1,0 +1,115 @@
+//! `pareto.png`: every evaluated candidate of a search (fitness against cost), the Pareto front
+//! as a line, and optional reference points (baselines) labelled by name.
+
+use anyhow::{Context, Result, anyhow};
+use detnas_core::fsutil::write_atomic;
+use detnas_core::pareto::{CandidateRow, pareto_front};
+use plotters::prelude::*;
+use std::path::Path;
+
+const SIZE: (u32, u32) = (900, 600);
+const FONT: &str = "sans-serif";
+
+fn register_font() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // The embedded font is valid; a failure would only leave the text out.
+        let _ = plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular());
+    });
+}
+
+/// Draws the plot of `rows` (and labelled `references`, as `(name, cost, fitness)`) into `path`
+/// as PNG, atomically.
+pub fn pareto_png(path: &Path, title: &str, rows: &[CandidateRow], references: &[(String, f64, f64)]) -> Result<()> {
+    register_font();
+    let axis = rows.first().map_or("cost", |r| r.cost().1);
+    let points: Vec<(f64, f64)> = rows.iter().map(|r| (r.cost().0, r.fitness)).collect();
+    let all = points.iter().copied().chain(references.iter().map(|(_, c, f)| (*c, *f)));
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for (x, y) in all {
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    if x0 > x1 {
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+    }
+    let pad = |lo: f64, hi: f64| {
+        let d = ((hi - lo) * 0.08).max(1e-3);
+        (lo - d, hi + d)
+    };
+    let ((x0, x1), (y0, y1)) = (pad(x0, x1), pad(y0, y1));
+    let mut buf = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
+    let plot_err = |e: &dyn std::fmt::Display| anyhow!("drawing {}: {e}", path.display());
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| plot_err(&e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, (FONT, 22))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(|e| plot_err(&e))?;
+        chart.configure_mesh().x_desc(axis).y_desc("fitness").draw().map_err(|e| plot_err(&e))?;
+        let grey = RGBColor(150, 150, 170);
+        chart
+            .draw_series(points.iter().map(|&p| Circle::new(p, 3, grey.filled())))
+            .map_err(|e| plot_err(&e))?
+            .label("evaluated")
+            .legend(move |(x, y)| Circle::new((x, y), 3, grey.filled()));
+        let front: Vec<(f64, f64)> = pareto_front(rows).into_iter().map(|i| points[i]).collect();
+        chart
+            .draw_series(LineSeries::new(front.iter().copied(), BLUE.stroke_width(2)))
+            .map_err(|e| plot_err(&e))?
+            .label("Pareto front")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE.stroke_width(2)));
+        chart.draw_series(front.iter().map(|&p| Circle::new(p, 4, BLUE.filled()))).map_err(|e| plot_err(&e))?;
+        for (name, c, f) in references {
+            chart
+                .draw_series([EmptyElement::at((*c, *f))
+                    + TriangleMarker::new((0, 0), 6, RED.filled())
+                    + Text::new(name.clone(), (8, -8), (FONT, 14))])
+                .map_err(|e| plot_err(&e))?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| plot_err(&e))?;
+        root.present().map_err(|e| plot_err(&e))?;
+    }
+    let img = image::RgbImage::from_raw(SIZE.0, SIZE.1, buf).context("plot buffer size")?;
+    let mut png = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut png, image::ImageFormat::Png)?;
+    write_atomic(path, png.get_ref())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_points_front_and_references() {
+        let rows: Vec<CandidateRow> = (0..12)
+            .map(|i| CandidateRow {
+                candidate: format!("c{i}"),
+                generation: i / 4,
+                backbone_flops: 1,
+                detector_flops: 1,
+                predicted_ms: Some(5.0 + i as f64),
+                measured_ms: None,
+                fitness: ((i * 7) % 5) as f64 / 10.0,
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pareto.png");
+        pareto_png(&path, "search", &rows, &[("baseline".into(), 9.0, 0.2)]).unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        assert_eq!(img.dimensions(), SIZE);
+        let blue = img.pixels().filter(|p| p.0 == [0, 0, 255]).count();
+        let red = img.pixels().filter(|p| p.0 == [255, 0, 0]).count();
+        let dark = img.pixels().filter(|p| p.0.iter().all(|&c| c < 60)).count();
+        assert!(blue > 100 && red > 10 && dark > 500, "front {blue}, reference {red}, text and axes {dark}");
+    }
+}
