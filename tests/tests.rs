@@ -10,6 +10,8 @@ mod cli_train;
 #[cfg(feature = "infer")]
 mod export_parity;
 #[cfg(feature = "infer")]
+mod latency;
+#[cfg(feature = "infer")]
 mod reliability_model;
 #[cfg(all(feature = "train", feature = "infer"))]
 mod reliability_train;

@@ -1,0 +1,152 @@
+//! `detnas latency build / predict / check` and `detnas bench --arch` end to end: a tiny table
+//! (128x128, two FPN widths, one head width, depths 1-2, both conv types, few repeats).
+
+use crate::util::{assert_one_line_failure, detnas, stderr, stdout};
+use detnas_infer::latency::LatencyTable;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+const GENES: &str =
+    "fpn_channels = [32, 48]\nhead_channels = [32]\nhead_convs = [1, 2]\nhead_conv = [\"separable\", \"dense\"]\n";
+const FAST: [&str; 6] = ["--warmup", "1", "--min-iters", "2", "--min-seconds", "0"];
+
+/// The table built once per test run, in its own folder.
+fn table() -> &'static PathBuf {
+    static TABLE: OnceLock<PathBuf> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let genes = dir.join("genes.toml");
+        std::fs::write(&genes, GENES).unwrap();
+        let out = dir.join("lut.json");
+        let mut args = vec!["latency", "build", "--input", "128x128", "--genes", genes.to_str().unwrap()];
+        args.extend(["--threads", "1", "--calibration", "3", "--out", out.to_str().unwrap()]);
+        args.extend(FAST);
+        let o = detnas(&args);
+        assert!(o.status.success(), "build failed: {}", stderr(&o));
+        assert!(stdout(&o).contains("wrote"), "{}", stdout(&o));
+        out
+    })
+}
+
+fn json(args: &[&str]) -> Value {
+    let o = detnas(args);
+    assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    serde_json::from_str(&stdout(&o)).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", stdout(&o)))
+}
+
+fn predict(lut: &Path, arch: &str) -> Value {
+    json(&["latency", "predict", "--lut", lut.to_str().unwrap(), "--arch", arch, "--json"])
+}
+
+#[test]
+fn build_predict_check_round_trip() {
+    let lut = table();
+    let t = LatencyTable::load(lut).unwrap();
+    assert_eq!((t.space.as_str(), t.classes, t.version), ("detnas-300m", 1, 1));
+    assert_eq!(t.hash, t.content_hash());
+    assert_eq!(t.fingerprint.threads, Some(1));
+    assert_eq!(t.fingerprint.precision, "fp32");
+    let at = &t.entries["128x128"];
+    for key in ["stem", "fpn 32", "fpn 48", "head sep 32->32", "head dense 48->32", "predictors+post 32"] {
+        assert!(at.contains_key(key), "{key} missing from {:?}", at.keys().collect::<Vec<_>>());
+    }
+    // every layer shape with each of the 4 choices: 4 stages x (stride 2, stride 1) shapes
+    assert_eq!(at.keys().filter(|k| k.starts_with("block ")).count(), 8 * 4);
+    assert!(at.values().all(|l| l.p50_ms > 0.0 && l.p90_ms >= l.p50_ms && l.iterations >= 2));
+    assert_eq!(t.calibration.len(), 3);
+    let c = t.correction.as_ref().expect("3 calibration genomes give a correction");
+
+    let p = predict(lut, "coco-retinanet-300m:fpn32:head32x2:sep:128");
+    assert_eq!(p["genome"], "23113213311133203333:fpn32:head32x2:sep:128x128");
+    let parts: f64 =
+        ["stem", "backbone", "fpn", "head", "predictors"].iter().map(|k| p["parts"][k].as_f64().unwrap()).sum();
+    let additive = p["additive_ms"].as_f64().unwrap();
+    assert!((parts - additive).abs() < 1e-9 * additive, "{p}");
+    assert_eq!(p["blocks_ms"].as_array().unwrap().len(), 20);
+    let head = 2.0 * 2.0 * at["head sep 32->32"].p50_ms;
+    assert!((p["parts"]["head"].as_f64().unwrap() - head).abs() < 1e-9, "{p}");
+    assert!((p["latency_ms"].as_f64().unwrap() - c.apply(additive)).abs() < 1e-9, "{p}");
+    assert_eq!(p["table"]["hash"], t.hash.as_str());
+
+    let mut args = vec!["latency", "check", "--lut", lut.to_str().unwrap(), "--samples", "3", "--seed", "7"];
+    args.extend(FAST);
+    args.push("--json");
+    let r = json(&args);
+    for key in ["within_10pct", "mape", "kendall_tau"] {
+        for m in [&r, &r["additive"], &r["corrected"]] {
+            assert!(m[key].is_number(), "{key} missing: {r}");
+        }
+    }
+    let share = r["within_10pct"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&share) && r["mape"].as_f64().unwrap() >= 0.0, "{r}");
+    assert!(r["kendall_tau"].as_f64().unwrap().abs() <= 1.0, "{r}");
+    let genomes = r["genomes"].as_array().unwrap();
+    assert_eq!(genomes.len(), 3);
+    // the check predicts exactly what `predict` does for the same genome
+    for g in genomes {
+        assert!(g["measured_ms"].as_f64().unwrap() > 0.0);
+        let alone = predict(lut, g["genome"].as_str().unwrap());
+        assert_eq!(alone["latency_ms"], g["predicted_ms"], "{g}");
+    }
+}
+
+#[test]
+fn values_outside_the_table_are_named() {
+    let lut = table().to_str().unwrap();
+    for (arch, needles) in [
+        ("coco-retinanet-300m:fpn32:head32x1:sep:256", &["resolution 256x256", "128x128"][..]),
+        ("coco-retinanet-300m:fpn64:head32x1:sep:128", &["FPN width 64", "32, 48"]),
+        ("coco-retinanet-300m:fpn32:head32x3:sep:128", &["head depth 3", "1, 2"]),
+        ("coco-retinanet-300m:fpn32:head64x1:sep:128", &["head width 64", "head width 32"]),
+    ] {
+        let o = detnas(&["latency", "predict", "--lut", lut, "--arch", arch]);
+        let mut all = vec!["lut.json"];
+        all.extend(needles);
+        assert_one_line_failure(&o, &all);
+    }
+}
+
+#[test]
+fn another_fingerprint_warns_and_fails_under_strict() {
+    let mut t = LatencyTable::load(table()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other.json");
+    t.fingerprint.cpu = "Imaginary CPU 9000".into();
+    t.save(&other).unwrap();
+    let arch = "coco-retinanet-300m:fpn32:head32x1:dense:128";
+    let o = detnas(&["latency", "predict", "--lut", other.to_str().unwrap(), "--arch", arch]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.starts_with("warning:") && err.contains("Imaginary CPU 9000"), "{err}");
+    assert!(stdout(&o).contains("latency"));
+    let strict = detnas(&["latency", "predict", "--lut", other.to_str().unwrap(), "--arch", arch, "--strict"]);
+    assert_one_line_failure(&strict, &["other.json", "Imaginary CPU 9000"]);
+    // the table's own machine: no warning
+    let o = detnas(&["latency", "predict", "--lut", table().to_str().unwrap(), "--arch", arch, "--strict"]);
+    assert!(o.status.success() && stderr(&o).is_empty(), "{}", stderr(&o));
+
+    // a hand edit that leaves the hash behind is refused, naming the file
+    let text = std::fs::read_to_string(&other).unwrap().replace("Imaginary CPU 9000", "Edited CPU");
+    let edited = dir.path().join("edited.json");
+    std::fs::write(&edited, text).unwrap();
+    let o = detnas(&["latency", "predict", "--lut", edited.to_str().unwrap(), "--arch", arch]);
+    assert_one_line_failure(&o, &["edited.json", "hash"]);
+}
+
+#[test]
+fn bench_builds_a_genome_in_memory() {
+    let arch = "coco-retinanet-300m:fpn32:head32x1:sep:128";
+    let r = json(&["bench", "--arch", arch, "--iters", "2", "--warmup", "1", "--threads", "1", "--json"]);
+    assert_eq!(r["model"], "23113213311133203333:fpn32:head32x1:sep:128x128");
+    assert_eq!(r["input"], "128x128");
+    assert_eq!(r["model_run"]["iterations"], 2);
+    assert_eq!(r["detect"]["iterations"], 2);
+    let both = detnas(&["bench", "m.onnx", "--arch", arch]);
+    assert_eq!(both.status.code(), Some(2), "{}", stderr(&both));
+    let neither = detnas(&["bench"]);
+    assert_eq!(neither.status.code(), Some(2), "{}", stderr(&neither));
+    let bad = detnas(&["bench", "--arch", "coco-retinanet-300m:fpn32:100"]);
+    assert_one_line_failure(&bad, &["100x100", "multiple of 32"]);
+}
