@@ -57,8 +57,10 @@ pub fn pareto_png(path: &Path, title: &str, rows: &[CandidateRow], references: &
             .label("evaluated")
             .legend(move |(x, y)| Circle::new((x, y), 3, grey.filled()));
         let front: Vec<(f64, f64)> = pareto_front(rows).into_iter().map(|i| points[i]).collect();
+        // a staircase: the best fitness reachable at each cost
+        let steps = front.windows(2).flat_map(|w| [w[0], (w[1].0, w[0].1)]).chain(front.last().copied());
         chart
-            .draw_series(LineSeries::new(front.iter().copied(), BLUE.stroke_width(2)))
+            .draw_series(LineSeries::new(steps, BLUE.stroke_width(2)))
             .map_err(|e| plot_err(&e))?
             .label("Pareto front")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE.stroke_width(2)));
