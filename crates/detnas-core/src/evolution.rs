@@ -141,6 +141,35 @@ impl Constraint for FlopsConstraint {
     }
 }
 
+/// `latency(candidate) <= max_ms` for a latency predictor (a measured table, a model, ...).
+pub struct LatencyConstraint<'a> {
+    /// Predicted latency in milliseconds, or why it cannot be predicted (then the candidate is rejected).
+    pub predict: Box<dyn Fn(&Candidate) -> std::result::Result<f64, String> + 'a>,
+    pub max_ms: f64,
+    /// What the predictions come from (table hash, device fingerprint): part of the config hash, so
+    /// a search is never resumed under another table.
+    pub source: String,
+}
+
+impl Constraint for LatencyConstraint<'_> {
+    fn name(&self) -> &str {
+        "latency"
+    }
+
+    fn describe(&self) -> String {
+        format!("latency <= {} ms ({})", self.max_ms, self.source)
+    }
+
+    fn check(&self, arch: &Arch) -> std::result::Result<(), String> {
+        self.check_candidate(&Candidate::backbone(arch.clone()))
+    }
+
+    fn check_candidate(&self, candidate: &Candidate) -> std::result::Result<(), String> {
+        let ms = (self.predict)(candidate)?;
+        if ms <= self.max_ms { Ok(()) } else { Err(format!("{ms:.2} ms > {} ms", self.max_ms)) }
+    }
+}
+
 /// An evaluated candidate (field `arch` for the state files of backbone-only searches).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Scored {

@@ -308,3 +308,39 @@ fn joint_search_explores_detector_genes_under_a_candidate_constraint_and_resumes
     assert_eq!(got, expected);
     assert_eq!(load_state(&path).unwrap(), state);
 }
+
+#[test]
+fn latency_constraint_filters_candidates_and_its_source_enters_the_config_hash() {
+    let space = tiny_space();
+    let genes = GeneSpace::default();
+    let limit = 40.0;
+    let latency = |source: &str| -> Box<dyn Constraint> {
+        Box::new(LatencyConstraint {
+            predict: Box::new(|c: &Candidate| c.detector_genes().map(|g| HeadCost::of(&g)).ok_or("no genes".into())),
+            max_ms: limit,
+            source: source.into(),
+        })
+    };
+    let cfg = EvolutionConfig { generations: 2, population: 20, mutations: 5, crossovers: 5, ..config() };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let seen = RefCell::new(Vec::new());
+    let mut fitness = JointScore(weights(8));
+    let mut engine = Evolution::joint(space.clone(), Some(genes.clone()), cfg.clone(), vec![latency("table a")])
+        .unwrap()
+        .with_state_file(&path)
+        .unwrap();
+    engine
+        .run(&mut fitness, |p| {
+            if let Progress::Evaluated { arch, .. } = p {
+                seen.borrow_mut().push(arch.clone())
+            }
+        })
+        .unwrap();
+    let seen = seen.into_inner();
+    assert_eq!(seen.len(), 40);
+    assert!(seen.iter().all(|c| HeadCost::of(&c.detector_genes().unwrap()) <= limit));
+    assert!(engine.state().rejections.constraint["latency"] > 0);
+    let other = Evolution::joint(space, Some(genes), cfg, vec![latency("table b")]).unwrap().with_state_file(&path);
+    assert!(other.err().unwrap().to_string().contains("different configuration"));
+}
