@@ -141,10 +141,13 @@ impl Constraint for FlopsConstraint {
     }
 }
 
+/// A latency predictor: milliseconds, or why the candidate cannot be predicted.
+pub type PredictLatency<'a> = Box<dyn Fn(&Candidate) -> std::result::Result<f64, String> + 'a>;
+
 /// `latency(candidate) <= max_ms` for a latency predictor (a measured table, a model, ...).
 pub struct LatencyConstraint<'a> {
-    /// Predicted latency in milliseconds, or why it cannot be predicted (then the candidate is rejected).
-    pub predict: Box<dyn Fn(&Candidate) -> std::result::Result<f64, String> + 'a>,
+    /// Predicted latency; a candidate that cannot be predicted is rejected.
+    pub predict: PredictLatency<'a>,
     pub max_ms: f64,
     /// What the predictions come from (table hash, device fingerprint): part of the config hash, so
     /// a search is never resumed under another table.
