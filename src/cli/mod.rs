@@ -19,6 +19,12 @@ mod plot;
 mod latency;
 #[cfg(feature = "train")]
 mod search;
+#[cfg(all(feature = "train", feature = "infer"))]
+#[allow(dead_code)] // until the search takes --latency-max
+mod search_latency;
+#[cfg(feature = "train")]
+#[allow(dead_code)] // until the search writes its report
+mod search_report;
 mod tour;
 #[cfg(feature = "train")]
 mod train;
