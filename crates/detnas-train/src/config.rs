@@ -118,3 +118,33 @@ impl DetTrainConfig {
             .map_err(|e| crate::TrainError::Data { path: path.into(), reason: format!("invalid config: {e}") })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use detnas_core::InputSize;
+    use detnas_core::detector::HeadConv;
+
+    #[test]
+    fn a_genes_section_parses_and_its_absence_keeps_the_serialised_config() {
+        let cfg: DetTrainConfig = toml::from_str(
+            r#"
+            [genes]
+            fpn_channels = [64, 96]
+            head_convs = [1, 2]
+            head_conv = ["separable"]
+            input = [{ height = 256, width = 256 }]
+            "#,
+        )
+        .unwrap();
+        let genes = cfg.genes.clone().unwrap();
+        assert_eq!((genes.fpn_channels, genes.head_convs), (vec![64, 96], vec![1, 2]));
+        assert_eq!((genes.head_conv, genes.input), (vec![HeadConv::Separable], vec![InputSize::new(256, 256)]));
+        assert_eq!(genes.head_channels, GeneSpace::default().head_channels, "missing genes keep the defaults");
+        let back: DetTrainConfig = toml::from_str(&toml::to_string(&cfg).unwrap()).unwrap();
+        assert_eq!(back, cfg);
+        let plain = serde_json::to_value(DetTrainConfig::default()).unwrap();
+        assert!(plain.get("genes").is_none(), "no `genes` key: hashes of existing runs are unchanged");
+        assert!(toml::from_str::<DetTrainConfig>("[genes]\nwidth = [1]\n").is_err(), "unknown gene fields refused");
+    }
+}
