@@ -149,16 +149,30 @@ fn supernet_config(data: detnas_train::config::DataSource, iterations: usize) ->
     cfg
 }
 
-/// Raw outputs of ONNX Runtime on `probe` (`[1, 3, side, side]`): cls, reg, boxes, scores, labels.
-fn run_onnx(model: &Path, probe: &[f32], side: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<i64>) {
+/// The outputs of an exported model with raw outputs.
+struct OnnxOut {
+    cls: Vec<f32>,
+    reg: Vec<f32>,
+    boxes: Vec<f32>,
+    scores: Vec<f32>,
+    labels: Vec<i64>,
+}
+
+/// ONNX Runtime's outputs on `probe` (`[1, 3, side, side]`).
+fn run_onnx(model: &Path, probe: &[f32], side: usize) -> OnnxOut {
     let bytes = std::fs::read(model).unwrap();
     let env = detnas_infer::runtime::environment().unwrap();
     let mut session = Session::builder(env).unwrap().commit_from_memory(&bytes).unwrap();
     let view = ndarray::ArrayView4::from_shape((1, 3, side, side), probe).unwrap();
     let out = session.run(detnas_infer::ort::inputs!["images" => TensorRef::from_array_view(view).unwrap()]).unwrap();
     let f = |n: &str| out[n].try_extract_tensor::<f32>().unwrap().1.to_vec();
-    let labels = out["labels"].try_extract_tensor::<i64>().unwrap().1.to_vec();
-    (f("cls_logits"), f("bbox_regression"), f("boxes"), f("scores"), labels)
+    OnnxOut {
+        cls: f("cls_logits"),
+        reg: f("bbox_regression"),
+        boxes: f("boxes"),
+        scores: f("scores"),
+        labels: out["labels"].try_extract_tensor::<i64>().unwrap().1.to_vec(),
+    }
 }
 
 #[test]
@@ -204,7 +218,7 @@ fn any_genome_exports_from_the_supernet_by_slicing_and_matches_onnx_runtime() {
         let (tcls, treg) = detnas_train::tch::no_grad(|| ck.net.forward_genes(&x, &arch, &ck.genes, false)).unwrap();
         let tcls: Vec<f32> = Vec::try_from(tcls.flatten(0, -1)).unwrap();
         let treg: Vec<f32> = Vec::try_from(treg.flatten(0, -1)).unwrap();
-        let (ocls, oreg, boxes, scores, labels) = run_onnx(&model, &probe, side);
+        let OnnxOut { cls: ocls, reg: oreg, boxes, scores, labels } = run_onnx(&model, &probe, side);
         let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
         assert_eq!((ocls.len(), oreg.len()), (tcls.len(), treg.len()), "{text}");
         assert!(diff(&ocls, &tcls) <= 1e-4, "{text}: cls_logits differ by {}", diff(&ocls, &tcls));
