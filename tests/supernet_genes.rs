@@ -264,6 +264,20 @@ fn any_genome_exports_from_the_supernet_by_slicing_and_matches_onnx_runtime() {
     assert_eq!(a.images, 6);
     let e = evaluate_checkpoint(&ck, &EvalOptions { val: None, recalibrate: 2 }).unwrap();
     assert_eq!(e.stats.images, 6);
+    let o = detnas(&[
+        "train",
+        "eval",
+        "--checkpoint",
+        out.to_str().unwrap(),
+        "--arch",
+        genomes[1],
+        "--recalibrate",
+        "1",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stats: serde_json::Value = serde_json::from_str(&crate::util::stdout(&o)).unwrap();
+    assert_eq!(stats["images"], 6);
     let err = detnas_train::checkpoint::open(&out, Some("23113213311133203333:head32x1"), Device::Cpu).err().unwrap();
     assert!(err.to_string().contains("head width 32"), "{err}");
 }
@@ -291,4 +305,31 @@ fn a_genome_retrains_stand_alone_with_its_detector() {
     cfg.genes = Some(gene_space());
     let err = train_detection(&cfg, &dir.path().join("x"), Start::Fresh, Device::Cpu, &mut |_| {}).err().unwrap();
     assert!(err.to_string().contains("remove `arch`"), "{err}");
+}
+
+#[test]
+fn a_genes_supernet_resumes_bit_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic_sized(&dir.path().join("data"), 4, 64);
+    let mut cfg = supernet_config(data, 4);
+    cfg.val = None;
+    cfg.checkpoint_every = 2;
+    let weights = |d: &Path| {
+        let state = detnas_train::checkpoint::load_state(d).unwrap();
+        let mut named = Tensor::read_safetensors(d.join(state.weights)).unwrap();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        named
+    };
+    let straight = dir.path().join("straight");
+    train_detection(&cfg, &straight, Start::Fresh, Device::Cpu, &mut |_| {}).unwrap();
+    let split = dir.path().join("split");
+    train_detection(&DetTrainConfig { iterations: 2, ..cfg.clone() }, &split, Start::Fresh, Device::Cpu, &mut |_| {})
+        .unwrap();
+    train_detection(&cfg, &split, Start::Resume, Device::Cpu, &mut |_| {}).unwrap();
+    let (a, b) = (weights(&straight), weights(&split));
+    assert_eq!(a.len(), b.len());
+    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert!(ta.equal(tb), "{na} differs between resumed and uninterrupted runs");
+    }
 }
