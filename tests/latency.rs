@@ -64,7 +64,7 @@ fn build_predict_check_round_trip() {
     let additive = p["additive_ms"].as_f64().unwrap();
     assert!((parts - additive).abs() < 1e-9 * additive, "{p}");
     assert_eq!(p["blocks_ms"].as_array().unwrap().len(), 20);
-    let head = 2.0 * 2.0 * at["head sep 32->32"].p50_ms;
+    let head = 2.0 * 2.0 * at["head sep 32->32"].mean_ms;
     assert!((p["parts"]["head"].as_f64().unwrap() - head).abs() < 1e-9, "{p}");
     assert!((p["latency_ms"].as_f64().unwrap() - c.apply(additive)).abs() < 1e-9, "{p}");
     assert_eq!(p["table"]["hash"], t.hash.as_str());

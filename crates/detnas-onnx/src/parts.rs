@@ -1,6 +1,8 @@
 //! Sub-graphs of a detector, for latency tables: the stem, one backbone block, the FPN, one head
 //! tower layer, the predictors with post-processing. Each part is emitted by the same code as the
-//! full model ([`crate::emit`]), with random weights ([`Weights::random`]), and takes float32
+//! full model ([`crate::emit`]), with random weights whose activations stay of order one
+//! ([`Weights::random_varied`], like trained weights: DetNAS's own initialisation shrinks them
+//! layer by layer into denormal floats, which CPUs run several times slower), and takes float32
 //! inputs of the exact shapes it has inside the full model at `cfg.input`.
 
 use crate::emit::{Candidates, Emitter};
@@ -106,7 +108,7 @@ pub fn export_part(space: &SearchSpace, cfg: &DetectorConfig, part: &Part, seed:
             (inputs, vec![head.classification.predictor, head.regression.predictor])
         }
     };
-    let weights = Weights::random(&params(&units.iter().collect::<Vec<_>>()), seed);
+    let weights = Weights::random_varied(&params(&units.iter().collect::<Vec<_>>()), seed);
     let mut e = Emitter::new("detnas_part", &weights, cfg.bn_eps);
     let mut names = Vec::new();
     for (name, shape) in &inputs {

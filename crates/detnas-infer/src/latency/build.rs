@@ -37,7 +37,13 @@ pub fn build_table(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<Lat
         let start = std::time::Instant::now();
         for (i, (key, part)) in parts.iter().enumerate() {
             let (latency, p) = opts.runner.part(&opts.space, &cfg, part)?;
-            log(&format!("{input} [{}/{}] {key}: p50 {:.3} ms", i + 1, parts.len(), latency.p50_ms));
+            log(&format!(
+                "{input} [{}/{}] {key}: mean {:.3} ms, p50 {:.3} ms",
+                i + 1,
+                parts.len(),
+                latency.mean_ms,
+                latency.p50_ms
+            ));
             provider.get_or_insert(p);
             at.insert(key.clone(), latency);
         }
@@ -66,7 +72,7 @@ pub fn build_table(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<Lat
     {
         let cfg = genome.detector_config(&base)?;
         let additive_ms = table.predict(&opts.space, &genome.arch, &cfg)?.additive_ms;
-        let measured_ms = opts.runner.detector(&opts.space, &genome.arch, &cfg)?.p50_ms;
+        let measured_ms = opts.runner.detector(&opts.space, &genome.arch, &cfg)?.mean_ms;
         log(&format!(
             "calibration [{}/{}] {genome}: sum {additive_ms:.2} ms, measured {measured_ms:.2} ms",
             i + 1,

@@ -140,7 +140,7 @@ pub fn check_table(
     for (i, genome) in sample_genomes(space, &table.genes, samples, seed).iter().enumerate() {
         let cfg = genome.detector_config(&base)?;
         let p = table.predict(space, &genome.arch, &cfg)?;
-        let measured_ms = runner.detector(space, &genome.arch, &cfg)?.p50_ms;
+        let measured_ms = runner.detector(space, &genome.arch, &cfg)?.mean_ms;
         log(&format!(
             "[{}/{samples}] {genome}: predicted {:.2} ms, measured {measured_ms:.2} ms ({:+.1}%)",
             i + 1,

@@ -33,9 +33,12 @@ pub fn base_config(classes: usize, shuffle: ChannelShuffle) -> DetectorConfig {
     DetectorConfig { class_names, shuffle, ..DetectorConfig::default() }
 }
 
-/// A self-contained ONNX detector of `arch` with `cfg` and DetNAS random initialisation (`seed`).
+/// A self-contained ONNX detector of `arch` with `cfg` and random weights (`seed`) whose
+/// activations stay of order one through the network ([`Weights::random_varied`]), as with trained
+/// weights. (DetNAS's initialisation shrinks activations into denormal floats, which run several
+/// times slower on CPUs: timing those would measure something no trained model does.)
 pub fn random_detector(space: &SearchSpace, arch: &Arch, cfg: &DetectorConfig, seed: u64) -> Result<Vec<u8>> {
-    let weights = Weights::random(&detector_params(space, Paths::Single(arch), cfg), seed);
+    let weights = Weights::random_varied(&detector_params(space, Paths::Single(arch), cfg), seed);
     let model = export_retinanet(space, arch, cfg, &weights, &ExportOptions::default())?;
     Ok(encode(&model)?)
 }

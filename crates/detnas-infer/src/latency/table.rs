@@ -5,6 +5,12 @@
 //! block at its layer's exact input shape, the FPN, each head tower layer (times two: the
 //! classification and regression branches), and the predictors with post-processing; then, when
 //! the table has one, `scale * sum + offset` ([`Correction`]).
+//!
+//! Parts are summed by their *mean* times (p50, p90 and p99 are recorded too). Background load
+//! interrupts a long whole-model run almost always but a sub-millisecond part only now and then,
+//! so p50s of parts filter out interference that the whole model cannot; measured on a loaded
+//! 2-core machine, sums of p50s came out at half the whole-model time, sums of means within a few
+//! percent. On a quiet machine the two agree.
 
 use crate::error::{InferError, Result};
 use crate::fingerprint::Fingerprint;
@@ -169,7 +175,7 @@ pub struct Breakdown {
     pub predictors: f64,
 }
 
-/// A predicted latency and its parts (p50 of each part, milliseconds).
+/// A predicted latency and its parts (milliseconds; the mean of each part, see the module docs).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Prediction {
     /// The prediction: the corrected sum when the table has a correction, else the sum.
@@ -296,7 +302,7 @@ impl LatencyTable {
             let entry = entries.get(&t.key).ok_or_else(|| {
                 self.missing(format!("entry `{}` at {input}", t.key), format!("{} entries at {input}", entries.len()))
             })?;
-            let ms = entry.p50_ms * t.count;
+            let ms = entry.mean_ms * t.count;
             match t.group {
                 Group::Stem => parts.stem += ms,
                 Group::Backbone => {
