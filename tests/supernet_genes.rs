@@ -301,6 +301,18 @@ fn a_genome_retrains_stand_alone_with_its_detector() {
     assert_eq!(ok.genes.input, InputSize::new(96, 96));
     let err = detnas_train::checkpoint::open(&out, Some("coco-retinanet-300m:fpn24"), Device::Cpu).err().unwrap();
     assert!(err.to_string().contains("only the input resolution"), "{err}");
+    // export slices a fixed detector to nothing but its own FPN and head
+    let x = dir.path().join("x.onnx");
+    let o = detnas(&[
+        "export",
+        "--checkpoint",
+        out.to_str().unwrap(),
+        "--arch",
+        "coco-retinanet-300m:head8x1",
+        "--out",
+        x.to_str().unwrap(),
+    ]);
+    assert_one_line_failure(&o, &["fixed detector", "only the input resolution"]);
     // a gene space needs the supernet
     cfg.genes = Some(gene_space());
     let err = train_detection(&cfg, &dir.path().join("x"), Start::Fresh, Device::Cpu, &mut |_| {}).err().unwrap();

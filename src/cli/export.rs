@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use detnas_core::detector::{DetectorConfig, HeadConv, detector_flops};
-use detnas_core::genome::Genome;
+use detnas_core::genome::{DetectorGenes, Genome};
 use detnas_core::plan::{Paths, detector_params};
 use detnas_core::size::format_count;
 use detnas_core::space::ChannelShuffle;
@@ -91,6 +91,22 @@ fn read_checkpoint(dir: &Path, arch: Option<&str>) -> Result<(String, String, De
     Ok((state.space, arch, detector, dir.join(state.weights)))
 }
 
+/// A checkpoint trained without `[genes]` has one FPN and head: slicing it to other widths or
+/// depths would export weights nobody trained, so only the input resolution may differ.
+fn check_fixed_detector(dir: &Path, trained: &DetectorConfig, cfg: &DetectorConfig) -> Result<()> {
+    let state = detnas_core::checkpoint::load_state(dir)?;
+    let trained_genes = DetectorGenes::of(trained);
+    let asked = DetectorGenes { input: trained_genes.input, ..DetectorGenes::of(cfg) };
+    if state.config.get("genes").is_none() && asked != trained_genes {
+        anyhow::bail!(
+            "{}: trained with the fixed detector {trained_genes} (no [genes]): only the input resolution may change, asked for {}",
+            dir.display(),
+            DetectorGenes::of(cfg)
+        );
+    }
+    Ok(())
+}
+
 pub fn run(args: ExportArgs) -> Result<()> {
     let from_checkpoint = args.checkpoint.as_deref().map(|d| read_checkpoint(d, args.arch.as_deref())).transpose()?;
     let genome = match &from_checkpoint {
@@ -132,6 +148,9 @@ pub fn run(args: ExportArgs) -> Result<()> {
         };
     }
     cfg.validate()?;
+    if let (Some(dir), Some((_, _, trained, _))) = (&args.checkpoint, &from_checkpoint) {
+        check_fixed_detector(dir, trained, &cfg)?;
+    }
     let params = detector_params(space, Paths::Single(arch), &cfg);
     // A supernet (every choice; an elastic FPN and head) holds each genome's tensors as leading
     // blocks of its own: slicing is the identity for tensors of exactly the right shape.
