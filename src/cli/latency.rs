@@ -58,7 +58,8 @@ pub struct BuildArgs {
     /// Resolutions HxW (comma separated); replaces the gene space's `input` list.
     #[arg(long, value_delimiter = ',')]
     input: Vec<String>,
-    /// Gene space (TOML: fpn_channels, head_channels, head_convs, head_conv, input); default:
+    /// Gene space (TOML: `fpn_channels = [64, 96]`, `head_channels`, `head_convs = [1, 2]`,
+    /// `head_conv = ["separable", "dense"]`, `input = [{ height = 320, width = 320 }]`); default:
     /// widths 64-256, depths 1-4, dense and separable heads.
     #[arg(long)]
     genes: Option<PathBuf>,
