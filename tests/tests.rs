@@ -21,6 +21,8 @@ mod sdk;
 mod supernet_genes;
 #[cfg(feature = "infer")]
 mod toolchain_ort;
+#[cfg(all(feature = "train", feature = "infer"))]
+mod search_latency;
 #[cfg(feature = "train")]
 mod toolchain_tch;
 #[cfg(all(feature = "train", feature = "infer"))]

@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use detnas_core::detector::{DetectorConfig, HeadConv, detector_flops};
 use detnas_core::genome::{DetectorGenes, Genome};
+use detnas_core::pareto::Finalists;
 use detnas_core::plan::{Paths, detector_params};
 use detnas_core::size::format_count;
 use detnas_core::space::ChannelShuffle;
@@ -45,6 +46,13 @@ pub struct ExportArgs {
     /// detector configuration.
     #[arg(long)]
     checkpoint: Option<PathBuf>,
+    /// A search folder (`detnas search --out`): exports its best finalist (or --rank N) from the
+    /// searched supernet, with the BN statistics the search recalibrated and scored it with.
+    #[arg(long, conflicts_with_all = ["checkpoint", "weights", "arch"])]
+    search: Option<PathBuf>,
+    /// Rank of the finalist to export with --search (1 = best).
+    #[arg(long, default_value_t = 1, requires = "search", value_parser = super::values::count)]
+    rank: usize,
     /// Output ONNX file.
     #[arg(long)]
     out: PathBuf,
@@ -107,11 +115,21 @@ fn check_fixed_detector(dir: &Path, trained: &DetectorConfig, cfg: &DetectorConf
     Ok(())
 }
 
+/// The checkpoint, candidate and recalibrated BN statistics of a search's finalist.
+fn search_finalist(dir: &Path, rank: usize) -> Result<(PathBuf, String, PathBuf)> {
+    let finalists = Finalists::read(dir)?;
+    let f = finalists.rank(rank, dir)?;
+    Ok((finalists.checkpoint.clone(), f.candidate.clone(), dir.join(&f.bn)))
+}
+
 pub fn run(args: ExportArgs) -> Result<()> {
-    let from_checkpoint = args.checkpoint.as_deref().map(|d| read_checkpoint(d, args.arch.as_deref())).transpose()?;
+    let finalist = args.search.as_deref().map(|d| search_finalist(d, args.rank)).transpose()?;
+    let checkpoint = finalist.as_ref().map(|f| f.0.clone()).or_else(|| args.checkpoint.clone());
+    let arch_text = finalist.as_ref().map(|f| f.1.clone()).or_else(|| args.arch.clone());
+    let from_checkpoint = checkpoint.as_deref().map(|d| read_checkpoint(d, arch_text.as_deref())).transpose()?;
     let genome = match &from_checkpoint {
         Some((space, arch, _, _)) => Genome::parse(Some(space), arch)?,
-        None => Genome::parse(args.space.as_deref(), args.arch.as_deref().context("--arch is required")?)?,
+        None => Genome::parse(args.space.as_deref(), arch_text.as_deref().context("--arch is required")?)?,
     };
     let (space, arch) = (&genome.space, &genome.arch);
     let base = match (&args.config, &from_checkpoint) {
@@ -148,7 +166,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
         };
     }
     cfg.validate()?;
-    if let (Some(dir), Some((_, _, trained, _))) = (&args.checkpoint, &from_checkpoint) {
+    if let (Some(dir), Some((_, _, trained, _))) = (&checkpoint, &from_checkpoint) {
         check_fixed_detector(dir, trained, &cfg)?;
     }
     let params = detector_params(space, Paths::Single(arch), &cfg);
@@ -156,7 +174,14 @@ pub fn run(args: ExportArgs) -> Result<()> {
     // blocks of its own: slicing is the identity for tensors of exactly the right shape.
     let weights = match (&args.weights, &from_checkpoint) {
         (Some(p), _) => Weights::load(p)?.sliced_to(&params)?,
-        (None, Some((_, _, _, p))) => Weights::load(p)?.sliced_to(&params)?,
+        (None, Some((_, _, _, p))) => {
+            let mut w = Weights::load(p)?;
+            if let Some((_, _, bn)) = &finalist {
+                w.overlay(Weights::load(bn)?);
+                w.source = format!("{} with BN statistics {}", w.source, bn.display());
+            }
+            w.sliced_to(&params)?
+        }
         (None, None) => Weights::random(&params, args.seed),
     };
     let model = export_retinanet(space, arch, &cfg, &weights, &ExportOptions { raw_outputs: args.raw_outputs })?;

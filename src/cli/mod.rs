@@ -12,18 +12,15 @@ mod env;
 mod eval;
 mod export;
 mod inspect;
-#[cfg(feature = "train")]
-#[allow(dead_code)] // until the search writes its report
+#[cfg(all(feature = "train", feature = "infer"))]
 mod plot;
 #[cfg(feature = "infer")]
 mod latency;
-#[cfg(feature = "train")]
+#[cfg(all(feature = "train", feature = "infer"))]
 mod search;
 #[cfg(all(feature = "train", feature = "infer"))]
-#[allow(dead_code)] // until the search takes --latency-max
 mod search_latency;
-#[cfg(feature = "train")]
-#[allow(dead_code)] // until the search writes its report
+#[cfg(all(feature = "train", feature = "infer"))]
 mod search_report;
 mod tour;
 #[cfg(feature = "train")]
@@ -68,7 +65,7 @@ enum Command {
     #[command(subcommand)]
     Train(train::TrainCommand),
     /// Evolutionary search on a trained detection supernet (BN recalibration + held-out AP fitness).
-    #[cfg(feature = "train")]
+    #[cfg(all(feature = "train", feature = "infer"))]
     Search(search::SearchArgs),
     /// A guided tour of the search spaces and published architectures.
     Tour,
@@ -92,7 +89,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Eval(args) => eval::run(args).map(|_| 0),
         #[cfg(feature = "train")]
         Command::Train(cmd) => train::run(cmd).map(|_| 0),
-        #[cfg(feature = "train")]
+        #[cfg(all(feature = "train", feature = "infer"))]
         Command::Search(args) => search::run(args).map(|_| 0),
         Command::Tour => tour::run().map(|_| 0),
         Command::Env(args) => env::run(args).map(|_| 0),

@@ -1,21 +1,45 @@
-//! `detnas search`: evolutionary architecture search on a trained detection supernet (DetNAS step 3).
+//! `detnas search`: evolutionary search on a trained detection supernet (DetNAS step 3), over
+//! backbone paths or, on a supernet trained with `[genes]`, whole genomes (backbone + FPN/head
+//! widths, depth, conv type, input resolution), under FLOPs and latency budgets.
+//!
+//! The search folder (`--out`) holds the resumable state, every evaluated candidate
+//! (`candidates.csv`/`.json`), the Pareto front (`pareto.csv`, `pareto.png`), `best.json`, and the
+//! finalists (`finalists.json`) with their recalibrated BN statistics (`bn/rank-N.safetensors`),
+//! which `detnas export --search DIR` folds into the exported model.
 
-use anyhow::{Result, bail};
+use super::search_latency;
+use super::search_report;
+use super::values;
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use detnas_core::InputSize;
 use detnas_core::cost::{Convention, FlopsTable};
-use detnas_core::evolution::{Constraint, Evolution, EvolutionConfig, FlopsConstraint, Progress};
+use detnas_core::detector::DetectorConfig;
+use detnas_core::evolution::{Constraint, Evolution, EvolutionConfig, Fitness, FlopsConstraint, Progress, Scored};
+use detnas_core::genome::{Candidate, DetectorGenes};
+use detnas_core::pareto::{Finalist, Finalists};
+use detnas_core::plan::{Paths, detector_params};
 use detnas_core::size::{format_count, parse_count};
+use detnas_data::detection::DetectionDataset;
+use detnas_infer::latency::Runner;
+use detnas_infer::{Device, Fingerprint, LatencyTable};
 use detnas_train::modules::BnUpdate;
+use detnas_train::net::RetinaNet;
 use detnas_train::search::{Metric, SupernetFitness};
+use detnas_train::tch::Tensor;
 use detnas_train::{checkpoint, device, trainer};
-use std::path::PathBuf;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::{BTreeMap, HashMap};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::train::coco_source;
 
 #[derive(Args, Debug)]
 pub struct SearchArgs {
-    /// A supernet checkpoint (`detnas train det-supernet`).
+    /// A supernet checkpoint (`detnas train det-supernet`); one trained with `[genes]` is searched
+    /// jointly over backbone and detector genes.
     #[arg(long)]
     checkpoint: PathBuf,
     /// Held-out COCO JSON (default: the checkpoint's held-out data).
@@ -30,13 +54,27 @@ pub struct SearchArgs {
     /// Input size of the FLOPs budget.
     #[arg(long, default_value = "224x224")]
     flops_input: String,
+    /// Latency budget, predicted by --lut: `20ms`, `0.02s` or a number of milliseconds.
+    #[arg(long, requires = "lut", value_parser = milliseconds)]
+    latency_max: Option<f64>,
+    /// Latency table of the target device (`detnas latency build`); its hash and fingerprint enter
+    /// the search's configuration, so a resume under another table is refused.
+    #[arg(long)]
+    lut: Option<PathBuf>,
+    /// Export the finalists and time them for real on the table's device (never falling back to
+    /// another); finalists over the latency budget when measured are dropped.
+    #[arg(long, requires = "latency_max")]
+    measure: bool,
+    /// Fail when the latency table was measured on another machine (default: one warning line).
+    #[arg(long)]
+    strict: bool,
     /// Candidates per generation.
     #[arg(long, default_value_t = 50)]
     population: usize,
     /// Generations to run.
     #[arg(long, default_value_t = 20)]
     generations: usize,
-    /// Best candidates kept as parents of the next generation.
+    /// Best candidates kept as parents of the next generation (and the finalists).
     #[arg(long, default_value_t = 10)]
     top_k: usize,
     /// Children made by mutation per generation.
@@ -45,8 +83,8 @@ pub struct SearchArgs {
     /// Children made by crossover per generation.
     #[arg(long, default_value_t = 20)]
     crossovers: usize,
-    /// Probability that mutation changes each layer's choice.
-    #[arg(long, default_value_t = 0.1)]
+    /// Probability that mutation changes each gene (each layer's choice, each detector gene).
+    #[arg(long, default_value_t = 0.1, value_parser = values::probability)]
     mutation_prob: f64,
     /// BN recalibration batches per candidate.
     #[arg(long, default_value_t = 20)]
@@ -60,15 +98,117 @@ pub struct SearchArgs {
     /// Seed of the search (initial population, mutation, crossover, recalibration batches).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Search state (written atomically after every evaluation; an existing file is resumed).
+    /// Search folder: state, candidates, Pareto front, best and finalists (default: the folder of
+    /// --state).
     #[arg(long)]
-    state: PathBuf,
-    /// cpu, cuda or cuda:N.
+    out: Option<PathBuf>,
+    /// Search state, written atomically after every evaluation; an existing one is resumed
+    /// (default: <out>/state.json).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// cpu, cuda or cuda:N (the supernet's device).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Print the outcome as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// Parses a latency: `20ms`, `0.02s` or `20` (milliseconds); finite and positive.
+fn milliseconds(s: &str) -> Result<f64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let (number, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1e3)
+    } else {
+        (t.as_str(), 1.0)
+    };
+    let v: f64 = number.trim().parse().map_err(|_| format!("`{s}` is not a latency such as 20ms or 0.02s"))?;
+    let ms = v * scale;
+    if !ms.is_finite() || ms <= 0.0 {
+        return Err(format!("`{s}` is out of range: expected a positive latency"));
+    }
+    Ok(ms)
+}
+
+/// Scores candidates: backbone paths with the checkpoint's detector, or whole genomes of a genes
+/// supernet (recalibration batches cached per input resolution).
+struct Scorer<'a> {
+    paths: SupernetFitness<'a>,
+    net: &'a RetinaNet,
+    train: &'a DetectionDataset,
+    batch_size: usize,
+    batches: usize,
+    seed: u64,
+    by_input: HashMap<InputSize, Vec<Tensor>>,
+}
+
+impl Scorer<'_> {
+    /// Fixed recalibration batches at `genes`' input (built once per input).
+    fn batches_for(&mut self, genes: &DetectorGenes) -> Result<&[Tensor]> {
+        if !self.by_input.contains_key(&genes.input) {
+            let det = genes.apply(&self.net.cfg);
+            let b = trainer::recalibration_batches(
+                self.train,
+                &det,
+                self.batches,
+                self.batch_size,
+                self.seed,
+                self.net.device(),
+            )?;
+            self.by_input.insert(genes.input, b);
+        }
+        Ok(&self.by_input[&genes.input])
+    }
+}
+
+impl Fitness for Scorer<'_> {
+    type Error = anyhow::Error;
+
+    fn evaluate(&mut self, arch: &detnas_core::Arch) -> Result<f64> {
+        Ok(self.paths.evaluate(arch)?)
+    }
+
+    fn evaluate_candidate(&mut self, c: &Candidate) -> Result<f64> {
+        let Some(genes) = c.detector_genes() else { return self.evaluate(&c.arch) };
+        let t = Instant::now();
+        let (net, val, update, metric) = (self.net, self.paths.val, self.paths.update, self.paths.metric);
+        let batches = self.batches_for(&genes)?.iter().map(Tensor::shallow_clone).collect::<Vec<_>>();
+        let stats = trainer::score_genome(net, &c.arch, &genes, &batches, val, update)?;
+        self.paths.evaluations += 1;
+        self.paths.time += t.elapsed();
+        let v = match metric {
+            Metric::Ap => stats.stats[0],
+            Metric::Ap50 => stats.stats[1],
+        };
+        Ok(v.max(0.0))
+    }
+}
+
+/// The search folder and state file from `--out` / `--state`.
+fn locations(args: &SearchArgs) -> Result<(PathBuf, PathBuf)> {
+    match (&args.out, &args.state) {
+        (Some(out), Some(state)) => Ok((out.clone(), state.clone())),
+        (Some(out), None) => Ok((out.clone(), out.join("state.json"))),
+        (None, Some(state)) => {
+            let dir = state.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            Ok((dir.to_path_buf(), state.clone()))
+        }
+        (None, None) => bail!("give the search folder with --out (or the state file with --state)"),
+    }
+}
+
+fn progress_bar(total: usize, done: usize) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(total as u64);
+    b.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} candidates, {per_sec}, eta {eta}").expect("valid template"),
+    );
+    b.set_position(done as u64);
+    b
 }
 
 pub fn run(args: SearchArgs) -> Result<()> {
@@ -77,6 +217,9 @@ pub fn run(args: SearchArgs) -> Result<()> {
         "ap50" => Metric::Ap50,
         other => bail!("unknown metric `{other}` (ap or ap50)"),
     };
+    let (out, state_path) = locations(&args)?;
+    std::fs::create_dir_all(&out).with_context(|| format!("creating the search folder {}", out.display()))?;
+    let table = args.lut.as_deref().map(LatencyTable::load).transpose()?;
     let dev = device::parse(&args.device)?;
     let ck = checkpoint::open(&args.checkpoint, None, dev)?;
     if !ck.is_supernet() {
@@ -87,12 +230,11 @@ pub fn run(args: SearchArgs) -> Result<()> {
     }
     let (train, val) = ck.datasets(coco_source(args.coco.clone(), args.images.clone()))?;
     let cfg = &ck.config;
-    let batches =
-        trainer::recalibration_batches(&train, &cfg.detector, args.recal_batches, cfg.batch_size, args.seed, dev)?;
     let space = ck.space.clone();
-    let net = &ck.net;
+    let base: DetectorConfig = ck.net.cfg.clone();
+    let genes = ck.net.genes.clone();
 
-    let mut constraints: Vec<Box<dyn Constraint>> = Vec::new();
+    let mut constraints: Vec<Box<dyn Constraint + '_>> = Vec::new();
     if let Some(max) = &args.flops_max {
         let input = InputSize::parse(&args.flops_input)?;
         constraints.push(Box::new(FlopsConstraint {
@@ -101,6 +243,12 @@ pub fn run(args: SearchArgs) -> Result<()> {
             max: parse_count(max)?,
             context: format!("{} {input}", space.name),
         }));
+    }
+    if let (Some(t), Some(max_ms)) = (&table, args.latency_max) {
+        let here = Fingerprint::current(table_device(t)?, t.fingerprint.threads, &t.fingerprint.provider);
+        search_latency::check_fingerprint(t, &here, args.strict)?;
+        search_latency::check_feasible(t, &space, genes.as_ref(), &base, max_ms)?;
+        constraints.push(Box::new(search_latency::constraint(t, &space, &base, max_ms)));
     }
     let config = EvolutionConfig {
         population: args.population,
@@ -112,41 +260,197 @@ pub fn run(args: SearchArgs) -> Result<()> {
         seed: args.seed,
         ..EvolutionConfig::default()
     };
-    let mut engine = Evolution::new(space.clone(), config, constraints)?.with_state_file(&args.state)?;
-    let mut fitness = SupernetFitness {
-        net,
-        batches,
-        val: &val,
-        update: if args.ema { BnUpdate::Ema(0.1) } else { BnUpdate::Cumulative },
-        metric,
-        evaluations: 0,
-        time: Default::default(),
+    let mut engine =
+        Evolution::joint(space.clone(), genes.clone(), config, constraints)?.with_state_file(&state_path)?;
+    let update = if args.ema { BnUpdate::Ema(0.1) } else { BnUpdate::Cumulative };
+    let batches =
+        trainer::recalibration_batches(&train, &cfg.detector, args.recal_batches, cfg.batch_size, args.seed, dev)?;
+    let mut scorer = Scorer {
+        paths: SupernetFitness {
+            net: &ck.net,
+            batches,
+            val: &val,
+            update,
+            metric,
+            evaluations: 0,
+            time: Duration::ZERO,
+        },
+        net: &ck.net,
+        train: &train,
+        batch_size: cfg.batch_size,
+        batches: args.recal_batches,
+        seed: args.seed,
+        by_input: HashMap::new(),
     };
-    let table = FlopsTable::new(&space, InputSize::IMAGENET)?;
-    let outcome = engine.run(&mut fitness, |p| match p {
-        Progress::Evaluated { generation, arch, fitness, done, total } => eprintln!(
-            "gen {generation:>2} [{done:>3}/{total}] {arch}  {}  fitness {fitness:.4}",
-            format_count(table.flops(arch, Convention::Backbone))
-        ),
-        Progress::Generation(s) => eprintln!(
-            "generation {} done: best {:.4} ({}), mean {:.4}, shortfall {}",
-            s.generation, s.best.fitness, s.best.arch, s.mean_fitness, s.shortfall
-        ),
+    let flops = FlopsTable::new(&space, InputSize::IMAGENET)?;
+    let bar = progress_bar(args.generations * args.population, engine.state().log.len());
+    let outcome = engine.run(&mut scorer, |p| match p {
+        Progress::Evaluated { generation, arch, fitness, done, total } => {
+            bar.inc(1);
+            bar.suspend(|| {
+                eprintln!(
+                    "gen {generation:>2} [{done:>3}/{total}] {arch}  {}  fitness {fitness:.4}",
+                    format_count(flops.flops(arch, Convention::Backbone))
+                )
+            })
+        }
+        Progress::Generation(s) => bar.suspend(|| {
+            eprintln!(
+                "generation {} done: best {:.4} ({}), mean {:.4}, shortfall {}",
+                s.generation, s.best.fitness, s.best.arch, s.mean_fitness, s.shortfall
+            )
+        }),
     })?;
-    let per_candidate = fitness.mean_time();
+    bar.finish_and_clear();
+    let per_candidate = scorer.paths.mean_time();
+
+    let predict_ms = |c: &Candidate| -> Result<f64> {
+        let t = table.as_ref().context("no latency table")?;
+        search_latency::predict(t, &space, &base, c)
+    };
+    let predict: Option<search_report::Predict<'_>> = table.as_ref().map(|_| &predict_ms as _);
+    let measured = match (&table, args.measure, args.latency_max) {
+        (Some(t), true, Some(max_ms)) => measure_finalists(t, &space, &base, &outcome.top_k, max_ms)?,
+        _ => BTreeMap::new(),
+    };
+    let finalists: Vec<&Scored> = outcome
+        .top_k
+        .iter()
+        .filter(|s| !args.measure || measured.get(&s.arch.key()).is_some_and(|ms| Some(*ms) <= args.latency_max))
+        .collect();
+    if finalists.is_empty() {
+        bail!("every finalist was over the latency budget when measured: see {}", out.join("candidates.csv").display());
+    }
+    save_finalists(&out, &args.checkpoint, &ck, &scorer, &finalists, predict, &measured)?;
+    let rows = search_report::rows(engine.state(), &space, &base, predict, &measured)?;
+    let title = format!("{} search on {}", space.name, args.checkpoint.display());
+    let best = finalists[0];
+    let front = search_report::write(&out, &title, &rows, &best.arch.to_string(), &[])?;
+
     if args.json {
         let mut v = serde_json::to_value(&outcome)?;
         v["seconds_per_candidate"] = serde_json::json!(per_candidate.as_secs_f64());
+        v["selected"] = serde_json::json!(best.arch.to_string());
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
+        let latency = predict.map(|p| p(&best.arch)).transpose()?.map(|ms| format!(", {ms:.2} ms predicted"));
+        let measured_ms = measured.get(&best.arch.key()).map(|ms| format!(", {ms:.2} ms measured"));
         println!(
-            "best {} fitness {:.4} ({} backbone FLOPs at 224x224) after {} evaluations; {:.2} s per candidate (recalibration + held-out AP)",
-            outcome.best.arch,
-            outcome.best.fitness,
-            format_count(table.flops(&outcome.best.arch, Convention::Backbone)),
+            "best {} fitness {:.4} ({} backbone FLOPs at 224x224{}{}) after {} evaluations; {:.2} s per candidate; \
+             {} on the Pareto front; results in {}",
+            best.arch,
+            best.fitness,
+            format_count(flops.flops(&best.arch, Convention::Backbone)),
+            latency.unwrap_or_default(),
+            measured_ms.unwrap_or_default(),
             outcome.evaluations,
-            per_candidate.as_secs_f64()
+            per_candidate.as_secs_f64(),
+            front,
+            out.display()
         );
     }
     Ok(())
+}
+
+/// The device a table was measured on.
+fn table_device(t: &LatencyTable) -> Result<Device> {
+    Ok(Device::parse(&t.fingerprint.device)?)
+}
+
+/// Builds each finalist (random weights) and times its model run on the table's device and thread
+/// count, strictly (no fallback); returns the p50 milliseconds by candidate key.
+fn measure_finalists(
+    t: &LatencyTable,
+    space: &detnas_core::SearchSpace,
+    base: &DetectorConfig,
+    top: &[Scored],
+    max_ms: f64,
+) -> Result<BTreeMap<String, f64>> {
+    let runner = Runner { device: table_device(t)?, threads: t.fingerprint.threads, strict: true, timing: t.timing };
+    let mut out = BTreeMap::new();
+    for s in top {
+        let ms = runner.detector(space, &s.arch.arch, &s.arch.detector_config(base))?.p50_ms;
+        let verdict = if ms <= max_ms { "within" } else { "over, dropped" };
+        eprintln!("measured {}: {ms:.2} ms ({verdict} the {max_ms} ms budget)", s.arch);
+        out.insert(s.arch.key(), ms);
+    }
+    Ok(out)
+}
+
+/// Recalibrates each finalist's path as its scoring did, saves its BN statistics and writes
+/// `finalists.json`.
+fn save_finalists(
+    out: &Path,
+    checkpoint: &Path,
+    ck: &checkpoint::OpenCheckpoint,
+    scorer: &Scorer<'_>,
+    finalists: &[&Scored],
+    predict: Option<search_report::Predict<'_>>,
+    measured: &BTreeMap<String, f64>,
+) -> Result<()> {
+    let bn_dir = out.join("bn");
+    std::fs::create_dir_all(&bn_dir).with_context(|| format!("creating {}", bn_dir.display()))?;
+    let variables = ck.vs.variables();
+    let mut list = Vec::new();
+    for (i, s) in finalists.iter().enumerate() {
+        let rank = i + 1;
+        let genes = s.arch.detector_genes().unwrap_or_else(|| ck.net.default_genes());
+        let batches = match s.arch.detector_genes() {
+            Some(g) => scorer.by_input.get(&g.input).context("the finalist's batches were built while scoring")?,
+            None => &scorer.paths.batches,
+        };
+        detnas_train::recal::recalibrate_genome(&ck.net, &s.arch.arch, &genes, batches, scorer.paths.update)?;
+        let cfg = genes.apply(&ck.net.cfg);
+        let named: Vec<(String, Tensor)> = detector_params(&ck.space, Paths::Single(&s.arch.arch), &cfg)
+            .into_iter()
+            .filter(|p| p.buffer)
+            .map(|p| {
+                let t = variables
+                    .get(&p.name)
+                    .with_context(|| format!("BN statistics `{}` not in the supernet", p.name))?;
+                Ok((p.name, t.shallow_clone()))
+            })
+            .collect::<Result<_>>()?;
+        let rel = format!("bn/rank-{rank}.safetensors");
+        write_tensors(&out.join(&rel), &named)?;
+        list.push(Finalist {
+            rank,
+            candidate: s.arch.to_string(),
+            fitness: s.fitness,
+            predicted_ms: predict.map(|p| p(&s.arch)).transpose()?,
+            measured_ms: measured.get(&s.arch.key()).copied(),
+            bn: rel,
+        });
+    }
+    let f = Finalists {
+        checkpoint: std::fs::canonicalize(checkpoint).with_context(|| checkpoint.display().to_string())?,
+        space: ck.space.name.clone(),
+        finalists: list,
+    };
+    f.write(out)?;
+    Ok(())
+}
+
+/// Writes named tensors as safetensors atomically.
+fn write_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<()> {
+    let tmp = path.with_extension("safetensors.tmp");
+    let refs: Vec<(&str, &Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    Tensor::write_safetensors(&refs, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::milliseconds;
+
+    #[test]
+    fn latencies_parse_in_milliseconds() {
+        assert_eq!(milliseconds("20ms"), Ok(20.0));
+        assert_eq!(milliseconds("0.02s"), Ok(20.0));
+        assert_eq!(milliseconds(" 15 "), Ok(15.0));
+        for bad in ["nan", "-1ms", "0", "fast", "infs"] {
+            assert!(milliseconds(bad).is_err(), "{bad}");
+        }
+    }
 }

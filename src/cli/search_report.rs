@@ -43,9 +43,16 @@ pub fn rows(
         .collect()
 }
 
-/// Writes every report file into `dir` and returns the number of candidates on the Pareto front.
-pub fn write(dir: &Path, title: &str, rows: &[CandidateRow], references: &[(String, f64, f64)]) -> Result<usize> {
-    let front = write_report(dir, rows)?;
+/// Writes every report file into `dir` (`best`: the selected candidate's text) and returns the
+/// number of candidates on the Pareto front.
+pub fn write(
+    dir: &Path,
+    title: &str,
+    rows: &[CandidateRow],
+    best: &str,
+    references: &[(String, f64, f64)],
+) -> Result<usize> {
+    let front = write_report(dir, rows, best)?;
     pareto_png(&dir.join("pareto.png"), title, rows, references)?;
     Ok(front.len())
 }

@@ -10,6 +10,15 @@ pub fn fraction(s: &str) -> Result<f32, String> {
     Ok(v)
 }
 
+/// A finite probability in `[0, 1]`.
+pub fn probability(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if !v.is_finite() || !(0.0..=1.0).contains(&v) {
+        return Err(format!("`{s}` is out of range: expected a number from 0 to 1"));
+    }
+    Ok(v)
+}
+
 /// Longest `--seconds` accepted (a day).
 pub const MAX_SECONDS: f64 = 86_400.0;
 

@@ -75,9 +75,9 @@ pub fn to_csv(rows: &[&CandidateRow]) -> String {
     out
 }
 
-/// Writes `candidates.csv`, `candidates.json`, `pareto.csv` and `best.json` (the fittest row, first
-/// in case of ties) into `dir`, each atomically. Returns the front (indices into `rows`).
-pub fn write_report(dir: &Path, rows: &[CandidateRow]) -> Result<Vec<usize>> {
+/// Writes `candidates.csv`, `candidates.json`, `pareto.csv` and `best.json` (the row of candidate
+/// `best`, the search's choice) into `dir`, each atomically. Returns the front (indices into `rows`).
+pub fn write_report(dir: &Path, rows: &[CandidateRow], best: &str) -> Result<Vec<usize>> {
     std::fs::create_dir_all(dir).map_err(|e| CoreError::io(dir, e))?;
     let all: Vec<&CandidateRow> = rows.iter().collect();
     write_atomic(&dir.join("candidates.csv"), to_csv(&all).as_bytes())?;
@@ -85,11 +85,61 @@ pub fn write_report(dir: &Path, rows: &[CandidateRow]) -> Result<Vec<usize>> {
     let front = pareto_front(rows);
     let on_front: Vec<&CandidateRow> = front.iter().map(|&i| &rows[i]).collect();
     write_atomic(&dir.join("pareto.csv"), to_csv(&on_front).as_bytes())?;
-    let best = rows.iter().enumerate().max_by(|a, b| a.1.fitness.total_cmp(&b.1.fitness).then(b.0.cmp(&a.0)));
-    if let Some((_, best)) = best {
-        write_atomic(&dir.join("best.json"), &pretty(best))?;
-    }
+    let best = rows
+        .iter()
+        .find(|r| r.candidate == best)
+        .ok_or_else(|| CoreError::BadConfig(format!("the best candidate {best} is not among the evaluated ones")))?;
+    write_atomic(&dir.join("best.json"), &pretty(best))?;
     Ok(front)
+}
+
+/// One finalist of a search (the best candidates, measured within budget when asked).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Finalist {
+    /// 1 for the best.
+    pub rank: usize,
+    /// Text form of the candidate (a genome `detnas export --arch` takes).
+    pub candidate: String,
+    pub fitness: f64,
+    pub predicted_ms: Option<f64>,
+    pub measured_ms: Option<f64>,
+    /// The path's BN statistics after the search's recalibration (safetensors), relative to the
+    /// search folder.
+    pub bn: String,
+}
+
+/// `finalists.json` of a search folder: what `detnas export --search` needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Finalists {
+    /// The supernet checkpoint folder (absolute).
+    pub checkpoint: std::path::PathBuf,
+    pub space: String,
+    pub finalists: Vec<Finalist>,
+}
+
+impl Finalists {
+    pub const FILE: &'static str = "finalists.json";
+
+    /// Reads `finalists.json` of the search folder `dir`; errors name the file.
+    pub fn read(dir: &Path) -> Result<Finalists> {
+        let path = dir.join(Self::FILE);
+        let bytes = std::fs::read(&path).map_err(|e| CoreError::io(&path, e))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| CoreError::State { path: path.clone(), reason: format!("not a detnas finalists file: {e}") })
+    }
+
+    /// Writes `finalists.json` into `dir` atomically.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        write_atomic(&dir.join(Self::FILE), &pretty(self))
+    }
+
+    /// The finalist of rank `rank` (1 = best), or an error naming the ranks there are.
+    pub fn rank(&self, rank: usize, dir: &Path) -> Result<&Finalist> {
+        self.finalists.iter().find(|f| f.rank == rank).ok_or_else(|| CoreError::State {
+            path: dir.join(Self::FILE),
+            reason: format!("no finalist of rank {rank} (ranks 1 to {})", self.finalists.len()),
+        })
+    }
 }
 
 fn pretty(value: &impl Serialize) -> Vec<u8> {
@@ -124,7 +174,7 @@ mod tests {
         ];
         assert_eq!(pareto_front(&rows), [3, 0, 2]);
         let dir = tempfile::tempdir().unwrap();
-        write_report(dir.path(), &rows).unwrap();
+        write_report(dir.path(), &rows, "c").unwrap();
         let csv = std::fs::read_to_string(dir.path().join("pareto.csv")).unwrap();
         assert_eq!(csv.lines().count(), 4);
         assert!(csv.lines().nth(1).unwrap().starts_with("\"d\",0,1,2,5.0000,,"), "{csv}");

@@ -155,6 +155,14 @@ impl Weights {
         Ok(Weights { tensors, source: self.source.clone() })
     }
 
+    /// Replaces (or adds) every tensor of `other`, e.g. recalibrated BN statistics over a
+    /// supernet's weights; returns how many were taken.
+    pub fn overlay(&mut self, other: Weights) -> usize {
+        let n = other.tensors.len();
+        self.tensors.extend(other.tensors);
+        n
+    }
+
     /// Inserts or replaces a tensor.
     pub fn insert(&mut self, name: &str, tensor: Tensor) {
         self.tensors.insert(name.to_string(), tensor);
