@@ -283,4 +283,14 @@ fn impossible_budget_and_foreign_table_are_explained() {
     assert_eq!(err.lines().filter(|l| l.contains("another machine")).count(), 1, "{err}");
     let o = run(&search_args(s, &s.dir.join("strict"), &budget, foreign.to_str().unwrap(), "1"), &["--strict"]);
     assert_one_line_failure(&o, &["another machine", "Another CPU 9000"]);
+
+    // finalists are timed on the table's device or not at all (no silent CPU fallback)
+    let mut t = LatencyTable::load(Path::new(&s.lut)).unwrap();
+    t.fingerprint.device = "cuda:0".into();
+    let gpu = s.dir.join("gpu.json");
+    t.save(&gpu).unwrap();
+    let started = Instant::now();
+    let o = run(&search_args(s, &s.dir.join("gpu"), &budget, gpu.to_str().unwrap(), "1"), &["--measure"]);
+    assert_one_line_failure(&o, &["cuda:0"]);
+    assert!(!s.dir.join("gpu/state.json").exists(), "refused before searching ({:?})", started.elapsed());
 }

@@ -245,6 +245,12 @@ pub fn run(args: SearchArgs) -> Result<()> {
         }));
     }
     if let (Some(t), Some(max_ms)) = (&table, args.latency_max) {
+        if args.measure {
+            // The finalists are timed on the table's device, never on another: check it now, not
+            // after the search.
+            let what = format!("measuring on {} for {}", t.fingerprint.device, t.source);
+            detnas_infer::runtime::session_builder(t.fingerprint.threads, table_device(t)?, true, &what)?;
+        }
         let here = Fingerprint::current(table_device(t)?, t.fingerprint.threads, &t.fingerprint.provider);
         search_latency::check_fingerprint(t, &here, args.strict)?;
         search_latency::check_feasible(t, &space, genes.as_ref(), &base, max_ms)?;
