@@ -108,7 +108,7 @@ pub fn export_part(space: &SearchSpace, cfg: &DetectorConfig, part: &Part, seed:
             (inputs, vec![head.classification.predictor, head.regression.predictor])
         }
     };
-    let weights = Weights::random_varied(&params(&units.iter().collect::<Vec<_>>()), seed);
+    let weights = Weights::random_varied(&params(&units.iter().collect::<Vec<_>>()), seed).without_detections();
     let mut e = Emitter::new("detnas_part", &weights, cfg.bn_eps);
     let mut names = Vec::new();
     for (name, shape) in &inputs {

@@ -38,7 +38,7 @@ pub fn base_config(classes: usize, shuffle: ChannelShuffle) -> DetectorConfig {
 /// weights. (DetNAS's initialisation shrinks activations into denormal floats, which run several
 /// times slower on CPUs: timing those would measure something no trained model does.)
 pub fn random_detector(space: &SearchSpace, arch: &Arch, cfg: &DetectorConfig, seed: u64) -> Result<Vec<u8>> {
-    let weights = Weights::random_varied(&detector_params(space, Paths::Single(arch), cfg), seed);
+    let weights = Weights::random_varied(&detector_params(space, Paths::Single(arch), cfg), seed).without_detections();
     let model = export_retinanet(space, arch, cfg, &weights, &ExportOptions::default())?;
     Ok(encode(&model)?)
 }
