@@ -12,6 +12,8 @@ pub mod keys {
     pub const CONFIG: &str = "detnas.config";
     pub const SPACE: &str = "detnas.space";
     pub const ARCH: &str = "detnas.arch";
+    /// The full genome (backbone and every detector gene, [`crate::genome::Candidate`] text form).
+    pub const GENOME: &str = "detnas.genome";
     /// One of the [`super::detector_kinds`] names.
     pub const DETECTOR: &str = "detnas.detector";
     /// Class names as a JSON list (also inside [`CONFIG`]).

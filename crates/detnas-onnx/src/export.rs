@@ -94,6 +94,8 @@ pub fn export_retinanet(
     g.metadata(keys::CONFIG, serde_json::to_string(cfg).expect("config serializes"));
     g.metadata(keys::SPACE, space.name.clone());
     g.metadata(keys::ARCH, arch.to_string());
+    let genome = detnas_core::genome::Candidate::joint(arch.clone(), detnas_core::genome::DetectorGenes::of(cfg));
+    g.metadata(keys::GENOME, genome.to_string());
     g.metadata(keys::DETECTOR, cfg.kind.name());
     g.metadata(keys::CLASSES, serde_json::to_string(&cfg.class_names).expect("names serialize"));
     g.metadata(keys::SHUFFLE, cfg.shuffle.name());
