@@ -300,6 +300,25 @@ fn impossible_budget_and_foreign_table_are_explained() {
     let o = run(&search_args(s, &s.dir.join("strict"), &budget, foreign.to_str().unwrap(), "1"), &["--strict"]);
     assert_one_line_failure(&o, &["another machine", "Another CPU 9000"]);
 
+    // --genes restricts the detector genes: one value each is a backbone-only search at that detector
+    let fixed = s.dir.join("fixed.toml");
+    std::fs::write(
+        &fixed,
+        "fpn_channels = [16]\nhead_channels = [16]\nhead_convs = [1]\nhead_conv = [\"separable\"]\n",
+    )
+    .unwrap();
+    let out = s.dir.join("fixed");
+    let o = run(&search_args(s, &out, &budget, &s.lut, "1"), &["--genes", fixed.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = read(&out.join("candidates.json"));
+    for r in rows.as_array().unwrap() {
+        let c = r["candidate"].as_str().unwrap();
+        assert!(c.contains(":fpn16:head16x1:sep:"), "{c}");
+    }
+    std::fs::write(&fixed, "fpn_channels = [32]\n").unwrap();
+    let o = run(&search_args(s, &s.dir.join("fixed2"), &budget, &s.lut, "1"), &["--genes", fixed.to_str().unwrap()]);
+    assert_one_line_failure(&o, &["fixed.toml", "fpn_channels were not trained"]);
+
     // finalists are timed on the table's device or not at all (no silent CPU fallback)
     let mut t = LatencyTable::load(Path::new(&s.lut)).unwrap();
     t.fingerprint.device = "cuda:0".into();

@@ -16,7 +16,7 @@ use detnas_core::InputSize;
 use detnas_core::cost::{Convention, FlopsTable};
 use detnas_core::detector::DetectorConfig;
 use detnas_core::evolution::{Constraint, Evolution, EvolutionConfig, Fitness, FlopsConstraint, Progress, Scored};
-use detnas_core::genome::{Candidate, DetectorGenes};
+use detnas_core::genome::{Candidate, DetectorGenes, GeneSpace};
 use detnas_core::pareto::{Finalist, Finalists};
 use detnas_core::plan::{Paths, detector_params};
 use detnas_core::size::{format_count, parse_count};
@@ -65,6 +65,10 @@ pub struct SearchArgs {
     /// another); finalists over the latency budget when measured are dropped.
     #[arg(long, requires = "latency_max")]
     measure: bool,
+    /// Restrict the detector genes searched (TOML of the gene space's fields, each value one the
+    /// supernet was trained with); one value per gene searches backbone paths at that detector.
+    #[arg(long)]
+    genes: Option<PathBuf>,
     /// Fail when the latency table was measured on another machine (default: one warning line).
     #[arg(long)]
     strict: bool,
@@ -232,7 +236,11 @@ pub fn run(args: SearchArgs) -> Result<()> {
     let cfg = &ck.config;
     let space = ck.space.clone();
     let base: DetectorConfig = ck.net.cfg.clone();
-    let genes = ck.net.genes.clone();
+    let genes = match (&args.genes, &ck.net.genes) {
+        (None, trained) => trained.clone(),
+        (Some(_), None) => bail!("--genes: {} was trained without [genes]", args.checkpoint.display()),
+        (Some(path), Some(trained)) => Some(restricted_genes(path, trained)?),
+    };
 
     let mut constraints: Vec<Box<dyn Constraint + '_>> = Vec::new();
     if let Some(max) = &args.flops_max {
@@ -324,15 +332,20 @@ pub fn run(args: SearchArgs) -> Result<()> {
         .iter()
         .filter(|s| !args.measure || measured.get(&s.arch.key()).is_some_and(|ms| Some(*ms) <= args.latency_max))
         .collect();
-    if finalists.is_empty() {
-        bail!("every finalist was over the latency budget when measured: see {}", out.join("candidates.csv").display());
-    }
+    // The report is written whatever the finalists' fate, so a search is never lost.
     save_finalists(&out, &args.checkpoint, &ck, &scorer, &finalists, predict, &measured)?;
     let rows = search_report::rows(engine.state(), &space, &base, predict, &measured)?;
     let title = format!("{} search on {}", space.name, args.checkpoint.display());
-    let best = finalists[0];
-    let front = search_report::write(&out, &title, &rows, &best.arch.to_string(), &[])?;
-
+    let best_text = finalists.first().map(|b| b.arch.to_string());
+    let front = search_report::write(&out, &title, &rows, best_text.as_deref(), &[])?;
+    let Some(best) = finalists.first().copied() else {
+        bail!(
+            "every finalist was over the {} ms budget when measured (see {}): the table predicts too low for these \
+             candidates; lower --latency-max or rebuild the table",
+            args.latency_max.unwrap_or_default(),
+            out.join("candidates.csv").display()
+        );
+    };
     if args.json {
         let mut v = serde_json::to_value(&outcome)?;
         v["seconds_per_candidate"] = serde_json::json!(per_candidate.as_secs_f64());
@@ -358,6 +371,32 @@ pub fn run(args: SearchArgs) -> Result<()> {
     Ok(())
 }
 
+/// A gene space read from `path` (genes left out keep the supernet's values) whose every value is
+/// one the supernet was trained with.
+fn restricted_genes(path: &Path, trained: &GeneSpace) -> Result<GeneSpace> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let invalid = || format!("invalid gene space {}", path.display());
+    let given: toml::Table = toml::from_str(&text).with_context(invalid)?;
+    let mut merged = toml::Table::try_from(trained).context("a gene space serializes")?;
+    merged.extend(given);
+    let g: GeneSpace = merged.try_into().with_context(invalid)?;
+    let outside = |what: &str, ok: bool| if ok { None } else { Some(what.to_string()) };
+    let bad: Vec<String> = [
+        outside("fpn_channels", g.fpn_channels.iter().all(|v| trained.fpn_channels.contains(v))),
+        outside("head_channels", g.head_channels.iter().all(|v| trained.head_channels.contains(v))),
+        outside("head_convs", g.head_convs.iter().all(|v| trained.head_convs.contains(v))),
+        outside("head_conv", g.head_conv.iter().all(|v| trained.head_conv.contains(v))),
+        outside("input", g.input.iter().all(|v| trained.input.contains(v))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !bad.is_empty() {
+        bail!("{}: values of {} were not trained in the supernet", path.display(), bad.join(", "));
+    }
+    Ok(g)
+}
+
 /// The device a table was measured on.
 fn table_device(t: &LatencyTable) -> Result<Device> {
     Ok(Device::parse(&t.fingerprint.device)?)
@@ -376,8 +415,9 @@ fn measure_finalists(
     let mut out = BTreeMap::new();
     for s in top {
         let ms = runner.detector(space, &s.arch.arch, &s.arch.detector_config(base))?.p50_ms;
-        let verdict = if ms <= max_ms { "within" } else { "over, dropped" };
-        eprintln!("measured {}: {ms:.2} ms ({verdict} the {max_ms} ms budget)", s.arch);
+        let verdict = if ms <= max_ms { "within" } else { "over" };
+        let dropped = if ms <= max_ms { "" } else { ", dropped" };
+        eprintln!("measured {}: {ms:.2} ms, {verdict} the {max_ms} ms budget{dropped}", s.arch);
         out.insert(s.arch.key(), ms);
     }
     Ok(out)

@@ -43,13 +43,13 @@ pub fn rows(
         .collect()
 }
 
-/// Writes every report file into `dir` (`best`: the selected candidate's text) and returns the
-/// number of candidates on the Pareto front.
+/// Writes every report file into `dir` (`best`: the selected candidate's text, if any) and returns
+/// the number of candidates on the Pareto front.
 pub fn write(
     dir: &Path,
     title: &str,
     rows: &[CandidateRow],
-    best: &str,
+    best: Option<&str>,
     references: &[(String, f64, f64)],
 ) -> Result<usize> {
     let front = write_report(dir, rows, best)?;

@@ -76,8 +76,9 @@ pub fn to_csv(rows: &[&CandidateRow]) -> String {
 }
 
 /// Writes `candidates.csv`, `candidates.json`, `pareto.csv` and `best.json` (the row of candidate
-/// `best`, the search's choice) into `dir`, each atomically. Returns the front (indices into `rows`).
-pub fn write_report(dir: &Path, rows: &[CandidateRow], best: &str) -> Result<Vec<usize>> {
+/// `best`, the search's choice; removed when there is none) into `dir`, each atomically. Returns
+/// the front (indices into `rows`).
+pub fn write_report(dir: &Path, rows: &[CandidateRow], best: Option<&str>) -> Result<Vec<usize>> {
     std::fs::create_dir_all(dir).map_err(|e| CoreError::io(dir, e))?;
     let all: Vec<&CandidateRow> = rows.iter().collect();
     write_atomic(&dir.join("candidates.csv"), to_csv(&all).as_bytes())?;
@@ -85,11 +86,17 @@ pub fn write_report(dir: &Path, rows: &[CandidateRow], best: &str) -> Result<Vec
     let front = pareto_front(rows);
     let on_front: Vec<&CandidateRow> = front.iter().map(|&i| &rows[i]).collect();
     write_atomic(&dir.join("pareto.csv"), to_csv(&on_front).as_bytes())?;
-    let best = rows
-        .iter()
-        .find(|r| r.candidate == best)
-        .ok_or_else(|| CoreError::BadConfig(format!("the best candidate {best} is not among the evaluated ones")))?;
-    write_atomic(&dir.join("best.json"), &pretty(best))?;
+    let path = dir.join("best.json");
+    match best {
+        Some(best) => {
+            let row = rows.iter().find(|r| r.candidate == best).ok_or_else(|| {
+                CoreError::BadConfig(format!("the best candidate {best} is not among the evaluated ones"))
+            })?;
+            write_atomic(&path, &pretty(row))?;
+        }
+        None if path.exists() => std::fs::remove_file(&path).map_err(|e| CoreError::io(&path, e))?,
+        None => {}
+    }
     Ok(front)
 }
 
@@ -174,7 +181,7 @@ mod tests {
         ];
         assert_eq!(pareto_front(&rows), [3, 0, 2]);
         let dir = tempfile::tempdir().unwrap();
-        write_report(dir.path(), &rows, "c").unwrap();
+        write_report(dir.path(), &rows, Some("c")).unwrap();
         let csv = std::fs::read_to_string(dir.path().join("pareto.csv")).unwrap();
         assert_eq!(csv.lines().count(), 4);
         assert!(csv.lines().nth(1).unwrap().starts_with("\"d\",0,1,2,5.0000,,"), "{csv}");

@@ -1,7 +1,7 @@
 //! Building a latency table: every part at every resolution of the gene space, then calibration
 //! genomes measured end to end and the correction fitted on them.
 
-use super::check::{fit_correction, sample_genomes};
+use super::check::{fit_validated_correction, sample_genomes};
 use super::measure::{Runner, base_config};
 use super::table::{CalibrationPoint, LatencyTable, TABLE_FORMAT, TABLE_VERSION, table_parts};
 use crate::error::Result;
@@ -82,6 +82,6 @@ pub fn build_table(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<Lat
     }
     let (sums, measured): (Vec<f64>, Vec<f64>) =
         table.calibration.iter().map(|c| (c.additive_ms, c.measured_ms)).unzip();
-    table.correction = fit_correction(&sums, &measured);
+    table.correction = fit_validated_correction(&sums, &measured);
     Ok(table)
 }

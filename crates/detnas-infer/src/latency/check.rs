@@ -82,6 +82,22 @@ pub fn fit_correction(sums: &[f64], measured: &[f64]) -> Option<Correction> {
     (scale.is_finite() && offset_ms.is_finite()).then_some(Correction { scale, offset_ms })
 }
 
+/// [`fit_correction`], kept only when it predicts held-out points better than the plain sum:
+/// leave-one-out over the calibration points, mean relative error with the correction fitted on
+/// the others against without. (Timings that drift during calibration, e.g. on a shared machine,
+/// fit a correction that makes predictions worse; then none is stored.)
+pub fn fit_validated_correction(sums: &[f64], measured: &[f64]) -> Option<Correction> {
+    let full = fit_correction(sums, measured)?;
+    let (mut plain, mut corrected) = (0.0, 0.0);
+    for i in 0..sums.len() {
+        let rest = |v: &[f64]| v.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, x)| *x).collect::<Vec<_>>();
+        let c = fit_correction(&rest(sums), &rest(measured))?;
+        plain += ((sums[i] - measured[i]) / measured[i]).abs();
+        corrected += ((c.apply(sums[i]) - measured[i]) / measured[i]).abs();
+    }
+    (corrected < plain).then_some(full)
+}
+
 /// `count` genomes, each a uniform backbone path and genes drawn from `genes`, all genes given.
 pub fn sample_genomes(space: &SearchSpace, genes: &GeneSpace, count: usize, seed: u64) -> Vec<Genome> {
     let mut rng = Rng::seed(seed);
@@ -200,5 +216,16 @@ mod tests {
         for g in &a {
             assert!(genes.contains(&g.genes.over(&base)), "{g}");
         }
+    }
+
+    #[test]
+    fn a_correction_is_kept_only_when_it_predicts_held_out_points_better() {
+        let sums = [10.0, 20.0, 30.0, 40.0, 50.0, 60.0];
+        let biased: Vec<f64> = sums.iter().map(|s| 1.2 * s + 3.0).collect();
+        let c = fit_validated_correction(&sums, &biased).expect("a systematic bias is corrected");
+        assert!((c.scale - 1.2).abs() < 1e-9 && (c.offset_ms - 3.0).abs() < 1e-9, "{c:?}");
+        // the sum is right on average but the timings drift: a fitted line only adds error
+        let drifting = [10.0, 26.0, 24.0, 52.0, 41.0, 66.0];
+        assert_eq!(fit_validated_correction(&sums, &drifting), None);
     }
 }
