@@ -18,11 +18,11 @@ mod reliability_train;
 #[cfg(feature = "infer")]
 mod sdk;
 #[cfg(all(feature = "train", feature = "infer"))]
+mod search_latency;
+#[cfg(all(feature = "train", feature = "infer"))]
 mod supernet_genes;
 #[cfg(feature = "infer")]
 mod toolchain_ort;
-#[cfg(all(feature = "train", feature = "infer"))]
-mod search_latency;
 #[cfg(feature = "train")]
 mod toolchain_tch;
 #[cfg(all(feature = "train", feature = "infer"))]

@@ -12,10 +12,10 @@ mod env;
 mod eval;
 mod export;
 mod inspect;
-#[cfg(all(feature = "train", feature = "infer"))]
-mod plot;
 #[cfg(feature = "infer")]
 mod latency;
+#[cfg(all(feature = "train", feature = "infer"))]
+mod plot;
 #[cfg(all(feature = "train", feature = "infer"))]
 mod search;
 #[cfg(all(feature = "train", feature = "infer"))]
