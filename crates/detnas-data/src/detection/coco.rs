@@ -6,8 +6,8 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::report::{Issue, ValidationPolicy, Validator};
-use super::{DetectionDataset, DetectionSample, check_box, check_image, header_size};
+use super::report::{Checked, Issue, ValidationPolicy, Validator};
+use super::{DetectionDataset, DetectionSample, check_box};
 use crate::error::{DataError, Result};
 
 #[derive(Deserialize)]
@@ -119,29 +119,13 @@ impl DetectionDataset {
                 continue;
             };
             let path = image_dir.join(file_name);
-            if v.policy().check_files && !path.is_file() {
-                v.note(Issue::MissingImageFile, json, &record, format!("{} does not exist", path.display()))?;
-                continue;
-            }
             let recorded = match (dimension(image.width), dimension(image.height)) {
                 (Some(w), Some(h)) => Some((w, h)),
                 _ => None,
             };
-            let size = if v.policy().check_files {
-                match check_image(&path, recorded, v.policy().decode_images) {
-                    Ok(checked) => {
-                        if let Some(warning) = checked.warning {
-                            v.note(Issue::ImageDecodeWarning, json, &record, warning)?;
-                        }
-                        Some(checked.size)
-                    }
-                    Err((issue, detail)) => {
-                        v.note(issue, json, &record, detail)?;
-                        continue;
-                    }
-                }
-            } else {
-                recorded.or_else(|| header_size(&path))
+            let size = match v.image_size(&path, recorded, json, &record)? {
+                Checked::Dropped => continue,
+                Checked::Size(size) => size,
             };
             let Some((width, height)) = size else {
                 let detail = format!(

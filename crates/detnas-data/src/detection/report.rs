@@ -243,6 +243,14 @@ impl fmt::Display for ValidationReport {
 }
 
 /// Counts issues into a report, or fails on the first problem under a strict policy.
+/// What [`Validator::image_size`] found.
+pub(crate) enum Checked {
+    /// The record cannot be used (already noted).
+    Dropped,
+    /// Its size, when known.
+    Size(Option<(u32, u32)>),
+}
+
 pub(crate) struct Validator<'p> {
     policy: &'p ValidationPolicy,
     pub(crate) report: ValidationReport,
@@ -259,6 +267,39 @@ impl<'p> Validator<'p> {
 
     /// Records one occurrence of `issue` in `file` at `record`; under a strict policy a problem
     /// is returned as [`DataError::Strict`] instead.
+    /// The size of a record's image at `path`, checked as the policy asks. With `check_files` the
+    /// file must exist and its header (or, with `decode_images`, its whole content) must be readable
+    /// and agree with `recorded`: every problem is noted against `file` / `record`, and a record
+    /// that cannot be used comes back [`Checked::Dropped`]. Without checks: `recorded`, else the
+    /// header's size if readable.
+    pub(crate) fn image_size(
+        &mut self,
+        path: &Path,
+        recorded: Option<(u32, u32)>,
+        file: &Path,
+        record: &dyn fmt::Display,
+    ) -> Result<Checked> {
+        if !self.policy.check_files {
+            return Ok(Checked::Size(recorded.or_else(|| super::header_size(path))));
+        }
+        if !path.is_file() {
+            self.note(Issue::MissingImageFile, file, record, format!("{} does not exist", path.display()))?;
+            return Ok(Checked::Dropped);
+        }
+        match super::check_image(path, recorded, self.policy.decode_images) {
+            Ok(checked) => {
+                if let Some(warning) = checked.warning {
+                    self.note(Issue::ImageDecodeWarning, file, record, warning)?;
+                }
+                Ok(Checked::Size(Some(checked.size)))
+            }
+            Err((issue, detail)) => {
+                self.note(issue, file, record, detail)?;
+                Ok(Checked::Dropped)
+            }
+        }
+    }
+
     pub(crate) fn note(&mut self, issue: Issue, file: &Path, record: &dyn fmt::Display, detail: String) -> Result<()> {
         if self.policy.strict && issue.is_problem() {
             return Err(DataError::Strict { path: file.to_path_buf(), issue, record: record.to_string(), detail });

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use quick_xml::escape::resolve_predefined_entity;
 use quick_xml::events::Event;
 
-use super::report::{Issue, ValidationPolicy, Validator};
-use super::{DetectionDataset, DetectionSample, check_box, check_image, header_size};
+use super::report::{Checked, Issue, ValidationPolicy, Validator};
+use super::{DetectionDataset, DetectionSample, check_box};
 use crate::error::{DataError, Result};
 
 /// How VOC files are read.
@@ -212,29 +212,13 @@ impl DetectionDataset {
                 continue;
             }
             first_use.insert(path.clone(), file.clone());
-            if v.policy().check_files && !path.is_file() {
-                v.note(Issue::MissingImageFile, file, &record_name, format!("{} does not exist", path.display()))?;
-                continue;
-            }
             let recorded = match (dimension(record.width.as_deref()), dimension(record.height.as_deref())) {
                 (Some(w), Some(h)) => Some((w, h)),
                 _ => None,
             };
-            let size = if v.policy().check_files {
-                match check_image(&path, recorded, v.policy().decode_images) {
-                    Ok(checked) => {
-                        if let Some(warning) = checked.warning {
-                            v.note(Issue::ImageDecodeWarning, file, &record_name, warning)?;
-                        }
-                        Some(checked.size)
-                    }
-                    Err((issue, detail)) => {
-                        v.note(issue, file, &record_name, detail)?;
-                        continue;
-                    }
-                }
-            } else {
-                recorded.or_else(|| header_size(&path))
+            let size = match v.image_size(&path, recorded, file, &record_name)? {
+                Checked::Dropped => continue,
+                Checked::Size(size) => size,
             };
             let Some((width, height)) = size else {
                 let detail = format!(
