@@ -55,7 +55,7 @@ pub struct SearchArgs {
     #[arg(long, default_value = "224x224")]
     flops_input: String,
     /// Latency budget, predicted by --lut: `20ms`, `0.02s` or a number of milliseconds.
-    #[arg(long, requires = "lut", value_parser = milliseconds)]
+    #[arg(long, requires = "lut", value_parser = values::milliseconds)]
     latency_max: Option<f64>,
     /// Latency table of the target device (`detnas latency build`); its hash and fingerprint enter
     /// the search's configuration, so a resume under another table is refused.
@@ -91,7 +91,7 @@ pub struct SearchArgs {
     #[arg(long, default_value_t = 0.1, value_parser = values::probability)]
     mutation_prob: f64,
     /// BN recalibration batches per candidate.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = values::count)]
     recal_batches: usize,
     /// Exponential moving average instead of the exact average for recalibration.
     #[arg(long)]
@@ -118,24 +118,6 @@ pub struct SearchArgs {
     json: bool,
 }
 
-/// Parses a latency: `20ms`, `0.02s` or `20` (milliseconds); finite and positive.
-fn milliseconds(s: &str) -> Result<f64, String> {
-    let t = s.trim().to_ascii_lowercase();
-    let (number, scale) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1e3)
-    } else {
-        (t.as_str(), 1.0)
-    };
-    let v: f64 = number.trim().parse().map_err(|_| format!("`{s}` is not a latency such as 20ms or 0.02s"))?;
-    let ms = v * scale;
-    if !ms.is_finite() || ms <= 0.0 {
-        return Err(format!("`{s}` is out of range: expected a positive latency"));
-    }
-    Ok(ms)
-}
-
 /// Scores candidates: backbone paths with the checkpoint's detector, or whole genomes of a genes
 /// supernet (recalibration batches cached per input resolution).
 struct Scorer<'a> {
@@ -149,8 +131,8 @@ struct Scorer<'a> {
 }
 
 impl Scorer<'_> {
-    /// Fixed recalibration batches at `genes`' input (built once per input).
-    fn batches_for(&mut self, genes: &DetectorGenes) -> Result<&[Tensor]> {
+    /// Builds the fixed recalibration batches at `genes`' input, once per input.
+    fn prepare(&mut self, genes: &DetectorGenes) -> Result<()> {
         if !self.by_input.contains_key(&genes.input) {
             let det = genes.apply(&self.net.cfg);
             let b = trainer::recalibration_batches(
@@ -163,7 +145,7 @@ impl Scorer<'_> {
             )?;
             self.by_input.insert(genes.input, b);
         }
-        Ok(&self.by_input[&genes.input])
+        Ok(())
     }
 }
 
@@ -177,9 +159,9 @@ impl Fitness for Scorer<'_> {
     fn evaluate_candidate(&mut self, c: &Candidate) -> Result<f64> {
         let Some(genes) = c.detector_genes() else { return self.evaluate(&c.arch) };
         let t = Instant::now();
-        let (net, val, update, metric) = (self.net, self.paths.val, self.paths.update, self.paths.metric);
-        let batches = self.batches_for(&genes)?.iter().map(Tensor::shallow_clone).collect::<Vec<_>>();
-        let stats = trainer::score_genome(net, &c.arch, &genes, &batches, val, update)?;
+        self.prepare(&genes)?;
+        let (val, update, metric) = (self.paths.val, self.paths.update, self.paths.metric);
+        let stats = trainer::score_genome(self.net, &c.arch, &genes, &self.by_input[&genes.input], val, update)?;
         self.paths.evaluations += 1;
         self.paths.time += t.elapsed();
         let v = match metric {
@@ -277,8 +259,13 @@ pub fn run(args: SearchArgs) -> Result<()> {
     let mut engine =
         Evolution::joint(space.clone(), genes.clone(), config, constraints)?.with_state_file(&state_path)?;
     let update = if args.ema { BnUpdate::Ema(0.1) } else { BnUpdate::Cumulative };
-    let batches =
-        trainer::recalibration_batches(&train, &cfg.detector, args.recal_batches, cfg.batch_size, args.seed, dev)?;
+    // A joint search recalibrates at each candidate's own input (Scorer::prepare).
+    let batches = match genes {
+        Some(_) => Vec::new(),
+        None => {
+            trainer::recalibration_batches(&train, &cfg.detector, args.recal_batches, cfg.batch_size, args.seed, dev)?
+        }
+    };
     let mut scorer = Scorer {
         paths: SupernetFitness {
             net: &ck.net,
@@ -458,7 +445,7 @@ fn save_finalists(
             })
             .collect::<Result<_>>()?;
         let rel = format!("bn/rank-{rank}.safetensors");
-        write_tensors(&out.join(&rel), &named)?;
+        checkpoint::write_tensors(&out.join(&rel), &named)?;
         list.push(Finalist {
             rank,
             candidate: s.arch.to_string(),
@@ -475,28 +462,4 @@ fn save_finalists(
     };
     f.write(out)?;
     Ok(())
-}
-
-/// Writes named tensors as safetensors atomically.
-fn write_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<()> {
-    let tmp = path.with_extension("safetensors.tmp");
-    let refs: Vec<(&str, &Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    Tensor::write_safetensors(&refs, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::milliseconds;
-
-    #[test]
-    fn latencies_parse_in_milliseconds() {
-        assert_eq!(milliseconds("20ms"), Ok(20.0));
-        assert_eq!(milliseconds("0.02s"), Ok(20.0));
-        assert_eq!(milliseconds(" 15 "), Ok(15.0));
-        for bad in ["nan", "-1ms", "0", "fast", "infs"] {
-            assert!(milliseconds(bad).is_err(), "{bad}");
-        }
-    }
 }

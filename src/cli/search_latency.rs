@@ -5,8 +5,9 @@ use anyhow::{Result, bail};
 use detnas_core::detector::DetectorConfig;
 use detnas_core::evolution::LatencyConstraint;
 use detnas_core::genome::{Candidate, DetectorGenes, GeneSpace};
-use detnas_core::{Arch, SearchSpace};
+use detnas_core::{Arch, InputSize, SearchSpace};
 use detnas_infer::{Fingerprint, LatencyTable};
+use std::collections::HashMap;
 
 /// Predicted milliseconds of `candidate` (its genes over `base`).
 pub fn predict(table: &LatencyTable, space: &SearchSpace, base: &DetectorConfig, c: &Candidate) -> Result<f64> {
@@ -51,31 +52,23 @@ pub fn fastest(
     genes: Option<&GeneSpace>,
     base: &DetectorConfig,
 ) -> Result<(Candidate, f64)> {
-    let mut combos = vec![None];
-    if let Some(g) = genes {
-        combos.clear();
-        for &input in &g.input {
-            for &fpn_channels in &g.fpn_channels {
-                for &head_channels in &g.head_channels {
-                    for &head_convs in &g.head_convs {
-                        for &head_conv in &g.head_conv {
-                            combos.push(Some(DetectorGenes {
-                                fpn_channels,
-                                head_channels,
-                                head_convs,
-                                head_conv,
-                                input,
-                            }));
-                        }
-                    }
-                }
-            }
-        }
-    }
+    let combos: Vec<Option<DetectorGenes>> = match genes {
+        Some(g) => g.combinations().into_iter().map(Some).collect(),
+        None => vec![None],
+    };
+    // blocks add up, so the fastest backbone depends on the input alone
+    let mut fastest_by_input: HashMap<InputSize, Arch> = HashMap::new();
     let mut best: Option<(Candidate, f64)> = None;
     for genes in combos {
         let cfg = genes.map_or_else(|| base.clone(), |g| g.apply(base));
-        let arch = fastest_arch(table, space, &cfg)?;
+        let arch = match fastest_by_input.get(&cfg.input) {
+            Some(a) => a.clone(),
+            None => {
+                let a = fastest_arch(table, space, &cfg)?;
+                fastest_by_input.insert(cfg.input, a.clone());
+                a
+            }
+        };
         let c = match genes {
             Some(g) => Candidate::joint(arch, g),
             None => Candidate::backbone(arch),

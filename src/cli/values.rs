@@ -3,11 +3,7 @@
 
 /// A finite number in `[0, 1]` (scores, IoU thresholds).
 pub fn fraction(s: &str) -> Result<f32, String> {
-    let v: f32 = s.trim().parse().map_err(|_| format!("`{s}` is not a number"))?;
-    if !v.is_finite() || !(0.0..=1.0).contains(&v) {
-        return Err(format!("`{s}` is out of range: expected a number from 0 to 1"));
-    }
-    Ok(v)
+    probability(s).map(|v| v as f32)
 }
 
 /// A finite probability in `[0, 1]`.
@@ -40,6 +36,25 @@ pub fn count(s: &str) -> Result<usize, String> {
     Ok(v)
 }
 
+/// Parses a latency: `20ms`, `0.02s` or `20` (milliseconds); finite and positive.
+#[cfg_attr(not(feature = "train"), allow(dead_code))] // `detnas search --latency-max`
+pub fn milliseconds(s: &str) -> Result<f64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let (number, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1e3)
+    } else {
+        (t.as_str(), 1.0)
+    };
+    let v: f64 = number.trim().parse().map_err(|_| format!("`{s}` is not a latency such as 20ms or 0.02s"))?;
+    let ms = v * scale;
+    if !ms.is_finite() || ms <= 0.0 {
+        return Err(format!("`{s}` is out of range: expected a positive latency"));
+    }
+    Ok(ms)
+}
+
 /// Cores this process may use.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -61,5 +76,11 @@ mod tests {
         assert_eq!(seconds("2.5"), Ok(2.5));
         assert!(count("0").is_err() && count("-3").is_err());
         assert_eq!(count("4"), Ok(4));
+        assert_eq!(milliseconds("20ms"), Ok(20.0));
+        assert_eq!(milliseconds("0.02s"), Ok(20.0));
+        assert_eq!(milliseconds(" 15 "), Ok(15.0));
+        for bad in ["nan", "-1ms", "0", "fast", "infs"] {
+            assert!(milliseconds(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -275,6 +275,24 @@ impl GeneSpace {
         }
     }
 
+    /// Every combination of the gene values (input outermost, then FPN width, head width, head
+    /// depth, conv type).
+    pub fn combinations(&self) -> Vec<DetectorGenes> {
+        let mut out = Vec::new();
+        for &input in &self.input {
+            for &fpn_channels in &self.fpn_channels {
+                for &head_channels in &self.head_channels {
+                    for &head_convs in &self.head_convs {
+                        for &head_conv in &self.head_conv {
+                            out.push(DetectorGenes { fpn_channels, head_channels, head_convs, head_conv, input });
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Whether `genes` uses only values of this space.
     pub fn contains(&self, genes: &DetectorGenes) -> bool {
         self.fpn_channels.contains(&genes.fpn_channels)
@@ -354,6 +372,9 @@ mod tests {
         let mut rng = Rng::seed(3);
         let genes: Vec<DetectorGenes> = (0..200).map(|_| space.sample(&mut rng)).collect();
         assert!(genes.iter().all(|g| space.contains(g)));
+        let all = space.combinations();
+        assert_eq!(all.len(), 5 * 5 * 4 * 2 * 5);
+        assert!(all.iter().all(|g| space.contains(g)) && genes.iter().all(|g| all.contains(g)));
         assert!(genes.iter().any(|g| g.head_conv == HeadConv::Dense));
         assert!(genes.iter().any(|g| g.input == InputSize::new(256, 256)));
         let empty = GeneSpace { head_convs: vec![], ..GeneSpace::default() };

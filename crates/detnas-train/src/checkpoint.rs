@@ -57,8 +57,8 @@ pub fn load_state(dir: &Path) -> Result<CheckpointState> {
     Ok(detnas_core::checkpoint::load_state(dir)?)
 }
 
-/// Writes named tensors as safetensors atomically.
-fn write_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<()> {
+/// Writes named tensors as safetensors atomically (temporary file, fsync, rename).
+pub fn write_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<()> {
     let tmp = path.with_extension("safetensors.tmp");
     let refs: Vec<(&str, &Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
     Tensor::write_safetensors(&refs, &tmp).map_err(|e| io(&tmp, e))?;

@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 /// Extensions picked up when walking folders (files given explicitly are always tried).
 const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "gif", "bmp", "webp", "jpe", "jfif"];
 
+const NOT_REGULAR: &str = "not a regular file (a FIFO, socket or device): not read";
+
 /// The images to process and the inputs or entries that could not be used.
 #[derive(Debug, Default)]
 pub struct Collected {
@@ -62,10 +64,18 @@ impl Walker<'_> {
     fn input(&mut self, input: &str) {
         let path = Path::new(input);
         match fs::metadata(path) {
+            Err(_) if input.contains(['*', '?', '[']) => self.glob(input),
+            metadata => self.named(path, metadata),
+        }
+    }
+
+    /// A path named by the user or matched by a glob: a folder is walked, a regular file listed,
+    /// anything else reported.
+    fn named(&mut self, path: &Path, metadata: std::io::Result<fs::Metadata>) {
+        match metadata {
             Ok(m) if m.is_dir() => self.dir(path),
             Ok(m) if m.is_file() => self.file(path, true),
-            Ok(_) => self.fail(path, "not a regular file (a FIFO, socket or device): not read"),
-            Err(_) if input.contains(['*', '?', '[']) => self.glob(input),
+            Ok(_) => self.fail(path, NOT_REGULAR),
             Err(e) => self.missing(path, e),
         }
     }
@@ -89,12 +99,7 @@ impl Walker<'_> {
         for entry in entries {
             any = true;
             match entry {
-                Ok(p) => match fs::metadata(&p) {
-                    Ok(m) if m.is_dir() => self.dir(&p),
-                    Ok(m) if m.is_file() => self.file(&p, true),
-                    Ok(_) => self.fail(&p, "not a regular file (a FIFO, socket or device): not read"),
-                    Err(e) => self.missing(&p, e),
-                },
+                Ok(p) => self.named(&p, fs::metadata(&p)),
                 Err(e) => self.fail(e.path(), e.error()),
             }
         }
@@ -148,9 +153,7 @@ impl Walker<'_> {
                         self.file(&child, false)
                     }
                 }
-                Ok(_) if has_image_extension(&child) => {
-                    self.fail(&child, "not a regular file (a FIFO, socket or device): not read")
-                }
+                Ok(_) if has_image_extension(&child) => self.fail(&child, NOT_REGULAR),
                 Ok(_) => {}
                 Err(e) if has_image_extension(&child) => self.missing(&child, e),
                 Err(_) => {}

@@ -133,12 +133,18 @@ pub struct ImageRecord {
 }
 
 impl ImageRecord {
+    /// The record of image `index` that failed with `error`.
     pub fn failed(index: usize, file: String, id: i64, error: String) -> Self {
+        ImageRecord { error: Some(error), ..ImageRecord::new(index, file, id) }
+    }
+
+    /// An empty record of image `index`, to be filled.
+    pub fn new(index: usize, file: String, id: i64) -> Self {
         ImageRecord {
             index,
             file,
             id,
-            error: Some(error),
+            error: None,
             width: 0,
             height: 0,
             detections: Vec::new(),

@@ -356,8 +356,7 @@ fn detect_one(detector: &Detector, out: &Path, manifest: &Manifest, i: usize) ->
         Err(e) => return (ImageRecord::failed(i, file, id, e.to_string()), StageTimings::default()),
     };
     let cfg = &detector.info().config;
-    let mut record = ImageRecord::failed(i, file, id, String::new());
-    record.error = None;
+    let mut record = ImageRecord::new(i, file, id);
     record.width = d.width;
     record.height = d.height;
     record.warnings = d.warnings.iter().map(|w| w.to_string()).collect();

@@ -18,7 +18,7 @@ use crate::timing::{Latency, TimingPlan};
 use detnas_core::arch::Arch;
 use detnas_core::cost::cost;
 use detnas_core::detector::{DetectorConfig, HeadConv};
-use detnas_core::genome::{DetectorGenes, GeneSpace};
+use detnas_core::genome::GeneSpace;
 use detnas_core::space::{ChannelShuffle, Choice, SearchSpace};
 use detnas_onnx::Part;
 use serde::{Deserialize, Serialize};
@@ -150,16 +150,9 @@ pub fn table_parts(space: &SearchSpace, genes: &GeneSpace, cfg: &DetectorConfig)
         }
     }
     let arch = Arch::uniform(space, space.allowed[0]);
-    for &fpn_channels in &genes.fpn_channels {
-        for &head_channels in &genes.head_channels {
-            for &head_convs in &genes.head_convs {
-                for &head_conv in &genes.head_conv {
-                    let g = DetectorGenes { fpn_channels, head_channels, head_convs, head_conv, input: cfg.input };
-                    for t in genome_terms(space, &arch, &g.apply(cfg))? {
-                        parts.insert(t.key, t.part);
-                    }
-                }
-            }
+    for g in (GeneSpace { input: vec![cfg.input], ..genes.clone() }).combinations() {
+        for t in genome_terms(space, &arch, &g.apply(cfg))? {
+            parts.insert(t.key, t.part);
         }
     }
     Ok(parts)
