@@ -9,10 +9,10 @@ use detnas_core::boxes::{BBox, batched_nms};
 use detnas_core::detector::{DetectorConfig, HeadConv};
 use detnas_core::plan::{Paths, detector_params};
 use detnas_core::rng::Rng;
+use detnas_infer::Detector;
 use detnas_infer::ort::session::Session;
 use detnas_infer::ort::value::TensorRef;
 use detnas_infer::preprocess::letterbox_into;
-use detnas_infer::{Detector, DetectorOptions};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -50,8 +50,7 @@ fn sdk_overhead(c: &mut Criterion) {
     let weights = detnas_onnx::Weights::random_varied(&detector_params(&space, Paths::Single(&arch), &cfg), 1);
     let model = detnas_onnx::export_retinanet(&space, &arch, &cfg, &weights, &Default::default()).expect("export");
     let bytes = detnas_onnx::graph::encode(&model).expect("encode");
-    let detector = Detector::from_memory(&bytes, "bench", DetectorOptions { threads: Some(2), ..Default::default() })
-        .expect("detector");
+    let detector = Detector::builder().threads(2).all_scores().load_bytes(&bytes, "bench").expect("detector");
     let env = detnas_infer::runtime::environment().expect("runtime");
     let mut session = Session::builder(env)
         .expect("builder")

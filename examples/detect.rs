@@ -1,42 +1,44 @@
-//! Embedding the detnas SDK: export a DetNAS RetinaNet (random weights, so the boxes are
-//! meaningless — point `Detector::from_file` at a trained model instead), then detect objects in an
-//! image and print them with per-stage timings.
+//! Embedding the detnas SDK: load an exported model, detect objects in images, print them as
+//! text and as JSON.
 //!
-//! cargo run --example detect [-- IMAGE]
+//! cargo run --example detect [-- MODEL [IMAGE...]]
+//!
+//! Without arguments it runs the shipped tree-crown model on the sample images.
 
-use detnas_core::arch::Preset;
-use detnas_core::detector::DetectorConfig;
-use detnas_core::plan::{Paths, detector_params};
-use detnas_infer::{Detector, DetectorOptions};
+use detnas_infer::Detector;
 
-fn main() -> anyhow::Result<()> {
-    // 1. A model: here exported in memory from the published COCO-RetinaNet-300M architecture.
-    let (space, arch) = Preset::by_name("coco-retinanet-300m")?.resolve();
-    let cfg = DetectorConfig { class_names: vec!["tree".into()], score_thresh: 0.0, ..DetectorConfig::default() };
-    let weights = detnas_onnx::Weights::random(&detector_params(&space, Paths::Single(&arch), &cfg), 0);
-    let model = detnas_onnx::export_retinanet(&space, &arch, &cfg, &weights, &Default::default())?;
-    let bytes = detnas_onnx::graph::encode(&model)?;
-
-    // 2. The detector: thresholds and limits come from the model's metadata; options tighten them.
-    let options = DetectorOptions { max_detections: Some(5), threads: Some(2), ..Default::default() };
-    let detector = Detector::from_memory(&bytes, "in-memory model", options)?;
-
-    // 3. Detect: from a file (any format, EXIF orientation applied) or an RgbImage.
-    let result = match std::env::args().nth(1) {
-        Some(path) => detector.detect_path(std::path::Path::new(&path))?,
-        None => detector.detect(&image::RgbImage::from_fn(640, 480, |x, y| image::Rgb([x as u8, y as u8, 128])))?,
-    };
-    println!("{}x{} image, {} detections", result.width, result.height, result.detections.len());
-    for d in &result.detections {
-        println!(
-            "  {:<6} {:.3} [{:.1}, {:.1}, {:.1}, {:.1}]",
-            d.class_name, d.score, d.bbox[0], d.bbox[1], d.bbox[2], d.bbox[3]
-        );
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let model = args.next().unwrap_or_else(|| "models/neon-trees.onnx".into());
+    let mut images: Vec<String> = args.collect();
+    if images.is_empty() {
+        images = vec!["models/samples/neon-yell-1.jpg".into(), "models/samples/neon-yell-2.jpg".into()];
     }
-    let t = result.timings;
+
+    // Thresholds, input size and class names come from the model; options only tighten them.
+    let detector = Detector::builder().confidence(0.3).max_detections(20).threads(2).load(&model)?;
+    let runtime = &detector.info().runtime;
     println!(
-        "decode {:?}, preprocess {:?}, inference {:?}, postprocess {:?}",
-        t.decode, t.preprocess, t.inference, t.postprocess
+        "{model}: classes {:?}, input {}, ONNX Runtime {} ({})",
+        detector.class_names(),
+        detector.input_size(),
+        runtime.version,
+        runtime.source
     );
+
+    // One call for the whole batch; a bad image is an error of its own and the others go on.
+    for (path, result) in images.iter().zip(detector.detect_batch(&images)) {
+        match result {
+            Ok(found) => {
+                println!("{path}: {}x{}, {} objects", found.width, found.height, found.detections.len());
+                for d in found.detections.iter().take(3) {
+                    let [x, y, w, h] = d.xywh();
+                    println!("  {:<6} {:.3} at x={x:.0} y={y:.0} w={w:.0} h={h:.0}", d.class_name, d.score);
+                }
+                println!("  as JSON: {}", serde_json::to_string(&found.timings)?);
+            }
+            Err(e) => eprintln!("{path}: {e}"),
+        }
+    }
     Ok(())
 }

@@ -85,8 +85,8 @@ fn external_data_model_loads_from_any_working_directory() {
     // In process: the test's working directory is not the model's folder.
     assert_ne!(std::env::current_dir().unwrap(), models);
     let img = textured(200, 150, 4);
-    let reference = Detector::from_file(&small_model().0, DetectorOptions::default()).unwrap().detect(&img).unwrap();
-    let external = Detector::from_file(&model, DetectorOptions::default()).expect("external data resolves");
+    let reference = Detector::builder().all_scores().load(&small_model().0).unwrap().detect(&img).unwrap();
+    let external = Detector::builder().all_scores().load(&model).expect("external data resolves");
     // Loaded from bytes (the former `from_file`), the data file is looked for in the working
     // directory and not found.
     let bytes = std::fs::read(&model).unwrap();
@@ -156,7 +156,7 @@ fn bad_metadata_is_a_load_error_naming_the_model_and_the_problem() {
     ];
     for (entries, needle) in cases {
         let bytes = with_metadata(&entries);
-        let err = Detector::from_memory(&bytes, "edited.onnx", DetectorOptions::default()).err().expect(needle);
+        let err = Detector::from_memory(&bytes, "edited.onnx", DetectorOptions::default()).expect_err(needle);
         assert!(matches!(err, InferError::Metadata { .. }), "{needle}: {err}");
         let msg = err.to_string();
         assert!(msg.contains("edited.onnx") && msg.contains(needle), "{needle}: {msg}");
@@ -221,7 +221,7 @@ fn unavailable_cuda_is_one_warning_line_or_a_strict_error() {
     let model = &small_model().0;
     let cpu = Detector::from_file(model, DetectorOptions::default()).unwrap();
     assert_eq!(cpu.device_warning(), None);
-    let cuda = Detector::from_file(model, DetectorOptions { device: Device::Cuda(0), ..Default::default() }).unwrap();
+    let cuda = Detector::builder().device(Device::Cuda(0)).load(model).unwrap();
     let Some(warning) = cuda.device_warning() else {
         // a CUDA build on a machine with a GPU: no fallback, no warning
         assert!(cuda.info().provider.starts_with("CUDAExecutionProvider"), "{}", cuda.info().provider);
@@ -234,8 +234,8 @@ fn unavailable_cuda_is_one_warning_line_or_a_strict_error() {
         assert!(warning.contains("rebuild with the `cuda` feature"), "{warning}");
     }
     assert_eq!(cuda.info().device_warning.as_deref(), Some(warning));
-    let strict = DetectorOptions { device: Device::Cuda(0), strict: true, ..Default::default() };
-    let err = Detector::from_file(model, strict).err().expect("strict refuses the fallback");
+    let err =
+        Detector::builder().device(Device::Cuda(0)).strict(true).load(model).expect_err("strict refuses the fallback");
     assert!(matches!(err, InferError::Provider { .. }), "{err}");
 }
 

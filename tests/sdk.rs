@@ -2,12 +2,17 @@
 //! concurrency, batches with bad items, strict mode.
 
 use crate::util::{encoded, png_bomb, small_model, textured};
-use detnas_infer::{Detector, DetectorOptions, Device, InferError};
+use detnas_infer::{Detector, DetectorBuilder, DetectorOptions, Device, InferError};
 use image::ImageFormat;
 use std::sync::Arc;
 
-fn detector(options: DetectorOptions) -> Detector {
-    Detector::from_file(&small_model().0, options).expect("model loads")
+/// The small test model (random weights, low scores): every score the graph gives by default.
+fn builder() -> DetectorBuilder {
+    Detector::builder().all_scores()
+}
+
+fn detector(builder: DetectorBuilder) -> Detector {
+    builder.load(&small_model().0).expect("model loads")
 }
 
 #[test]
@@ -64,7 +69,7 @@ fn valid_onnx_with_the_wrong_interface_is_rejected_at_load_time() {
 
 #[test]
 fn boxes_come_back_in_original_pixels() {
-    let det = detector(DetectorOptions::default());
+    let det = detector(builder());
     let cfg = &small_model().1;
     let (w, h) = (cfg.input.width as u32, cfg.input.height as u32);
     // a wide image: scaled by 0.4 into 160x40, the rest of the input is padding
@@ -95,25 +100,19 @@ fn boxes_come_back_in_original_pixels() {
 #[test]
 fn options_filter_classes_scores_and_counts() {
     let img = textured(200, 150, 3);
-    let all = detector(DetectorOptions::default()).detect(&img).unwrap().detections;
-    let strict =
-        detector(DetectorOptions { score_threshold: Some(0.2), max_detections: Some(3), ..Default::default() })
-            .detect(&img)
-            .unwrap()
-            .detections;
+    let all = detector(builder()).detect(&img).unwrap().detections;
+    let strict = detector(builder().confidence(0.2).max_detections(3)).detect(&img).unwrap().detections;
     assert!(strict.len() <= 3 && strict.iter().all(|d| d.score >= 0.2));
-    let only1 =
-        detector(DetectorOptions { classes: Some(vec![1]), ..Default::default() }).detect(&img).unwrap().detections;
+    let only1 = detector(builder().classes(["bush"])).detect(&img).unwrap().detections;
     assert!(only1.iter().all(|d| d.class_id == 1 && d.class_name == "bush"));
     assert_eq!(only1.len(), all.iter().filter(|d| d.class_id == 1).count());
-    let nms =
-        detector(DetectorOptions { iou_threshold: Some(0.1), ..Default::default() }).detect(&img).unwrap().detections;
+    let nms = detector(builder().iou(0.1)).detect(&img).unwrap().detections;
     assert!(nms.len() <= all.len());
 }
 
 #[test]
 fn concurrent_detection_gives_identical_results() {
-    let det = Arc::new(detector(DetectorOptions { threads: Some(1), ..Default::default() }));
+    let det = Arc::new(detector(builder().threads(1)));
     let images: Vec<_> = (0..4).map(|i| textured(150 + 10 * i, 120, i)).collect();
     let sequential: Vec<_> = images.iter().map(|im| det.detect(im).unwrap().detections).collect();
     let handles: Vec<_> = (0..4)
@@ -143,7 +142,7 @@ fn batch_survives_bad_items_and_strict_mode_rejects_warnings() {
     let truncated = dir.path().join("truncated.jpg");
     std::fs::write(&truncated, &jpeg[..jpeg.len() * 2 / 3]).unwrap();
 
-    let det = detector(DetectorOptions::default());
+    let det = detector(builder());
     let results = det.detect_batch(&[good.clone(), bomb.clone(), truncated.clone()]);
     assert!(results[0].is_ok());
     let bomb_err = results[1].as_ref().err().unwrap().to_string();
@@ -151,7 +150,7 @@ fn batch_survives_bad_items_and_strict_mode_rejects_warnings() {
     let lenient = results[2].as_ref().unwrap();
     assert!(!lenient.warnings.is_empty(), "truncated JPEG is reported as a warning");
 
-    let strict = detector(DetectorOptions { strict: true, ..Default::default() });
+    let strict = detector(builder().strict(true));
     let err = strict.detect_path(&truncated).err().unwrap().to_string();
     assert!(err.contains("truncated.jpg"), "{err}");
     assert!(strict.detect_path(&good).is_ok());
@@ -159,14 +158,9 @@ fn batch_survives_bad_items_and_strict_mode_rejects_warnings() {
 
 #[test]
 fn unavailable_gpu_falls_back_or_fails_under_strict() {
-    let lenient = detector(DetectorOptions { device: Device::Cuda(0), ..Default::default() });
+    let lenient = detector(builder().device(Device::Cuda(0)));
     assert!(lenient.info().provider.starts_with("CPUExecutionProvider"), "{}", lenient.info().provider);
-    let err = Detector::from_file(
-        &small_model().0,
-        DetectorOptions { device: Device::Cuda(0), strict: true, ..Default::default() },
-    )
-    .err()
-    .unwrap();
+    let err = builder().device(Device::Cuda(0)).strict(true).load(&small_model().0).err().unwrap();
     assert!(matches!(err, InferError::Provider { .. }), "{err}");
     assert!(Device::parse("tpu").is_err());
 }
@@ -179,7 +173,7 @@ fn exif_orientation_is_applied_before_detection() {
     let jpeg_upright = encoded(&upright, ImageFormat::Png);
     let mut png = encoded(&stored, ImageFormat::Png);
     png = crate::util::with_png_exif_orientation(&png, 6);
-    let det = detector(DetectorOptions::default());
+    let det = detector(builder());
     let a = det.detect_bytes(&jpeg_upright, "upright.png").unwrap();
     let b = det.detect_bytes(&png, "rotated.png").unwrap();
     assert_eq!((b.width, b.height), (160, 100));
@@ -196,7 +190,7 @@ fn python_onnxruntime_pipeline_gives_the_same_detections_as_the_sdk() {
     let img = textured(cfg.input.width as u32, cfg.input.height as u32, 9);
     let path = images.join("scene.png");
     std::fs::write(&path, encoded(&img, ImageFormat::Png)).unwrap();
-    let ours = detector(DetectorOptions::default()).detect_path(&path).unwrap();
+    let ours = detector(builder()).detect_path(&path).unwrap();
     let out = dir.path().join("py.json");
     crate::util::python(&[
         "tools/python_pipeline.py",

@@ -18,6 +18,11 @@ pub fn detnas_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().expect("detnas binary runs")
 }
 
+/// The ONNX Runtime library `tools/setup-native.sh` installs.
+pub fn ort_library() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".native/python/onnxruntime/capi/libonnxruntime.so.1.31.1")
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

@@ -57,12 +57,10 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    let options = DetectorOptions {
-        threads: args.threads,
-        device: Device::parse(&args.device)?,
-        strict: args.strict,
-        ..Default::default()
-    };
+    let mut options = DetectorOptions::default();
+    options.threads = args.threads;
+    options.device = Device::parse(&args.device)?;
+    options.strict = args.strict;
     let (detector, name) = match (&args.model, &args.arch) {
         (Some(path), _) => (Detector::from_file(path, options)?, path.display().to_string()),
         (None, Some(text)) => {

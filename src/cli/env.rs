@@ -8,17 +8,26 @@ pub struct EnvArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Copy the ONNX Runtime library this binary uses into DIR (e.g. beside your application's
+    /// executable, where it is found with no environment variable).
+    #[cfg(feature = "infer")]
+    #[arg(long, value_name = "DIR")]
+    copy_runtime: Option<std::path::PathBuf>,
 }
 
 pub fn run(args: EnvArgs) -> Result<()> {
     let mut info = serde_json::Map::new();
     #[cfg(feature = "infer")]
     {
-        let path = detnas_infer::runtime::library_path();
-        info.insert("onnxruntime_path".into(), serde_json::json!(path.map(|p| p.display().to_string())));
         // A missing runtime is this command's failure: it exists to check the installation.
-        let version = detnas_infer::runtime::version()?;
-        info.insert("onnxruntime_version".into(), serde_json::json!(version));
+        let runtime = detnas_infer::runtime::info()?;
+        info.insert("onnxruntime_path".into(), serde_json::json!(runtime.path.display().to_string()));
+        info.insert("onnxruntime_found_by".into(), serde_json::json!(runtime.source.to_string()));
+        info.insert("onnxruntime_version".into(), serde_json::json!(runtime.version));
+        if let Some(dir) = &args.copy_runtime {
+            let copied = detnas_infer::runtime::copy_library_to(dir)?;
+            eprintln!("copied {} to {}", runtime.path.display(), copied.display());
+        }
     }
     #[cfg(feature = "train")]
     {

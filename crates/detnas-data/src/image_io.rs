@@ -156,7 +156,7 @@ impl fmt::Display for SourceFormat {
 
 /// A problem in an image that still decoded. Callers in a strict mode fail on any warning
 /// ([`LoadedImage::deny_warnings`]); otherwise they report it and use the pixels.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ImageWarning {
     /// The JPEG data ends before its end-of-image marker (FF D9); bytes after the marker are
@@ -229,10 +229,10 @@ pub enum ImageError {
     #[error("{name}: empty file (0 bytes), not an image")]
     Empty { name: String },
     /// The content matches no known image signature (whatever the file's extension says).
-    #[error("{name}: not an image: unknown format ({hint}); supported: PNG, JPEG, GIF, BMP, WebP")]
+    #[error("{name}: not an image: unknown format ({hint}); supported: {}", supported_formats())]
     UnknownFormat { name: String, hint: String },
     /// A recognised image format this build does not decode.
-    #[error("{name}: {format} images are not supported; supported: PNG, JPEG, GIF, BMP, WebP")]
+    #[error("{name}: {format} images are not supported; supported: {}", supported_formats())]
     UnsupportedFormat { name: String, format: String },
     /// The encoded data alone is over [`DecodeLimits::max_alloc`].
     #[error("{name}: file is {bytes} bytes, over the decode limit of {limit} bytes")]
@@ -368,10 +368,23 @@ fn read_capped(path: &Path, name: &str, cap: u64) -> Result<Vec<u8>, ImageError>
     Ok(bytes)
 }
 
-/// The format from the content's signature.
+/// The formats this build decodes (`PNG, JPEG`): the image codecs are cargo features.
+pub fn supported_formats() -> String {
+    let all = [SourceFormat::Png, SourceFormat::Jpeg, SourceFormat::Gif, SourceFormat::Bmp, SourceFormat::WebP];
+    let names: Vec<String> = all
+        .iter()
+        .filter(|f| f.to_image().reading_enabled())
+        .map(|f| if *f == SourceFormat::WebP { "WebP".to_owned() } else { f.as_str().to_ascii_uppercase() })
+        .collect();
+    if names.is_empty() { "none (this build has no image codec)".to_owned() } else { names.join(", ") }
+}
+
+/// The format from the content's signature; a known format this build does not decode (a codec
+/// feature left out) is [`ImageError::UnsupportedFormat`].
 fn sniff_format(bytes: &[u8], name: &str) -> Result<SourceFormat, ImageError> {
     match image::guess_format(bytes) {
         Ok(format) => SourceFormat::from_image(format)
+            .filter(|f| f.to_image().reading_enabled())
             .ok_or_else(|| ImageError::UnsupportedFormat { name: name.to_owned(), format: format!("{format:?}") }),
         Err(_) => Err(ImageError::UnknownFormat { name: name.to_owned(), hint: describe_start(bytes) }),
     }

@@ -10,16 +10,29 @@
 //! - [`folder`]: classification sets in the image-folder layout ([`ImageFolder`]);
 //! - [`synthetic`]: a seeded generator of small shape-detection sets for fast tests.
 
+//!
+//! Features: `datasets` (the sets above: [`detection`], [`folder`], [`synthetic`]) and the image
+//! codecs `jpeg`, `png`, `gif`, `bmp`, `webp` (all on by default). The inference SDK takes only
+//! [`image_io`] and [`preprocess`] with the codecs its user chose.
+
+#[cfg(feature = "datasets")]
 pub mod detection;
+#[cfg(feature = "datasets")]
 pub mod error;
+#[cfg(feature = "datasets")]
 pub mod folder;
 pub mod image_io;
 pub mod preprocess;
+#[cfg(feature = "datasets")]
 pub mod synthetic;
 
+#[cfg(feature = "datasets")]
 pub use detection::{
     DetectionDataset, DetectionSample, Example, Issue, ValidationPolicy, ValidationReport, VocOptions, voc_files,
 };
+#[cfg(feature = "datasets")]
 pub use error::{DataError, Result};
+#[cfg(feature = "datasets")]
 pub use folder::ImageFolder;
+#[cfg(feature = "datasets")]
 pub use synthetic::{SyntheticSpec, generate};

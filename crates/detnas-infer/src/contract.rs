@@ -8,11 +8,15 @@ use detnas_core::detector::DetectorConfig;
 use ort::session::Session;
 use ort::value::TensorElementType;
 
-/// What the model says about itself (from its metadata).
+/// What the model says about itself (from its metadata), and what runs it.
 #[derive(Clone, Debug, serde::Serialize)]
+#[non_exhaustive]
 pub struct ModelInfo {
+    /// The search space the backbone comes from (`detnas-300m`).
     pub space: String,
+    /// The architecture: a preset name or a genome.
     pub arch: String,
+    /// The detector configuration the graph was exported with (input, classes, thresholds).
     pub config: DetectorConfig,
     /// Metadata entries as stored.
     pub metadata: Vec<(String, String)>,
@@ -21,6 +25,8 @@ pub struct ModelInfo {
     /// One line when the requested device was unavailable and the CPU runs instead
     /// (also [`crate::Detector::device_warning`]).
     pub device_warning: Option<String>,
+    /// The ONNX Runtime library in use and how it was found.
+    pub runtime: crate::runtime::RuntimeInfo,
 }
 
 const OUTPUTS: [(&str, &str, TensorElementType); 3] = [
@@ -32,7 +38,11 @@ const OUTPUTS: [(&str, &str, TensorElementType); 3] = [
 /// Reads the metadata contract, validates it, and checks the graph's inputs and outputs against it.
 pub(crate) fn read_contract(session: &Session, name: &str) -> Result<ModelInfo> {
     let invalid = |expected: String, actual: String| InferError::ModelContract { path: name.into(), expected, actual };
-    let meta = session.metadata().map_err(|e| InferError::Model { path: name.into(), reason: e.to_string() })?;
+    let meta = session.metadata().map_err(|e| InferError::Model {
+        path: name.into(),
+        reason: "cannot read the metadata".into(),
+        source: Some(Box::new(e)),
+    })?;
     let mut metadata = Vec::new();
     for k in meta.custom_keys().unwrap_or_default() {
         if let Some(v) = meta.custom(&k) {
@@ -78,6 +88,7 @@ pub(crate) fn read_contract(session: &Session, name: &str) -> Result<ModelInfo> 
         metadata,
         provider: String::new(),
         device_warning: None,
+        runtime: crate::runtime::info()?.clone(),
     })
 }
 

@@ -13,92 +13,20 @@ pub use crate::contract::ModelInfo;
 use crate::contract::{check_outputs, read_contract};
 pub use crate::device::Device;
 use crate::error::{InferError, Result};
-use crate::image_io::{DecodeLimits, ImageWarning, LoadedImage, decode_image, load_image};
+use crate::image_io::{LoadedImage, decode_image, load_image};
+use crate::options::{DetectorBuilder, DetectorOptions, Thresholds};
 use crate::preprocess::letterbox_into;
+use crate::results::{Detection, Detections, StageTimings};
 use detnas_core::boxes::{BBox, batched_nms};
 use detnas_core::contract::tensors;
+use detnas_core::shape::InputSize;
 use image::RgbImage;
 use ort::session::Session;
 use ort::session::builder::SessionBuilder;
 use ort::value::TensorRef;
-use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// Detector settings. Thresholds can only tighten what the model's graph already applied.
-#[derive(Clone, Debug)]
-pub struct DetectorOptions {
-    /// Minimum score (the graph already drops scores below its own `score_thresh`).
-    pub score_threshold: Option<f32>,
-    /// Extra per-class NMS at this IoU; only useful below the graph's `nms_thresh`.
-    pub iou_threshold: Option<f32>,
-    /// Keep at most this many detections per image.
-    pub max_detections: Option<usize>,
-    /// Keep only these class indices.
-    pub classes: Option<Vec<usize>>,
-    /// ONNX Runtime intra-op threads per session (`None`: ONNX Runtime's default, all cores).
-    pub threads: Option<usize>,
-    /// Sessions in the pool (default 1). Concurrent callers use different sessions, so with N
-    /// sessions of `threads / N` threads a batch runs N inferences at once (throughput mode).
-    pub sessions: usize,
-    pub device: Device,
-    /// Fail instead of falling back to CPU, and treat image warnings (truncated JPEG) as errors.
-    pub strict: bool,
-    pub limits: DecodeLimits,
-}
-
-impl Default for DetectorOptions {
-    fn default() -> Self {
-        DetectorOptions {
-            score_threshold: None,
-            iou_threshold: None,
-            max_detections: None,
-            classes: None,
-            threads: None,
-            sessions: 1,
-            device: Device::Cpu,
-            strict: false,
-            limits: DecodeLimits::default(),
-        }
-    }
-}
-
-/// One detected object.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Detection {
-    /// `[x1, y1, x2, y2]` in original-image pixels (after EXIF orientation).
-    pub bbox: BBox,
-    pub score: f32,
-    pub class_id: usize,
-    pub class_name: String,
-}
-
-/// Wall time of each stage of one detection.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
-pub struct StageTimings {
-    pub decode: Duration,
-    pub preprocess: Duration,
-    pub inference: Duration,
-    pub postprocess: Duration,
-}
-
-impl StageTimings {
-    pub fn total(&self) -> Duration {
-        self.decode + self.preprocess + self.inference + self.postprocess
-    }
-}
-
-/// Detections of one image.
-#[derive(Clone, Debug, Serialize)]
-pub struct Detections {
-    pub detections: Vec<Detection>,
-    pub width: u32,
-    pub height: u32,
-    pub timings: StageTimings,
-    /// Non-fatal problems of the image (e.g. a truncated JPEG).
-    pub warnings: Vec<ImageWarning>,
-}
 
 /// Raw model outputs in network-input pixels: boxes, scores, labels.
 pub type RawOutputs = (Vec<BBox>, Vec<f32>, Vec<i64>);
@@ -112,18 +40,40 @@ pub struct Detector {
     source: String,
 }
 
+impl std::fmt::Debug for Detector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Detector")
+            .field("source", &self.source)
+            .field("arch", &self.info.arch)
+            .field("input", &self.info.config.input)
+            .field("classes", &self.info.config.class_names)
+            .field("provider", &self.info.provider)
+            .field("sessions", &self.sessions.len())
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Detector {
+    /// Options step by step, then `load(path)`; see [`DetectorBuilder`].
+    pub fn builder() -> DetectorBuilder {
+        DetectorBuilder::default()
+    }
+
     /// Loads a model file. External data (`m.onnx` + `m.onnx.data`) is resolved relative to the
     /// model's folder, whatever the working directory.
     pub fn from_file(path: impl AsRef<Path>, options: DetectorOptions) -> Result<Self> {
         let path = path.as_ref();
-        let model_err = |reason: String| InferError::Model { path: path.into(), reason };
-        let meta = std::fs::metadata(path).map_err(|e| model_err(e.to_string()))?;
+        let meta = std::fs::metadata(path).map_err(|e| InferError::Model {
+            path: path.into(),
+            reason: "cannot read the model file".into(),
+            source: Some(Box::new(e)),
+        })?;
         if meta.is_dir() {
-            return Err(model_err("is a directory, not an ONNX file".into()));
+            return Err(InferError::model(path, "is a directory, not an ONNX file"));
         }
         if meta.len() == 0 {
-            return Err(model_err("empty file".into()));
+            return Err(InferError::model(path, "empty file"));
         }
         Self::build(&path.display().to_string(), options, |b| b.commit_from_file(path))
     }
@@ -132,7 +82,7 @@ impl Detector {
     /// needs [`Detector::from_file`].
     pub fn from_memory(bytes: &[u8], name: &str, options: DetectorOptions) -> Result<Self> {
         if bytes.is_empty() {
-            return Err(InferError::Model { path: PathBuf::from(name), reason: "empty file".into() });
+            return Err(InferError::model(name, "empty file"));
         }
         Self::build(name, options, |b| b.commit_from_memory(bytes))
     }
@@ -143,12 +93,11 @@ impl Detector {
         options: DetectorOptions,
         commit: impl Fn(&mut SessionBuilder) -> ort::Result<Session>,
     ) -> Result<Self> {
-        let model_err = |reason: String| InferError::Model { path: PathBuf::from(name), reason };
         let (mut builder, choice) =
             crate::runtime::session_builder(options.threads, options.device, options.strict, name)?;
         let mut sessions = Vec::with_capacity(options.sessions.max(1));
         for _ in 0..options.sessions.max(1) {
-            let session = commit(&mut builder).map_err(|e| model_err(format!("not a loadable ONNX model: {e}")))?;
+            let session = commit(&mut builder).map_err(|e| InferError::ModelLoad { path: name.into(), source: e })?;
             sessions.push(session);
         }
         let mut info = read_contract(&sessions[0], name)?;
@@ -169,7 +118,7 @@ impl Detector {
         self.info.device_warning.as_deref()
     }
 
-    /// The model's contract and the provider in use.
+    /// The model's contract, the provider in use and the ONNX Runtime library.
     pub fn info(&self) -> &ModelInfo {
         &self.info
     }
@@ -179,20 +128,59 @@ impl Detector {
         &self.options
     }
 
+    /// The model's class names; a detection's `class_id` indexes them.
+    pub fn class_names(&self) -> &[String] {
+        &self.info.config.class_names
+    }
+
+    /// The network input (images are letterboxed into it).
+    pub fn input_size(&self) -> InputSize {
+        self.info.config.input
+    }
+
+    /// The thresholds applied in the end: the graph's, tightened by the options.
+    pub fn thresholds(&self) -> Thresholds {
+        let cfg = &self.info.config;
+        let o = &self.options;
+        Thresholds {
+            confidence: o.score_threshold.unwrap_or(0.0).max(cfg.score_thresh),
+            iou: o.iou_threshold.unwrap_or(cfg.nms_thresh).min(cfg.nms_thresh),
+            max_detections: o.max_detections.unwrap_or(usize::MAX).min(cfg.detections_per_img),
+        }
+    }
+
+    /// The indices of these class names; an unknown name is [`InferError::UnknownClass`].
+    pub fn class_ids<S: AsRef<str>>(&self, names: &[S]) -> Result<Vec<usize>> {
+        let classes = self.class_names();
+        names
+            .iter()
+            .map(|name| {
+                let name = name.as_ref();
+                classes.iter().position(|c| c == name).ok_or_else(|| InferError::UnknownClass {
+                    model: self.source.clone(),
+                    name: name.to_string(),
+                    available: classes.to_vec(),
+                })
+            })
+            .collect()
+    }
+
     /// Keeps only these class indices from now on (`None`: all classes). Class names are known only
     /// once the model is loaded, so the filter can be set afterwards without loading it again.
     pub fn set_class_filter(&mut self, classes: Option<Vec<usize>>) {
         self.options.classes = classes;
     }
 
-    /// Decodes `path` (any format, colour type, bit depth; EXIF orientation applied) and detects.
-    pub fn detect_path(&self, path: &Path) -> Result<Detections> {
+    /// Reads and decodes the image at `path` (any supported format, colour type, bit depth; EXIF
+    /// orientation applied) and detects.
+    pub fn detect_path(&self, path: impl AsRef<Path>) -> Result<Detections> {
+        let path = path.as_ref();
         let t0 = Instant::now();
         let loaded = load_image(path, &self.options.limits)?;
         self.detect_loaded(loaded, &path.display().to_string(), t0.elapsed())
     }
 
-    /// Like [`Detector::detect_path`] for encoded bytes.
+    /// Like [`Detector::detect_path`] for encoded bytes; `name` identifies them in errors.
     pub fn detect_bytes(&self, bytes: &[u8], name: &str) -> Result<Detections> {
         let t0 = Instant::now();
         let loaded = decode_image(bytes, name, &self.options.limits)?;
@@ -215,7 +203,7 @@ impl Detector {
         let mut input = vec![0f32; 3 * (w * h) as usize];
         let lb = letterbox_into(image, w, h, cfg.preprocess.pad_value, &mut input);
         let t1 = Instant::now();
-        let (boxes, scores, labels) = self.run(&input)?;
+        let ((boxes, scores, labels), inference) = self.run_timed(&input)?;
         let t2 = Instant::now();
         let detections = self.postprocess(boxes, scores, labels, |b| lb.to_source(b));
         let t3 = Instant::now();
@@ -223,19 +211,57 @@ impl Detector {
             detections,
             width: image.width(),
             height: image.height(),
-            timings: StageTimings {
-                decode: Duration::ZERO,
-                preprocess: t1 - t0,
-                inference: t2 - t1,
-                postprocess: t3 - t2,
-            },
+            timings: StageTimings { decode: Duration::ZERO, preprocess: t1 - t0, inference, postprocess: t3 - t2 },
             warnings: Vec::new(),
         })
     }
 
-    /// Detects in every image; one bad item never stops the others.
-    pub fn detect_batch(&self, paths: &[PathBuf]) -> Vec<Result<Detections>> {
-        paths.iter().map(|p| self.detect_path(p)).collect()
+    /// Detects in every image file, in parallel over the session pool (one worker per session,
+    /// plus one that decodes ahead). Results come back in input order; one bad item never stops
+    /// the others.
+    pub fn detect_batch<P: AsRef<Path> + Sync>(&self, paths: &[P]) -> Vec<Result<Detections>> {
+        self.parallel(paths, |p| self.detect_path(p))
+    }
+
+    /// [`Detector::detect_batch`] for decoded images.
+    pub fn detect_images(&self, images: &[RgbImage]) -> Vec<Result<Detections>> {
+        self.parallel(images, |image| self.detect(image))
+    }
+
+    /// [`Detector::detect_batch`] for encoded images in memory; item `i` is named `#i` in errors.
+    pub fn detect_bytes_batch<B: AsRef<[u8]> + Sync>(&self, buffers: &[B]) -> Vec<Result<Detections>> {
+        let items: Vec<(usize, &[u8])> = buffers.iter().map(AsRef::as_ref).enumerate().collect();
+        self.parallel(&items, |(i, bytes)| self.detect_bytes(bytes, &format!("#{i}")))
+    }
+
+    /// `detect` over `items` with `sessions + 1` scoped workers taking the next item in turn.
+    fn parallel<T: Sync>(
+        &self,
+        items: &[T],
+        detect: impl Fn(&T) -> Result<Detections> + Sync,
+    ) -> Vec<Result<Detections>> {
+        let workers = (self.sessions.len() + 1).min(items.len());
+        if workers <= 1 {
+            return items.iter().map(&detect).collect();
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let mut results: Vec<Option<Result<Detections>>> = (0..items.len()).map(|_| None).collect();
+        let done = Mutex::new(&mut results);
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= items.len() {
+                            break;
+                        }
+                        let result = detect(&items[i]);
+                        done.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(result);
+                    }
+                });
+            }
+        });
+        results.into_iter().map(|r| r.expect("every item was processed")).collect()
     }
 
     /// Runs the network on a prepared input (`3 x H x W` RGB 0-255 planes); returns raw outputs in
@@ -247,9 +273,12 @@ impl Detector {
     /// [`Detector::run`] and the time spent in it once a session was free (waiting is excluded).
     fn run_timed(&self, input: &[f32]) -> Result<(RawOutputs, Duration)> {
         let cfg = &self.info.config;
-        let shape = (1, 3, cfg.input.height as usize, cfg.input.width as usize);
-        let view = ndarray::ArrayView4::from_shape(shape, input).map_err(|e| InferError::Config(e.to_string()))?;
-        let tensor = TensorRef::from_array_view(view)?;
+        let shape = [1, 3, cfg.input.height as usize, cfg.input.width as usize];
+        if input.len() != shape.iter().product::<usize>() {
+            let (h, w) = (shape[2], shape[3]);
+            return Err(InferError::Config(format!("input has {} values; the model takes 3x{h}x{w}", input.len())));
+        }
+        let tensor = TensorRef::from_array_view((shape, input))?;
         let mut session = self.acquire_session();
         let start = Instant::now();
         let out = session.run(ort::inputs![tensors::IMAGES => tensor])?;
@@ -286,12 +315,13 @@ impl Detector {
         to_source: impl Fn(&BBox) -> BBox,
     ) -> Vec<Detection> {
         let o = &self.options;
+        let cfg = &self.info.config;
         let min_score = o.score_threshold.unwrap_or(0.0);
         let mut keep: Vec<usize> = (0..scores.len())
             .filter(|&i| scores[i] >= min_score)
             .filter(|&i| o.classes.as_ref().is_none_or(|c| c.contains(&(labels[i] as usize))))
             .collect();
-        if let Some(iou) = o.iou_threshold.filter(|t| *t < self.info.config.nms_thresh) {
+        if let Some(iou) = o.iou_threshold.filter(|t| *t < cfg.nms_thresh) {
             let b: Vec<BBox> = keep.iter().map(|&i| boxes[i]).collect();
             let s: Vec<f32> = keep.iter().map(|&i| scores[i]).collect();
             let l: Vec<i64> = keep.iter().map(|&i| labels[i]).collect();
@@ -305,13 +335,8 @@ impl Detector {
                     bbox: to_source(&boxes[i]),
                     score: scores[i],
                     class_id,
-                    class_name: self
-                        .info
-                        .config
-                        .class_names
-                        .get(class_id)
-                        .cloned()
-                        .unwrap_or_else(|| class_id.to_string()),
+                    class_name: cfg.class_names.get(class_id).cloned().unwrap_or_else(|| class_id.to_string()),
+                    category_id: cfg.category_id(class_id),
                 }
             })
             .collect()

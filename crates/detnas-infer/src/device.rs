@@ -8,6 +8,7 @@ use ort::session::builder::SessionBuilder;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Device {
     #[default]
+    /// ONNX Runtime's CPU execution provider (the default).
     Cpu,
     /// CUDA execution provider on GPU `n` (requires the `cuda` feature and a CUDA build of ONNX Runtime).
     Cuda(i32),

@@ -31,16 +31,21 @@ pub const ISA_FLAGS: [&str; 16] = [
 pub struct Fingerprint {
     /// `cpu` or `cuda:N`, as requested.
     pub device: String,
+    /// CPU model name from `/proc/cpuinfo` ([`cpu_model`]; `unknown` when absent).
     pub cpu: String,
+    /// Logical cores available to the process (1 when unknown).
     pub logical_cores: usize,
+    /// The [`ISA_FLAGS`] the CPU reports, in that order ([`isa_flags`]); empty when `/proc/cpuinfo` lists none.
     pub isa: Vec<String>,
     /// GPU name when a CUDA provider runs.
     pub gpu: Option<String>,
+    /// ONNX Runtime version of the loaded library (`1.31.1`; `unknown` when it cannot be loaded).
     pub onnxruntime: String,
     /// The execution provider that actually ran (`CPUExecutionProvider`, `CUDAExecutionProvider:0`).
     pub provider: String,
     /// ONNX Runtime intra-op threads (`None`: its default, all cores).
     pub threads: Option<usize>,
+    /// Numeric precision of the measured models (`fp32`, the only one so far).
     pub precision: String,
 }
 

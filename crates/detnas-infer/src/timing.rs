@@ -42,11 +42,17 @@ impl TimingPlan {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Latency {
+    /// Timed runs summarised (non-finite times dropped); at least 1.
     pub iterations: usize,
+    /// Mean run time, in milliseconds.
     pub mean_ms: f64,
+    /// Median run time (nearest rank), in milliseconds.
     pub p50_ms: f64,
+    /// 90th percentile run time (nearest rank), in milliseconds.
     pub p90_ms: f64,
+    /// 99th percentile run time (nearest rank), in milliseconds.
     pub p99_ms: f64,
+    /// Fastest run, in milliseconds.
     pub min_ms: f64,
 }
 

@@ -176,16 +176,15 @@ fn plan(args: &DetectArgs) -> Result<(OutDir, Manifest)> {
 /// Loads the model with the command's options, `workers` sessions.
 fn load_detector(args: &DetectArgs, workers: usize) -> Result<Detector> {
     let threads = args.threads.unwrap_or_else(values::cores);
-    let options = DetectorOptions {
-        score_threshold: args.conf,
-        iou_threshold: args.iou,
-        max_detections: args.max_det,
-        threads: Some((threads / workers).max(1)),
-        sessions: workers,
-        device: Device::parse(&args.device)?,
-        strict: args.strict,
-        ..Default::default()
-    };
+    // Without --conf, everything the graph returns (its own score_thresh): COCO results for `eval`.
+    let mut options = DetectorOptions::default();
+    options.score_threshold = args.conf;
+    options.iou_threshold = args.iou;
+    options.max_detections = args.max_det;
+    options.threads = Some((threads / workers).max(1));
+    options.sessions = workers;
+    options.device = Device::parse(&args.device)?;
+    options.strict = args.strict;
     let mut detector = Detector::from_file(&args.model, options)?;
     if let Some(w) = detector.device_warning() {
         eprintln!("warning: {w}");

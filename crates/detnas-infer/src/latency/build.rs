@@ -13,14 +13,19 @@ use std::collections::BTreeMap;
 /// What to measure.
 #[derive(Clone, Debug)]
 pub struct BuildOptions {
+    /// Search space whose blocks are measured; its name becomes the table's `space`.
     pub space: SearchSpace,
     /// Gene values to cover; `input` gives the resolutions.
     pub genes: GeneSpace,
+    /// Classes of the measured predictors ([`base_config`]); predictions need the same count.
     pub classes: usize,
+    /// Channel shuffle of the measured blocks; predictions need the same.
     pub shuffle: ChannelShuffle,
+    /// Device, threads and timing plan of every measurement; the table records its fingerprint and plan.
     pub runner: Runner,
     /// Genomes measured end to end to fit the correction (none: no correction; at least 3 to fit).
     pub calibration: usize,
+    /// Seed of the calibration genomes, recorded in the table (held-out checks should use another).
     pub calibration_seed: u64,
 }
 

@@ -20,6 +20,7 @@ pub struct Metrics {
     pub mape: f64,
     /// Kendall's τ-b between predicted and measured (rank agreement, -1..1).
     pub kendall_tau: f64,
+    /// Root mean square error, in milliseconds.
     pub rmse_ms: f64,
 }
 
@@ -119,10 +120,13 @@ pub fn sample_genomes(space: &SearchSpace, genes: &GeneSpace, count: usize, seed
 /// One checked genome.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CheckSample {
+    /// The genome with every gene given (its display form).
     pub genome: String,
+    /// The table's plain additive sum of parts, in milliseconds.
     pub additive_ms: f64,
     /// The table's prediction (corrected when it has a correction).
     pub predicted_ms: f64,
+    /// Mean end-to-end time of its random-weight detector ([`Runner::detector`]), in milliseconds.
     pub measured_ms: f64,
 }
 
@@ -130,14 +134,18 @@ pub struct CheckSample {
 /// (`latency_ms`: corrected when the table has a correction).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CheckReport {
+    /// Genomes measured (the `samples` given to [`check_table`]).
     pub samples: usize,
+    /// Seed the genomes were drawn with.
     pub seed: u64,
+    /// Metrics of the table's prediction (`predicted_ms`); flattened into the report's top level in JSON.
     #[serde(flatten)]
     pub metrics: Metrics,
     /// The plain additive sum.
     pub additive: Metrics,
     /// The corrected prediction, when the table has a correction.
     pub corrected: Option<Metrics>,
+    /// Each genome checked, in sampling order.
     pub genomes: Vec<CheckSample>,
 }
 

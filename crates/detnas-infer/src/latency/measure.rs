@@ -2,9 +2,10 @@
 //! detector through the SDK's model run ([`Detector::from_memory`] + [`Detector::run`], the bench
 //! path).
 
-use crate::detector::{Detector, DetectorOptions};
+use crate::detector::Detector;
 use crate::device::Device;
 use crate::error::{InferError, Result};
+use crate::options::DetectorOptions;
 use crate::timing::{Latency, TimingPlan, time};
 use detnas_core::arch::Arch;
 use detnas_core::detector::DetectorConfig;
@@ -17,11 +18,13 @@ use detnas_onnx::{ExportOptions, Part, Weights, export_part, export_retinanet};
 /// Where and how to measure.
 #[derive(Clone, Debug, Default)]
 pub struct Runner {
+    /// Device the sessions run on; an unavailable CUDA device falls back to CPU unless `strict`.
     pub device: Device,
     /// ONNX Runtime intra-op threads (`None`: its default, all cores).
     pub threads: Option<usize>,
     /// Fail instead of falling back to CPU when the device is unavailable.
     pub strict: bool,
+    /// Warm-up and timed runs of every measurement.
     pub timing: TimingPlan,
 }
 
@@ -58,7 +61,7 @@ impl Runner {
         let (mut builder, choice) = crate::runtime::session_builder(self.threads, self.device, self.strict, &name)?;
         let mut session = builder
             .commit_from_memory(&bytes)
-            .map_err(|e| InferError::Model { path: name.clone().into(), reason: e.to_string() })?;
+            .map_err(|e| InferError::ModelLoad { path: name.clone().into(), source: e })?;
         let mut tensors = Vec::new();
         for (i, (input, shape)) in pm.inputs.iter().enumerate() {
             let n = shape.iter().product();

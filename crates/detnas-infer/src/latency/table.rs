@@ -34,7 +34,9 @@ pub const TABLE_VERSION: u32 = 1;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Correction {
+    /// Factor on the additive sum.
     pub scale: f64,
+    /// Added after scaling, in milliseconds (may be negative).
     pub offset_ms: f64,
 }
 
@@ -49,8 +51,11 @@ impl Correction {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CalibrationPoint {
+    /// The genome with every gene given (its display form).
     pub genome: String,
+    /// The table's plain additive sum of parts for it, in milliseconds.
     pub additive_ms: f64,
+    /// Its mean end-to-end time ([`Runner::detector`](super::measure::Runner::detector)), in milliseconds.
     pub measured_ms: f64,
 }
 
@@ -58,23 +63,32 @@ pub struct CalibrationPoint {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LatencyTable {
+    /// Always [`TABLE_FORMAT`]; [`LatencyTable::load`] refuses anything else.
     pub format: String,
+    /// The layout version, [`TABLE_VERSION`]; [`LatencyTable::load`] refuses any other.
     pub version: u32,
     /// FNV-1a 64 (hex) of the table's compact JSON with this field empty; checked on load.
     pub hash: String,
+    /// Name of the measured search space; [`LatencyTable::predict`] refuses another.
     pub space: String,
     /// Classes of the measured predictors.
     pub classes: usize,
+    /// Channel shuffle of the measured blocks; [`LatencyTable::predict`] refuses another.
     pub shuffle: ChannelShuffle,
+    /// The device and runtime the table was measured on (see [`LatencyTable::fingerprint_matches`]).
     pub fingerprint: Fingerprint,
     /// The gene values measured; `input` lists the resolutions.
     pub genes: GeneSpace,
+    /// The timing plan of every part and calibration genome.
     pub timing: TimingPlan,
-    /// Resolution (`320x320`) -> part key ([`part_key`]) -> measured latency.
+    /// Resolution (`320x320`) -> part key (`block <choice> <cin>-><cout> s<stride> <h>x<w>`, ...) -> measured latency.
     pub entries: BTreeMap<String, BTreeMap<String, Latency>>,
+    /// Applied to the additive sum by [`LatencyTable::predict`]; `None` when none was kept: fewer than 3
+    /// calibration genomes, degenerate data, or a fit no better than the plain sum on held-out genomes.
     pub correction: Option<Correction>,
     /// Seed of the calibration genomes (held-out checks should use another).
     pub calibration_seed: u64,
+    /// The genomes measured end to end to fit the correction (empty when none were).
     pub calibration: Vec<CalibrationPoint>,
     /// Where the table was loaded from (for errors); not stored.
     #[serde(skip)]
@@ -84,8 +98,11 @@ pub struct LatencyTable {
 /// The group of parts a term belongs to in a prediction's breakdown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Group {
+    /// The stem conv, with the in-graph normalisation.
     Stem,
+    /// The backbone blocks, one term per layer.
     Backbone,
+    /// The FPN.
     Fpn,
     /// Head tower layers (both branches).
     Head,
@@ -96,9 +113,14 @@ pub enum Group {
 /// One term of the additive prediction: `count` times the part measured under `key`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Term {
+    /// The breakdown group the term adds to.
     pub group: Group,
+    /// The graph measured for it.
     pub part: Part,
+    /// Its entry at each resolution in [`LatencyTable::entries`] (`stem`, `block ...`, `fpn 96`, `head sep 96->96`,
+    /// `predictors+post 96`).
     pub key: String,
+    /// Times the part runs: 2 for a head layer (both branches), else 1.
     pub count: f64,
 }
 
@@ -161,10 +183,15 @@ pub fn table_parts(space: &SearchSpace, genes: &GeneSpace, cfg: &DetectorConfig)
 /// Milliseconds per group of a prediction.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Breakdown {
+    /// The stem.
     pub stem: f64,
+    /// All backbone blocks (the sum of [`Prediction::blocks_ms`]).
     pub backbone: f64,
+    /// The FPN.
     pub fpn: f64,
+    /// Head tower layers of both branches.
     pub head: f64,
+    /// Both predictors and the post-processing.
     pub predictors: f64,
 }
 
@@ -175,7 +202,9 @@ pub struct Prediction {
     pub latency_ms: f64,
     /// The plain sum of the parts.
     pub additive_ms: f64,
+    /// Whether the table's [`Correction`] gave `latency_ms`.
     pub corrected: bool,
+    /// The plain sum by group (uncorrected: the groups add up to `additive_ms`).
     pub parts: Breakdown,
     /// Each block, in layer order.
     pub blocks_ms: Vec<f64>,
@@ -187,7 +216,7 @@ fn list<T: ToString>(v: &[T]) -> String {
 
 impl LatencyTable {
     fn err(&self, reason: impl Into<String>) -> InferError {
-        InferError::LatencyTable { path: self.source.clone(), reason: reason.into() }
+        InferError::LatencyTable { path: self.source.clone(), reason: reason.into(), source: None }
     }
 
     fn missing(&self, what: String, holds: String) -> InferError {
@@ -205,10 +234,15 @@ impl LatencyTable {
     /// (an edited or truncated file), naming the file.
     pub fn load(path: &Path) -> Result<LatencyTable> {
         let name = path.display().to_string();
-        let bad = |reason: String| InferError::LatencyTable { path: name.clone(), reason };
-        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let bad = |reason: String| InferError::LatencyTable { path: name.clone(), reason, source: None };
+        let caused = |reason: &str, e: Box<dyn std::error::Error + Send + Sync>| InferError::LatencyTable {
+            path: name.clone(),
+            reason: reason.into(),
+            source: Some(e),
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| caused("cannot read it", e.into()))?;
         let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| bad(format!("not a JSON latency table: {e}")))?;
+            serde_json::from_str(&text).map_err(|e| caused("not a JSON latency table", e.into()))?;
         if value.get("format").and_then(|f| f.as_str()) != Some(TABLE_FORMAT) {
             return Err(bad(format!("not a latency table (no `\"format\": \"{TABLE_FORMAT}\"`)")));
         }
@@ -217,7 +251,8 @@ impl LatencyTable {
             let found = version.map_or_else(|| "none".into(), |v| v.to_string());
             return Err(bad(format!("table version {found}; this build reads version {TABLE_VERSION}")));
         }
-        let mut table: LatencyTable = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+        let mut table: LatencyTable =
+            serde_json::from_value(value).map_err(|e| caused("not a valid latency table", e.into()))?;
         table.source = name;
         let expected = table.content_hash();
         if table.hash != expected {
@@ -233,9 +268,8 @@ impl LatencyTable {
     /// Sets the content hash and writes the table atomically as pretty JSON.
     pub fn save(&mut self, path: &Path) -> Result<()> {
         self.hash = self.content_hash();
-        let bad = |reason: String| InferError::LatencyTable { path: path.display().to_string(), reason };
-        let text = serde_json::to_string_pretty(self).map_err(|e| bad(e.to_string()))?;
-        detnas_core::fsutil::write_atomic(path, text.as_bytes()).map_err(|e| bad(e.to_string()))?;
+        let text = serde_json::to_string_pretty(self).expect("a latency table serializes");
+        detnas_core::fsutil::write_atomic(path, text.as_bytes())?;
         self.source = path.display().to_string();
         Ok(())
     }
