@@ -214,3 +214,113 @@ fn python_onnxruntime_pipeline_gives_the_same_detections_as_the_sdk() {
         }
     }
 }
+
+/// The shipped model and its two sample images.
+fn shipped() -> (std::path::PathBuf, Vec<std::path::PathBuf>) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let samples = ["neon-yell-1.jpg", "neon-yell-2.jpg"].map(|n| root.join("models/samples").join(n));
+    (root.join("models/neon-trees.onnx"), samples.to_vec())
+}
+
+#[test]
+fn default_confidence_keeps_what_a_user_wants_and_all_scores_keeps_the_graphs_output() {
+    let (model, samples) = shipped();
+    let default = Detector::builder().load(&model).unwrap();
+    let all = Detector::builder().all_scores().load(&model).unwrap();
+    assert_eq!(default.thresholds().confidence, detnas_infer::DEFAULT_CONFIDENCE);
+    assert_eq!(all.thresholds().confidence, all.info().config.score_thresh);
+    for image in &samples {
+        let kept = default.detect_path(image).unwrap().detections;
+        let everything = all.detect_path(image).unwrap().detections;
+        assert!(!kept.is_empty() && kept.iter().all(|d| d.score >= 0.25), "{}", image.display());
+        assert_eq!(everything.len(), all.info().config.detections_per_img, "the graph fills its cap at 0.05");
+        assert_eq!(kept[..], everything[..kept.len()], "the same detections, cut at 0.25");
+    }
+}
+
+#[test]
+fn getters_builder_and_debug_describe_the_model() {
+    let (model, _) = shipped();
+    let d = Detector::builder().confidence(0.4).iou(0.3).max_detections(7).classes(["tree"]).load(&model).unwrap();
+    assert_eq!(d.class_names(), ["tree"]);
+    assert_eq!(d.input_size(), detnas_infer::InputSize::new(320, 320));
+    let t = d.thresholds();
+    assert_eq!((t.confidence, t.iou, t.max_detections), (0.4, 0.3, 7));
+    assert_eq!(d.options().classes, Some(vec![0]));
+    let loose = Detector::builder().iou(0.9).max_detections(10_000).load(&model).unwrap().thresholds();
+    assert_eq!((loose.iou, loose.max_detections), (0.5, 150), "options only tighten the graph's own");
+    let debug = format!("{d:?}");
+    assert!(debug.contains("neon-trees.onnx") && debug.contains("tree") && debug.contains("320"), "{debug}");
+    let runtime = &d.info().runtime;
+    assert!(runtime.path.is_file() && runtime.version.starts_with("1.3"), "{runtime:?}");
+
+    let err = Detector::builder().classes(["tree", "car"]).load(&model).unwrap_err();
+    assert!(matches!(err, InferError::UnknownClass { .. }), "{err}");
+    assert!(err.to_string().contains("\"car\"") && err.to_string().contains("[\"tree\"]"), "{err}");
+}
+
+#[test]
+fn errors_are_one_line_and_keep_their_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.onnx");
+    std::fs::write(&garbage, b"\x08\x07garbage that is not protobuf \xff\xff\xff").unwrap();
+    let missing = dir.path().join("missing.onnx");
+    for err in [Detector::builder().load(&garbage).unwrap_err(), Detector::builder().load(&missing).unwrap_err()] {
+        let source = std::error::Error::source(&err).expect("the underlying error is kept");
+        for message in [err.to_string(), source.to_string()] {
+            assert!(!message.ends_with('\n') && !message.is_empty(), "{message:?}");
+        }
+        assert!(!err.to_string().contains(&source.to_string()), "not repeated in the message: {err}");
+    }
+    let (model, samples) = shipped();
+    let d = Detector::builder().load(&model).unwrap();
+    let err = d.detect_bytes(b"just text", "note.txt").unwrap_err();
+    assert!(matches!(err, InferError::Image(detnas_infer::ImageError::UnknownFormat { .. })), "{err}");
+    // ONNX Runtime is loaded once per process: asking for another file is refused, the same is fine.
+    let loaded = d.info().runtime.path.clone();
+    assert!(detnas_infer::runtime::builder().library_path(&loaded).init().is_ok());
+    let other = detnas_infer::runtime::builder().library_path(&samples[0]).init().unwrap_err();
+    assert!(matches!(other, InferError::RuntimeConflict { .. }), "{other}");
+}
+
+#[test]
+fn batch_calls_run_in_parallel_in_input_order_and_serialise() {
+    let (model, samples) = shipped();
+    let pooled = Detector::builder().sessions(2).threads(1).load(&model).unwrap();
+    let single = Detector::builder().threads(1).load(&model).unwrap();
+    let mut paths: Vec<_> = samples.iter().cycle().take(6).cloned().collect();
+    paths.insert(3, std::path::PathBuf::from("no/such/image.jpg"));
+    let one_by_one: Vec<_> = paths.iter().map(|p| single.detect_path(p).map(|r| r.detections)).collect();
+    let batch = pooled.detect_batch(&paths);
+    assert_eq!(batch.len(), paths.len());
+    for (b, s) in batch.iter().zip(&one_by_one) {
+        match (b, s) {
+            (Ok(b), Ok(s)) => assert_eq!(&b.detections, s),
+            (Err(b), Err(s)) => assert_eq!(b.to_string(), s.to_string()),
+            _ => panic!("batch and single calls disagree"),
+        }
+    }
+    assert!(batch[3].as_ref().unwrap_err().to_string().contains("no/such/image.jpg"));
+
+    let bytes: Vec<Vec<u8>> = samples.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let from_bytes = pooled.detect_bytes_batch(&bytes);
+    let images: Vec<_> = samples.iter().map(|p| image::open(p).unwrap().to_rgb8()).collect();
+    let from_images = pooled.detect_images(&images);
+    for i in 0..2 {
+        let expected = one_by_one[i].as_ref().unwrap();
+        assert_eq!(&from_bytes[i].as_ref().unwrap().detections, expected);
+        assert_eq!(&from_images[i].as_ref().unwrap().detections, expected);
+    }
+    let garbage = pooled.detect_bytes_batch(&[b"xx".to_vec()]);
+    assert!(garbage[0].as_ref().unwrap_err().to_string().contains("#0"));
+
+    // JSON round trip, timings in milliseconds.
+    let result = batch[0].as_ref().unwrap();
+    let json = serde_json::to_value(result).unwrap();
+    assert!(json["timings"]["inference_ms"].as_f64().unwrap() > 0.0);
+    let back: detnas_infer::Detections = serde_json::from_value(json).unwrap();
+    assert_eq!(back.detections, result.detections);
+    let coco = result.to_coco(42);
+    assert_eq!(coco.len(), result.detections.len());
+    assert_eq!((coco[0].image_id, coco[0].category_id, coco[0].bbox), (42, 1, result.detections[0].xywh()));
+}
