@@ -19,6 +19,8 @@ mod reliability_train;
 mod sdk;
 #[cfg(all(feature = "train", feature = "infer"))]
 mod search_latency;
+#[cfg(feature = "infer")]
+mod serve;
 #[cfg(all(feature = "train", feature = "infer"))]
 mod supernet_genes;
 #[cfg(feature = "infer")]
