@@ -49,7 +49,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use clap::Parser;
 use detnas_infer::image_io::ImageError;
-use detnas_infer::{Detections, Detector, DetectorOptions, InferError};
+use detnas_infer::{Detections, Detector, InferError};
 use serde_json::json;
 use std::future::IntoFuture;
 use std::io::Write;
@@ -312,19 +312,13 @@ async fn shutdown_signal() {
     eprintln!("shutting down: finishing the requests in flight");
 }
 
-// Field by field, never a struct literal: `DetectorOptions` is becoming `#[non_exhaustive]`.
-#[allow(clippy::field_reassign_with_default)]
-fn detector_options(args: &Args) -> DetectorOptions {
-    let mut options = DetectorOptions::default();
-    options.threads = args.threads;
-    options.sessions = args.sessions;
-    options.score_threshold = Some(args.conf);
-    options
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let detector = Detector::from_file(&args.model, detector_options(&args))?;
+    let mut builder = Detector::builder().sessions(args.sessions).confidence(args.conf);
+    if let Some(threads) = args.threads {
+        builder = builder.threads(threads);
+    }
+    let detector = builder.load(&args.model)?;
     if let Some(warning) = detector.device_warning() {
         eprintln!("warning: {warning}");
     }
