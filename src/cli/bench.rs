@@ -58,6 +58,8 @@ pub struct BenchArgs {
 
 pub fn run(args: BenchArgs) -> Result<()> {
     let mut options = DetectorOptions::default();
+    // The full detect path as `detect` runs it without --conf: everything the graph returns.
+    options.score_threshold = None;
     options.threads = args.threads;
     options.device = Device::parse(&args.device)?;
     options.strict = args.strict;
