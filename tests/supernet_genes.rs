@@ -4,7 +4,9 @@
 
 use crate::train_detection::{small_config, synthetic_sized};
 use crate::util::{assert_one_line_failure, detnas, stderr};
-use detnas_core::detector::{DetectorConfig, HeadConv, all_anchors, postprocess, pyramid_levels};
+use detnas_core::detector::{
+    DetectorConfig, DetectorHead, HeadConv, RetinanetSettings, all_anchors, postprocess, pyramid_levels,
+};
 use detnas_core::genome::{DetectorGenes, GeneSpace, Genome};
 use detnas_core::plan::Paths;
 use detnas_core::{Arch, InputSize, SearchSpace};
@@ -40,7 +42,10 @@ fn base() -> DetectorConfig {
         fpn_channels: 24,
         head_channels: 24,
         head_convs: 2,
-        anchor_sizes: vec![16.0, 32.0, 64.0, 128.0, 256.0],
+        head: DetectorHead::Retinanet(RetinanetSettings {
+            anchor_sizes: vec![16.0, 32.0, 64.0, 128.0, 256.0],
+            ..Default::default()
+        }),
         ..DetectorConfig::default()
     }
 }

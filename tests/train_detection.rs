@@ -3,7 +3,7 @@
 
 use detnas_core::InputSize;
 use detnas_core::arch::Arch;
-use detnas_core::detector::DetectorConfig;
+use detnas_core::detector::{DetectorConfig, DetectorHead, RetinanetSettings};
 use detnas_data::synthetic::{SyntheticSpec, generate};
 use detnas_train::config::{DataSource, DetTrainConfig, Optim};
 use detnas_train::optim::LrSchedule;
@@ -45,7 +45,10 @@ pub fn small_config(data: DataSource, iterations: usize) -> DetTrainConfig {
             fpn_channels: 48,
             head_channels: 48,
             head_convs: 2,
-            anchor_sizes: vec![16.0, 32.0, 64.0, 128.0, 256.0],
+            head: DetectorHead::Retinanet(RetinanetSettings {
+                anchor_sizes: vec![16.0, 32.0, 64.0, 128.0, 256.0],
+                ..Default::default()
+            }),
             ..DetectorConfig::default()
         },
         batch_size: 4,
@@ -80,7 +83,7 @@ fn retinanet_overfits_a_tiny_synthetic_set() {
     cfg.detector.input = InputSize::new(96, 96);
     cfg.detector.fpn_channels = 32;
     cfg.detector.head_channels = 32;
-    cfg.detector.anchor_sizes = vec![12.0, 24.0, 48.0, 96.0, 192.0];
+    cfg.detector.retinanet_mut().unwrap().anchor_sizes = vec![12.0, 24.0, 48.0, 96.0, 192.0];
     let out = dir.path().join("run");
     let outcome = train_detection(&cfg, &out, Start::Fresh, Device::Cpu, &mut |event| {
         if let TrainEvent::Log(e) = event {
@@ -229,7 +232,7 @@ fn classification_pretraining_learns_and_feeds_detection() {
     };
     let out = dir.path().join("cls");
     let state = train_classifier(&cfg, &out, Start::Fresh, Device::Cpu, &mut |_| {}).unwrap();
-    assert_eq!(state.kind, "classifier");
+    assert_eq!(state.kind, detnas_core::checkpoint::CheckpointKind::Classifier);
     let first = state.history.first().unwrap().loss;
     let last = state.history.last().unwrap().loss;
     assert!(last < first / 2.0, "classification loss {first} -> {last}");

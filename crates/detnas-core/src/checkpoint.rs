@@ -65,13 +65,53 @@ pub struct LogEntry {
     pub data_wait_ms: f64,
 }
 
+/// What a checkpoint holds (written as `retinanet`, `faster-rcnn` or `classifier`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckpointKind {
+    /// A RetinaNet detector (or its supernet).
+    Retinanet,
+    /// An FPN Faster R-CNN detector (or its supernet).
+    FasterRcnn,
+    /// A classification supernet or network.
+    Classifier,
+}
+
+impl CheckpointKind {
+    /// The detector family of a detection checkpoint; `None` for a classifier.
+    pub fn detector(self) -> Option<crate::detector::DetectorKind> {
+        match self {
+            CheckpointKind::Retinanet => Some(crate::detector::DetectorKind::Retinanet),
+            CheckpointKind::FasterRcnn => Some(crate::detector::DetectorKind::FasterRcnn),
+            CheckpointKind::Classifier => None,
+        }
+    }
+
+    /// The checkpoint kind of a detector family.
+    pub fn of_detector(kind: crate::detector::DetectorKind) -> Self {
+        match kind {
+            crate::detector::DetectorKind::Retinanet => CheckpointKind::Retinanet,
+            crate::detector::DetectorKind::FasterRcnn => CheckpointKind::FasterRcnn,
+        }
+    }
+}
+
+impl std::fmt::Display for CheckpointKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.detector() {
+            Some(d) => write!(f, "{d}"),
+            None => f.write_str("classifier"),
+        }
+    }
+}
+
 /// The JSON part of a checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointState {
     pub format: u32,
-    /// `retinanet` or `classifier`.
-    pub kind: String,
+    /// What the checkpoint holds.
+    pub kind: CheckpointKind,
     pub space: String,
     /// The trained path, or `None` for a supernet (every choice).
     pub arch: Option<String>,
@@ -105,12 +145,12 @@ pub fn config_hash(config: &serde_json::Value) -> String {
 }
 
 impl CheckpointState {
-    /// The state of a new run of `kind` (`retinanet`, `classifier`) with configuration `config`.
-    pub fn new(kind: &str, space: &str, arch: Option<String>, config: &impl Serialize) -> Self {
+    /// The state of a new run of `kind` with configuration `config`.
+    pub fn new(kind: CheckpointKind, space: &str, arch: Option<String>, config: &impl Serialize) -> Self {
         let config = serde_json::to_value(config).expect("config serializes");
         CheckpointState {
             format: FORMAT,
-            kind: kind.into(),
+            kind,
             space: space.into(),
             arch,
             config_hash: config_hash(&config),
@@ -225,7 +265,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let det = DetectorConfig { class_names: vec!["tree".into()], ..DetectorConfig::default() };
         let config = serde_json::json!({ "detector": det, "iterations": 5 });
-        let mut state = CheckpointState::new("retinanet", "detnas-300m", Some("0,1".into()), &config);
+        let mut state = CheckpointState::new(CheckpointKind::Retinanet, "detnas-300m", Some("0,1".into()), &config);
         state.history.push(LogEntry {
             step: 1,
             loss: 2.0,
@@ -262,7 +302,7 @@ mod tests {
         std::fs::write(dir.path().join(STATE_FILE), b"{\"format\": 1}").unwrap();
         let err = load_state(dir.path()).unwrap_err().to_string();
         assert!(err.contains("state.json") && err.contains("not a detnas checkpoint"), "{err}");
-        let mut state = CheckpointState::new("classifier", "detnas-300m", None, &serde_json::json!({}));
+        let mut state = CheckpointState::new(CheckpointKind::Classifier, "detnas-300m", None, &serde_json::json!({}));
         saved(dir.path(), &mut state);
         let err = state.detector_config(dir.path()).unwrap_err().to_string();
         assert!(err.contains("state.json") && err.contains("classifier"), "{err}");
@@ -278,7 +318,7 @@ mod tests {
     #[test]
     fn remove_checkpoint_removes_only_checkpoint_files() {
         let dir = tempfile::tempdir().unwrap();
-        let mut state = CheckpointState::new("retinanet", "detnas-300m", None, &serde_json::json!({}));
+        let mut state = CheckpointState::new(CheckpointKind::Retinanet, "detnas-300m", None, &serde_json::json!({}));
         saved(dir.path(), &mut state);
         std::fs::write(dir.path().join("weights-0000001.safetensors.tmp"), b"t").unwrap();
         std::fs::write(dir.path().join("notes.txt"), b"keep").unwrap();

@@ -53,6 +53,7 @@ pub mod tensors {
 /// Names of the detector kinds, as written under [`keys::DETECTOR`] and in configs.
 pub mod detector_kinds {
     pub const RETINANET: &str = "retinanet";
+    pub const FASTER_RCNN: &str = "faster-rcnn";
 }
 
 /// Named random streams. Every random decision of training, export and search draws from a

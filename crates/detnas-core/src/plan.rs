@@ -15,6 +15,7 @@
 
 use crate::arch::Arch;
 use crate::detector::config::{DetectorConfig, HeadConv};
+use crate::detector::heads::DetectorKind;
 use crate::space::{Choice, LayerSpec, SearchSpace};
 use serde::Serialize;
 
@@ -295,19 +296,62 @@ fn kaiming_a1(fan_in: usize) -> Init {
     Init::Uniform { bound: (3.0 / fan_in as f32).sqrt() }
 }
 
-/// FPN over C3..C5 plus P6/P7 from P5.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct FpnPlan {
-    /// Lateral 1x1 convs for C3, C4, C5.
-    pub inner: Vec<ConvUnit>,
-    /// Output 3x3 convs for P3, P4, P5.
-    pub layer: Vec<ConvUnit>,
-    /// P6 = conv3x3 s2 (P5); P7 = conv3x3 s2 (relu(P6)).
-    pub p6: ConvUnit,
-    pub p7: ConvUnit,
+/// How the levels above the backbone's last stage are made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum ExtraLevels {
+    /// RetinaNet: P6 = conv3x3 s2 (P5), P7 = conv3x3 s2 (relu(P6)).
+    ConvP6P7,
+    /// Faster R-CNN: P6 = max-pool (kernel 1, stride 2) of P5, no parameters
+    /// (torchvision's `LastLevelMaxPool`).
+    MaxPoolP6,
 }
 
-/// The FPN for a backbone whose C3..C5 have `in_channels`.
+/// The feature pyramid of a detector family: which backbone stages feed it and how it extends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Pyramid {
+    /// Backbone stages feeding the FPN (the last ones): 3 (C3..C5) or 4 (C2..C5).
+    pub stages: usize,
+    /// The level of the first one (3 for C3 -> P3, 2 for C2 -> P2).
+    pub first_level: usize,
+    /// The levels above the last stage.
+    pub extra: ExtraLevels,
+}
+
+impl Pyramid {
+    /// RetinaNet: P3..P7 from C3..C5; Faster R-CNN: P2..P6 from C2..C5.
+    pub fn of(kind: DetectorKind) -> Self {
+        match kind {
+            DetectorKind::Retinanet => Pyramid { stages: 3, first_level: 3, extra: ExtraLevels::ConvP6P7 },
+            DetectorKind::FasterRcnn => Pyramid { stages: 4, first_level: 2, extra: ExtraLevels::MaxPoolP6 },
+        }
+    }
+
+    /// Levels above the last stage.
+    pub fn extra_count(&self) -> usize {
+        match self.extra {
+            ExtraLevels::ConvP6P7 => 2,
+            ExtraLevels::MaxPoolP6 => 1,
+        }
+    }
+
+    /// Every level's number, lowest first (`[3, 4, 5, 6, 7]`).
+    pub fn levels(&self) -> Vec<usize> {
+        (self.first_level..self.first_level + self.stages + self.extra_count()).collect()
+    }
+}
+
+/// The FPN's convolutions (torchvision `FeaturePyramidNetwork` names).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FpnPlan {
+    /// Lateral 1x1 convs, one per input stage (lowest first).
+    pub inner: Vec<ConvUnit>,
+    /// Output 3x3 convs, one per input stage.
+    pub layer: Vec<ConvUnit>,
+    /// RetinaNet's P6 and P7 convs ([`ExtraLevels::ConvP6P7`]); empty for the max-pool P6.
+    pub extra: Vec<ConvUnit>,
+}
+
+/// The FPN of `cfg`'s family for a backbone whose input stages have `in_channels`.
 pub fn fpn_plan(in_channels: &[usize], cfg: &DetectorConfig) -> FpnPlan {
     let c = cfg.fpn_channels as usize;
     let inner = in_channels
@@ -318,9 +362,13 @@ pub fn fpn_plan(in_channels: &[usize], cfg: &DetectorConfig) -> FpnPlan {
     let layer = (0..in_channels.len())
         .map(|i| biased_conv(format!("fpn.layer_blocks.{i}.0"), Geom(c, c, 3, 1, 1), false, kaiming_a1(c * 9)))
         .collect();
-    let p6 = biased_conv("fpn.extra_blocks.p6".into(), Geom(c, c, 3, 2, 1), false, kaiming_a1(c * 9));
-    let p7 = biased_conv("fpn.extra_blocks.p7".into(), Geom(c, c, 3, 2, 1), false, kaiming_a1(c * 9));
-    FpnPlan { inner, layer, p6, p7 }
+    let extra = match Pyramid::of(cfg.kind()).extra {
+        ExtraLevels::ConvP6P7 => ["p6", "p7"]
+            .map(|n| biased_conv(format!("fpn.extra_blocks.{n}"), Geom(c, c, 3, 2, 1), false, kaiming_a1(c * 9)))
+            .to_vec(),
+        ExtraLevels::MaxPoolP6 => Vec::new(),
+    };
+    FpnPlan { inner, layer, extra }
 }
 
 /// One RetinaNet head branch: the tower (each entry one or two convs: dense, or dw + pw) and the
@@ -340,9 +388,19 @@ pub struct HeadPlan {
 
 fn head_branch(prefix: &str, predictor: &str, out: usize, prior_bias: f32, cfg: &DetectorConfig) -> HeadBranchPlan {
     let normal = Init::Normal { std: 0.01 };
-    let mut cin = cfg.fpn_channels as usize;
+    let tower = tower_plan(prefix, cfg.fpn_channels as usize, cfg, normal);
+    let cin = if tower.is_empty() { cfg.fpn_channels as usize } else { cfg.head_channels as usize };
+    let mut predictor = biased_conv(format!("{prefix}.{predictor}"), Geom(cin, out, 3, 1, 1), false, normal);
+    predictor.bias_init = prior_bias;
+    HeadBranchPlan { tower, predictor }
+}
+
+/// The head tower of `cfg` (its genes): `head_convs` 3x3 convs with ReLU, `{prefix}.conv.{2i}`,
+/// dense or separable (`.dw` + `.pw`), from `cin` to `head_channels`.
+fn tower_plan(prefix: &str, cin: usize, cfg: &DetectorConfig, normal: Init) -> Vec<Vec<ConvUnit>> {
+    let mut cin = cin;
     let ch = cfg.head_channels as usize;
-    let tower = (0..cfg.head_convs)
+    (0..cfg.head_convs)
         .map(|i| {
             let base = format!("{prefix}.conv.{}", 2 * i);
             let units = match cfg.head_conv {
@@ -363,10 +421,7 @@ fn head_branch(prefix: &str, predictor: &str, out: usize, prior_bias: f32, cfg: 
             cin = ch;
             units
         })
-        .collect();
-    let mut predictor = biased_conv(format!("{prefix}.{predictor}"), Geom(cin, out, 3, 1, 1), false, normal);
-    predictor.bias_init = prior_bias;
-    HeadBranchPlan { tower, predictor }
+        .collect()
 }
 
 /// The RetinaNet head; the classification bias starts at `-log((1 - 0.01) / 0.01)`.
@@ -379,24 +434,145 @@ pub fn head_plan(cfg: &DetectorConfig) -> HeadPlan {
     }
 }
 
-/// Indices of the stages feeding the FPN (C3, C4, C5: the last three stages).
-pub fn fpn_stage_indices(space: &SearchSpace) -> Vec<usize> {
+/// Indices of the backbone stages feeding the FPN of `kind` (the last [`Pyramid::stages`]).
+pub fn fpn_stage_indices(space: &SearchSpace, kind: DetectorKind) -> Vec<usize> {
     let n = space.stages.len();
-    (n.saturating_sub(3)..n).collect()
+    (n.saturating_sub(Pyramid::of(kind).stages)..n).collect()
 }
 
-/// Every tensor of a RetinaNet detector on `space` (one path or the supernet), in a stable order.
+/// The channels of the stages feeding the FPN of `kind`.
+pub fn fpn_in_channels(space: &SearchSpace, kind: DetectorKind) -> Vec<usize> {
+    fpn_stage_indices(space, kind).iter().map(|&i| space.stages[i].channels as usize).collect()
+}
+
+/// A fully connected layer `weight [out, in]`, `bias [out]` (torchvision `nn.Linear` names).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LinearUnit {
+    /// Parameter prefix (`<prefix>.weight`, `<prefix>.bias`).
+    pub name: String,
+    /// Input features.
+    pub in_features: usize,
+    /// Output features.
+    pub out_features: usize,
+    /// Followed by a ReLU.
+    pub relu: bool,
+    /// Weight initialiser.
+    pub weight_init: Init,
+    /// Bias initialiser.
+    pub bias_init: Init,
+}
+
+impl LinearUnit {
+    /// The tensors of this layer.
+    pub fn params(&self) -> Vec<ParamSpec> {
+        let p = |suffix: &str, shape: Vec<usize>, init: Init| ParamSpec {
+            name: format!("{}.{suffix}", self.name),
+            shape,
+            init,
+            buffer: false,
+        };
+        vec![
+            p("weight", vec![self.out_features, self.in_features], self.weight_init),
+            p("bias", vec![self.out_features], self.bias_init),
+        ]
+    }
+}
+
+/// torchvision's `nn.Linear` default initialisation: weight and bias `U(-1/sqrt(in), 1/sqrt(in))`.
+fn linear(name: String, in_features: usize, out_features: usize, relu: bool) -> LinearUnit {
+    let bound = Init::Uniform { bound: 1.0 / (in_features as f32).sqrt() };
+    LinearUnit { name, in_features, out_features, relu, weight_init: bound, bias_init: bound }
+}
+
+/// The region proposal network's head (torchvision `RPNHead`, one conv): a shared 3x3 conv with
+/// ReLU, then 1x1 objectness logits (one per anchor) and 1x1 box deltas (four per anchor).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RpnPlan {
+    /// `rpn.head.conv.0.0`.
+    pub conv: ConvUnit,
+    /// `rpn.head.cls_logits`.
+    pub cls_logits: ConvUnit,
+    /// `rpn.head.bbox_pred`.
+    pub bbox_pred: ConvUnit,
+}
+
+/// The RPN head of a Faster R-CNN configuration (weights N(0, 0.01), biases 0).
+pub fn rpn_plan(cfg: &DetectorConfig) -> RpnPlan {
+    let c = cfg.fpn_channels as usize;
+    let a = cfg.anchors_per_cell();
+    let normal = Init::Normal { std: 0.01 };
+    RpnPlan {
+        conv: biased_conv("rpn.head.conv.0.0".into(), Geom(c, c, 3, 1, 1), true, normal),
+        cls_logits: biased_conv("rpn.head.cls_logits".into(), Geom(c, a, 1, 1, 1), false, normal),
+        bbox_pred: biased_conv("rpn.head.bbox_pred".into(), Geom(c, 4 * a, 1, 1, 1), false, normal),
+    }
+}
+
+/// The RoI box head and predictor. `head_convs` 3x3 convs of `head_channels` (with ReLU) run on
+/// each pooled `pool x pool` RoI first, then fully connected layers of `representation_size`:
+/// `fc6` and `fc7` without convs (torchvision's `TwoMLPHead`), `fc6` alone after convs
+/// (the "4conv1fc" head of the DetNAS paper with `head_convs` 4). The predictor scores the classes
+/// plus background (softmax) and regresses one box per class.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BoxHeadPlan {
+    /// `roi_heads.box_head.conv.{2i}` (dense; or `.dw` + `.pw` when separable).
+    pub convs: Vec<Vec<ConvUnit>>,
+    /// `roi_heads.box_head.fc6` (and `fc7`).
+    pub fcs: Vec<LinearUnit>,
+    /// `roi_heads.box_predictor.cls_score`: classes + 1 logits.
+    pub cls_score: LinearUnit,
+    /// `roi_heads.box_predictor.bbox_pred`: 4 deltas per class (background included).
+    pub bbox_pred: LinearUnit,
+}
+
+/// The box head of a Faster R-CNN configuration.
+pub fn box_head_plan(cfg: &DetectorConfig) -> BoxHeadPlan {
+    let roi = &cfg.faster_rcnn().expect("box_head_plan needs a faster-rcnn configuration").roi_heads;
+    let (pool, rep) = (roi.pool_size, roi.representation_size);
+    let tower = tower_plan("roi_heads.box_head", cfg.fpn_channels as usize, cfg, Init::Normal { std: 0.01 });
+    let cin = if tower.is_empty() { cfg.fpn_channels as usize } else { cfg.head_channels as usize };
+    let mut fcs = vec![linear("roi_heads.box_head.fc6".into(), cin * pool * pool, rep, true)];
+    if tower.is_empty() {
+        fcs.push(linear("roi_heads.box_head.fc7".into(), rep, rep, true));
+    }
+    let k = cfg.predicted_classes();
+    BoxHeadPlan {
+        convs: tower,
+        fcs,
+        cls_score: linear("roi_heads.box_predictor.cls_score".into(), rep, k, false),
+        bbox_pred: linear("roi_heads.box_predictor.bbox_pred".into(), rep, 4 * k, false),
+    }
+}
+
+/// Every tensor of a detector on `space` (one path or the supernet), in a stable order: backbone,
+/// FPN, then the family's heads.
 pub fn detector_params(space: &SearchSpace, paths: Paths<'_>, cfg: &DetectorConfig) -> Vec<ParamSpec> {
     let mut out = backbone_params(space, paths);
-    let in_channels: Vec<usize> = fpn_stage_indices(space).iter().map(|&i| space.stages[i].channels as usize).collect();
-    let fpn = fpn_plan(&in_channels, cfg);
-    for u in fpn.inner.iter().chain(&fpn.layer).chain([&fpn.p6, &fpn.p7]) {
+    let fpn = fpn_plan(&fpn_in_channels(space, cfg.kind()), cfg);
+    for u in fpn.inner.iter().chain(&fpn.layer).chain(&fpn.extra) {
         out.extend(u.params());
     }
-    let head = head_plan(cfg);
-    for branch in [&head.classification, &head.regression] {
-        for u in branch.tower.iter().flatten().chain([&branch.predictor]) {
-            out.extend(u.params());
+    match cfg.kind() {
+        DetectorKind::Retinanet => {
+            let head = head_plan(cfg);
+            for branch in [&head.classification, &head.regression] {
+                for u in branch.tower.iter().flatten().chain([&branch.predictor]) {
+                    out.extend(u.params());
+                }
+            }
+        }
+        DetectorKind::FasterRcnn => {
+            let rpn = rpn_plan(cfg);
+            for u in [&rpn.conv, &rpn.cls_logits, &rpn.bbox_pred] {
+                out.extend(u.params());
+            }
+            let head = box_head_plan(cfg);
+            for u in head.convs.iter().flatten() {
+                out.extend(u.params());
+            }
+            for l in head.fcs.iter().chain([&head.cls_score, &head.bbox_pred]) {
+                out.extend(l.params());
+            }
         }
     }
     out

@@ -100,8 +100,8 @@ fn validate_metadata(config: &DetectorConfig, get: &dyn Fn(&str) -> Option<Strin
     if let Some(v) = get(keys::FORMAT).filter(|v| v != FORMAT_VERSION) {
         return Err(bad(format!("`{}` is {v:?}; this SDK reads version {FORMAT_VERSION}", keys::FORMAT)));
     }
-    if let Some(kind) = get(keys::DETECTOR).filter(|k| k != config.kind.name()) {
-        let want = config.kind.name();
+    if let Some(kind) = get(keys::DETECTOR).filter(|k| k != config.kind().name()) {
+        let want = config.kind().name();
         return Err(bad(format!("`{}` is {kind:?} but `{}` describes a {want}", keys::DETECTOR, keys::CONFIG)));
     }
     if let Some(classes) = get(keys::CLASSES) {

@@ -170,11 +170,27 @@ impl<'w> Emitter<'w> {
             last_inner = self.g.op("Add", "fpn.merge", &[&lateral, &up], vec![]);
             pyramid.insert(0, self.unit(&fpn.layer[i], &last_inner)?);
         }
-        let p6 = self.unit(&fpn.p6, &pyramid[2])?;
-        let p6_relu = self.g.op("Relu", "fpn.extra_blocks", &[&p6], vec![]);
-        let p7 = self.unit(&fpn.p7, &p6_relu)?;
-        pyramid.push(p6);
-        pyramid.push(p7);
+        let top = pyramid.last().expect("at least one level").clone();
+        match fpn.extra.as_slice() {
+            // RetinaNet: P6 = conv(P5), P7 = conv(relu(P6)).
+            [p6_conv, p7_conv] => {
+                let p6 = self.unit(p6_conv, &top)?;
+                let p6_relu = self.g.op("Relu", "fpn.extra_blocks", &[&p6], vec![]);
+                let p7 = self.unit(p7_conv, &p6_relu)?;
+                pyramid.push(p6);
+                pyramid.push(p7);
+            }
+            // Faster R-CNN: P6 = max-pool(P5), kernel 1, stride 2.
+            [] => {
+                let attrs = vec![
+                    ("kernel_shape", Attr::Ints(vec![1, 1])),
+                    ("strides", Attr::Ints(vec![2, 2])),
+                    ("pads", Attr::Ints(vec![0, 0, 0, 0])),
+                ];
+                pyramid.push(self.g.op("MaxPool", "fpn.extra_blocks.pool", &[&top], attrs));
+            }
+            other => unreachable!("the plan makes 0 or 2 extra convs, not {}", other.len()),
+        }
         Ok(pyramid)
     }
 
@@ -257,7 +273,7 @@ fn level_candidates(
     cfg: &DetectorConfig,
 ) -> Result<(String, String, String)> {
     let k = cfg.num_classes();
-    let topk = cfg.topk_candidates.min(n * k) as i64;
+    let topk = cfg.expect_retinanet()?.topk_candidates.min(n * k) as i64;
     let flat_shape = e.i64s("shape", &[-1])?;
     let flat = e.g.op("Reshape", "post.scores", &[cls, &flat_shape], vec![]);
     let probs = e.g.op("Sigmoid", "post.scores", &[&flat], vec![]);

@@ -42,6 +42,7 @@ pub fn export_retinanet(
     opts: &ExportOptions,
 ) -> Result<ModelProto> {
     cfg.validate()?;
+    cfg.expect_retinanet()?;
     arch.validate(space)?;
     let levels = pyramid_levels(space, arch, cfg)?;
     let mut e = Emitter::new("detnas_retinanet", weights, cfg.bn_eps);
@@ -57,7 +58,7 @@ pub fn export_retinanet(
             stage_outputs.push(x.clone());
         }
     }
-    let stage_idx = fpn_stage_indices(space);
+    let stage_idx = fpn_stage_indices(space, cfg.kind());
     let in_ch: Vec<usize> = stage_idx.iter().map(|&i| space.stages[i].channels as usize).collect();
     let feats: Vec<String> = stage_idx.iter().map(|&i| stage_outputs[i].clone()).collect();
     let pyramid = e.fpn(&fpn_plan(&in_ch, cfg), &feats, &levels, cfg.fpn_channels)?;
@@ -96,7 +97,7 @@ pub fn export_retinanet(
     g.metadata(keys::ARCH, arch.to_string());
     let genome = detnas_core::genome::Candidate::joint(arch.clone(), detnas_core::genome::DetectorGenes::of(cfg));
     g.metadata(keys::GENOME, genome.to_string());
-    g.metadata(keys::DETECTOR, cfg.kind.name());
+    g.metadata(keys::DETECTOR, cfg.kind().name());
     g.metadata(keys::CLASSES, serde_json::to_string(&cfg.class_names).expect("names serialize"));
     g.metadata(keys::SHUFFLE, cfg.shuffle.name());
     g.metadata(keys::INPUT, cfg.input.to_string());

@@ -78,7 +78,7 @@ pub fn export_part(space: &SearchSpace, cfg: &DetectorConfig, part: &Part, seed:
         }
         Part::Fpn { channels } => {
             let cfg = DetectorConfig { fpn_channels: channels, ..cfg.clone() };
-            let stages = fpn_stage_indices(space);
+            let stages = fpn_stage_indices(space, cfg.kind());
             let in_ch: Vec<usize> = stages.iter().map(|&i| space.stages[i].channels as usize).collect();
             let fpn = fpn_plan(&in_ch, &cfg);
             let inputs = stages
@@ -88,7 +88,7 @@ pub fn export_part(space: &SearchSpace, cfg: &DetectorConfig, part: &Part, seed:
                     (s.name.clone(), vec![1, s.channels as usize, s.height as usize, s.width as usize])
                 })
                 .collect();
-            (inputs, fpn.inner.into_iter().chain(fpn.layer).chain([fpn.p6, fpn.p7]).collect())
+            (inputs, fpn.inner.into_iter().chain(fpn.layer).chain(fpn.extra).collect())
         }
         Part::HeadLayer { cin, cout, conv } => {
             let cfg = DetectorConfig {
@@ -125,7 +125,7 @@ pub fn export_part(space: &SearchSpace, cfg: &DetectorConfig, part: &Part, seed:
         }
         Part::Fpn { channels } => {
             let cfg = DetectorConfig { fpn_channels: channels, ..cfg.clone() };
-            let stages = fpn_stage_indices(space);
+            let stages = fpn_stage_indices(space, cfg.kind());
             let in_ch: Vec<usize> = stages.iter().map(|&i| space.stages[i].channels as usize).collect();
             let pyramid = e.fpn(&fpn_plan(&in_ch, &cfg), &names, &levels, channels)?;
             pyramid.into_iter().map(|p| (p, 4)).collect()

@@ -6,7 +6,8 @@
 //! (libtorch-free) and is re-exported here; [`open`] loads a detection checkpoint for use.
 
 pub use detnas_core::checkpoint::{
-    CheckpointError, CheckpointState, FORMAT, LogEntry, LossPart, config_hash, exists, remove_checkpoint,
+    CheckpointError, CheckpointKind, CheckpointState, FORMAT, LogEntry, LossPart, config_hash, exists,
+    remove_checkpoint,
 };
 
 use crate::config::{DataSource, DetTrainConfig};
@@ -14,7 +15,7 @@ use crate::error::{Result, TrainError};
 use crate::net::RetinaNet;
 use crate::optim::PathSgd;
 use detnas_core::arch::Arch;
-use detnas_core::detector::DetectorConfig;
+use detnas_core::detector::{DetectorConfig, DetectorKind};
 use detnas_core::genome::{DetectorGenes, Genome};
 use detnas_core::plan::Paths;
 use detnas_core::space::SearchSpace;
@@ -183,8 +184,13 @@ impl OpenCheckpoint {
 pub fn open(dir: &Path, arch: Option<&str>, device: tch::Device) -> Result<OpenCheckpoint> {
     let state = load_state(dir)?;
     let path = dir.join(detnas_core::checkpoint::STATE_FILE);
-    if state.kind != "retinanet" {
-        return Err(io(&path, format!("is a `{}` checkpoint, not a detector (`retinanet`)", state.kind)));
+    match state.kind.detector() {
+        Some(DetectorKind::Retinanet) => {}
+        Some(DetectorKind::FasterRcnn) => {
+            let reason = "is a faster-rcnn checkpoint; training and export of Faster R-CNN are not implemented yet";
+            return Err(io(&path, reason));
+        }
+        None => return Err(io(&path, format!("is a `{}` checkpoint, not a detector (`retinanet`)", state.kind))),
     }
     let config: DetTrainConfig = serde_json::from_value(state.config.clone())
         .map_err(|e| io(&path, format!("invalid training configuration: {e}")))?;

@@ -3,7 +3,7 @@
 //! on weights only, random-resized-crop + flip augmentation. The backbone tensors keep the plan's
 //! names, so a detection run loads them with `init = ".../weights-N.safetensors"`.
 
-use crate::checkpoint::{CheckpointState, LogEntry, LossPart};
+use crate::checkpoint::{CheckpointKind, CheckpointState, LogEntry, LossPart};
 use crate::data::{BadImage, batch_indices, step_seed};
 use crate::error::{Result, TrainError};
 use crate::net::Classifier;
@@ -150,7 +150,7 @@ pub fn train_classifier(
     let mut vs = nn::VarStore::new(device);
     let net = Classifier::new(&vs, &space, Paths::All, folder.class_names.len(), cfg.seed);
     let opt = PathSgd::new(cfg.momentum, cfg.weight_decay, false);
-    let state = CheckpointState::new("classifier", &space.name, None, cfg);
+    let state = CheckpointState::new(CheckpointKind::Classifier, &space.name, None, cfg);
     let schedule = Schedule {
         iterations: cfg.iterations,
         log_every: cfg.log_every,

@@ -26,7 +26,8 @@ pub struct ImageTargets {
 /// allowed as in torchvision's RetinaNet) and encodes the matched boxes.
 pub fn image_targets(anchors: &[BBox], boxes: &[BBox], labels: &[usize], cfg: &DetectorConfig) -> ImageTargets {
     let coder = BoxCoder::retinanet();
-    let matches = match_anchors(anchors, boxes, cfg.fg_iou_thresh, cfg.bg_iou_thresh, true);
+    let r = cfg.retinanet().expect("RetinaNet targets need a retinanet configuration (checked by RetinaNet::new)");
+    let matches = match_anchors(anchors, boxes, r.fg_iou_thresh, r.bg_iou_thresh, true);
     let mut out = ImageTargets {
         labels: vec![BACKGROUND; anchors.len()],
         deltas: vec![0.0; anchors.len() * 4],

@@ -11,7 +11,7 @@ use crate::error::{Result, TrainError};
 use crate::modules::{Bn, Builder, ConvBn, chain, tensor};
 use crate::optim::PathParam;
 use detnas_core::arch::Arch;
-use detnas_core::detector::{DetectorConfig, HeadConv};
+use detnas_core::detector::{DetectorConfig, DetectorKind, HeadConv};
 use detnas_core::genome::{DetectorGenes, GeneSpace};
 use detnas_core::plan::{
     ParamSpec, Paths, backbone_blocks, backbone_params, classifier_plan, detector_params, fpn_plan, fpn_stage_indices,
@@ -281,6 +281,7 @@ impl RetinaNet {
         seed: u64,
     ) -> Result<Self> {
         cfg.validate()?;
+        cfg.expect_retinanet()?;
         let root = vs.root();
         let (params, configs) = match genes {
             None => (detector_params(space, paths, cfg), vec![cfg.clone()]),
@@ -292,7 +293,10 @@ impl RetinaNet {
         let b = builder(&root, params, seed);
         let eps = cfg.bn_eps as f64;
         let backbone = Backbone::build(&b, space, paths, cfg.shuffle, eps);
-        let in_ch: Vec<usize> = fpn_stage_indices(space).iter().map(|&i| space.stages[i].channels as usize).collect();
+        let in_ch: Vec<usize> = fpn_stage_indices(space, DetectorKind::Retinanet)
+            .iter()
+            .map(|&i| space.stages[i].channels as usize)
+            .collect();
         let fpn = fpn_plan(&in_ch, &configs[0]);
         let units = |v: &[detnas_core::plan::ConvUnit]| v.iter().map(|u| ConvBn::new(&b, u, eps)).collect::<Vec<_>>();
         let tower = |t: &[Vec<detnas_core::plan::ConvUnit>]| t.iter().map(|l| units(l)).collect::<Vec<_>>();
@@ -310,8 +314,8 @@ impl RetinaNet {
             backbone,
             inner: units(&fpn.inner),
             layer: units(&fpn.layer),
-            p6: ConvBn::new(&b, &fpn.p6, eps),
-            p7: ConvBn::new(&b, &fpn.p7, eps),
+            p6: ConvBn::new(&b, &fpn.extra[0], eps),
+            p7: ConvBn::new(&b, &fpn.extra[1], eps),
             towers,
             cls_pred: ConvBn::new(&b, &head.classification.predictor, eps),
             reg_pred: ConvBn::new(&b, &head.regression.predictor, eps),
@@ -377,7 +381,7 @@ impl RetinaNet {
         let h = Some(genes.head_channels as i64);
         let x = (images - &self.mean) * &self.inv_std;
         let stages = self.backbone.forward(&x, arch, train)?;
-        let idx = fpn_stage_indices(&self.backbone.space);
+        let idx = fpn_stage_indices(&self.backbone.space, DetectorKind::Retinanet);
         let feats: Vec<&Tensor> = idx.iter().map(|&i| &stages[i]).collect();
         let mut last_inner = self.inner[2].forward_active(feats[2], f, train);
         let mut pyramid = vec![self.layer[2].forward_active(&last_inner, f, train)];

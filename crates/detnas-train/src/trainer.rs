@@ -1,7 +1,7 @@
 //! The detection training loop (supernet fine-tuning or stand-alone retraining), evaluation on
 //! held-out data with the COCO evaluator of `detnas eval`, and BN recalibration batches.
 
-use crate::checkpoint::{CheckpointState, LogEntry};
+use crate::checkpoint::{CheckpointKind, CheckpointState, LogEntry};
 use crate::config::{DataSource, DetTrainConfig};
 use crate::data::{Augment, BadImage, Loader, prepare, step_seed};
 use crate::error::{Result, TrainError};
@@ -141,7 +141,12 @@ pub fn train_detection(
         load_partial(&mut vs, init)?;
     }
     let opt = PathSgd::new(cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.decay_1d);
-    let state = CheckpointState::new("retinanet", &space.name, fixed.as_ref().map(Arch::to_string), &run_cfg);
+    let state = CheckpointState::new(
+        CheckpointKind::of_detector(run_cfg.detector.kind()),
+        &space.name,
+        fixed.as_ref().map(Arch::to_string),
+        &run_cfg,
+    );
     let mut run = StepLoop::start(start, out, &mut vs, opt, state, schedule(cfg))?;
 
     let mut loader = Loader::spawn(

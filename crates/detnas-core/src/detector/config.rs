@@ -1,5 +1,7 @@
-//! Detector configuration (RetinaNet on a DetNAS backbone) and the pre-processing contract.
+//! Detector configuration (RetinaNet or FPN Faster R-CNN on a DetNAS backbone) and the
+//! pre-processing contract.
 
+use super::heads::{DetectorHead, DetectorKind, FasterRcnnSettings, RetinanetSettings};
 use crate::boxes::{cell_anchors, octave_sizes};
 use crate::error::{CoreError, Result};
 use crate::shape::InputSize;
@@ -10,23 +12,6 @@ use serde::{Deserialize, Serialize};
 /// every DetNAS backbone (torchvision's `size_divisible`). Then the anchors of P3..P5 sit exactly on
 /// their feature grids; P6/P7 follow torchvision's `input / grid` rule.
 pub const INPUT_DIVISOR: u64 = 32;
-
-/// Detector families. FPN Faster R-CNN will join RetinaNet here.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum DetectorKind {
-    #[default]
-    Retinanet,
-}
-
-impl DetectorKind {
-    /// The name written in exported models ([`crate::contract::detector_kinds`]).
-    pub fn name(self) -> &'static str {
-        match self {
-            DetectorKind::Retinanet => crate::contract::detector_kinds::RETINANET,
-        }
-    }
-}
 
 /// Convolution type of the head's tower.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -58,65 +43,119 @@ impl Default for Preprocess {
     }
 }
 
-/// RetinaNet with FPN (P3-P7) on a DetNAS backbone.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// A detector on a DetNAS backbone: the fields every family shares (input, classes,
+/// normalisation, FPN, head tower, final thresholds) and the family's own settings ([`DetectorHead`]).
+///
+/// Serialised flat with a `kind` field (`retinanet`, the default when absent, or `faster-rcnn`):
+/// RetinaNet's settings beside the common fields, Faster R-CNN's in `rpn` and `roi_heads` tables.
+/// Settings of the other family are refused by name.
+#[derive(Clone, Debug, PartialEq)]
 pub struct DetectorConfig {
-    pub kind: DetectorKind,
+    /// Class names (no background class; Faster R-CNN adds its own internally).
     pub class_names: Vec<String>,
     /// Dataset category id of each class (COCO `category_id`); empty means `index + 1`.
     pub category_ids: Vec<u64>,
     /// Fixed network input (H x W); images are letterboxed into it.
     pub input: InputSize,
+    /// FPN width.
     pub fpn_channels: u64,
-    /// Convs per head tower (classification and regression each).
+    /// The head tower's depth: convs per RetinaNet tower (classification and regression each); the
+    /// Faster R-CNN box head's 3x3 convs before its fully connected layer (0: torchvision's two
+    /// fully connected layers).
     pub head_convs: usize,
+    /// Channels of the head tower's convs.
     pub head_channels: u64,
+    /// Conv type of the head tower.
     pub head_conv: HeadConv,
-    /// Base anchor size per level P3..P7.
-    pub anchor_sizes: Vec<f32>,
-    pub scales_per_octave: usize,
-    pub aspect_ratios: Vec<f32>,
+    /// Final score threshold.
     pub score_thresh: f32,
+    /// Final per-class NMS IoU.
     pub nms_thresh: f32,
+    /// Most detections per image.
     pub detections_per_img: usize,
-    pub topk_candidates: usize,
-    pub fg_iou_thresh: f32,
-    pub bg_iou_thresh: f32,
+    /// Channel shuffle of the backbone's blocks.
     pub shuffle: ChannelShuffle,
+    /// The input contract (normalisation, letterbox padding).
     pub preprocess: Preprocess,
     /// BN epsilon of the backbone.
     pub bn_eps: f32,
+    /// The family and its own settings.
+    pub head: DetectorHead,
 }
 
 impl Default for DetectorConfig {
     fn default() -> Self {
-        DetectorConfig {
-            kind: DetectorKind::Retinanet,
-            class_names: vec!["object".into()],
-            category_ids: Vec::new(),
-            input: InputSize::new(512, 512),
-            fpn_channels: 256,
-            head_convs: 4,
-            head_channels: 256,
-            head_conv: HeadConv::Dense,
-            anchor_sizes: vec![32.0, 64.0, 128.0, 256.0, 512.0],
-            scales_per_octave: 3,
-            aspect_ratios: vec![0.5, 1.0, 2.0],
-            score_thresh: 0.05,
-            nms_thresh: 0.5,
-            detections_per_img: 100,
-            topk_candidates: 1000,
-            fg_iou_thresh: 0.5,
-            bg_iou_thresh: 0.4,
-            shuffle: ChannelShuffle::EvenOdd,
-            preprocess: Preprocess::default(),
-            bn_eps: 1e-5,
-        }
+        DetectorConfig::new(DetectorKind::Retinanet)
     }
 }
 
 impl DetectorConfig {
+    /// torchvision's defaults for `kind` (512x512 input, one class `object`). Faster R-CNN: FPN
+    /// 256, two fully connected layers of 1024 (`head_convs` 0), 100 detections per image.
+    pub fn new(kind: DetectorKind) -> Self {
+        DetectorConfig {
+            class_names: vec!["object".into()],
+            category_ids: Vec::new(),
+            input: InputSize::new(512, 512),
+            fpn_channels: 256,
+            head_convs: if kind == DetectorKind::FasterRcnn { 0 } else { 4 },
+            head_channels: 256,
+            head_conv: HeadConv::Dense,
+            score_thresh: 0.05,
+            nms_thresh: 0.5,
+            detections_per_img: 100,
+            shuffle: ChannelShuffle::EvenOdd,
+            preprocess: Preprocess::default(),
+            bn_eps: 1e-5,
+            head: DetectorHead::default_for(kind),
+        }
+    }
+
+    /// The detector family.
+    pub fn kind(&self) -> DetectorKind {
+        self.head.kind()
+    }
+
+    /// RetinaNet's settings; `None` for another family.
+    pub fn retinanet(&self) -> Option<&RetinanetSettings> {
+        match &self.head {
+            DetectorHead::Retinanet(r) => Some(r),
+            DetectorHead::FasterRcnn(_) => None,
+        }
+    }
+
+    /// RetinaNet's settings, mutable; `None` for another family.
+    pub fn retinanet_mut(&mut self) -> Option<&mut RetinanetSettings> {
+        match &mut self.head {
+            DetectorHead::Retinanet(r) => Some(r),
+            DetectorHead::FasterRcnn(_) => None,
+        }
+    }
+
+    /// Faster R-CNN's settings; `None` for another family.
+    pub fn faster_rcnn(&self) -> Option<&FasterRcnnSettings> {
+        match &self.head {
+            DetectorHead::FasterRcnn(f) => Some(f),
+            DetectorHead::Retinanet(_) => None,
+        }
+    }
+
+    /// Faster R-CNN's settings, mutable; `None` for another family.
+    pub fn faster_rcnn_mut(&mut self) -> Option<&mut FasterRcnnSettings> {
+        match &mut self.head {
+            DetectorHead::FasterRcnn(f) => Some(f),
+            DetectorHead::Retinanet(_) => None,
+        }
+    }
+
+    /// RetinaNet's settings, or the error naming the family this configuration is for.
+    pub fn expect_retinanet(&self) -> Result<&RetinanetSettings> {
+        self.retinanet().ok_or_else(|| CoreError::BadDetectorConfig {
+            field: "kind",
+            reason: format!("this needs a retinanet configuration, not {}", self.kind()),
+        })
+    }
+
     /// Number of classes (no background class: RetinaNet uses sigmoid scores).
     pub fn num_classes(&self) -> usize {
         self.class_names.len()
@@ -127,32 +166,58 @@ impl DetectorConfig {
         self.category_ids.get(index).copied().unwrap_or(index as u64 + 1)
     }
 
-    /// Anchors per feature-map cell.
+    /// Anchors per feature-map cell: RetinaNet's scales x ratios; the RPN's ratios.
     pub fn anchors_per_cell(&self) -> usize {
-        self.scales_per_octave * self.aspect_ratios.len()
+        match &self.head {
+            DetectorHead::Retinanet(r) => r.scales_per_octave * r.aspect_ratios.len(),
+            DetectorHead::FasterRcnn(f) => f.rpn.aspect_ratios.len(),
+        }
     }
 
-    /// Zero-centred anchors of each level P3..P7.
+    /// Zero-centred anchors of each pyramid level: RetinaNet P3..P7 (octave scales), the RPN
+    /// P2..P6 (one size per level).
     pub fn cell_anchors(&self) -> Vec<Vec<[f32; 4]>> {
-        self.anchor_sizes
-            .iter()
-            .map(|&s| cell_anchors(&octave_sizes(s, self.scales_per_octave), &self.aspect_ratios))
-            .collect()
+        match &self.head {
+            DetectorHead::Retinanet(r) => r
+                .anchor_sizes
+                .iter()
+                .map(|&s| cell_anchors(&octave_sizes(s, r.scales_per_octave), &r.aspect_ratios))
+                .collect(),
+            DetectorHead::FasterRcnn(f) => {
+                f.rpn.anchor_sizes.iter().map(|&s| cell_anchors(&[s], &f.rpn.aspect_ratios)).collect()
+            }
+        }
+    }
+
+    /// Classes the network scores: Faster R-CNN's box predictor adds a background class (index 0).
+    pub fn predicted_classes(&self) -> usize {
+        match self.kind() {
+            DetectorKind::Retinanet => self.num_classes(),
+            DetectorKind::FasterRcnn => self.num_classes() + 1,
+        }
     }
 
     /// Checks internal consistency; the error names the field and the first problem.
     pub fn validate(&self) -> Result<()> {
         let bad = |field: &'static str, reason: String| Err(CoreError::BadDetectorConfig { field, reason });
         self.validate_classes()?;
-        if self.anchor_sizes.len() != 5 {
-            return bad("anchor_sizes", format!("needs 5 entries (P3..P7), got {}", self.anchor_sizes.len()));
+        let (sizes, ratios, scales) = match &self.head {
+            DetectorHead::Retinanet(r) => (&r.anchor_sizes, &r.aspect_ratios, r.scales_per_octave),
+            DetectorHead::FasterRcnn(f) => (&f.rpn.anchor_sizes, &f.rpn.aspect_ratios, 1),
+        };
+        let levels = crate::plan::Pyramid::of(self.kind()).levels();
+        if sizes.len() != levels.len() {
+            let names = levels.iter().map(|l| format!("P{l}")).collect::<Vec<_>>().join(", ");
+            return bad("anchor_sizes", format!("needs {} entries ({names}), got {}", levels.len(), sizes.len()));
         }
-        if self.anchor_sizes.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-            return bad("anchor_sizes", format!("must be positive, got {:?}", self.anchor_sizes));
+        if sizes.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return bad("anchor_sizes", format!("must be positive, got {sizes:?}"));
         }
-        if self.scales_per_octave == 0 || self.aspect_ratios.is_empty() || self.aspect_ratios.iter().any(|r| *r <= 0.0)
-        {
+        if scales == 0 || ratios.is_empty() || ratios.iter().any(|r| !(r.is_finite() && *r > 0.0)) {
             return bad("aspect_ratios", "scales_per_octave and aspect_ratios must be positive".into());
+        }
+        if let DetectorHead::FasterRcnn(f) = &self.head {
+            f.validate()?;
         }
         if self.fpn_channels == 0 || self.head_channels == 0 {
             return bad("fpn_channels", "fpn_channels and head_channels must be positive".into());
@@ -162,7 +227,7 @@ impl DetectorConfig {
                 return bad(field, format!("must be within [0, 1], got {v}"));
             }
         }
-        if self.detections_per_img == 0 || self.topk_candidates == 0 {
+        if self.detections_per_img == 0 || self.retinanet().is_some_and(|r| r.topk_candidates == 0) {
             return bad("detections_per_img", "detections_per_img and topk_candidates must be positive".into());
         }
         if self.preprocess.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {

@@ -1,8 +1,9 @@
-//! Pyramid geometry: the P3..P7 grids of an architecture at the configured input, and their anchors.
+//! Pyramid geometry: the level grids of an architecture at the configured input, and their anchors.
 
 use super::config::DetectorConfig;
 use crate::arch::Arch;
 use crate::error::Result;
+use crate::plan::{ExtraLevels, Pyramid};
 use crate::shape::conv_out;
 use crate::space::SearchSpace;
 use serde::Serialize;
@@ -10,7 +11,7 @@ use serde::Serialize;
 /// One pyramid level as the head sees it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct LevelShape {
-    /// `P3`..`P7`.
+    /// `P3`..`P7` (RetinaNet) or `P2`..`P6` (Faster R-CNN).
     pub name: String,
     pub height: usize,
     pub width: usize,
@@ -19,23 +20,28 @@ pub struct LevelShape {
     pub stride_w: usize,
 }
 
-/// P3..P7 sizes of `arch` at the configured input.
+/// The pyramid levels of `arch` at the configured input: P3..P7 for RetinaNet (P6, P7 by 3x3
+/// stride-2 convs), P2..P6 for Faster R-CNN (P6 by a stride-2 max-pool of kernel 1).
 pub fn pyramid_levels(space: &SearchSpace, arch: &Arch, cfg: &DetectorConfig) -> Result<Vec<LevelShape>> {
     let report = crate::cost::cost(space, arch, cfg.input)?;
-    let mut sizes: Vec<(u64, u64)> = crate::plan::fpn_stage_indices(space)
+    let pyramid = Pyramid::of(cfg.kind());
+    let mut sizes: Vec<(u64, u64)> = crate::plan::fpn_stage_indices(space, cfg.kind())
         .iter()
         .map(|&i| (report.stages[i].height, report.stages[i].width))
         .collect();
-    for _ in 0..2 {
-        let (h, w) = *sizes.last().expect("three stages");
-        let down = |n| conv_out(n, 3, 2, 1).unwrap_or(1);
+    for _ in 0..pyramid.extra_count() {
+        let (h, w) = *sizes.last().expect("at least one stage");
+        let down = |n| match pyramid.extra {
+            ExtraLevels::ConvP6P7 => conv_out(n, 3, 2, 1).unwrap_or(1),
+            ExtraLevels::MaxPoolP6 => conv_out(n, 1, 2, 0).unwrap_or(1),
+        };
         sizes.push((down(h), down(w)));
     }
     Ok(sizes
         .iter()
-        .enumerate()
-        .map(|(i, &(h, w))| LevelShape {
-            name: format!("P{}", i + 3),
+        .zip(pyramid.levels())
+        .map(|(&(h, w), level)| LevelShape {
+            name: format!("P{level}"),
             height: h as usize,
             width: w as usize,
             stride_h: (cfg.input.height / h) as usize,
@@ -44,7 +50,7 @@ pub fn pyramid_levels(space: &SearchSpace, arch: &Arch, cfg: &DetectorConfig) ->
         .collect())
 }
 
-/// Anchors of every level, concatenated P3..P7 in the heads' (y, x, anchor) order.
+/// Anchors of every level, concatenated lowest level first in the heads' (y, x, anchor) order.
 pub fn all_anchors(levels: &[LevelShape], cfg: &DetectorConfig) -> Vec<[f32; 4]> {
     levels
         .iter()
@@ -69,5 +75,19 @@ mod tests {
         assert_eq!(dims, vec![(64, 8), (32, 16), (16, 32), (8, 64), (4, 128)]);
         let anchors = all_anchors(&levels, &cfg);
         assert_eq!(anchors.len(), (64 * 64 + 32 * 32 + 16 * 16 + 64 + 16) * 9);
+    }
+
+    #[test]
+    fn faster_rcnn_pyramid_of_a_512_input() {
+        let (space, arch) = Preset::by_name("coco-fpn-300m").unwrap().resolve();
+        let cfg = DetectorConfig::new(crate::detector::DetectorKind::FasterRcnn);
+        let levels = pyramid_levels(&space, &arch, &cfg).unwrap();
+        let dims: Vec<(&str, usize, usize)> = levels.iter().map(|l| (l.name.as_str(), l.height, l.stride_h)).collect();
+        assert_eq!(dims, vec![("P2", 128, 4), ("P3", 64, 8), ("P4", 32, 16), ("P5", 16, 32), ("P6", 8, 64)]);
+        let anchors = all_anchors(&levels, &cfg);
+        assert_eq!(anchors.len(), (128 * 128 + 64 * 64 + 32 * 32 + 16 * 16 + 64) * 3);
+        // One size per level: P2's anchors are 32 px squares and their 0.5 / 2 ratio variants.
+        let side = |b: &[f32; 4]| ((b[2] - b[0]) * (b[3] - b[1])).sqrt();
+        assert!((side(&anchors[1]) - 32.0).abs() < 0.5, "{:?}", anchors[1]);
     }
 }

@@ -1,4 +1,5 @@
-//! RetinaNet on a DetNAS backbone: configuration, pyramid geometry, post-processing and FLOPs.
+//! Detectors on a DetNAS backbone (RetinaNet, FPN Faster R-CNN): configuration, pyramid geometry,
+//! post-processing and FLOPs.
 //! Names follow torchvision (`score_thresh`, `nms_thresh`, `detections_per_img`, ...).
 //!
 //! Module layering (no cycles): [`config`] depends only on [`crate::shape`], [`crate::boxes`] and
@@ -6,11 +7,16 @@
 //! cost model; [`postprocess`] reads the config and the levels.
 
 pub mod config;
+mod config_serde;
 pub mod flops;
+pub mod heads;
 pub mod levels;
 pub mod postprocess;
 
-pub use config::{DetectorConfig, DetectorKind, HeadConv, INPUT_DIVISOR, Preprocess};
+pub use config::{DetectorConfig, HeadConv, INPUT_DIVISOR, Preprocess};
 pub use flops::{DetectorFlops, detector_flops};
+pub use heads::{
+    BoxLoss, DetectorHead, DetectorKind, FasterRcnnSettings, RetinanetSettings, RoiHeadSettings, RpnSettings,
+};
 pub use levels::{LevelShape, all_anchors, pyramid_levels};
 pub use postprocess::{RawDetection, postprocess};

@@ -37,7 +37,7 @@ pub fn postprocess(
         let logits = &cls_logits[offset * k..(offset + n) * k];
         let mut order: Vec<usize> = (0..n * k).collect();
         let sig = |x: f32| 1.0 / (1.0 + (-x).exp());
-        let topk = cfg.topk_candidates.min(n * k);
+        let topk = cfg.expect_retinanet().map_or(n * k, |r| r.topk_candidates).min(n * k);
         order.select_nth_unstable_by(topk.saturating_sub(1).min(n * k - 1), |&i, &j| {
             logits[j].total_cmp(&logits[i]).then(i.cmp(&j))
         });
