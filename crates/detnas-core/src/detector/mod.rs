@@ -12,6 +12,7 @@ pub mod flops;
 pub mod heads;
 pub mod levels;
 pub mod postprocess;
+pub mod two_stage;
 
 pub use config::{DetectorConfig, HeadConv, INPUT_DIVISOR, Preprocess};
 pub use flops::{DetectorFlops, detector_flops};
