@@ -15,6 +15,8 @@ mod latency;
 mod reliability_model;
 #[cfg(all(feature = "train", feature = "infer"))]
 mod reliability_train;
+#[cfg(feature = "train")]
+mod roi_align;
 #[cfg(feature = "infer")]
 mod sdk;
 #[cfg(all(feature = "train", feature = "infer"))]

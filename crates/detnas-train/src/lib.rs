@@ -27,6 +27,7 @@ pub mod modules;
 pub mod net;
 pub mod optim;
 pub mod recal;
+pub mod roi_align;
 pub mod run;
 pub mod search;
 pub mod trainer;
