@@ -32,7 +32,7 @@ pub struct Builder<'a, 'p> {
 }
 
 impl Builder<'_, '_> {
-    fn make(&self, name: &str) -> Tensor {
+    pub(crate) fn make(&self, name: &str) -> Tensor {
         let (spec, values) = self.specs.get(name).unwrap_or_else(|| panic!("parameter `{name}` is not in the plan"));
         var(self.root, name, &spec.shape, values, !spec.buffer)
     }

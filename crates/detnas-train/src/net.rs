@@ -38,13 +38,19 @@ pub struct Backbone {
     shuffle_index: HashMap<i64, (Tensor, Tensor)>,
 }
 
-fn builder<'a, 'p>(root: &'a nn::Path<'p>, params: Vec<ParamSpec>, seed: u64) -> Builder<'a, 'p> {
+pub(crate) fn builder<'a, 'p>(root: &'a nn::Path<'p>, params: Vec<ParamSpec>, seed: u64) -> Builder<'a, 'p> {
     let values = random_init(&params, seed);
     Builder { root, specs: params.into_iter().zip(values).map(|(p, v)| (p.name.clone(), (p, v))).collect() }
 }
 
 impl Backbone {
-    fn build(b: &Builder<'_, '_>, space: &SearchSpace, paths: Paths<'_>, shuffle: ChannelShuffle, eps: f64) -> Self {
+    pub(crate) fn build(
+        b: &Builder<'_, '_>,
+        space: &SearchSpace,
+        paths: Paths<'_>,
+        shuffle: ChannelShuffle,
+        eps: f64,
+    ) -> Self {
         let mut layers: Vec<Vec<Option<Block>>> =
             (0..space.num_layers()).map(|_| (0..4).map(|_| None).collect()).collect();
         for plan in backbone_blocks(space, paths) {

@@ -1,0 +1,125 @@
+//! FPN Faster R-CNN in libtorch: the four losses fall when it fits one image, and the fitted
+//! network finds the objects; the supernet trains only the sampled path.
+
+use detnas_core::arch::Preset;
+use detnas_core::boxes::{BBox, iou};
+use detnas_core::detector::{DetectorConfig, DetectorKind, all_anchors, pyramid_levels};
+use detnas_core::plan::Paths;
+use detnas_core::rng::Rng;
+use detnas_core::shape::InputSize;
+use detnas_train::faster_rcnn::{FasterRcnn, image_truth};
+use detnas_train::tch::{Device, Tensor, nn, nn::OptimizerConfig};
+
+fn small_config() -> DetectorConfig {
+    let mut cfg = DetectorConfig::new(DetectorKind::FasterRcnn);
+    cfg.class_names = vec!["square".into(), "bar".into()];
+    cfg.input = InputSize::new(128, 128);
+    cfg.fpn_channels = 32;
+    let f = cfg.faster_rcnn_mut().unwrap();
+    f.rpn.anchor_sizes = vec![16.0, 32.0, 64.0, 128.0, 256.0];
+    f.rpn.pre_nms_top_n_train = 300;
+    f.rpn.post_nms_top_n_train = 100;
+    f.rpn.pre_nms_top_n_test = 200;
+    f.rpn.post_nms_top_n_test = 50;
+    f.roi_heads.batch_size_per_image = 64;
+    f.roi_heads.representation_size = 64;
+    cfg
+}
+
+/// A dark image with a bright square and a bright horizontal bar.
+fn scene() -> (Tensor, Vec<BBox>, Vec<usize>) {
+    let boxes = vec![[20.0, 24.0, 60.0, 64.0], [70.0, 80.0, 120.0, 100.0]];
+    let mut pixels = vec![20.0f32; 3 * 128 * 128];
+    for (c, b) in boxes.iter().enumerate() {
+        for y in b[1] as usize..b[3] as usize {
+            for x in b[0] as usize..b[2] as usize {
+                for ch in 0..3 {
+                    pixels[ch * 128 * 128 + y * 128 + x] = if ch == c { 240.0 } else { 120.0 };
+                }
+            }
+        }
+    }
+    (Tensor::from_slice(&pixels).view([1, 3, 128, 128]), boxes, vec![0, 1])
+}
+
+#[test]
+fn faster_rcnn_fits_one_image_and_finds_its_objects() {
+    detnas_train::tch::manual_seed(0);
+    let (space, arch) = Preset::by_name("coco-fpn-300m").unwrap().resolve();
+    let cfg = small_config();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = FasterRcnn::new(&vs, &space, Paths::Single(&arch), &cfg, 0).unwrap();
+    let levels = pyramid_levels(&space, &arch, &cfg).unwrap();
+    let anchors = all_anchors(&levels, &cfg);
+    let (image, boxes, labels) = scene();
+    let truth = vec![image_truth(&anchors, &boxes, &labels, &cfg)];
+    let mut opt = nn::Sgd { momentum: 0.9, ..Default::default() }.build(&vs, 0.02).unwrap();
+    let mut rng = Rng::seed(1);
+    let mut first = None;
+    let mut last = Vec::new();
+    for _ in 0..60 {
+        let loss = net.training_loss(&image, &arch, &truth, &levels, &anchors, &mut rng).unwrap();
+        let parts: Vec<f64> = [&loss.objectness, &loss.rpn_box, &loss.classifier, &loss.box_reg]
+            .iter()
+            .map(|t| t.double_value(&[]))
+            .collect();
+        assert!(parts.iter().all(|v| v.is_finite()), "{parts:?}");
+        first.get_or_insert(parts.clone());
+        last = parts;
+        opt.backward_step(&loss.total());
+    }
+    let first = first.unwrap();
+    let total = |v: &[f64]| v.iter().sum::<f64>();
+    assert!(total(&last) < 0.3 * total(&first), "losses {first:?} -> {last:?}");
+    assert!(last[0] < first[0] && last[2] < first[2], "objectness and classifier fall: {first:?} -> {last:?}");
+
+    let found = net.detect(&image, &arch, &levels, &anchors).unwrap();
+    assert_eq!(found.len(), 1);
+    for (b, &label) in boxes.iter().zip(&labels) {
+        let best = found[0].iter().filter(|d| d.class == label).map(|d| iou(&d.bbox, b)).fold(0.0f32, f32::max);
+        assert!(best > 0.5, "class {label}: best IoU {best} in {:?}", found[0]);
+    }
+    assert!(found[0].len() <= cfg.detections_per_img);
+}
+
+#[test]
+fn a_supernet_step_trains_only_the_sampled_path() {
+    let (space, arch) = Preset::by_name("coco-fpn-300m").unwrap().resolve();
+    let cfg = small_config();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = FasterRcnn::new(&vs, &space, Paths::All, &cfg, 0).unwrap();
+    let params = net.path_parameters(&arch).unwrap();
+    let names: std::collections::HashSet<&str> = params.iter().map(|p| p.name.as_str()).collect();
+    for head in ["rpn.head.conv.0.0.weight", "roi_heads.box_head.fc6.weight", "roi_heads.box_predictor.bbox_pred.bias"]
+    {
+        assert!(names.contains(head), "{head}");
+    }
+    // layer 0 uses choice arch[0]: its weights are in, the other choices' are not
+    let chosen = arch.choices()[0].index();
+    assert!(names.iter().any(|n| n.starts_with(&format!("backbone.features.0.{chosen}."))));
+    for other in (0..4).filter(|&c| c != chosen) {
+        assert!(!names.iter().any(|n| n.starts_with(&format!("backbone.features.0.{other}."))), "choice {other}");
+    }
+    let levels = pyramid_levels(&space, &arch, &cfg).unwrap();
+    let anchors = all_anchors(&levels, &cfg);
+    let (image, boxes, labels) = scene();
+    let truth = vec![image_truth(&anchors, &boxes, &labels, &cfg)];
+    let loss = net.training_loss(&image, &arch, &truth, &levels, &anchors, &mut Rng::seed(2)).unwrap();
+    loss.total().backward();
+    let grads: std::collections::HashMap<String, bool> = vs
+        .variables()
+        .into_iter()
+        .map(|(name, t)| {
+            (
+                name.replace('|', "."),
+                t.grad().defined() && t.grad().abs().sum(detnas_train::tch::Kind::Float).double_value(&[]) > 0.0,
+            )
+        })
+        .collect();
+    for (name, has_grad) in &grads {
+        if *has_grad {
+            assert!(names.contains(name.as_str()), "{name} has a gradient but is not on the path");
+        }
+    }
+    assert!(grads["roi_heads.box_head.fc6.weight"] && grads["rpn.head.cls_logits.weight"]);
+}
