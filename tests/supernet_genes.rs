@@ -220,7 +220,9 @@ fn any_genome_exports_from_the_supernet_by_slicing_and_matches_onnx_runtime() {
         assert_eq!(ck.genes, Genome::parse(None, text).unwrap().genes.over(&ck.config.detector));
         let probe: Vec<f32> = (0..3 * side * side).map(|_| (rng.unit() * 255.0) as f32).collect();
         let x = Tensor::from_slice(&probe).view([1, 3, side as i64, side as i64]);
-        let (tcls, treg) = detnas_train::tch::no_grad(|| ck.net.forward_genes(&x, &arch, &ck.genes, false)).unwrap();
+        let (tcls, treg) =
+            detnas_train::tch::no_grad(|| ck.net.as_retinanet().unwrap().forward_genes(&x, &arch, &ck.genes, false))
+                .unwrap();
         let tcls: Vec<f32> = Vec::try_from(tcls.flatten(0, -1)).unwrap();
         let treg: Vec<f32> = Vec::try_from(treg.flatten(0, -1)).unwrap();
         let OnnxOut { cls: ocls, reg: oreg, boxes, scores, labels } = run_onnx(&model, &probe, side);

@@ -31,6 +31,8 @@ mod toolchain_ort;
 mod toolchain_tch;
 #[cfg(all(feature = "train", feature = "infer"))]
 mod train_detection;
+#[cfg(feature = "train")]
+mod train_faster_rcnn;
 #[cfg(all(feature = "train", feature = "infer"))]
 mod train_parity;
 mod util;

@@ -141,6 +141,7 @@ fn resumed_training_equals_uninterrupted_training() {
 #[test]
 fn bn_recalibration_is_deterministic_and_path_specific() {
     use detnas_core::plan::Paths;
+    use detnas_train::detector::DetectionNet;
     use detnas_train::modules::BnUpdate;
     use detnas_train::net::RetinaNet;
     use detnas_train::tch::{Kind, nn};
@@ -150,12 +151,12 @@ fn bn_recalibration_is_deterministic_and_path_specific() {
     let ds = detnas_train::trainer::load_dataset(&data).unwrap();
     let space = detnas_core::SearchSpace::detnas_300m();
     let vs = nn::VarStore::new(Device::Cpu);
-    let net = RetinaNet::new(&vs, &space, Paths::All, &cfg.detector, 0).unwrap();
+    let net = DetectionNet::Retinanet(RetinaNet::new(&vs, &space, Paths::All, &cfg.detector, 0).unwrap());
     let arch = Arch::parse_for("2,3,1,1,3,2,1,3,3,1,1,1,3,3,2,0,3,3,3,3", &space).unwrap();
     let stats = |update| {
         let batches = detnas_train::trainer::recalibration_batches(&ds, &cfg.detector, 3, 2, 7, Device::Cpu).unwrap();
-        detnas_train::recal::recalibrate_retinanet(&net, &arch, &batches, update).unwrap();
-        let bns = net.backbone.path_bns(&arch).unwrap();
+        detnas_train::recal::recalibrate_genome(&net, &arch, &net.default_genes(), &batches, update).unwrap();
+        let bns = net.backbone().path_bns(&arch).unwrap();
         bns.iter().map(|b| Vec::<f32>::try_from(b.running_var.to_kind(Kind::Float)).unwrap()).collect::<Vec<_>>()
     };
     let exact1 = stats(BnUpdate::Cumulative);
@@ -166,7 +167,7 @@ fn bn_recalibration_is_deterministic_and_path_specific() {
     assert!(exact1.iter().flatten().any(|v| (v - 1.0).abs() > 1e-3), "statistics moved off the reset values");
     // another path's BNs are untouched
     let other = Arch::parse_for("0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0", &space).unwrap();
-    let untouched = net.backbone.path_bns(&other).unwrap();
+    let untouched = net.backbone().path_bns(&other).unwrap();
     let layer1 = &untouched[4]; // a BN of layer 1's choice 0, not on `arch` (layer 1 uses choice 3)
     assert!(Vec::<f32>::try_from(layer1.running_var.to_kind(Kind::Float)).unwrap().iter().all(|v| *v == 1.0));
 }

@@ -23,8 +23,8 @@ use detnas_core::size::{format_count, parse_count};
 use detnas_data::detection::DetectionDataset;
 use detnas_infer::latency::Runner;
 use detnas_infer::{Device, Fingerprint, LatencyTable};
+use detnas_train::detector::DetectionNet;
 use detnas_train::modules::BnUpdate;
-use detnas_train::net::RetinaNet;
 use detnas_train::search::{Metric, SupernetFitness};
 use detnas_train::tch::Tensor;
 use detnas_train::{checkpoint, device, trainer};
@@ -122,7 +122,7 @@ pub struct SearchArgs {
 /// supernet (recalibration batches cached per input resolution).
 struct Scorer<'a> {
     paths: SupernetFitness<'a>,
-    net: &'a RetinaNet,
+    net: &'a DetectionNet,
     train: &'a DetectionDataset,
     batch_size: usize,
     batches: usize,
@@ -134,7 +134,7 @@ impl Scorer<'_> {
     /// Builds the fixed recalibration batches at `genes`' input, once per input.
     fn prepare(&mut self, genes: &DetectorGenes) -> Result<()> {
         if !self.by_input.contains_key(&genes.input) {
-            let det = genes.apply(&self.net.cfg);
+            let det = genes.apply(self.net.cfg());
             let b = trainer::recalibration_batches(
                 self.train,
                 &det,
@@ -217,9 +217,9 @@ pub fn run(args: SearchArgs) -> Result<()> {
     let (train, val) = ck.datasets(coco_source(args.coco.clone(), args.images.clone()))?;
     let cfg = &ck.config;
     let space = ck.space.clone();
-    let base: DetectorConfig = ck.net.cfg.clone();
-    let genes = match (&args.genes, &ck.net.genes) {
-        (None, trained) => trained.clone(),
+    let base: DetectorConfig = ck.net.cfg().clone();
+    let genes = match (&args.genes, ck.net.gene_space()) {
+        (None, trained) => trained.cloned(),
         (Some(_), None) => bail!("--genes: {} was trained without [genes]", args.checkpoint.display()),
         (Some(path), Some(trained)) => Some(restricted_genes(path, trained)?),
     };
@@ -433,7 +433,7 @@ fn save_finalists(
             None => &scorer.paths.batches,
         };
         detnas_train::recal::recalibrate_genome(&ck.net, &s.arch.arch, &genes, batches, scorer.paths.update)?;
-        let cfg = genes.apply(&ck.net.cfg);
+        let cfg = genes.apply(ck.net.cfg());
         let named: Vec<(String, Tensor)> = detector_params(&ck.space, Paths::Single(&s.arch.arch), &cfg)
             .into_iter()
             .filter(|p| p.buffer)

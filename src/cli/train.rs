@@ -2,6 +2,7 @@
 
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
+use detnas_core::detector::DetectorKind;
 use detnas_train::bench::{StepBench, time_step};
 use detnas_train::checkpoint::{self, CheckpointState, LogEntry};
 use detnas_train::classify::{ClsTrainConfig, train_classifier};
@@ -15,7 +16,11 @@ use std::path::PathBuf;
 pub enum TrainCommand {
     /// Train a RetinaNet on one architecture (the stand-alone retraining step).
     Retinanet(DetArgs),
-    /// Fine-tune the detection supernet with a uniform random path per iteration (DetNAS step 2);
+    /// Train an FPN Faster R-CNN on one architecture (the config's `[detector]` has
+    /// `kind = "faster-rcnn"`; `[detector.rpn]` / `[detector.roi_heads]` tune it).
+    FasterRcnn(DetArgs),
+    /// Fine-tune the detection supernet (the config's detector family) with a uniform random path
+    /// per iteration (DetNAS step 2);
     /// with a `[genes]` section in the config, also uniform detector genes (FPN / head width, head
     /// depth, conv type, input resolution) on an elastic FPN and head.
     DetSupernet(DetArgs),
@@ -190,22 +195,29 @@ fn det_config(args: &DetArgs, supernet: bool) -> Result<DetTrainConfig> {
 
 pub fn run(cmd: TrainCommand) -> Result<()> {
     match cmd {
-        TrainCommand::Retinanet(a) => train_det(a, false),
-        TrainCommand::DetSupernet(a) => train_det(a, true),
+        TrainCommand::Retinanet(a) => train_det(a, false, Some(DetectorKind::Retinanet)),
+        TrainCommand::FasterRcnn(a) => train_det(a, false, Some(DetectorKind::FasterRcnn)),
+        TrainCommand::DetSupernet(a) => train_det(a, true, None),
         TrainCommand::ClsSupernet(a) => train_cls(a),
         TrainCommand::Eval(a) => eval(a),
         TrainCommand::BenchStep(a) => bench_step(a),
     }
 }
 
-fn train_det(args: DetArgs, supernet: bool) -> Result<()> {
+fn train_det(args: DetArgs, supernet: bool, kind: Option<DetectorKind>) -> Result<()> {
     let cfg = det_config(&args, supernet)?;
+    if let Some(kind) = kind.filter(|k| *k != cfg.detector.kind()) {
+        let found = cfg.detector.kind();
+        bail!(
+            "the configuration's [detector] is a {found}, not a {kind}: set `kind = \"{kind}\"` there or use `train {found}`"
+        );
+    }
     let dev = device::parse(&args.device)?;
     args.start.start().check(&args.out)?;
     eprintln!(
         "training {} on {} ({} iterations, batch {}, input {}) -> {}",
         match (&cfg.arch, &cfg.genes) {
-            (Some(a), _) => format!("RetinaNet {a}"),
+            (Some(a), _) => format!("{} {a}", cfg.detector.kind()),
             (None, Some(_)) => "the genes supernet (elastic FPN and head)".to_string(),
             (None, None) => "the supernet".to_string(),
         },

@@ -74,6 +74,8 @@ pub mod seeds {
     pub const CLASSIFY_AUGMENT: u64 = 5;
     /// Detector-gene sampling (FPN/head width, depth, conv type, input) of a genes-supernet step.
     pub const GENE_SAMPLING: u64 = 6;
+    /// RoI sampling of a Faster R-CNN training step (RPN anchors and box-head proposals).
+    pub const ROI_SAMPLING: u64 = 7;
     /// Xor-ed into the seed for the sample order of BN-recalibration batches.
     pub const RECALIBRATION_ORDER_SALT: u64 = 0x5EED;
     /// Xor-ed into the seed of the held-out split of a detection data set (`split_holdout`).
@@ -100,6 +102,7 @@ mod tests {
             RECALIBRATION_AUGMENT,
             CLASSIFY_AUGMENT,
             GENE_SAMPLING,
+            ROI_SAMPLING,
         ];
         let mut seen: Vec<u64> = all.iter().map(|&s| stream_seed(7, s, 3)).collect();
         seen.sort_unstable();

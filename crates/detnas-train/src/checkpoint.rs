@@ -11,11 +11,11 @@ pub use detnas_core::checkpoint::{
 };
 
 use crate::config::{DataSource, DetTrainConfig};
+use crate::detector::DetectionNet;
 use crate::error::{Result, TrainError};
-use crate::net::RetinaNet;
 use crate::optim::PathSgd;
 use detnas_core::arch::Arch;
-use detnas_core::detector::{DetectorConfig, DetectorKind};
+use detnas_core::detector::DetectorConfig;
 use detnas_core::genome::{DetectorGenes, Genome};
 use detnas_core::plan::Paths;
 use detnas_core::space::SearchSpace;
@@ -135,7 +135,7 @@ pub struct OpenCheckpoint {
     /// The detector genes to run: the caller's genome over the trained detector configuration.
     pub genes: DetectorGenes,
     /// Every choice for a supernet, the trained path otherwise.
-    pub net: RetinaNet,
+    pub net: DetectionNet,
     pub vs: nn::VarStore,
 }
 
@@ -184,13 +184,8 @@ impl OpenCheckpoint {
 pub fn open(dir: &Path, arch: Option<&str>, device: tch::Device) -> Result<OpenCheckpoint> {
     let state = load_state(dir)?;
     let path = dir.join(detnas_core::checkpoint::STATE_FILE);
-    match state.kind.detector() {
-        Some(DetectorKind::Retinanet) => {}
-        Some(DetectorKind::FasterRcnn) => {
-            let reason = "is a faster-rcnn checkpoint; training and export of Faster R-CNN are not implemented yet";
-            return Err(io(&path, reason));
-        }
-        None => return Err(io(&path, format!("is a `{}` checkpoint, not a detector (`retinanet`)", state.kind))),
+    if state.kind.detector().is_none() {
+        return Err(io(&path, format!("is a `{}` checkpoint, not a detector", state.kind)));
     }
     let config: DetTrainConfig = serde_json::from_value(state.config.clone())
         .map_err(|e| io(&path, format!("invalid training configuration: {e}")))?;
@@ -215,11 +210,17 @@ pub fn open(dir: &Path, arch: Option<&str>, device: tch::Device) -> Result<OpenC
         Some(a) => Paths::Single(a),
         None => Paths::All,
     };
-    let net = match &config.genes {
-        Some(g) => RetinaNet::with_genes(&vs, &space, paths, &config.detector, g, config.seed)?,
-        None => RetinaNet::new(&vs, &space, paths, &config.detector, config.seed)?,
-    };
-    net.holds(&genes)?;
+    let net = DetectionNet::build(&vs, &space, paths, &config.detector, config.genes.as_ref(), config.seed)?;
+    match &net {
+        DetectionNet::Retinanet(r) => r.holds(&genes)?,
+        DetectionNet::FasterRcnn(_) if genes != trained_genes => {
+            let reason = format!(
+                "is a faster-rcnn trained at {trained_genes}: it runs with those genes only (asked for {genes})"
+            );
+            return Err(io(dir, reason));
+        }
+        DetectionNet::FasterRcnn(_) => {}
+    }
     genes.apply(&config.detector).validate()?;
     let weights = dir.join(&state.weights);
     vs.load(&weights).map_err(|e| io(&weights, e))?;

@@ -4,10 +4,12 @@
 //! `(seed, s)`, so a resumed run sees exactly the batches an uninterrupted one would.
 
 use crate::error::{Result, TrainError};
+use crate::faster_rcnn::{ImageTruth, image_truth};
 use crate::loss::{ImageTargets, image_targets};
 use detnas_core::boxes::{BBox, Letterbox};
 use detnas_core::contract::seeds;
 use detnas_core::detector::DetectorConfig;
+use detnas_core::detector::DetectorKind;
 use detnas_core::rng::Rng;
 use detnas_data::detection::DetectionDataset;
 use detnas_data::image_io::{DecodeLimits, load_image};
@@ -125,10 +127,29 @@ pub struct Batch {
     /// The letterbox size of every image of this batch.
     pub input: detnas_core::InputSize,
     pub images: Vec<f32>,
-    pub targets: Vec<ImageTargets>,
+    /// The training targets of each image, for the detector family of the configuration.
+    pub targets: BatchTargets,
     pub size: usize,
     /// Images of this batch found undecodable for the first time (skipped).
     pub bad_images: Vec<BadImage>,
+}
+
+/// Per-image training targets of a batch.
+pub enum BatchTargets {
+    /// RetinaNet: anchor labels and box targets.
+    Retinanet(Vec<ImageTargets>),
+    /// Faster R-CNN: the ground truth and the RPN's anchor targets (RoI targets need the
+    /// proposals, so they are made in the step).
+    FasterRcnn(Vec<ImageTruth>),
+}
+
+impl BatchTargets {
+    fn empty(kind: DetectorKind) -> Self {
+        match kind {
+            DetectorKind::Retinanet => BatchTargets::Retinanet(Vec::new()),
+            DetectorKind::FasterRcnn => BatchTargets::FasterRcnn(Vec::new()),
+        }
+    }
 }
 
 /// Seeded permutation of `0..n` for `epoch`.
@@ -171,8 +192,8 @@ pub fn make_batch(
     bad: &mut HashSet<usize>,
 ) -> Batch {
     let mut rng = Rng::seed(step_seed(seed, seeds::DETECTION_AUGMENT, step as u64));
-    let mut out =
-        Batch { step, input: cfg.input, images: Vec::new(), targets: Vec::new(), size: 0, bad_images: Vec::new() };
+    let targets = BatchTargets::empty(cfg.kind());
+    let mut out = Batch { step, input: cfg.input, images: Vec::new(), targets, size: 0, bad_images: Vec::new() };
     for i in batch_indices(ds.samples.len(), batch, seed, step) {
         if bad.contains(&i) {
             continue;
@@ -180,7 +201,10 @@ pub fn make_batch(
         match prepare(ds, i, cfg, Some((aug, &mut rng))) {
             Ok(p) => {
                 out.images.extend_from_slice(&p.input);
-                out.targets.push(image_targets(anchors, &p.boxes, &p.labels, cfg));
+                match &mut out.targets {
+                    BatchTargets::Retinanet(t) => t.push(image_targets(anchors, &p.boxes, &p.labels, cfg)),
+                    BatchTargets::FasterRcnn(t) => t.push(image_truth(anchors, &p.boxes, &p.labels, cfg)),
+                }
                 out.size += 1;
             }
             Err(e) => {

@@ -160,6 +160,16 @@ impl FasterRcnn {
         self.cfg.faster_rcnn().expect("checked by FasterRcnn::new")
     }
 
+    /// `255 * mean` of the input normalisation, `[1, 3, 1, 1]`.
+    pub(crate) fn mean(&self) -> &Tensor {
+        &self.mean
+    }
+
+    /// `1 / (255 * std)` of the input normalisation, `[1, 3, 1, 1]`.
+    pub(crate) fn inv_std(&self) -> &Tensor {
+        &self.inv_std
+    }
+
     /// Device of the parameters.
     pub fn device(&self) -> Device {
         self.mean.device()

@@ -25,25 +25,16 @@ pub fn recalibrate(
     Ok(())
 }
 
-/// Recalibrates a RetinaNet's backbone BNs for `arch` with image batches (`[B, 3, H, W]`, 0-255).
-pub fn recalibrate_retinanet(
-    net: &crate::net::RetinaNet,
-    arch: &Arch,
-    batches: &[Tensor],
-    update: BnUpdate,
-) -> Result<()> {
-    recalibrate_genome(net, arch, &net.default_genes(), batches, update)
-}
-
-/// [`recalibrate_retinanet`] running the sub-network `genes` (the FPN and head have no BN, so only
-/// the backbone path's statistics change; the batches set the resolution).
+/// Recalibrates the backbone BNs of `arch` in `net` with image batches (`[B, 3, H, W]`, 0-255,
+/// at `genes.input`) running the sub-network `genes` (the FPN and heads have no BN, so only the
+/// backbone path's statistics change; the batches set the resolution).
 pub fn recalibrate_genome(
-    net: &crate::net::RetinaNet,
+    net: &crate::detector::DetectionNet,
     arch: &Arch,
     genes: &DetectorGenes,
     batches: &[Tensor],
     update: BnUpdate,
 ) -> Result<()> {
-    let bns = net.backbone.path_bns(arch)?;
-    recalibrate(&bns, batches, update, |b| net.forward_genes(b, arch, genes, true).map(|_| ()))
+    let bns = net.backbone().path_bns(arch)?;
+    recalibrate(&bns, batches, update, |b| net.recalibration_forward(b, arch, genes))
 }

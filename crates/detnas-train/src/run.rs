@@ -266,7 +266,12 @@ mod tests {
     fn setup<'a>(out: &'a Path, start: Start, sched: Schedule) -> Result<(nn::VarStore, Tensor, StepLoop<'a>)> {
         let mut vs = nn::VarStore::new(Device::Cpu);
         let w = vs.root().var("w", &[2], nn::Init::Const(1.0));
-        let state = CheckpointState::new(crate::checkpoint::CheckpointKind::Classifier, "detnas-300m", None, &serde_json::json!({ "x": 1 }));
+        let state = CheckpointState::new(
+            crate::checkpoint::CheckpointKind::Classifier,
+            "detnas-300m",
+            None,
+            &serde_json::json!({ "x": 1 }),
+        );
         let run = StepLoop::start(start, out, &mut vs, PathSgd::new(0.0, 0.0, false), state, sched)?;
         Ok((vs, w, run))
     }

@@ -2,9 +2,9 @@
 //! held-out COCO AP after BN recalibration on fixed training batches; constraints (FLOPs, ...) are
 //! hard filters of the core engine, which also makes the search resumable.
 
+use crate::detector::DetectionNet;
 use crate::error::Result;
 use crate::modules::BnUpdate;
-use crate::net::RetinaNet;
 use crate::trainer::{recalibration_batches, score_candidate, score_genome};
 use detnas_core::arch::Arch;
 use detnas_core::coco::CocoStats;
@@ -24,7 +24,7 @@ pub enum Metric {
 
 /// Scores candidate paths of a supernet; counts and times evaluations.
 pub struct SupernetFitness<'a> {
-    pub net: &'a RetinaNet,
+    pub net: &'a DetectionNet,
     pub batches: Vec<Tensor>,
     pub val: &'a DetectionDataset,
     pub update: BnUpdate,
@@ -73,7 +73,7 @@ pub struct GenomeEval {
 /// BN, then COCO statistics on `val` at that input. Deterministic for fixed arguments; the net's BN
 /// statistics of the path are left recalibrated. Errors when `net` does not hold `genes`.
 pub fn evaluate_genome(
-    net: &RetinaNet,
+    net: &DetectionNet,
     arch: &Arch,
     genes: &DetectorGenes,
     train: &DetectionDataset,
@@ -81,7 +81,7 @@ pub fn evaluate_genome(
     opts: &GenomeEval,
 ) -> Result<CocoStats> {
     net.holds(genes)?;
-    let det = genes.apply(&net.cfg);
+    let det = genes.apply(net.cfg());
     let batches = recalibration_batches(train, &det, opts.batches, opts.batch_size, opts.seed, net.device())?;
     score_genome(net, arch, genes, &batches, val, opts.update)
 }

@@ -4,17 +4,16 @@
 use crate::checkpoint::{CheckpointKind, CheckpointState, LogEntry};
 use crate::config::{DataSource, DetTrainConfig};
 use crate::data::{Augment, BadImage, Loader, prepare, step_seed};
+use crate::detector::DetectionNet;
 use crate::error::{Result, TrainError};
 use crate::genes::{geometry, resolve_genome, step_arch, step_genes};
-use crate::loss::{Targets, retinanet_loss};
 use crate::modules::BnUpdate;
-use crate::net::RetinaNet;
 use crate::optim::PathSgd;
-use crate::run::{Schedule, Start, StepLoop, StepLoss};
+use crate::run::{Schedule, Start, StepLoop};
 use detnas_core::arch::Arch;
 use detnas_core::coco::{CocoStats, Detection as CocoDetection, Detections, EvalParams, GroundTruth, evaluate};
 use detnas_core::contract::seeds;
-use detnas_core::detector::{DetectorConfig, LevelShape, postprocess, pyramid_levels};
+use detnas_core::detector::DetectorConfig;
 use detnas_core::genome::DetectorGenes;
 use detnas_core::plan::Paths;
 use detnas_core::rng::Rng;
@@ -22,7 +21,7 @@ use detnas_core::space::SearchSpace;
 use detnas_data::detection::{DetectionDataset, ValidationPolicy, ValidationReport, VocOptions};
 use std::path::Path;
 use std::sync::Arc;
-use tch::{Device, Kind, Tensor, nn};
+use tch::{Device, Tensor, nn};
 
 /// Loads a data source.
 pub fn load_dataset(src: &DataSource) -> Result<DetectionDataset> {
@@ -133,10 +132,7 @@ pub fn train_detection(
         Some(a) => Paths::Single(a),
         None => Paths::All,
     };
-    let net = match &cfg.genes {
-        Some(genes) => RetinaNet::with_genes(&vs, &space, paths, &det, genes, cfg.seed)?,
-        None => RetinaNet::new(&vs, &space, paths, &det, cfg.seed)?,
-    };
+    let net = DetectionNet::build(&vs, &space, paths, &det, cfg.genes.as_ref(), cfg.seed)?;
     if let Some(init) = &cfg.init {
         load_partial(&mut vs, init)?;
     }
@@ -177,12 +173,9 @@ pub fn train_detection(
         };
         let (h, w) = (batch.input.height as i64, batch.input.width as i64);
         let images = Tensor::from_slice(&batch.images).view([batch.size as i64, 3, h, w]).to_device(device);
-        let targets = Targets::new(&batch.targets, device);
-        let params = net.path_parameters_genes(&arch, &genes)?;
+        let params = net.path_parameters(&arch, &genes)?;
         let entry = run.step(&vs, step, &params, batch.size, waited, || {
-            let (cls, reg) = net.forward_genes(&images, &arch, &genes, true)?;
-            let loss = retinanet_loss(&cls, &reg, &targets);
-            Ok(StepLoss { total: loss.total(), parts: vec![("cls", loss.cls), ("box", loss.boxes)] })
+            net.step_loss(&images, &arch, &genes, &batch.targets, step, cfg.seed)
         })?;
         if let Some(e) = entry {
             on_log(TrainEvent::Log(&e));
@@ -231,7 +224,7 @@ pub fn load_partial(vs: &mut nn::VarStore, path: &Path) -> Result<usize> {
 /// form (original pixels, dataset category ids), and the COCO statistics against `ds`. An image
 /// that cannot be decoded is left out of both the detections and the ground truth.
 pub fn evaluate_dataset(
-    net: &RetinaNet,
+    net: &DetectionNet,
     arch: &Arch,
     ds: &DetectionDataset,
     batch: usize,
@@ -242,14 +235,14 @@ pub fn evaluate_dataset(
 /// [`evaluate_dataset`] for the sub-network `genes` of `net`: images letterboxed to the genes'
 /// input, anchors and post-processing of that input.
 pub fn evaluate_genome_dataset(
-    net: &RetinaNet,
+    net: &DetectionNet,
     arch: &Arch,
     genes: &DetectorGenes,
     ds: &DetectionDataset,
     batch: usize,
 ) -> Result<(CocoStats, Vec<CocoDetection>)> {
-    let det = &genes.apply(&net.cfg);
-    let levels: Vec<LevelShape> = pyramid_levels(&net.backbone.space, arch, det)?;
+    let det = &genes.apply(net.cfg());
+    let (h, w) = (genes.input.height as i64, genes.input.width as i64);
     let mut results = Vec::new();
     let mut unreadable = Vec::new();
     for chunk in (0..ds.samples.len()).collect::<Vec<_>>().chunks(batch.max(1)) {
@@ -263,10 +256,9 @@ pub fn evaluate_genome_dataset(
         if prepared.is_empty() {
             continue;
         }
-        let (cls, reg, per_cls, per_reg) = infer(net, arch, genes, prepared.iter().map(|(_, p)| p))?;
-        for (j, (i, p)) in prepared.iter().enumerate() {
-            let dets =
-                postprocess(&cls[j * per_cls..(j + 1) * per_cls], &reg[j * per_reg..(j + 1) * per_reg], &levels, det);
+        let flat: Vec<f32> = prepared.iter().flat_map(|(_, p)| p.input.iter().copied()).collect();
+        let x = Tensor::from_slice(&flat).view([prepared.len() as i64, 3, h, w]).to_device(net.device());
+        for ((i, p), dets) in prepared.iter().zip(net.detect(&x, arch, genes)?) {
             for d in dets {
                 let b = p.letterbox.to_source(&d.bbox);
                 results.push(CocoDetection {
@@ -291,25 +283,6 @@ pub fn evaluate_genome_dataset(
     let gt = GroundTruth::new(gt_data).map_err(|e| TrainError::Config(format!("ground truth: {e}")))?;
     let dt = Detections::new(results.clone(), &gt).map_err(|e| TrainError::Config(format!("detections: {e}")))?;
     Ok((evaluate(&gt, &dt, &EvalParams::default()), results))
-}
-
-/// Raw head outputs of `arch` with `genes` for prepared images (no gradient, eval-mode BN),
-/// flattened on the CPU: `(cls, reg, cls values per image, reg values per image)`.
-fn infer<'p>(
-    net: &RetinaNet,
-    arch: &Arch,
-    genes: &DetectorGenes,
-    prepared: impl ExactSizeIterator<Item = &'p crate::data::Prepared>,
-) -> Result<(Vec<f32>, Vec<f32>, usize, usize)> {
-    let (h, w) = (genes.input.height as i64, genes.input.width as i64);
-    let n = prepared.len();
-    let flat: Vec<f32> = prepared.flat_map(|p| p.input.iter().copied()).collect();
-    let x = Tensor::from_slice(&flat).view([n as i64, 3, h, w]).to_device(net.device());
-    let (cls, reg) = tch::no_grad(|| net.forward_genes(&x, arch, genes, false))?;
-    let cls: Vec<f32> = Vec::try_from(cls.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))?;
-    let reg: Vec<f32> = Vec::try_from(reg.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))?;
-    let (per_cls, per_reg) = (cls.len() / n, reg.len() / n);
-    Ok((cls, reg, per_cls, per_reg))
 }
 
 /// `count` fixed batches for BN recalibration: images of a seeded subset, augmented like training.
@@ -345,20 +318,20 @@ pub fn recalibration_batches(
 /// Recalibrates `arch`'s BNs on `batches` and returns its held-out statistics: the fitness of the
 /// evolutionary search.
 pub fn score_candidate(
-    net: &RetinaNet,
+    net: &DetectionNet,
     arch: &Arch,
     batches: &[Tensor],
     val: &DetectionDataset,
     update: BnUpdate,
 ) -> Result<CocoStats> {
-    crate::recal::recalibrate_retinanet(net, arch, batches, update)?;
+    crate::recal::recalibrate_genome(net, arch, &net.default_genes(), batches, update)?;
     Ok(evaluate_dataset(net, arch, val, 4)?.0)
 }
 
 /// [`score_candidate`] for a genome: recalibrates on `batches` (letterboxed to `genes.input`, see
 /// [`recalibration_batches`]) with the sub-network `genes`, then scores it at that input.
 pub fn score_genome(
-    net: &RetinaNet,
+    net: &DetectionNet,
     arch: &Arch,
     genes: &DetectorGenes,
     batches: &[Tensor],
