@@ -36,12 +36,7 @@
 
 use tch::{Kind, Tensor};
 
-/// `k0` of the level mapper: the level of a RoI of [`CANONICAL_SIZE`] pixels.
-pub const CANONICAL_LEVEL: f32 = 4.0;
-/// `s0` of the level mapper (the ImageNet pre-training size).
-pub const CANONICAL_SIZE: f32 = 224.0;
-/// Added before the floor so that sizes exactly at a power of two stay on their level.
-pub const LEVEL_EPS: f32 = 1e-6;
+pub use detnas_core::detector::two_stage::{CANONICAL_LEVEL, CANONICAL_SIZE, LEVEL_EPS};
 
 /// RoIAlign of `rois` (`[K, 5]`: batch index, x1, y1, x2, y2 in image pixels) on `input`
 /// (`[B, C, H, W]`): `[K, C, output.0, output.1]`, differentiable w.r.t. `input`.
@@ -114,17 +109,10 @@ pub fn level_range(scales: &[f64]) -> (i64, i64) {
     (levels[0], levels[levels.len() - 1])
 }
 
-/// The level of one box `[x1, y1, x2, y2]` (image pixels): `floor(4 + log2(sqrt(area) / 224) +
-/// 1e-6)` in float32, clamped to `[k_min, k_max]`. An empty, inverted or non-finite box has no
-/// size and goes to `k_min`.
+/// The level of one box (image pixels), as [`detnas_core::detector::two_stage::roi_level`]
+/// computes it, with the levels as tensor indices.
 pub fn roi_level(b: &[f32; 4], k_min: i64, k_max: i64) -> i64 {
-    let area = (b[2] - b[0]) * (b[3] - b[1]);
-    // f32::max drops a NaN: a NaN area counts as 0 (as the tensor version's NaN does).
-    let size = area.max(0.0).sqrt();
-    // log2 correctly rounded to float32 (libtorch's float32 log2 is within an ulp of it).
-    let log2 = ((size / CANONICAL_SIZE) as f64).log2() as f32;
-    let level = ((CANONICAL_LEVEL + log2) + LEVEL_EPS).floor();
-    if level.is_nan() { k_min } else { level.clamp(k_min as f32, k_max as f32) as i64 }
+    detnas_core::detector::two_stage::roi_level(b, k_min as usize, k_max as usize) as i64
 }
 
 /// [`roi_level`] of every box.

@@ -240,18 +240,29 @@ pub fn box_head_detections(
     keep.into_iter().map(|i| BoxDetection { bbox: boxes[i], score: scores[i], class: classes[i] as usize }).collect()
 }
 
-/// torchvision's `LevelMapper`: the pyramid level of each box,
-/// `floor(4 + log2(sqrt(area) / 224) + 1e-6)` clamped to `[k_min, k_max]`, in float32 as torchvision
-/// computes it.
+/// `k0` of the level mapper: the level of a RoI of [`CANONICAL_SIZE`] pixels.
+pub const CANONICAL_LEVEL: f32 = 4.0;
+/// `s0` of the level mapper (the ImageNet pre-training size).
+pub const CANONICAL_SIZE: f32 = 224.0;
+/// Added before the floor so that sizes exactly at a power of two stay on their level.
+pub const LEVEL_EPS: f32 = 1e-6;
+
+/// torchvision's `LevelMapper` for one box `[x1, y1, x2, y2]` (image pixels):
+/// `floor(4 + log2(sqrt(area) / 224) + 1e-6)` in float32, clamped to `[k_min, k_max]`. An empty,
+/// inverted or non-finite box has no size and goes to `k_min`.
+pub fn roi_level(b: &BBox, k_min: usize, k_max: usize) -> usize {
+    let area = (b[2] - b[0]) * (b[3] - b[1]);
+    // f32::max drops a NaN: a NaN area counts as 0.
+    let size = area.max(0.0).sqrt();
+    // log2 correctly rounded to float32 (libtorch's float32 log2 is within an ulp of it).
+    let log2 = ((size / CANONICAL_SIZE) as f64).log2() as f32;
+    let level = ((CANONICAL_LEVEL + log2) + LEVEL_EPS).floor();
+    if level.is_nan() { k_min } else { level.clamp(k_min as f32, k_max as f32) as usize }
+}
+
+/// [`roi_level`] of every box.
 pub fn roi_levels(boxes: &[BBox], k_min: usize, k_max: usize) -> Vec<usize> {
-    boxes
-        .iter()
-        .map(|b| {
-            let s = ((b[2] - b[0]) * (b[3] - b[1])).sqrt();
-            let level = (4.0f32 + (s / 224.0).log2() + 1e-6).floor();
-            (level.clamp(k_min as f32, k_max as f32)) as usize
-        })
-        .collect()
+    boxes.iter().map(|b| roi_level(b, k_min, k_max)).collect()
 }
 
 #[cfg(test)]
@@ -367,5 +378,7 @@ mod tests {
         let sq = |s: f32| [0.0, 0.0, s, s];
         let boxes = [sq(224.0), sq(112.0), sq(448.0), sq(10.0), sq(2000.0), sq(223.9), sq(111.99)];
         assert_eq!(roi_levels(&boxes, 2, 5), vec![4, 3, 5, 2, 5, 3, 2]);
+        // no size: the lowest level
+        assert_eq!(roi_levels(&[[10.0, 0.0, 0.0, 10.0], [0.0, 0.0, 0.0, 50.0], [f32::NAN; 4]], 2, 5), vec![2, 2, 2]);
     }
 }
