@@ -1,8 +1,8 @@
-//! `detnas export`: a DetNAS RetinaNet to a self-contained ONNX model.
+//! `detnas export`: a DetNAS detector (RetinaNet or FPN Faster R-CNN) to a self-contained ONNX model.
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use detnas_core::detector::{DetectorConfig, HeadConv, detector_flops};
+use detnas_core::detector::{DetectorConfig, DetectorKind, HeadConv, detector_flops};
 use detnas_core::genome::{DetectorGenes, Genome};
 use detnas_core::pareto::Finalists;
 use detnas_core::plan::{Paths, detector_params};
@@ -10,7 +10,7 @@ use detnas_core::size::format_count;
 use detnas_core::space::ChannelShuffle;
 use detnas_core::{InputSize, fsutil::write_atomic};
 use detnas_onnx::graph::encode;
-use detnas_onnx::{ExportOptions, Weights, export_retinanet};
+use detnas_onnx::{ExportOptions, Weights, export_detector};
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -19,6 +19,23 @@ enum HeadConvArg {
     Dense,
     /// Depthwise 3x3 + pointwise 1x1: far cheaper.
     Separable,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum DetectorArg {
+    /// One-stage RetinaNet on P3-P7.
+    Retinanet,
+    /// Two-stage FPN Faster R-CNN on P2-P6 (RPN, RoIAlign and box head in the graph).
+    FasterRcnn,
+}
+
+impl DetectorArg {
+    fn kind(self) -> DetectorKind {
+        match self {
+            DetectorArg::Retinanet => DetectorKind::Retinanet,
+            DetectorArg::FasterRcnn => DetectorKind::FasterRcnn,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -56,6 +73,10 @@ pub struct ExportArgs {
     /// Output ONNX file.
     #[arg(long)]
     out: PathBuf,
+    /// Detector family, with its torchvision defaults as the base configuration (default
+    /// retinanet; a --config file names its own). --checkpoint and --search export RetinaNet only.
+    #[arg(long, value_enum)]
+    detector: Option<DetectorArg>,
     /// Detector configuration (TOML, fields of DetectorConfig); flags below override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -68,7 +89,8 @@ pub struct ExportArgs {
     /// Convolution type of the head towers.
     #[arg(long, value_enum)]
     head_conv: Option<HeadConvArg>,
-    /// Convs per head tower (classification and regression each).
+    /// Convs per head tower (RetinaNet: classification and regression each; Faster R-CNN: 3x3
+    /// convs of the box head before its fully connected layer, 0 for two fully connected layers).
     #[arg(long)]
     head_convs: Option<usize>,
     /// FPN and head channels.
@@ -80,7 +102,8 @@ pub struct ExportArgs {
     /// Seed of the random initialisation.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Also output the raw head tensors `cls_logits` and `bbox_regression`.
+    /// Also output the raw tensors: RetinaNet's head outputs `cls_logits` and `bbox_regression`,
+    /// Faster R-CNN's `proposals` and `proposal_scores`.
     #[arg(long)]
     raw_outputs: bool,
 }
@@ -123,6 +146,14 @@ fn search_finalist(dir: &Path, rank: usize) -> Result<(PathBuf, String, PathBuf)
 }
 
 pub fn run(args: ExportArgs) -> Result<()> {
+    if args.detector == Some(DetectorArg::FasterRcnn) {
+        if let Some(source) = [("--checkpoint", args.checkpoint.is_some()), ("--search", args.search.is_some())]
+            .into_iter()
+            .find_map(|(flag, given)| given.then_some(flag))
+        {
+            anyhow::bail!("--detector faster-rcnn cannot export from {source} yet (retinanet only for now)");
+        }
+    }
     let finalist = args.search.as_deref().map(|d| search_finalist(d, args.rank)).transpose()?;
     let checkpoint = finalist.as_ref().map(|f| f.0.clone()).or_else(|| args.checkpoint.clone());
     let arch_text = finalist.as_ref().map(|f| f.1.clone()).or_else(|| args.arch.clone());
@@ -135,8 +166,19 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let base = match (&args.config, &from_checkpoint) {
         (Some(p), _) => load_config(p)?,
         (None, Some((_, _, det, _))) => det.clone(),
-        (None, None) => DetectorConfig::default(),
+        (None, None) => DetectorConfig::new(args.detector.map_or(DetectorKind::Retinanet, DetectorArg::kind)),
     };
+    if let Some(asked) = args.detector.map(DetectorArg::kind).filter(|&k| k != base.kind()) {
+        let origin = args.config.as_ref().map_or("the checkpoint".to_string(), |p| p.display().to_string());
+        anyhow::bail!("--detector {asked} contradicts {origin}, which describes a {} detector", base.kind());
+    }
+    if let Some(source) = checkpoint.as_ref().filter(|_| base.kind() != DetectorKind::Retinanet) {
+        anyhow::bail!(
+            "{}: a {} configuration; export from a checkpoint or search supports retinanet only for now",
+            source.display(),
+            base.kind()
+        );
+    }
     let mut cfg = genome.detector_config(&base)?;
     if let Some(i) = &args.input {
         cfg.input = InputSize::parse(i)?;
@@ -184,16 +226,17 @@ pub fn run(args: ExportArgs) -> Result<()> {
         }
         (None, None) => Weights::random(&params, args.seed),
     };
-    let model = export_retinanet(space, arch, &cfg, &weights, &ExportOptions { raw_outputs: args.raw_outputs })?;
+    let model = export_detector(space, arch, &cfg, &weights, &ExportOptions { raw_outputs: args.raw_outputs })?;
     let bytes = encode(&model)?;
     write_atomic(&args.out, &bytes)?;
     let flops = detector_flops(space, arch, &cfg)?;
     eprintln!(
-        "wrote {} ({:.1} MB): {} {} RetinaNet {} classes, input {}, {} FLOPs (backbone {}), weights: {}",
+        "wrote {} ({:.1} MB): {} {} {} {} classes, input {}, {} FLOPs (backbone {}), weights: {}",
         args.out.display(),
         bytes.len() as f64 / 1e6,
         space.name,
         arch,
+        cfg.kind(),
         cfg.num_classes(),
         cfg.input,
         format_count(flops.total),

@@ -4,9 +4,12 @@
 use crate::error::Result;
 use crate::graph::{Attr, GraphBuilder};
 use crate::weights::Weights;
+use detnas_core::arch::Arch;
 use detnas_core::detector::{DetectorConfig, LevelShape, Preprocess};
-use detnas_core::plan::{ConvUnit, FpnPlan, HeadBranchPlan, block_plan};
-use detnas_core::space::{ChannelShuffle, Choice, LayerSpec};
+use detnas_core::plan::{
+    ConvUnit, FpnPlan, HeadBranchPlan, LinearUnit, block_plan, fpn_plan, fpn_stage_indices, stem_plan,
+};
+use detnas_core::space::{ChannelShuffle, Choice, LayerSpec, SearchSpace};
 use std::collections::HashMap;
 
 /// Emits the graph pieces of a detector into one [`GraphBuilder`]; the full exporter and the part
@@ -143,7 +146,8 @@ impl<'w> Emitter<'w> {
         Ok(self.g.op("Concat", &base, &[&left, &right], vec![("axis", Attr::Int(1))]))
     }
 
-    /// torchvision's FeaturePyramidNetwork + LastLevelP6P7 on P5: C3..C5 -> P3..P7.
+    /// torchvision's FeaturePyramidNetwork with its extra levels: C3..C5 -> P3..P7 (LastLevelP6P7
+    /// on P5) or C2..C5 -> P2..P6 (LastLevelMaxPool), one lateral per entry of `feats`.
     pub fn fpn(
         &mut self,
         fpn: &FpnPlan,
@@ -152,9 +156,10 @@ impl<'w> Emitter<'w> {
         channels: u64,
     ) -> Result<Vec<String>> {
         let fc = channels as i64;
-        let mut last_inner = self.unit(&fpn.inner[2], &feats[2])?;
-        let mut pyramid = vec![self.unit(&fpn.layer[2], &last_inner)?];
-        for i in (0..2).rev() {
+        let top = feats.len() - 1;
+        let mut last_inner = self.unit(&fpn.inner[top], &feats[top])?;
+        let mut pyramid = vec![self.unit(&fpn.layer[top], &last_inner)?];
+        for i in (0..top).rev() {
             let lateral = self.unit(&fpn.inner[i], &feats[i])?;
             let sizes = self.i64s("fpn.size", &[1, fc, levels[i].height as i64, levels[i].width as i64])?;
             let up = self.g.op(
@@ -198,6 +203,43 @@ impl<'w> Emitter<'w> {
     pub fn head_branch(&mut self, branch: &HeadBranchPlan, feat: &str) -> Result<String> {
         let y = self.chain(&branch.tower.concat(), feat)?;
         self.unit(&branch.predictor, &y)
+    }
+
+    /// In-graph normalisation, the backbone path `arch` and the FPN of `cfg`'s family on `images`:
+    /// the pyramid levels, lowest first (P3..P7 or P2..P6).
+    pub fn backbone_fpn(
+        &mut self,
+        space: &SearchSpace,
+        arch: &Arch,
+        cfg: &DetectorConfig,
+        levels: &[LevelShape],
+        images: &str,
+    ) -> Result<Vec<String>> {
+        let x = self.preprocess(images, &cfg.preprocess)?;
+        let mut x = self.unit(&stem_plan(space), &x)?;
+        let mut stage_outputs = Vec::new();
+        for (layer, &choice) in space.layers().iter().zip(arch.choices()) {
+            x = self.block(layer, choice, cfg.shuffle, &x)?;
+            if layer.block + 1 == space.stages[layer.stage].blocks {
+                stage_outputs.push(x.clone());
+            }
+        }
+        let stage_idx = fpn_stage_indices(space, cfg.kind());
+        let in_ch: Vec<usize> = stage_idx.iter().map(|&i| space.stages[i].channels as usize).collect();
+        let feats: Vec<String> = stage_idx.iter().map(|&i| stage_outputs[i].clone()).collect();
+        self.fpn(&fpn_plan(&in_ch, cfg), &feats, levels, cfg.fpn_channels)
+    }
+
+    /// A fully connected layer on `[N, in]` (`Gemm`, weight `[out, in]` transposed), then its ReLU.
+    pub fn linear(&mut self, l: &LinearUnit, x: &str) -> Result<String> {
+        let w = self.weights.get(&format!("{}.weight", l.name), &[l.out_features, l.in_features])?.data.clone();
+        let b = self.weights.get(&format!("{}.bias", l.name), &[l.out_features])?.data.clone();
+        self.params += w.len() + b.len();
+        let (o, i) = (l.out_features as i64, l.in_features as i64);
+        let wn = self.g.weight(&format!("{}.weight", l.name), &[o, i], w)?;
+        let bn = self.g.weight(&format!("{}.bias", l.name), &[o], b)?;
+        let y = self.g.op("Gemm", &l.name, &[x, &wn, &bn], vec![("transB", Attr::Int(1))]);
+        Ok(if l.relu { self.g.op("Relu", &l.name, &[&y], vec![]) } else { y })
     }
 }
 
@@ -254,7 +296,7 @@ pub(crate) fn refs(v: &[String]) -> Vec<&str> {
 }
 
 /// `[1, A*C, H, W]` -> `[1, H*W*A, C]` (torchvision's order: y, x, anchor).
-fn flatten_head(e: &mut Emitter<'_>, t: &str, level: &LevelShape, a: i64, c: i64) -> Result<String> {
+pub(crate) fn flatten_head(e: &mut Emitter<'_>, t: &str, level: &LevelShape, a: i64, c: i64) -> Result<String> {
     let (h, w) = (level.height as i64, level.width as i64);
     let s5 = e.i64s("shape", &[1, a, c, h, w])?;
     let r = e.g.op("Reshape", "head.flatten", &[t, &s5], vec![]);
@@ -336,7 +378,7 @@ fn level_candidates(
 }
 
 /// Score threshold, per-class NMS and the final top detections sorted by score.
-fn final_nms(
+pub(crate) fn final_nms(
     e: &mut Emitter<'_>,
     boxes: &str,
     scores: &str,

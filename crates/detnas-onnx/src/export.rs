@@ -13,12 +13,12 @@
 
 use crate::emit::{Candidates, Emitter, refs};
 use crate::error::Result;
-use crate::graph::{Attr, Dim, ElemType};
+use crate::graph::{Attr, Dim, ElemType, GraphBuilder};
 use crate::weights::Weights;
 use detnas_core::arch::Arch;
 use detnas_core::contract::tensors;
-use detnas_core::detector::{DetectorConfig, all_anchors, detector_flops, pyramid_levels};
-use detnas_core::plan::{fpn_plan, fpn_stage_indices, head_plan, stem_plan};
+use detnas_core::detector::{DetectorConfig, DetectorKind, all_anchors, detector_flops, pyramid_levels};
+use detnas_core::plan::head_plan;
 use detnas_core::space::SearchSpace;
 use onnx_protobuf::ModelProto;
 
@@ -49,19 +49,7 @@ pub fn export_retinanet(
     let (h, w) = (cfg.input.height as i64, cfg.input.width as i64);
     let images =
         e.g.input(tensors::IMAGES, ElemType::F32, &[Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(h), Dim::Fixed(w)])?;
-    let x = e.preprocess(&images, &cfg.preprocess)?;
-    let mut x = e.unit(&stem_plan(space), &x)?;
-    let mut stage_outputs = Vec::new();
-    for (layer, &choice) in space.layers().iter().zip(arch.choices()) {
-        x = e.block(layer, choice, cfg.shuffle, &x)?;
-        if layer.block + 1 == space.stages[layer.stage].blocks {
-            stage_outputs.push(x.clone());
-        }
-    }
-    let stage_idx = fpn_stage_indices(space, cfg.kind());
-    let in_ch: Vec<usize> = stage_idx.iter().map(|&i| space.stages[i].channels as usize).collect();
-    let feats: Vec<String> = stage_idx.iter().map(|&i| stage_outputs[i].clone()).collect();
-    let pyramid = e.fpn(&fpn_plan(&in_ch, cfg), &feats, &levels, cfg.fpn_channels)?;
+    let pyramid = e.backbone_fpn(space, arch, cfg, &levels, &images)?;
 
     let head = head_plan(cfg);
     let anchors = all_anchors(&levels, cfg);
@@ -88,9 +76,38 @@ pub fn export_retinanet(
         e.g.output(tensors::BBOX_REGRESSION, ElemType::F32, &[Dim::Fixed(1), Dim::Fixed(total), Dim::Fixed(4)])?;
     }
 
-    let flops = detector_flops(space, arch, cfg)?;
     let params = e.params;
     let mut g = e.g;
+    write_metadata(&mut g, space, arch, cfg, weights, params)?;
+    Ok(g.build())
+}
+
+/// Exports `arch` as the detector family of `cfg` ([`export_retinanet`] or
+/// [`crate::export_faster_rcnn`]).
+pub fn export_detector(
+    space: &SearchSpace,
+    arch: &Arch,
+    cfg: &DetectorConfig,
+    weights: &Weights,
+    opts: &ExportOptions,
+) -> Result<ModelProto> {
+    match cfg.kind() {
+        DetectorKind::Retinanet => export_retinanet(space, arch, cfg, weights, opts),
+        DetectorKind::FasterRcnn => crate::faster_rcnn::export_faster_rcnn(space, arch, cfg, weights, opts),
+    }
+}
+
+/// The metadata contract ([`keys`]) and doc string of an exported detector; `params` counts the
+/// parameter values read (BN statistics included).
+pub(crate) fn write_metadata(
+    g: &mut GraphBuilder,
+    space: &SearchSpace,
+    arch: &Arch,
+    cfg: &DetectorConfig,
+    weights: &Weights,
+    params: usize,
+) -> Result<()> {
+    let flops = detector_flops(space, arch, cfg)?;
     g.metadata(keys::FORMAT, FORMAT_VERSION);
     g.metadata(keys::CONFIG, serde_json::to_string(cfg).expect("config serializes"));
     g.metadata(keys::SPACE, space.name.clone());
@@ -113,6 +130,10 @@ pub fn export_retinanet(
     g.metadata(keys::FLOPS, serde_json::to_string(&flops).expect("flops serialize"));
     g.metadata(keys::PARAMS, params.to_string());
     g.metadata(keys::WEIGHTS, weights.source.clone());
-    g.doc(format!("DetNAS RetinaNet: space {} arch {} input {}", space.name, arch, cfg.input));
-    Ok(g.build())
+    let family = match cfg.kind() {
+        DetectorKind::Retinanet => "RetinaNet",
+        DetectorKind::FasterRcnn => "Faster R-CNN",
+    };
+    g.doc(format!("DetNAS {family}: space {} arch {} input {}", space.name, arch, cfg.input));
+    Ok(())
 }

@@ -8,12 +8,14 @@ mod emit;
 pub mod error;
 pub mod export;
 pub mod external;
+mod faster_rcnn;
 pub mod graph;
 pub mod parts;
 pub mod weights;
 
 pub use error::{OnnxError, Result};
-pub use export::{ExportOptions, export_retinanet};
+pub use export::{ExportOptions, export_detector, export_retinanet};
+pub use faster_rcnn::{PROPOSAL_SCORES, PROPOSALS, export_faster_rcnn};
 pub use graph::{Attr, Dim, ElemType, GraphBuilder, IR_VERSION, OPSET};
 pub use onnx_protobuf;
 pub use onnx_protobuf::ModelProto;
