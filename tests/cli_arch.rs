@@ -140,3 +140,23 @@ fn arch_info_reports_a_genomes_detector_by_part() {
     );
     assert_one_line_failure(&detnas(&["arch", "info", "--arch", "coco-fpn-300m:wide"]), &["unknown gene `wide`"]);
 }
+
+#[test]
+fn faster_rcnn_report_splits_the_head_into_rpn_and_roi_head() {
+    let v =
+        info_json(&["--arch", "coco-fpn-300m", "--detector", "faster-rcnn", "--input", "512x512", "--classes", "2"]);
+    let d = &v["detector"];
+    assert_eq!(d["detector"], "faster-rcnn");
+    let f = |k: &str| d["flops"][k].as_u64().unwrap();
+    assert_eq!(f("total"), f("backbone") + f("fpn") + f("rpn") + f("roi_head"));
+    assert_eq!(f("head"), f("rpn") + f("roi_head"));
+    // 1000 proposals through fc6 (256*7*7 -> 1024), fc7, and the predictors of 3 classes
+    assert_eq!(f("roi_head"), 1000 * (256 * 49 * 1024 + 1024 * 1024 + 1024 * 3 + 1024 * 12));
+    let p = |k: &str| d["params"][k].as_u64().unwrap();
+    assert_eq!(p("head"), p("rpn") + p("roi_head"));
+    assert_eq!(p("total"), p("backbone") + p("fpn") + p("head"));
+    // RetinaNet keeps one head
+    let r = info_json(&["--arch", "coco-retinanet-300m", "--detector", "retinanet", "--input", "512x512"]);
+    assert_eq!(r["detector"]["flops"]["rpn"], 0);
+    assert!(r["detector"]["params"].get("rpn").is_none());
+}

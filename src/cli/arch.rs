@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 use detnas_core::arch::PRESETS;
 use detnas_core::cost::{CostReport, FlopsTable, cost};
-use detnas_core::detector::{DetectorConfig, detector_flops};
+use detnas_core::detector::{DetectorConfig, DetectorKind, detector_flops};
 use detnas_core::genome::Genome;
 use detnas_core::plan::{Paths, detector_params};
 use detnas_core::rng::Rng;
@@ -44,6 +44,10 @@ pub struct InfoArgs {
     /// Classes of the detector report (they size the classification predictor).
     #[arg(long, default_value_t = 1, value_parser = super::values::count)]
     classes: usize,
+    /// Report the whole detector of this family (default with detector genes: retinanet); a
+    /// faster-rcnn report splits the head into the RPN and the RoI head at 1000 proposals.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["retinanet", "faster-rcnn"]))]
+    detector: Option<String>,
     /// Print the report as JSON (exact integer FLOPs and parameters).
     #[arg(long)]
     json: bool,
@@ -170,29 +174,63 @@ fn report_json(space: &SearchSpace, arch: &Arch, r: &CostReport) -> serde_json::
 }
 
 /// FLOPs and parameters of a genome's whole detector, by part.
-fn detector_report(genome: &Genome, classes: usize) -> Result<serde_json::Value> {
-    let base =
-        DetectorConfig { class_names: (0..classes).map(|i| format!("class{i}")).collect(), ..Default::default() };
+fn detector_report(
+    genome: &Genome,
+    classes: usize,
+    kind: DetectorKind,
+    input: Option<InputSize>,
+) -> Result<serde_json::Value> {
+    let mut base = DetectorConfig::new(kind);
+    if let Some(input) = input {
+        base.input = input;
+    }
+    base.class_names = (0..classes).map(|i| format!("class{i}")).collect();
     let cfg = genome.detector_config(&base)?;
     let flops = detector_flops(&genome.space, &genome.arch, &cfg)?;
-    let mut params = [0u64; 3];
+    // backbone, fpn, head (RetinaNet's, or the RPN and the RoI head together), rpn, roi_head
+    let mut params = [0u64; 5];
     for p in detector_params(&genome.space, Paths::Single(&genome.arch), &cfg).iter().filter(|p| !p.buffer) {
-        let part = ["backbone.", "fpn.", "head."].iter().position(|k| p.name.starts_with(k)).unwrap_or(2);
-        params[part] += p.shape.iter().product::<usize>() as u64;
+        let n = p.shape.iter().product::<usize>() as u64;
+        match ["backbone.", "fpn.", "head.", "rpn.", "roi_heads."].iter().position(|k| p.name.starts_with(k)) {
+            Some(i @ 0..=2) => params[i] += n,
+            Some(i) => {
+                params[i] += n;
+                params[2] += n;
+            }
+            None => params[2] += n,
+        }
+    }
+    let mut params_json =
+        json!({"backbone": params[0], "fpn": params[1], "head": params[2], "total": params[..3].iter().sum::<u64>()});
+    if kind == DetectorKind::FasterRcnn {
+        params_json["rpn"] = json!(params[3]);
+        params_json["roi_head"] = json!(params[4]);
     }
     Ok(json!({
+        "detector": kind.name(),
         "genome": genome.complete(&base).to_string(),
         "input": {"height": cfg.input.height, "width": cfg.input.width},
         "classes": classes,
         "flops": flops,
-        "params": {"backbone": params[0], "fpn": params[1], "head": params[2], "total": params.iter().sum::<u64>()},
+        "params": params_json,
     }))
 }
 
 fn print_detector(d: &serde_json::Value) {
     println!("genome      {}", d["genome"].as_str().unwrap_or_default());
-    println!("detector    {}x{}, {} class(es)", d["input"]["height"], d["input"]["width"], d["classes"]);
-    for part in ["backbone", "fpn", "head", "total"] {
+    println!(
+        "detector    {} {}x{}, {} class(es)",
+        d["detector"].as_str().unwrap_or_default(),
+        d["input"]["height"],
+        d["input"]["width"],
+        d["classes"]
+    );
+    let parts: &[&str] = if d["params"].get("rpn").is_some() {
+        &["backbone", "fpn", "rpn", "roi_head", "total"]
+    } else {
+        &["backbone", "fpn", "head", "total"]
+    };
+    for &part in parts {
         let (f, p) = (d["flops"][part].as_u64().unwrap_or(0), d["params"][part].as_u64().unwrap_or(0));
         println!("  {part:<9} {:>9} FLOPs ({f})  {:>8} params ({p})", format_count(f), format_count(p));
     }
@@ -208,7 +246,13 @@ fn info(args: InfoArgs) -> Result<()> {
         (None, None) => InputSize::IMAGENET,
     };
     let r = cost(space, arch, input)?;
-    let detector = (!genome.genes.is_empty()).then(|| detector_report(&genome, args.classes)).transpose()?;
+    let kind: Option<DetectorKind> =
+        args.detector.as_deref().map(str::parse).transpose().map_err(anyhow::Error::msg)?;
+    let detector = (!genome.genes.is_empty() || kind.is_some())
+        .then(|| {
+            detector_report(&genome, args.classes, kind.unwrap_or_default(), args.input.is_some().then_some(input))
+        })
+        .transpose()?;
     if args.json {
         let mut v = report_json(space, arch, &r);
         if let Some(d) = detector {

@@ -131,13 +131,12 @@ pub fn run(args: InspectArgs) -> Result<()> {
     println!("graph      {} nodes, {} parameter values (after BN folding)", graph.node.len(), params);
     if let Some(f) = &report["flops"].as_object() {
         let g = |k: &str| f.get(k).and_then(|v| v.as_u64()).map(detnas_core::size::format_count).unwrap_or_default();
-        println!(
-            "flops      total {} = backbone {} + fpn {} + head {}",
-            g("total"),
-            g("backbone"),
-            g("fpn"),
-            g("head")
-        );
+        // Faster R-CNN splits its head into the RPN and the RoI head (at the test-time proposals).
+        let heads = match f.get("rpn").and_then(|v| v.as_u64()) {
+            Some(rpn) if rpn > 0 => format!("rpn {} + roi head {}", g("rpn"), g("roi_head")),
+            _ => format!("head {}", g("head")),
+        };
+        println!("flops      total {} = backbone {} + fpn {} + {heads}", g("total"), g("backbone"), g("fpn"));
     }
     for (k, v) in &metadata {
         if k != keys::CONFIG && k != keys::FLOPS {
