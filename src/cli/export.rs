@@ -146,13 +146,11 @@ fn search_finalist(dir: &Path, rank: usize) -> Result<(PathBuf, String, PathBuf)
 }
 
 pub fn run(args: ExportArgs) -> Result<()> {
-    if args.detector == Some(DetectorArg::FasterRcnn) {
-        if let Some(source) = [("--checkpoint", args.checkpoint.is_some()), ("--search", args.search.is_some())]
-            .into_iter()
-            .find_map(|(flag, given)| given.then_some(flag))
-        {
-            anyhow::bail!("--detector faster-rcnn cannot export from {source} yet (retinanet only for now)");
-        }
+    let source = [("--checkpoint", args.checkpoint.is_some()), ("--search", args.search.is_some())]
+        .into_iter()
+        .find_map(|(flag, given)| given.then_some(flag));
+    if let (Some(DetectorArg::FasterRcnn), Some(source)) = (args.detector, source) {
+        anyhow::bail!("--detector faster-rcnn cannot export from {source} yet (retinanet only for now)");
     }
     let finalist = args.search.as_deref().map(|d| search_finalist(d, args.rank)).transpose()?;
     let checkpoint = finalist.as_ref().map(|f| f.0.clone()).or_else(|| args.checkpoint.clone());

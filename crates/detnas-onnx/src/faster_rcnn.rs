@@ -1,7 +1,8 @@
 //! Export of a single-path FPN Faster R-CNN to a self-contained ONNX model: both stages run in the
-//! graph, at test-time settings, with the semantics of [`detnas_core::detector::select_proposals`],
-//! [`detnas_core::detector::roi_levels`] and [`detnas_core::detector::box_head_detections`]
-//! (torchvision's).
+//! graph, at test-time settings, with the semantics (torchvision's) of
+//! [`detnas_core::detector::two_stage::select_proposals`],
+//! [`detnas_core::detector::two_stage::roi_level`] and
+//! [`detnas_core::detector::two_stage::box_head_detections`].
 //!
 //! Graph: `images` (float32 `[1, 3, H, W]`, RGB 0-255, letterboxed) -> in-graph normalisation ->
 //! backbone (BN folded into the convs) -> FPN C2..C5 -> P2..P5, P6 a stride-2 max-pool of P5 ->
