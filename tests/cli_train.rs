@@ -151,3 +151,58 @@ fn supernet_training_then_evolutionary_search() {
     let o = detnas(&["search", "--checkpoint", &d("nope"), "--state", &d("s2.json")]);
     assert!(!o.status.success());
 }
+
+const FASTER_RCNN: &str = r#"
+space = "detnas-300m"
+arch = "coco-fpn-300m"
+holdout = 0.25
+batch_size = 2
+iterations = 4
+log_every = 2
+checkpoint_every = 2
+
+[detector]
+kind = "faster-rcnn"
+input = { height = 96, width = 96 }
+fpn_channels = 16
+
+[detector.rpn]
+anchor_sizes = [12.0, 24.0, 48.0, 96.0, 192.0]
+post_nms_top_n_train = 100
+post_nms_top_n_test = 50
+
+[detector.roi_heads]
+batch_size_per_image = 32
+representation_size = 32
+"#;
+
+#[test]
+fn faster_rcnn_trains_evaluates_and_benchmarks_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |p: &str| dir.path().join(p).to_str().unwrap().to_string();
+    let o = detnas(&["data", "synthetic", "--out", &d("data"), "--images", "6", "--size", "96x96", "--classes", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json = stdout(&o).trim().to_string();
+    std::fs::write(d("frcnn.toml"), FASTER_RCNN).unwrap();
+
+    // the family must match the command
+    let o = detnas(&["train", "retinanet", "--config", &d("frcnn.toml"), "--coco", &json, "--out", &d("x")]);
+    assert_one_line_failure(&o, &["is a faster-rcnn, not a retinanet", "train faster-rcnn"]);
+
+    let o = detnas(&["train", "faster-rcnn", "--config", &d("frcnn.toml"), "--coco", &json, "--out", &d("run")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let log = stderr(&o);
+    assert!(log.contains("training faster-rcnn coco-fpn-300m") && log.contains("objectness"), "{log}");
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(d("run/state.json")).unwrap()).unwrap();
+    assert_eq!(state["kind"], "faster-rcnn");
+
+    let o = detnas(&["train", "eval", "--checkpoint", &d("run"), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stats: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(stats["stats"].as_array().unwrap().len(), 12);
+
+    let o = detnas(&["train", "bench-step", "--config", &d("frcnn.toml"), "--steps", "1", "--warmup", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let timing: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(timing["ms_per_step_p50"].as_f64().unwrap() > 0.0, "{timing}");
+}

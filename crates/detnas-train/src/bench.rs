@@ -2,11 +2,15 @@
 //! comparable with `tools/bench_train_step.py` (PyTorch) at the same configuration.
 
 use crate::config::DetTrainConfig;
+use crate::data::BatchTargets;
+use crate::detector::DetectionNet;
 use crate::error::{Result, TrainError};
-use crate::loss::{IGNORE, ImageTargets, Targets, retinanet_loss};
-use crate::net::RetinaNet;
+use crate::faster_rcnn::{ImageTruth, image_truth};
+use crate::loss::{IGNORE, ImageTargets};
 use crate::optim::PathSgd;
 use detnas_core::arch::resolve;
+use detnas_core::boxes::BBox;
+use detnas_core::detector::{DetectorConfig, all_anchors, pyramid_levels};
 use detnas_core::plan::Paths;
 use detnas_core::rng::Rng;
 use serde::Serialize;
@@ -38,7 +42,8 @@ pub struct StepTiming {
 }
 
 /// Times training steps of `cfg.arch` (required) at `cfg.detector`'s input on random images with
-/// fixed targets like the PyTorch script (about 1% foreground, 5% ignored anchors), momentum 0.9,
+/// fixed targets: for RetinaNet like the PyTorch script (about 1% foreground, 5% ignored anchors);
+/// for Faster R-CNN 8 random boxes per image (RoI sampling seeded, the same each step); momentum 0.9,
 /// weight decay 1e-4, lr 0.01. GPU work is synchronised before each clock stop. The caller sets
 /// libtorch's thread count.
 pub fn time_step(cfg: &DetTrainConfig, opts: &StepBench) -> Result<StepTiming> {
@@ -50,22 +55,29 @@ pub fn time_step(cfg: &DetTrainConfig, opts: &StepBench) -> Result<StepTiming> {
     let dev = opts.device;
     let vs = nn::VarStore::new(dev);
     let paths = if opts.supernet { Paths::All } else { Paths::Single(&arch) };
-    let net = RetinaNet::new(&vs, &space, paths, &cfg.detector, 0)?;
+    let net = DetectionNet::build(&vs, &space, paths, &cfg.detector, None, 0)?;
     let (h, w) = (cfg.detector.input.height as i64, cfg.detector.input.width as i64);
     let x = (Tensor::rand([opts.batch_size as i64, 3, h, w], (Kind::Float, dev)) * 255.0).detach();
-    let (cls, _) = tch::no_grad(|| net.forward(&x, &arch, false))?;
-    let (anchors, classes) = (cls.size()[1] as usize, cls.size()[2] as usize);
-    let images: Vec<ImageTargets> = {
-        let mut rng = Rng::seed(0);
-        (0..opts.batch_size).map(|_| random_targets(&mut rng, anchors, classes)).collect()
+    let mut rng = Rng::seed(0);
+    let targets = match &net {
+        DetectionNet::Retinanet(r) => {
+            let (cls, _) = tch::no_grad(|| r.forward(&x, &arch, false))?;
+            let (anchors, classes) = (cls.size()[1] as usize, cls.size()[2] as usize);
+            BatchTargets::Retinanet((0..opts.batch_size).map(|_| random_targets(&mut rng, anchors, classes)).collect())
+        }
+        DetectionNet::FasterRcnn(_) => {
+            let det = &cfg.detector;
+            let anchors = all_anchors(&pyramid_levels(&space, &arch, det)?, det);
+            let truth = (0..opts.batch_size).map(|_| random_truth(&mut rng, &anchors, det)).collect();
+            BatchTargets::FasterRcnn(truth)
+        }
     };
-    let targets = Targets::new(&images, dev);
+    let genes = net.default_genes();
     let mut opt = PathSgd::new(0.9, 1e-4, true);
     let mut step = || -> Result<()> {
-        let params = net.path_parameters(&arch)?;
+        let params = net.path_parameters(&arch, &genes)?;
         PathSgd::zero_grad(&params);
-        let (c, r) = net.forward(&x, &arch, true)?;
-        retinanet_loss(&c, &r, &targets).total().backward();
+        net.step_loss(&x, &arch, &genes, &targets, 0, 0)?.total.backward();
         opt.step(&params, 0.01);
         Ok(())
     };
@@ -89,6 +101,21 @@ pub fn time_step(cfg: &DetTrainConfig, opts: &StepBench) -> Result<StepTiming> {
         ms_per_step_p50: times[times.len() / 2],
         ms_per_step_mean: times.iter().sum::<f64>() / times.len() as f64,
     })
+}
+
+/// Faster R-CNN ground truth of one image: 8 random boxes of 16 to 25% of the input side, random
+/// classes, with their RPN targets.
+fn random_truth(rng: &mut Rng, anchors: &[BBox], det: &DetectorConfig) -> ImageTruth {
+    let (w, h) = (det.input.width as f32, det.input.height as f32);
+    let boxes: Vec<BBox> = (0..8)
+        .map(|_| {
+            let side = (0.16 + 0.09 * rng.unit() as f32) * w.min(h);
+            let (x, y) = (rng.unit() as f32 * (w - side), rng.unit() as f32 * (h - side));
+            [x, y, x + side, y + side]
+        })
+        .collect();
+    let labels: Vec<usize> = boxes.iter().map(|_| rng.below(det.num_classes() as u64) as usize).collect();
+    image_truth(anchors, &boxes, &labels, det)
 }
 
 /// Targets of one image: each anchor foreground of a random class with probability 0.01, ignored
