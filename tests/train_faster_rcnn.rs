@@ -181,3 +181,82 @@ fn the_trainer_overfits_a_tiny_set_resumes_exactly_and_evaluates_its_checkpoint(
     };
     assert_eq!(weights(&split), weights(&out), "resumed and uninterrupted runs differ");
 }
+
+/// tch and the exported graph agree on trained weights: the same proposals and the same final
+/// detections, for both channel shuffles and both box heads (two fully connected layers; two
+/// separable convs and one fully connected layer).
+#[cfg(feature = "infer")]
+#[test]
+fn trained_faster_rcnn_exports_and_matches_onnx_runtime() {
+    use detnas_core::detector::HeadConv;
+    use detnas_core::space::ChannelShuffle;
+    use detnas_infer::ort::session::Session;
+    use detnas_infer::ort::value::TensorRef;
+    use detnas_onnx::{ExportOptions, Weights, export_detector, graph::encode};
+    use std::path::PathBuf;
+    let (space, arch) = Preset::by_name("coco-fpn-300m").unwrap().resolve();
+    for (shuffle, convs) in [(ChannelShuffle::EvenOdd, 0), (ChannelShuffle::HalfInterleave, 2)] {
+        detnas_train::tch::manual_seed(0);
+        let mut cfg = small_config();
+        cfg.shuffle = shuffle;
+        cfg.head_convs = convs;
+        cfg.head_channels = 16;
+        cfg.head_conv = HeadConv::Separable;
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let net = FasterRcnn::new(&vs, &space, Paths::Single(&arch), &cfg, 0).unwrap();
+        // every tensor matters (random BN statistics, spread scores), then a few real steps
+        let params = detnas_core::plan::detector_params(&space, Paths::Single(&arch), &cfg);
+        let dir = tempfile::tempdir().unwrap();
+        let start: PathBuf = dir.path().join("start.safetensors");
+        Weights::random_varied(&params, 4).save(&start).unwrap();
+        vs.load(&start).unwrap();
+        let levels = pyramid_levels(&space, &arch, &cfg).unwrap();
+        let anchors = all_anchors(&levels, &cfg);
+        let (image, boxes, labels) = scene();
+        let truth = vec![image_truth(&anchors, &boxes, &labels, &cfg)];
+        let mut opt = nn::Sgd { momentum: 0.9, ..Default::default() }.build(&vs, 0.001).unwrap();
+        let mut rng = Rng::seed(3);
+        for _ in 0..3 {
+            let loss = net.training_loss(&image, &arch, &truth, &levels, &anchors, &mut rng).unwrap();
+            opt.backward_step(&loss.total());
+        }
+        let trained = dir.path().join("w.safetensors");
+        vs.save(&trained).unwrap();
+        let model = export_detector(
+            &space,
+            &arch,
+            &cfg,
+            &Weights::load(&trained).unwrap(),
+            &ExportOptions { raw_outputs: true },
+        )
+        .unwrap();
+        let bytes = encode(&model).unwrap();
+
+        let ours = net.detect(&image, &arch, &levels, &anchors).unwrap().remove(0);
+        let env = detnas_infer::runtime::environment().unwrap();
+        let mut session = Session::builder(env).unwrap().commit_from_memory(&bytes).unwrap();
+        let pixels: Vec<f32> = Vec::try_from(image.flatten(0, -1)).unwrap();
+        let input = TensorRef::from_array_view(([1usize, 3, 128, 128], &pixels[..])).unwrap();
+        let out = session.run(detnas_infer::ort::inputs!["images" => input]).unwrap();
+        let get = |name: &str| out[name].try_extract_tensor::<f32>().unwrap().1.to_vec();
+        let (oboxes, oscores) = (get("boxes"), get("scores"));
+        let olabels = out["labels"].try_extract_tensor::<i64>().unwrap().1.to_vec();
+        assert!(!ours.is_empty(), "{shuffle:?}/{convs}: the trained network detects something");
+        assert_eq!(ours.len(), oscores.len(), "{shuffle:?}/{convs}: detection count");
+        for (i, d) in ours.iter().enumerate() {
+            assert_eq!(d.class as i64, olabels[i], "{shuffle:?}/{convs}: detection {i}");
+            assert!((d.score - oscores[i]).abs() < 1e-4, "{shuffle:?}/{convs}: score {} vs {}", d.score, oscores[i]);
+            for j in 0..4 {
+                let (a, b) = (d.bbox[j], oboxes[i * 4 + j]);
+                assert!(
+                    (a - b).abs() <= 1e-3 * a.abs().max(1.0),
+                    "{shuffle:?}/{convs}: {:?} vs {:?}",
+                    d.bbox,
+                    &oboxes[i * 4..i * 4 + 4]
+                );
+            }
+        }
+        let proposals = get("proposals");
+        assert!(!proposals.is_empty() && proposals.len() % 4 == 0);
+    }
+}
