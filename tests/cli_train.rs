@@ -205,4 +205,15 @@ fn faster_rcnn_trains_evaluates_and_benchmarks_from_the_command_line() {
     assert!(o.status.success(), "{}", stderr(&o));
     let timing: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert!(timing["ms_per_step_p50"].as_f64().unwrap() > 0.0, "{timing}");
+
+    // export from the checkpoint, then detect with the SDK's command
+    let o = detnas(&["export", "--checkpoint", &d("run"), "--detector", "retinanet", "--out", &d("x.onnx")]);
+    assert_one_line_failure(&o, &["contradicts", "faster-rcnn"]);
+    let o = detnas(&["export", "--checkpoint", &d("run"), "--out", &d("m.onnx")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("faster-rcnn"), "{}", stderr(&o));
+    let o = detnas(&["detect", &d("m.onnx"), &d("data/images"), "--out", &d("det")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(d("det/images.json")).unwrap()).unwrap();
+    assert_eq!(index["images"].as_array().unwrap().len(), 6);
 }

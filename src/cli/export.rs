@@ -74,7 +74,7 @@ pub struct ExportArgs {
     #[arg(long)]
     out: PathBuf,
     /// Detector family, with its torchvision defaults as the base configuration (default
-    /// retinanet; a --config file names its own). --checkpoint and --search export RetinaNet only.
+    /// retinanet; a --config file, a checkpoint or a search names its own, which this must match).
     #[arg(long, value_enum)]
     detector: Option<DetectorArg>,
     /// Detector configuration (TOML, fields of DetectorConfig); flags below override it.
@@ -146,12 +146,6 @@ fn search_finalist(dir: &Path, rank: usize) -> Result<(PathBuf, String, PathBuf)
 }
 
 pub fn run(args: ExportArgs) -> Result<()> {
-    let source = [("--checkpoint", args.checkpoint.is_some()), ("--search", args.search.is_some())]
-        .into_iter()
-        .find_map(|(flag, given)| given.then_some(flag));
-    if let (Some(DetectorArg::FasterRcnn), Some(source)) = (args.detector, source) {
-        anyhow::bail!("--detector faster-rcnn cannot export from {source} yet (retinanet only for now)");
-    }
     let finalist = args.search.as_deref().map(|d| search_finalist(d, args.rank)).transpose()?;
     let checkpoint = finalist.as_ref().map(|f| f.0.clone()).or_else(|| args.checkpoint.clone());
     let arch_text = finalist.as_ref().map(|f| f.1.clone()).or_else(|| args.arch.clone());
@@ -169,13 +163,6 @@ pub fn run(args: ExportArgs) -> Result<()> {
     if let Some(asked) = args.detector.map(DetectorArg::kind).filter(|&k| k != base.kind()) {
         let origin = args.config.as_ref().map_or("the checkpoint".to_string(), |p| p.display().to_string());
         anyhow::bail!("--detector {asked} contradicts {origin}, which describes a {} detector", base.kind());
-    }
-    if let Some(source) = checkpoint.as_ref().filter(|_| base.kind() != DetectorKind::Retinanet) {
-        anyhow::bail!(
-            "{}: a {} configuration; export from a checkpoint or search supports retinanet only for now",
-            source.display(),
-            base.kind()
-        );
     }
     let mut cfg = genome.detector_config(&base)?;
     if let Some(i) = &args.input {
