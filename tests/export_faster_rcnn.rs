@@ -335,8 +335,4 @@ fn cli_exports_inspects_and_detects_a_512_faster_rcnn() {
     let o = detnas(&["detect", m, images.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(out.exists());
-
-    // checkpoints and searches export RetinaNet only for now
-    let o = detnas(&[&args[..], &["--out", m, "--checkpoint", dir.path().to_str().unwrap()]].concat());
-    crate::util::assert_one_line_failure(&o, &["--detector faster-rcnn", "--checkpoint", "retinanet only"]);
 }
