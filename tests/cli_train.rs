@@ -217,3 +217,48 @@ fn faster_rcnn_trains_evaluates_and_benchmarks_from_the_command_line() {
     let index: serde_json::Value = serde_json::from_slice(&std::fs::read(d("det/images.json")).unwrap()).unwrap();
     assert_eq!(index["images"].as_array().unwrap().len(), 6);
 }
+
+/// DetNAS with the paper's detector: a Faster R-CNN supernet fine-tuned with one random path per
+/// step, searched with BN recalibration and held-out AP, and its best path exported from the
+/// search with its recalibrated statistics.
+#[test]
+fn faster_rcnn_supernet_search_and_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |p: &str| dir.path().join(p).to_str().unwrap().to_string();
+    let o = detnas(&["data", "synthetic", "--out", &d("data"), "--images", "6", "--size", "96x96", "--classes", "2"]);
+    let json = stdout(&o).trim().to_string();
+    std::fs::write(d("cfg.toml"), FASTER_RCNN.replace("arch = \"coco-fpn-300m\"\n", "")).unwrap();
+    let o = detnas(&["train", "det-supernet", "--config", &d("cfg.toml"), "--coco", &json, "--out", &d("super")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = detnas(&[
+        "search",
+        "--checkpoint",
+        &d("super"),
+        "--flops-max",
+        "300M",
+        "--population",
+        "3",
+        "--generations",
+        "1",
+        "--top-k",
+        "2",
+        "--mutations",
+        "1",
+        "--crossovers",
+        "1",
+        "--recal-batches",
+        "1",
+        "--out",
+        &d("search"),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["evaluations"], 3);
+    let o = detnas(&["export", "--search", &d("search"), "--out", &d("best.onnx")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = detnas(&["inspect", &d("best.onnx"), "--json"]);
+    let info: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(info["metadata"]["detnas.detector"], "faster-rcnn");
+    assert_eq!(info["metadata"]["detnas.arch"], v["best"]["arch"]);
+}
