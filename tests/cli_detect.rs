@@ -1,6 +1,7 @@
 //! `detnas detect / export / inspect / bench / eval` end to end on real files.
 
 use crate::util::{assert_one_line_failure, detnas, encoded, png_bomb, small_model, stderr, stdout, textured};
+use detnas_infer::Detector;
 use image::ImageFormat;
 use serde_json::Value;
 use std::path::Path;
@@ -212,4 +213,46 @@ fn eval_matches_pycocotools_fixtures_and_handles_empty_results() {
     }
     let o = detnas(&["eval", "--gt", "/nonexistent/gt.json", "--dt", "/nonexistent/dt.json"]);
     assert_one_line_failure(&o, &["/nonexistent/gt.json"]);
+}
+
+#[test]
+fn tiled_detection_of_a_large_image_and_its_settings_on_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tile = image::open(root.join("models/samples/neon-yell-1.jpg")).unwrap().to_rgb8();
+    // a 3x2 mosaic of one sample: a 939x690 "orthophoto"
+    let (w, h) = tile.dimensions();
+    let mut big = image::RgbImage::new(3 * w, 2 * h);
+    for (x, y) in [(0, 0), (w, 0), (2 * w, 0), (0, h), (w, h), (2 * w, h)] {
+        image::imageops::replace(&mut big, &tile, x as i64, y as i64);
+    }
+    let images = dir.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    big.save(images.join("ortho.png")).unwrap();
+    let model = root.join("models/neon-trees.onnx");
+    let out = dir.path().join("out");
+    let run = |extra: &[&str]| {
+        let mut args =
+            vec!["detect", model.to_str().unwrap(), images.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        detnas(&args)
+    };
+    let o = run(&["--tile", "320", "--overlap", "0.25", "--conf", "0.3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dets = read_json(&out.join("detections.json"));
+    let n = dets.as_array().unwrap().len();
+    let single = Detector::builder().confidence(0.3).load(&model).unwrap().detect(&tile).unwrap().detections.len();
+    // six copies of the tile: about six times its crowns (windows across the copies' seams differ)
+    assert!(n >= 4 * single && n <= 8 * single, "{n} detections on the mosaic, {single} on one tile");
+    let run_json = read_json(&out.join("run.json"));
+    assert_eq!(run_json["settings"]["tile"], 320);
+    // resuming with another tiling is refused, naming the setting
+    let o = run(&["--tile", "400", "--conf", "0.3", "--resume"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("tile"), "{}", stderr(&o));
+    // --overlap needs --tile; a tile under 32 pixels is refused by the parser
+    let o = run(&["--overlap", "0.2", "--exist-ok"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = run(&["--tile", "16", "--exist-ok"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }

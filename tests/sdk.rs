@@ -324,3 +324,69 @@ fn batch_calls_run_in_parallel_in_input_order_and_serialise() {
     assert_eq!(coco.len(), result.detections.len());
     assert_eq!((coco[0].image_id, coco[0].category_id, coco[0].bbox), (42, 1, result.detections[0].xywh()));
 }
+
+/// Side of the mosaic's quadrants: the sample tiles cropped to a square.
+const QUADRANT: u32 = 312;
+
+/// A 2x2 mosaic of the two sample tiles (624x624) and the shipped model's detections on each
+/// quadrant alone, moved to mosaic coordinates: the known boxes of the large image.
+fn mosaic() -> (image::RgbImage, Vec<detnas_infer::Detection>, Detector) {
+    let (model, samples) = shipped();
+    let d = Detector::builder().confidence(0.3).threads(2).load(&model).unwrap();
+    let tiles: Vec<image::RgbImage> = samples
+        .iter()
+        .map(|p| image::imageops::crop_imm(&image::open(p).unwrap().to_rgb8(), 0, 0, QUADRANT, QUADRANT).to_image())
+        .collect();
+    let q = QUADRANT;
+    let mut big = image::RgbImage::new(2 * q, 2 * q);
+    let mut known = Vec::new();
+    for (q, (x, y)) in [(0u32, 0u32), (q, 0), (0, q), (q, q)].into_iter().enumerate() {
+        let tile = &tiles[(q == 1 || q == 2) as usize];
+        image::imageops::replace(&mut big, tile, x as i64, y as i64);
+        for mut det in d.detect(tile).unwrap().detections {
+            let b = det.bbox;
+            det.bbox = [b[0] + x as f32, b[1] + y as f32, b[2] + x as f32, b[3] + y as f32];
+            known.push(det);
+        }
+    }
+    known.sort_by(|a, b| b.score.total_cmp(&a.score));
+    (big, known, d)
+}
+
+#[test]
+fn tiles_without_overlap_reproduce_each_windows_detections() {
+    let (big, known, d) = mosaic();
+
+    let tiled = d.detect_tiled(&big, detnas_infer::Tiling::new(QUADRANT, 0.0).unwrap()).unwrap();
+    assert_eq!((tiled.width, tiled.height), (2 * QUADRANT, 2 * QUADRANT));
+    assert!(known.len() > 40, "{} known crowns", known.len());
+    // the same detections; equal scores (the same tile twice) may come in either order
+    let key = |d: &detnas_infer::Detection| (d.score.to_bits(), d.bbox.map(f32::to_bits));
+    let (mut got, mut want) = (tiled.detections.clone(), known.clone());
+    got.sort_by_key(key);
+    want.sort_by_key(key);
+    assert_eq!(got, want);
+}
+
+#[test]
+fn overlapping_tiles_find_every_known_box_once() {
+    use detnas_core::boxes::iou;
+    let (big, known, d) = mosaic();
+    let tiled = d.detect_tiled(&big, detnas_infer::Tiling::new(QUADRANT, 0.25).unwrap()).unwrap().detections;
+    // every confident crown away from the quadrant seams is found (windows across a seam see the
+    // tree next to another scene, so their box may differ a little from the quadrant's own)
+    let inner: Vec<_> =
+        known.iter().filter(|k| k.score >= 0.5 && k.bbox.iter().all(|&v| (v - QUADRANT as f32).abs() > 10.0)).collect();
+    for k in &inner {
+        let best = tiled.iter().map(|t| iou(&t.bbox, &k.bbox)).fold(0.0f32, f32::max);
+        assert!(best > 0.5, "{:?} not found (best IoU {best})", k.bbox);
+    }
+    // and nothing is reported twice
+    for (i, a) in tiled.iter().enumerate() {
+        for b in &tiled[i + 1..] {
+            assert!(iou(&a.bbox, &b.bbox) <= 0.5, "duplicate {:?} / {:?}", a.bbox, b.bbox);
+        }
+    }
+    let scores: Vec<f32> = tiled.iter().map(|t| t.score).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]));
+}

@@ -197,6 +197,16 @@ impl Detector {
 
     /// Detects objects in an RGB image; boxes come back in its pixels.
     pub fn detect(&self, image: &RgbImage) -> Result<Detections> {
+        self.detect_capped(image, true)
+    }
+
+    /// [`Detector::detect`] without the options' `max_detections` (a window of a tiled detection:
+    /// the cap applies to the merged result).
+    pub(crate) fn detect_uncapped(&self, image: &RgbImage) -> Result<Detections> {
+        self.detect_capped(image, false)
+    }
+
+    fn detect_capped(&self, image: &RgbImage, cap: bool) -> Result<Detections> {
         let cfg = &self.info.config;
         let (w, h) = (cfg.input.width as u32, cfg.input.height as u32);
         let t0 = Instant::now();
@@ -205,7 +215,7 @@ impl Detector {
         let t1 = Instant::now();
         let ((boxes, scores, labels), inference) = self.run_timed(&input)?;
         let t2 = Instant::now();
-        let detections = self.postprocess(boxes, scores, labels, |b| lb.to_source(b));
+        let detections = self.postprocess(boxes, scores, labels, cap, |b| lb.to_source(b));
         let t3 = Instant::now();
         Ok(Detections {
             detections,
@@ -312,6 +322,7 @@ impl Detector {
         boxes: Vec<BBox>,
         scores: Vec<f32>,
         labels: Vec<i64>,
+        cap: bool,
         to_source: impl Fn(&BBox) -> BBox,
     ) -> Vec<Detection> {
         let o = &self.options;
@@ -327,7 +338,9 @@ impl Detector {
             let l: Vec<i64> = keep.iter().map(|&i| labels[i]).collect();
             keep = batched_nms(&b, &s, &l, iou).into_iter().map(|k| keep[k]).collect();
         }
-        keep.truncate(o.max_detections.unwrap_or(usize::MAX));
+        if cap {
+            keep.truncate(o.max_detections.unwrap_or(usize::MAX));
+        }
         keep.into_iter()
             .map(|i| {
                 let class_id = labels[i] as usize; // checked by `check_outputs`

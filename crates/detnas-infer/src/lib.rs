@@ -81,6 +81,7 @@ pub mod latency;
 pub mod options;
 pub mod results;
 pub mod runtime;
+pub mod tiles;
 pub mod timing;
 
 pub use contract::ModelInfo;
@@ -99,4 +100,5 @@ pub use options::{DEFAULT_CONFIDENCE, DetectorBuilder, DetectorOptions, Threshol
 pub use ort;
 pub use results::{CocoDetection, Detection, Detections, StageTimings};
 pub use runtime::{LibrarySource, RuntimeInfo};
+pub use tiles::Tiling;
 pub use timing::{Latency, TimingPlan};

@@ -39,6 +39,11 @@ pub struct Settings {
     pub save_txt: bool,
     pub save_img: bool,
     pub ids_from: Option<String>,
+    /// `--tile` window size and its overlap (absent in runs written before tiling existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tile: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<f32>,
 }
 
 impl Settings {

@@ -80,6 +80,15 @@ pub struct DetectArgs {
     /// Fail on warnings (truncated JPEG) and on an unavailable device; exit 3 if any image failed.
     #[arg(long)]
     strict: bool,
+    /// Detect large images (orthophotos) window by window: windows of SIZE x SIZE image pixels at
+    /// native resolution, each letterboxed into the network input, boxes merged across windows
+    /// (a box cut by a window edge yields to the whole one a neighbouring window saw).
+    #[arg(long, value_name = "SIZE", value_parser = clap::value_parser!(u32).range(32..))]
+    tile: Option<u32>,
+    /// Fraction of a window shared with its neighbours with --tile (0 to 0.9); it should exceed
+    /// the largest object's share of a window so every object is whole in some window.
+    #[arg(long, value_name = "FRACTION", requires = "tile", value_parser = overlap_fraction)]
+    overlap: Option<f32>,
     /// Write YOLO label files (`class cx cy w h score`, normalised) to <out>/labels/.
     #[arg(long)]
     save_txt: bool,
@@ -133,7 +142,17 @@ fn settings(args: &DetectArgs) -> Result<Settings> {
         save_txt: args.save_txt,
         save_img: args.save_img,
         ids_from: args.ids_from.as_ref().map(|p| p.display().to_string()),
+        tile: args.tile,
+        overlap: args.tile.map(|_| args.overlap.unwrap_or(DEFAULT_OVERLAP)),
     })
+}
+
+/// The window overlap of `--tile` without `--overlap`.
+const DEFAULT_OVERLAP: f32 = 0.25;
+
+fn overlap_fraction(s: &str) -> Result<f32, String> {
+    let v = values::fraction(s)?;
+    if v > 0.9 { Err(format!("{v} is over 0.9 (windows would barely move)")) } else { Ok(v) }
 }
 
 /// Step 1: the checked output folder and the run's manifest (new, or read back for `--resume`).
@@ -350,7 +369,15 @@ fn detect_one(detector: &Detector, out: &Path, manifest: &Manifest, i: usize) ->
     let path = &manifest.files[i];
     let file = path.display().to_string();
     let id = manifest.ids[i].expect("only images with an id are processed");
-    let d = match detector.detect_path(path) {
+    let tiling = manifest.settings.tile.map(|size| {
+        detnas_infer::Tiling::new(size, manifest.settings.overlap.unwrap_or(DEFAULT_OVERLAP))
+            .expect("--tile and --overlap are checked by the parser")
+    });
+    let found = match tiling {
+        Some(t) => detector.detect_path_tiled(path, t),
+        None => detector.detect_path(path),
+    };
+    let d = match found {
         Ok(d) => d,
         Err(e) => return (ImageRecord::failed(i, file, id, e.to_string()), StageTimings::default()),
     };
