@@ -4,6 +4,8 @@ mod arch;
 #[cfg(feature = "infer")]
 mod bench;
 mod data;
+#[cfg(all(feature = "train", feature = "infer"))]
+mod demo;
 #[cfg(feature = "infer")]
 mod detect;
 #[cfg(feature = "infer")]
@@ -67,6 +69,12 @@ enum Command {
     /// Evolutionary search on a trained detection supernet (BN recalibration + held-out AP fitness).
     #[cfg(all(feature = "train", feature = "infer"))]
     Search(search::SearchArgs),
+    /// The whole DetNAS pipeline in miniature, into one folder: synthetic data, a genes supernet,
+    /// this machine's latency table, a search under a derived budget, retraining of the winner and
+    /// of a baseline, export, detection and a report (about 15 minutes on 2 cores; --quick: a
+    /// minute or two).
+    #[cfg(all(feature = "train", feature = "infer"))]
+    Demo(demo::DemoArgs),
     /// A guided tour of the search spaces and published architectures.
     Tour,
     /// Native libraries in use: ONNX Runtime and libtorch versions, CUDA availability.
@@ -91,6 +99,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Train(cmd) => train::run(cmd).map(|_| 0),
         #[cfg(all(feature = "train", feature = "infer"))]
         Command::Search(args) => search::run(args).map(|_| 0),
+        #[cfg(all(feature = "train", feature = "infer"))]
+        Command::Demo(args) => demo::run(args).map(|_| 0),
         Command::Tour => tour::run().map(|_| 0),
         Command::Env(args) => env::run(args).map(|_| 0),
     }
