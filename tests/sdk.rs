@@ -390,3 +390,48 @@ fn overlapping_tiles_find_every_known_box_once() {
     let scores: Vec<f32> = tiled.iter().map(|t| t.score).collect();
     assert!(scores.windows(2).all(|w| w[0] >= w[1]));
 }
+
+#[test]
+fn pngs_are_tiled_row_by_row_past_the_pixel_limit_with_the_same_detections() {
+    let (big, _, d) = mosaic();
+    let (model, _) = shipped();
+    let tiling = detnas_infer::Tiling::new(QUADRANT, 0.25).unwrap();
+    let want = d.detect_tiled(&big, tiling).unwrap().detections;
+    assert!(!want.is_empty());
+    let dir = tempfile::tempdir().unwrap();
+    let png8 = dir.path().join("mosaic.png");
+    big.save(&png8).unwrap();
+    // 16-bit samples v * 257 round back to v
+    let wide = image::ImageBuffer::<image::Rgb<u16>, _>::from_fn(big.width(), big.height(), |x, y| {
+        image::Rgb(big.get_pixel(x, y).0.map(|v| u16::from(v) * 257))
+    });
+    let png16 = dir.path().join("mosaic16.png");
+    wide.save(&png16).unwrap();
+    let jpeg = dir.path().join("mosaic.jpg");
+    big.save(&jpeg).unwrap();
+
+    // a pixel limit under the mosaic's 624 x 624: whole decodes are refused, row reading is not
+    let limits = detnas_infer::DecodeLimits { max_pixels: 100_000, ..Default::default() };
+    let small = Detector::builder().confidence(0.3).threads(2).decode_limits(limits).load(&model).unwrap();
+    for png in [&png8, &png16] {
+        let got = small.detect_path_tiled(png, tiling).unwrap();
+        assert_eq!(got.detections, want, "{}", png.display());
+        assert_eq!((got.width, got.height), big.dimensions());
+        assert!(got.timings.decode > std::time::Duration::ZERO);
+    }
+    let whole = small.detect_path(&png8).unwrap_err().to_string();
+    assert!(whole.contains("mosaic.png") && whole.contains("over the decode limit"), "{whole}");
+    let jpeg_err = small.detect_path_tiled(&jpeg, tiling).unwrap_err().to_string();
+    assert!(jpeg_err.contains("mosaic.jpg") && jpeg_err.contains("over the decode limit"), "{jpeg_err}");
+
+    // a band larger than the memory limit, and a truncated file, are errors naming the file
+    let tight = detnas_infer::DecodeLimits { max_alloc: 100_000, ..Default::default() };
+    let tight = Detector::builder().threads(1).decode_limits(tight).load(&model).unwrap();
+    let band = tight.detect_path_tiled(&png8, tiling).unwrap_err().to_string();
+    assert!(band.contains("mosaic.png") && band.contains("band of 312 rows"), "{band}");
+    let bytes = std::fs::read(&png8).unwrap();
+    let cut = dir.path().join("cut.png");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let err = d.detect_path_tiled(&cut, tiling).unwrap_err().to_string();
+    assert!(err.contains("cut.png") && err.contains("row"), "{err}");
+}

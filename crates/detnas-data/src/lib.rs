@@ -6,6 +6,7 @@
 //! - [`detection`]: COCO and Pascal VOC detection sets loaded into one validated form
 //!   ([`DetectionDataset`]) with a [`ValidationReport`] of every questionable record, a
 //!   deterministic hold-out split, and COCO ground-truth output for `detnas eval`;
+//! - [`png_rows`]: row-by-row PNG reading for images too large to decode whole;
 //! - [`preprocess`]: letterboxing into the network input (SIMD bilinear resize);
 //! - [`folder`]: classification sets in the image-folder layout ([`ImageFolder`]);
 //! - [`synthetic`]: a seeded generator of small shape-detection sets for fast tests.
@@ -22,6 +23,8 @@ pub mod error;
 #[cfg(feature = "datasets")]
 pub mod folder;
 pub mod image_io;
+#[cfg(feature = "png")]
+pub mod png_rows;
 pub mod preprocess;
 #[cfg(feature = "datasets")]
 pub mod synthetic;

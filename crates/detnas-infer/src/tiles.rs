@@ -9,9 +9,10 @@
 //! [`CUT_COVER`] of the smaller box (the same object seen by two windows: whole in one, cut or
 //! framed differently in the other). Within one window the model's own NMS already decided.
 //!
-//! Memory: the decoded image is held once (RGB8, bounded by the decode limits, 400 Mpx by default)
-//! and one window at a time is copied and letterboxed, so the network's working memory is that of
-//! one window whatever the image size.
+//! Memory: a PNG file is read row by row and only one row of windows is held
+//! ([`Detector::detect_path_tiled`]); other files and images given decoded are held once (RGB8,
+//! bounded by the decode limits, 400 Mpx by default). One window at a time is copied and
+//! letterboxed, so the network's working memory is that of one window whatever the image size.
 
 use crate::detector::Detector;
 use crate::error::{InferError, Result};
@@ -83,11 +84,76 @@ impl Detector {
     /// `image`'s pixels, highest score first, capped by the options' `max_detections` only.
     pub fn detect_tiled(&self, image: &RgbImage, tiling: Tiling) -> Result<Detections> {
         let (width, height) = image.dimensions();
+        self.detect_windows(width, height, tiling, |[x, y, w, h]| {
+            Ok(image::imageops::crop_imm(image, x, y, w, h).to_image())
+        })
+    }
+
+    /// Detects in the image at `path` window by window ([`Detector::detect_tiled`]).
+    ///
+    /// A non-interlaced PNG without EXIF metadata is read row by row: only the rows of one row of
+    /// windows are held (`3 * width * min(tile, height)` bytes, checked against the decode limits'
+    /// `max_alloc`), so its size is bounded by the window, not by the image, and the image's own
+    /// pixel limits do not apply. Any other file is decoded whole, within the decode limits
+    /// (400 megapixels by default): convert a larger one to PNG to detect in it.
+    pub fn detect_path_tiled(&self, path: impl AsRef<Path>, tiling: Tiling) -> Result<Detections> {
+        let path = path.as_ref();
+        #[cfg(feature = "png")]
+        if let Some(rows) = detnas_data::png_rows::PngRows::open(path)? {
+            return self.detect_rows_tiled(rows, tiling);
+        }
+        let t0 = Instant::now();
+        let loaded = crate::image_io::load_image(path, &self.options().limits)?;
+        let name = path.display().to_string();
+        let loaded = if self.options().strict { loaded.deny_warnings(&name)? } else { loaded };
+        let decode = t0.elapsed();
+        let mut d = self.detect_tiled(&loaded.rgb, tiling)?;
+        d.timings.decode = decode;
+        d.warnings = loaded.warnings;
+        Ok(d)
+    }
+
+    /// Tiled detection over a PNG read row by row through a [`Band`]; reading counts as decoding.
+    #[cfg(feature = "png")]
+    fn detect_rows_tiled(&self, rows: detnas_data::png_rows::PngRows, tiling: Tiling) -> Result<Detections> {
+        let (width, height) = rows.dimensions();
+        let band_bytes = 3 * u64::from(width) * u64::from(tiling.size.min(height));
+        let limit = self.options().limits.max_alloc;
+        if band_bytes > limit {
+            let name = rows.name().to_string();
+            let reason = format!(
+                "a band of {} rows of {width} pixels needs {band_bytes} bytes, over the decode limit of {limit} bytes",
+                tiling.size.min(height)
+            );
+            return Err(crate::image_io::ImageError::LimitExceeded { name, reason }.into());
+        }
+        let mut band = Band { rows, top: 0, data: Vec::new() };
+        let mut decode = std::time::Duration::ZERO;
+        let mut d = self.detect_windows(width, height, tiling, |window| {
+            let t = Instant::now();
+            let tile = band.window(window);
+            decode += t.elapsed();
+            tile
+        })?;
+        d.timings.preprocess = d.timings.preprocess.saturating_sub(decode);
+        d.timings.decode = decode;
+        Ok(d)
+    }
+
+    /// The tiling loop: `window` gives the pixels of each window `[x, y, width, height]`, row of
+    /// windows by row of windows from the top (its time counts as preprocessing).
+    fn detect_windows(
+        &self,
+        width: u32,
+        height: u32,
+        tiling: Tiling,
+        mut window: impl FnMut([u32; 4]) -> Result<RgbImage>,
+    ) -> Result<Detections> {
         let mut timings = StageTimings::default();
         let mut candidates = Vec::new();
-        for (window, [x, y, w, h]) in tiling.windows(width, height).into_iter().enumerate() {
+        for (index, [x, y, w, h]) in tiling.windows(width, height).into_iter().enumerate() {
             let t0 = Instant::now();
-            let tile = image::imageops::crop_imm(image, x, y, w, h).to_image();
+            let tile = window([x, y, w, h])?;
             timings.preprocess += t0.elapsed();
             let found = self.detect_uncapped(&tile)?;
             timings.preprocess += found.timings.preprocess;
@@ -104,7 +170,7 @@ impl Detector {
                     || inner(x, x + w, b[2], width)
                     || inner(y, y + h, b[1], height)
                     || inner(y, y + h, b[3], height);
-                candidates.push(Candidate { detection: d, window, cut });
+                candidates.push(Candidate { detection: d, window: index, cut });
             }
         }
         let t = Instant::now();
@@ -113,20 +179,44 @@ impl Detector {
         timings.postprocess += t.elapsed();
         Ok(Detections { detections, width, height, timings, warnings: Vec::new() })
     }
+}
 
-    /// Reads and decodes the image at `path` (the decode limits apply to the whole image) and
-    /// detects in it window by window ([`Detector::detect_tiled`]).
-    pub fn detect_path_tiled(&self, path: impl AsRef<Path>, tiling: Tiling) -> Result<Detections> {
-        let path = path.as_ref();
-        let t0 = Instant::now();
-        let loaded = crate::image_io::load_image(path, &self.options().limits)?;
-        let name = path.display().to_string();
-        let loaded = if self.options().strict { loaded.deny_warnings(&name)? } else { loaded };
-        let decode = t0.elapsed();
-        let mut d = self.detect_tiled(&loaded.rgb, tiling)?;
-        d.timings.decode = decode;
-        d.warnings = loaded.warnings;
-        Ok(d)
+/// The rows `top..top + held` of a PNG read row by row: windows are served in row-of-windows
+/// order, rows above the current window are dropped, rows below are read as needed.
+#[cfg(feature = "png")]
+struct Band {
+    rows: detnas_data::png_rows::PngRows,
+    top: u32,
+    /// RGB8 rows from `top` on.
+    data: Vec<u8>,
+}
+
+#[cfg(feature = "png")]
+impl Band {
+    fn window(&mut self, [x, y, w, h]: [u32; 4]) -> Result<RgbImage> {
+        let row_bytes = 3 * self.rows.dimensions().0 as usize;
+        let held = (self.data.len() / row_bytes) as u32;
+        if y >= self.top + held {
+            // past every row held: skip to y (windows never leave a gap, but stay correct if they do)
+            self.data.clear();
+            for _ in self.top + held..y {
+                self.rows.read_row(&mut self.data)?;
+                self.data.clear();
+            }
+            self.top = y;
+        } else if y > self.top {
+            self.data.drain(..(y - self.top) as usize * row_bytes);
+            self.top = y;
+        }
+        while ((self.data.len() / row_bytes) as u32) < y + h - self.top {
+            self.rows.read_row(&mut self.data)?;
+        }
+        let (x0, span) = (3 * x as usize, 3 * w as usize);
+        let mut tile = Vec::with_capacity(span * h as usize);
+        for r in (y - self.top) as usize..(y - self.top + h) as usize {
+            tile.extend_from_slice(&self.data[r * row_bytes + x0..r * row_bytes + x0 + span]);
+        }
+        Ok(RgbImage::from_raw(w, h, tile).expect("a window of w x h RGB pixels"))
     }
 }
 
