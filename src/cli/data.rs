@@ -32,6 +32,27 @@ pub struct SyntheticArgs {
     /// Seed of shapes, colours and positions.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Object count range per image, `MIN..MAX` (default 1..4).
+    #[arg(long, default_value = "1..4")]
+    objects: String,
+    /// Object side range in pixels, `MIN..MAX` (default 12..60).
+    #[arg(long, default_value = "12..60")]
+    sizes: String,
+    /// Up to this many unlabelled clutter shapes per image, in colours of no class.
+    #[arg(long, default_value_t = 0)]
+    distractors: usize,
+    /// Percentage of an earlier object's box a later one may cover (0: no overlap; at most 60).
+    #[arg(long, default_value_t = 0)]
+    occlusion: u32,
+}
+
+/// `MIN..MAX` as two numbers.
+fn range(flag: &str, text: &str) -> Result<(u32, u32)> {
+    let parse = || -> Option<(u32, u32)> {
+        let (a, b) = text.split_once("..")?;
+        Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
+    };
+    parse().ok_or_else(|| anyhow::anyhow!("--{flag} must be MIN..MAX, got `{text}`"))
 }
 
 #[derive(Args, Debug)]
@@ -62,7 +83,12 @@ pub fn run(cmd: DataCommand) -> Result<()> {
                 height: h.parse()?,
                 classes: a.classes,
                 seed: a.seed,
-                ..SyntheticSpec::default()
+                min_objects: range("objects", &a.objects)?.0 as usize,
+                max_objects: range("objects", &a.objects)?.1 as usize,
+                min_size: range("sizes", &a.sizes)?.0,
+                max_size: range("sizes", &a.sizes)?.1,
+                distractors: a.distractors,
+                occlusion_percent: a.occlusion,
             };
             let json = generate(&a.out, &spec)?;
             println!("{}", json.display());

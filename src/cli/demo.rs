@@ -13,15 +13,16 @@
 //!
 //! The state (`demo.json`) is written after every step: `--resume` skips finished steps.
 
+use super::pipeline::{Pipeline, Steps, run_steps, strings};
 use super::plot::pareto_png;
-use anyhow::{Context, Result, bail};
-use clap::{Args, Parser};
+use anyhow::{Context, Result};
+use clap::Args;
 use detnas_core::InputSize;
 use detnas_core::coco::{Detections, EvalParams, GroundTruth, evaluate};
 use detnas_core::detector::{DetectorHead, HeadConv, detector_flops};
-use detnas_core::genome::Genome;
 use detnas_core::fsutil::write_atomic;
 use detnas_core::genome::GeneSpace;
+use detnas_core::genome::Genome;
 use detnas_core::pareto::CandidateRow;
 use detnas_core::space::ChannelShuffle;
 use detnas_infer::fingerprint::cpu_model;
@@ -56,40 +57,46 @@ pub struct DemoArgs {
 
 /// Sizes of one demo run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Schedule {
-    train_images: usize,
-    val_images: usize,
-    image_size: u32,
-    classes: usize,
-    inputs: Vec<u64>,
-    supernet_iterations: usize,
-    retrain_iterations: usize,
-    batch_size: usize,
-    random_genomes: usize,
-    population: usize,
-    generations: usize,
-    recal_batches: usize,
+pub struct Schedule {
+    pub train_images: usize,
+    pub val_images: usize,
+    pub image_size: u32,
+    pub classes: usize,
+    pub inputs: Vec<u64>,
+    pub supernet_iterations: usize,
+    pub retrain_iterations: usize,
+    pub batch_size: usize,
+    pub random_genomes: usize,
+    pub population: usize,
+    pub generations: usize,
+    pub recal_batches: usize,
+    /// A shortened run (also a quick latency table).
+    pub quick: bool,
+    /// Extra flags of `data synthetic` (the study's harder set).
+    pub data_flags: Vec<String>,
 }
 
 impl Schedule {
-    fn full() -> Self {
+    pub fn full() -> Self {
         Schedule {
             train_images: 96,
             val_images: 32,
             image_size: 128,
             classes: 2,
             inputs: vec![96, 128],
-            supernet_iterations: 1200,
-            retrain_iterations: 600,
+            supernet_iterations: 2000,
+            retrain_iterations: 2000,
             batch_size: 4,
             random_genomes: 25,
             population: 12,
             generations: 4,
             recal_batches: 5,
+            quick: false,
+            data_flags: Vec::new(),
         }
     }
 
-    fn quick() -> Self {
+    pub fn quick() -> Self {
         Schedule {
             train_images: 8,
             val_images: 4,
@@ -103,10 +110,12 @@ impl Schedule {
             population: 4,
             generations: 2,
             recal_batches: 2,
+            quick: true,
+            data_flags: Vec::new(),
         }
     }
 
-    fn gene_space(&self) -> GeneSpace {
+    pub fn gene_space(&self) -> GeneSpace {
         GeneSpace {
             fpn_channels: vec![24, 32, 48],
             head_channels: vec![24, 32, 48],
@@ -129,150 +138,82 @@ struct Outcome {
     detector_gflops: f64,
 }
 
-/// What `demo.json` records: the schedule, finished steps with their times, and the results so far.
+/// The demo's results, recorded in `demo.json` after every step.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct DemoState {
-    seed: u64,
-    schedule: Option<Schedule>,
-    /// Finished steps and their seconds, in order.
-    steps: Vec<(String, f64)>,
+struct DemoData {
     budget_ms: Option<f64>,
     baseline: Option<String>,
     searched: Option<String>,
     searched_inherited_ap50: Option<f64>,
     outcomes: Vec<Outcome>,
-    commands: Vec<String>,
 }
 
-struct Demo {
-    out: PathBuf,
-    state: DemoState,
-    schedule: Schedule,
+/// A pipeline with the schedule and seed it runs (the demo's and the study's context).
+pub struct Ctx<S> {
+    pub p: Pipeline<S>,
+    pub schedule: Schedule,
+    pub seed: u64,
 }
 
-const STATE: &str = "demo.json";
-/// The search space of the demo (the DetNAS 300M backbone space).
-const SPACE: &str = "detnas-300m";
+type Demo = Ctx<DemoData>;
 
-impl Demo {
-    fn path(&self, p: &str) -> PathBuf {
-        self.out.join(p)
-    }
-
-    fn arg(&self, p: &str) -> String {
-        self.path(p).display().to_string()
-    }
-
-    fn save(&self) -> Result<()> {
-        write_atomic(&self.path(STATE), serde_json::to_string_pretty(&self.state)?.as_bytes())?;
-        Ok(())
-    }
-
-    fn done(&self, name: &str) -> bool {
-        self.state.steps.iter().any(|(n, _)| n == name)
-    }
-
-    /// Runs step `name` unless it is finished, then records it.
-    fn step(&mut self, index: usize, name: &str, f: impl FnOnce(&mut Demo) -> Result<()>) -> Result<()> {
-        if self.done(name) {
-            eprintln!("== {index}/8 {name}: done before, skipped");
-            return Ok(());
-        }
-        eprintln!("== {index}/8 {name}");
-        let t = Instant::now();
-        f(self).with_context(|| format!("demo step `{name}`"))?;
-        let secs = t.elapsed().as_secs_f64();
-        eprintln!("== {name}: {secs:.0} s");
-        self.state.steps.push((name.to_string(), secs));
-        self.save()
-    }
-
-    /// Runs `detnas ARGS` in this process, recording the command line.
-    fn detnas(&mut self, args: &[String]) -> Result<()> {
-        let line = format!("detnas {}", args.join(" "));
-        eprintln!("$ {line}");
-        self.state.commands.push(line.clone());
-        let cli = super::Cli::try_parse_from(std::iter::once("detnas".to_string()).chain(args.iter().cloned()))
-            .with_context(|| format!("the demo built an invalid command: {line}"))?;
-        let code = super::run(cli)?;
-        if code != 0 {
-            bail!("`{line}` exited with {code}");
-        }
-        Ok(())
+impl<S: Record> Steps for Ctx<S> {
+    type Data = S;
+    fn pipeline(&mut self) -> &mut Pipeline<S> {
+        &mut self.p
     }
 }
 
-fn strings(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
-}
+/// What a pipeline's results must be to be recorded.
+pub trait Record: Serialize + serde::de::DeserializeOwned + Default {}
+impl<T: Serialize + serde::de::DeserializeOwned + Default> Record for T {}
 
-/// Opens or starts the demo folder as the flags ask.
-fn open(args: &DemoArgs, schedule: &Schedule) -> Result<DemoState> {
-    let state_path = args.out.join(STATE);
-    let exists = args.out.exists() && std::fs::read_dir(&args.out)?.next().is_some();
-    if args.resume && state_path.is_file() {
-        let state: DemoState = serde_json::from_slice(&std::fs::read(&state_path)?)
-            .with_context(|| format!("{}: not a demo state", state_path.display()))?;
-        if state.seed != args.seed || state.schedule.as_ref() != Some(schedule) {
-            bail!(
-                "{}: that demo ran with another seed or schedule (--quick); use another --out or --overwrite",
-                args.out.display()
-            );
-        }
-        return Ok(state);
-    }
-    if exists && !args.resume {
-        if !args.overwrite {
-            bail!(
-                "{} already holds files: --resume to continue the demo there, --overwrite to start over, or another --out",
-                args.out.display()
-            );
-        }
-        if !state_path.is_file() {
-            bail!("{} holds no demo ({STATE} missing): refusing to remove it with --overwrite", args.out.display());
-        }
-        std::fs::remove_dir_all(&args.out).with_context(|| format!("removing {}", args.out.display()))?;
-    }
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    Ok(DemoState { seed: args.seed, schedule: Some(schedule.clone()), ..Default::default() })
-}
+/// The search space of the demo and the study (the DetNAS 300M backbone space).
+pub const SPACE: &str = "detnas-300m";
 
 pub fn run(args: DemoArgs) -> Result<()> {
     let schedule = if args.quick { Schedule::quick() } else { Schedule::full() };
-    let state = open(&args, &schedule)?;
-    let mut demo = Demo { out: args.out.clone(), state, schedule };
+    let settings = serde_json::json!({ "seed": args.seed, "schedule": schedule });
+    let p = Pipeline::open(&args.out, "demo.json", settings, args.resume, args.overwrite)?;
+    let mut demo = Demo { p, schedule, seed: args.seed };
     let started = Instant::now();
-    demo.step(1, "data", make_data)?;
-    demo.step(2, "supernet", train_supernet)?;
-    demo.step(3, "latency table", build_table)?;
-    demo.step(4, "budget", derive_budget)?;
-    demo.step(5, "search", search)?;
-    demo.step(6, "retrain", retrain)?;
-    demo.step(7, "export and detect", export_and_detect)?;
-    demo.step(8, "report", write_report)?;
-    eprintln!("demo finished in {:.0} s: {}", started.elapsed().as_secs_f64(), demo.path("report.md").display());
+    run_steps(
+        &mut demo,
+        &[
+            ("data", make_data),
+            ("supernet", train_supernet),
+            ("latency table", build_table),
+            ("budget", derive_budget),
+            ("search", search),
+            ("retrain", retrain),
+            ("export and detect", export_and_detect),
+            ("report", write_report),
+        ],
+    )?;
+    eprintln!("demo finished in {:.0} s: {}", started.elapsed().as_secs_f64(), demo.p.path("report.md").display());
     Ok(())
 }
 
-fn make_data(d: &mut Demo) -> Result<()> {
+pub fn make_data<S: Record>(d: &mut Ctx<S>) -> Result<()> {
     let s = d.schedule.clone();
     let size = format!("{0}x{0}", s.image_size);
-    for (dir, n, seed) in [("data/train", s.train_images, d.state.seed), ("data/val", s.val_images, d.state.seed + 1)] {
-        let args = ["data", "synthetic", "--out", &d.arg(dir), "--images", &n.to_string(), "--size", &size];
+    for (dir, n, seed) in [("data/train", s.train_images, d.seed), ("data/val", s.val_images, d.seed + 1)] {
+        let args = ["data", "synthetic", "--out", &d.p.arg(dir), "--images", &n.to_string(), "--size", &size];
         let mut args = strings(&args);
         args.extend(strings(&["--classes", &s.classes.to_string(), "--seed", &seed.to_string()]));
-        d.detnas(&args)?;
+        args.extend(s.data_flags.iter().cloned());
+        d.p.detnas(&args)?;
     }
     Ok(())
 }
 
 /// The training configuration of the supernet (`genes`) or of a stand-alone genome.
-fn train_config(d: &Demo, genes: bool) -> DetTrainConfig {
+pub fn train_config<S>(d: &Ctx<S>, genes: bool) -> DetTrainConfig {
     let s = &d.schedule;
     let mut cfg = DetTrainConfig::default();
     let largest = *s.inputs.iter().max().expect("inputs");
-    cfg.data = Some(DataSource { coco: Some(d.path("data/train/annotations.json")), images: None, voc: None });
-    cfg.val = Some(DataSource { coco: Some(d.path("data/val/annotations.json")), images: None, voc: None });
+    cfg.data = Some(DataSource { coco: Some(d.p.path("data/train/annotations.json")), images: None, voc: None });
+    cfg.val = Some(DataSource { coco: Some(d.p.path("data/val/annotations.json")), images: None, voc: None });
     cfg.detector.input = InputSize::new(largest, largest);
     cfg.detector.class_names = (1..=s.classes).map(|i| format!("shape{i}")).collect();
     if let DetectorHead::Retinanet(r) = &mut cfg.detector.head {
@@ -289,7 +230,7 @@ fn train_config(d: &Demo, genes: bool) -> DetTrainConfig {
         gamma: 0.1,
     };
     cfg.augment = Augment { scale_min: 0.8, ..Augment::default() };
-    cfg.seed = d.state.seed;
+    cfg.seed = d.seed;
     cfg.log_every = (cfg.iterations / 10).max(1);
     cfg.checkpoint_every = (cfg.iterations / 4).max(1);
     if genes {
@@ -302,48 +243,56 @@ fn train_config(d: &Demo, genes: bool) -> DetTrainConfig {
     cfg
 }
 
-fn write_toml(path: &Path, value: &impl Serialize) -> Result<()> {
+pub fn write_toml(path: &Path, value: &impl Serialize) -> Result<()> {
     write_atomic(path, toml::to_string(value)?.as_bytes())?;
     Ok(())
 }
 
-fn train_supernet(d: &mut Demo) -> Result<()> {
-    write_toml(&d.path("supernet.toml"), &train_config(d, true))?;
-    let mut args = strings(&["train", "det-supernet", "--config", &d.arg("supernet.toml"), "--out", &d.arg("supernet")]);
-    if d.path("supernet/state.json").is_file() {
+pub fn train_supernet<S: Record>(d: &mut Ctx<S>) -> Result<()> {
+    write_toml(&d.p.path("supernet.toml"), &train_config(d, true))?;
+    let mut args =
+        strings(&["train", "det-supernet", "--config", &d.p.arg("supernet.toml"), "--out", &d.p.arg("supernet")]);
+    if d.p.path("supernet/state.json").is_file() {
         // a demo stopped during this step: the checkpoint continues exactly
         args.push("--resume".into());
     }
-    d.detnas(&args)
+    d.p.detnas(&args)
 }
 
 /// The detector genes of the search space, as `latency build --genes` and `search --genes` read them.
-fn write_genes(d: &Demo) -> Result<()> {
-    write_toml(&d.path("genes.toml"), &d.schedule.gene_space())
+fn write_genes<S>(d: &Ctx<S>) -> Result<()> {
+    write_toml(&d.p.path("genes.toml"), &d.schedule.gene_space())
 }
 
-fn build_table(d: &mut Demo) -> Result<()> {
+pub fn build_table<S: Record>(d: &mut Ctx<S>) -> Result<()> {
     write_genes(d)?;
     let inputs: Vec<String> = d.schedule.inputs.iter().map(|s| format!("{s}x{s}")).collect();
-    let mut args = strings(&["latency", "build", "--input", &inputs.join(","), "--genes", &d.arg("genes.toml")]);
-    args.extend(strings(&["--classes", &d.schedule.classes.to_string(), "--out", &d.arg("latency.json")]));
-    if d.schedule == Schedule::quick() {
+    let mut args = strings(&["latency", "build", "--input", &inputs.join(","), "--genes", &d.p.arg("genes.toml")]);
+    args.extend(strings(&["--classes", &d.schedule.classes.to_string(), "--out", &d.p.arg("latency.json")]));
+    if d.schedule.quick {
         args.extend(strings(&["--calibration", "3", "--warmup", "1", "--min-iters", "3", "--min-seconds", "0"]));
     }
-    d.detnas(&args)
+    d.p.detnas(&args)
 }
 
-/// The budget: the predicted latency of the median of `random_genomes` random genomes.
-fn derive_budget(d: &mut Demo) -> Result<()> {
-    let table = LatencyTable::load(&d.path("latency.json"))?;
+/// `count` random genomes of the schedule's space (seeded) with their predicted latency on this
+/// machine's table, fastest first.
+pub fn random_genomes<S>(d: &Ctx<S>, count: usize, seed: u64) -> Result<Vec<(f64, String)>> {
+    let table = LatencyTable::load(&d.p.path("latency.json"))?;
     let space = detnas_core::SearchSpace::by_name(SPACE)?;
     let base = base_config(d.schedule.classes, ChannelShuffle::default());
     let mut predicted = Vec::new();
-    for g in sample_genomes(&space, &d.schedule.gene_space(), d.schedule.random_genomes, d.state.seed) {
+    for g in sample_genomes(&space, &d.schedule.gene_space(), count, seed) {
         let cfg = g.detector_config(&base)?;
         predicted.push((table.predict(&space, &g.arch, &cfg)?.latency_ms, g.to_string()));
     }
     predicted.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Ok(predicted)
+}
+
+/// The budget: the predicted latency of the median of `random_genomes` random genomes.
+fn derive_budget(d: &mut Demo) -> Result<()> {
+    let predicted = random_genomes(d, d.schedule.random_genomes, d.seed)?;
     let (ms, genome) = predicted[predicted.len() / 2].clone();
     eprintln!(
         "{} random genomes predict {:.2}..{:.2} ms; the median, {genome}, sets the budget: {ms:.2} ms",
@@ -351,73 +300,90 @@ fn derive_budget(d: &mut Demo) -> Result<()> {
         predicted[0].0,
         predicted[predicted.len() - 1].0
     );
-    d.state.budget_ms = Some(ms);
-    d.state.baseline = Some(genome);
+    d.p.rec.data.budget_ms = Some(ms);
+    d.p.rec.data.baseline = Some(genome);
     Ok(())
+}
+
+/// Searches the supernet under `budget_ms` into `dir` with `population` x `generations` and
+/// `recal` BN batches (`ema`: moving average); returns the best finalist and its fitness.
+pub fn run_search<S: Record>(
+    d: &mut Ctx<S>,
+    dir: &str,
+    budget_ms: f64,
+    (population, generations): (usize, usize),
+    recal: usize,
+    ema: bool,
+) -> Result<(String, f64)> {
+    let budget = format!("{budget_ms:.3}ms");
+    let mut args = strings(&["search", "--checkpoint", &d.p.arg("supernet"), "--out", &d.p.arg(dir)]);
+    args.extend(strings(&["--lut", &d.p.arg("latency.json"), "--latency-max", &budget, "--measure"]));
+    args.extend(strings(&["--population", &population.to_string(), "--generations", &generations.to_string()]));
+    let (top, children) = ((population / 3).max(2), (population / 2).max(1));
+    args.extend(strings(&["--top-k", &top.to_string(), "--mutations", &children.to_string()]));
+    args.extend(strings(&["--crossovers", &children.to_string(), "--recal-batches", &recal.to_string()]));
+    args.extend(strings(&["--metric", "ap50", "--seed", &d.seed.to_string()]));
+    if ema {
+        args.push("--ema".into());
+    }
+    d.p.detnas(&args)?;
+    let finalists = detnas_core::pareto::Finalists::read(&d.p.path(dir))?;
+    let first = finalists.finalists.first().context("the search kept no finalist within the budget")?;
+    Ok((first.candidate.clone(), first.fitness))
 }
 
 fn search(d: &mut Demo) -> Result<()> {
     let s = d.schedule.clone();
-    let budget = format!("{:.3}ms", d.state.budget_ms.context("no budget")?);
-    let mut args = strings(&["search", "--checkpoint", &d.arg("supernet"), "--out", &d.arg("search")]);
-    args.extend(strings(&["--lut", &d.arg("latency.json"), "--latency-max", &budget, "--measure"]));
-    args.extend(strings(&["--population", &s.population.to_string(), "--generations", &s.generations.to_string()]));
-    let (top, children) = ((s.population / 3).max(2), (s.population / 2).max(1));
-    args.extend(strings(&["--top-k", &top.to_string(), "--mutations", &children.to_string()]));
-    args.extend(strings(&["--crossovers", &children.to_string(), "--recal-batches", &s.recal_batches.to_string()]));
-    args.extend(strings(&["--metric", "ap50", "--seed", &d.state.seed.to_string()]));
-    d.detnas(&args)?;
-    let best: serde_json::Value = serde_json::from_slice(&std::fs::read(d.path("search/best.json"))?)?;
-    let finalists = detnas_core::pareto::Finalists::read(&d.path("search"))?;
-    let first = finalists.finalists.first().context("the search kept no finalist within the budget")?;
-    d.state.searched = Some(first.candidate.clone());
-    d.state.searched_inherited_ap50 = Some(first.fitness);
-    eprintln!("searched genome: {} (best.json: {})", first.candidate, best["candidate"]);
+    let budget = d.p.rec.data.budget_ms.context("no budget")?;
+    let (genome, fitness) = run_search(d, "search", budget, (s.population, s.generations), s.recal_batches, false)?;
+    eprintln!("searched genome: {genome}");
+    d.p.rec.data.searched = Some(genome);
+    d.p.rec.data.searched_inherited_ap50 = Some(fitness);
     Ok(())
 }
 
 /// The two retrained models: (folder name, genome).
 fn contenders(d: &Demo) -> Result<[(&'static str, String); 2]> {
     Ok([
-        ("searched", d.state.searched.clone().context("no searched genome")?),
-        ("baseline", d.state.baseline.clone().context("no baseline genome")?),
+        ("searched", d.p.rec.data.searched.clone().context("no searched genome")?),
+        ("baseline", d.p.rec.data.baseline.clone().context("no baseline genome")?),
     ])
 }
 
 fn retrain(d: &mut Demo) -> Result<()> {
-    write_toml(&d.path("retrain.toml"), &train_config(d, false))?;
+    write_toml(&d.p.path("retrain.toml"), &train_config(d, false))?;
     for (name, genome) in contenders(d)? {
         let dir = format!("retrain/{name}");
-        let mut args = strings(&["train", "retinanet", "--config", &d.arg("retrain.toml"), "--arch", &genome]);
-        args.extend(strings(&["--out", &d.arg(&dir), "--overwrite"]));
-        d.detnas(&args)?;
+        let mut args = strings(&["train", "retinanet", "--config", &d.p.arg("retrain.toml"), "--arch", &genome]);
+        args.extend(strings(&["--out", &d.p.arg(&dir), "--overwrite"]));
+        d.p.detnas(&args)?;
     }
     Ok(())
 }
 
 fn export_and_detect(d: &mut Demo) -> Result<()> {
-    let gt_path = d.path("data/val/annotations.json");
+    let gt_path = d.p.path("data/val/annotations.json");
     let gt = GroundTruth::load(&gt_path)?;
-    d.state.outcomes.clear();
+    d.p.rec.data.outcomes.clear();
     for (name, genome) in contenders(d)? {
-        let model = d.arg(&format!("{name}.onnx"));
-        d.detnas(&strings(&["export", "--checkpoint", &d.arg(&format!("retrain/{name}")), "--out", &model]))?;
-        let out = d.arg(&format!("detect/{name}"));
-        let mut args = strings(&["detect", &model, &d.arg("data/val/images"), "--out", &out, "--exist-ok"]);
+        let model = d.p.arg(&format!("{name}.onnx"));
+        d.p.detnas(&strings(&["export", "--checkpoint", &d.p.arg(&format!("retrain/{name}")), "--out", &model]))?;
+        let out = d.p.arg(&format!("detect/{name}"));
+        let mut args = strings(&["detect", &model, &d.p.arg("data/val/images"), "--out", &out, "--exist-ok"]);
         args.extend(strings(&["--ids-from", &gt_path.display().to_string(), "--save-img", "--conf", "0.3"]));
-        d.detnas(&args)?;
+        d.p.detnas(&args)?;
         // AP is evaluated over every detection the model returns, as COCO does: without --conf
-        let all = d.arg(&format!("detect/{name}-all"));
-        let mut args = strings(&["detect", &model, &d.arg("data/val/images"), "--out", &all, "--exist-ok"]);
+        let all = d.p.arg(&format!("detect/{name}-all"));
+        let mut args = strings(&["detect", &model, &d.p.arg("data/val/images"), "--out", &all, "--exist-ok"]);
         args.extend(strings(&["--ids-from", &gt_path.display().to_string()]));
-        d.detnas(&args)?;
+        d.p.detnas(&args)?;
         let dt = Detections::load(&Path::new(&all).join("detections.json"), &gt)?;
         let stats = evaluate(&gt, &dt, &EvalParams::default());
         let detector = Detector::from_file(&model, DetectorOptions::default())?;
-        let (run, full) = time_model(&detector, &d.path("data/val/images/000001.png"))?;
+        let (run, full) = time_model(&detector, &d.p.path("data/val/images/000001.png"))?;
         let g = Genome::parse(Some(SPACE), &genome)?;
         let gflops = detector_flops(&g.space, &g.arch, &detector.info().config)?.total as f64 / 1e9;
-        d.state.outcomes.push(Outcome {
+        d.p.rec.data.outcomes.push(Outcome {
             genome,
             ap: stats.stats[0],
             ap50: stats.stats[1],
@@ -431,7 +397,7 @@ fn export_and_detect(d: &mut Demo) -> Result<()> {
 }
 
 /// p50 latency of the model run and of the full detect path of one image, interleaved.
-fn time_model(detector: &Detector, image: &Path) -> Result<(Latency, Latency)> {
+pub fn time_model(detector: &Detector, image: &Path) -> Result<(Latency, Latency)> {
     let bytes = std::fs::read(image).with_context(|| image.display().to_string())?;
     let input = detector.info().config.input;
     let blank = vec![114.0f32; 3 * (input.height * input.width) as usize];
@@ -440,42 +406,34 @@ fn time_model(detector: &Detector, image: &Path) -> Result<(Latency, Latency)> {
 }
 
 fn write_report(d: &mut Demo) -> Result<()> {
-    let rows: Vec<CandidateRow> = serde_json::from_slice(&std::fs::read(d.path("search/candidates.json"))?)?;
-    let references: Vec<(String, f64, f64)> = d
-        .state
-        .outcomes
-        .iter()
-        .zip(["searched, retrained", "median random, retrained"])
-        .map(|(o, label)| (label.to_string(), o.model_run_ms, o.ap50))
-        .collect();
-    pareto_png(&d.path("pareto.png"), "demo search: held-out AP50 against latency", &rows, &references)?;
-    write_atomic(&d.path("commands.sh"), commands_script(&d.state).as_bytes())?;
+    let rows: Vec<CandidateRow> = serde_json::from_slice(&std::fs::read(d.p.path("search/candidates.json"))?)?;
+    let references: Vec<(String, f64, f64)> =
+        d.p.rec
+            .data
+            .outcomes
+            .iter()
+            .zip(["searched, retrained", "median random, retrained"])
+            .map(|(o, label)| (label.to_string(), o.model_run_ms, o.ap50))
+            .collect();
+    pareto_png(&d.p.path("pareto.png"), "demo search: held-out AP50 against latency", &rows, &references)?;
+    d.p.write_commands("demo")?;
     let report = report_text(d, rows.len());
-    write_atomic(&d.path("report.md"), report.as_bytes())?;
+    write_atomic(&d.p.path("report.md"), report.as_bytes())?;
     println!("{report}");
     Ok(())
 }
 
-fn commands_script(state: &DemoState) -> String {
-    let mut s = String::from("#!/bin/sh\n# The commands `detnas demo` ran, in order.\nset -e\n");
-    for c in &state.commands {
-        s.push_str(c);
-        s.push('\n');
-    }
-    s
-}
-
 fn report_text(d: &Demo, candidates: usize) -> String {
-    let (s, st) = (&d.schedule, &d.state);
+    let (s, st, rec) = (&d.schedule, &d.p.rec.data, &d.p.rec);
     let mut r = String::from("# detnas demo\n\n");
-    if s == &Schedule::quick() {
+    if s.quick {
         r.push_str("**A `--quick` run: every step ran, on sizes too small for the numbers to mean anything.**\n\n");
     }
     r.push_str(&format!(
         "Machine: {} ({} logical CPUs). Seed {}. Every command is in `commands.sh`.\n\n",
         cpu_model(),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        st.seed
+        d.seed
     ));
     r.push_str("| step | what | seconds |\n|---|---|---|\n");
     let what = |name: &str| match name {
@@ -497,7 +455,7 @@ fn report_text(d: &Demo, candidates: usize) -> String {
         "export and detect" => "ONNX export, detection of the held-out folder, COCO evaluation, timing".into(),
         _ => String::new(),
     };
-    for (name, secs) in &st.steps {
+    for (name, secs) in &rec.steps {
         r.push_str(&format!("| {name} | {} | {secs:.0} |\n", what(name)));
     }
     r.push_str(&format!(

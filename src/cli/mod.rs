@@ -17,6 +17,8 @@ mod inspect;
 #[cfg(feature = "infer")]
 mod latency;
 #[cfg(all(feature = "train", feature = "infer"))]
+mod pipeline;
+#[cfg(all(feature = "train", feature = "infer"))]
 mod plot;
 #[cfg(all(feature = "train", feature = "infer"))]
 mod search;
@@ -24,6 +26,10 @@ mod search;
 mod search_latency;
 #[cfg(all(feature = "train", feature = "infer"))]
 mod search_report;
+#[cfg(all(feature = "train", feature = "infer"))]
+mod study;
+#[cfg(all(feature = "train", feature = "infer"))]
+mod study_stats;
 mod tour;
 #[cfg(feature = "train")]
 mod train;
@@ -75,6 +81,11 @@ enum Command {
     /// minute or two).
     #[cfg(all(feature = "train", feature = "infer"))]
     Demo(demo::DemoArgs),
+    /// Does the search find better detectors? Ranking fidelity of the supernet, the searched genome
+    /// against baselines, and the effect of recalibration and search budget, on a harder synthetic
+    /// set: report.md, CSVs and plots in one folder (about an hour on 2 cores; --quick: minutes).
+    #[cfg(all(feature = "train", feature = "infer"))]
+    Study(study::StudyArgs),
     /// A guided tour of the search spaces and published architectures.
     Tour,
     /// Native libraries in use: ONNX Runtime and libtorch versions, CUDA availability.
@@ -101,6 +112,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Search(args) => search::run(args).map(|_| 0),
         #[cfg(all(feature = "train", feature = "infer"))]
         Command::Demo(args) => demo::run(args).map(|_| 0),
+        #[cfg(all(feature = "train", feature = "infer"))]
+        Command::Study(args) => study::run(args).map(|_| 0),
         Command::Tour => tour::run().map(|_| 0),
         Command::Env(args) => env::run(args).map(|_| 0),
     }

@@ -80,11 +80,41 @@ pub fn pareto_png(path: &Path, title: &str, rows: &[CandidateRow], references: &
             .map_err(|e| plot_err(&e))?;
         root.present().map_err(|e| plot_err(&e))?;
     }
+    save_png(path, buf)
+}
+
+/// Writes an RGB buffer of [`SIZE`] to `path` as PNG, atomically.
+fn save_png(path: &Path, buf: Vec<u8>) -> Result<()> {
     let img = image::RgbImage::from_raw(SIZE.0, SIZE.1, buf).context("plot buffer size")?;
     let mut png = std::io::Cursor::new(Vec::new());
     img.write_to(&mut png, image::ImageFormat::Png)?;
     write_atomic(path, png.get_ref())?;
     Ok(())
+}
+
+/// A square scatter plot of `points` with the diagonal y = x, into `path` as PNG (atomically).
+pub fn scatter_png(path: &Path, title: &str, (x_label, y_label): (&str, &str), points: &[(f64, f64)]) -> Result<()> {
+    register_font();
+    let hi = points.iter().fold(0.0f64, |m, &(x, y)| m.max(x).max(y)).max(1e-3) * 1.08;
+    let mut buf = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
+    let plot_err = |e: &dyn std::fmt::Display| anyhow!("drawing {}: {e}", path.display());
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| plot_err(&e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, (FONT, 22))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..hi, 0.0..hi)
+            .map_err(|e| plot_err(&e))?;
+        chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw().map_err(|e| plot_err(&e))?;
+        let grey = RGBColor(150, 150, 170);
+        chart.draw_series(LineSeries::new([(0.0, 0.0), (hi, hi)], grey.stroke_width(1))).map_err(|e| plot_err(&e))?;
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 5, BLUE.filled()))).map_err(|e| plot_err(&e))?;
+        root.present().map_err(|e| plot_err(&e))?;
+    }
+    save_png(path, buf)
 }
 
 #[cfg(test)]
@@ -113,5 +143,15 @@ mod tests {
         let red = img.pixels().filter(|p| p.0 == [255, 0, 0]).count();
         let dark = img.pixels().filter(|p| p.0.iter().all(|&c| c < 60)).count();
         assert!(blue > 100 && red > 10 && dark > 500, "front {blue}, reference {red}, text and axes {dark}");
+    }
+
+    #[test]
+    fn scatter_draws_every_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scatter.png");
+        scatter_png(&path, "fidelity", ("inherited", "stand-alone"), &[(0.1, 0.2), (0.3, 0.25), (0.5, 0.6)]).unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        let blue = img.pixels().filter(|p| p.0 == [0, 0, 255]).count();
+        assert!(blue > 3 * 50, "three filled points: {blue} blue pixels");
     }
 }

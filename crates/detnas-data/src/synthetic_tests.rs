@@ -142,3 +142,39 @@ fn bad_specs_are_argument_errors() {
     let spec: SyntheticSpec = serde_json::from_str(r#"{"images": 3, "seed": 9}"#).unwrap();
     assert_eq!(spec, SyntheticSpec { images: 3, seed: 9, ..SyntheticSpec::default() });
 }
+
+#[test]
+fn clutter_and_occlusion_make_a_harder_set_and_leave_the_plain_one_unchanged() {
+    let plain = |s: &SyntheticSpec| {
+        let mut rng = Rng::seed(s.seed);
+        draw_image(s, &mut rng)
+    };
+    let base = SyntheticSpec { images: 1, max_objects: 8, ..SyntheticSpec::default() };
+    let (img, boxes, _) = plain(&base);
+    let explicit_zero = SyntheticSpec { distractors: 0, occlusion_percent: 0, ..base.clone() };
+    assert_eq!(plain(&explicit_zero).0, img, "0 clutter and 0 occlusion draw the plain set");
+    assert!(!boxes.is_empty());
+
+    let hard = SyntheticSpec { distractors: 6, occlusion_percent: 40, min_objects: 6, max_objects: 10, ..base.clone() };
+    let mut overlapping = 0;
+    let mut clutter_pixels = 0;
+    for seed in 0..20 {
+        let (img, boxes, _) = plain(&SyntheticSpec { seed, ..hard.clone() });
+        clutter_pixels += img.pixels().filter(|p| DISTRACTOR_COLOURS.contains(&p.0)).count();
+        for (i, a) in boxes.iter().enumerate() {
+            for b in &boxes[i + 1..] {
+                let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+                let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+                let smaller = ((a[2] - a[0]) * (a[3] - a[1])).min((b[2] - b[0]) * (b[3] - b[1]));
+                assert!(iw * ih <= 0.4 * smaller + 1e-3, "occlusion over 40%: {a:?} {b:?}");
+                overlapping += usize::from(iw * ih > 0.0);
+            }
+        }
+    }
+    assert!(overlapping > 5, "objects overlap in the hard set ({overlapping} pairs)");
+    assert!(clutter_pixels > 1000, "clutter is drawn ({clutter_pixels} pixels)");
+    for colour in DISTRACTOR_COLOURS {
+        assert!(CLASSES.iter().all(|c| c.colour != colour), "clutter never takes a class colour");
+    }
+    assert!(SyntheticSpec { occlusion_percent: 61, ..base }.validate().is_err());
+}
