@@ -435,3 +435,28 @@ fn pngs_are_tiled_row_by_row_past_the_pixel_limit_with_the_same_detections() {
     let err = d.detect_path_tiled(&cut, tiling).unwrap_err().to_string();
     assert!(err.contains("cut.png") && err.contains("row"), "{err}");
 }
+
+#[test]
+fn large_jpegs_decoded_at_a_reduced_scale_give_the_full_decodes_boxes() {
+    use detnas_core::boxes::iou;
+    let (model, samples) = shipped();
+    let tile = image::open(&samples[0]).unwrap().to_rgb8();
+    let (w, h) = (tile.width() * 4, tile.height() * 4);
+    let big = image::imageops::resize(&tile, w, h, image::imageops::FilterType::Triangle);
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95).encode_image(&big).unwrap();
+    let reduced = Detector::builder().confidence(0.3).threads(2).load(&model).unwrap();
+    let full = Detector::builder().confidence(0.3).threads(2).reduced_decode(false).load(&model).unwrap();
+    let a = reduced.detect_bytes(&jpeg, "big.jpg").unwrap();
+    let b = full.detect_bytes(&jpeg, "big.jpg").unwrap();
+    assert_eq!((a.width, a.height), (w, h), "boxes and size in the full image's pixels");
+    assert_eq!((b.width, b.height), (w, h));
+    let confident: Vec<_> = b.detections.iter().filter(|d| d.score >= 0.5).collect();
+    assert!(confident.len() >= 5, "{} confident crowns", confident.len());
+    for d in &confident {
+        let best = a.detections.iter().map(|x| iou(&x.bbox, &d.bbox)).fold(0.0f32, f32::max);
+        assert!(best > 0.7, "{:?} (score {}) not found by the reduced decode (best IoU {best})", d.bbox, d.score);
+    }
+    let ratio = a.detections.len() as f32 / b.detections.len() as f32;
+    assert!((0.8..=1.25).contains(&ratio), "{} against {} detections", a.detections.len(), b.detections.len());
+}

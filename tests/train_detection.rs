@@ -28,6 +28,7 @@ pub fn synthetic_sized(dir: &Path, images: usize, side: u32) -> DataSource {
         min_size: side * 5 / 32,
         max_size: side * 3 / 8,
         seed: 1,
+        ..SyntheticSpec::default()
     };
     let json = generate(dir, &spec).unwrap();
     DataSource { coco: Some(json), images: Some(dir.to_path_buf()), voc: None }

@@ -48,6 +48,10 @@ pub struct BenchArgs {
     /// Image for the detect path (default: a synthetic 1280x720 JPEG).
     #[arg(long)]
     image: Option<PathBuf>,
+    /// Decode the --image JPEG at full resolution in the detect path (default: at a reduced DCT
+    /// scale when it is at least twice the network input).
+    #[arg(long)]
+    full_decode: bool,
     /// Fail instead of falling back when the requested device is unavailable.
     #[arg(long)]
     strict: bool,
@@ -63,6 +67,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     options.threads = args.threads;
     options.device = Device::parse(&args.device)?;
     options.strict = args.strict;
+    options.reduced_decode = !args.full_decode;
     let (detector, name) = match (&args.model, &args.arch) {
         (Some(path), _) => (Detector::from_file(path, options)?, path.display().to_string()),
         (None, Some(text)) => {

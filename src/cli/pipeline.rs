@@ -129,8 +129,11 @@ pub trait Steps {
     fn pipeline(&mut self) -> &mut Pipeline<Self::Data>;
 }
 
+/// A named step of a pipeline over context `T`.
+pub type Step<'a, T> = (&'a str, fn(&mut T) -> Result<()>);
+
 /// Runs `steps` in order on `ctx`, skipping those its record says are finished.
-pub fn run_steps<T: Steps>(ctx: &mut T, steps: &[(&str, fn(&mut T) -> Result<()>)]) -> Result<()> {
+pub fn run_steps<T: Steps>(ctx: &mut T, steps: &[Step<'_, T>]) -> Result<()> {
     let total = steps.len();
     for (i, (name, f)) in steps.iter().enumerate() {
         if ctx.pipeline().is_done(name) {

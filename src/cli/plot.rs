@@ -66,14 +66,18 @@ pub fn pareto_png(path: &Path, title: &str, rows: &[CandidateRow], references: &
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE.stroke_width(2)));
         chart.draw_series(front.iter().map(|&p| Circle::new(p, 4, BLUE.filled()))).map_err(|e| plot_err(&e))?;
         for (name, c, f) in references {
+            // labels of points in the right half go to their left, so they stay inside the plot
+            let width = 7 * name.chars().count() as i32;
+            let dx = if (*c - x0) / (x1 - x0) > 0.5 { -8 - width } else { 8 };
             chart
                 .draw_series([EmptyElement::at((*c, *f))
                     + TriangleMarker::new((0, 0), 6, RED.filled())
-                    + Text::new(name.clone(), (8, -8), (FONT, 14))])
+                    + Text::new(name.clone(), (dx, -8), (FONT, 14))])
                 .map_err(|e| plot_err(&e))?;
         }
         chart
             .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .draw()

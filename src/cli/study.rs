@@ -14,7 +14,8 @@
 //! `pareto.png`, and every command in `commands.sh`.
 
 use super::demo::{
-    Ctx, Schedule, build_table, make_data, random_genomes, run_search, train_config, train_supernet, write_toml,
+    Ctx, Schedule, build_table, make_data, predicted_ms, random_genomes, run_search, train_config, train_supernet,
+    write_toml,
 };
 use super::pipeline::{Pipeline, Steps, run_steps, strings};
 use super::plot::{pareto_png, scatter_png};
@@ -286,19 +287,11 @@ fn contenders(d: &mut Study) -> Result<()> {
     }
     for (k, (role, genome, seed)) in runs.into_iter().enumerate().skip(d.c.p.rec.data.retrained.len()) {
         let score = retrain(d, &genome, &format!("contenders/{k:02}"), d.c.seed + seed)?;
-        let predicted_ms = predicted_ms(d, &genome)?;
+        let predicted_ms = predicted_ms(&d.c, &genome)?;
         d.c.p.rec.data.retrained.push(Retrained { role, genome, seed, predicted_ms, score });
         d.c.p.save()?;
     }
     Ok(())
-}
-
-/// The latency table's prediction for `genome`.
-fn predicted_ms(d: &Study, genome: &str) -> Result<f64> {
-    let table = detnas_infer::LatencyTable::load(&d.c.p.path("latency.json"))?;
-    let g = detnas_core::genome::Genome::parse(Some(super::demo::SPACE), genome)?;
-    let base = detnas_infer::latency::base_config(d.c.schedule.classes, Default::default());
-    Ok(table.predict(&g.space, &g.arch, &g.detector_config(&base)?)?.latency_ms)
 }
 
 /// Kendall τ and Spearman ρ of `a` against `b`, each with a bootstrap 95% interval.

@@ -283,6 +283,10 @@ pub struct LoadedImage {
     pub orientation: u8,
     /// Problems found in data that still decoded; empty for a clean image.
     pub warnings: Vec<ImageWarning>,
+    /// Width and height of the full-resolution image in displayed orientation: `rgb`'s size,
+    /// unless [`decode_image_fit`] decoded a JPEG at a reduced scale (then `rgb` is 1/2, 1/4 or
+    /// 1/8 of it, rounded up).
+    pub full_size: (u32, u32),
 }
 
 impl LoadedImage {
@@ -306,6 +310,30 @@ pub fn load_image(path: &Path, limits: &DecodeLimits) -> Result<LoadedImage, Ima
 
 /// Decodes an in-memory image (the path of [`load_image`]); `name` is used in errors only.
 pub fn decode_image(bytes: &[u8], name: &str, limits: &DecodeLimits) -> Result<LoadedImage, ImageError> {
+    decode_image_fit(bytes, name, limits, None)
+}
+
+/// [`load_image`] for an image that will be shrunk to fit `fit` (width, height), as a letterbox
+/// does: see [`decode_image_fit`].
+pub fn load_image_fit(path: &Path, limits: &DecodeLimits, fit: Option<(u32, u32)>) -> Result<LoadedImage, ImageError> {
+    let name = path.display().to_string();
+    let bytes = read_capped(path, &name, limits.max_alloc)?;
+    decode_image_fit(&bytes, &name, limits, fit)
+}
+
+/// [`decode_image`] for an image that will be shrunk to fit within `fit` (width, height)
+/// keeping its aspect ratio: a JPEG at least twice that size in its limiting dimension is decoded
+/// at the smallest DCT scale (1/2, 1/4, 1/8) that stays at least the fitted size, which skips
+/// most of the inverse DCT and colour conversion work; [`LoadedImage::full_size`] keeps the full
+/// size. The pixels differ a little from a full decode followed by the same resize (the DCT
+/// scaling averages blocks instead of resampling). Grayscale and colour JPEGs only; CMYK, 12-bit
+/// and truncated files, and every other format, take the full decode.
+pub fn decode_image_fit(
+    bytes: &[u8],
+    name: &str,
+    limits: &DecodeLimits,
+    fit: Option<(u32, u32)>,
+) -> Result<LoadedImage, ImageError> {
     if bytes.is_empty() {
         return Err(ImageError::Empty { name: name.to_owned() });
     }
@@ -330,6 +358,13 @@ pub fn decode_image(bytes: &[u8], name: &str, limits: &DecodeLimits) -> Result<L
         warnings.push(ImageWarning::TruncatedJpeg);
     }
 
+    #[cfg(feature = "jpeg")]
+    if let (Some(_), Some(fit), Some(size)) = (&jpeg, fit, header_size)
+        && warnings.is_empty()
+        && let Ok(Ok(Some(loaded))) = catch_unwind(AssertUnwindSafe(|| reduced_jpeg(bytes, name, limits, size, fit)))
+    {
+        return Ok(loaded);
+    }
     let decoded = catch_unwind(AssertUnwindSafe(|| decode_rgb(bytes, name, format, limits, &mut warnings)));
     let (rgb, orientation) = match decoded {
         Ok(result) => result?,
@@ -343,7 +378,64 @@ pub fn decode_image(bytes: &[u8], name: &str, limits: &DecodeLimits) -> Result<L
             return Err(ImageError::Decode { name: name.to_owned(), format, reason });
         }
     };
-    Ok(LoadedImage { rgb, original_format: format, orientation, warnings })
+    let full_size = rgb.dimensions();
+    Ok(LoadedImage { rgb, original_format: format, orientation, warnings, full_size })
+}
+
+/// The reduced-scale JPEG decode of [`decode_image_fit`]: `Ok(None)` when the image is not
+/// large enough, or is of a kind the full decode handles (CMYK, 12-bit), or its EXIF cannot be
+/// read; errors of the reduced decoder also fall back to the full decode (the caller ignores them).
+#[cfg(feature = "jpeg")]
+fn reduced_jpeg(
+    bytes: &[u8],
+    name: &str,
+    limits: &DecodeLimits,
+    (width, height): (u32, u32),
+    (fit_w, fit_h): (u32, u32),
+) -> Result<Option<LoadedImage>, ImageError> {
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), ImageFormat::Jpeg);
+    reader.limits(limits.to_image_limits());
+    let Ok(mut header) = reader.into_decoder() else { return Ok(None) };
+    let Ok(orientation) = header.orientation() else { return Ok(None) };
+    let exif = orientation.to_exif();
+    let (shown_w, shown_h) = if exif >= 5 { (height, width) } else { (width, height) };
+    // the letterbox's scale; a DCT scale of 1/2 or less needs it at or under 1/2
+    let ratio = (f64::from(fit_w) / f64::from(shown_w)).min(f64::from(fit_h) / f64::from(shown_h));
+    if ratio > 0.5 || width > u32::from(u16::MAX) || height > u32::from(u16::MAX) {
+        return Ok(None);
+    }
+    let want = |v: u32| ((f64::from(v) * ratio).ceil() as u32).clamp(1, u32::from(u16::MAX)) as u16;
+    let mut decoder = jpeg_decoder::Decoder::new(Cursor::new(bytes));
+    decoder.set_max_decoding_buffer_size(usize::try_from(limits.max_alloc).unwrap_or(usize::MAX));
+    let failed = |e: jpeg_decoder::Error| ImageError::Decode {
+        name: name.to_owned(),
+        format: SourceFormat::Jpeg,
+        reason: e.to_string(),
+    };
+    let (dw, dh) = decoder.scale(want(width), want(height)).map_err(failed)?;
+    let (dw, dh) = (u32::from(dw), u32::from(dh));
+    let Some(info) = decoder.info() else { return Ok(None) };
+    let rgb = match info.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => {
+            let pixels = decoder.decode().map_err(failed)?;
+            RgbImage::from_raw(dw, dh, pixels)
+        }
+        jpeg_decoder::PixelFormat::L8 => {
+            let pixels = decoder.decode().map_err(failed)?;
+            RgbImage::from_raw(dw, dh, pixels.iter().flat_map(|&v| [v, v, v]).collect())
+        }
+        _ => return Ok(None),
+    };
+    let Some(rgb) = rgb else { return Ok(None) };
+    let mut rgb = DynamicImage::ImageRgb8(rgb);
+    rgb.apply_orientation(orientation);
+    Ok(Some(LoadedImage {
+        rgb: rgb.into_rgb8(),
+        original_format: SourceFormat::Jpeg,
+        orientation: exif,
+        warnings: Vec::new(),
+        full_size: (shown_w, shown_h),
+    }))
 }
 
 /// Reads at most `cap` bytes of a file; more is [`ImageError::FileTooLarge`] (checked from the

@@ -668,3 +668,56 @@ fn jpeg_scan_falls_back_to_the_tail_on_damaged_structure() {
     let with_restarts = b"\xff\xd8\xff\xda\x00\x02\x01\xff\x00\x02\xff\xd0\x03\xff\xff\xd1\x04\xff\xd9";
     assert!(scan_jpeg(with_restarts).eoi);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Reduced-scale JPEG decoding
+
+#[test]
+fn a_large_jpeg_is_decoded_at_the_dct_scale_that_still_covers_the_fit() {
+    let limits = DecodeLimits::default();
+    let quads = quadrants(1600, 1200, QUAD_RGB);
+    let jpeg = encode_jpeg(&quads, 90);
+    // letterboxed into 320x320 the image shrinks by 0.2: 1/4 still covers 320x240, 1/8 would not
+    let fit = decode_image_fit(&jpeg, "big.jpg", &limits, Some((320, 320))).unwrap();
+    assert_eq!(fit.rgb.dimensions(), (400, 300));
+    assert_eq!(fit.full_size, (1600, 1200));
+    for (x, y, q) in [(100, 75, 0), (300, 75, 1), (100, 225, 2), (300, 225, 3)] {
+        assert_close(*fit.rgb.get_pixel(x, y), QUAD_RGB[q], 6, "a quadrant's colour at 1/4 scale");
+    }
+    let whole = decode_image(&jpeg, "big.jpg", &limits).unwrap();
+    assert_eq!((whole.rgb.dimensions(), whole.full_size), ((1600, 1200), (1600, 1200)));
+    // an image under twice the fit, and no fit at all, decode whole
+    let small = encode_jpeg(&quadrants(600, 600, QUAD_RGB), 90);
+    assert_eq!(decode_image_fit(&small, "s.jpg", &limits, Some((320, 320))).unwrap().rgb.dimensions(), (600, 600));
+    assert_eq!(decode_image_fit(&jpeg, "big.jpg", &limits, None).unwrap().rgb.dimensions(), (1600, 1200));
+    // other formats are never reduced
+    let png = encode(&DynamicImage::ImageRgb8(quads), ImageFormat::Png);
+    let p = decode_image_fit(&png, "big.png", &limits, Some((320, 320))).unwrap();
+    assert_eq!((p.rgb.dimensions(), p.full_size), ((1600, 1200), (1600, 1200)));
+}
+
+#[test]
+fn reduced_decoding_keeps_exif_orientation_grayscale_and_the_truncation_warning() {
+    let limits = DecodeLimits::default();
+    let quads = quadrants(1600, 800, QUAD_RGB);
+    let rotated = with_jpeg_exif(&encode_jpeg(&quads, 90), 6, false);
+    let r = decode_image_fit(&rotated, "rot.jpg", &limits, Some((320, 320))).unwrap();
+    assert_eq!((r.orientation, r.full_size), (6, (800, 1600)));
+    assert_eq!(r.rgb.dimensions(), (200, 400), "1/4 of the displayed size");
+    let whole = decode_image(&rotated, "rot.jpg", &limits).unwrap();
+    let (w, h) = r.rgb.dimensions();
+    for (x, y) in [(10, 10), (w - 10, 10), (10, h - 10), (w - 10, h - 10)] {
+        let full = whole.rgb.get_pixel(x * 4, y * 4).0;
+        assert_close(*r.rgb.get_pixel(x, y), full, 8, "rotated like the full decode");
+    }
+    let gray = DynamicImage::ImageLuma8(image::GrayImage::from_fn(1024, 1024, |x, _| image::Luma([(x / 4) as u8])));
+    let g = decode_image_fit(&encode(&gray, ImageFormat::Jpeg), "g.jpg", &limits, Some((256, 256))).unwrap();
+    assert_eq!(g.rgb.dimensions(), (256, 256));
+    let px = g.rgb.get_pixel(128, 128).0;
+    assert!(px[0] == px[1] && px[1] == px[2] && px[0].abs_diff(128) <= 3, "{px:?}");
+    // a truncated JPEG takes the full decode, which reports it
+    let jpeg = encode_jpeg(&quads, 90);
+    let cut = decode_image_fit(&jpeg[..jpeg.len() * 2 / 3], "cut.jpg", &limits, Some((320, 320))).unwrap();
+    assert_eq!(cut.rgb.dimensions(), (1600, 800));
+    assert_eq!(cut.warnings, vec![ImageWarning::TruncatedJpeg]);
+}

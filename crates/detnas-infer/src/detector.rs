@@ -13,7 +13,7 @@ pub use crate::contract::ModelInfo;
 use crate::contract::{check_outputs, read_contract};
 pub use crate::device::Device;
 use crate::error::{InferError, Result};
-use crate::image_io::{LoadedImage, decode_image, load_image};
+use crate::image_io::{LoadedImage, decode_image_fit, load_image_fit};
 use crate::options::{DetectorBuilder, DetectorOptions, Thresholds};
 use crate::preprocess::letterbox_into;
 use crate::results::{Detection, Detections, StageTimings};
@@ -176,20 +176,42 @@ impl Detector {
     pub fn detect_path(&self, path: impl AsRef<Path>) -> Result<Detections> {
         let path = path.as_ref();
         let t0 = Instant::now();
-        let loaded = load_image(path, &self.options.limits)?;
+        let loaded = load_image_fit(path, &self.options.limits, self.decode_fit())?;
         self.detect_loaded(loaded, &path.display().to_string(), t0.elapsed())
     }
 
     /// Like [`Detector::detect_path`] for encoded bytes; `name` identifies them in errors.
     pub fn detect_bytes(&self, bytes: &[u8], name: &str) -> Result<Detections> {
         let t0 = Instant::now();
-        let loaded = decode_image(bytes, name, &self.options.limits)?;
+        let loaded = decode_image_fit(bytes, name, &self.options.limits, self.decode_fit())?;
         self.detect_loaded(loaded, name, t0.elapsed())
+    }
+
+    /// The size images are shrunk into, for reduced JPEG decoding ([`DetectorOptions::reduced_decode`]).
+    fn decode_fit(&self) -> Option<(u32, u32)> {
+        let input = self.info.config.input;
+        self.options.reduced_decode.then_some((input.width as u32, input.height as u32))
     }
 
     fn detect_loaded(&self, loaded: LoadedImage, name: &str, decode: Duration) -> Result<Detections> {
         let loaded = if self.options.strict { loaded.deny_warnings(name)? } else { loaded };
         let mut d = self.detect(&loaded.rgb)?;
+        let (full_w, full_h) = loaded.full_size;
+        if (full_w, full_h) != loaded.rgb.dimensions() {
+            // decoded at a reduced scale: boxes back to the full image's pixels
+            let sx = full_w as f32 / loaded.rgb.width() as f32;
+            let sy = full_h as f32 / loaded.rgb.height() as f32;
+            for det in &mut d.detections {
+                let b = det.bbox;
+                det.bbox = [
+                    (b[0] * sx).min(full_w as f32),
+                    (b[1] * sy).min(full_h as f32),
+                    (b[2] * sx).min(full_w as f32),
+                    (b[3] * sy).min(full_h as f32),
+                ];
+            }
+            (d.width, d.height) = (full_w, full_h);
+        }
         d.timings.decode = decode;
         d.warnings = loaded.warnings;
         Ok(d)

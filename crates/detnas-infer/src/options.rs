@@ -44,6 +44,12 @@ pub struct DetectorOptions {
     pub strict: bool,
     /// Decode limits for images given as files or bytes.
     pub limits: DecodeLimits,
+    /// Decode a JPEG file or buffer at least twice the network input at a reduced DCT scale
+    /// (1/2, 1/4, 1/8; default true): most of its decoding work is skipped, boxes still come back
+    /// in the full image's pixels, and the pixels the network sees differ slightly from those of
+    /// a full decode (see [`crate::image_io::decode_image_fit`]). Tiled detection always decodes
+    /// at full resolution.
+    pub reduced_decode: bool,
 }
 
 impl Default for DetectorOptions {
@@ -58,6 +64,7 @@ impl Default for DetectorOptions {
             device: Device::Cpu,
             strict: false,
             limits: DecodeLimits::default(),
+            reduced_decode: true,
         }
     }
 }
@@ -164,6 +171,12 @@ impl DetectorBuilder {
     /// Decode limits for images given as files or bytes.
     pub fn decode_limits(mut self, limits: DecodeLimits) -> Self {
         self.options.limits = limits;
+        self
+    }
+
+    /// Whether large JPEGs are decoded at a reduced DCT scale ([`DetectorOptions::reduced_decode`]).
+    pub fn reduced_decode(mut self, on: bool) -> Self {
+        self.options.reduced_decode = on;
         self
     }
 

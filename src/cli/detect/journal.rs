@@ -44,6 +44,9 @@ pub struct Settings {
     pub tile: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlap: Option<f32>,
+    /// `--full-decode` (absent, false, in runs written before reduced JPEG decoding existed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub full_decode: bool,
 }
 
 impl Settings {

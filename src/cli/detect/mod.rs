@@ -89,6 +89,11 @@ pub struct DetectArgs {
     /// the largest object's share of a window so every object is whole in some window.
     #[arg(long, value_name = "FRACTION", requires = "tile", value_parser = overlap_fraction)]
     overlap: Option<f32>,
+    /// Decode every JPEG at full resolution (default: one at least twice the network input is
+    /// decoded at a reduced DCT scale, 1/2 to 1/8, which is faster; boxes are in full-image
+    /// pixels either way).
+    #[arg(long)]
+    full_decode: bool,
     /// Write YOLO label files (`class cx cy w h score`, normalised) to <out>/labels/.
     #[arg(long)]
     save_txt: bool,
@@ -144,6 +149,7 @@ fn settings(args: &DetectArgs) -> Result<Settings> {
         ids_from: args.ids_from.as_ref().map(|p| p.display().to_string()),
         tile: args.tile,
         overlap: args.tile.map(|_| args.overlap.unwrap_or(DEFAULT_OVERLAP)),
+        full_decode: args.full_decode,
     })
 }
 
@@ -204,6 +210,7 @@ fn load_detector(args: &DetectArgs, workers: usize) -> Result<Detector> {
     options.sessions = workers;
     options.device = Device::parse(&args.device)?;
     options.strict = args.strict;
+    options.reduced_decode = !args.full_decode;
     let mut detector = Detector::from_file(&args.model, options)?;
     if let Some(w) = detector.device_warning() {
         eprintln!("warning: {w}");
