@@ -343,6 +343,8 @@ pub fn decode_image_fit(
     }
     let format = sniff_format(bytes, name)?;
 
+    #[cfg(not(feature = "jpeg"))]
+    let _ = fit; // no JPEG codec: nothing to decode at a reduced scale
     let mut warnings = Vec::new();
     let jpeg = (format == SourceFormat::Jpeg).then(|| scan_jpeg(bytes));
     let header_size = match &jpeg {
