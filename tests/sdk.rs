@@ -441,7 +441,7 @@ fn large_jpegs_decoded_at_a_reduced_scale_give_the_full_decodes_boxes() {
     use detnas_core::boxes::iou;
     let (model, samples) = shipped();
     let tile = image::open(&samples[0]).unwrap().to_rgb8();
-    let (w, h) = (tile.width() * 4, tile.height() * 4);
+    let (w, h) = (tile.width() * 6, tile.height() * 6); // over 3 megapixels
     let big = image::imageops::resize(&tile, w, h, image::imageops::FilterType::Triangle);
     let mut jpeg = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95).encode_image(&big).unwrap();

@@ -675,42 +675,44 @@ fn jpeg_scan_falls_back_to_the_tail_on_damaged_structure() {
 #[test]
 fn a_large_jpeg_is_decoded_at_the_dct_scale_that_still_covers_the_fit() {
     let limits = DecodeLimits::default();
-    let quads = quadrants(1600, 1200, QUAD_RGB);
+    let quads = quadrants(2400, 1600, QUAD_RGB);
     let jpeg = encode_jpeg(&quads, 90);
-    // letterboxed into 320x320 the image shrinks by 0.2: 1/4 still covers 320x240, 1/8 would not
+    // letterboxed into 320x320 the image shrinks by 0.133: 1/4 still covers 320x213, 1/8 would not
     let fit = decode_image_fit(&jpeg, "big.jpg", &limits, Some((320, 320))).unwrap();
-    assert_eq!(fit.rgb.dimensions(), (400, 300));
-    assert_eq!(fit.full_size, (1600, 1200));
-    for (x, y, q) in [(100, 75, 0), (300, 75, 1), (100, 225, 2), (300, 225, 3)] {
+    assert_eq!(fit.rgb.dimensions(), (600, 400));
+    assert_eq!(fit.full_size, (2400, 1600));
+    for (x, y, q) in [(150, 100, 0), (450, 100, 1), (150, 300, 2), (450, 300, 3)] {
         assert_close(*fit.rgb.get_pixel(x, y), QUAD_RGB[q], 6, "a quadrant's colour at 1/4 scale");
     }
     let whole = decode_image(&jpeg, "big.jpg", &limits).unwrap();
-    assert_eq!((whole.rgb.dimensions(), whole.full_size), ((1600, 1200), (1600, 1200)));
-    // an image under twice the fit, and no fit at all, decode whole
-    let small = encode_jpeg(&quadrants(600, 600, QUAD_RGB), 90);
-    assert_eq!(decode_image_fit(&small, "s.jpg", &limits, Some((320, 320))).unwrap().rgb.dimensions(), (600, 600));
-    assert_eq!(decode_image_fit(&jpeg, "big.jpg", &limits, None).unwrap().rgb.dimensions(), (1600, 1200));
+    assert_eq!((whole.rgb.dimensions(), whole.full_size), ((2400, 1600), (2400, 1600)));
+    // under twice the fit, under the pixel floor, or without a fit: the full decode
+    let near = encode_jpeg(&quadrants(2000, 2000, QUAD_RGB), 90);
+    assert_eq!(decode_image_fit(&near, "n.jpg", &limits, Some((1200, 1200))).unwrap().rgb.dimensions(), (2000, 2000));
+    let small = encode_jpeg(&quadrants(1600, 1200, QUAD_RGB), 90);
+    assert_eq!(decode_image_fit(&small, "s.jpg", &limits, Some((320, 320))).unwrap().rgb.dimensions(), (1600, 1200));
+    assert_eq!(decode_image_fit(&jpeg, "big.jpg", &limits, None).unwrap().rgb.dimensions(), (2400, 1600));
     // other formats are never reduced
     let png = encode(&DynamicImage::ImageRgb8(quads), ImageFormat::Png);
     let p = decode_image_fit(&png, "big.png", &limits, Some((320, 320))).unwrap();
-    assert_eq!((p.rgb.dimensions(), p.full_size), ((1600, 1200), (1600, 1200)));
+    assert_eq!((p.rgb.dimensions(), p.full_size), ((2400, 1600), (2400, 1600)));
 }
 
 #[test]
 fn reduced_decoding_keeps_exif_orientation_grayscale_and_the_truncation_warning() {
     let limits = DecodeLimits::default();
-    let quads = quadrants(1600, 800, QUAD_RGB);
+    let quads = quadrants(2800, 1400, QUAD_RGB);
     let rotated = with_jpeg_exif(&encode_jpeg(&quads, 90), 6, false);
     let r = decode_image_fit(&rotated, "rot.jpg", &limits, Some((320, 320))).unwrap();
-    assert_eq!((r.orientation, r.full_size), (6, (800, 1600)));
-    assert_eq!(r.rgb.dimensions(), (200, 400), "1/4 of the displayed size");
+    assert_eq!((r.orientation, r.full_size), (6, (1400, 2800)));
+    assert_eq!(r.rgb.dimensions(), (175, 350), "1/8 of the displayed size");
     let whole = decode_image(&rotated, "rot.jpg", &limits).unwrap();
     let (w, h) = r.rgb.dimensions();
     for (x, y) in [(10, 10), (w - 10, 10), (10, h - 10), (w - 10, h - 10)] {
-        let full = whole.rgb.get_pixel(x * 4, y * 4).0;
+        let full = whole.rgb.get_pixel(x * 8, y * 8).0;
         assert_close(*r.rgb.get_pixel(x, y), full, 8, "rotated like the full decode");
     }
-    let gray = DynamicImage::ImageLuma8(image::GrayImage::from_fn(1024, 1024, |x, _| image::Luma([(x / 4) as u8])));
+    let gray = DynamicImage::ImageLuma8(image::GrayImage::from_fn(2048, 2048, |x, _| image::Luma([(x / 8) as u8])));
     let g = decode_image_fit(&encode(&gray, ImageFormat::Jpeg), "g.jpg", &limits, Some((256, 256))).unwrap();
     assert_eq!(g.rgb.dimensions(), (256, 256));
     let px = g.rgb.get_pixel(128, 128).0;
@@ -718,6 +720,6 @@ fn reduced_decoding_keeps_exif_orientation_grayscale_and_the_truncation_warning(
     // a truncated JPEG takes the full decode, which reports it
     let jpeg = encode_jpeg(&quads, 90);
     let cut = decode_image_fit(&jpeg[..jpeg.len() * 2 / 3], "cut.jpg", &limits, Some((320, 320))).unwrap();
-    assert_eq!(cut.rgb.dimensions(), (1600, 800));
+    assert_eq!(cut.rgb.dimensions(), (2800, 1400));
     assert_eq!(cut.warnings, vec![ImageWarning::TruncatedJpeg]);
 }
