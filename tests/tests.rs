@@ -1,6 +1,8 @@
 //! The one integration-test binary (one link of libtorch and ONNX Runtime instead of many).
 
 mod cli_arch;
+#[cfg(all(feature = "train", feature = "infer"))]
+mod cli_demo;
 #[cfg(feature = "infer")]
 mod cli_detect;
 #[cfg(feature = "infer")]
