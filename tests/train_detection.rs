@@ -64,7 +64,7 @@ pub fn small_config(data: DataSource, iterations: usize) -> DetTrainConfig {
             },
             ..Optim::default()
         },
-        augment: detnas_train::data::Augment { hflip: false, scale_min: 1.0 },
+        augment: detnas_train::data::Augment { hflip: false, scale_min: 1.0, ..Default::default() },
         seed: 0,
         log_every: 50,
         checkpoint_every: 1000,

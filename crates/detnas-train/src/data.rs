@@ -14,6 +14,7 @@ use detnas_core::rng::Rng;
 use detnas_data::detection::DetectionDataset;
 use detnas_data::image_io::{DecodeLimits, load_image};
 use detnas_data::preprocess::letterbox_into;
+use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -29,11 +30,70 @@ pub struct Augment {
     pub hflip: bool,
     /// Scale the letterboxed image by a factor uniform in `[scale_min, 1]`.
     pub scale_min: f32,
+    /// One of the eight symmetries of the square, uniformly (rotations by 0, 90, 180, 270 degrees,
+    /// each with or without a horizontal flip), applied to the decoded image before the rest:
+    /// for imagery without an "up" (aerial, microscopy). Off by default; not serialised when off,
+    /// so configuration hashes of runs without it are unchanged.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dihedral: bool,
+    /// Colour jitter: brightness, contrast and saturation each scaled by a factor uniform in
+    /// `[1 - j, 1 + j]` (`j` in `[0, 1)`; 0, the default, is off and not serialised).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub color_jitter: f32,
+}
+
+impl Augment {
+    /// Checks the ranges: `scale_min` in `(0, 1]`, `color_jitter` in `[0, 1)`.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.scale_min > 0.0 && self.scale_min <= 1.0) {
+            return Err(TrainError::Config(format!("[augment] scale_min is {}, must be in (0, 1]", self.scale_min)));
+        }
+        if !(0.0..1.0).contains(&self.color_jitter) {
+            let j = self.color_jitter;
+            return Err(TrainError::Config(format!("[augment] color_jitter is {j}, must be in [0, 1)")));
+        }
+        Ok(())
+    }
+}
+
+fn is_zero(v: &f32) -> bool {
+    *v == 0.0
 }
 
 impl Default for Augment {
     fn default() -> Self {
-        Augment { hflip: true, scale_min: 0.75 }
+        Augment { hflip: true, scale_min: 0.75, dihedral: false, color_jitter: 0.0 }
+    }
+}
+
+/// Symmetry `k` (0..8) of the square applied to `img` and its `boxes` (pixel edges): `k % 4`
+/// quarter turns clockwise, then a horizontal flip when `k >= 4`.
+pub fn dihedral(img: &RgbImage, boxes: &[BBox], k: u64) -> (RgbImage, Vec<BBox>) {
+    use image::imageops::{flip_horizontal, rotate90, rotate180, rotate270};
+    let (w, h) = (img.width() as f32, img.height() as f32);
+    let (turned, boxes): (RgbImage, Vec<BBox>) = match k % 4 {
+        0 => (img.clone(), boxes.to_vec()),
+        1 => (rotate90(img), boxes.iter().map(|b| [h - b[3], b[0], h - b[1], b[2]]).collect()),
+        2 => (rotate180(img), boxes.iter().map(|b| [w - b[2], h - b[3], w - b[0], h - b[1]]).collect()),
+        _ => (rotate270(img), boxes.iter().map(|b| [b[1], w - b[2], b[3], w - b[0]]).collect()),
+    };
+    if k < 4 {
+        return (turned, boxes);
+    }
+    let tw = turned.width() as f32;
+    (flip_horizontal(&turned), boxes.iter().map(|b| [tw - b[2], b[1], tw - b[0], b[3]]).collect())
+}
+
+/// Brightness, contrast and saturation factors `(b, c, s)` applied in that order, in place.
+fn jitter_colours(img: &mut RgbImage, (b, c, s): (f32, f32, f32)) {
+    let luma = |p: &[f32; 3]| 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2];
+    let n = (img.width() * img.height()).max(1) as f32;
+    let mean = img.pixels().map(|p| luma(&p.0.map(f32::from)) * b).sum::<f32>() / n;
+    for p in img.pixels_mut() {
+        let mut v = p.0.map(|x| f32::from(x) * b);
+        v = v.map(|x| (x - mean) * c + mean);
+        let g = luma(&v);
+        p.0 = v.map(|x| (g + (x - g) * s).round().clamp(0.0, 255.0) as u8);
     }
 }
 
@@ -59,18 +119,31 @@ pub fn prepare(
     aug: Option<(&Augment, &mut Rng)>,
 ) -> Result<Prepared> {
     let s = &ds.samples[index];
-    let img = load_image(&s.image, &DecodeLimits::default())
+    let mut img = load_image(&s.image, &DecodeLimits::default())
         .map_err(|e| TrainError::Data { path: s.image.clone(), reason: e.to_string() })?
         .rgb;
+    let mut source_boxes = std::borrow::Cow::Borrowed(&s.boxes);
     let (w, h) = (cfg.input.width as u32, cfg.input.height as u32);
-    let fit = Letterbox::fit(img.width(), img.height(), w, h);
     let (scale, flip) = match aug {
         Some((a, rng)) => {
             let s = a.scale_min + (1.0 - a.scale_min) * rng.unit() as f32;
-            (s, a.hflip && rng.below(2) == 1)
+            let flip = a.hflip && rng.below(2) == 1;
+            // draws of the optional augmentations come after, and only when they are on, so runs
+            // without them see the same random stream as before they existed
+            if a.dihedral {
+                let (turned, boxes) = dihedral(&img, &source_boxes, rng.below(8));
+                (img, source_boxes) = (turned, std::borrow::Cow::Owned(boxes));
+            }
+            if a.color_jitter > 0.0 {
+                let mut factor = || 1.0 + a.color_jitter * (2.0 * rng.unit() as f32 - 1.0);
+                let factors = (factor(), factor(), factor());
+                jitter_colours(&mut img, factors);
+            }
+            (s, flip)
         }
         None => (1.0, false),
     };
+    let fit = Letterbox::fit(img.width(), img.height(), w, h);
     let (rw, rh) = (
         ((fit.resized_w as f32 * scale).round() as u32).max(1),
         ((fit.resized_h as f32 * scale).round() as u32).max(1),
@@ -92,8 +165,7 @@ pub fn prepare(
         }
     }
     let (sx, sy) = (rw as f32 / img.width() as f32, rh as f32 / img.height() as f32);
-    let boxes = s
-        .boxes
+    let boxes = source_boxes
         .iter()
         .map(|b| {
             let (x1, x2) = (b[0] * sx, b[2] * sx);
@@ -286,7 +358,7 @@ mod tests {
         let json = generate(dir.path(), &spec).unwrap();
         let ds = DetectionDataset::from_coco(&json, dir.path(), &Default::default()).unwrap();
         let cfg = DetectorConfig { input: detnas_core::InputSize::new(96, 128), ..DetectorConfig::default() };
-        let aug = Augment { hflip: true, scale_min: 0.5 };
+        let aug = Augment { hflip: true, scale_min: 0.5, ..Augment::default() };
         let mut flips = 0;
         for seed in 0..12u64 {
             let mut rng = Rng::seed(seed);
@@ -312,5 +384,57 @@ mod tests {
             }
         }
         assert!(flips > 10, "flips were exercised");
+
+        // every symmetry of the square and colour jitter keep boxes on their shapes
+        let aug = Augment { hflip: false, scale_min: 0.6, dihedral: true, color_jitter: 0.3 };
+        let plane = 96 * 128;
+        for seed in 0..16u64 {
+            let mut rng = Rng::seed(seed);
+            for i in 0..ds.samples.len() {
+                let p = prepare(&ds, i, &cfg, Some((&aug, &mut rng))).unwrap();
+                for (b, &label) in p.boxes.iter().zip(&p.labels) {
+                    assert!(b[2] <= p.letterbox.resized_w as f32 + 1e-3 && b[3] <= p.letterbox.resized_h as f32 + 1e-3);
+                    let (cx, cy) = (((b[0] + b[2]) / 2.0) as usize, ((b[1] + b[3]) / 2.0) as usize);
+                    let px = [0, 1, 2].map(|c| p.input[c * plane + cy * 128 + cx]);
+                    // jitter moves colours: the class's dominant channels stay above the others
+                    let want = CLASSES[label].colour;
+                    let min_hi = (0..3).filter(|&c| want[c] > 128).map(|c| px[c]).fold(f32::MAX, f32::min);
+                    let max_lo = (0..3).filter(|&c| want[c] <= 128).map(|c| px[c]).fold(f32::MIN, f32::max);
+                    if min_hi < f32::MAX && max_lo > f32::MIN {
+                        assert!(min_hi > max_lo + 40.0, "seed {seed} image {i} box {b:?}: {px:?} vs {want:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn augmentations_off_leave_the_serialised_config_unchanged() {
+        let plain = serde_json::to_value(Augment::default()).unwrap();
+        assert_eq!(plain, serde_json::json!({ "hflip": true, "scale_min": 0.75 }), "hashes of existing runs hold");
+        let on: Augment = toml::from_str("dihedral = true\ncolor_jitter = 0.2\n").unwrap();
+        assert!(on.dihedral && on.color_jitter == 0.2 && on.hflip, "missing fields keep their defaults");
+        assert!(toml::from_str::<Augment>("rotate = true\n").is_err(), "unknown fields refused");
+        assert!(on.validate().is_ok() && Augment::default().validate().is_ok());
+        assert!(Augment { color_jitter: 1.5, ..on.clone() }.validate().is_err());
+        assert!(Augment { scale_min: 0.0, ..on }.validate().is_err());
+    }
+
+    #[test]
+    fn the_eight_symmetries_move_boxes_with_their_pixels_and_are_distinct() {
+        // a 7x4 image, one marked pixel framed by a 1x1 box
+        let mut img = RgbImage::new(7, 4);
+        img.put_pixel(5, 1, image::Rgb([255, 0, 0]));
+        let mut seen = std::collections::BTreeSet::new();
+        for k in 0..8 {
+            let (t, boxes) = dihedral(&img, &[[5.0, 1.0, 6.0, 2.0]], k);
+            let b = boxes[0];
+            assert_eq!((b[2] - b[0], b[3] - b[1]), (1.0, 1.0), "k {k}: {b:?}");
+            assert_eq!(t.get_pixel(b[0] as u32, b[1] as u32).0, [255, 0, 0], "k {k}: {b:?}");
+            let dims = if k % 2 == 1 { (4, 7) } else { (7, 4) };
+            assert_eq!(t.dimensions(), dims);
+            seen.insert((b[0] as u32, b[1] as u32, t.width()));
+        }
+        assert_eq!(seen.len(), 8, "eight different placements");
     }
 }

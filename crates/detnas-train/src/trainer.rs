@@ -103,6 +103,7 @@ pub fn train_detection(
 ) -> Result<TrainOutcome> {
     start.check(out)?;
     let space = SearchSpace::by_name(&cfg.space)?;
+    cfg.augment.validate()?;
     if cfg.arch.is_some() && cfg.genes.is_some() {
         return Err(TrainError::Config(
             "`genes` is sampled by the supernet: remove `arch` (or `[genes]` to train one genome)".into(),
