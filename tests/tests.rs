@@ -8,6 +8,8 @@ mod cli_detect;
 #[cfg(feature = "infer")]
 mod cli_detect_reliability;
 #[cfg(all(feature = "train", feature = "infer"))]
+mod cli_study;
+#[cfg(all(feature = "train", feature = "infer"))]
 mod cli_train;
 #[cfg(feature = "infer")]
 mod export_faster_rcnn;

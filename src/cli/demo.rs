@@ -72,6 +72,10 @@ pub struct Schedule {
     pub recal_batches: usize,
     /// A shortened run (also a quick latency table).
     pub quick: bool,
+    /// The user's training and held-out COCO JSON instead of the synthetic set (images relative
+    /// to each JSON's folder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<[PathBuf; 2]>,
     /// Extra flags of `data synthetic` (the study's harder set).
     pub data_flags: Vec<String>,
 }
@@ -92,6 +96,7 @@ impl Schedule {
             generations: 4,
             recal_batches: 5,
             quick: false,
+            data: None,
             data_flags: Vec::new(),
         }
     }
@@ -111,6 +116,7 @@ impl Schedule {
             generations: 2,
             recal_batches: 2,
             quick: true,
+            data: None,
             data_flags: Vec::new(),
         }
     }
@@ -197,6 +203,12 @@ pub fn run(args: DemoArgs) -> Result<()> {
 
 pub fn make_data<S: Record>(d: &mut Ctx<S>) -> Result<()> {
     let s = d.schedule.clone();
+    if let Some(files) = &s.data {
+        for f in files {
+            anyhow::ensure!(f.is_file(), "{}: no such COCO file", f.display());
+        }
+        return Ok(());
+    }
     let size = format!("{0}x{0}", s.image_size);
     for (dir, n, seed) in [("data/train", s.train_images, d.seed), ("data/val", s.val_images, d.seed + 1)] {
         let args = ["data", "synthetic", "--out", &d.p.arg(dir), "--images", &n.to_string(), "--size", &size];
@@ -213,8 +225,12 @@ pub fn train_config<S>(d: &Ctx<S>, genes: bool) -> DetTrainConfig {
     let s = &d.schedule;
     let mut cfg = DetTrainConfig::default();
     let largest = *s.inputs.iter().max().expect("inputs");
-    cfg.data = Some(DataSource { coco: Some(d.p.path("data/train/annotations.json")), images: None, voc: None });
-    cfg.val = Some(DataSource { coco: Some(d.p.path("data/val/annotations.json")), images: None, voc: None });
+    let [train, val] = s
+        .data
+        .clone()
+        .unwrap_or_else(|| [d.p.path("data/train/annotations.json"), d.p.path("data/val/annotations.json")]);
+    cfg.data = Some(DataSource { coco: Some(train), images: None, voc: None });
+    cfg.val = Some(DataSource { coco: Some(val), images: None, voc: None });
     cfg.detector.input = InputSize::new(largest, largest);
     cfg.detector.class_names = (1..=s.classes).map(|i| format!("shape{i}")).collect();
     if let DetectorHead::Retinanet(r) = &mut cfg.detector.head {

@@ -52,6 +52,17 @@ pub struct StudyArgs {
     /// Seed of the data, training, sampling and searches.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Study on this training set (COCO instances JSON, images relative to it) instead of the
+    /// synthetic one; needs --val.
+    #[arg(long, requires = "val")]
+    coco: Option<PathBuf>,
+    /// Held-out COCO instances JSON of --coco.
+    #[arg(long, requires = "coco")]
+    val: Option<PathBuf>,
+    /// Square input resolutions of the search space, e.g. `256,320` (multiples of 32; default
+    /// 96,128, or 64,96 with --quick).
+    #[arg(long, value_delimiter = ',')]
+    inputs: Option<Vec<u64>>,
     /// Continue the study in --out, skipping the steps (and retrainings) it finished.
     #[arg(long, conflicts_with = "overwrite")]
     resume: bool,
@@ -147,7 +158,20 @@ fn schedule(quick: bool) -> Schedule {
 }
 
 pub fn run(args: StudyArgs) -> Result<()> {
-    let schedule = schedule(args.quick);
+    let mut schedule = schedule(args.quick);
+    if let (Some(train), Some(val)) = (&args.coco, &args.val) {
+        let gt = detnas_core::coco::GroundTruth::load(train)?;
+        schedule.classes = gt.category_ids().len();
+        schedule.data = Some([train.clone(), val.clone()]);
+        schedule.data_flags.clear();
+    }
+    if let Some(inputs) = &args.inputs {
+        anyhow::ensure!(
+            !inputs.is_empty() && inputs.iter().all(|s| *s >= 32 && s % 32 == 0),
+            "--inputs: square sizes, multiples of 32 (got {inputs:?})"
+        );
+        schedule.inputs = inputs.clone();
+    }
     let plan = Plan {
         genomes: args.genomes.unwrap_or(if args.quick { 4 } else { 12 }) as usize,
         seeds: args.seeds,
@@ -383,16 +407,23 @@ fn report_text(d: &Study, data: &StudyData, main_recal: usize) -> String {
     let secs: f64 = d.c.p.rec.steps.iter().map(|(_, t)| t).sum();
     let _ = writeln!(
         r,
-        "Harder synthetic set: {} training / {} held-out images of {}x{}, {} classes, `data synthetic {}`. \
+        "Data: {}. \
          Genes supernet: {} iterations of batch {} (inputs {:?}). Stand-alone retraining: {} iterations from \
          scratch. Metric: held-out AP50. Seed {}. {:.0} minutes in all on {} ({} logical CPUs); every command is \
          in `commands.sh`.\n",
-        s.train_images,
-        s.val_images,
-        s.image_size,
-        s.image_size,
-        s.classes,
-        s.data_flags.join(" "),
+        match &s.data {
+            Some([train, val]) =>
+                format!("`{}` (training), `{}` (held out), {} classes", train.display(), val.display(), s.classes),
+            None => format!(
+                "harder synthetic set, {} training / {} held-out images of {}x{}, {} classes, `data synthetic {}`",
+                s.train_images,
+                s.val_images,
+                s.image_size,
+                s.image_size,
+                s.classes,
+                s.data_flags.join(" ")
+            ),
+        },
         s.supernet_iterations,
         s.batch_size,
         s.inputs,

@@ -1,0 +1,40 @@
+//! `detnas study --quick` on the user's own COCO data: every step, the report, the CSVs and the
+//! plots, with the statistics read back from the files.
+
+use crate::util::{detnas, stderr};
+
+#[test]
+fn a_quick_study_on_user_data_writes_its_report_csvs_and_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |p: &str| dir.path().join(p).to_str().unwrap().to_string();
+    for (out, seed, n) in [("train", "4", "8"), ("val", "5", "4")] {
+        let args = ["data", "synthetic", "--out", &d(out), "--images", n, "--size", "96x96", "--classes", "2"];
+        let o = detnas(&[&args[..], &["--seed", seed]].concat());
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let (train, val) = (d("train/annotations.json"), d("val/annotations.json"));
+    let o = detnas(&["study", "--quick", "--coco", &train, "--out", &d("s")]);
+    assert!(!o.status.success() && stderr(&o).contains("--val"), "--coco needs --val: {}", stderr(&o));
+    let args = ["study", "--quick", "--coco", &train, "--val", &val, "--inputs", "64,96", "--seeds", "1"];
+    let o = detnas(&[&args[..], &["--out", &d("s")]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = dir.path().join("s");
+    for f in ["report.md", "fidelity.csv", "contenders.csv", "search_budget.csv", "scatter.png", "pareto.png"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let fidelity = std::fs::read_to_string(out.join("fidelity.csv")).unwrap();
+    assert_eq!(fidelity.lines().count(), 1 + 5, "4 genomes under the budget and the median one: {fidelity}");
+    assert!(fidelity.lines().next().unwrap().contains("inherited_ap50_recal20_ema"));
+    let contenders = std::fs::read_to_string(out.join("contenders.csv")).unwrap();
+    for role in ["searched,", "all shufflenet_3x3,", "median random,"] {
+        assert!(contenders.contains(role), "{role} missing: {contenders}");
+    }
+    assert!(contenders.contains("00000000000000000000:"), "the all-3x3 backbone");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for needle in ["Kendall τ", "Spearman ρ", "(b) Does the search win?", "(c) Search budget", "2 classes", &train] {
+        assert!(report.contains(needle), "`{needle}` missing from the report");
+    }
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("study.json")).unwrap()).unwrap();
+    assert_eq!(state["steps"].as_array().unwrap().len(), 9);
+    assert!(!out.join("data").exists(), "no synthetic set is made for user data");
+}
