@@ -1,9 +1,11 @@
 //! `pareto.png`: every evaluated candidate of a search (fitness against cost), the Pareto front
-//! as a line, and optional reference points (baselines) labelled by name.
+//! as a line, and optional reference points (baselines) labelled by name; and the study's
+//! scatter plots.
 
 use anyhow::{Context, Result, anyhow};
 use detnas_core::fsutil::write_atomic;
 use detnas_core::pareto::{CandidateRow, pareto_front};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use std::path::Path;
 
@@ -18,10 +20,64 @@ fn register_font() {
     });
 }
 
+/// The axes every plot here draws on.
+type Chart<'a, 'b> = ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A plotters error as an `anyhow` one (the caller adds which file).
+fn drawn<T, E: std::fmt::Display>(r: std::result::Result<T, E>) -> Result<T> {
+    r.map_err(|e| anyhow!("{e}"))
+}
+
+/// A [`SIZE`] chart with `title`, axes over `x` and `y` with their labels and a grid, whose
+/// content `draw` adds (with a `legend` of the series it labels); written to `path` as PNG,
+/// atomically.
+fn chart_png(
+    path: &Path,
+    title: &str,
+    (x, y): (std::ops::Range<f64>, std::ops::Range<f64>),
+    (x_label, y_label): (&str, &str),
+    legend: bool,
+    draw: impl FnOnce(&mut Chart<'_, '_>) -> Result<()>,
+) -> Result<()> {
+    register_font();
+    let mut buf = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
+    (|| {
+        let root = BitMapBackend::with_buffer(&mut buf, SIZE).into_drawing_area();
+        drawn(root.fill(&WHITE))?;
+        let mut chart = drawn(
+            ChartBuilder::on(&root)
+                .caption(title, (FONT, 22))
+                .margin(15)
+                .x_label_area_size(45)
+                .y_label_area_size(60)
+                .build_cartesian_2d(x, y),
+        )?;
+        drawn(chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw())?;
+        draw(&mut chart)?;
+        // the legend of the series `draw` labelled (none: no legend box)
+        if legend {
+            drawn(
+                chart
+                    .configure_series_labels()
+                    .position(SeriesLabelPosition::UpperLeft)
+                    .background_style(WHITE.mix(0.8))
+                    .border_style(BLACK)
+                    .draw(),
+            )?;
+        }
+        drawn(root.present())
+    })()
+    .with_context(|| format!("drawing {}", path.display()))?;
+    let img = image::RgbImage::from_raw(SIZE.0, SIZE.1, buf).context("plot buffer size")?;
+    let mut png = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut png, image::ImageFormat::Png)?;
+    write_atomic(path, png.get_ref())?;
+    Ok(())
+}
+
 /// Draws the plot of `rows` (and labelled `references`, as `(name, cost, fitness)`) into `path`
 /// as PNG, atomically.
 pub fn pareto_png(path: &Path, title: &str, rows: &[CandidateRow], references: &[(String, f64, f64)]) -> Result<()> {
-    register_font();
     let axis = rows.first().map_or("cost", |r| r.cost().1);
     let points: Vec<(f64, f64)> = rows.iter().map(|r| (r.cost().0, r.fitness)).collect();
     let all = points.iter().copied().chain(references.iter().map(|(_, c, f)| (*c, *f)));
@@ -37,88 +93,39 @@ pub fn pareto_png(path: &Path, title: &str, rows: &[CandidateRow], references: &
         (lo - d, hi + d)
     };
     let ((x0, x1), (y0, y1)) = (pad(x0, x1), pad(y0, y1));
-    let mut buf = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
-    let plot_err = |e: &dyn std::fmt::Display| anyhow!("drawing {}: {e}", path.display());
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| plot_err(&e))?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, (FONT, 22))
-            .margin(15)
-            .x_label_area_size(45)
-            .y_label_area_size(60)
-            .build_cartesian_2d(x0..x1, y0..y1)
-            .map_err(|e| plot_err(&e))?;
-        chart.configure_mesh().x_desc(axis).y_desc("fitness").draw().map_err(|e| plot_err(&e))?;
+    chart_png(path, title, (x0..x1, y0..y1), (axis, "fitness"), true, |chart| {
         let grey = RGBColor(150, 150, 170);
-        chart
-            .draw_series(points.iter().map(|&p| Circle::new(p, 3, grey.filled())))
-            .map_err(|e| plot_err(&e))?
+        drawn(chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, grey.filled()))))?
             .label("evaluated")
             .legend(move |(x, y)| Circle::new((x, y), 3, grey.filled()));
         let front: Vec<(f64, f64)> = pareto_front(rows).into_iter().map(|i| points[i]).collect();
         // a staircase: the best fitness reachable at each cost
         let steps = front.windows(2).flat_map(|w| [w[0], (w[1].0, w[0].1)]).chain(front.last().copied());
-        chart
-            .draw_series(LineSeries::new(steps, BLUE.stroke_width(2)))
-            .map_err(|e| plot_err(&e))?
+        drawn(chart.draw_series(LineSeries::new(steps, BLUE.stroke_width(2))))?
             .label("Pareto front")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE.stroke_width(2)));
-        chart.draw_series(front.iter().map(|&p| Circle::new(p, 4, BLUE.filled()))).map_err(|e| plot_err(&e))?;
+        drawn(chart.draw_series(front.iter().map(|&p| Circle::new(p, 4, BLUE.filled()))))?;
         for (name, c, f) in references {
             // labels of points in the right half go to their left, so they stay inside the plot
             let width = 7 * name.chars().count() as i32;
             let dx = if (*c - x0) / (x1 - x0) > 0.5 { -8 - width } else { 8 };
-            chart
-                .draw_series([EmptyElement::at((*c, *f))
-                    + TriangleMarker::new((0, 0), 6, RED.filled())
-                    + Text::new(name.clone(), (dx, -8), (FONT, 14))])
-                .map_err(|e| plot_err(&e))?;
+            drawn(chart.draw_series([EmptyElement::at((*c, *f))
+                + TriangleMarker::new((0, 0), 6, RED.filled())
+                + Text::new(name.clone(), (dx, -8), (FONT, 14))]))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| plot_err(&e))?;
-        root.present().map_err(|e| plot_err(&e))?;
-    }
-    save_png(path, buf)
-}
-
-/// Writes an RGB buffer of [`SIZE`] to `path` as PNG, atomically.
-fn save_png(path: &Path, buf: Vec<u8>) -> Result<()> {
-    let img = image::RgbImage::from_raw(SIZE.0, SIZE.1, buf).context("plot buffer size")?;
-    let mut png = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut png, image::ImageFormat::Png)?;
-    write_atomic(path, png.get_ref())?;
-    Ok(())
+        Ok(())
+    })
 }
 
 /// A square scatter plot of `points` with the diagonal y = x, into `path` as PNG (atomically).
-pub fn scatter_png(path: &Path, title: &str, (x_label, y_label): (&str, &str), points: &[(f64, f64)]) -> Result<()> {
-    register_font();
+pub fn scatter_png(path: &Path, title: &str, labels: (&str, &str), points: &[(f64, f64)]) -> Result<()> {
     let hi = points.iter().fold(0.0f64, |m, &(x, y)| m.max(x).max(y)).max(1e-3) * 1.08;
-    let mut buf = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
-    let plot_err = |e: &dyn std::fmt::Display| anyhow!("drawing {}: {e}", path.display());
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| plot_err(&e))?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, (FONT, 22))
-            .margin(15)
-            .x_label_area_size(45)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0.0..hi, 0.0..hi)
-            .map_err(|e| plot_err(&e))?;
-        chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw().map_err(|e| plot_err(&e))?;
+    chart_png(path, title, (0.0..hi, 0.0..hi), labels, false, |chart| {
         let grey = RGBColor(150, 150, 170);
-        chart.draw_series(LineSeries::new([(0.0, 0.0), (hi, hi)], grey.stroke_width(1))).map_err(|e| plot_err(&e))?;
-        chart.draw_series(points.iter().map(|&p| Circle::new(p, 5, BLUE.filled()))).map_err(|e| plot_err(&e))?;
-        root.present().map_err(|e| plot_err(&e))?;
-    }
-    save_png(path, buf)
+        drawn(chart.draw_series(LineSeries::new([(0.0, 0.0), (hi, hi)], grey.stroke_width(1))))?;
+        drawn(chart.draw_series(points.iter().map(|&p| Circle::new(p, 5, BLUE.filled()))))?;
+        Ok(())
+    })
 }
 
 #[cfg(test)]
