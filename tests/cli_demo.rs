@@ -52,5 +52,6 @@ fn a_quick_demo_runs_every_step_reports_and_resumes() {
     std::fs::write(foreign.join("notes.txt"), "mine").unwrap();
     let f = foreign.to_str().unwrap();
     assert_one_line_failure(&detnas(&["demo", "--quick", "--out", f, "--overwrite"]), &["holds no demo.json"]);
+    assert_one_line_failure(&detnas(&["demo", "--quick", "--out", f, "--resume"]), &["nothing to resume"]);
     assert!(foreign.join("notes.txt").is_file(), "nothing removed");
 }

@@ -13,6 +13,14 @@ fn a_quick_study_on_user_data_writes_its_report_csvs_and_plots() {
         assert!(o.status.success(), "{}", stderr(&o));
     }
     let (train, val) = (d("train/annotations.json"), d("val/annotations.json"));
+    // sizes out of range are refused before any work
+    for (flag, value, needle) in [("--inputs", "100", "multiples of 32"), ("--inputs", "4096", "to 2048")] {
+        let o = detnas(&["study", "--quick", "--coco", &train, "--val", &val, flag, value, "--out", &d("bad")]);
+        assert!(!o.status.success() && stderr(&o).contains(needle), "{flag} {value}: {}", stderr(&o));
+    }
+    let o = detnas(&["study", "--quick", "--genomes", "100000", "--out", &d("bad")]);
+    assert!(!o.status.success() && stderr(&o).contains("--genomes"), "{}", stderr(&o));
+    assert!(!dir.path().join("bad").exists(), "nothing written for refused flags");
     let o = detnas(&["study", "--quick", "--coco", &train, "--out", &d("s")]);
     assert!(!o.status.success() && stderr(&o).contains("--val"), "--coco needs --val: {}", stderr(&o));
     let args = ["study", "--quick", "--coco", &train, "--val", &val, "--inputs", "64,96", "--seeds", "1"];

@@ -77,16 +77,18 @@ pub fn run(cmd: DataCommand) -> Result<()> {
         DataCommand::Synthetic(a) => {
             let (w, h) =
                 a.size.split_once(['x', 'X']).ok_or_else(|| anyhow::anyhow!("--size must be WxH, got `{}`", a.size))?;
+            let (min_objects, max_objects) = range("objects", &a.objects)?;
+            let (min_size, max_size) = range("sizes", &a.sizes)?;
             let spec = SyntheticSpec {
                 images: a.images,
                 width: w.parse()?,
                 height: h.parse()?,
                 classes: a.classes,
                 seed: a.seed,
-                min_objects: range("objects", &a.objects)?.0 as usize,
-                max_objects: range("objects", &a.objects)?.1 as usize,
-                min_size: range("sizes", &a.sizes)?.0,
-                max_size: range("sizes", &a.sizes)?.1,
+                min_objects: min_objects as usize,
+                max_objects: max_objects as usize,
+                min_size,
+                max_size,
                 distractors: a.distractors,
                 occlusion_percent: a.occlusion,
             };

@@ -210,7 +210,7 @@ pub fn make_data<S: Record>(d: &mut Ctx<S>) -> Result<()> {
         return Ok(());
     }
     let size = format!("{0}x{0}", s.image_size);
-    for (dir, n, seed) in [("data/train", s.train_images, d.seed), ("data/val", s.val_images, d.seed + 1)] {
+    for (dir, n, seed) in [("data/train", s.train_images, d.seed), ("data/val", s.val_images, d.seed.wrapping_add(1))] {
         let args = ["data", "synthetic", "--out", &d.p.arg(dir), "--images", &n.to_string(), "--size", &size];
         let mut args = strings(&args);
         args.extend(strings(&["--classes", &s.classes.to_string(), "--seed", &seed.to_string()]));

@@ -41,7 +41,8 @@ impl<S> Pipeline<S> {
 
 impl<S: Serialize + DeserializeOwned + Default> Pipeline<S> {
     /// Opens `out` for a pipeline recorded in `file` with `settings`, as the flags ask: a
-    /// non-empty folder needs `resume` or `overwrite`.
+    /// non-empty folder needs `resume` (and a record made with the same settings) or `overwrite`
+    /// (and a record: a foreign folder is never removed).
     pub fn open(
         out: &Path,
         file: &'static str,
@@ -64,7 +65,10 @@ impl<S: Serialize + DeserializeOwned + Default> Pipeline<S> {
             return Ok(pipeline(rec));
         }
         let non_empty = out.is_dir() && std::fs::read_dir(out)?.next().is_some();
-        if non_empty && !resume {
+        if non_empty && resume {
+            bail!("{} holds files but no {file}: nothing to resume there; use another --out", out.display());
+        }
+        if non_empty {
             if !overwrite {
                 bail!(
                     "{} already holds files: --resume to continue there, --overwrite to start over, or another --out",

@@ -42,12 +42,12 @@ pub struct StudyArgs {
     /// A shortened run that goes through every step in a few minutes; its numbers mean nothing.
     #[arg(long)]
     quick: bool,
-    /// Random genomes under the budget for the ranking fidelity (a), at least 4 (default 12;
+    /// Random genomes under the budget for the ranking fidelity (a), 4 to 500 (default 12;
     /// 4 with --quick); one more is scored, the median that sets the budget.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(4..))]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(4..=500))]
     genomes: Option<u64>,
-    /// Seeds of each stand-alone retraining in (b).
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Seeds of each stand-alone retraining in (b), 1 to 20.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=20))]
     seeds: u64,
     /// Seed of the data, training, sampling and searches.
     #[arg(long, default_value_t = 0)]
@@ -59,7 +59,7 @@ pub struct StudyArgs {
     /// Held-out COCO instances JSON of --coco.
     #[arg(long, requires = "coco")]
     val: Option<PathBuf>,
-    /// Square input resolutions of the search space, e.g. `256,320` (multiples of 32; default
+    /// Square input resolutions of the search space, e.g. `256,320` (multiples of 32 up to 2048; default
     /// 96,128, or 64,96 with --quick).
     #[arg(long, value_delimiter = ',')]
     inputs: Option<Vec<u64>>,
@@ -162,13 +162,14 @@ pub fn run(args: StudyArgs) -> Result<()> {
     if let (Some(train), Some(val)) = (&args.coco, &args.val) {
         let gt = detnas_core::coco::GroundTruth::load(train)?;
         schedule.classes = gt.category_ids().len();
+        anyhow::ensure!(schedule.classes > 0, "{}: no categories: nothing to detect", train.display());
         schedule.data = Some([train.clone(), val.clone()]);
         schedule.data_flags.clear();
     }
     if let Some(inputs) = &args.inputs {
         anyhow::ensure!(
-            !inputs.is_empty() && inputs.iter().all(|s| *s >= 32 && s % 32 == 0),
-            "--inputs: square sizes, multiples of 32 (got {inputs:?})"
+            !inputs.is_empty() && inputs.iter().all(|s| (32..=2048).contains(s) && s % 32 == 0),
+            "--inputs: square sizes, multiples of 32 from 32 to 2048 (got {inputs:?})"
         );
         schedule.inputs = inputs.clone();
     }
@@ -310,7 +311,7 @@ fn contenders(d: &mut Study) -> Result<()> {
         }
     }
     for (k, (role, genome, seed)) in runs.into_iter().enumerate().skip(d.c.p.rec.data.retrained.len()) {
-        let score = retrain(d, &genome, &format!("contenders/{k:02}"), d.c.seed + seed)?;
+        let score = retrain(d, &genome, &format!("contenders/{k:02}"), d.c.seed.wrapping_add(seed))?;
         let predicted_ms = predicted_ms(&d.c, &genome)?;
         d.c.p.rec.data.retrained.push(Retrained { role, genome, seed, predicted_ms, score });
         d.c.p.save()?;

@@ -75,8 +75,8 @@ pub struct SyntheticSpec {
     /// At most `min(width, height)`.
     pub max_size: u32,
     pub seed: u64,
-    /// Up to this many unlabelled clutter shapes per image (uniform count), drawn before the
-    /// objects in [`DISTRACTOR_COLOURS`].
+    /// Up to this many unlabelled clutter shapes per image (uniform count, at most 64), drawn
+    /// before the objects in [`DISTRACTOR_COLOURS`].
     pub distractors: usize,
     /// How much of an earlier object's box a later one may cover, in percent of the smaller box
     /// (0: objects never overlap; at most 60).
@@ -115,11 +115,17 @@ impl SyntheticSpec {
         if !(1..=CLASSES.len()).contains(&self.classes) {
             return fail(format!("classes is {}, must be 1..={}", self.classes, CLASSES.len()));
         }
+        if self.max_objects > 256 {
+            return fail(format!("max_objects is {}, at most 256", self.max_objects));
+        }
         if self.min_objects > self.max_objects {
             return fail(format!("min_objects {} > max_objects {}", self.min_objects, self.max_objects));
         }
         if self.min_size < 8 || self.min_size > self.max_size {
             return fail(format!("object sizes {}..={} must satisfy 8 <= min <= max", self.min_size, self.max_size));
+        }
+        if self.distractors > 64 {
+            return fail(format!("distractors is {}, at most 64", self.distractors));
         }
         if self.occlusion_percent > 60 {
             return fail(format!("occlusion_percent is {}, at most 60", self.occlusion_percent));

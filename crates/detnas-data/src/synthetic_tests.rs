@@ -176,5 +176,7 @@ fn clutter_and_occlusion_make_a_harder_set_and_leave_the_plain_one_unchanged() {
     for colour in DISTRACTOR_COLOURS {
         assert!(CLASSES.iter().all(|c| c.colour != colour), "clutter never takes a class colour");
     }
-    assert!(SyntheticSpec { occlusion_percent: 61, ..base }.validate().is_err());
+    assert!(SyntheticSpec { occlusion_percent: 61, ..base.clone() }.validate().is_err());
+    assert!(SyntheticSpec { distractors: 65, ..base.clone() }.validate().is_err());
+    assert!(SyntheticSpec { max_objects: 257, ..base }.validate().is_err());
 }
