@@ -102,6 +102,13 @@ pub struct ExportArgs {
     /// Seed of the random initialisation.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Quantize to INT8 (QDQ, as `detnas quantize`), calibrated on --calibrate images.
+    #[cfg(feature = "infer")]
+    #[arg(long, requires = "calibrate")]
+    int8: bool,
+    #[cfg(feature = "infer")]
+    #[command(flatten)]
+    calib: super::quantize::CalibArgs,
     /// Also output the raw tensors: RetinaNet's head outputs `cls_logits` and `bbox_regression`,
     /// Faster R-CNN's `proposals` and `proposal_scores`.
     #[arg(long)]
@@ -212,6 +219,15 @@ pub fn run(args: ExportArgs) -> Result<()> {
         (None, None) => Weights::random(&params, args.seed),
     };
     let model = export_detector(space, arch, &cfg, &weights, &ExportOptions { raw_outputs: args.raw_outputs })?;
+    #[cfg(feature = "infer")]
+    let model = if args.int8 {
+        super::quantize::quantize(&model, &args.calib)?
+    } else {
+        if !args.calib.calibrate.is_empty() {
+            anyhow::bail!("--calibrate is for --int8 exports");
+        }
+        model
+    };
     let bytes = encode(&model)?;
     write_atomic(&args.out, &bytes)?;
     let flops = detector_flops(space, arch, &cfg)?;

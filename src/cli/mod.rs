@@ -20,6 +20,8 @@ mod latency;
 mod pipeline;
 #[cfg(all(feature = "train", feature = "infer"))]
 mod plot;
+#[cfg(feature = "infer")]
+mod quantize;
 #[cfg(all(feature = "train", feature = "infer"))]
 mod search;
 #[cfg(all(feature = "train", feature = "infer"))]
@@ -64,6 +66,10 @@ enum Command {
     Latency(latency::LatencyCommand),
     /// Export a DetNAS RetinaNet to ONNX (random DetNAS initialisation without --weights).
     Export(export::ExportArgs),
+    /// Static INT8 quantization (QDQ) of an exported model, calibrated on real images, with a
+    /// per-layer sensitivity pass that keeps the layers that suffer most in float.
+    #[cfg(feature = "infer")]
+    Quantize(quantize::QuantizeArgs),
     /// Inputs, outputs, metadata, parameters and FLOPs of an ONNX model.
     Inspect(inspect::InspectArgs),
     /// COCO bbox evaluation (pycocotools semantics) of results against ground truth.
@@ -104,6 +110,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         #[cfg(feature = "infer")]
         Command::Latency(cmd) => latency::run(cmd).map(|_| 0),
         Command::Export(args) => export::run(args).map(|_| 0),
+        #[cfg(feature = "infer")]
+        Command::Quantize(args) => quantize::run(args).map(|_| 0),
         Command::Inspect(args) => inspect::run(args).map(|_| 0),
         Command::Eval(args) => eval::run(args).map(|_| 0),
         #[cfg(feature = "train")]

@@ -154,8 +154,8 @@ pub enum InferError {
         /// What the table holds instead.
         holds: String,
     },
-    /// Exporting a part for latency measurement failed.
-    #[cfg(feature = "latency")]
+    /// Exporting a part for latency measurement, or rewriting a model for quantization, failed.
+    #[cfg(feature = "quantize")]
     #[error(transparent)]
     Export(#[from] detnas_onnx::OnnxError),
     /// A detector configuration problem.

@@ -66,6 +66,7 @@
 //! - `jpeg`, `png` (default), `webp`, `gif`, `bmp`: image formats decoded from files and bytes
 //!   (decoded [`RgbImage`]s need none).
 //! - `latency`: latency tables of a search space ([`latency`]); pulls the ONNX exporter.
+//! - `quantize`: static INT8 quantization with calibration ([`quantize`]); pulls the ONNX graph crate.
 //! - `cuda`: the CUDA execution provider (needs a CUDA build of ONNX Runtime at run time).
 #![warn(missing_docs)]
 
@@ -79,6 +80,8 @@ pub use detnas_data::preprocess;
 #[cfg(feature = "latency")]
 pub mod latency;
 pub mod options;
+#[cfg(feature = "quantize")]
+pub mod quantize;
 pub mod results;
 pub mod runtime;
 pub mod tiles;

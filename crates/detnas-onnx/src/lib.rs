@@ -11,6 +11,7 @@ pub mod external;
 mod faster_rcnn;
 pub mod graph;
 pub mod parts;
+pub mod quantize;
 pub mod weights;
 
 pub use error::{OnnxError, Result};

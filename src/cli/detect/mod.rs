@@ -8,7 +8,7 @@
 //! Exit codes: 0 when every image was processed, or some failed without `--strict`; 1 when nothing
 //! could be processed or on a fatal error; 3 when some images failed under `--strict`.
 
-mod inputs;
+pub(super) mod inputs;
 mod journal;
 mod names;
 mod outdir;

@@ -1,0 +1,525 @@
+//! Static INT8 quantization of a float ONNX model in QDQ form (the form ONNX Runtime fuses into
+//! integer kernels such as `QLinearConv`).
+//!
+//! Only convolutions with constant weights are quantized ([`conv_sites`]); everything else (the
+//! in-graph normalisation, resizes, concatenations, box decoding, NMS) stays in float. For each
+//! quantized convolution:
+//! - weights: int8, symmetric, per output channel (`DequantizeLinear` on axis 0), the scale
+//!   `max |w_c| / 127` (`/ 63` with [`QuantPlan::reduce_range`], for CPUs whose int8 dot products
+//!   saturate in 16 bits);
+//! - bias: int32 with scale `s_input * s_weight[c]` and zero point 0;
+//! - its input and its output (after a directly following `Relu`) as `QuantizeLinear` ->
+//!   `DequantizeLinear` pairs, uint8, asymmetric, per tensor, from calibrated ranges. Every reader of
+//!   such a tensor reads the dequantized value, so a quantized tensor has one value in the graph.
+//!
+//! The calibration itself (running the float model on images) lives with ONNX Runtime in
+//! `detnas-infer`; this module only needs the ranges.
+
+use crate::error::{OnnxError, Result};
+use onnx_protobuf::tensor_proto::DataType;
+use onnx_protobuf::type_proto::{self, Tensor as TensorType};
+use onnx_protobuf::{AttributeProto, ModelProto, NodeProto, TensorProto, TypeProto, ValueInfoProto};
+use onnx_protobuf::{StringStringEntryProto, attribute_proto::AttributeType};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// Metadata key of a quantized model: the calibration and quantization record as JSON.
+pub const QUANTIZATION_KEY: &str = "detnas.quantization";
+
+/// One convolution that can be quantized: constant weights (and bias) in the initializers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConvSite {
+    /// The node's name (unique; nodes without a name get `conv#<index>`).
+    pub name: String,
+    /// Position of the node in the graph.
+    pub index: usize,
+    /// The activation read.
+    pub input: String,
+    pub weight: String,
+    pub bias: Option<String>,
+    /// The activation written: the output of a `Relu` that is the convolution's only reader, else
+    /// the convolution's own output.
+    pub output: String,
+    /// Output channels.
+    pub channels: usize,
+    /// Whether no other convolution reads from this one, directly or through other nodes (the last
+    /// layers of the head): their outputs measure what quantization does to the network's result.
+    pub terminal: bool,
+}
+
+/// What to quantize and with which activation ranges.
+#[derive(Clone, Debug, Default)]
+pub struct QuantPlan {
+    /// Names of the [`ConvSite`]s to quantize.
+    pub convs: Vec<String>,
+    /// `(min, max)` of every activation read or written by those convolutions.
+    pub ranges: BTreeMap<String, (f32, f32)>,
+    /// 7-bit weights (`[-63, 63]`).
+    pub reduce_range: bool,
+}
+
+/// The rewritten model and where each quantized activation's dequantized value lives.
+#[derive(Debug)]
+pub struct Quantized {
+    pub model: ModelProto,
+    /// Activation name -> name of its `DequantizeLinear` output.
+    pub dequantized: BTreeMap<String, String>,
+}
+
+fn attr_int(node: &NodeProto, name: &str) -> Option<i64> {
+    node.attribute.iter().find(|a| a.name == name).map(|a| a.i)
+}
+
+fn graph(model: &ModelProto) -> Result<&onnx_protobuf::GraphProto> {
+    model.graph.as_ref().ok_or_else(|| OnnxError::Quantize("the model has no graph".into()))
+}
+
+/// The convolutions of `model` with constant weights, in graph order.
+pub fn conv_sites(model: &ModelProto) -> Result<Vec<ConvSite>> {
+    let g = graph(model)?;
+    let inits: HashMap<&str, &TensorProto> = g.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+    let mut readers: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, n) in g.node.iter().enumerate() {
+        for input in &n.input {
+            readers.entry(input.as_str()).or_default().push(i);
+        }
+    }
+    let mut sites = Vec::new();
+    for (index, n) in g.node.iter().enumerate() {
+        if n.op_type != "Conv" || n.input.len() < 2 || n.output.len() != 1 {
+            continue;
+        }
+        let Some(w) = inits.get(n.input[1].as_str()) else { continue };
+        if w.data_type != DataType::FLOAT as i32 || w.dims.len() < 3 {
+            continue;
+        }
+        let bias = n.input.get(2).filter(|b| !b.is_empty()).cloned();
+        if bias.as_deref().is_some_and(|b| !inits.contains_key(b)) {
+            continue;
+        }
+        let out = n.output[0].as_str();
+        let output = match readers.get(out).map(Vec::as_slice) {
+            Some([r]) if g.node[*r].op_type == "Relu" => g.node[*r].output[0].clone(),
+            _ => out.to_string(),
+        };
+        let name = if n.name.is_empty() { format!("conv#{index}") } else { n.name.clone() };
+        let channels = w.dims[0] as usize;
+        sites.push(ConvSite {
+            name,
+            index,
+            input: n.input[0].clone(),
+            weight: n.input[1].clone(),
+            bias,
+            output,
+            channels,
+            terminal: false,
+        });
+    }
+    // A site is terminal when no convolution is reachable from its output.
+    let conv_nodes: HashSet<usize> = sites.iter().map(|s| s.index).collect();
+    for site in &mut sites {
+        let mut stack = vec![site.output.clone()];
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut reaches = false;
+        while let Some(v) = stack.pop() {
+            if !seen.insert(v.clone()) {
+                continue;
+            }
+            for &r in readers.get(v.as_str()).map(Vec::as_slice).unwrap_or(&[]) {
+                if conv_nodes.contains(&r) {
+                    reaches = true;
+                    break;
+                }
+                stack.extend(g.node[r].output.iter().cloned());
+            }
+            if reaches {
+                break;
+            }
+        }
+        site.terminal = !reaches;
+    }
+    Ok(sites)
+}
+
+/// A copy of `model` that also outputs each of `values` (float, shape left open), for calibration
+/// and for measuring intermediate tensors. Values already output are not repeated.
+pub fn with_outputs(model: &ModelProto, values: &[String]) -> Result<ModelProto> {
+    let mut m = model.clone();
+    let g = m.graph.as_mut().ok_or_else(|| OnnxError::Quantize("the model has no graph".into()))?;
+    let existing: HashSet<String> = g.output.iter().map(|o| o.name.clone()).collect();
+    for v in values.iter().filter(|v| !existing.contains(*v)) {
+        let mut tensor = TensorType::new();
+        tensor.elem_type = DataType::FLOAT as i32;
+        let mut tp = TypeProto::new();
+        tp.value = Some(type_proto::Value::TensorType(tensor));
+        let mut vi = ValueInfoProto::new();
+        vi.name = v.clone();
+        vi.type_ = Some(tp).into();
+        g.output.push(vi);
+    }
+    Ok(m)
+}
+
+/// The float values of an initializer (raw little-endian data or `float_data`).
+pub fn float_data(t: &TensorProto) -> Result<Vec<f32>> {
+    if t.data_type != DataType::FLOAT as i32 {
+        return Err(OnnxError::Quantize(format!("initializer `{}` is not float32", t.name)));
+    }
+    let n: i64 = t.dims.iter().product();
+    let values: Vec<f32> = if !t.raw_data.is_empty() {
+        t.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    } else {
+        t.float_data.clone()
+    };
+    if values.len() as i64 != n {
+        let reason = format!("initializer `{}` holds {} values for shape {:?}", t.name, values.len(), t.dims);
+        return Err(OnnxError::Quantize(reason));
+    }
+    Ok(values)
+}
+
+/// Scale and zero point of an asymmetric uint8 activation covering `(min, max)` and 0.
+pub fn activation_params((min, max): (f32, f32)) -> (f32, u8) {
+    let (lo, hi) = (min.min(0.0), max.max(0.0));
+    if !(hi > lo) || !(hi - lo).is_finite() {
+        return (1.0, 0);
+    }
+    let scale = (hi - lo) / 255.0;
+    let zero = (-lo / scale).round().clamp(0.0, 255.0) as u8;
+    (scale, zero)
+}
+
+/// Per-output-channel symmetric int8 weights and their scales.
+fn quantize_weights(w: &[f32], channels: usize, qmax: f32) -> (Vec<i8>, Vec<f32>) {
+    let per = w.len() / channels.max(1);
+    let mut q = Vec::with_capacity(w.len());
+    let mut scales = Vec::with_capacity(channels);
+    for c in w.chunks(per.max(1)) {
+        let amax = c.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let s = if amax > 0.0 && amax.is_finite() { amax / qmax } else { 1.0 };
+        scales.push(s);
+        q.extend(c.iter().map(|v| (v / s).round().clamp(-qmax, qmax) as i8));
+    }
+    (q, scales)
+}
+
+fn raw_tensor(name: &str, dims: &[i64], ty: DataType, raw: Vec<u8>) -> TensorProto {
+    let mut t = TensorProto::new();
+    t.name = name.to_string();
+    t.dims = dims.to_vec();
+    t.data_type = ty as i32;
+    t.raw_data = raw;
+    t
+}
+
+fn node(op: &str, name: String, inputs: Vec<String>, output: String, axis: Option<i64>) -> NodeProto {
+    let mut n = NodeProto::new();
+    n.op_type = op.to_string();
+    n.name = name;
+    n.input = inputs;
+    n.output = vec![output];
+    if let Some(axis) = axis {
+        let mut a = AttributeProto::new();
+        a.name = "axis".into();
+        a.i = axis;
+        a.type_ = AttributeType::INT.into();
+        n.attribute.push(a);
+    }
+    n
+}
+
+/// Fresh names that collide with nothing in the graph.
+struct Names(HashSet<String>);
+
+impl Names {
+    fn fresh(&mut self, base: String) -> String {
+        let mut candidate = base.clone();
+        let mut k = 0;
+        while self.0.contains(&candidate) {
+            k += 1;
+            candidate = format!("{base}_{k}");
+        }
+        self.0.insert(candidate.clone());
+        candidate
+    }
+}
+
+/// Rewrites `model` per `plan` (see the module docs). Every activation of a quantized convolution
+/// needs a range in `plan.ranges`; unknown convolution names are an error.
+pub fn quantize_qdq(model: &ModelProto, plan: &QuantPlan) -> Result<Quantized> {
+    let sites = conv_sites(model)?;
+    let by_name: HashMap<&str, &ConvSite> = sites.iter().map(|s| (s.name.as_str(), s)).collect();
+    let chosen: Vec<&ConvSite> = plan
+        .convs
+        .iter()
+        .map(|c| {
+            by_name.get(c.as_str()).copied().ok_or_else(|| OnnxError::Quantize(format!("no quantizable conv `{c}`")))
+        })
+        .collect::<Result<_>>()?;
+    let mut m = model.clone();
+    let g = m.graph.as_mut().ok_or_else(|| OnnxError::Quantize("the model has no graph".into()))?;
+    let mut names = Names(HashSet::new());
+    for n in &g.node {
+        names.0.extend(n.input.iter().chain(&n.output).cloned());
+        names.0.insert(n.name.clone());
+    }
+    names.0.extend(g.initializer.iter().map(|t| t.name.clone()));
+    names.0.extend(g.input.iter().map(|t| t.name.clone()));
+    let qmax = if plan.reduce_range { 63.0 } else { 127.0 };
+
+    // Activations: one Q -> DQ pair each.
+    let mut act_params: BTreeMap<String, (f32, u8)> = BTreeMap::new();
+    for s in &chosen {
+        for v in [&s.input, &s.output] {
+            let range =
+                plan.ranges.get(v).ok_or_else(|| OnnxError::Quantize(format!("no calibrated range for `{v}`")))?;
+            act_params.insert(v.clone(), activation_params(*range));
+        }
+    }
+    let mut new_inits = Vec::new();
+    let mut pairs: HashMap<String, Vec<NodeProto>> = HashMap::new();
+    let mut dequantized = BTreeMap::new();
+    for (v, &(scale, zero)) in &act_params {
+        let s = names.fresh(format!("{v}_scale"));
+        let z = names.fresh(format!("{v}_zero_point"));
+        new_inits.push(raw_tensor(&s, &[], DataType::FLOAT, scale.to_le_bytes().to_vec()));
+        new_inits.push(raw_tensor(&z, &[], DataType::UINT8, vec![zero]));
+        let q = names.fresh(format!("{v}_quantized"));
+        let dq = names.fresh(format!("{v}_dequantized"));
+        let qn = node(
+            "QuantizeLinear",
+            names.fresh(format!("{v}/Q")),
+            vec![v.clone(), s.clone(), z.clone()],
+            q.clone(),
+            None,
+        );
+        let dqn = node("DequantizeLinear", names.fresh(format!("{v}/DQ")), vec![q, s, z], dq.clone(), None);
+        pairs.insert(v.clone(), vec![qn, dqn]);
+        dequantized.insert(v.clone(), dq);
+    }
+
+    // Weights and biases: integer initializers behind per-channel DequantizeLinear nodes.
+    let inits: HashMap<String, TensorProto> = g.initializer.iter().map(|t| (t.name.clone(), t.clone())).collect();
+    let mut weight_nodes = Vec::new();
+    let mut conv_inputs: HashMap<usize, (String, Option<String>)> = HashMap::new();
+    for s in &chosen {
+        let w = &inits[&s.weight];
+        let (q, scales) = quantize_weights(&float_data(w)?, s.channels, qmax);
+        let c = s.channels as i64;
+        let (wq, ws, wz) = (
+            names.fresh(format!("{}_quantized", s.weight)),
+            names.fresh(format!("{}_scale", s.weight)),
+            names.fresh(format!("{}_zero_point", s.weight)),
+        );
+        new_inits.push(raw_tensor(&wq, &w.dims, DataType::INT8, q.iter().map(|&v| v as u8).collect()));
+        new_inits.push(raw_tensor(&ws, &[c], DataType::FLOAT, scales.iter().flat_map(|v| v.to_le_bytes()).collect()));
+        new_inits.push(raw_tensor(&wz, &[c], DataType::INT8, vec![0; s.channels]));
+        let wdq = names.fresh(format!("{}_dequantized", s.weight));
+        weight_nodes.push(node(
+            "DequantizeLinear",
+            names.fresh(format!("{}/DQ", s.weight)),
+            vec![wq, ws, wz],
+            wdq.clone(),
+            Some(0),
+        ));
+        let bias = match &s.bias {
+            Some(b) => {
+                let values = float_data(&inits[b])?;
+                let in_scale = act_params[&s.input].0;
+                let bias_scales: Vec<f32> = scales.iter().map(|w| w * in_scale).collect();
+                let q: Vec<i32> = values
+                    .iter()
+                    .zip(&bias_scales)
+                    .map(|(v, s)| {
+                        (f64::from(*v) / f64::from(*s)).round().clamp(i32::MIN as f64, i32::MAX as f64) as i32
+                    })
+                    .collect();
+                let (bq, bs, bz) = (
+                    names.fresh(format!("{b}_quantized")),
+                    names.fresh(format!("{b}_scale")),
+                    names.fresh(format!("{b}_zero_point")),
+                );
+                new_inits.push(raw_tensor(
+                    &bq,
+                    &[c],
+                    DataType::INT32,
+                    q.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ));
+                new_inits.push(raw_tensor(
+                    &bs,
+                    &[c],
+                    DataType::FLOAT,
+                    bias_scales.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ));
+                new_inits.push(raw_tensor(&bz, &[c], DataType::INT32, vec![0; 4 * s.channels]));
+                let bdq = names.fresh(format!("{b}_dequantized"));
+                weight_nodes.push(node(
+                    "DequantizeLinear",
+                    names.fresh(format!("{b}/DQ")),
+                    vec![bq, bs, bz],
+                    bdq.clone(),
+                    Some(0),
+                ));
+                Some(bdq)
+            }
+            None => None,
+        };
+        conv_inputs.insert(s.index, (wdq, bias));
+    }
+
+    // The new node list: weight dequantizers first, then each original node followed by the
+    // Q -> DQ pairs of what it writes; readers of a quantized activation read its DQ output.
+    let mut nodes = weight_nodes;
+    for v in g.input.iter().map(|i| i.name.clone()).collect::<Vec<_>>() {
+        nodes.extend(pairs.remove(&v).unwrap_or_default());
+    }
+    for (i, mut n) in std::mem::take(&mut g.node).into_iter().enumerate() {
+        for input in n.input.iter_mut() {
+            if let Some(dq) = dequantized.get(input) {
+                *input = dq.clone();
+            }
+        }
+        if let Some((w, b)) = conv_inputs.remove(&i) {
+            n.input[1] = w;
+            if let Some(b) = b {
+                n.input[2] = b;
+            }
+        }
+        let outputs = n.output.clone();
+        nodes.push(n);
+        for o in outputs {
+            nodes.extend(pairs.remove(&o).unwrap_or_default());
+        }
+    }
+    if let Some(v) = pairs.keys().next() {
+        return Err(OnnxError::Quantize(format!("activation `{v}` is produced by no node")));
+    }
+    g.node = nodes;
+    g.initializer.extend(new_inits);
+    // Drop float weights nobody reads any more.
+    let read: HashSet<&String> = g.node.iter().flat_map(|n| n.input.iter()).collect();
+    let outputs: HashSet<&String> = g.output.iter().map(|o| &o.name).collect();
+    let keep: Vec<bool> = g.initializer.iter().map(|t| read.contains(&t.name) || outputs.contains(&t.name)).collect();
+    let mut k = keep.iter();
+    g.initializer.retain(|_| *k.next().expect("one flag per initializer"));
+    Ok(Quantized { model: m, dequantized })
+}
+
+/// Sets (or replaces) a metadata entry.
+pub fn set_metadata(model: &mut ModelProto, key: &str, value: String) {
+    model.metadata_props.retain(|e| e.key != key);
+    let mut e = StringStringEntryProto::new();
+    e.key = key.to_string();
+    e.value = value;
+    model.metadata_props.push(e);
+}
+
+/// A metadata entry of `model`.
+pub fn metadata(model: &ModelProto, key: &str) -> Option<String> {
+    model.metadata_props.iter().find(|e| e.key == key).map(|e| e.value.clone())
+}
+
+/// Counts the nodes of `op` in `model` (for reports and tests).
+pub fn count_ops(model: &ModelProto, op: &str) -> usize {
+    model.graph.as_ref().map_or(0, |g| g.node.iter().filter(|n| n.op_type == op).count())
+}
+
+/// The group count of a convolution node (1 when absent), for reports.
+pub fn conv_group(model: &ModelProto, site: &ConvSite) -> i64 {
+    model.graph.as_ref().and_then(|g| g.node.get(site.index)).and_then(|n| attr_int(n, "group")).unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{Attr, Dim, ElemType, GraphBuilder};
+
+    /// x -> Conv(3->4) -> Relu -> Conv(4->2) -> y.
+    fn two_convs() -> ModelProto {
+        let mut g = GraphBuilder::new("t");
+        let x = g.input("x", ElemType::F32, &[Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(4), Dim::Fixed(4)]).unwrap();
+        let w1: Vec<f32> = (0..4 * 3 * 9).map(|i| ((i * 7 % 11) as f32 - 5.0) / 10.0).collect();
+        let w1 = g.weight("a.weight", &[4, 3, 3, 3], w1).unwrap();
+        let b1 = g.weight("a.bias", &[4], vec![0.1, -0.2, 0.3, 0.0]).unwrap();
+        let pads = || vec![("pads", Attr::Ints(vec![1, 1, 1, 1]))];
+        let c1 = g.op("Conv", "a", &[&x, &w1, &b1], pads());
+        let r1 = g.op("Relu", "a_relu", &[&c1], vec![]);
+        let w2 = g.weight("b.weight", &[2, 4, 1, 1], vec![0.5, -1.0, 0.25, 2.0, 0.0, 0.0, 0.0, 0.0]).unwrap();
+        let c2 = g.op_as("Conv", "y", &[&r1, &w2], vec![]).unwrap();
+        g.output(&c2, ElemType::F32, &[]).unwrap();
+        g.build()
+    }
+
+    #[test]
+    fn sites_follow_relu_and_find_the_terminal_conv() {
+        let sites = conv_sites(&two_convs()).unwrap();
+        assert_eq!(sites.len(), 2);
+        assert_eq!((sites[0].input.as_str(), sites[0].output.as_str()), ("x", "a_relu"));
+        assert_eq!(sites[0].bias.as_deref(), Some("a.bias"));
+        assert!(!sites[0].terminal && sites[1].terminal);
+        assert_eq!((sites[1].bias.as_ref(), sites[1].channels), (None, 2));
+    }
+
+    #[test]
+    fn activation_parameters_cover_zero_and_the_range() {
+        let (s, z) = activation_params((0.0, 2.55));
+        assert!((s - 0.01).abs() < 1e-7 && z == 0);
+        let (s, z) = activation_params((-1.0, 1.0));
+        assert!((s - 2.0 / 255.0).abs() < 1e-7 && (127..=128).contains(&z));
+        assert_eq!(activation_params((0.0, 0.0)), (1.0, 0), "a constant zero tensor gets a usable scale");
+        let (s, z) = activation_params((0.5, 1.0));
+        assert!(z == 0 && (s - 1.0 / 255.0).abs() < 1e-7, "the range is widened to include 0");
+    }
+
+    #[test]
+    fn per_channel_weights_round_trip_within_half_a_step() {
+        let w = [0.5f32, -1.0, 0.25, 2.0, 0.0, 0.0, 0.0, 0.0];
+        let (q, s) = quantize_weights(&w, 2, 127.0);
+        assert_eq!(s[1], 1.0, "an all-zero channel keeps a usable scale");
+        assert_eq!(q[1], -64, "-1.0 at scale 2/127");
+        for (i, (&qv, &wv)) in q.iter().zip(&w).enumerate() {
+            let back = qv as f32 * s[i / 4];
+            assert!((back - wv).abs() <= s[i / 4] / 2.0 + 1e-7, "{i}: {back} vs {wv}");
+        }
+        let (q7, _) = quantize_weights(&w, 2, 63.0);
+        assert_eq!(q7[3], 63, "reduced range");
+    }
+
+    #[test]
+    fn rewrite_inserts_qdq_pairs_and_integer_weights() {
+        let model = two_convs();
+        let mut plan = QuantPlan { convs: vec!["a/Conv".into(), "y/Conv".into()], ..Default::default() };
+        assert!(quantize_qdq(&model, &plan).unwrap_err().to_string().contains("no calibrated range for `x`"));
+        plan.ranges = [("x", (-1.0, 1.0)), ("a_relu", (0.0, 3.0)), ("y", (-4.0, 4.0))]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        let q = quantize_qdq(&model, &plan).unwrap();
+        assert_eq!(count_ops(&q.model, "QuantizeLinear"), 3);
+        assert_eq!(count_ops(&q.model, "DequantizeLinear"), 3 + 2 + 1, "3 activations, 2 weights, 1 bias");
+        let g = q.model.graph.as_ref().unwrap();
+        assert!(g.initializer.iter().all(|t| !t.name.ends_with(".weight")), "float weights are dropped");
+        let wq = g.initializer.iter().find(|t| t.name == "a.weight_quantized").unwrap();
+        assert_eq!((wq.data_type, wq.raw_data.len()), (DataType::INT8 as i32, 4 * 3 * 9));
+        let bq = g.initializer.iter().find(|t| t.name == "a.bias_quantized").unwrap();
+        assert_eq!(bq.data_type, DataType::INT32 as i32);
+        // Readers of a quantized activation read its dequantized value; the output keeps its name.
+        let relu_readers: Vec<_> = g.node.iter().filter(|n| n.input.iter().any(|i| i == "a_relu")).collect();
+        assert_eq!(relu_readers.len(), 1);
+        assert_eq!(relu_readers[0].op_type, "QuantizeLinear");
+        assert_eq!(q.dequantized["a_relu"], "a_relu_dequantized");
+        assert_eq!(g.output[0].name, "y");
+        // Topological order: every input is produced before it is read.
+        let mut known: HashSet<String> = g.initializer.iter().map(|t| t.name.clone()).collect();
+        known.insert("x".into());
+        for n in &g.node {
+            assert!(n.input.iter().all(|i| known.contains(i)), "{} reads before write", n.name);
+            known.extend(n.output.iter().cloned());
+        }
+        // Quantizing only the second conv leaves the first one's weights in float.
+        let only = QuantPlan { convs: vec!["y/Conv".into()], ..plan };
+        let q = quantize_qdq(&model, &only).unwrap();
+        assert_eq!(count_ops(&q.model, "QuantizeLinear"), 2);
+        assert!(q.model.graph.initializer.iter().any(|t| t.name == "a.weight"));
+        assert!(quantize_qdq(&model, &QuantPlan { convs: vec!["nope".into()], ..Default::default() }).is_err());
+    }
+}
