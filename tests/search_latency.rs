@@ -329,3 +329,29 @@ fn impossible_budget_and_foreign_table_are_explained() {
     assert_one_line_failure(&o, &["cuda:0"]);
     assert!(!s.dir.join("gpu/state.json").exists(), "refused before searching ({:?})", started.elapsed());
 }
+
+#[test]
+fn an_int8_budget_search_runs_on_an_int8_table_and_refuses_a_float_one() {
+    let s = setup();
+    let d = |p: &str| s.dir.join(p).to_str().unwrap().to_string();
+    let (genes, lut8) = (d("genes.toml"), d("lut-int8.json"));
+    let mut args = vec!["latency", "build", "--input", "64x64,96x96", "--genes", &genes];
+    args.extend(["--classes", "1", "--threads", "1", "--calibration", "3", "--precision", "int8"]);
+    args.extend(["--warmup", "1", "--min-iters", "3", "--min-seconds", "0", "--out", &lut8]);
+    let o = detnas(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t8 = LatencyTable::load(Path::new(&lut8)).unwrap();
+    let t32 = LatencyTable::load(Path::new(&s.lut)).unwrap();
+    assert_eq!((t8.fingerprint.precision.as_str(), t32.fingerprint.precision.as_str()), ("int8", "fp32"));
+    assert_eq!(t8.entries["96x96"].len(), t32.entries["96x96"].len(), "the same parts at both precisions");
+    assert_ne!(t8.hash, t32.hash);
+
+    let budget = format!("{:.3}ms", s.range.1 * 2.0);
+    let o = run(&search_args(s, &s.dir.join("p32"), &budget, &s.lut, "1"), &["--precision", "int8"]);
+    assert_one_line_failure(&o, &["--precision int8", "fp32", "latency build --precision int8"]);
+    let out = s.dir.join("p8");
+    let o = run(&search_args(s, &out, &budget, &lut8, "1"), &["--precision", "int8", "--measure"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("measured"), "finalists timed as INT8 models: {}", stderr(&o));
+    assert!(!read(&out.join("candidates.json")).as_array().unwrap().is_empty());
+}

@@ -7,7 +7,7 @@ use detnas_core::InputSize;
 use detnas_core::genome::{GeneSpace, Genome};
 use detnas_core::space::{ChannelShuffle, SearchSpace};
 use detnas_infer::latency::{BuildOptions, LatencyTable, Runner, base_config, build_table, check_table};
-use detnas_infer::{Device, Fingerprint, TimingPlan};
+use detnas_infer::{Device, Fingerprint, Precision, TimingPlan};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -75,6 +75,10 @@ pub struct BuildArgs {
     /// Fail instead of falling back to CPU when the device is unavailable.
     #[arg(long)]
     strict: bool,
+    /// Precision of the measured models: fp32, or int8 (quantized as `detnas quantize` does: every
+    /// convolution but the stem). Recorded in the table's fingerprint.
+    #[arg(long, default_value = "fp32", value_parser = ["fp32", "int8"])]
+    precision: String,
     /// Genomes measured end to end to fit the correction of the additive sum (0: none).
     #[arg(long, default_value_t = 20)]
     calibration: usize,
@@ -153,7 +157,13 @@ fn build(args: BuildArgs) -> Result<()> {
         genes,
         classes: args.classes,
         shuffle: ChannelShuffle::default(),
-        runner: Runner { device, threads: args.threads, strict: args.strict, timing: args.timing.plan() },
+        runner: Runner {
+            device,
+            threads: args.threads,
+            strict: args.strict,
+            timing: args.timing.plan(),
+            precision: Precision::parse(&args.precision)?,
+        },
         calibration: args.calibration,
         calibration_seed: args.calibration_seed,
     };
@@ -185,7 +195,11 @@ fn load_checked(path: &Path, strict: bool) -> Result<(LatencyTable, Runner)> {
         Device::Cpu => "CPUExecutionProvider".to_string(),
         Device::Cuda(_) => table.fingerprint.provider.clone(),
     };
-    let here = Fingerprint::current(device, table.fingerprint.threads, &provider);
+    let precision = Precision::parse(&table.fingerprint.precision)?;
+    let here = Fingerprint {
+        precision: precision.name().into(),
+        ..Fingerprint::current(device, table.fingerprint.threads, &provider)
+    };
     let diff = table.fingerprint.differences(&here);
     if !diff.is_empty() {
         let line = format!(
@@ -198,7 +212,7 @@ fn load_checked(path: &Path, strict: bool) -> Result<(LatencyTable, Runner)> {
         }
         eprintln!("warning: {line}; predictions may not hold here");
     }
-    let runner = Runner { device, threads: table.fingerprint.threads, strict, timing: table.timing };
+    let runner = Runner { device, threads: table.fingerprint.threads, strict, timing: table.timing, precision };
     Ok((table, runner))
 }
 

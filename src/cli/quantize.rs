@@ -75,6 +75,9 @@ pub fn quantize(model: &ModelProto, calib: &CalibArgs) -> Result<ModelProto> {
     if calib.calibrate.is_empty() {
         bail!("--calibrate DIR is required: INT8 ranges come from real images");
     }
+    if detnas_onnx::quantize::metadata(model, detnas_infer::quantize::QUANTIZATION_KEY).is_some() {
+        bail!("the model is already quantized");
+    }
     let collected = collect_inputs(&calib.calibrate, None);
     for f in &collected.failures {
         eprintln!("warning: {}", f.error);

@@ -61,6 +61,10 @@ pub struct SearchArgs {
     /// the search's configuration, so a resume under another table is refused.
     #[arg(long)]
     lut: Option<PathBuf>,
+    /// Precision the latency budget is for (fp32 or int8); the --lut table must have been built
+    /// for it (`detnas latency build --precision`). Default: the table's.
+    #[arg(long, requires = "lut", value_parser = ["fp32", "int8"])]
+    precision: Option<String>,
     /// Export the finalists and time them for real on the table's device (never falling back to
     /// another); finalists over the latency budget when measured are dropped.
     #[arg(long, requires = "latency_max")]
@@ -241,7 +245,17 @@ pub fn run(args: SearchArgs) -> Result<()> {
             let what = format!("measuring on {} for {}", t.fingerprint.device, t.source);
             detnas_infer::runtime::session_builder(t.fingerprint.threads, table_device(t)?, true, &what)?;
         }
-        let here = Fingerprint::current(table_device(t)?, t.fingerprint.threads, &t.fingerprint.provider);
+        if let Some(p) = args.precision.as_deref().filter(|p| *p != t.fingerprint.precision) {
+            bail!(
+                "--precision {p}: latency table {} was measured at {} (build one with `detnas latency build --precision {p}`)",
+                t.source,
+                t.fingerprint.precision
+            );
+        }
+        let here = Fingerprint {
+            precision: t.fingerprint.precision.clone(),
+            ..Fingerprint::current(table_device(t)?, t.fingerprint.threads, &t.fingerprint.provider)
+        };
         search_latency::check_fingerprint(t, &here, args.strict)?;
         search_latency::check_feasible(t, &space, genes.as_ref(), &base, max_ms)?;
         constraints.push(Box::new(search_latency::constraint(t, &space, &base, max_ms)));
@@ -398,7 +412,13 @@ fn measure_finalists(
     top: &[Scored],
     max_ms: f64,
 ) -> Result<BTreeMap<String, f64>> {
-    let runner = Runner { device: table_device(t)?, threads: t.fingerprint.threads, strict: true, timing: t.timing };
+    let runner = Runner {
+        device: table_device(t)?,
+        threads: t.fingerprint.threads,
+        strict: true,
+        timing: t.timing,
+        precision: detnas_infer::Precision::parse(&t.fingerprint.precision)?,
+    };
     let mut out = BTreeMap::new();
     for s in top {
         let ms = runner.detector(space, &s.arch.arch, &s.arch.detector_config(base))?.p50_ms;

@@ -45,8 +45,38 @@ pub struct Fingerprint {
     pub provider: String,
     /// ONNX Runtime intra-op threads (`None`: its default, all cores).
     pub threads: Option<usize>,
-    /// Numeric precision of the measured models (`fp32`, the only one so far).
+    /// Numeric precision of the measured models ([`Precision::name`]).
     pub precision: String,
+}
+
+/// Numeric precision of the models a latency table measures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// Float32 throughout.
+    #[default]
+    Fp32,
+    /// Static INT8 in QDQ form, as `detnas quantize` writes it: every convolution but the input
+    /// stem quantized, post-processing in float.
+    Int8,
+}
+
+impl Precision {
+    /// `fp32` or `int8`.
+    pub fn parse(text: &str) -> crate::Result<Self> {
+        match text {
+            "fp32" => Ok(Precision::Fp32),
+            "int8" => Ok(Precision::Int8),
+            other => Err(crate::InferError::Config(format!("unknown precision {other:?} (fp32, int8)"))),
+        }
+    }
+
+    /// The name [`Precision::parse`] reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Int8 => "int8",
+        }
+    }
 }
 
 fn cpuinfo() -> String {

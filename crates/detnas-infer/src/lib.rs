@@ -94,7 +94,7 @@ pub use detnas_core::detector::DetectorConfig;
 pub use detnas_core::shape::InputSize;
 pub use device::{Device, ProviderChoice};
 pub use error::{InferError, Result};
-pub use fingerprint::Fingerprint;
+pub use fingerprint::{Fingerprint, Precision};
 pub use image::{self, RgbImage};
 pub use image_io::{DecodeLimits, ImageError, ImageWarning};
 #[cfg(feature = "latency")]

@@ -118,13 +118,16 @@ pub struct QuantizeReport {
     pub record: serde_json::Value,
 }
 
+/// A calibration image: its name and its letterboxed network input (`3 x H x W`, RGB 0-255).
+pub type CalibrationInput = (String, Vec<f32>);
+
 /// The calibration inputs: each readable image of `paths`, letterboxed to the model's input with its
 /// pad value. Unreadable images are returned beside the inputs (name and problem), not fatal.
 pub fn calibration_inputs(
     model: &ModelProto,
     paths: &[PathBuf],
     limits: &DecodeLimits,
-) -> Result<(Vec<(String, Vec<f32>)>, Vec<String>)> {
+) -> Result<(Vec<CalibrationInput>, Vec<String>)> {
     let cfg = model_config(model)?;
     let (w, h) = (cfg.input.width as u32, cfg.input.height as u32);
     let (mut inputs, mut failures) = (Vec::new(), Vec::new());
@@ -282,7 +285,7 @@ fn entropy_threshold(hist: &[u64], levels: usize) -> f32 {
 fn calibrate(
     model: &ModelProto,
     sites: &[ConvSite],
-    inputs: &[(String, Vec<f32>)],
+    inputs: &[CalibrationInput],
     opts: &QuantizeOptions,
 ) -> Result<BTreeMap<String, (f32, f32)>> {
     let mut names: Vec<String> = sites.iter().flat_map(|s| [s.input.clone(), s.output.clone()]).collect();
@@ -323,7 +326,7 @@ fn calibrate(
 fn head_outputs(
     model: &ModelProto,
     names: &[String],
-    inputs: &[(String, Vec<f32>)],
+    inputs: &[CalibrationInput],
     threads: Option<usize>,
 ) -> Result<Vec<Vec<Vec<f32>>>> {
     let mut probe = Probe::new(&with_outputs(model, names)?, threads, "sensitivity model")?;
@@ -381,7 +384,7 @@ impl Quantizer<'_> {
 /// [`calibration_inputs`]); see the module docs.
 pub fn quantize_detector(
     model: &ModelProto,
-    inputs: &[(String, Vec<f32>)],
+    inputs: &[CalibrationInput],
     opts: &QuantizeOptions,
 ) -> Result<QuantizeReport> {
     if inputs.is_empty() {

@@ -180,7 +180,7 @@ pub fn float_data(t: &TensorProto) -> Result<Vec<f32>> {
 /// Scale and zero point of an asymmetric uint8 activation covering `(min, max)` and 0.
 pub fn activation_params((min, max): (f32, f32)) -> (f32, u8) {
     let (lo, hi) = (min.min(0.0), max.max(0.0));
-    if !(hi > lo) || !(hi - lo).is_finite() {
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) || !(hi - lo).is_finite() {
         return (1.0, 0);
     }
     let scale = (hi - lo) / 255.0;
@@ -404,6 +404,27 @@ pub fn quantize_qdq(model: &ModelProto, plan: &QuantPlan) -> Result<Quantized> {
     Ok(Quantized { model: m, dequantized })
 }
 
+/// `model` quantized for timing only (latency tables of INT8 models): every convolution, except
+/// the first when `keep_first_float` (the input stem of a whole detector), with fixed activation
+/// ranges, `[0, 6]` for `Relu` outputs and `[-6, 6]` otherwise. Integer kernels take the same time
+/// whatever the ranges; the numbers are meaningless.
+pub fn quantize_for_timing(model: &ModelProto, keep_first_float: bool) -> Result<ModelProto> {
+    let sites = conv_sites(model)?;
+    let g = graph(model)?;
+    let relu_outputs: HashSet<&String> =
+        g.node.iter().filter(|n| n.op_type == "Relu").flat_map(|n| n.output.iter()).collect();
+    let skip = usize::from(keep_first_float);
+    let mut plan = QuantPlan::default();
+    for s in sites.iter().skip(skip) {
+        plan.convs.push(s.name.clone());
+        for v in [&s.input, &s.output] {
+            let range = if relu_outputs.contains(v) { (0.0, 6.0) } else { (-6.0, 6.0) };
+            plan.ranges.insert(v.clone(), range);
+        }
+    }
+    Ok(quantize_qdq(model, &plan)?.model)
+}
+
 /// Sets (or replaces) a metadata entry.
 pub fn set_metadata(model: &mut ModelProto, key: &str, value: String) {
     model.metadata_props.retain(|e| e.key != key);
@@ -521,5 +542,21 @@ mod tests {
         assert_eq!(count_ops(&q.model, "QuantizeLinear"), 2);
         assert!(q.model.graph.initializer.iter().any(|t| t.name == "a.weight"));
         assert!(quantize_qdq(&model, &QuantPlan { convs: vec!["nope".into()], ..Default::default() }).is_err());
+    }
+
+    #[test]
+    fn timing_quantization_covers_every_conv_of_a_block_and_spares_a_detector_stem() {
+        use detnas_core::detector::DetectorConfig;
+        use detnas_core::space::{Choice, SearchSpace};
+        let space = SearchSpace::by_name("detnas-300m").unwrap();
+        let cfg = DetectorConfig::default();
+        let part = crate::parts::Part::Block { layer: 1, choice: Choice::Xception3x3 };
+        let pm = crate::parts::export_part(&space, &cfg, &part, 0).unwrap();
+        let convs = conv_sites(&pm.model).unwrap().len();
+        let q = quantize_for_timing(&pm.model, false).unwrap();
+        assert_eq!(count_ops(&q, "Conv"), convs);
+        assert_eq!(conv_sites(&q).unwrap().len(), 0, "no float weights left");
+        let kept = quantize_for_timing(&pm.model, true).unwrap();
+        assert_eq!(conv_sites(&kept).unwrap().len(), 1, "the first conv stays float");
     }
 }

@@ -5,6 +5,7 @@
 use crate::detector::Detector;
 use crate::device::Device;
 use crate::error::{InferError, Result};
+use crate::fingerprint::Precision;
 use crate::options::DetectorOptions;
 use crate::timing::{Latency, TimingPlan, time};
 use detnas_core::arch::Arch;
@@ -13,7 +14,8 @@ use detnas_core::plan::{Paths, detector_params};
 use detnas_core::rng::Rng;
 use detnas_core::space::{ChannelShuffle, SearchSpace};
 use detnas_onnx::graph::encode;
-use detnas_onnx::{ExportOptions, Part, Weights, export_part, export_retinanet};
+use detnas_onnx::quantize::quantize_for_timing;
+use detnas_onnx::{ExportOptions, ModelProto, Part, Weights, export_part, export_retinanet};
 
 /// Where and how to measure.
 #[derive(Clone, Debug, Default)]
@@ -26,6 +28,9 @@ pub struct Runner {
     pub strict: bool,
     /// Warm-up and timed runs of every measurement.
     pub timing: TimingPlan,
+    /// Precision of the measured models (INT8: quantized as `detnas quantize` does, with ranges
+    /// that do not matter for timing).
+    pub precision: Precision,
 }
 
 /// The detector configuration tables are measured with: defaults, `classes` classes (`object`
@@ -41,9 +46,12 @@ pub fn base_config(classes: usize, shuffle: ChannelShuffle) -> DetectorConfig {
 /// weights. (DetNAS's initialisation shrinks activations into denormal floats, which run several
 /// times slower on CPUs: timing those would measure something no trained model does.)
 pub fn random_detector(space: &SearchSpace, arch: &Arch, cfg: &DetectorConfig, seed: u64) -> Result<Vec<u8>> {
+    Ok(encode(&random_detector_model(space, arch, cfg, seed)?)?)
+}
+
+fn random_detector_model(space: &SearchSpace, arch: &Arch, cfg: &DetectorConfig, seed: u64) -> Result<ModelProto> {
     let weights = Weights::random_varied(&detector_params(space, Paths::Single(arch), cfg), seed).without_detections();
-    let model = export_retinanet(space, arch, cfg, &weights, &ExportOptions::default())?;
-    Ok(encode(&model)?)
+    Ok(export_retinanet(space, arch, cfg, &weights, &ExportOptions::default())?)
 }
 
 /// Deterministic input values in `[0, scale)`.
@@ -57,7 +65,11 @@ impl Runner {
     pub fn part(&self, space: &SearchSpace, cfg: &DetectorConfig, part: &Part) -> Result<(Latency, String)> {
         let name = format!("{part:?} at {}", cfg.input);
         let pm = export_part(space, cfg, part, 0)?;
-        let bytes = encode(&pm.model)?;
+        let bytes = match self.precision {
+            // The stem stays float in INT8 models.
+            Precision::Int8 if !matches!(part, Part::Stem) => encode(&quantize_for_timing(&pm.model, false)?)?,
+            _ => encode(&pm.model)?,
+        };
         let (mut builder, choice) = crate::runtime::session_builder(self.threads, self.device, self.strict, &name)?;
         let mut session = builder
             .commit_from_memory(&bytes)
@@ -79,7 +91,11 @@ impl Runner {
 
     /// Times the SDK's model run of a random-weight detector built in memory (the `bench` path).
     pub fn detector(&self, space: &SearchSpace, arch: &Arch, cfg: &DetectorConfig) -> Result<Latency> {
-        let bytes = random_detector(space, arch, cfg, 0)?;
+        let model = random_detector_model(space, arch, cfg, 0)?;
+        let bytes = match self.precision {
+            Precision::Int8 => encode(&quantize_for_timing(&model, true)?)?,
+            Precision::Fp32 => encode(&model)?,
+        };
         let options =
             DetectorOptions { threads: self.threads, device: self.device, strict: self.strict, ..Default::default() };
         let detector = Detector::from_memory(&bytes, &format!("{} {arch}", space.name), options)?;

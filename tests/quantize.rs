@@ -1,0 +1,123 @@
+//! INT8 quantization end to end: `detnas quantize` on the shipped model calibrated on real aerial
+//! tiles, determinism, the SDK on the result (parity of detections with the float model),
+//! `export --int8`, and the errors of bad inputs.
+
+use crate::util::{assert_one_line_failure, detnas, stderr, textured};
+use detnas_core::boxes::iou;
+use detnas_infer::{Detector, DetectorOptions};
+use detnas_onnx::ModelProto;
+use detnas_onnx::onnx_protobuf::Message;
+use detnas_onnx::quantize::{QUANTIZATION_KEY, count_ops, metadata};
+use std::path::{Path, PathBuf};
+
+const SHIPPED: &str = "models/neon-trees.onnx";
+const SAMPLES: &str = "models/samples";
+
+fn quantize(out: &Path, extra: &[&str]) {
+    let mut args = vec!["quantize", SHIPPED, "--calibrate", SAMPLES, "--out", out.to_str().unwrap()];
+    args.extend(["--sensitivity-images", "1", "--calib-threads", "2"]);
+    args.extend(extra);
+    let o = detnas(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("calibrating on 2 images") && err.contains("most sensitive convolutions"), "{err}");
+}
+
+fn model(path: &Path) -> ModelProto {
+    ModelProto::parse_from_bytes(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn samples() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(SAMPLES)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn quantize_is_deterministic_records_its_calibration_and_keeps_detections() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.onnx"), dir.path().join("b.onnx"));
+    quantize(&a, &[]);
+    quantize(&b, &[]);
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "same images and options, same bytes");
+
+    let m = model(&a);
+    let record: serde_json::Value = serde_json::from_str(&metadata(&m, QUANTIZATION_KEY).unwrap()).unwrap();
+    assert_eq!(record["method"], "percentile");
+    assert_eq!(record["calibration_images"], 2);
+    assert_eq!(record["format"], "qdq");
+    let float_layers = record["float_layers"].as_array().unwrap();
+    assert_eq!(float_layers.len(), 3, "the stem and the 2 most sensitive convolutions");
+    assert_eq!(float_layers[0], "backbone.first_conv.0/Conv", "the input stem stays float");
+    let (convs, quantized) = (record["convolutions"].as_u64().unwrap(), record["quantized"].as_u64().unwrap());
+    assert_eq!(quantized + 3, convs);
+    assert!(count_ops(&m, "QuantizeLinear") > 100 && count_ops(&m, "NonMaxSuppression") == 1, "post-processing kept");
+    assert!(record["head_error"].as_f64().unwrap() < 0.05, "{record}");
+    let (fsize, qsize) = (std::fs::metadata(SHIPPED).unwrap().len(), std::fs::metadata(&a).unwrap().len());
+    assert!(qsize * 2 < fsize, "int8 weights: {qsize} vs {fsize} bytes");
+
+    // Another method gives another model; minmax needs no histogram.
+    let c = dir.path().join("c.onnx");
+    quantize(&c, &["--calib-method", "minmax", "--float-layers", "0"]);
+    assert_ne!(std::fs::read(&a).unwrap(), std::fs::read(&c).unwrap());
+    let rc: serde_json::Value = serde_json::from_str(&metadata(&model(&c), QUANTIZATION_KEY).unwrap()).unwrap();
+    assert_eq!((rc["method"].as_str(), rc["float_layers"].as_array().unwrap().len()), (Some("minmax"), 1));
+
+    // The SDK runs the INT8 model unchanged; its confident detections match the float model's.
+    let float = Detector::from_file(SHIPPED, DetectorOptions::default()).unwrap();
+    let int8 = Detector::from_file(&a, DetectorOptions::default()).unwrap();
+    assert_eq!(int8.class_names(), float.class_names());
+    let (mut matched, mut total) = (0, 0);
+    for path in samples() {
+        let f = float.detect_path(&path).unwrap();
+        let q = int8.detect_path(&path).unwrap();
+        for d in f.detections.iter().filter(|d| d.score >= 0.3) {
+            total += 1;
+            let hit = q.detections.iter().any(|e| iou(&d.bbox, &e.bbox) >= 0.7 && (d.score - e.score).abs() <= 0.1);
+            matched += usize::from(hit);
+        }
+    }
+    assert!(total >= 10, "the samples hold confident detections ({total})");
+    assert!(matched * 10 >= total * 9, "{matched} of {total} confident float detections kept by INT8");
+}
+
+#[test]
+fn export_int8_from_an_architecture_and_bad_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let calib = dir.path().join("calib");
+    std::fs::create_dir(&calib).unwrap();
+    for i in 0..3 {
+        textured(160, 120, i).save(calib.join(format!("{i}.png"))).unwrap();
+    }
+    std::fs::write(calib.join("broken.png"), b"not a png").unwrap();
+    let out = dir.path().join("q.onnx");
+    let args = ["export", "--arch", "coco-retinanet-300m", "--input", "128x128", "--int8", "--calibrate"];
+    let mut args = args.to_vec();
+    args.extend([calib.to_str().unwrap(), "--sensitivity-images", "0", "--out", out.to_str().unwrap()]);
+    let o = detnas(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("skipped calibration image") && stderr(&o).contains("broken.png"), "{}", stderr(&o));
+    let m = model(&out);
+    let record: serde_json::Value = serde_json::from_str(&metadata(&m, QUANTIZATION_KEY).unwrap()).unwrap();
+    assert_eq!(record["calibration_images"], 3);
+    assert_eq!(record["sensitivity"].as_array().map(Vec::len), Some(0), "no sensitivity pass");
+    let convs = record["convolutions"].as_u64().unwrap();
+    assert_eq!(record["quantized"].as_u64(), Some(convs - 1), "all but the stem without the pass");
+    Detector::from_file(&out, DetectorOptions::default()).expect("the SDK loads it");
+
+    // Quantizing twice, an empty folder, a file that is not ONNX, --int8 without --calibrate.
+    let o = detnas(&["quantize", out.to_str().unwrap(), "--calibrate", calib.to_str().unwrap()]);
+    assert_one_line_failure(&o, &["q.onnx", "already quantized"]);
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let o = detnas(&["quantize", SHIPPED, "--calibrate", empty.to_str().unwrap(), "--out", "/dev/null/x.onnx"]);
+    assert_one_line_failure(&o, &["no images found", "empty"]);
+    let o = detnas(&["quantize", calib.join("0.png").to_str().unwrap(), "--calibrate", calib.to_str().unwrap()]);
+    assert_one_line_failure(&o, &["0.png", "not an ONNX model"]);
+    let o = detnas(&["export", "--arch", "coco-retinanet-300m", "--int8", "--out", out.to_str().unwrap()]);
+    assert!(!o.status.success() && stderr(&o).contains("--calibrate"), "{}", stderr(&o));
+}
