@@ -121,3 +121,34 @@ fn export_int8_from_an_architecture_and_bad_inputs() {
     let o = detnas(&["export", "--arch", "coco-retinanet-300m", "--int8", "--out", out.to_str().unwrap()]);
     assert!(!o.status.success() && stderr(&o).contains("--calibrate"), "{}", stderr(&o));
 }
+
+#[test]
+fn fp16_conversion_keeps_float_interfaces_and_detections() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("half.onnx");
+    let o = detnas(&["quantize", SHIPPED, "--fp16", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m = model(&out);
+    assert_eq!(metadata(&m, detnas_onnx::half::PRECISION_KEY).as_deref(), Some("fp16"));
+    let g = m.graph.as_ref().unwrap();
+    let half = g.initializer.iter().filter(|t| t.data_type == 10).count(); // FLOAT16
+    assert!(half > 100, "{half} float16 initializers");
+    assert!(std::fs::metadata(&out).unwrap().len() * 10 < std::fs::metadata(SHIPPED).unwrap().len() * 6);
+
+    let float = Detector::from_file(SHIPPED, DetectorOptions::default()).unwrap();
+    let fp16 = Detector::from_file(&out, DetectorOptions::default()).unwrap();
+    let (mut matched, mut total) = (0, 0);
+    for path in samples() {
+        let f = float.detect_path(&path).unwrap();
+        let h = fp16.detect_path(&path).unwrap();
+        for d in f.detections.iter().filter(|d| d.score >= 0.3) {
+            total += 1;
+            let hit = h.detections.iter().any(|e| iou(&d.bbox, &e.bbox) >= 0.95 && (d.score - e.score).abs() <= 0.01);
+            matched += usize::from(hit);
+        }
+    }
+    assert!(total >= 10 && matched * 100 >= total * 98, "{matched} of {total} float detections kept by fp16");
+    let o =
+        detnas(&["quantize", out.to_str().unwrap(), "--fp16", "--out", dir.path().join("x.onnx").to_str().unwrap()]);
+    assert_one_line_failure(&o, &["half.onnx", "already converted"]);
+}

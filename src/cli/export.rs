@@ -106,6 +106,11 @@ pub struct ExportArgs {
     #[cfg(feature = "infer")]
     #[arg(long, requires = "calibrate")]
     int8: bool,
+    /// Half precision for GPU execution providers: the network in float16, inputs, outputs and
+    /// post-processing in float32.
+    #[cfg(feature = "infer")]
+    #[arg(long, conflicts_with = "int8")]
+    fp16: bool,
     #[cfg(feature = "infer")]
     #[command(flatten)]
     calib: super::quantize::CalibArgs,
@@ -222,6 +227,8 @@ pub fn run(args: ExportArgs) -> Result<()> {
     #[cfg(feature = "infer")]
     let model = if args.int8 {
         super::quantize::quantize(&model, &args.calib)?
+    } else if args.fp16 {
+        super::quantize::to_fp16(&model)?
     } else {
         if !args.calib.calibrate.is_empty() {
             anyhow::bail!("--calibrate is for --int8 exports");

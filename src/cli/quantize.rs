@@ -54,9 +54,13 @@ pub struct CalibArgs {
 pub struct QuantizeArgs {
     /// The float model (exported by `detnas export`).
     model: PathBuf,
-    /// Output file (default: `<model>.int8.onnx` beside the input).
+    /// Output file (default: `<model>.int8.onnx`, or `.fp16.onnx`, beside the input).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Half precision instead (network in float16, float32 inputs, outputs and post-processing),
+    /// for GPU execution providers; needs no calibration.
+    #[arg(long, conflicts_with = "calibrate")]
+    fp16: bool,
     #[command(flatten)]
     calib: CalibArgs,
 }
@@ -133,11 +137,12 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
     let bytes = std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
     let model =
         ModelProto::parse_from_bytes(&bytes).with_context(|| format!("{}: not an ONNX model", args.model.display()))?;
-    let out = args.out.clone().unwrap_or_else(|| default_out(&args.model));
+    let out = args.out.clone().unwrap_or_else(|| default_out(&args.model, if args.fp16 { "fp16" } else { "int8" }));
     if out == args.model {
         bail!("--out {} would overwrite the float model", out.display());
     }
-    let q = quantize(&model, &args.calib).with_context(|| format!("quantizing {}", args.model.display()))?;
+    let q = if args.fp16 { to_fp16(&model) } else { quantize(&model, &args.calib) }
+        .with_context(|| format!("quantizing {}", args.model.display()))?;
     let encoded = encode(&q)?;
     write_atomic(&out, &encoded)?;
     eprintln!(
@@ -149,7 +154,19 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
     Ok(())
 }
 
-fn default_out(model: &Path) -> PathBuf {
+fn default_out(model: &Path, precision: &str) -> PathBuf {
     let stem = model.file_stem().map_or("model".into(), |s| s.to_string_lossy().into_owned());
-    model.with_file_name(format!("{stem}.int8.onnx"))
+    model.with_file_name(format!("{stem}.{precision}.onnx"))
+}
+
+/// The float16 version of an exported float model ([`detnas_onnx::half`]).
+pub fn to_fp16(model: &ModelProto) -> Result<ModelProto> {
+    if detnas_onnx::quantize::metadata(model, detnas_infer::quantize::QUANTIZATION_KEY).is_some()
+        || detnas_onnx::quantize::metadata(model, detnas_onnx::half::PRECISION_KEY).is_some()
+    {
+        bail!("the model is not float32 (already converted)");
+    }
+    let half = detnas_onnx::half::to_fp16(model)?;
+    eprintln!("converted the network to float16; inputs, outputs and post-processing stay float32");
+    Ok(half)
 }

@@ -10,6 +10,7 @@ pub mod export;
 pub mod external;
 mod faster_rcnn;
 pub mod graph;
+pub mod half;
 pub mod parts;
 pub mod quantize;
 pub mod weights;
