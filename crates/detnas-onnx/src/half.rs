@@ -110,13 +110,13 @@ pub fn to_fp16(model: &ModelProto) -> Result<ModelProto> {
     let mut entry_casts = Vec::new();
     let mut cast_inputs: HashMap<String, String> = HashMap::new();
     let mut nodes = std::mem::take(&mut g.node);
-    for i in 0..nodes.len() {
+    for (i, node) in nodes.iter_mut().enumerate() {
         if !network.contains(&i) {
             continue;
         }
-        let keep_float: &[usize] = if nodes[i].op_type == "Resize" { &[1, 2] } else { &[] };
-        for k in 0..nodes[i].input.len() {
-            let v = nodes[i].input[k].clone();
+        let keep_float: &[usize] = if node.op_type == "Resize" { &[1, 2] } else { &[] };
+        for k in 0..node.input.len() {
+            let v = node.input[k].clone();
             if v.is_empty() || keep_float.contains(&k) {
                 continue;
             }
@@ -126,7 +126,7 @@ pub fn to_fp16(model: &ModelProto) -> Result<ModelProto> {
                     entry_casts.push(cast(format!("{v}/to_fp16"), v.clone(), out.clone(), DataType::FLOAT16));
                     out
                 });
-                nodes[i].input[k] = h.clone();
+                node.input[k] = h.clone();
             } else if let Some(&t) = inits.get(&v) {
                 if g.initializer[t].data_type != DataType::FLOAT as i32 {
                     continue;
@@ -140,7 +140,7 @@ pub fn to_fp16(model: &ModelProto) -> Result<ModelProto> {
                         h
                     }
                 };
-                nodes[i].input[k] = h;
+                node.input[k] = h;
             }
         }
     }
