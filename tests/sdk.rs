@@ -157,6 +157,39 @@ fn batch_survives_bad_items_and_strict_mode_rejects_warnings() {
 }
 
 #[test]
+fn the_pipeline_gives_what_detect_path_gives_for_every_item_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut paths = Vec::new();
+    for i in 0..7u32 {
+        let p = dir.path().join(format!("{i}.jpg"));
+        std::fs::write(&p, encoded(&textured(100 + 10 * i, 80, i), ImageFormat::Jpeg)).unwrap();
+        paths.push(p);
+    }
+    let bad = dir.path().join("bad.png");
+    std::fs::write(&bad, b"not an image").unwrap();
+    paths.insert(3, bad);
+    for sessions in [1, 2] {
+        let det = detector(builder().sessions(sessions).threads(1));
+        let mut got: Vec<Option<Result<Vec<f32>, String>>> = vec![None; paths.len()];
+        let summary = |d: detnas_infer::Detections| d.detections.iter().flat_map(|x| x.bbox).collect::<Vec<f32>>();
+        det.detect_pipelined(
+            &paths,
+            1,
+            |i, r| (i, r.map(summary).map_err(|e| e.to_string())),
+            |(i, r)| {
+                assert!(got[i].is_none(), "item {i} delivered twice");
+                got[i] = Some(r);
+            },
+        );
+        for (i, p) in paths.iter().enumerate() {
+            let expected = det.detect_path(p).map(summary).map_err(|e| e.to_string());
+            assert_eq!(got[i].as_ref(), Some(&expected), "item {i} with {sessions} session(s)");
+        }
+        assert!(got[3].as_ref().unwrap().as_ref().unwrap_err().contains("bad.png"));
+    }
+}
+
+#[test]
 fn unavailable_gpu_falls_back_or_fails_under_strict() {
     let lenient = detector(builder().device(Device::Cuda(0)));
     assert!(lenient.info().provider.starts_with("CPUExecutionProvider"), "{}", lenient.info().provider);

@@ -13,11 +13,11 @@ pub use crate::contract::ModelInfo;
 use crate::contract::{check_outputs, read_contract};
 pub use crate::device::Device;
 use crate::error::{InferError, Result};
-use crate::image_io::{LoadedImage, decode_image_fit, load_image_fit};
+use crate::image_io::{ImageWarning, LoadedImage, decode_image_fit, load_image_fit};
 use crate::options::{DetectorBuilder, DetectorOptions, Thresholds};
 use crate::preprocess::letterbox_into;
 use crate::results::{Detection, Detections, StageTimings};
-use detnas_core::boxes::{BBox, batched_nms};
+use detnas_core::boxes::{BBox, Letterbox, batched_nms};
 use detnas_core::contract::tensors;
 use detnas_core::shape::InputSize;
 use image::RgbImage;
@@ -27,6 +27,17 @@ use ort::value::TensorRef;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// An image read, decoded and letterboxed into the network input ([`Detector::prepare_path`]),
+/// waiting for [`Detector::detect_prepared`].
+#[derive(Debug)]
+pub struct Prepared {
+    input: Vec<f32>,
+    letterbox: Letterbox,
+    full_size: (u32, u32),
+    timings: StageTimings,
+    warnings: Vec<ImageWarning>,
+}
 
 /// Raw model outputs in network-input pixels: boxes, scores, labels.
 pub type RawOutputs = (Vec<BBox>, Vec<f32>, Vec<i64>);
@@ -174,17 +185,29 @@ impl Detector {
     /// Reads and decodes the image at `path` (any supported format, colour type, bit depth; EXIF
     /// orientation applied) and detects.
     pub fn detect_path(&self, path: impl AsRef<Path>) -> Result<Detections> {
-        let path = path.as_ref();
-        let t0 = Instant::now();
-        let loaded = load_image_fit(path, &self.options.limits, self.decode_fit())?;
-        self.detect_loaded(loaded, &path.display().to_string(), t0.elapsed())
+        self.detect_prepared(self.prepare_path(path)?)
     }
 
     /// Like [`Detector::detect_path`] for encoded bytes; `name` identifies them in errors.
     pub fn detect_bytes(&self, bytes: &[u8], name: &str) -> Result<Detections> {
+        self.detect_prepared(self.prepare_bytes(bytes, name)?)
+    }
+
+    /// The first half of [`Detector::detect_path`]: reads, decodes and letterboxes the image into
+    /// the network input. [`Detector::detect_prepared`] finishes it; a pipeline prepares the next
+    /// images while the sessions run the current ones.
+    pub fn prepare_path(&self, path: impl AsRef<Path>) -> Result<Prepared> {
+        let path = path.as_ref();
+        let t0 = Instant::now();
+        let loaded = load_image_fit(path, &self.options.limits, self.decode_fit())?;
+        self.prepare_loaded(loaded, &path.display().to_string(), t0.elapsed())
+    }
+
+    /// [`Detector::prepare_path`] for encoded bytes; `name` identifies them in errors.
+    pub fn prepare_bytes(&self, bytes: &[u8], name: &str) -> Result<Prepared> {
         let t0 = Instant::now();
         let loaded = decode_image_fit(bytes, name, &self.options.limits, self.decode_fit())?;
-        self.detect_loaded(loaded, name, t0.elapsed())
+        self.prepare_loaded(loaded, name, t0.elapsed())
     }
 
     /// The size images are shrunk into, for reduced JPEG decoding ([`DetectorOptions::reduced_decode`]).
@@ -193,59 +216,114 @@ impl Detector {
         self.options.reduced_decode.then_some((input.width as u32, input.height as u32))
     }
 
-    fn detect_loaded(&self, loaded: LoadedImage, name: &str, decode: Duration) -> Result<Detections> {
+    fn prepare_loaded(&self, loaded: LoadedImage, name: &str, decode: Duration) -> Result<Prepared> {
         let loaded = if self.options.strict { loaded.deny_warnings(name)? } else { loaded };
-        let mut d = self.detect(&loaded.rgb)?;
-        let (full_w, full_h) = loaded.full_size;
-        if (full_w, full_h) != loaded.rgb.dimensions() {
-            // decoded at a reduced scale: boxes back to the full image's pixels
-            let sx = full_w as f32 / loaded.rgb.width() as f32;
-            let sy = full_h as f32 / loaded.rgb.height() as f32;
-            for det in &mut d.detections {
-                let b = det.bbox;
-                det.bbox = [
-                    (b[0] * sx).min(full_w as f32),
-                    (b[1] * sy).min(full_h as f32),
-                    (b[2] * sx).min(full_w as f32),
-                    (b[3] * sy).min(full_h as f32),
-                ];
-            }
-            (d.width, d.height) = (full_w, full_h);
+        let mut p = self.prepare_image(&loaded.rgb);
+        p.full_size = loaded.full_size;
+        p.timings.decode = decode;
+        p.warnings = loaded.warnings;
+        Ok(p)
+    }
+
+    fn prepare_image(&self, image: &RgbImage) -> Prepared {
+        let cfg = &self.info.config;
+        let (w, h) = (cfg.input.width as u32, cfg.input.height as u32);
+        let t0 = Instant::now();
+        let mut input = vec![0f32; 3 * (w * h) as usize];
+        let letterbox = letterbox_into(image, w, h, cfg.preprocess.pad_value, &mut input);
+        Prepared {
+            input,
+            letterbox,
+            full_size: image.dimensions(),
+            timings: StageTimings { preprocess: t0.elapsed(), ..StageTimings::default() },
+            warnings: Vec::new(),
         }
-        d.timings.decode = decode;
-        d.warnings = loaded.warnings;
-        Ok(d)
+    }
+
+    /// Runs the network on a [`Prepared`] image and maps the boxes back to its pixels (at full
+    /// resolution when it was decoded at a reduced scale).
+    pub fn detect_prepared(&self, prepared: Prepared) -> Result<Detections> {
+        self.run_prepared(prepared, true)
+    }
+
+    fn run_prepared(&self, p: Prepared, cap: bool) -> Result<Detections> {
+        let ((boxes, scores, labels), inference) = self.run_timed(&p.input)?;
+        let t2 = Instant::now();
+        let lb = p.letterbox;
+        let (full_w, full_h) = p.full_size;
+        // decoded at a reduced scale: boxes back to the full image's pixels
+        let sx = full_w as f32 / lb.src_w as f32;
+        let sy = full_h as f32 / lb.src_h as f32;
+        let scaled = (full_w, full_h) != (lb.src_w, lb.src_h);
+        let detections = self.postprocess(boxes, scores, labels, cap, |b| {
+            let b = lb.to_source(b);
+            if !scaled {
+                return b;
+            }
+            let (w, h) = (full_w as f32, full_h as f32);
+            [(b[0] * sx).min(w), (b[1] * sy).min(h), (b[2] * sx).min(w), (b[3] * sy).min(h)]
+        });
+        Ok(Detections {
+            detections,
+            width: full_w,
+            height: full_h,
+            timings: StageTimings { inference, postprocess: t2.elapsed(), ..p.timings },
+            warnings: p.warnings,
+        })
     }
 
     /// Detects objects in an RGB image; boxes come back in its pixels.
     pub fn detect(&self, image: &RgbImage) -> Result<Detections> {
-        self.detect_capped(image, true)
+        self.run_prepared(self.prepare_image(image), true)
     }
 
     /// [`Detector::detect`] without the options' `max_detections` (a window of a tiled detection:
     /// the cap applies to the merged result).
     pub(crate) fn detect_uncapped(&self, image: &RgbImage) -> Result<Detections> {
-        self.detect_capped(image, false)
+        self.run_prepared(self.prepare_image(image), false)
     }
 
-    fn detect_capped(&self, image: &RgbImage, cap: bool) -> Result<Detections> {
-        let cfg = &self.info.config;
-        let (w, h) = (cfg.input.width as u32, cfg.input.height as u32);
-        let t0 = Instant::now();
-        let mut input = vec![0f32; 3 * (w * h) as usize];
-        let lb = letterbox_into(image, w, h, cfg.preprocess.pad_value, &mut input);
-        let t1 = Instant::now();
-        let ((boxes, scores, labels), inference) = self.run_timed(&input)?;
-        let t2 = Instant::now();
-        let detections = self.postprocess(boxes, scores, labels, cap, |b| lb.to_source(b));
-        let t3 = Instant::now();
-        Ok(Detections {
-            detections,
-            width: image.width(),
-            height: image.height(),
-            timings: StageTimings { decode: Duration::ZERO, preprocess: t1 - t0, inference, postprocess: t3 - t2 },
-            warnings: Vec::new(),
-        })
+    /// Detects in every image file with decoding ahead of inference: one thread reads, decodes
+    /// and letterboxes into a queue of at most `depth` prepared inputs (memory: `depth` network
+    /// inputs plus one image being decoded), while one worker per session runs the network and
+    /// calls `handle(index, result)`; the calling thread gets each handled value in `collect`, in
+    /// completion order. One bad item never stops the others.
+    pub fn detect_pipelined<P, R, H, C>(&self, paths: &[P], depth: usize, handle: H, mut collect: C)
+    where
+        P: AsRef<Path> + Sync,
+        R: Send,
+        H: Fn(usize, Result<Detections>) -> R + Sync,
+        C: FnMut(R),
+    {
+        let (prepared_tx, prepared_rx) = std::sync::mpsc::sync_channel::<(usize, Result<Prepared>)>(depth.max(1));
+        let prepared_rx = Mutex::new(prepared_rx);
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<R>();
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                for (i, p) in paths.iter().enumerate() {
+                    if prepared_tx.send((i, self.prepare_path(p))).is_err() {
+                        break;
+                    }
+                }
+            });
+            for _ in 0..self.sessions.len().min(paths.len()) {
+                let (rx, tx, handle) = (&prepared_rx, done_tx.clone(), &handle);
+                scope.spawn(move || {
+                    loop {
+                        let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok((i, prepared)) = next else { break };
+                        let result = prepared.and_then(|p| self.detect_prepared(p));
+                        if tx.send(handle(i, result)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            drop(done_tx);
+            for r in done_rx {
+                collect(r);
+            }
+        });
     }
 
     /// Detects in every image file, in parallel over the session pool (one worker per session,

@@ -88,7 +88,7 @@ pub mod tiles;
 pub mod timing;
 
 pub use contract::ModelInfo;
-pub use detector::{Detector, RawOutputs};
+pub use detector::{Detector, Prepared, RawOutputs};
 pub use detnas_core::boxes::BBox;
 pub use detnas_core::detector::DetectorConfig;
 pub use detnas_core::shape::InputSize;

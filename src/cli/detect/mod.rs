@@ -322,42 +322,59 @@ fn process(
         (0..manifest.files.len()).filter(|i| manifest.ids[*i].is_some() && !records.contains_key(i)).collect();
     let bar = progress_bar(pending.len());
     let abort_after: Option<usize> = std::env::var(ABORT_AFTER_ENV).ok().and_then(|v| v.parse().ok());
-    let next = AtomicUsize::new(0);
-    let (tx, rx) = mpsc::channel::<(ImageRecord, StageTimings)>();
     let mut sums = StageTimings::default();
     let mut done = 0usize;
-    std::thread::scope(|scope| -> Result<()> {
-        for _ in 0..workers {
-            let tx = tx.clone();
-            let (next, pending) = (&next, &pending);
-            scope.spawn(move || {
-                loop {
-                    let k = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&i) = pending.get(k) else { break };
-                    if tx.send(detect_one(detector, out, manifest, i)).is_err() {
-                        break;
+    let mut failed: Option<anyhow::Error> = None;
+    let mut absorb = |(record, timings): (ImageRecord, StageTimings)| {
+        if failed.is_some() {
+            return;
+        }
+        if let Err(e) = journal.append(&record) {
+            failed = Some(e);
+            return;
+        }
+        if record.error.is_none() {
+            sums.decode += timings.decode;
+            sums.preprocess += timings.preprocess;
+            sums.inference += timings.inference;
+            sums.postprocess += timings.postprocess;
+            done += 1;
+        }
+        records.insert(record.index, record);
+        bar.inc(1);
+        if abort_after.is_some_and(|n| records.len() >= n) {
+            std::process::abort();
+        }
+    };
+    if manifest.settings.tile.is_none() {
+        // Decoding runs ahead of inference through a bounded queue (two images per worker).
+        let paths: Vec<&PathBuf> = pending.iter().map(|&i| &manifest.files[i]).collect();
+        let handle = |k: usize, found| finish_one(detector, out, manifest, pending[k], found);
+        detector.detect_pipelined(&paths, 2 * workers, handle, &mut absorb);
+    } else {
+        let next = AtomicUsize::new(0);
+        let (tx, rx) = mpsc::channel::<(ImageRecord, StageTimings)>();
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                let tx = tx.clone();
+                let (next, pending) = (&next, &pending);
+                scope.spawn(move || {
+                    loop {
+                        let k = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&i) = pending.get(k) else { break };
+                        if tx.send(detect_tiled(detector, out, manifest, i)).is_err() {
+                            break;
+                        }
                     }
-                }
-            });
-        }
-        drop(tx);
-        for (record, timings) in rx {
-            journal.append(&record)?;
-            if record.error.is_none() {
-                sums.decode += timings.decode;
-                sums.preprocess += timings.preprocess;
-                sums.inference += timings.inference;
-                sums.postprocess += timings.postprocess;
-                done += 1;
+                });
             }
-            records.insert(record.index, record);
-            bar.inc(1);
-            if abort_after.is_some_and(|n| records.len() >= n) {
-                std::process::abort();
-            }
-        }
-        Ok(())
-    })?;
+            drop(tx);
+            rx.into_iter().for_each(&mut absorb);
+        });
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
     bar.finish_and_clear();
     Ok((sums, done))
 }
@@ -371,19 +388,25 @@ fn progress_bar(len: usize) -> ProgressBar {
     b
 }
 
-/// Detects image `i` of the manifest and writes its label and annotated files.
-fn detect_one(detector: &Detector, out: &Path, manifest: &Manifest, i: usize) -> (ImageRecord, StageTimings) {
+/// Detects image `i` of the manifest window by window (`--tile`), then [`finish_one`].
+fn detect_tiled(detector: &Detector, out: &Path, manifest: &Manifest, i: usize) -> (ImageRecord, StageTimings) {
+    let size = manifest.settings.tile.expect("called for tiled runs");
+    let tiling = detnas_infer::Tiling::new(size, manifest.settings.overlap.unwrap_or(DEFAULT_OVERLAP))
+        .expect("--tile and --overlap are checked by the parser");
+    finish_one(detector, out, manifest, i, detector.detect_path_tiled(&manifest.files[i], tiling))
+}
+
+/// The record of image `i` of the manifest from what was `found`; writes its label and annotated files.
+fn finish_one(
+    detector: &Detector,
+    out: &Path,
+    manifest: &Manifest,
+    i: usize,
+    found: detnas_infer::Result<detnas_infer::Detections>,
+) -> (ImageRecord, StageTimings) {
     let path = &manifest.files[i];
     let file = path.display().to_string();
     let id = manifest.ids[i].expect("only images with an id are processed");
-    let tiling = manifest.settings.tile.map(|size| {
-        detnas_infer::Tiling::new(size, manifest.settings.overlap.unwrap_or(DEFAULT_OVERLAP))
-            .expect("--tile and --overlap are checked by the parser")
-    });
-    let found = match tiling {
-        Some(t) => detector.detect_path_tiled(path, t),
-        None => detector.detect_path(path),
-    };
     let d = match found {
         Ok(d) => d,
         Err(e) => return (ImageRecord::failed(i, file, id, e.to_string()), StageTimings::default()),
