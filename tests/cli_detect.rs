@@ -213,6 +213,21 @@ fn eval_matches_pycocotools_fixtures_and_handles_empty_results() {
     }
     let o = detnas(&["eval", "--gt", "/nonexistent/gt.json", "--dt", "/nonexistent/dt.json"]);
     assert_one_line_failure(&o, &["/nonexistent/gt.json"]);
+    // Recall and precision at one IoU: in [0, 1], recall falls as the IoU asked for rises.
+    let dir = root.join("basic");
+    let (gt, dt) = (dir.join("gt.json"), dir.join("dt.json"));
+    let matched = |iou: &str| -> Value {
+        let args = ["eval", "--gt", gt.to_str().unwrap(), "--dt", dt.to_str().unwrap(), "--json", "--match-iou", iou];
+        let o = detnas(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_str::<Value>(&stdout(&o)).unwrap()["match"].clone()
+    };
+    let (loose, strict) = (matched("0.1"), matched("0.9"));
+    let recall = |v: &Value| v["recall"].as_f64().unwrap();
+    assert!(recall(&loose) > recall(&strict) && recall(&loose) <= 1.0, "{loose} {strict}");
+    assert!(loose["matched"].as_u64() <= loose["detections"].as_u64());
+    let o = detnas(&["eval", "--gt", gt.to_str().unwrap(), "--dt", dt.to_str().unwrap(), "--match-iou", "1.5"]);
+    assert!(!o.status.success() && stderr(&o).contains("--match-iou"), "{}", stderr(&o));
 }
 
 #[test]

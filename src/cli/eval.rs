@@ -2,7 +2,7 @@
 
 use anyhow::{Result, bail};
 use clap::Args;
-use detnas_core::coco::{Detections, EvalParams, GroundTruth, evaluate};
+use detnas_core::coco::{Detections, EvalParams, GroundTruth, evaluate, recall_precision};
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
@@ -17,6 +17,13 @@ pub struct EvalArgs {
     /// Print one JSON object whose `stats` are the 12 pycocotools numbers.
     #[arg(long)]
     json: bool,
+    /// Also recall and precision at this IoU (one-to-one matching; DeepForest's tree-crown
+    /// benchmark uses 0.4), over detections scoring at least --min-score.
+    #[arg(long, value_parser = super::values::probability)]
+    match_iou: Option<f64>,
+    /// Score threshold of --match-iou.
+    #[arg(long, default_value_t = 0.1, requires = "match_iou", value_parser = super::values::probability)]
+    min_score: f64,
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
@@ -40,11 +47,22 @@ pub fn run(args: EvalArgs) -> Result<()> {
         );
     }
     let stats = evaluate(&gt, &dt, &EvalParams::default());
+    let matched = args.match_iou.map(|iou| recall_precision(&gt, &dt, iou, args.min_score));
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&stats)?);
+        let mut v = serde_json::to_value(&stats)?;
+        if let Some(m) = &matched {
+            v["match"] = serde_json::to_value(m)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         for line in stats.summary_lines() {
             println!("{line}");
+        }
+        if let Some(m) = matched {
+            println!(
+                " Recall {:.3}  Precision {:.3}  at IoU {} (score >= {}: {} of {} boxes found, {} detections)",
+                m.recall, m.precision, m.iou, m.min_score, m.matched, m.ground_truth, m.detections
+            );
         }
     }
     Ok(())

@@ -13,12 +13,14 @@
 //! (duplicate ids, annotations of unknown images or categories, malformed boxes) are errors here.
 
 pub mod eval;
+pub mod matching;
 pub mod types;
 
 #[cfg(test)]
 mod tests;
 
 pub use eval::{CocoStats, EvalParams, STAT_NAMES, evaluate};
+pub use matching::{MatchStats, recall_precision};
 pub use types::{CocoAnnotation, CocoCategory, CocoDataset, CocoImage, Detection, Detections, GroundTruth};
 
 use std::fmt;
