@@ -35,9 +35,12 @@ fn iou_xywh(a: &[f64; 4], b: &[f64; 4]) -> f64 {
     if union > 0.0 { inter / union } else { 0.0 }
 }
 
+/// Ground-truth boxes of one image and category, each with whether a detection took it.
+type Candidates = Vec<([f64; 4], bool)>;
+
 /// See the module docs.
 pub fn recall_precision(gt: &GroundTruth, dt: &Detections, iou: f64, min_score: f64) -> MatchStats {
-    let mut truth: BTreeMap<(i64, i64), Vec<([f64; 4], bool)>> = BTreeMap::new();
+    let mut truth: BTreeMap<(i64, i64), Candidates> = BTreeMap::new();
     let mut ground_truth = 0;
     for a in gt.dataset().annotations.iter().filter(|a| !a.iscrowd) {
         truth.entry((a.image_id, a.category_id)).or_default().push((a.bbox, false));
