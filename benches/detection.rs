@@ -80,5 +80,62 @@ fn sdk_overhead(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, preprocess, nms, sdk_overhead);
+/// The shipped 320x320 model on a folder of 16 JPEGs (1280x720): bare runs of a prepared input
+/// against `detect_pipelined` (decode + letterbox ahead of inference, bounded queue) and against
+/// `detect_path` one after the other. 2 ONNX Runtime threads throughout.
+fn sdk_pipelined(c: &mut Criterion) {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/models/neon-trees.onnx");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let paths: Vec<std::path::PathBuf> = (0..16)
+        .map(|i| {
+            let p = dir.path().join(format!("{i}.jpg"));
+            let img = image::RgbImage::from_fn(1280, 720, |x, y| {
+                let v = ((x / 7 + y / 5 + i * 13) % 256) as u8;
+                image::Rgb([v, v.wrapping_mul(3), 255 - v])
+            });
+            img.save(&p).expect("jpeg");
+            p
+        })
+        .collect();
+    let detector = Detector::builder().threads(2).load(model).expect("detector");
+    let env = detnas_infer::runtime::environment().expect("runtime");
+    let mut session = Session::builder(env)
+        .expect("builder")
+        .with_optimization_level(detnas_infer::ort::session::builder::GraphOptimizationLevel::Level3)
+        .expect("optimization level")
+        .with_intra_threads(2)
+        .expect("threads")
+        .commit_from_file(model)
+        .expect("session");
+    let mut input = vec![0.0f32; 3 * 320 * 320];
+    letterbox_into(&image(1280, 720), 320, 320, 0.0, &mut input);
+    let mut group = c.benchmark_group("folder of 16 JPEGs, shipped 320x320 model, 2 threads");
+    group.sample_size(10).measurement_time(Duration::from_secs(15));
+    group.bench_function("bare Session::run x16", |b| {
+        b.iter(|| {
+            for _ in 0..16 {
+                let x = ndarray::ArrayView4::from_shape((1, 3, 320, 320), &input[..]).expect("shape");
+                let out = session
+                    .run(detnas_infer::ort::inputs!["images" => TensorRef::from_array_view(x).expect("tensor")])
+                    .expect("run");
+                black_box(out["scores"].try_extract_tensor::<f32>().expect("scores").1.len());
+            }
+        })
+    });
+    group.bench_function("Detector::detect_pipelined (decode ahead)", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            detector.detect_pipelined(&paths, 2, |_, r| r.expect("detect").detections.len(), |k| n += k);
+            black_box(n)
+        })
+    });
+    group.bench_function("Detector::detect_path one by one", |b| {
+        b.iter(|| {
+            black_box(paths.iter().map(|p| detector.detect_path(p).expect("detect").detections.len()).sum::<usize>())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, preprocess, nms, sdk_overhead, sdk_pipelined);
 criterion_main!(benches);

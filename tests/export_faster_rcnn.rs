@@ -155,7 +155,14 @@ impl Case {
         let arch = Arch::parse_for(arch, &space).unwrap();
         let params = detector_params(&space, Paths::Single(&arch), &cfg);
         let weights = trained_like(Weights::random_varied(&params, seed), &params);
-        let model = export_faster_rcnn(&space, &arch, &cfg, &weights, &ExportOptions { raw_outputs: true }).unwrap();
+        let model = export_faster_rcnn(
+            &space,
+            &arch,
+            &cfg,
+            &weights,
+            &ExportOptions { raw_outputs: true, ..Default::default() },
+        )
+        .unwrap();
         let bytes = encode(&model).unwrap();
         let dir = tempfile::tempdir().unwrap();
         weights.save(&dir.path().join("w.safetensors")).unwrap();

@@ -88,7 +88,9 @@ fn check_case(shuffle: ChannelShuffle, head_conv: HeadConv, arch: &str, seed: u6
     let arch = Arch::parse_for(arch, &space).unwrap();
     let cfg = small_config(shuffle, head_conv);
     let weights = Weights::random_varied(&detector_params(&space, Paths::Single(&arch), &cfg), seed);
-    let model = export_retinanet(&space, &arch, &cfg, &weights, &ExportOptions { raw_outputs: true }).unwrap();
+    let model =
+        export_retinanet(&space, &arch, &cfg, &weights, &ExportOptions { raw_outputs: true, ..Default::default() })
+            .unwrap();
     let bytes = encode(&model).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
@@ -140,4 +142,63 @@ fn even_odd_dense_head_matches_reference() {
 #[test]
 fn half_interleave_separable_head_matches_reference() {
     check_case(ChannelShuffle::HalfInterleave, HeadConv::Separable, "3,2,1,0, 2,1,0,3, 1,0,3,2,1,0,3,2, 0,3,2,1", 2);
+}
+
+/// A batch-3 export gives, image by image, the detections and raw outputs of the batch-1 export
+/// (post-processing per image in the graph, `batch_index` grouping them); fp16 of the batch model
+/// still runs on CPU; the SDK refuses it with a clear message.
+#[test]
+fn batch_export_matches_single_image_runs() {
+    let space = SearchSpace::detnas_300m();
+    let arch = Arch::parse_for("2,3,1,1,3,2,1,3,3,1,1,1,3,3,2,0,3,3,3,3", &space).unwrap();
+    let cfg = small_config(ChannelShuffle::EvenOdd, HeadConv::Separable);
+    let weights = Weights::random_varied(&detector_params(&space, Paths::Single(&arch), &cfg), 7);
+    let one = encode(
+        &export_retinanet(&space, &arch, &cfg, &weights, &ExportOptions { raw_outputs: true, batch: 1 }).unwrap(),
+    )
+    .unwrap();
+    let batch_model =
+        export_retinanet(&space, &arch, &cfg, &weights, &ExportOptions { raw_outputs: true, batch: 3 }).unwrap();
+    let three = encode(&batch_model).unwrap();
+    let (h, w) = (cfg.input.height as usize, cfg.input.width as usize);
+    let n = 3 * h * w;
+    let mut rng = Rng::seed(11);
+    let images: Vec<Vec<f32>> = (0..3).map(|_| (0..n).map(|_| (rng.unit() * 255.0) as f32).collect()).collect();
+
+    let env = detnas_infer::runtime::environment().unwrap();
+    let mut session = Session::builder(env).unwrap().commit_from_memory(&three).unwrap();
+    let stacked: Vec<f32> = images.concat();
+    let x = ndarray::ArrayView4::from_shape((3, 3, h, w), &stacked[..]).unwrap();
+    let out = session.run(detnas_infer::ort::inputs!["images" => TensorRef::from_array_view(x).unwrap()]).unwrap();
+    let f = |n: &str| out[n].try_extract_tensor::<f32>().unwrap().1.to_vec();
+    let (boxes, scores, cls) = (f("boxes"), f("scores"), f("cls_logits"));
+    let labels = out["labels"].try_extract_tensor::<i64>().unwrap().1.to_vec();
+    let index = out["batch_index"].try_extract_tensor::<i64>().unwrap().1.to_vec();
+    assert_eq!(index.len(), scores.len());
+    assert!(index.windows(2).all(|p| p[0] <= p[1]), "detections grouped by image");
+    let per_image_cls = cls.len() / 3;
+    let mut found = 0;
+    for (b, img) in images.iter().enumerate() {
+        let single = run_ort(&one, img, &cfg);
+        let rows: Vec<usize> = (0..index.len()).filter(|&i| index[i] == b as i64).collect();
+        found += rows.len();
+        assert_eq!(rows.len(), single.scores.len(), "image {b}: detection count");
+        let s: Vec<f32> = rows.iter().map(|&i| scores[i]).collect();
+        let l: Vec<i64> = rows.iter().map(|&i| labels[i]).collect();
+        let bx: Vec<f32> = rows.iter().flat_map(|&i| boxes[4 * i..4 * i + 4].to_vec()).collect();
+        assert_eq!(l, single.labels, "image {b}");
+        assert!(max_abs_diff(&s, &single.scores) <= 1e-5 && max_abs_diff(&bx, &single.boxes) <= 1e-3, "image {b}");
+        assert!(max_abs_diff(&cls[b * per_image_cls..(b + 1) * per_image_cls], &single.cls) <= 1e-4, "image {b}");
+    }
+    assert!(found > 0, "the case should produce detections");
+
+    let half = encode(&detnas_onnx::half::to_fp16(&batch_model).unwrap()).unwrap();
+    let mut session = Session::builder(env).unwrap().commit_from_memory(&half).unwrap();
+    let x = ndarray::ArrayView4::from_shape((3, 3, h, w), &stacked[..]).unwrap();
+    let out = session.run(detnas_infer::ort::inputs!["images" => TensorRef::from_array_view(x).unwrap()]).unwrap();
+    let half_index = out["batch_index"].try_extract_tensor::<i64>().unwrap().1.to_vec();
+    assert!(!half_index.is_empty() && half_index.iter().all(|&b| (0..3).contains(&b)));
+
+    let err = detnas_infer::Detector::from_memory(&three, "batch3.onnx", Default::default()).err().unwrap().to_string();
+    assert!(err.contains("batch3.onnx") && err.contains("batch-3") && err.contains("--batch"), "{err}");
 }

@@ -228,7 +228,7 @@ fn trained_faster_rcnn_exports_and_matches_onnx_runtime() {
             &arch,
             &cfg,
             &Weights::load(&trained).unwrap(),
-            &ExportOptions { raw_outputs: true },
+            &ExportOptions { raw_outputs: true, ..Default::default() },
         )
         .unwrap();
         let bytes = encode(&model).unwrap();

@@ -68,7 +68,9 @@ fn trained_supernet_path_exports_and_matches_onnx_runtime() {
     vs.save(&ckpt).unwrap();
     let arch = Arch::parse_for("0,1,2,3,1,2,3,0,2,3,0,1,2,3,0,1,3,0,1,2", &space).unwrap();
     let weights = Weights::load(&ckpt).unwrap();
-    let model = export_retinanet(&space, &arch, &cfg, &weights, &ExportOptions { raw_outputs: true }).unwrap();
+    let model =
+        export_retinanet(&space, &arch, &cfg, &weights, &ExportOptions { raw_outputs: true, ..Default::default() })
+            .unwrap();
     let bytes = encode(&model).unwrap();
 
     let probe: Vec<f32> = (0..n).map(|_| (rng.unit() * 255.0) as f32).collect();

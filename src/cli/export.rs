@@ -114,6 +114,11 @@ pub struct ExportArgs {
     #[cfg(feature = "infer")]
     #[command(flatten)]
     calib: super::quantize::CalibArgs,
+    /// Images per run (RetinaNet): input `[N, 3, H, W]`, post-processing per image in the graph and
+    /// a `batch_index` output, for GPU throughput with ONNX Runtime directly (the SDK runs batch-1
+    /// models).
+    #[arg(long, default_value_t = 1, value_parser = super::values::count)]
+    batch: usize,
     /// Also output the raw tensors: RetinaNet's head outputs `cls_logits` and `bbox_regression`,
     /// Faster R-CNN's `proposals` and `proposal_scores`.
     #[arg(long)]
@@ -223,7 +228,13 @@ pub fn run(args: ExportArgs) -> Result<()> {
         }
         (None, None) => Weights::random(&params, args.seed),
     };
-    let model = export_detector(space, arch, &cfg, &weights, &ExportOptions { raw_outputs: args.raw_outputs })?;
+    let model = export_detector(
+        space,
+        arch,
+        &cfg,
+        &weights,
+        &ExportOptions { raw_outputs: args.raw_outputs, batch: args.batch },
+    )?;
     #[cfg(feature = "infer")]
     let model = if args.int8 {
         super::quantize::quantize(&model, &args.calib)?

@@ -29,6 +29,8 @@ pub mod keys {
     pub const PARAMS: &str = "detnas.params";
     /// Where the weights came from.
     pub const WEIGHTS: &str = "detnas.weights";
+    /// Images per run of a model exported with a batch size above 1 (absent: 1).
+    pub const BATCH: &str = "detnas.batch";
 }
 
 /// Version of the metadata contract written by the exporter.
@@ -44,6 +46,8 @@ pub mod tensors {
     pub const SCORES: &str = "scores";
     /// int64 `[N]`: 0-based indices into the class names.
     pub const LABELS: &str = "labels";
+    /// int64 `[N]`: the image of each detection in a batch model (`[B, 3, H, W]` input).
+    pub const BATCH_INDEX: &str = "batch_index";
     /// Optional raw head output, float32 `[1, A, K]`.
     pub const CLS_LOGITS: &str = "cls_logits";
     /// Optional raw head output, float32 `[1, A, 4]`.

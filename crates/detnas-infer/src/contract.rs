@@ -56,6 +56,15 @@ pub(crate) fn read_contract(session: &Session, name: &str) -> Result<ModelInfo> 
     let config: DetectorConfig = serde_json::from_str(&config_json)
         .map_err(|e| invalid(format!("a valid detector configuration in `{}`", keys::CONFIG), e.to_string()))?;
     validate_metadata(&config, &get, name)?;
+    if let Some(b) = get(keys::BATCH).filter(|b| b != "1") {
+        return Err(invalid(
+            "a model of one image per run (export without --batch)".into(),
+            format!(
+                "a batch-{b} model (`{}` input [{b}, 3, H, W]; run it with ONNX Runtime directly)",
+                tensors::IMAGES
+            ),
+        ));
+    }
 
     let inputs = session.inputs();
     let expected_input =

@@ -23,12 +23,14 @@ pub(crate) struct Emitter<'w> {
     emitted: HashMap<String, (String, String)>,
     /// Parameter values read so far (BN statistics counted, as before folding).
     pub params: usize,
+    /// Images per run (the leading dimension of every activation).
+    pub batch: i64,
 }
 
 impl<'w> Emitter<'w> {
     /// An empty graph called `name` reading `weights`; BN is folded with epsilon `eps`.
     pub fn new(name: &str, weights: &'w Weights, eps: f32) -> Self {
-        Emitter { g: GraphBuilder::new(name), weights, eps, emitted: HashMap::new(), params: 0 }
+        Emitter { g: GraphBuilder::new(name), weights, eps, emitted: HashMap::new(), params: 0, batch: 1 }
     }
 
     /// Folds BN (if any) into the conv and stores the result once per conv.
@@ -161,7 +163,7 @@ impl<'w> Emitter<'w> {
         let mut pyramid = vec![self.unit(&fpn.layer[top], &last_inner)?];
         for i in (0..top).rev() {
             let lateral = self.unit(&fpn.inner[i], &feats[i])?;
-            let sizes = self.i64s("fpn.size", &[1, fc, levels[i].height as i64, levels[i].width as i64])?;
+            let sizes = self.i64s("fpn.size", &[self.batch, fc, levels[i].height as i64, levels[i].width as i64])?;
             let up = self.g.op(
                 "Resize",
                 "fpn.upsample",
@@ -268,14 +270,27 @@ impl Candidates {
         cfg: &DetectorConfig,
     ) -> Result<()> {
         let (k, a) = (cfg.num_classes() as i64, cfg.anchors_per_cell() as i64);
-        let n = level.height * level.width * a as usize;
         let cls_flat = flatten_head(e, cls, level, a, k)?;
         let reg_flat = flatten_head(e, reg, level, a, 4)?;
         self.raw_cls.push(cls_flat.clone());
         self.raw_reg.push(reg_flat.clone());
+        self.add_flat(e, (&cls_flat, &reg_flat), level, anchors, cfg)
+    }
+
+    /// [`Candidates::add_level`] on one image's flattened outputs (`[1, n, K]` / `[n, K]` and the
+    /// same with 4): its top-k decoded, clipped candidates.
+    pub fn add_flat(
+        &mut self,
+        e: &mut Emitter<'_>,
+        (cls_flat, reg_flat): (&str, &str),
+        level: &LevelShape,
+        anchors: &[[f32; 4]],
+        cfg: &DetectorConfig,
+    ) -> Result<()> {
+        let n = level.height * level.width * cfg.anchors_per_cell();
         let level_anchors = &anchors[self.offset..self.offset + n];
         self.offset += n;
-        let (b, s, l) = level_candidates(e, &cls_flat, &reg_flat, level_anchors, n, cfg)?;
+        let (b, s, l) = level_candidates(e, cls_flat, reg_flat, level_anchors, n, cfg)?;
         self.boxes.push(b);
         self.scores.push(s);
         self.labels.push(l);
@@ -295,13 +310,13 @@ pub(crate) fn refs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-/// `[1, A*C, H, W]` -> `[1, H*W*A, C]` (torchvision's order: y, x, anchor).
+/// `[B, A*C, H, W]` -> `[B, H*W*A, C]` (torchvision's order: y, x, anchor), `B` the emitter's batch.
 pub(crate) fn flatten_head(e: &mut Emitter<'_>, t: &str, level: &LevelShape, a: i64, c: i64) -> Result<String> {
-    let (h, w) = (level.height as i64, level.width as i64);
-    let s5 = e.i64s("shape", &[1, a, c, h, w])?;
+    let (h, w, b) = (level.height as i64, level.width as i64, e.batch);
+    let s5 = e.i64s("shape", &[b, a, c, h, w])?;
     let r = e.g.op("Reshape", "head.flatten", &[t, &s5], vec![]);
     let tr = e.g.op("Transpose", "head.flatten", &[&r], vec![("perm", Attr::Ints(vec![0, 3, 4, 1, 2]))]);
-    let s3 = e.i64s("shape", &[1, h * w * a, c])?;
+    let s3 = e.i64s("shape", &[b, h * w * a, c])?;
     Ok(e.g.op("Reshape", "head.flatten", &[&tr, &s3], vec![]))
 }
 

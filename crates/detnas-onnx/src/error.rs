@@ -20,6 +20,8 @@ pub enum OnnxError {
     MissingTensor { name: String, origin: String },
     #[error("tensor `{name}` in {origin}: expected shape {expected:?}, got {got:?}")]
     TensorShape { name: String, expected: Vec<usize>, got: Vec<usize>, origin: String },
+    #[error("{0}")]
+    Options(String),
     #[error("quantization: {0}")]
     Quantize(String),
     #[error(transparent)]

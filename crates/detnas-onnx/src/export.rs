@@ -11,8 +11,8 @@
 //! [`ExportOptions::raw_outputs`] also `cls_logits` `[1, A, K]` and `bbox_regression` `[1, A, 4]`
 //! over all anchors (torchvision's head output layout).
 
-use crate::emit::{Candidates, Emitter, refs};
-use crate::error::Result;
+use crate::emit::{Candidates, Emitter, flatten_head, refs};
+use crate::error::{OnnxError, Result};
 use crate::graph::{Attr, Dim, ElemType, GraphBuilder};
 use crate::weights::Weights;
 use detnas_core::arch::Arch;
@@ -23,10 +23,21 @@ use detnas_core::space::SearchSpace;
 use onnx_protobuf::ModelProto;
 
 /// Export switches.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ExportOptions {
     /// Also output the raw head tensors (for parity tests and debugging).
     pub raw_outputs: bool,
+    /// Images per run (RetinaNet): `images` is `[batch, 3, H, W]`; with more than one, the
+    /// post-processing runs per image in the graph and a `batch_index` output (int64 `[N]`) says
+    /// which image each detection belongs to (detections grouped by image, each group sorted by
+    /// decreasing score).
+    pub batch: usize,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        ExportOptions { raw_outputs: false, batch: 1 }
+    }
 }
 
 /// Metadata keys and format version, from the core's contract (kept here for existing callers).
@@ -44,23 +55,67 @@ pub fn export_retinanet(
     cfg.validate()?;
     cfg.expect_retinanet()?;
     arch.validate(space)?;
+    if opts.batch == 0 {
+        return Err(OnnxError::Options("the batch size must be at least 1".into()));
+    }
     let levels = pyramid_levels(space, arch, cfg)?;
     let mut e = Emitter::new("detnas_retinanet", weights, cfg.bn_eps);
+    let batch = opts.batch as i64;
+    e.batch = batch;
     let (h, w) = (cfg.input.height as i64, cfg.input.width as i64);
     let images =
-        e.g.input(tensors::IMAGES, ElemType::F32, &[Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(h), Dim::Fixed(w)])?;
+        e.g.input(tensors::IMAGES, ElemType::F32, &[Dim::Fixed(batch), Dim::Fixed(3), Dim::Fixed(h), Dim::Fixed(w)])?;
     let pyramid = e.backbone_fpn(space, arch, cfg, &levels, &images)?;
 
     let head = head_plan(cfg);
     let anchors = all_anchors(&levels, cfg);
-    let mut candidates = Candidates::default();
+    // One set of candidates per image; with one image the flattened outputs are used as they are.
+    let mut per_image: Vec<Candidates> = (0..batch).map(|_| Candidates::default()).collect();
     for (level, feat) in levels.iter().zip(&pyramid) {
         let cls = e.head_branch(&head.classification, feat)?;
         let reg = e.head_branch(&head.regression, feat)?;
-        candidates.add_level(&mut e, (&cls, &reg), level, &anchors, cfg)?;
+        if batch == 1 {
+            per_image[0].add_level(&mut e, (&cls, &reg), level, &anchors, cfg)?;
+            continue;
+        }
+        let (k, a) = (cfg.num_classes() as i64, cfg.anchors_per_cell() as i64);
+        let cls_flat = flatten_head(&mut e, &cls, level, a, k)?;
+        let reg_flat = flatten_head(&mut e, &reg, level, a, 4)?;
+        per_image[0].raw_cls.push(cls_flat.clone());
+        per_image[0].raw_reg.push(reg_flat.clone());
+        for (b, candidates) in per_image.iter_mut().enumerate() {
+            let index = e.g.const_i64("image_index", &[], vec![b as i64])?;
+            let axis0 = || vec![("axis", Attr::Int(0))];
+            let c = e.g.op("Gather", "post.image", &[&cls_flat, &index], axis0());
+            let r = e.g.op("Gather", "post.image", &[&reg_flat, &index], axis0());
+            candidates.add_flat(&mut e, (&c, &r), level, &anchors, cfg)?;
+        }
     }
-    let (boxes, scores, labels) = candidates.finish(&mut e, cfg)?;
+    let mut outs: Vec<(String, String, String)> = Vec::new();
+    for candidates in &per_image {
+        outs.push(candidates.finish(&mut e, cfg)?);
+    }
     let det = Dim::Symbolic("detections".into());
+    let (boxes, scores, labels) = if batch == 1 {
+        outs.pop().expect("one image")
+    } else {
+        let axis0 = || vec![("axis", Attr::Int(0))];
+        let mut image_of = Vec::new();
+        for (b, (_, s, _)) in outs.iter().enumerate() {
+            let shape = e.g.op("Shape", "post.batch_index", &[s], vec![]);
+            let value = Attr::Tensor(Box::new(crate::graph::tensor_i64("value", &[1], vec![b as i64])?));
+            image_of.push(e.g.op("ConstantOfShape", "post.batch_index", &[&shape], vec![("value", value)]));
+        }
+        e.g.op_as("Concat", tensors::BATCH_INDEX, &refs(&image_of), axis0())?;
+        e.g.output(tensors::BATCH_INDEX, ElemType::I64, std::slice::from_ref(&det))?;
+        let pick = |i: usize| outs.iter().map(|o| [&o.0, &o.1, &o.2][i].clone()).collect::<Vec<_>>();
+        let (b, s, l) = (pick(0), pick(1), pick(2));
+        (
+            e.g.op("Concat", "post.batch", &refs(&b), axis0()),
+            e.g.op("Concat", "post.batch", &refs(&s), axis0()),
+            e.g.op("Concat", "post.batch", &refs(&l), axis0()),
+        )
+    };
     e.g.op_as("Identity", tensors::BOXES, &[&boxes], vec![])?;
     e.g.op_as("Identity", tensors::SCORES, &[&scores], vec![])?;
     e.g.op_as("Identity", tensors::LABELS, &[&labels], vec![])?;
@@ -69,16 +124,19 @@ pub fn export_retinanet(
     e.g.output(tensors::LABELS, ElemType::I64, &[det])?;
     if opts.raw_outputs {
         let (total, k) = (anchors.len() as i64, cfg.num_classes() as i64);
-        let (cls, reg) = (refs(&candidates.raw_cls), refs(&candidates.raw_reg));
+        let (cls, reg) = (refs(&per_image[0].raw_cls), refs(&per_image[0].raw_reg));
         e.g.op_as("Concat", tensors::CLS_LOGITS, &cls, vec![("axis", Attr::Int(1))])?;
         e.g.op_as("Concat", tensors::BBOX_REGRESSION, &reg, vec![("axis", Attr::Int(1))])?;
-        e.g.output(tensors::CLS_LOGITS, ElemType::F32, &[Dim::Fixed(1), Dim::Fixed(total), Dim::Fixed(k)])?;
-        e.g.output(tensors::BBOX_REGRESSION, ElemType::F32, &[Dim::Fixed(1), Dim::Fixed(total), Dim::Fixed(4)])?;
+        e.g.output(tensors::CLS_LOGITS, ElemType::F32, &[Dim::Fixed(batch), Dim::Fixed(total), Dim::Fixed(k)])?;
+        e.g.output(tensors::BBOX_REGRESSION, ElemType::F32, &[Dim::Fixed(batch), Dim::Fixed(total), Dim::Fixed(4)])?;
     }
 
     let params = e.params;
     let mut g = e.g;
     write_metadata(&mut g, space, arch, cfg, weights, params)?;
+    if batch > 1 {
+        g.metadata(keys::BATCH, batch.to_string());
+    }
     Ok(g.build())
 }
 
@@ -93,6 +151,9 @@ pub fn export_detector(
 ) -> Result<ModelProto> {
     match cfg.kind() {
         DetectorKind::Retinanet => export_retinanet(space, arch, cfg, weights, opts),
+        DetectorKind::FasterRcnn if opts.batch != 1 => {
+            Err(OnnxError::Options(format!("batch {}: Faster R-CNN exports take one image per run", opts.batch)))
+        }
         DetectorKind::FasterRcnn => crate::faster_rcnn::export_faster_rcnn(space, arch, cfg, weights, opts),
     }
 }
