@@ -80,7 +80,7 @@ fn sdk_overhead(c: &mut Criterion) {
     group.finish();
 }
 
-/// The shipped 320x320 model on a folder of 16 JPEGs (1280x720): bare runs of a prepared input
+/// The shipped model on a folder of 16 JPEGs (1280x720): bare runs of a prepared input
 /// against `detect_pipelined` (decode + letterbox ahead of inference, bounded queue) and against
 /// `detect_path` one after the other. 2 ONNX Runtime threads throughout.
 fn sdk_pipelined(c: &mut Criterion) {
@@ -107,14 +107,16 @@ fn sdk_pipelined(c: &mut Criterion) {
         .expect("threads")
         .commit_from_file(model)
         .expect("session");
-    let mut input = vec![0.0f32; 3 * 320 * 320];
-    letterbox_into(&image(1280, 720), 320, 320, 0.0, &mut input);
-    let mut group = c.benchmark_group("folder of 16 JPEGs, shipped 320x320 model, 2 threads");
+    let size = detector.input_size();
+    let (w, h) = (size.width as usize, size.height as usize);
+    let mut input = vec![0.0f32; 3 * w * h];
+    letterbox_into(&image(1280, 720), w as u32, h as u32, 0.0, &mut input);
+    let mut group = c.benchmark_group(format!("folder of 16 JPEGs, shipped {size} model, 2 threads"));
     group.sample_size(10).measurement_time(Duration::from_secs(15));
     group.bench_function("bare Session::run x16", |b| {
         b.iter(|| {
             for _ in 0..16 {
-                let x = ndarray::ArrayView4::from_shape((1, 3, 320, 320), &input[..]).expect("shape");
+                let x = ndarray::ArrayView4::from_shape((1, 3, h, w), &input[..]).expect("shape");
                 let out = session
                     .run(detnas_infer::ort::inputs!["images" => TensorRef::from_array_view(x).expect("tensor")])
                     .expect("run");

@@ -233,7 +233,7 @@ fn serve_answers_detections_and_typed_errors() {
     assert_eq!(server.get("/health").json(), serde_json::json!({ "status": "ok" }));
     let info = server.get("/info").json();
     assert_eq!(info["class_names"], serde_json::json!(["tree"]), "{info}");
-    assert_eq!(info["input"], serde_json::json!({ "width": 320, "height": 320 }), "{info}");
+    assert_eq!(info["input"], serde_json::json!({ "width": 416, "height": 416 }), "{info}");
     assert!(info["provider"].as_str().unwrap().starts_with("CPUExecutionProvider"), "{info}");
     assert!(!info["arch"].as_str().unwrap().is_empty(), "{info}");
 

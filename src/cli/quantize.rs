@@ -82,6 +82,9 @@ pub fn quantize(model: &ModelProto, calib: &CalibArgs) -> Result<ModelProto> {
     if detnas_onnx::quantize::metadata(model, detnas_infer::quantize::QUANTIZATION_KEY).is_some() {
         bail!("the model is already quantized");
     }
+    if detnas_onnx::quantize::metadata(model, detnas_onnx::half::PRECISION_KEY).is_some() {
+        bail!("the model is float16: quantize its float32 original");
+    }
     let collected = collect_inputs(&calib.calibrate, None);
     for f in &collected.failures {
         eprintln!("warning: {}", f.error);
