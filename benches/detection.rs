@@ -98,6 +98,7 @@ fn sdk_pipelined(c: &mut Criterion) {
         })
         .collect();
     let detector = Detector::builder().threads(2).load(model).expect("detector");
+    let calm = Detector::builder().threads(2).spinning(false).load(model).expect("detector");
     let env = detnas_infer::runtime::environment().expect("runtime");
     let mut session = Session::builder(env)
         .expect("builder")
@@ -128,6 +129,13 @@ fn sdk_pipelined(c: &mut Criterion) {
         b.iter(|| {
             let mut n = 0;
             detector.detect_pipelined(&paths, 2, |_, r| r.expect("detect").detections.len(), |k| n += k);
+            black_box(n)
+        })
+    });
+    group.bench_function("Detector::detect_pipelined, threads not spinning", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            calm.detect_pipelined(&paths, 2, |_, r| r.expect("detect").detections.len(), |k| n += k);
             black_box(n)
         })
     });

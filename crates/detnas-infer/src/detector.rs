@@ -104,8 +104,10 @@ impl Detector {
         options: DetectorOptions,
         commit: impl Fn(&mut SessionBuilder) -> ort::Result<Session>,
     ) -> Result<Self> {
-        let (mut builder, choice) =
-            crate::runtime::session_builder(options.threads, options.device, options.strict, name)?;
+        let (builder, choice) = crate::runtime::session_builder(options.threads, options.device, options.strict, name)?;
+        let mut builder = builder
+            .with_intra_op_spinning(options.spinning)
+            .map_err(|e| InferError::ModelLoad { path: name.into(), source: e.into() })?;
         let mut sessions = Vec::with_capacity(options.sessions.max(1));
         for _ in 0..options.sessions.max(1) {
             let session = commit(&mut builder).map_err(|e| InferError::ModelLoad { path: name.into(), source: e })?;
