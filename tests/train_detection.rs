@@ -258,8 +258,9 @@ fn classification_pretraining_learns_and_feeds_detection() {
 #[test]
 fn shipped_training_configs_load_and_round_trip() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for name in ["models/neon-trees.toml", "models/neon-trees-finetune.toml"] {
-        let cfg = DetTrainConfig::load(&root.join(name)).unwrap();
+    let names = ["neon-trees.toml", "neon-trees-curve.toml", "neon-trees-v1.toml", "neon-trees-v1-finetune.toml"];
+    for name in names.map(|n| format!("models/{n}")) {
+        let cfg = DetTrainConfig::load(&root.join(&name)).unwrap();
         cfg.detector.validate().unwrap();
         let (space, _) = detnas_core::arch::resolve(Some(&cfg.space), cfg.arch.as_deref().unwrap()).unwrap();
         assert_eq!(space.name, "detnas-300m");
