@@ -20,6 +20,19 @@ fn image(w: u32, h: u32) -> image::RgbImage {
     image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x ^ y) % 256) as u8]))
 }
 
+/// A bare ONNX Runtime session with the SDK's optimisation level and 2 intra-op threads.
+fn bare_session(model: &[u8]) -> Session {
+    let env = detnas_infer::runtime::environment().expect("runtime");
+    Session::builder(env)
+        .expect("builder")
+        .with_optimization_level(detnas_infer::ort::session::builder::GraphOptimizationLevel::Level3)
+        .expect("optimization level")
+        .with_intra_threads(2)
+        .expect("threads")
+        .commit_from_memory(model)
+        .expect("session")
+}
+
 fn preprocess(c: &mut Criterion) {
     let img = image(1280, 720);
     let mut buf = vec![0.0f32; 3 * 512 * 512];
@@ -51,15 +64,7 @@ fn sdk_overhead(c: &mut Criterion) {
     let model = detnas_onnx::export_retinanet(&space, &arch, &cfg, &weights, &Default::default()).expect("export");
     let bytes = detnas_onnx::graph::encode(&model).expect("encode");
     let detector = Detector::builder().threads(2).all_scores().load_bytes(&bytes, "bench").expect("detector");
-    let env = detnas_infer::runtime::environment().expect("runtime");
-    let mut session = Session::builder(env)
-        .expect("builder")
-        .with_optimization_level(detnas_infer::ort::session::builder::GraphOptimizationLevel::Level3)
-        .expect("optimization level")
-        .with_intra_threads(2)
-        .expect("threads")
-        .commit_from_memory(&bytes)
-        .expect("session");
+    let mut session = bare_session(&bytes);
     let img = image(1280, 720);
     let mut input = vec![0.0f32; 3 * 512 * 512];
     letterbox_into(&img, 512, 512, 0.0, &mut input);
@@ -99,15 +104,7 @@ fn sdk_pipelined(c: &mut Criterion) {
         .collect();
     let detector = Detector::builder().threads(2).load(model).expect("detector");
     let calm = Detector::builder().threads(2).spinning(false).load(model).expect("detector");
-    let env = detnas_infer::runtime::environment().expect("runtime");
-    let mut session = Session::builder(env)
-        .expect("builder")
-        .with_optimization_level(detnas_infer::ort::session::builder::GraphOptimizationLevel::Level3)
-        .expect("optimization level")
-        .with_intra_threads(2)
-        .expect("threads")
-        .commit_from_file(model)
-        .expect("session");
+    let mut session = bare_session(&std::fs::read(model).expect("model"));
     let size = detector.input_size();
     let (w, h) = (size.width as usize, size.height as usize);
     let mut input = vec![0.0f32; 3 * w * h];

@@ -30,6 +30,24 @@ fn model(path: &Path) -> ModelProto {
     ModelProto::parse_from_bytes(&std::fs::read(path).unwrap()).unwrap()
 }
 
+/// Over the sample images: the float model's detections scoring at least 0.3 (`total`) and how
+/// many of them `other` finds with IoU at least `min_iou` and a score within `score_tol`.
+fn kept_by(other: &Detector, min_iou: f32, score_tol: f32) -> (usize, usize) {
+    let float = Detector::from_file(SHIPPED, DetectorOptions::default()).unwrap();
+    let (mut matched, mut total) = (0, 0);
+    for path in samples() {
+        let f = float.detect_path(&path).unwrap();
+        let o = other.detect_path(&path).unwrap();
+        for d in f.detections.iter().filter(|d| d.score >= 0.3) {
+            total += 1;
+            let hit =
+                o.detections.iter().any(|e| iou(&d.bbox, &e.bbox) >= min_iou && (d.score - e.score).abs() <= score_tol);
+            matched += usize::from(hit);
+        }
+    }
+    (matched, total)
+}
+
 fn samples() -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(SAMPLES)
         .unwrap()
@@ -74,16 +92,7 @@ fn quantize_is_deterministic_records_its_calibration_and_keeps_detections() {
     let float = Detector::from_file(SHIPPED, DetectorOptions::default()).unwrap();
     let int8 = Detector::from_file(&a, DetectorOptions::default()).unwrap();
     assert_eq!(int8.class_names(), float.class_names());
-    let (mut matched, mut total) = (0, 0);
-    for path in samples() {
-        let f = float.detect_path(&path).unwrap();
-        let q = int8.detect_path(&path).unwrap();
-        for d in f.detections.iter().filter(|d| d.score >= 0.3) {
-            total += 1;
-            let hit = q.detections.iter().any(|e| iou(&d.bbox, &e.bbox) >= 0.7 && (d.score - e.score).abs() <= 0.1);
-            matched += usize::from(hit);
-        }
-    }
+    let (matched, total) = kept_by(&int8, 0.7, 0.1);
     assert!(total >= 10, "the samples hold confident detections ({total})");
     assert!(matched * 10 >= total * 9, "{matched} of {total} confident float detections kept by INT8");
 }
@@ -138,18 +147,8 @@ fn fp16_conversion_keeps_float_interfaces_and_detections() {
     assert!(half > 100, "{half} float16 initializers");
     assert!(std::fs::metadata(&out).unwrap().len() * 10 < std::fs::metadata(SHIPPED).unwrap().len() * 6);
 
-    let float = Detector::from_file(SHIPPED, DetectorOptions::default()).unwrap();
     let fp16 = Detector::from_file(&out, DetectorOptions::default()).unwrap();
-    let (mut matched, mut total) = (0, 0);
-    for path in samples() {
-        let f = float.detect_path(&path).unwrap();
-        let h = fp16.detect_path(&path).unwrap();
-        for d in f.detections.iter().filter(|d| d.score >= 0.3) {
-            total += 1;
-            let hit = h.detections.iter().any(|e| iou(&d.bbox, &e.bbox) >= 0.95 && (d.score - e.score).abs() <= 0.01);
-            matched += usize::from(hit);
-        }
-    }
+    let (matched, total) = kept_by(&fp16, 0.95, 0.01);
     assert!(total >= 10 && matched * 100 >= total * 98, "{matched} of {total} float detections kept by fp16");
     let o =
         detnas(&["quantize", out.to_str().unwrap(), "--fp16", "--out", dir.path().join("x.onnx").to_str().unwrap()]);

@@ -196,10 +196,7 @@ fn load_checked(path: &Path, strict: bool) -> Result<(LatencyTable, Runner)> {
         Device::Cuda(_) => table.fingerprint.provider.clone(),
     };
     let precision = Precision::parse(&table.fingerprint.precision)?;
-    let here = Fingerprint {
-        precision: precision.name().into(),
-        ..Fingerprint::current(device, table.fingerprint.threads, &provider)
-    };
+    let here = Fingerprint::current(device, table.fingerprint.threads, &provider, precision);
     let diff = table.fingerprint.differences(&here);
     if !diff.is_empty() {
         let line = format!(

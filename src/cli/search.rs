@@ -252,10 +252,8 @@ pub fn run(args: SearchArgs) -> Result<()> {
                 t.fingerprint.precision
             );
         }
-        let here = Fingerprint {
-            precision: t.fingerprint.precision.clone(),
-            ..Fingerprint::current(table_device(t)?, t.fingerprint.threads, &t.fingerprint.provider)
-        };
+        let precision = detnas_infer::Precision::parse(&t.fingerprint.precision)?;
+        let here = Fingerprint::current(table_device(t)?, t.fingerprint.threads, &t.fingerprint.provider, precision);
         search_latency::check_fingerprint(t, &here, args.strict)?;
         search_latency::check_feasible(t, &space, genes.as_ref(), &base, max_ms)?;
         constraints.push(Box::new(search_latency::constraint(t, &space, &base, max_ms)));

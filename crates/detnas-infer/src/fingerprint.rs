@@ -116,7 +116,7 @@ fn gpu_name(index: i32) -> Option<String> {
 impl Fingerprint {
     /// This machine with `device`, `threads` and the `provider` a session reported; the ONNX
     /// Runtime version is read from the loaded library (`unknown` when it cannot be loaded).
-    pub fn current(device: Device, threads: Option<usize>, provider: &str) -> Self {
+    pub fn current(device: Device, threads: Option<usize>, provider: &str, precision: Precision) -> Self {
         let device_name = match device {
             Device::Cpu => "cpu".to_string(),
             Device::Cuda(n) => format!("cuda:{n}"),
@@ -134,7 +134,7 @@ impl Fingerprint {
             onnxruntime: crate::runtime::version().unwrap_or_else(|_| "unknown".into()),
             provider: provider.to_string(),
             threads,
-            precision: "fp32".into(),
+            precision: precision.name().into(),
         }
     }
 
@@ -184,7 +184,10 @@ mod tests {
 
     #[test]
     fn this_machine_has_a_cpu_fingerprint() {
-        let f = Fingerprint { onnxruntime: String::new(), ..Fingerprint::current(Device::Cpu, Some(1), "CPU") };
+        let f = Fingerprint {
+            onnxruntime: String::new(),
+            ..Fingerprint::current(Device::Cpu, Some(1), "CPU", Precision::Fp32)
+        };
         assert!(f.logical_cores >= 1 && f.gpu.is_none() && f.device == "cpu" && f.precision == "fp32");
         assert!(f.isa.iter().all(|i| ISA_FLAGS.contains(&i.as_str())));
     }

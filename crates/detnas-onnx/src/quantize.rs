@@ -65,10 +65,6 @@ pub struct Quantized {
     pub dequantized: BTreeMap<String, String>,
 }
 
-fn attr_int(node: &NodeProto, name: &str) -> Option<i64> {
-    node.attribute.iter().find(|a| a.name == name).map(|a| a.i)
-}
-
 fn graph(model: &ModelProto) -> Result<&onnx_protobuf::GraphProto> {
     model.graph.as_ref().ok_or_else(|| OnnxError::Quantize("the model has no graph".into()))
 }
@@ -298,11 +294,11 @@ pub fn quantize_qdq(model: &ModelProto, plan: &QuantPlan) -> Result<Quantized> {
     }
 
     // Weights and biases: integer initializers behind per-channel DequantizeLinear nodes.
-    let inits: HashMap<String, TensorProto> = g.initializer.iter().map(|t| (t.name.clone(), t.clone())).collect();
+    let inits: HashMap<&str, &TensorProto> = graph(model)?.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
     let mut weight_nodes = Vec::new();
     let mut conv_inputs: HashMap<usize, (String, Option<String>)> = HashMap::new();
     for s in &chosen {
-        let w = &inits[&s.weight];
+        let w = inits[s.weight.as_str()];
         let (q, scales) = quantize_weights(&float_data(w)?, s.channels, qmax);
         let c = s.channels as i64;
         let (wq, ws, wz) = (
@@ -323,7 +319,7 @@ pub fn quantize_qdq(model: &ModelProto, plan: &QuantPlan) -> Result<Quantized> {
         ));
         let bias = match &s.bias {
             Some(b) => {
-                let values = float_data(&inits[b])?;
+                let values = float_data(inits[b.as_str()])?;
                 let in_scale = act_params[&s.input].0;
                 let bias_scales: Vec<f32> = scales.iter().map(|w| w * in_scale).collect();
                 let q: Vec<i32> = values
@@ -442,11 +438,6 @@ pub fn metadata(model: &ModelProto, key: &str) -> Option<String> {
 /// Counts the nodes of `op` in `model` (for reports and tests).
 pub fn count_ops(model: &ModelProto, op: &str) -> usize {
     model.graph.as_ref().map_or(0, |g| g.node.iter().filter(|n| n.op_type == op).count())
-}
-
-/// The group count of a convolution node (1 when absent), for reports.
-pub fn conv_group(model: &ModelProto, site: &ConvSite) -> i64 {
-    model.graph.as_ref().and_then(|g| g.node.get(site.index)).and_then(|n| attr_int(n, "group")).unwrap_or(1)
 }
 
 #[cfg(test)]

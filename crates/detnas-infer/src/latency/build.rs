@@ -63,10 +63,7 @@ pub fn build_table(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<Lat
         space: opts.space.name.clone(),
         classes: opts.classes,
         shuffle: opts.shuffle,
-        fingerprint: Fingerprint {
-            precision: opts.runner.precision.name().into(),
-            ..Fingerprint::current(opts.runner.device, opts.runner.threads, &provider)
-        },
+        fingerprint: Fingerprint::current(opts.runner.device, opts.runner.threads, &provider, opts.runner.precision),
         genes: opts.genes.clone(),
         timing: opts.runner.timing,
         entries,
