@@ -228,6 +228,8 @@ fn eval_matches_pycocotools_fixtures_and_handles_empty_results() {
     assert!(loose["matched"].as_u64() <= loose["detections"].as_u64());
     let o = detnas(&["eval", "--gt", gt.to_str().unwrap(), "--dt", dt.to_str().unwrap(), "--match-iou", "1.5"]);
     assert!(!o.status.success() && stderr(&o).contains("--match-iou"), "{}", stderr(&o));
+    let o = detnas(&["eval", "--gt", gt.to_str().unwrap(), "--dt", dt.to_str().unwrap(), "--match-iou", "0"]);
+    assert_one_line_failure(&o, &["--match-iou 0", "above 0"]);
 }
 
 #[test]

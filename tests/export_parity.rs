@@ -160,6 +160,9 @@ fn batch_export_matches_single_image_runs() {
     let batch_model =
         export_retinanet(&space, &arch, &cfg, &weights, &ExportOptions { raw_outputs: true, batch: 3 }).unwrap();
     let three = encode(&batch_model).unwrap();
+    let huge = ExportOptions { raw_outputs: false, batch: 100_000 };
+    let err = export_retinanet(&space, &arch, &cfg, &weights, &huge).unwrap_err().to_string();
+    assert!(err.contains("100000") && err.contains("from 1 to 256"), "{err}");
     let (h, w) = (cfg.input.height as usize, cfg.input.width as usize);
     let n = 3 * h * w;
     let mut rng = Rng::seed(11);

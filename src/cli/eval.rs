@@ -46,6 +46,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
             list.join(", ")
         );
     }
+    if args.match_iou == Some(0.0) {
+        bail!("--match-iou 0 would match boxes that do not overlap: give an IoU above 0");
+    }
     let stats = evaluate(&gt, &dt, &EvalParams::default());
     let matched = args.match_iou.map(|iou| recall_precision(&gt, &dt, iou, args.min_score));
     if args.json {

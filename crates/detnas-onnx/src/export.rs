@@ -34,6 +34,9 @@ pub struct ExportOptions {
     pub batch: usize,
 }
 
+/// The largest [`ExportOptions::batch`]: the post-processing is repeated per image in the graph.
+pub const MAX_BATCH: usize = 256;
+
 impl Default for ExportOptions {
     fn default() -> Self {
         ExportOptions { raw_outputs: false, batch: 1 }
@@ -55,8 +58,8 @@ pub fn export_retinanet(
     cfg.validate()?;
     cfg.expect_retinanet()?;
     arch.validate(space)?;
-    if opts.batch == 0 {
-        return Err(OnnxError::Options("the batch size must be at least 1".into()));
+    if !(1..=MAX_BATCH).contains(&opts.batch) {
+        return Err(OnnxError::Options(format!("batch {}: must be from 1 to {MAX_BATCH}", opts.batch)));
     }
     let levels = pyramid_levels(space, arch, cfg)?;
     let mut e = Emitter::new("detnas_retinanet", weights, cfg.bn_eps);
