@@ -275,3 +275,37 @@ fn tiled_detection_of_a_large_image_and_its_settings_on_resume() {
     let o = run(&["--tile", "16", "--exist-ok"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+#[test]
+fn test_time_augmentation_from_the_command_line_is_recorded_and_checked_on_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = root.join("models/neon-trees.onnx");
+    let samples = root.join("models/samples");
+    let out = dir.path().join("out");
+    let run = |extra: &[&str]| {
+        let mut args =
+            vec!["detect", model.to_str().unwrap(), samples.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        detnas(&args)
+    };
+    let o = run(&["--tta", "flips", "--conf", "0.3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(read_json(&out.join("run.json"))["settings"]["tta"], "flips");
+    // what the SDK gives with the same views, not what it gives without them
+    let count = |tta| {
+        let d = Detector::builder().confidence(0.3).tta(tta).load(&model).unwrap();
+        ["neon-yell-1.jpg", "neon-yell-2.jpg"]
+            .iter()
+            .map(|n| d.detect_path(samples.join(n)).unwrap().detections.len())
+            .sum::<usize>()
+    };
+    let written = read_json(&out.join("detections.json")).as_array().unwrap().len();
+    assert_eq!(written, count(detnas_infer::Tta::Flips));
+    assert_ne!(written, count(detnas_infer::Tta::None));
+    let o = run(&["--conf", "0.3", "--resume"]);
+    assert!(!o.status.success() && stderr(&o).contains("tta"), "{}", stderr(&o));
+    let o = run(&["--tta", "sideways", "--exist-ok"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("none, flips, dihedral"), "{}", stderr(&o));
+}

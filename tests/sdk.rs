@@ -493,3 +493,51 @@ fn large_jpegs_decoded_at_a_reduced_scale_give_the_full_decodes_boxes() {
     let ratio = a.detections.len() as f32 / b.detections.len() as f32;
     assert!((0.8..=1.25).contains(&ratio), "{} against {} detections", a.detections.len(), b.detections.len());
 }
+
+/// `b` matches `a` in place and score.
+fn same_detection(a: &detnas_infer::Detection, b: &detnas_infer::Detection) -> bool {
+    a.class_id == b.class_id
+        && (a.score - b.score).abs() < 1e-4
+        && a.bbox.iter().zip(b.bbox).all(|(x, y)| (x - y).abs() < 1e-2)
+}
+
+#[test]
+fn test_time_augmentation_fuses_views_and_commutes_with_the_symmetries_it_averages() {
+    use detnas_infer::{Symmetry, Tta};
+    let (model, samples) = shipped();
+    let tile = image::open(&samples[0]).unwrap().to_rgb8();
+    // not square: the quarter-turned views are letterboxed differently from the upright ones
+    let img = image::imageops::crop_imm(&tile, 0, 0, tile.width(), tile.height() * 3 / 4).to_image();
+    let plain = Detector::builder().all_scores().load(&model).unwrap().detect(&img).unwrap().detections;
+    let d = Detector::builder().all_scores().tta(Tta::Dihedral).load(&model).unwrap();
+    let fused = d.detect(&img).unwrap();
+    let base = &fused.detections;
+    assert_eq!((fused.width, fused.height), img.dimensions());
+    assert!(!base.is_empty() && base.len() <= d.info().config.detections_per_img, "{}", base.len());
+    assert!(base.windows(2).all(|p| p[0].score >= p[1].score), "highest score first");
+    assert!(
+        base.iter().all(|b| b.bbox[0] >= 0.0 && b.bbox[2] <= img.width() as f32 && b.bbox[3] <= img.height() as f32)
+    );
+    assert!(base[..5].iter().any(|b| !plain.iter().any(|p| same_detection(p, b))), "the views change the result");
+    // the eight views of a turned or mirrored image are the eight views of the image itself
+    for k in [1, 4, 7] {
+        let s = Symmetry::new(k);
+        let turned = d.detect(&s.image(&img)).unwrap().detections;
+        assert_eq!(turned.len(), base.len(), "symmetry {k}");
+        for b in base {
+            let mut want = b.clone();
+            want.bbox = s.bbox(&b.bbox, img.width(), img.height());
+            assert!(turned.iter().any(|t| same_detection(t, &want)), "symmetry {k}: {want:?} not found");
+        }
+    }
+    // four mirror views: a horizontal mirror is one of them
+    let flips = Detector::builder().all_scores().tta(Tta::Flips).load(&model).unwrap();
+    let (a, mirrored) =
+        (flips.detect(&img).unwrap().detections, flips.detect(&Symmetry::new(4).image(&img)).unwrap().detections);
+    assert_eq!(a.len(), mirrored.len());
+    for b in &a {
+        let mut want = b.clone();
+        want.bbox = Symmetry::new(4).bbox(&b.bbox, img.width(), img.height());
+        assert!(mirrored.iter().any(|t| same_detection(t, &want)), "{want:?}");
+    }
+}

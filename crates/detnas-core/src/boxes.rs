@@ -1,6 +1,6 @@
 //! Box maths shared by training, export and inference (torchvision semantics): IoU without the
 //! legacy `+1`, NMS sorted by decreasing score, per-class batched NMS, the RetinaNet anchor
-//! generator, the box coder and letterbox geometry. Boxes are `[x1, y1, x2, y2]` in pixels.
+//! generator, the box coder, letterbox geometry and weighted box fusion. Boxes are `[x1, y1, x2, y2]` in pixels.
 
 use serde::{Deserialize, Serialize};
 
@@ -212,6 +212,72 @@ pub fn grid_anchors(cell: &[BBox], grid_h: usize, grid_w: usize, stride_h: f32, 
     out
 }
 
+/// Weighted box fusion (Solovyev et al., 2019) of the detections of `views` views of one image
+/// (test-time augmentation, ensembles), per label: boxes are taken by decreasing score and join
+/// the cluster whose fused box they overlap most, by more than `iou_threshold`, else start one.
+/// A cluster's box is the score-weighted mean of its members and its score their mean score times
+/// `min(members, views) / views`: objects seen in fewer views rank lower. Returns the clusters
+/// sorted by decreasing score (ties: first formed first).
+pub fn weighted_box_fusion(
+    boxes: &[BBox],
+    scores: &[f32],
+    labels: &[i64],
+    views: usize,
+    iou_threshold: f32,
+) -> (Vec<BBox>, Vec<f32>, Vec<i64>) {
+    struct Cluster {
+        label: i64,
+        weighted: [f64; 4],
+        weight: f64,
+        members: usize,
+        fused: BBox,
+    }
+    let mut order: Vec<usize> = (0..boxes.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    let mut clusters: Vec<Cluster> = Vec::new();
+    for i in order {
+        let best = clusters
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.label == labels[i])
+            .map(|(k, c)| (k, iou(&c.fused, &boxes[i])))
+            .filter(|&(_, o)| o > iou_threshold)
+            .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)));
+        let c = match best {
+            Some((k, _)) => &mut clusters[k],
+            None => {
+                clusters.push(Cluster {
+                    label: labels[i],
+                    weighted: [0.0; 4],
+                    weight: 0.0,
+                    members: 0,
+                    fused: boxes[i],
+                });
+                clusters.last_mut().expect("just pushed")
+            }
+        };
+        let s = f64::from(scores[i].max(0.0));
+        for (w, v) in c.weighted.iter_mut().zip(boxes[i]) {
+            *w += s * f64::from(v);
+        }
+        c.weight += s;
+        c.members += 1;
+        if c.weight > 0.0 {
+            c.fused = c.weighted.map(|w| (w / c.weight) as f32);
+        }
+    }
+    let views = views.max(1);
+    let mut fused: Vec<(BBox, f32, i64)> = clusters
+        .iter()
+        .map(|c| {
+            let mean = c.weight / c.members as f64;
+            (c.fused, (mean * c.members.min(views) as f64 / views as f64) as f32, c.label)
+        })
+        .collect();
+    fused.sort_by(|a, b| b.1.total_cmp(&a.1));
+    (fused.iter().map(|f| f.0).collect(), fused.iter().map(|f| f.1).collect(), fused.iter().map(|f| f.2).collect())
+}
+
 /// Sizes of one RetinaNet level: `base * 2^(i / scales_per_octave)` for `i in 0..scales_per_octave`.
 pub fn octave_sizes(base: f32, scales_per_octave: usize) -> Vec<f32> {
     (0..scales_per_octave).map(|i| base * 2f32.powf(i as f32 / scales_per_octave as f32)).collect()
@@ -359,5 +425,24 @@ mod tests {
         assert_eq!(clipped, [0.0, 0.0, 1000.0, 500.0]);
         let tiny = Letterbox::fit(1, 1, 512, 384);
         assert_eq!((tiny.resized_w, tiny.resized_h), (384, 384));
+    }
+    #[test]
+    fn box_fusion_averages_by_score_and_ranks_by_agreement() {
+        // two views: one object seen in both, one seen in one, another class on the first
+        let boxes = [[0.0, 0.0, 10.0, 10.0], [2.0, 0.0, 12.0, 10.0], [50.0, 50.0, 60.0, 60.0], [0.0, 0.0, 10.0, 10.0]];
+        let scores = [0.9, 0.3, 0.95, 0.5];
+        let labels = [0, 0, 0, 1];
+        let (b, s, l) = weighted_box_fusion(&boxes, &scores, &labels, 2, 0.5);
+        assert_eq!(l, vec![0, 0, 1]);
+        // both views: weighted mean x1 = (0.9 * 0 + 0.3 * 2) / 1.2 = 0.5, score mean 0.6
+        assert!((b[0][0] - 0.5).abs() < 1e-6 && (b[0][2] - 10.5).abs() < 1e-6, "{b:?}");
+        assert!((s[0] - 0.6).abs() < 1e-6, "{s:?}");
+        // one view of two: 0.95 / 2, ranked below the object both views agree on
+        assert_eq!(b[1], [50.0, 50.0, 60.0, 60.0]);
+        assert!((s[1] - 0.475).abs() < 1e-6 && (s[2] - 0.25).abs() < 1e-6, "{s:?}");
+        // one view is plain pass-through, boxes that do not overlap enough stay apart
+        let (b1, s1, _) = weighted_box_fusion(&boxes[..2], &scores[..2], &labels[..2], 1, 0.9);
+        assert_eq!((b1, s1), (vec![boxes[0], boxes[1]], vec![0.9, 0.3]));
+        assert_eq!(weighted_box_fusion(&[], &[], &[], 8, 0.5).0.len(), 0);
     }
 }

@@ -8,6 +8,7 @@
 //!   deterministic hold-out split, and COCO ground-truth output for `detnas eval`;
 //! - [`png_rows`]: row-by-row PNG reading for images too large to decode whole;
 //! - [`preprocess`]: letterboxing into the network input (SIMD bilinear resize);
+//! - [`symmetry`]: the eight symmetries of the square on images and boxes (augmentation, TTA);
 //! - [`folder`]: classification sets in the image-folder layout ([`ImageFolder`]);
 //! - [`synthetic`]: a seeded generator of small shape-detection sets for fast tests.
 
@@ -26,6 +27,7 @@ pub mod image_io;
 #[cfg(feature = "png")]
 pub mod png_rows;
 pub mod preprocess;
+pub mod symmetry;
 #[cfg(feature = "datasets")]
 pub mod synthetic;
 

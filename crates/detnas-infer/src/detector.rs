@@ -17,9 +17,10 @@ use crate::image_io::{ImageWarning, LoadedImage, decode_image_fit, load_image_fi
 use crate::options::{DetectorBuilder, DetectorOptions, Thresholds};
 use crate::preprocess::letterbox_into;
 use crate::results::{Detection, Detections, StageTimings};
-use detnas_core::boxes::{BBox, Letterbox, batched_nms};
+use detnas_core::boxes::{BBox, Letterbox, batched_nms, weighted_box_fusion};
 use detnas_core::contract::tensors;
 use detnas_core::shape::InputSize;
+use detnas_data::symmetry::Symmetry;
 use image::RgbImage;
 use ort::session::Session;
 use ort::session::builder::SessionBuilder;
@@ -32,11 +33,21 @@ use std::time::{Duration, Instant};
 /// waiting for [`Detector::detect_prepared`].
 #[derive(Debug)]
 pub struct Prepared {
-    input: Vec<f32>,
-    letterbox: Letterbox,
+    /// One network input per view of the test-time augmentation (one without it).
+    views: Vec<View>,
+    /// Size of the image as decoded (before any symmetry).
+    decoded: (u32, u32),
     full_size: (u32, u32),
     timings: StageTimings,
     warnings: Vec<ImageWarning>,
+}
+
+/// One view of an image: a symmetry of it letterboxed into the network input.
+#[derive(Debug)]
+struct View {
+    input: Vec<f32>,
+    letterbox: Letterbox,
+    symmetry: Symmetry,
 }
 
 /// Raw model outputs in network-input pixels: boxes, scores, labels.
@@ -231,11 +242,20 @@ impl Detector {
         let cfg = &self.info.config;
         let (w, h) = (cfg.input.width as u32, cfg.input.height as u32);
         let t0 = Instant::now();
-        let mut input = vec![0f32; 3 * (w * h) as usize];
-        let letterbox = letterbox_into(image, w, h, cfg.preprocess.pad_value, &mut input);
+        let views = (self.options.tta.symmetries().into_iter())
+            .map(|symmetry| {
+                let mut input = vec![0f32; 3 * (w * h) as usize];
+                let letterbox = if symmetry == Symmetry::IDENTITY {
+                    letterbox_into(image, w, h, cfg.preprocess.pad_value, &mut input)
+                } else {
+                    letterbox_into(&symmetry.image(image), w, h, cfg.preprocess.pad_value, &mut input)
+                };
+                View { input, letterbox, symmetry }
+            })
+            .collect();
         Prepared {
-            input,
-            letterbox,
+            views,
+            decoded: image.dimensions(),
             full_size: image.dimensions(),
             timings: StageTimings { preprocess: t0.elapsed(), ..StageTimings::default() },
             warnings: Vec::new(),
@@ -249,18 +269,36 @@ impl Detector {
     }
 
     fn run_prepared(&self, p: Prepared, cap: bool) -> Result<Detections> {
-        let ((boxes, scores, labels), inference) = self.run_timed(&p.input)?;
+        let (mut boxes, mut scores, mut labels) = (Vec::new(), Vec::new(), Vec::new());
+        let mut inference = Duration::ZERO;
+        let (src_w, src_h) = p.decoded;
+        for v in &p.views {
+            let ((b, s, l), t) = self.run_timed(&v.input)?;
+            inference += t;
+            boxes.extend(b.iter().map(|b| v.symmetry.unmap_bbox(&v.letterbox.to_source(b), src_w, src_h)));
+            scores.extend(s);
+            labels.extend(l);
+        }
         let t2 = Instant::now();
-        let lb = p.letterbox;
+        if p.views.len() > 1 {
+            (boxes, scores, labels) =
+                weighted_box_fusion(&boxes, &scores, &labels, p.views.len(), self.thresholds().iou);
+            if cap {
+                // as many as one view may return: the graph's own cap
+                let n = self.info.config.detections_per_img.min(scores.len());
+                boxes.truncate(n);
+                scores.truncate(n);
+                labels.truncate(n);
+            }
+        }
         let (full_w, full_h) = p.full_size;
         // decoded at a reduced scale: boxes back to the full image's pixels
-        let sx = full_w as f32 / lb.src_w as f32;
-        let sy = full_h as f32 / lb.src_h as f32;
-        let scaled = (full_w, full_h) != (lb.src_w, lb.src_h);
+        let sx = full_w as f32 / src_w as f32;
+        let sy = full_h as f32 / src_h as f32;
+        let scaled = (full_w, full_h) != (src_w, src_h);
         let detections = self.postprocess(boxes, scores, labels, cap, |b| {
-            let b = lb.to_source(b);
             if !scaled {
-                return b;
+                return *b;
             }
             let (w, h) = (full_w as f32, full_h as f32);
             [(b[0] * sx).min(w), (b[1] * sy).min(h), (b[2] * sx).min(w), (b[3] * sy).min(h)]
@@ -287,7 +325,7 @@ impl Detector {
 
     /// Detects in every image file with decoding ahead of inference: one thread reads, decodes
     /// and letterboxes into a queue of at most `depth` prepared inputs (memory: `depth` network
-    /// inputs plus one image being decoded), while one worker per session runs the network and
+    /// inputs, times the views of [`DetectorOptions::tta`], plus one image being decoded), while one worker per session runs the network and
     /// calls `handle(index, result)`; the calling thread gets each handled value in `collect`, in
     /// completion order. One bad item never stops the others.
     pub fn detect_pipelined<P, R, H, C>(&self, paths: &[P], depth: usize, handle: H, mut collect: C)

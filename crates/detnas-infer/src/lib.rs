@@ -92,6 +92,7 @@ pub use detector::{Detector, Prepared, RawOutputs};
 pub use detnas_core::boxes::BBox;
 pub use detnas_core::detector::DetectorConfig;
 pub use detnas_core::shape::InputSize;
+pub use detnas_data::symmetry::Symmetry;
 pub use device::{Device, ProviderChoice};
 pub use error::{InferError, Result};
 pub use fingerprint::{Fingerprint, Precision};
@@ -99,7 +100,7 @@ pub use image::{self, RgbImage};
 pub use image_io::{DecodeLimits, ImageError, ImageWarning};
 #[cfg(feature = "latency")]
 pub use latency::{LatencyTable, Prediction};
-pub use options::{DEFAULT_CONFIDENCE, DetectorBuilder, DetectorOptions, Thresholds};
+pub use options::{DEFAULT_CONFIDENCE, DetectorBuilder, DetectorOptions, Thresholds, Tta};
 pub use ort;
 pub use results::{CocoDetection, Detection, Detections, StageTimings};
 pub use runtime::{LibrarySource, RuntimeInfo};

@@ -14,6 +14,7 @@ use detnas_core::rng::Rng;
 use detnas_data::detection::DetectionDataset;
 use detnas_data::image_io::{DecodeLimits, load_image};
 use detnas_data::preprocess::letterbox_into;
+use detnas_data::symmetry::Symmetry;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -66,22 +67,11 @@ impl Default for Augment {
     }
 }
 
-/// Symmetry `k` (0..8) of the square applied to `img` and its `boxes` (pixel edges): `k % 4`
-/// quarter turns clockwise, then a horizontal flip when `k >= 4`.
+/// Symmetry `k` (0..8) of the square ([`Symmetry`]) applied to `img` and its `boxes` (pixel edges).
 pub fn dihedral(img: &RgbImage, boxes: &[BBox], k: u64) -> (RgbImage, Vec<BBox>) {
-    use image::imageops::{flip_horizontal, rotate90, rotate180, rotate270};
-    let (w, h) = (img.width() as f32, img.height() as f32);
-    let (turned, boxes): (RgbImage, Vec<BBox>) = match k % 4 {
-        0 => (img.clone(), boxes.to_vec()),
-        1 => (rotate90(img), boxes.iter().map(|b| [h - b[3], b[0], h - b[1], b[2]]).collect()),
-        2 => (rotate180(img), boxes.iter().map(|b| [w - b[2], h - b[3], w - b[0], h - b[1]]).collect()),
-        _ => (rotate270(img), boxes.iter().map(|b| [b[1], w - b[2], b[3], w - b[0]]).collect()),
-    };
-    if k < 4 {
-        return (turned, boxes);
-    }
-    let tw = turned.width() as f32;
-    (flip_horizontal(&turned), boxes.iter().map(|b| [tw - b[2], b[1], tw - b[0], b[3]]).collect())
+    let s = Symmetry::new(k);
+    let (w, h) = img.dimensions();
+    (s.image(img), boxes.iter().map(|b| s.bbox(b, w, h)).collect())
 }
 
 /// Brightness, contrast and saturation factors `(b, c, s)` applied in that order, in place.
@@ -418,23 +408,5 @@ mod tests {
         assert!(on.validate().is_ok() && Augment::default().validate().is_ok());
         assert!(Augment { color_jitter: 1.5, ..on.clone() }.validate().is_err());
         assert!(Augment { scale_min: 0.0, ..on }.validate().is_err());
-    }
-
-    #[test]
-    fn the_eight_symmetries_move_boxes_with_their_pixels_and_are_distinct() {
-        // a 7x4 image, one marked pixel framed by a 1x1 box
-        let mut img = RgbImage::new(7, 4);
-        img.put_pixel(5, 1, image::Rgb([255, 0, 0]));
-        let mut seen = std::collections::BTreeSet::new();
-        for k in 0..8 {
-            let (t, boxes) = dihedral(&img, &[[5.0, 1.0, 6.0, 2.0]], k);
-            let b = boxes[0];
-            assert_eq!((b[2] - b[0], b[3] - b[1]), (1.0, 1.0), "k {k}: {b:?}");
-            assert_eq!(t.get_pixel(b[0] as u32, b[1] as u32).0, [255, 0, 0], "k {k}: {b:?}");
-            let dims = if k % 2 == 1 { (4, 7) } else { (7, 4) };
-            assert_eq!(t.dimensions(), dims);
-            seen.insert((b[0] as u32, b[1] as u32, t.width()));
-        }
-        assert_eq!(seen.len(), 8, "eight different placements");
     }
 }

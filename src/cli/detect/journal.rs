@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail};
 use detnas_core::coco::Detection;
 use detnas_core::detector::DetectorConfig;
 use detnas_core::fsutil::write_atomic;
+use detnas_infer::Tta;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -47,6 +48,13 @@ pub struct Settings {
     /// `--full-decode` (absent, false, in runs written before reduced JPEG decoding existed).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub full_decode: bool,
+    /// `--tta` (absent, none, in runs written before test-time augmentation existed).
+    #[serde(default, skip_serializing_if = "is_no_tta")]
+    pub tta: Tta,
+}
+
+fn is_no_tta(tta: &Tta) -> bool {
+    *tta == Tta::None
 }
 
 impl Settings {

@@ -18,7 +18,7 @@ use super::values;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use detnas_core::fsutil::write_atomic;
-use detnas_infer::{Detections, Detector, DetectorOptions, Device, StageTimings};
+use detnas_infer::{Detections, Detector, DetectorOptions, Device, StageTimings, Tta};
 use indicatif::{ProgressBar, ProgressStyle};
 use journal::{BoxRecord, ImageRecord, Journal, Manifest, Settings};
 use outdir::{Existing, OutDir};
@@ -94,6 +94,11 @@ pub struct DetectArgs {
     /// pixels either way).
     #[arg(long)]
     full_decode: bool,
+    /// Test-time augmentation: `flips` (4 views) or `dihedral` (8: every quarter turn, each
+    /// mirrored), boxes of all views merged by weighted box fusion; one network run per view.
+    /// For images with no "up" (aerial, microscopy).
+    #[arg(long, default_value = "none", value_name = "none|flips|dihedral")]
+    tta: Tta,
     /// Write YOLO label files (`class cx cy w h score`, normalised) to <out>/labels/.
     #[arg(long)]
     save_txt: bool,
@@ -150,6 +155,7 @@ fn settings(args: &DetectArgs) -> Result<Settings> {
         tile: args.tile,
         overlap: args.tile.map(|_| args.overlap.unwrap_or(DEFAULT_OVERLAP)),
         full_decode: args.full_decode,
+        tta: args.tta,
     })
 }
 
@@ -218,6 +224,7 @@ fn load_detector(args: &DetectArgs, workers: usize) -> Result<Detector> {
     options.device = Device::parse(&args.device)?;
     options.strict = args.strict;
     options.reduced_decode = !args.full_decode;
+    options.tta = args.tta;
     // One untiled worker is pipelined: a decoding thread shares the cores with the session's
     // threads, which must not spin while it works.
     options.spinning = !pipelined(args.tile, workers);
