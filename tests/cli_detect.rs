@@ -172,6 +172,15 @@ fn export_inspect_and_bench() {
     assert!(b["detect"]["p50_ms"].as_f64().unwrap() > 0.0);
     assert!(b["device"]["onnxruntime"].as_str().unwrap().starts_with("1."));
     assert_eq!(b["device"]["provider"], "CPUExecutionProvider");
+    assert_eq!(b["tta"], "none");
+    let args =
+        [model.to_str().unwrap(), "--warmup", "1", "--iters", "3", "--threads", "1", "--json", "--tta", "dihedral"];
+    let o = detnas(&[&["bench"], &args[..]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let b: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(b["tta"], "dihedral");
+    // eight model runs in the detect path
+    assert!(b["detect_over_model_run_p50"].as_f64().unwrap() > 3.0, "{b}");
 
     let bad = dir.path().join("bad.onnx");
     std::fs::write(&bad, b"").unwrap();

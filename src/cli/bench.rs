@@ -9,7 +9,7 @@ use detnas_core::space::ChannelShuffle;
 use detnas_infer::fingerprint::cpu_model;
 use detnas_infer::latency::{base_config, random_detector};
 use detnas_infer::timing::{TimingPlan, time_pair};
-use detnas_infer::{Detector, DetectorOptions, Device};
+use detnas_infer::{Detector, DetectorOptions, Device, Tta};
 use image::{ImageFormat, RgbImage};
 use serde_json::json;
 use std::path::PathBuf;
@@ -52,6 +52,9 @@ pub struct BenchArgs {
     /// scale when it is at least twice the network input).
     #[arg(long)]
     full_decode: bool,
+    /// Test-time augmentation of the detect path (as `detect --tta`): one model run per view.
+    #[arg(long, default_value = "none", value_name = "none|flips|dihedral")]
+    tta: Tta,
     /// Fail instead of falling back when the requested device is unavailable.
     #[arg(long)]
     strict: bool,
@@ -68,6 +71,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     options.device = Device::parse(&args.device)?;
     options.strict = args.strict;
     options.reduced_decode = !args.full_decode;
+    options.tta = args.tta;
     let (detector, name) = match (&args.model, &args.arch) {
         (Some(path), _) => (Detector::from_file(path, options)?, path.display().to_string()),
         (None, Some(text)) => {
@@ -109,6 +113,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let report = json!({
         "model": name,
         "input": cfg.input.to_string(),
+        "tta": args.tta,
         "device": {
             "cpu": cpu_model(),
             "logical_cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -124,7 +129,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("model    {name} (input {})", cfg.input);
+    let views = args.tta.symmetries().len();
+    let tta = if views > 1 { format!(", detect with {views} views") } else { String::new() };
+    println!("model    {name} (input {}{tta})", cfg.input);
     println!(
         "device   {} | threads {} | ONNX Runtime {} | {}",
         cpu_model(),
