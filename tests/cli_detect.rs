@@ -318,3 +318,50 @@ fn test_time_augmentation_from_the_command_line_is_recorded_and_checked_on_resum
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("none, flips, dihedral"), "{}", stderr(&o));
 }
+
+#[test]
+fn eval_runs_a_model_on_the_ground_truths_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = root.join("models/neon-trees.onnx");
+    std::fs::create_dir(dir.path().join("imgs")).unwrap();
+    // ground truth: the model's own confident boxes on the two samples
+    let confident = Detector::builder().confidence(0.5).load(&model).unwrap();
+    let (mut images, mut annotations) = (Vec::new(), Vec::new());
+    for (i, name) in ["neon-yell-1.jpg", "neon-yell-2.jpg"].iter().enumerate() {
+        let path = dir.path().join("imgs").join(name);
+        std::fs::copy(root.join("models/samples").join(name), &path).unwrap();
+        let found = confident.detect_path(&path).unwrap();
+        assert!(!found.detections.is_empty());
+        let id = 10 + i;
+        images.push(serde_json::json!({"id": id, "file_name": format!("imgs/{name}"), "width": found.width, "height": found.height}));
+        for d in &found.detections {
+            let [x, y, w, h] = d.xywh();
+            let n = annotations.len() + 1;
+            annotations.push(serde_json::json!({"id": n, "image_id": id, "category_id": 1, "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0}));
+        }
+    }
+    let gt = dir.path().join("gt.json");
+    let categories = serde_json::json!([{"id": 1, "name": "tree"}]);
+    let dataset = serde_json::json!({"images": images, "annotations": annotations, "categories": categories});
+    std::fs::write(&gt, dataset.to_string()).unwrap();
+    let (gt_arg, model_arg) = (gt.to_str().unwrap(), model.to_str().unwrap());
+    let saved = dir.path().join("dt.json");
+    let eval = |extra: &[&str]| {
+        let o = detnas(&[&["eval", "--gt", gt_arg, "--json"], extra].concat());
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_str::<Value>(&stdout(&o)).unwrap()["stats"].clone()
+    };
+    let stats = eval(&["--model", model_arg, "--save-dt", saved.to_str().unwrap()]);
+    // every ground-truth box is the model's own, ranked above everything else it finds
+    assert!(stats[0].as_f64().unwrap() > 0.99 && stats[1].as_f64().unwrap() > 0.99, "{stats}");
+    assert_eq!(eval(&["--dt", saved.to_str().unwrap()]), stats, "the saved results give the same numbers");
+    assert_ne!(eval(&["--model", model_arg, "--tta", "flips"]), stats, "fused views are other boxes");
+    // every image counts: a missing one fails the evaluation, naming it
+    std::fs::remove_file(dir.path().join("imgs/neon-yell-2.jpg")).unwrap();
+    let o = detnas(&["eval", "--gt", gt_arg, "--model", model_arg]);
+    assert_one_line_failure(&o, &["1 of 2", "neon-yell-2.jpg"]);
+    assert_one_line_failure(&detnas(&["eval", "--gt", gt_arg]), &["--dt", "--model"]);
+    let o = detnas(&["eval", "--gt", gt_arg, "--dt", saved.to_str().unwrap(), "--model", model_arg]);
+    assert_eq!(o.status.code(), Some(2), "--dt and --model exclude each other");
+}

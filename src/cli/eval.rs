@@ -1,4 +1,5 @@
-//! `detnas eval`: COCO bbox evaluation with pycocotools' semantics.
+//! `detnas eval`: COCO bbox evaluation with pycocotools' semantics, of a results file or of an
+//! exported model run on the ground truth's images.
 
 use anyhow::{Result, bail};
 use clap::Args;
@@ -11,9 +12,30 @@ pub struct EvalArgs {
     /// Ground truth (COCO instances JSON, with at least one annotation).
     #[arg(long)]
     gt: PathBuf,
-    /// Detections (COCO results JSON; `[]` is valid).
+    /// Detections (COCO results JSON; `[]` is valid); or give --model.
     #[arg(long)]
-    dt: PathBuf,
+    dt: Option<PathBuf>,
+    /// Detect with this exported model in every ground-truth image (file names relative to the
+    /// --gt file's folder, or to --images), keeping every score, and evaluate what it finds.
+    #[cfg(feature = "infer")]
+    #[arg(long, conflicts_with = "dt")]
+    model: Option<PathBuf>,
+    /// Folder the ground truth's image file names are relative to (default: the --gt file's).
+    #[cfg(feature = "infer")]
+    #[arg(long, requires = "model")]
+    images: Option<PathBuf>,
+    /// Test-time augmentation of --model, as `detect --tta`.
+    #[cfg(feature = "infer")]
+    #[arg(long, requires = "model", value_name = "none|flips|dihedral")]
+    tta: Option<detnas_infer::Tta>,
+    /// ONNX Runtime threads of --model (default: all cores).
+    #[cfg(feature = "infer")]
+    #[arg(long, requires = "model", value_parser = super::values::count)]
+    threads: Option<usize>,
+    /// Also write --model's detections to this COCO results file (atomically).
+    #[cfg(feature = "infer")]
+    #[arg(long, requires = "model")]
+    save_dt: Option<PathBuf>,
     /// Print one JSON object whose `stats` are the 12 pycocotools numbers.
     #[arg(long)]
     json: bool,
@@ -31,7 +53,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if gt.dataset().annotations.is_empty() {
         bail!("{}: the ground truth has no annotations: there is nothing to evaluate against", args.gt.display());
     }
-    let dt = Detections::load(&args.dt, &gt)?;
+    let (dt, dt_name) = match &args.dt {
+        Some(path) => (Detections::load(path, &gt)?, path.display().to_string()),
+        None => detect_ground_truth(&args, &gt)?,
+    };
     let known: HashSet<i64> = gt.category_ids().iter().copied().collect();
     let mut unknown: BTreeMap<i64, usize> = BTreeMap::new();
     for d in dt.as_slice().iter().filter(|d| !known.contains(&d.category_id)) {
@@ -41,7 +66,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         let list: Vec<String> = unknown.iter().map(|(id, n)| format!("{id} ({n})")).collect();
         eprintln!(
             "warning: {}: detections with category ids not in {} are not evaluated: {}",
-            args.dt.display(),
+            dt_name,
             args.gt.display(),
             list.join(", ")
         );
@@ -69,4 +94,78 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The detections of `--model` on every image of the ground truth, and a name for them.
+#[cfg(feature = "infer")]
+fn detect_ground_truth(args: &EvalArgs, gt: &GroundTruth) -> Result<(Detections, String)> {
+    use anyhow::Context;
+    use detnas_core::coco::Detection;
+    let Some(model) = &args.model else {
+        bail!("give --dt results.json, or --model model.onnx to detect in the ground truth's images first");
+    };
+    let root = match &args.images {
+        Some(dir) => dir.clone(),
+        None => args.gt.parent().map(PathBuf::from).unwrap_or_default(),
+    };
+    let mut ids = Vec::new();
+    let mut paths = Vec::new();
+    for image in &gt.dataset().images {
+        let Some(name) = image.file_name.as_deref() else {
+            bail!("{}: image {} has no file_name, so --model cannot find it: give --dt", args.gt.display(), image.id);
+        };
+        ids.push(image.id);
+        paths.push(root.join(name));
+    }
+    let mut builder = detnas_infer::Detector::builder().all_scores();
+    if let Some(threads) = args.threads {
+        builder = builder.threads(threads);
+    }
+    if let Some(tta) = args.tta {
+        builder = builder.tta(tta);
+    }
+    let detector = builder.load(model)?;
+    let start = std::time::Instant::now();
+    let mut found = Vec::new();
+    let mut failed = Vec::new();
+    for (id, result) in ids.iter().zip(detector.detect_batch(&paths)) {
+        match result {
+            Ok(d) => found.extend(d.detections.iter().map(|d| {
+                let [x, y, w, h] = d.xywh().map(f64::from);
+                Detection {
+                    image_id: *id,
+                    category_id: d.category_id as i64,
+                    bbox: [x, y, w, h],
+                    score: d.score.into(),
+                }
+            })),
+            Err(e) => failed.push(e.to_string()),
+        }
+    }
+    if !failed.is_empty() {
+        let shown = failed.iter().take(5).cloned().collect::<Vec<_>>().join("; ");
+        bail!(
+            "{} of {} ground-truth images could not be detected in (every one counts in the evaluation): {shown}",
+            failed.len(),
+            paths.len()
+        );
+    }
+    eprintln!(
+        "{}: {} detections in {} images ({:.1} s)",
+        model.display(),
+        found.len(),
+        paths.len(),
+        start.elapsed().as_secs_f64()
+    );
+    if let Some(out) = &args.save_dt {
+        let bytes = serde_json::to_vec(&found)?;
+        detnas_core::fsutil::write_atomic(out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok((Detections::new(found, gt)?, model.display().to_string()))
+}
+
+/// Without ONNX Runtime, detections come from a file only.
+#[cfg(not(feature = "infer"))]
+fn detect_ground_truth(_: &EvalArgs, _: &GroundTruth) -> Result<(Detections, String)> {
+    bail!("give --dt results.json (this build has no ONNX Runtime to run a model)")
 }

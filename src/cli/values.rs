@@ -2,6 +2,7 @@
 //! with a message naming the flag, before any work starts.
 
 /// A finite number in `[0, 1]` (scores, IoU thresholds).
+#[cfg_attr(not(feature = "infer"), allow(dead_code))] // `detect --conf`
 pub fn fraction(s: &str) -> Result<f32, String> {
     probability(s).map(|v| v as f32)
 }
@@ -16,9 +17,11 @@ pub fn probability(s: &str) -> Result<f64, String> {
 }
 
 /// Longest `--seconds` accepted (a day).
+#[cfg_attr(not(feature = "infer"), allow(dead_code))] // `bench --seconds`
 pub const MAX_SECONDS: f64 = 86_400.0;
 
 /// A finite duration in seconds, more than 0 and at most [`MAX_SECONDS`].
+#[cfg_attr(not(feature = "infer"), allow(dead_code))]
 pub fn seconds(s: &str) -> Result<f64, String> {
     let v: f64 = s.trim().parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
     if !v.is_finite() || v <= 0.0 || v > MAX_SECONDS {
@@ -56,6 +59,7 @@ pub fn milliseconds(s: &str) -> Result<f64, String> {
 }
 
 /// Cores this process may use.
+#[cfg_attr(not(feature = "infer"), allow(dead_code))] // `detect --workers`
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
