@@ -364,8 +364,13 @@ const QUADRANT: u32 = 312;
 /// A 2x2 mosaic of the two sample tiles (624x624) and the shipped model's detections on each
 /// quadrant alone, moved to mosaic coordinates: the known boxes of the large image.
 fn mosaic() -> (image::RgbImage, Vec<detnas_infer::Detection>, Detector) {
+    mosaic_with(detnas_infer::Tta::None)
+}
+
+/// [`mosaic`] with test-time augmentation.
+fn mosaic_with(tta: detnas_infer::Tta) -> (image::RgbImage, Vec<detnas_infer::Detection>, Detector) {
     let (model, samples) = shipped();
-    let d = Detector::builder().confidence(0.3).threads(2).load(&model).unwrap();
+    let d = Detector::builder().confidence(0.3).threads(2).tta(tta).load(&model).unwrap();
     let tiles: Vec<image::RgbImage> = samples
         .iter()
         .map(|p| image::imageops::crop_imm(&image::open(p).unwrap().to_rgb8(), 0, 0, QUADRANT, QUADRANT).to_image())
@@ -388,17 +393,19 @@ fn mosaic() -> (image::RgbImage, Vec<detnas_infer::Detection>, Detector) {
 
 #[test]
 fn tiles_without_overlap_reproduce_each_windows_detections() {
-    let (big, known, d) = mosaic();
-
-    let tiled = d.detect_tiled(&big, detnas_infer::Tiling::new(QUADRANT, 0.0).unwrap()).unwrap();
-    assert_eq!((tiled.width, tiled.height), (2 * QUADRANT, 2 * QUADRANT));
-    assert!(known.len() > 40, "{} known crowns", known.len());
-    // the same detections; equal scores (the same tile twice) may come in either order
-    let key = |d: &detnas_infer::Detection| (d.score.to_bits(), d.bbox.map(f32::to_bits));
-    let (mut got, mut want) = (tiled.detections.clone(), known.clone());
-    got.sort_by_key(key);
-    want.sort_by_key(key);
-    assert_eq!(got, want);
+    // with test-time augmentation too: every window gets its views
+    for (tta, least) in [(detnas_infer::Tta::None, 40), (detnas_infer::Tta::Flips, 20)] {
+        let (big, known, d) = mosaic_with(tta);
+        let tiled = d.detect_tiled(&big, detnas_infer::Tiling::new(QUADRANT, 0.0).unwrap()).unwrap();
+        assert_eq!((tiled.width, tiled.height), (2 * QUADRANT, 2 * QUADRANT));
+        assert!(known.len() > least, "{tta:?}: {} known crowns", known.len());
+        // the same detections; equal scores (the same tile twice) may come in either order
+        let key = |d: &detnas_infer::Detection| (d.score.to_bits(), d.bbox.map(f32::to_bits));
+        let (mut got, mut want) = (tiled.detections.clone(), known.clone());
+        got.sort_by_key(key);
+        want.sort_by_key(key);
+        assert_eq!(got, want, "{tta:?}");
+    }
 }
 
 #[test]
@@ -478,20 +485,36 @@ fn large_jpegs_decoded_at_a_reduced_scale_give_the_full_decodes_boxes() {
     let big = image::imageops::resize(&tile, w, h, image::imageops::FilterType::Triangle);
     let mut jpeg = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95).encode_image(&big).unwrap();
-    let reduced = Detector::builder().confidence(0.3).threads(2).load(&model).unwrap();
-    let full = Detector::builder().confidence(0.3).threads(2).reduced_decode(false).load(&model).unwrap();
-    let a = reduced.detect_bytes(&jpeg, "big.jpg").unwrap();
-    let b = full.detect_bytes(&jpeg, "big.jpg").unwrap();
-    assert_eq!((a.width, a.height), (w, h), "boxes and size in the full image's pixels");
-    assert_eq!((b.width, b.height), (w, h));
-    let confident: Vec<_> = b.detections.iter().filter(|d| d.score >= 0.35).collect();
-    assert!(confident.len() >= 5, "{} confident crowns", confident.len());
-    for d in &confident {
-        let best = a.detections.iter().map(|x| iou(&x.bbox, &d.bbox)).fold(0.0f32, f32::max);
-        assert!(best > 0.7, "{:?} (score {}) not found by the reduced decode (best IoU {best})", d.bbox, d.score);
+    // with test-time augmentation too (fused scores are lower: lower thresholds; a fused box
+    // averages views that each moved a little: a lower IoU)
+    let cases = [(detnas_infer::Tta::None, 0.3, 0.35, 0.7), (detnas_infer::Tta::Flips, 0.15, 0.25, 0.6)];
+    for (tta, conf, sure, overlap) in cases {
+        let builder = Detector::builder().confidence(conf).threads(2).tta(tta);
+        let reduced = builder.clone().load(&model).unwrap();
+        let full = builder.reduced_decode(false).load(&model).unwrap();
+        let a = reduced.detect_bytes(&jpeg, "big.jpg").unwrap();
+        let b = full.detect_bytes(&jpeg, "big.jpg").unwrap();
+        assert_eq!((a.width, a.height), (w, h), "boxes and size in the full image's pixels");
+        assert_eq!((b.width, b.height), (w, h));
+        let confident: Vec<_> = b.detections.iter().filter(|d| d.score >= sure).collect();
+        assert!(confident.len() >= 5, "{tta:?}: {} confident crowns", confident.len());
+        for d in &confident {
+            let best = a.detections.iter().map(|x| iou(&x.bbox, &d.bbox)).fold(0.0f32, f32::max);
+            assert!(
+                best > overlap,
+                "{tta:?}: {:?} (score {}) not found by the reduced decode (IoU {best})",
+                d.bbox,
+                d.score
+            );
+        }
+        let ratio = a.detections.len() as f32 / b.detections.len() as f32;
+        assert!(
+            (0.8..=1.25).contains(&ratio),
+            "{tta:?}: {} against {} detections",
+            a.detections.len(),
+            b.detections.len()
+        );
     }
-    let ratio = a.detections.len() as f32 / b.detections.len() as f32;
-    assert!((0.8..=1.25).contains(&ratio), "{} against {} detections", a.detections.len(), b.detections.len());
 }
 
 /// `b` matches `a` in place and score.
@@ -515,6 +538,7 @@ fn test_time_augmentation_fuses_views_and_commutes_with_the_symmetries_it_averag
     assert_eq!((fused.width, fused.height), img.dimensions());
     assert!(!base.is_empty() && base.len() <= d.info().config.detections_per_img, "{}", base.len());
     assert!(base.windows(2).all(|p| p[0].score >= p[1].score), "highest score first");
+    assert!(base.iter().all(|b| b.score >= d.thresholds().confidence), "fused scores keep the graph's floor");
     assert!(
         base.iter().all(|b| b.bbox[0] >= 0.0 && b.bbox[2] <= img.width() as f32 && b.bbox[3] <= img.height() as f32)
     );

@@ -13,7 +13,8 @@ pub struct EvalArgs {
     #[arg(long)]
     gt: PathBuf,
     /// Detections (COCO results JSON; `[]` is valid); or give --model.
-    #[arg(long)]
+    #[cfg_attr(feature = "infer", arg(long, required_unless_present = "model"))]
+    #[cfg_attr(not(feature = "infer"), arg(long, required = true))]
     dt: Option<PathBuf>,
     /// Detect with this exported model in every ground-truth image (file names relative to the
     /// --gt file's folder, or to --images), keeping every score, and evaluate what it finds.
@@ -110,12 +111,14 @@ fn detect_ground_truth(args: &EvalArgs, gt: &GroundTruth) -> Result<(Detections,
     };
     let mut ids = Vec::new();
     let mut paths = Vec::new();
+    let mut sizes = Vec::new();
     for image in &gt.dataset().images {
         let Some(name) = image.file_name.as_deref() else {
             bail!("{}: image {} has no file_name, so --model cannot find it: give --dt", args.gt.display(), image.id);
         };
         ids.push(image.id);
         paths.push(root.join(name));
+        sizes.push(image.width.zip(image.height));
     }
     let mut builder = detnas_infer::Detector::builder().all_scores();
     if let Some(threads) = args.threads {
@@ -128,19 +131,32 @@ fn detect_ground_truth(args: &EvalArgs, gt: &GroundTruth) -> Result<(Detections,
     let start = std::time::Instant::now();
     let mut found = Vec::new();
     let mut failed = Vec::new();
-    for (id, result) in ids.iter().zip(detector.detect_batch(&paths)) {
-        match result {
-            Ok(d) => found.extend(d.detections.iter().map(|d| {
-                let [x, y, w, h] = d.xywh().map(f64::from);
-                Detection {
-                    image_id: *id,
-                    category_id: d.category_id as i64,
-                    bbox: [x, y, w, h],
-                    score: d.score.into(),
-                }
-            })),
-            Err(e) => failed.push(e.to_string()),
+    let mut resized = Vec::new();
+    for (k, result) in detector.detect_batch(&paths).into_iter().enumerate() {
+        let found_in = match result {
+            Ok(d) => d,
+            Err(e) => {
+                failed.push(e.to_string());
+                continue;
+            }
+        };
+        if sizes[k].is_some_and(|size| size != (found_in.width, found_in.height)) {
+            resized.push(paths[k].display().to_string());
         }
+        found.extend(found_in.detections.iter().map(|d| {
+            let [x, y, w, h] = d.xywh().map(f64::from);
+            Detection { image_id: ids[k], category_id: d.category_id as i64, bbox: [x, y, w, h], score: d.score.into() }
+        }));
+    }
+    if !resized.is_empty() {
+        // boxes in other pixels than the annotations': the numbers would be silently wrong
+        eprintln!(
+            "warning: {} image(s) are not the size {} gives them (resized after annotation, or an EXIF \
+             rotation?): {}",
+            resized.len(),
+            args.gt.display(),
+            resized.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+        );
     }
     if !failed.is_empty() {
         let shown = failed.iter().take(5).cloned().collect::<Vec<_>>().join("; ");

@@ -213,26 +213,34 @@ pub fn grid_anchors(cell: &[BBox], grid_h: usize, grid_w: usize, stride_h: f32, 
 }
 
 /// Weighted box fusion (Solovyev et al., 2019) of the detections of `views` views of one image
-/// (test-time augmentation, ensembles), per label: boxes are taken by decreasing score and join
-/// the cluster whose fused box they overlap most, by more than `iou_threshold`, else start one.
-/// A cluster's box is the score-weighted mean of its members and its score their mean score times
-/// `min(members, views) / views`: objects seen in fewer views rank lower. Returns the clusters
-/// sorted by decreasing score (ties: first formed first).
+/// (test-time augmentation, ensembles); `view[i]` (below `views`) is the view box `i` came from.
+/// Per label, boxes are taken by decreasing score and join the cluster whose fused box they
+/// overlap most, by more than `iou_threshold`, else start one. A cluster's box is the
+/// score-weighted mean of its members and its score their mean score times the share of the
+/// views that contributed to it, so objects fewer views agree on rank lower. Boxes without area
+/// and non-finite scores are left out. Returns the clusters sorted by decreasing score (ties:
+/// first formed first). Panics when the slices differ in length.
 pub fn weighted_box_fusion(
     boxes: &[BBox],
     scores: &[f32],
     labels: &[i64],
+    view: &[usize],
     views: usize,
     iou_threshold: f32,
 ) -> (Vec<BBox>, Vec<f32>, Vec<i64>) {
+    assert!(
+        scores.len() == boxes.len() && labels.len() == boxes.len() && view.len() == boxes.len(),
+        "one score, label and view per box"
+    );
     struct Cluster {
         label: i64,
         weighted: [f64; 4],
         weight: f64,
         members: usize,
+        views: Vec<usize>,
         fused: BBox,
     }
-    let mut order: Vec<usize> = (0..boxes.len()).collect();
+    let mut order: Vec<usize> = (0..boxes.len()).filter(|&i| scores[i].is_finite() && area(&boxes[i]) > 0.0).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
     let mut clusters: Vec<Cluster> = Vec::new();
     for i in order {
@@ -246,13 +254,15 @@ pub fn weighted_box_fusion(
         let c = match best {
             Some((k, _)) => &mut clusters[k],
             None => {
-                clusters.push(Cluster {
+                let fresh = Cluster {
                     label: labels[i],
                     weighted: [0.0; 4],
                     weight: 0.0,
                     members: 0,
+                    views: Vec::new(),
                     fused: boxes[i],
-                });
+                };
+                clusters.push(fresh);
                 clusters.last_mut().expect("just pushed")
             }
         };
@@ -262,6 +272,9 @@ pub fn weighted_box_fusion(
         }
         c.weight += s;
         c.members += 1;
+        if !c.views.contains(&view[i]) {
+            c.views.push(view[i]);
+        }
         if c.weight > 0.0 {
             c.fused = c.weighted.map(|w| (w / c.weight) as f32);
         }
@@ -271,7 +284,7 @@ pub fn weighted_box_fusion(
         .iter()
         .map(|c| {
             let mean = c.weight / c.members as f64;
-            (c.fused, (mean * c.members.min(views) as f64 / views as f64) as f32, c.label)
+            (c.fused, (mean * c.views.len().min(views) as f64 / views as f64) as f32, c.label)
         })
         .collect();
     fused.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -432,7 +445,7 @@ mod tests {
         let boxes = [[0.0, 0.0, 10.0, 10.0], [2.0, 0.0, 12.0, 10.0], [50.0, 50.0, 60.0, 60.0], [0.0, 0.0, 10.0, 10.0]];
         let scores = [0.9, 0.3, 0.95, 0.5];
         let labels = [0, 0, 0, 1];
-        let (b, s, l) = weighted_box_fusion(&boxes, &scores, &labels, 2, 0.5);
+        let (b, s, l) = weighted_box_fusion(&boxes, &scores, &labels, &[0, 1, 1, 0], 2, 0.5);
         assert_eq!(l, vec![0, 0, 1]);
         // both views: weighted mean x1 = (0.9 * 0 + 0.3 * 2) / 1.2 = 0.5, score mean 0.6
         assert!((b[0][0] - 0.5).abs() < 1e-6 && (b[0][2] - 10.5).abs() < 1e-6, "{b:?}");
@@ -440,9 +453,16 @@ mod tests {
         // one view of two: 0.95 / 2, ranked below the object both views agree on
         assert_eq!(b[1], [50.0, 50.0, 60.0, 60.0]);
         assert!((s[1] - 0.475).abs() < 1e-6 && (s[2] - 0.25).abs() < 1e-6, "{s:?}");
+        // two boxes of one view in one cluster are one view's agreement, not two
+        let (_, s2, _) = weighted_box_fusion(&boxes[..2], &scores[..2], &labels[..2], &[0, 0], 2, 0.5);
+        assert!((s2[0] - 0.3).abs() < 1e-6, "{s2:?}");
         // one view is plain pass-through, boxes that do not overlap enough stay apart
-        let (b1, s1, _) = weighted_box_fusion(&boxes[..2], &scores[..2], &labels[..2], 1, 0.9);
+        let (b1, s1, _) = weighted_box_fusion(&boxes[..2], &scores[..2], &labels[..2], &[0, 0], 1, 0.9);
         assert_eq!((b1, s1), (vec![boxes[0], boxes[1]], vec![0.9, 0.3]));
-        assert_eq!(weighted_box_fusion(&[], &[], &[], 8, 0.5).0.len(), 0);
+        assert_eq!(weighted_box_fusion(&[], &[], &[], &[], 8, 0.5).0.len(), 0);
+        // boxes without area and non-finite scores are left out
+        let odd = [[5.0, 5.0, 5.0, 9.0], [0.0, 0.0, 4.0, 4.0], [0.0, 0.0, 4.0, 4.0]];
+        let (b3, _, _) = weighted_box_fusion(&odd, &[0.9, f32::NAN, 0.2], &[0, 0, 0], &[0, 1, 2], 3, 0.5);
+        assert_eq!(b3, vec![[0.0, 0.0, 4.0, 4.0]]);
     }
 }

@@ -269,27 +269,31 @@ impl Detector {
     }
 
     fn run_prepared(&self, p: Prepared, cap: bool) -> Result<Detections> {
-        let (mut boxes, mut scores, mut labels) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut boxes, mut scores, mut labels, mut view) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut inference = Duration::ZERO;
         let (src_w, src_h) = p.decoded;
-        for v in &p.views {
+        for (k, v) in p.views.iter().enumerate() {
             let ((b, s, l), t) = self.run_timed(&v.input)?;
             inference += t;
             boxes.extend(b.iter().map(|b| v.symmetry.unmap_bbox(&v.letterbox.to_source(b), src_w, src_h)));
+            view.extend(std::iter::repeat_n(k, s.len()));
             scores.extend(s);
             labels.extend(l);
         }
         let t2 = Instant::now();
         if p.views.len() > 1 {
-            (boxes, scores, labels) =
-                weighted_box_fusion(&boxes, &scores, &labels, p.views.len(), self.thresholds().iou);
+            let cfg = &self.info.config;
+            let iou = self.thresholds().iou;
+            (boxes, scores, labels) = weighted_box_fusion(&boxes, &scores, &labels, &view, p.views.len(), iou);
+            // what one view may return: fused scores from the graph's own floor up, at most the
+            // graph's cap of them (taken before any class filter, as the graph does)
+            let mut n = scores.iter().take_while(|&&s| s >= cfg.score_thresh).count();
             if cap {
-                // as many as one view may return: the graph's own cap
-                let n = self.info.config.detections_per_img.min(scores.len());
-                boxes.truncate(n);
-                scores.truncate(n);
-                labels.truncate(n);
+                n = n.min(cfg.detections_per_img);
             }
+            boxes.truncate(n);
+            scores.truncate(n);
+            labels.truncate(n);
         }
         let (full_w, full_h) = p.full_size;
         // decoded at a reduced scale: boxes back to the full image's pixels

@@ -58,11 +58,13 @@ fn is_no_tta(tta: &Tta) -> bool {
 }
 
 impl Settings {
-    /// Names of the fields that differ from `other`.
+    /// Names of the fields that differ from `other`. A field left out of one side holds its
+    /// default there (defaults are not written), so adding `--tile` or `--tta` on resume counts.
     pub fn differences(&self, other: &Settings) -> Vec<String> {
         let (a, b) = (json!(self), json!(other));
         let (a, b) = (a.as_object().expect("struct"), b.as_object().expect("struct"));
-        a.iter().filter(|(k, v)| b.get(*k) != Some(*v)).map(|(k, _)| k.clone()).collect()
+        let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        keys.into_iter().filter(|k| a.get(*k) != b.get(*k)).cloned().collect()
     }
 }
 
