@@ -10,6 +10,12 @@ fn read_json(p: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
 }
 
+/// `detnas detect MODEL INPUT --out OUT` with `extra` flags.
+fn detect_into(model: &Path, input: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let base = ["detect", model.to_str().unwrap(), input.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    detnas(&[&base[..], extra].concat())
+}
+
 /// A folder mixing good images (nested, several formats) and hostile files.
 fn mixed_folder(dir: &Path) -> (usize, Vec<&'static str>) {
     std::fs::create_dir_all(dir.join("nested/deeper")).unwrap();
@@ -257,12 +263,7 @@ fn tiled_detection_of_a_large_image_and_its_settings_on_resume() {
     big.save(images.join("ortho.png")).unwrap();
     let model = root.join("models/neon-trees.onnx");
     let out = dir.path().join("out");
-    let run = |extra: &[&str]| {
-        let mut args =
-            vec!["detect", model.to_str().unwrap(), images.to_str().unwrap(), "--out", out.to_str().unwrap()];
-        args.extend_from_slice(extra);
-        detnas(&args)
-    };
+    let run = |extra: &[&str]| detect_into(&model, &images, &out, extra);
     let o = run(&["--tile", "416", "--overlap", "0.25", "--conf", "0.3"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let dets = read_json(&out.join("detections.json"));
@@ -292,12 +293,7 @@ fn test_time_augmentation_from_the_command_line_is_recorded_and_checked_on_resum
     let model = root.join("models/neon-trees.onnx");
     let samples = root.join("models/samples");
     let out = dir.path().join("out");
-    let run = |extra: &[&str]| {
-        let mut args =
-            vec!["detect", model.to_str().unwrap(), samples.to_str().unwrap(), "--out", out.to_str().unwrap()];
-        args.extend_from_slice(extra);
-        detnas(&args)
-    };
+    let run = |extra: &[&str]| detect_into(&model, &samples, &out, extra);
     let o = run(&["--tta", "flips", "--conf", "0.3"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(read_json(&out.join("run.json"))["settings"]["tta"], "flips");
