@@ -358,6 +358,10 @@ fn eval_runs_a_model_on_the_ground_truths_images() {
     assert!(stats[0].as_f64().unwrap() > 0.99 && stats[1].as_f64().unwrap() > 0.99, "{stats}");
     assert_eq!(eval(&["--dt", saved.to_str().unwrap()]), stats, "the saved results give the same numbers");
     assert_ne!(eval(&["--model", model_arg, "--tta", "flips"]), stats, "fused views are other boxes");
+    // the results never overwrite an input
+    let o = detnas(&["eval", "--gt", gt_arg, "--model", model_arg, "--save-dt", gt_arg]);
+    assert_one_line_failure(&o, &["--save-dt", "an input"]);
+    assert!(read_json(&gt)["annotations"].as_array().is_some_and(|a| !a.is_empty()), "ground truth intact");
     // an image of another size than the ground truth says is named in a warning
     let mut shrunk = dataset.clone();
     shrunk["images"][0]["width"] = serde_json::json!(100);

@@ -105,6 +105,12 @@ fn detect_ground_truth(args: &EvalArgs, gt: &GroundTruth) -> Result<(Detections,
     let Some(model) = &args.model else {
         bail!("give --dt results.json, or --model model.onnx to detect in the ground truth's images first");
     };
+    if let Some(out) = &args.save_dt {
+        let same = |p: &PathBuf| p.canonicalize().ok().zip(out.canonicalize().ok()).is_some_and(|(a, b)| a == b);
+        if same(&args.gt) || same(model) {
+            bail!("--save-dt {}: that is an input of this evaluation; give another file", out.display());
+        }
+    }
     let root = match &args.images {
         Some(dir) => dir.clone(),
         None => args.gt.parent().map(PathBuf::from).unwrap_or_default(),
