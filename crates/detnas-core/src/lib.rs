@@ -14,7 +14,8 @@
 //! - [`pareto`]: a search's candidates, Pareto front and best, as CSV and JSON;
 //! - [`plan`]: the one parameter naming scheme and conv-by-conv plans of every network part;
 //! - [`rng`]: a small seedable generator whose state serializes exactly;
-//! - [`fsutil`]: atomic file writes.
+//! - [`fsutil`]: atomic file writes, path identity;
+//! - [`owner`]: folder ownership records: which command wrote which files.
 
 pub mod arch;
 pub mod boxes;
@@ -27,6 +28,7 @@ pub mod error;
 pub mod evolution;
 pub mod fsutil;
 pub mod genome;
+pub mod owner;
 pub mod pareto;
 pub mod plan;
 pub mod rng;

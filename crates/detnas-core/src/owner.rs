@@ -1,0 +1,425 @@
+//! Folder ownership: which `detnas` command wrote a folder, and exactly which files.
+//!
+//! Every command that writes a folder stamps it with [`RECORD`]: the command, a format version and
+//! the files it wrote (relative, `/`-separated). A name is added **before** its file is written,
+//! so a crash can leave a listed name without its file, never a file of ours that is not listed.
+//! A listed name ending in `/` is a folder: one the command created (removed when it is empty),
+//! or a folder owned by a command a pipeline ran (cleared by its own record).
+//!
+//! The rules, the same for every command ([`OwnedDir::open`]):
+//! - a folder owned by another command is refused, naming that command;
+//! - replacing (`--exist-ok`, `--overwrite`) removes exactly the listed files and nothing else;
+//!   files the record does not list stay, and are reported ([`Opened::kept`]);
+//! - a folder with files but no record is never emptied: it is refused;
+//! - temporary files of [`crate::fsutil::write_atomic`] left by a killed run are swept when the
+//!   folder is opened again.
+
+use crate::fsutil::{TEMP_PREFIX, write_atomic};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// The ownership record inside a folder.
+pub const RECORD: &str = ".detnas-owner.json";
+
+/// Version of the record's layout.
+pub const FORMAT: u32 = 1;
+
+/// The record's content.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    pub format: u32,
+    /// The command that owns the folder (`detect`, `train`, `search`, ...).
+    pub command: String,
+    /// Files (and `name/` folders) the command wrote, relative to the folder.
+    pub files: BTreeSet<String>,
+}
+
+/// A folder that cannot be used, or a record that cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum OwnerError {
+    #[error(
+        "{path} holds the output of `detnas {owner}` ({RECORD}): choose another {flag} (it is never replaced by `detnas {command}`)"
+    )]
+    Foreign { path: PathBuf, owner: String, command: String, flag: String },
+    #[error(
+        "{path} holds files detnas did not write ({sample}): detnas never writes results among them nor empties such a folder; choose a new or empty {flag}"
+    )]
+    Unowned { path: PathBuf, sample: String, flag: String },
+    #[error("{path} holds results of an earlier `detnas {command}` run ({sample}): {hint}")]
+    Earlier { path: PathBuf, command: String, sample: String, hint: String },
+    #[error("{path}: {reason}")]
+    Io { path: PathBuf, reason: String },
+}
+
+impl OwnerError {
+    fn io(path: &Path, reason: impl std::fmt::Display) -> Self {
+        OwnerError::Io { path: path.to_path_buf(), reason: reason.to_string() }
+    }
+}
+
+/// What to do with an earlier run's results in the folder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Existing {
+    /// Refuse the folder when it holds any.
+    Refuse,
+    /// Remove them (the listed files only), then start afresh.
+    Replace,
+    /// Keep them: the run continues.
+    Resume,
+}
+
+/// The command's flags, for messages.
+#[derive(Clone, Copy, Debug)]
+pub struct Flags {
+    /// The output flag (`--out`).
+    pub out: &'static str,
+    /// The flag that replaces earlier results (`--exist-ok` or `--overwrite`).
+    pub replace: &'static str,
+    /// The flag that continues them, if the command has one.
+    pub resume: Option<&'static str>,
+}
+
+impl Flags {
+    /// `--out`, `--overwrite`, `--resume`.
+    pub const OVERWRITE_RESUME: Flags = Flags { out: "--out", replace: "--overwrite", resume: Some("--resume") };
+}
+
+/// A folder this process owns.
+#[derive(Debug)]
+pub struct OwnedDir {
+    path: PathBuf,
+    command: String,
+}
+
+/// The result of [`OwnedDir::open`].
+#[derive(Debug)]
+pub struct Opened {
+    pub dir: OwnedDir,
+    /// Files of an earlier run of this command were found (and kept: `Resume`, or removed: `Replace`).
+    pub earlier: bool,
+    /// Files that stay because detnas did not write them (relative paths), after `Replace`.
+    pub kept: Vec<String>,
+}
+
+impl Opened {
+    /// One line about the kept files, if any.
+    pub fn kept_note(&self) -> Option<String> {
+        if self.kept.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "note: {} keeps {} file(s) detnas did not write: {}",
+            self.dir.path.display(),
+            self.kept.len(),
+            sample(&self.kept)
+        ))
+    }
+}
+
+/// Up to four names, then a count.
+fn sample(names: &[String]) -> String {
+    let mut s = names.iter().take(4).map(|n| crate::fsutil::escaped(n)).collect::<Vec<_>>().join(", ");
+    if names.len() > 4 {
+        s.push_str(&format!(" and {} more", names.len() - 4));
+    }
+    s
+}
+
+/// The record of `dir`, if it has one.
+pub fn read_record(dir: &Path) -> Result<Option<Record>, OwnerError> {
+    let path = dir.join(RECORD);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(OwnerError::io(&path, e)),
+    };
+    let record: Record = serde_json::from_slice(&bytes)
+        .map_err(|e| OwnerError::io(&path, format!("not a detnas folder record: {e}")))?;
+    if record.format != FORMAT {
+        return Err(OwnerError::io(
+            &path,
+            format!("record format {} is not supported (expected {FORMAT})", record.format),
+        ));
+    }
+    Ok(Some(record))
+}
+
+/// The command that owns `dir`, if a readable record says so.
+pub fn owner_of(dir: &Path) -> Option<String> {
+    read_record(dir).ok().flatten().map(|r| r.command)
+}
+
+fn write_record(dir: &Path, record: &Record) -> Result<(), OwnerError> {
+    let path = dir.join(RECORD);
+    let json = serde_json::to_vec_pretty(record).map_err(|e| OwnerError::io(&path, e))?;
+    write_atomic(&path, &json).map_err(|e| OwnerError::io(&path, e))
+}
+
+/// Adds `files` to the record of `dir` before they are written; does nothing when `dir` has no
+/// record (a library caller that does not stamp its folders).
+pub fn note(dir: &Path, files: &[String]) -> Result<(), OwnerError> {
+    let Some(mut record) = read_record(dir)? else { return Ok(()) };
+    let before = record.files.len();
+    record.files.extend(files.iter().cloned());
+    if record.files.len() != before {
+        write_record(dir, &record)?;
+    }
+    Ok(())
+}
+
+/// Every file under `dir` (relative, `/`-separated), records left out; folders owned by a
+/// command, other than `dir` itself, are listed as `name/` without their content.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), String::new())];
+    while let Some((d, prefix)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if prefix.is_empty() && name == RECORD {
+                continue;
+            }
+            let rel = format!("{prefix}{name}");
+            let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+            if is_dir {
+                stack.push((entry.path(), format!("{rel}/")));
+            } else {
+                out.push(rel);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Removes the temporary files of [`write_atomic`] under `dir` (left by a killed run).
+fn sweep_temporaries(dir: &Path) {
+    for rel in files_under(dir) {
+        if rel.rsplit('/').next().is_some_and(|n| n.starts_with(TEMP_PREFIX)) {
+            let _ = std::fs::remove_file(dir.join(&rel));
+        }
+    }
+}
+
+/// Removes the listed files of `dir`'s record (listed folders: their own listed files, then the
+/// folder if empty). The record itself stays unless `drop_record`.
+fn clear(dir: &Path, drop_record: bool) -> Result<(), OwnerError> {
+    let Some(record) = read_record(dir)? else { return Ok(()) };
+    // Files first, deepest folders last, so that created folders are empty when their turn comes.
+    let (folders, files): (Vec<&String>, Vec<&String>) = record.files.iter().partition(|f| f.ends_with('/'));
+    for rel in files {
+        let path = dir.join(rel);
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if !m.is_dir() => std::fs::remove_file(&path).map_err(|e| OwnerError::io(&path, e))?,
+            _ => {}
+        }
+    }
+    let mut folders: Vec<&String> = folders;
+    folders.sort_by_key(|f| std::cmp::Reverse(f.matches('/').count()));
+    for rel in folders {
+        let path = dir.join(rel.trim_end_matches('/'));
+        if read_record(&path).ok().flatten().is_some() {
+            clear(&path, true)?;
+        }
+        let _ = std::fs::remove_dir(&path); // only when empty
+    }
+    if drop_record {
+        let path = dir.join(RECORD);
+        std::fs::remove_file(&path).map_err(|e| OwnerError::io(&path, e))?;
+    }
+    Ok(())
+}
+
+impl OwnedDir {
+    /// Opens `path` for `command` (creating it when needed and stamping it), following the
+    /// module's rules. Nothing is removed but listed files under `Existing::Replace`.
+    pub fn open(path: &Path, command: &str, existing: Existing, flags: Flags) -> Result<Opened, OwnerError> {
+        if path.exists() && !path.is_dir() {
+            return Err(OwnerError::io(path, format!("{} exists and is not a folder", flags.out)));
+        }
+        std::fs::create_dir_all(path)
+            .map_err(|e| OwnerError::io(path, format!("{}: cannot create the folder: {e}", flags.out)))?;
+        let dir = OwnedDir { path: path.to_path_buf(), command: command.to_string() };
+        let Some(record) = read_record(path)? else {
+            let found = files_under(path);
+            if !found.is_empty() {
+                return Err(OwnerError::Unowned {
+                    path: path.to_path_buf(),
+                    sample: sample(&found),
+                    flag: flags.out.into(),
+                });
+            }
+            write_record(path, &Record { format: FORMAT, command: command.into(), files: BTreeSet::new() })
+                .map_err(|e| OwnerError::io(path, format!("{}: the folder is not writable ({e})", flags.out)))?;
+            return Ok(Opened { dir, earlier: false, kept: Vec::new() });
+        };
+        if record.command != command {
+            return Err(OwnerError::Foreign {
+                path: path.to_path_buf(),
+                owner: record.command,
+                command: command.into(),
+                flag: flags.out.into(),
+            });
+        }
+        sweep_temporaries(path);
+        let present: Vec<String> = record
+            .files
+            .iter()
+            .filter(|f| !f.ends_with('/') && std::fs::symlink_metadata(path.join(f)).is_ok())
+            .cloned()
+            .collect();
+        let nested = record.files.iter().any(|f| f.ends_with('/') && path.join(f).is_dir());
+        let earlier = !present.is_empty() || nested;
+        match existing {
+            Existing::Refuse if earlier => {
+                let hint = match flags.resume {
+                    Some(r) => format!(
+                        "pass {} to replace them, {r} to continue that run, or choose another {}",
+                        flags.replace, flags.out
+                    ),
+                    None => format!("pass {} to replace them, or choose another {}", flags.replace, flags.out),
+                };
+                let shown = if present.is_empty() { record.files.iter().cloned().collect() } else { present };
+                Err(OwnerError::Earlier {
+                    path: path.to_path_buf(),
+                    command: command.into(),
+                    sample: sample(&shown),
+                    hint,
+                })
+            }
+            Existing::Replace if earlier => {
+                clear(path, false)?;
+                write_record(path, &Record { format: FORMAT, command: command.into(), files: BTreeSet::new() })?;
+                let kept = files_under(path);
+                Ok(Opened { dir, earlier, kept })
+            }
+            _ => Ok(Opened { dir, earlier, kept: Vec::new() }),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn command(&self) -> &str {
+        &self.command
+    }
+
+    /// `rel` inside the folder.
+    pub fn join(&self, rel: &str) -> PathBuf {
+        self.path.join(rel)
+    }
+
+    /// Adds `files` to the record (call before writing them); see [`note`].
+    pub fn note(&self, files: &[String]) -> Result<(), OwnerError> {
+        note(&self.path, files)
+    }
+
+    /// Records `rel`, then writes it atomically.
+    pub fn write(&self, rel: &str, bytes: &[u8]) -> Result<(), OwnerError> {
+        self.note(&[rel.to_string()])?;
+        let path = self.join(rel);
+        write_atomic(&path, bytes).map_err(|e| OwnerError::io(&path, e))
+    }
+
+    /// Records and creates the sub-folder `rel` (written `rel/` in the record).
+    pub fn create_dir(&self, rel: &str) -> Result<PathBuf, OwnerError> {
+        self.note(&[format!("{}/", rel.trim_end_matches('/'))])?;
+        let path = self.join(rel);
+        std::fs::create_dir_all(&path).map_err(|e| OwnerError::io(&path, e))?;
+        Ok(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FLAGS: Flags = Flags { out: "--out", replace: "--exist-ok", resume: Some("--resume") };
+
+    fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+        files_under(dir).into_iter().map(|f| (f.clone(), std::fs::read(dir.join(&f)).unwrap_or_default())).collect()
+    }
+
+    #[test]
+    fn replace_removes_only_listed_files_and_reports_the_rest() {
+        let root = tempfile::tempdir().unwrap();
+        let out = root.path().join("out");
+        let o = OwnedDir::open(&out, "detect", Existing::Refuse, FLAGS).unwrap();
+        assert!(!o.earlier);
+        o.dir.create_dir("images").unwrap();
+        o.dir.write("images/a.jpg", b"ours").unwrap();
+        o.dir.write("detections.json", b"[]").unwrap();
+        std::fs::write(out.join("images/my-photo.jpg"), b"theirs").unwrap();
+        std::fs::create_dir_all(out.join("images/deep")).unwrap();
+        std::fs::write(out.join("images/deep/x.jpg"), b"theirs too").unwrap();
+        std::fs::write(out.join("readme.md"), b"notes").unwrap();
+        let err = OwnedDir::open(&out, "detect", Existing::Refuse, FLAGS).unwrap_err().to_string();
+        assert!(err.contains("earlier `detnas detect` run") && err.contains("--exist-ok"), "{err}");
+        let o = OwnedDir::open(&out, "detect", Existing::Replace, FLAGS).unwrap();
+        assert!(o.earlier);
+        assert_eq!(o.kept, ["images/deep/x.jpg", "images/my-photo.jpg", "readme.md"]);
+        assert!(o.kept_note().unwrap().contains("3 file(s) detnas did not write"));
+        assert!(!out.join("images/a.jpg").exists() && !out.join("detections.json").exists());
+        assert_eq!(std::fs::read(out.join("images/deep/x.jpg")).unwrap(), b"theirs too");
+        assert_eq!(read_record(&out).unwrap().unwrap().files.len(), 0);
+    }
+
+    #[test]
+    fn foreign_and_unowned_folders_are_refused_and_untouched() {
+        let root = tempfile::tempdir().unwrap();
+        let search = root.path().join("s");
+        let o = OwnedDir::open(&search, "search", Existing::Refuse, FLAGS).unwrap();
+        o.dir.write("state.json", b"{}").unwrap();
+        let before = tree(&search);
+        for existing in [Existing::Refuse, Existing::Replace, Existing::Resume] {
+            let err = OwnedDir::open(&search, "train", existing, FLAGS).unwrap_err().to_string();
+            assert!(err.contains("output of `detnas search`") && err.contains("choose another --out"), "{err}");
+        }
+        assert_eq!(tree(&search), before);
+        let user = root.path().join("u");
+        std::fs::create_dir_all(user.join("images")).unwrap();
+        std::fs::write(user.join("images/x.jpg"), b"x").unwrap();
+        for existing in [Existing::Refuse, Existing::Replace, Existing::Resume] {
+            let err = OwnedDir::open(&user, "detect", existing, FLAGS).unwrap_err().to_string();
+            assert!(err.contains("files detnas did not write (images/x.jpg)"), "{err}");
+        }
+        assert!(!user.join(RECORD).exists());
+        let file = root.path().join("f");
+        std::fs::write(&file, b"").unwrap();
+        assert!(
+            OwnedDir::open(&file, "detect", Existing::Refuse, FLAGS).unwrap_err().to_string().contains("not a folder")
+        );
+    }
+
+    #[test]
+    fn nested_owned_folders_are_cleared_by_their_own_records_and_temporaries_swept() {
+        let root = tempfile::tempdir().unwrap();
+        let demo = root.path().join("demo");
+        let o = OwnedDir::open(&demo, "demo", Existing::Refuse, Flags::OVERWRITE_RESUME).unwrap();
+        o.dir.note(&["supernet/".into()]).unwrap();
+        o.dir.write("report.md", b"r").unwrap();
+        let sub = OwnedDir::open(&demo.join("supernet"), "train", Existing::Refuse, Flags::OVERWRITE_RESUME).unwrap();
+        sub.dir.write("state.json", b"{}").unwrap();
+        std::fs::write(demo.join("supernet/mine.txt"), b"keep").unwrap();
+        let tmp = demo.join(format!("{TEMP_PREFIX}123-0"));
+        std::fs::write(&tmp, b"partial").unwrap();
+        let o = OwnedDir::open(&demo, "demo", Existing::Resume, Flags::OVERWRITE_RESUME).unwrap();
+        assert!(o.earlier && !tmp.exists() && demo.join("report.md").exists());
+        let o = OwnedDir::open(&demo, "demo", Existing::Replace, Flags::OVERWRITE_RESUME).unwrap();
+        assert_eq!(o.kept, ["supernet/mine.txt"]);
+        assert!(!demo.join("report.md").exists() && !demo.join("supernet/state.json").exists());
+        assert!(!demo.join("supernet").join(RECORD).exists());
+    }
+
+    #[test]
+    fn bad_records_are_errors_naming_the_file() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join(RECORD), b"{").unwrap();
+        let err = OwnedDir::open(root.path(), "detect", Existing::Replace, FLAGS).unwrap_err().to_string();
+        assert!(err.contains(RECORD) && err.contains("not a detnas folder record"), "{err}");
+        assert!(note(&root.path().join("none"), &["x".into()]).is_ok());
+    }
+}
