@@ -3,6 +3,7 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use detnas_data::detection::{DetectionDataset, ValidationPolicy};
+use detnas_core::owner::{self, Existing, Flags, OwnedDir};
 use detnas_data::synthetic::{SyntheticSpec, generate};
 use std::path::PathBuf;
 
@@ -17,9 +18,13 @@ pub enum DataCommand {
 
 #[derive(Args, Debug)]
 pub struct SyntheticArgs {
-    /// Output folder (PNG images in images/, COCO JSON next to them).
+    /// Output folder (PNG images in images/, COCO JSON next to them): new, empty, or a set this
+    /// command wrote (with --overwrite).
     #[arg(long)]
     out: PathBuf,
+    /// Replace a set this command wrote in --out (its own files only).
+    #[arg(long)]
+    overwrite: bool,
     /// Number of images.
     #[arg(long, default_value_t = 32)]
     images: usize,
@@ -92,6 +97,16 @@ pub fn run(cmd: DataCommand) -> Result<()> {
                 distractors: a.distractors,
                 occlusion_percent: a.occlusion,
             };
+            spec.validate()?;
+            let existing = if a.overwrite { Existing::Replace } else { Existing::Refuse };
+            let flags = Flags { out: "--out", replace: "--overwrite", resume: None };
+            let owned = OwnedDir::open(&a.out, "data synthetic", existing, flags)?;
+            if owned.earlier {
+                let kept = owned.dir.replace()?;
+                if let Some(note) = owner::kept_note(&a.out, &kept) {
+                    eprintln!("{note}");
+                }
+            }
             let json = generate(&a.out, &spec)?;
             println!("{}", json.display());
             Ok(())

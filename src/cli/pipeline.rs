@@ -1,11 +1,14 @@
 //! A resumable sequence of steps into one folder, each made of `detnas` commands run in this
 //! process (`detnas demo`, `detnas study`). The record (`<name>.json`) is written atomically after
 //! every step with the commands run so far; `--resume` skips finished steps and refuses a folder
-//! made with other settings; `--overwrite` removes only a folder that holds such a record.
+//! made with other settings. The folder is owned ([`detnas_core::owner`]): every path the
+//! pipeline names inside it is listed in its ownership record before use, so `--overwrite`
+//! removes exactly what the pipeline and the commands it ran wrote, and nothing else.
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use detnas_core::fsutil::write_atomic;
+use detnas_core::owner::{self, Existing, Flags, OwnedDir};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -25,11 +28,17 @@ pub struct Pipeline<S> {
     pub out: PathBuf,
     pub rec: Record<S>,
     file: &'static str,
+    owned: OwnedDir,
 }
 
 impl<S> Pipeline<S> {
-    /// `p` inside the folder.
+    /// `p` inside the folder, listed (with its parent folders) in the folder's ownership record.
+    /// A record that cannot be written only means the file would be kept by `--overwrite`; the
+    /// next [`Pipeline::save`] reports the unwritable folder.
     pub fn path(&self, p: &str) -> PathBuf {
+        let mut names: Vec<String> = p.match_indices('/').map(|(i, _)| format!("{}/", &p[..i])).collect();
+        names.push(p.to_string());
+        let _ = self.owned.note(&names);
         self.out.join(p)
     }
 
@@ -40,9 +49,10 @@ impl<S> Pipeline<S> {
 }
 
 impl<S: Serialize + DeserializeOwned + Default> Pipeline<S> {
-    /// Opens `out` for a pipeline recorded in `file` with `settings`, as the flags ask: a
-    /// non-empty folder needs `resume` (and a record made with the same settings) or `overwrite`
-    /// (and a record: a foreign folder is never removed).
+    /// Opens `out` for a pipeline recorded in `file` (`demo.json`: owned by `demo`) with
+    /// `settings`, as the flags ask: earlier results need `resume` (and a record made with the
+    /// same settings) or `overwrite` (which removes the listed files only); a folder of another
+    /// command or of the user's files is refused.
     pub fn open(
         out: &Path,
         file: &'static str,
@@ -50,8 +60,15 @@ impl<S: Serialize + DeserializeOwned + Default> Pipeline<S> {
         resume: bool,
         overwrite: bool,
     ) -> Result<Self> {
+        let command = file.trim_end_matches(".json");
+        let existing = match (resume, overwrite) {
+            (true, _) => Existing::Resume,
+            (false, true) => Existing::Replace,
+            (false, false) => Existing::Refuse,
+        };
+        let opened = OwnedDir::open(out, command, existing, Flags::OVERWRITE_RESUME)?;
         let record = out.join(file);
-        let pipeline = |rec| Pipeline { out: out.to_path_buf(), rec, file };
+        let pipeline = |rec, owned| Pipeline { out: out.to_path_buf(), rec, file, owned };
         if resume && record.is_file() {
             let rec: Record<S> = serde_json::from_slice(&std::fs::read(&record)?)
                 .with_context(|| format!("{}: not a record of this command", record.display()))?;
@@ -62,26 +79,21 @@ impl<S: Serialize + DeserializeOwned + Default> Pipeline<S> {
                     rec.settings
                 );
             }
-            return Ok(pipeline(rec));
+            return Ok(pipeline(rec, opened.dir));
         }
-        let non_empty = out.is_dir() && std::fs::read_dir(out)?.next().is_some();
-        if non_empty && resume {
-            bail!("{} holds files but no {file}: nothing to resume there; use another --out", out.display());
+        if resume && opened.earlier {
+            bail!("{} holds no {file}: nothing to resume there; use --overwrite or another --out", out.display());
         }
-        if non_empty {
-            if !overwrite {
-                bail!(
-                    "{} already holds files: --resume to continue there, --overwrite to start over, or another --out",
-                    out.display()
-                );
+        if overwrite && opened.earlier {
+            let kept = opened.dir.replace()?;
+            if let Some(note) = owner::kept_note(out, &kept) {
+                eprintln!("{note}");
             }
-            if !record.is_file() {
-                bail!("{} holds no {file}: refusing to remove it with --overwrite", out.display());
-            }
-            std::fs::remove_dir_all(out).with_context(|| format!("removing {}", out.display()))?;
         }
-        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-        Ok(pipeline(Record { settings, steps: Vec::new(), commands: Vec::new(), data: S::default() }))
+        let fresh = Record { settings, steps: Vec::new(), commands: Vec::new(), data: S::default() };
+        let p = pipeline(fresh, opened.dir);
+        p.path(file);
+        Ok(p)
     }
 
     /// Writes the record atomically.

@@ -17,7 +17,9 @@ use detnas_core::cost::{Convention, FlopsTable};
 use detnas_core::detector::DetectorConfig;
 use detnas_core::evolution::{Constraint, Evolution, EvolutionConfig, Fitness, FlopsConstraint, Progress, Scored};
 use detnas_core::genome::{Candidate, DetectorGenes, GeneSpace};
-use detnas_core::pareto::{Finalist, Finalists};
+use detnas_core::fsutil::same_file;
+use detnas_core::owner::{Existing, Flags, OwnedDir};
+use detnas_core::pareto::{Finalist, Finalists, REPORT_FILES};
 use detnas_core::plan::{Paths, detector_params};
 use detnas_core::size::{format_count, parse_count};
 use detnas_data::detection::DetectionDataset;
@@ -176,6 +178,12 @@ impl Fitness for Scorer<'_> {
     }
 }
 
+/// The command that owns search folders.
+const COMMAND: &str = "search";
+
+/// Files and folders of a search folder besides the report ([`REPORT_FILES`]) and the state.
+const OUTPUT_FILES: [&str; 3] = ["pareto.png", "finalists.json", "bn/"];
+
 /// The search folder and state file from `--out` / `--state`.
 fn locations(args: &SearchArgs) -> Result<(PathBuf, PathBuf)> {
     match (&args.out, &args.state) {
@@ -208,7 +216,16 @@ pub fn run(args: SearchArgs) -> Result<()> {
         other => bail!("unknown metric `{other}` (ap or ap50)"),
     };
     let (out, state_path) = locations(&args)?;
-    std::fs::create_dir_all(&out).with_context(|| format!("creating the search folder {}", out.display()))?;
+    // An existing search of this folder is continued; a folder of another command or of the
+    // user's own files is refused.
+    let flags = Flags { out: "--out", replace: "--out", resume: None };
+    let owned = OwnedDir::open(&out, COMMAND, Existing::Resume, flags)?.dir;
+    let mut ours: Vec<String> = OUTPUT_FILES.iter().map(|f| f.to_string()).collect();
+    ours.extend(REPORT_FILES.map(String::from));
+    if let Some(name) = state_path.file_name().filter(|_| same_file(state_path.parent().unwrap_or(&out), &out)) {
+        ours.push(name.to_string_lossy().into_owned());
+    }
+    owned.note(&ours)?;
     let table = args.lut.as_deref().map(LatencyTable::load).transpose()?;
     let dev = device::parse(&args.device)?;
     let ck = checkpoint::open(&args.checkpoint, None, dev)?;
@@ -463,6 +480,7 @@ fn save_finalists(
             })
             .collect::<Result<_>>()?;
         let rel = format!("bn/rank-{rank}.safetensors");
+        detnas_core::owner::note(out, std::slice::from_ref(&rel))?;
         checkpoint::write_tensors(&out.join(&rel), &named)?;
         list.push(Finalist {
             rank,

@@ -57,6 +57,13 @@ pub enum CoreError {
     Fitness { arch: String, reason: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("{what} needs about {} of memory, over the {} limit ({name})", gib(*needed), gib(*limit))]
+    TooLarge { what: String, needed: u64, limit: u64, name: &'static str },
+}
+
+/// Bytes in GiB with one decimal (`12.5 GiB`).
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 
 impl CoreError {

@@ -71,7 +71,11 @@ impl EvolutionConfig {
         if self.population == 0 || self.generations == 0 || self.top_k == 0 || self.max_tries == 0 {
             return bad("population, generations, top_k and max_tries must be positive".into());
         }
-        if self.mutations + self.crossovers > self.population {
+        let most = crate::limits::MAX_GENOMES;
+        if self.population > most || self.top_k > most {
+            return bad(format!("population ({}) and top_k ({}) must be at most {most}", self.population, self.top_k));
+        }
+        if self.mutations.saturating_add(self.crossovers) > self.population {
             return bad(format!(
                 "mutations ({}) + crossovers ({}) exceed the population ({})",
                 self.mutations, self.crossovers, self.population

@@ -20,6 +20,7 @@
 use crate::arch::{Arch, resolve};
 use crate::detector::{DetectorConfig, HeadConv};
 use crate::error::{CoreError, Result};
+use crate::limits::{MAX_HEAD_CONVS, MAX_INPUT_SIDE, MAX_WIDTH};
 use crate::rng::Rng;
 use crate::shape::InputSize;
 use crate::space::SearchSpace;
@@ -117,10 +118,19 @@ fn number<T: std::str::FromStr>(text: &str, digits: &str, what: &str) -> Result<
     digits.parse().map_err(|_| bad(text, format!("`{digits}` is not a whole number ({what})")))
 }
 
-fn positive<T: std::str::FromStr + PartialEq + Default>(text: &str, digits: &str, what: &str) -> Result<T> {
-    let v: T = number(text, digits, what)?;
+/// A gene value from 1 to `max` ([`crate::limits`]); digits too many for the type are over `max` too.
+fn positive<T>(text: &str, digits: &str, what: &str, max: T) -> Result<T>
+where
+    T: std::str::FromStr + PartialOrd + Default + fmt::Display,
+{
+    let over = || bad(text, format!("{what} {digits} is over the most, {max}"));
+    let all_digits = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+    let v: T = if all_digits { digits.parse().map_err(|_| over())? } else { number(text, digits, what)? };
     if v == T::default() {
         return Err(bad(text, format!("{what} must be at least 1")));
+    }
+    if v > max {
+        return Err(over());
     }
     Ok(v)
 }
@@ -133,12 +143,12 @@ fn parse_genes<'a>(text: &str, parts: impl Iterator<Item = &'a str>) -> Result<G
         let p = part.trim().to_ascii_lowercase();
         let twice = |what: &str| bad(text, format!("the {what} is given twice"));
         if let Some(n) = p.strip_prefix("fpn") {
-            if genes.fpn_channels.replace(positive(text, n, "FPN width")?).is_some() {
+            if genes.fpn_channels.replace(positive(text, n, "FPN width", MAX_WIDTH)?).is_some() {
                 return Err(twice("FPN width"));
             }
         } else if let Some(rest) = p.strip_prefix("head") {
             let (c, d) = rest.split_once('x').ok_or_else(|| bad(text, format!("`{part}`: expected head<C>x<D>")))?;
-            let head = (positive(text, c, "head width")?, positive(text, d, "head depth")?);
+            let head = (positive(text, c, "head width", MAX_WIDTH)?, positive(text, d, "head depth", MAX_HEAD_CONVS)?);
             if genes.head.replace(head).is_some() {
                 return Err(twice("head"));
             }
@@ -149,6 +159,9 @@ fn parse_genes<'a>(text: &str, parts: impl Iterator<Item = &'a str>) -> Result<G
             }
         } else if p.starts_with(|c: char| c.is_ascii_digit()) {
             let input = InputSize::parse(&p).map_err(|e| bad(text, e.to_string()))?;
+            if input.height > MAX_INPUT_SIDE || input.width > MAX_INPUT_SIDE {
+                return Err(bad(text, format!("input resolution {input} is over the most, {MAX_INPUT_SIDE} a side")));
+            }
             if genes.input.replace(input).is_some() {
                 return Err(twice("input resolution"));
             }
@@ -160,6 +173,14 @@ fn parse_genes<'a>(text: &str, parts: impl Iterator<Item = &'a str>) -> Result<G
         }
     }
     Ok(genes)
+}
+
+impl GeneOverrides {
+    /// The genes of a genome's text (the parts after the backbone), checked as [`Genome::parse`]
+    /// checks them (each once, each within [`crate::limits`]), without resolving the backbone.
+    pub fn parse(text: &str) -> Result<GeneOverrides> {
+        parse_genes(text, text.trim().split(':').skip(1))
+    }
 }
 
 impl Genome {
@@ -357,6 +378,10 @@ mod tests {
             ("coco-fpn-300m:fpn64:fpn96", "FPN width is given twice"),
             ("coco-fpn-300m:wide", "unknown gene `wide`"),
             ("coco-fpn-300m:320x", "320x"),
+            ("coco-fpn-300m:fpn100000", "FPN width 100000 is over the most, 1024"),
+            ("coco-fpn-300m:head16x1000000000", "head depth 1000000000 is over the most, 16"),
+            ("coco-fpn-300m:head99999999999999999999999x2", "head width 99999999999999999999999 is over the most"),
+            ("coco-fpn-300m:8192", "8192x8192 is over the most, 4096 a side"),
         ] {
             let e = Genome::parse(None, text).unwrap_err().to_string();
             assert!(e.contains(needle), "{text}: {e}");

@@ -11,11 +11,13 @@
 //! - [`boxes`]: IoU, NMS, anchors, box coder, letterbox geometry (torchvision semantics);
 //! - [`detector`]: RetinaNet configuration and the pre-processing contract;
 //! - [`genome`]: detector genomes (backbone path + FPN/head/resolution genes), text form, gene spaces;
+//! - [`limits`]: stated maxima of user numbers (genes, classes, genome counts) and a detector's memory estimate;
 //! - [`pareto`]: a search's candidates, Pareto front and best, as CSV and JSON;
 //! - [`plan`]: the one parameter naming scheme and conv-by-conv plans of every network part;
 //! - [`rng`]: a small seedable generator whose state serializes exactly;
 //! - [`fsutil`]: atomic file writes, path identity;
-//! - [`owner`]: folder ownership records: which command wrote which files.
+//! - [`owner`]: folder ownership records: which command wrote which files;
+//! - [`mutate`]: seeded byte mutations and a case runner for the robustness tests of every parser.
 
 pub mod arch;
 pub mod boxes;
@@ -28,6 +30,8 @@ pub mod error;
 pub mod evolution;
 pub mod fsutil;
 pub mod genome;
+pub mod limits;
+pub mod mutate;
 pub mod owner;
 pub mod pareto;
 pub mod plan;

@@ -97,25 +97,16 @@ pub struct OwnedDir {
 #[derive(Debug)]
 pub struct Opened {
     pub dir: OwnedDir,
-    /// Files of an earlier run of this command were found (and kept: `Resume`, or removed: `Replace`).
+    /// Files of an earlier run of this command are there.
     pub earlier: bool,
-    /// Files that stay because detnas did not write them (relative paths), after `Replace`.
-    pub kept: Vec<String>,
 }
 
-impl Opened {
-    /// One line about the kept files, if any.
-    pub fn kept_note(&self) -> Option<String> {
-        if self.kept.is_empty() {
-            return None;
-        }
-        Some(format!(
-            "note: {} keeps {} file(s) detnas did not write: {}",
-            self.dir.path.display(),
-            self.kept.len(),
-            sample(&self.kept)
-        ))
+/// One line about files kept in `dir` because detnas did not write them, if any.
+pub fn kept_note(dir: &Path, kept: &[String]) -> Option<String> {
+    if kept.is_empty() {
+        return None;
     }
+    Some(format!("note: {} keeps {} file(s) detnas did not write: {}", dir.display(), kept.len(), sample(kept)))
 }
 
 /// Up to four names, then a count.
@@ -234,7 +225,9 @@ fn clear(dir: &Path, drop_record: bool) -> Result<(), OwnerError> {
 
 impl OwnedDir {
     /// Opens `path` for `command` (creating it when needed and stamping it), following the
-    /// module's rules. Nothing is removed but listed files under `Existing::Replace`.
+    /// module's rules. Nothing is removed but temporaries: under `Existing::Replace` the caller
+    /// calls [`OwnedDir::replace`] once it is ready to write (so that a run failing before then
+    /// keeps the earlier results).
     pub fn open(path: &Path, command: &str, existing: Existing, flags: Flags) -> Result<Opened, OwnerError> {
         if path.exists() && !path.is_dir() {
             return Err(OwnerError::io(path, format!("{} exists and is not a folder", flags.out)));
@@ -253,7 +246,7 @@ impl OwnedDir {
             }
             write_record(path, &Record { format: FORMAT, command: command.into(), files: BTreeSet::new() })
                 .map_err(|e| OwnerError::io(path, format!("{}: the folder is not writable ({e})", flags.out)))?;
-            return Ok(Opened { dir, earlier: false, kept: Vec::new() });
+            return Ok(Opened { dir, earlier: false });
         };
         if record.command != command {
             return Err(OwnerError::Foreign {
@@ -289,14 +282,22 @@ impl OwnedDir {
                     hint,
                 })
             }
-            Existing::Replace if earlier => {
-                clear(path, false)?;
-                write_record(path, &Record { format: FORMAT, command: command.into(), files: BTreeSet::new() })?;
-                let kept = files_under(path);
-                Ok(Opened { dir, earlier, kept })
-            }
-            _ => Ok(Opened { dir, earlier, kept: Vec::new() }),
+            _ => Ok(Opened { dir, earlier }),
         }
+    }
+
+    /// Removes the files of earlier runs (listed ones only) and empties the record; returns the
+    /// files that stay because detnas did not write them.
+    pub fn replace(&self) -> Result<Vec<String>, OwnerError> {
+        clear(&self.path, false)?;
+        let record = Record { format: FORMAT, command: self.command.clone(), files: BTreeSet::new() };
+        write_record(&self.path, &record)?;
+        Ok(files_under(&self.path))
+    }
+
+    /// Whether the record lists `rel`.
+    pub fn lists(&self, rel: &str) -> Result<bool, OwnerError> {
+        Ok(read_record(&self.path)?.is_some_and(|r| r.files.contains(rel)))
     }
 
     pub fn path(&self) -> &Path {
@@ -359,9 +360,11 @@ mod tests {
         let err = OwnedDir::open(&out, "detect", Existing::Refuse, FLAGS).unwrap_err().to_string();
         assert!(err.contains("earlier `detnas detect` run") && err.contains("--exist-ok"), "{err}");
         let o = OwnedDir::open(&out, "detect", Existing::Replace, FLAGS).unwrap();
-        assert!(o.earlier);
-        assert_eq!(o.kept, ["images/deep/x.jpg", "images/my-photo.jpg", "readme.md"]);
-        assert!(o.kept_note().unwrap().contains("3 file(s) detnas did not write"));
+        assert!(o.earlier && out.join("images/a.jpg").exists(), "nothing is removed before replace()");
+        assert!(o.dir.lists("images/a.jpg").unwrap());
+        let kept = o.dir.replace().unwrap();
+        assert_eq!(kept, ["images/deep/x.jpg", "images/my-photo.jpg", "readme.md"]);
+        assert!(kept_note(&out, &kept).unwrap().contains("3 file(s) detnas did not write"));
         assert!(!out.join("images/a.jpg").exists() && !out.join("detections.json").exists());
         assert_eq!(std::fs::read(out.join("images/deep/x.jpg")).unwrap(), b"theirs too");
         assert_eq!(read_record(&out).unwrap().unwrap().files.len(), 0);
@@ -409,7 +412,7 @@ mod tests {
         let o = OwnedDir::open(&demo, "demo", Existing::Resume, Flags::OVERWRITE_RESUME).unwrap();
         assert!(o.earlier && !tmp.exists() && demo.join("report.md").exists());
         let o = OwnedDir::open(&demo, "demo", Existing::Replace, Flags::OVERWRITE_RESUME).unwrap();
-        assert_eq!(o.kept, ["supernet/mine.txt"]);
+        assert_eq!(o.dir.replace().unwrap(), ["supernet/mine.txt"]);
         assert!(!demo.join("report.md").exists() && !demo.join("supernet/state.json").exists());
         assert!(!demo.join("supernet").join(RECORD).exists());
     }
@@ -419,6 +422,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         std::fs::write(root.path().join(RECORD), b"{").unwrap();
         let err = OwnedDir::open(root.path(), "detect", Existing::Replace, FLAGS).unwrap_err().to_string();
+        assert!(owner_of(root.path()).is_none());
         assert!(err.contains(RECORD) && err.contains("not a detnas folder record"), "{err}");
         assert!(note(&root.path().join("none"), &["x".into()]).is_ok());
     }

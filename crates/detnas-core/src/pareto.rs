@@ -75,11 +75,17 @@ pub fn to_csv(rows: &[&CandidateRow]) -> String {
     out
 }
 
+/// The files [`write_report`] writes.
+pub const REPORT_FILES: [&str; 4] = ["candidates.csv", "candidates.json", "pareto.csv", "best.json"];
+
 /// Writes `candidates.csv`, `candidates.json`, `pareto.csv` and `best.json` (the row of candidate
-/// `best`, the search's choice; removed when there is none) into `dir`, each atomically. Returns
-/// the front (indices into `rows`).
+/// `best`, the search's choice; removed when there is none) into `dir`, each atomically, after
+/// listing them in the folder's ownership record (when it has one). Returns the front (indices
+/// into `rows`).
 pub fn write_report(dir: &Path, rows: &[CandidateRow], best: Option<&str>) -> Result<Vec<usize>> {
     std::fs::create_dir_all(dir).map_err(|e| CoreError::io(dir, e))?;
+    crate::owner::note(dir, &REPORT_FILES.map(String::from))
+        .map_err(|e| CoreError::io(dir, std::io::Error::other(e.to_string())))?;
     let all: Vec<&CandidateRow> = rows.iter().collect();
     write_atomic(&dir.join("candidates.csv"), to_csv(&all).as_bytes())?;
     write_atomic(&dir.join("candidates.json"), &pretty(&rows))?;

@@ -140,14 +140,22 @@ impl SyntheticSpec {
     }
 }
 
+/// The COCO file [`generate`] writes beside `images/`.
+pub const ANNOTATIONS: &str = "annotations.json";
+
 /// Writes `spec.images` PNG files `dir/images/000001.png, ...` and their ground truth
 /// `dir/annotations.json` (COCO instances: image ids `1..=N`, category ids `1..=K` named as in
 /// [`CLASSES`], file names relative to `dir`), and returns the JSON's path. The JSON is written
-/// last and atomically, so its presence means the set is complete. Existing files are replaced.
+/// last and atomically, so its presence means the set is complete. Existing files are replaced;
+/// when `dir` has an ownership record ([`detnas_core::owner`]) every file is listed there first.
 pub fn generate(dir: &Path, spec: &SyntheticSpec) -> Result<PathBuf> {
     spec.validate()?;
     let images_dir = dir.join("images");
     std::fs::create_dir_all(&images_dir).map_err(|e| DataError::io(&images_dir, e))?;
+    // Listed in the folder's ownership record (when it has one) before any is written.
+    let mut ours = vec!["images/".to_string(), ANNOTATIONS.to_string()];
+    ours.extend((0..spec.images).map(|index| format!("images/{:06}.png", index + 1)));
+    detnas_core::owner::note(dir, &ours).map_err(|e| DataError::io(dir, std::io::Error::other(e.to_string())))?;
     let mut rng = Rng::seed(spec.seed);
     let mut samples = Vec::with_capacity(spec.images);
     for index in 0..spec.images {
@@ -173,7 +181,7 @@ pub fn generate(dir: &Path, spec: &SyntheticSpec) -> Result<PathBuf> {
         samples,
         report: ValidationReport::default(),
     };
-    let json = dir.join("annotations.json");
+    let json = dir.join(ANNOTATIONS);
     dataset.write_coco(&json)?;
     Ok(json)
 }

@@ -58,9 +58,15 @@ pub fn load_state(dir: &Path) -> Result<CheckpointState> {
     Ok(detnas_core::checkpoint::load_state(dir)?)
 }
 
-/// Writes named tensors as safetensors atomically (temporary file, fsync, rename).
+/// Writes named tensors as safetensors atomically (temporary file of
+/// [`detnas_core::fsutil::temp_path`], fsync, rename), listing `path` in its folder's ownership
+/// record first (when the folder has one).
 pub fn write_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<()> {
-    let tmp = path.with_extension("safetensors.tmp");
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if let Some(name) = path.file_name() {
+        detnas_core::owner::note(dir, &[name.to_string_lossy().into_owned()]).map_err(|e| io(dir, e))?;
+    }
+    let tmp = detnas_core::fsutil::temp_path(dir);
     let refs: Vec<(&str, &Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
     Tensor::write_safetensors(&refs, &tmp).map_err(|e| io(&tmp, e))?;
     std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| io(&tmp, e))?;
@@ -77,9 +83,11 @@ pub fn check_finite(named: &[(String, Tensor)]) -> Result<()> {
     Ok(())
 }
 
-/// Saves a checkpoint into `dir` (created if needed) and removes older weight files.
+/// Saves a checkpoint into `dir` (created if needed) and removes the weight and optimizer files
+/// of the checkpoint it replaces (those its `state.json` named; no other file).
 pub fn save(dir: &Path, vs: &nn::VarStore, opt: &PathSgd, state: &mut CheckpointState) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let previous = load_state(dir).ok().map(|s| [s.weights, s.optimizer]);
     let mut weights: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     weights.sort_by(|a, b| a.0.cmp(&b.0));
     check_finite(&weights)?;
@@ -91,14 +99,11 @@ pub fn save(dir: &Path, vs: &nn::VarStore, opt: &PathSgd, state: &mut Checkpoint
     write_tensors(&dir.join(&state.weights), &weights)?;
     write_tensors(&dir.join(&state.optimizer), &buffers)?;
     let json = serde_json::to_vec_pretty(state).expect("state serializes");
+    detnas_core::owner::note(dir, &["state.json".into()]).map_err(|e| io(dir, e))?;
     detnas_core::fsutil::write_atomic(&dir.join("state.json"), &json).map_err(|e| io(dir, e))?;
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let ours = name.starts_with("weights-") || name.starts_with("optimizer-");
-            if ours && name != state.weights && name != state.optimizer {
-                let _ = std::fs::remove_file(e.path());
-            }
+    for name in previous.into_iter().flatten() {
+        if name != state.weights && name != state.optimizer {
+            let _ = std::fs::remove_file(dir.join(name));
         }
     }
     Ok(())

@@ -30,6 +30,8 @@ pub enum TrainError {
     Torch(#[from] tch::TchError),
     #[error(transparent)]
     Core(#[from] detnas_core::CoreError),
+    #[error(transparent)]
+    Owner(#[from] detnas_core::owner::OwnerError),
 }
 
 impl From<detnas_core::checkpoint::CheckpointError> for TrainError {

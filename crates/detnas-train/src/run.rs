@@ -5,8 +5,12 @@
 use crate::checkpoint::{self, CheckpointState, LogEntry, LossPart};
 use crate::error::{Result, TrainError};
 use crate::optim::{LrSchedule, PathParam, PathSgd, clip_grad_norm};
+use detnas_core::owner::{self, Existing, Flags, OwnedDir};
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// The command that owns training folders ([`detnas_core::owner`]).
+pub const COMMAND: &str = "train";
 use tch::{Tensor, nn};
 
 /// What a run does with a checkpoint already in its output folder.
@@ -34,13 +38,24 @@ impl Start {
         }
     }
 
-    /// Refuses a fresh start into a folder that holds a checkpoint; call before any expensive work.
-    pub fn check(self, out: &Path) -> Result<()> {
-        if self == Start::Fresh && checkpoint::exists(out) {
+    /// What the ownership rules make of this start ([`detnas_core::owner`]).
+    fn existing(self) -> Existing {
+        match self {
+            Start::Fresh => Existing::Refuse,
+            Start::Resume => Existing::Resume,
+            Start::Overwrite => Existing::Replace,
+        }
+    }
+
+    /// Opens `out` as a training folder (created and stamped when new) and refuses what this
+    /// start may not use: a folder of another command, a folder of files detnas did not write,
+    /// or, for a fresh start, a folder that holds a checkpoint. Call before any expensive work.
+    pub fn check(self, out: &Path) -> Result<OwnedDir> {
+        if self == Start::Fresh && checkpoint::exists(out) && owner::owner_of(out).as_deref() == Some(COMMAND) {
             let step = checkpoint::load_state(out).map(|s| s.step).unwrap_or(0);
             return Err(TrainError::CheckpointExists { path: out.to_path_buf(), step });
         }
-        Ok(())
+        Ok(OwnedDir::open(out, COMMAND, self.existing(), Flags::OVERWRITE_RESUME)?.dir)
     }
 }
 
@@ -109,13 +124,14 @@ impl<'a> StepLoop<'a> {
         mut state: CheckpointState,
         schedule: Schedule,
     ) -> Result<Self> {
+        let owned = start.check(out)?;
         match start {
-            Start::Fresh => start.check(out)?,
+            Start::Fresh => {}
             Start::Resume => {
                 checkpoint::resume(out, vs, &mut opt, &mut state)?;
             }
             Start::Overwrite => {
-                checkpoint::remove_checkpoint(out)?;
+                owned.replace()?;
             }
         }
         Ok(StepLoop {

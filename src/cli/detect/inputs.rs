@@ -7,7 +7,8 @@
 //! - nothing that is not a regular file is ever opened (a FIFO named `x.jpg` is reported, not read);
 //! - every entry that cannot be read is reported on its own, naming that entry, and the walk goes on;
 //! - folders are walked in sorted order, recursively, keeping files with an image extension;
-//! - the output folder (and anything below it) is never walked.
+//! - the output folder (and anything below it) is never walked, nor is any folder holding an
+//!   earlier `detect` run's output (its annotated copies are not inputs): a note says so.
 
 use super::Failure;
 use std::collections::HashSet;
@@ -26,6 +27,8 @@ pub struct Collected {
     pub files: Vec<PathBuf>,
     /// Inputs matching nothing and entries that could not be read.
     pub failures: Vec<Failure>,
+    /// Folders skipped on purpose, one line each.
+    pub notes: Vec<String>,
 }
 
 /// Expands `inputs`, never entering `skip` (the output folder, canonical).
@@ -34,7 +37,7 @@ pub fn collect_inputs(inputs: &[String], skip: Option<&Path>) -> Collected {
     for input in inputs {
         walker.input(input);
     }
-    Collected { files: walker.files, failures: walker.failures }
+    Collected { files: walker.files, failures: walker.failures, notes: walker.notes }
 }
 
 #[derive(Default)]
@@ -44,6 +47,7 @@ struct Walker<'a> {
     seen_dirs: HashSet<PathBuf>,
     files: Vec<PathBuf>,
     failures: Vec<Failure>,
+    notes: Vec<String>,
 }
 
 fn has_image_extension(path: &Path) -> bool {
@@ -131,6 +135,13 @@ impl Walker<'_> {
             Err(e) => return self.fail(path, e),
         };
         if self.inside_output(&canonical) || !self.seen_dirs.insert(canonical) {
+            return;
+        }
+        if detnas_core::owner::owner_of(path).as_deref() == Some("detect") {
+            self.notes.push(format!(
+                "note: skipped {}: it holds the output of an earlier `detnas detect` (copy the images elsewhere to detect them)",
+                path.display()
+            ));
             return;
         }
         let entries = match fs::read_dir(path) {
@@ -226,5 +237,21 @@ mod tests {
         let c = collect_inputs(&[root.join("out/images/a.jpg").display().to_string()], Some(&out));
         assert!(c.files.is_empty());
         assert!(c.failures[0].error.contains("inside the output folder"), "{:?}", c.failures);
+    }
+
+    #[test]
+    fn an_earlier_runs_output_inside_the_input_is_skipped_with_a_note() {
+        use detnas_core::owner::{Existing, Flags, OwnedDir};
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::write(root.join("a.jpg"), b"a").unwrap();
+        let old = OwnedDir::open(&root.join("old-run"), "detect", Existing::Refuse, Flags::OVERWRITE_RESUME).unwrap();
+        old.dir.create_dir("images").unwrap();
+        old.dir.write("images/a.jpg", b"annotated").unwrap();
+        let data = OwnedDir::open(&root.join("ds"), "data synthetic", Existing::Refuse, Flags::OVERWRITE_RESUME).unwrap();
+        data.dir.write("b.png", b"b").unwrap();
+        let c = collect_inputs(&[root.display().to_string()], None);
+        assert_eq!(names(&c), ["a.jpg", "b.png"], "a data set folder is walked, a detect output is not");
+        assert!(c.notes.len() == 1 && c.notes[0].contains("old-run"), "{:?}", c.notes);
     }
 }

@@ -57,14 +57,42 @@ fn is_no_tta(tta: &Tta) -> bool {
     *tta == Tta::None
 }
 
+/// Settings recorded as spelled but compared otherwise: the model by its size and hash (an
+/// identical copy is the same model), the inputs by the files they name (see
+/// [`Manifest::reconcile`]), the ground truth by its canonical path.
+const SPELLINGS: [&str; 2] = ["model", "inputs"];
+
 impl Settings {
-    /// Names of the fields that differ from `other`. A field left out of one side holds its
-    /// default there (defaults are not written), so adding `--tile` or `--tta` on resume counts.
+    /// The fields that differ from `other` (`name (recorded R, now N)`), spellings left out. A
+    /// field left out of one side holds its default there (defaults are not written), so adding
+    /// `--tile` or `--tta` on resume counts.
     pub fn differences(&self, other: &Settings) -> Vec<String> {
         let (a, b) = (json!(self), json!(other));
         let (a, b) = (a.as_object().expect("struct"), b.as_object().expect("struct"));
         let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-        keys.into_iter().filter(|k| a.get(*k) != b.get(*k)).cloned().collect()
+        let shown = |v: Option<&serde_json::Value>| v.map_or("none".to_string(), |v| v.to_string());
+        keys.into_iter()
+            .filter(|k| !SPELLINGS.contains(&k.as_str()) && a.get(*k) != b.get(*k))
+            .map(|k| format!("{k} (recorded {}, now {})", shown(a.get(k)), shown(b.get(k))))
+            .collect()
+    }
+}
+
+/// An input's size and modification time when the run planned it: a resumed run detects again
+/// the inputs whose stamp changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    pub bytes: u64,
+    /// Nanoseconds since the Unix epoch.
+    pub modified_ns: u64,
+}
+
+impl Stamp {
+    /// The stamp of `path` now; `None` when it cannot be read.
+    pub fn of(path: &Path) -> Option<Stamp> {
+        let m = std::fs::metadata(path).ok()?;
+        let modified = m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+        Some(Stamp { bytes: m.len(), modified_ns: u64::try_from(modified.as_nanos()).unwrap_or(u64::MAX) })
     }
 }
 
@@ -81,11 +109,72 @@ pub struct Manifest {
     pub names: Vec<String>,
     /// Inputs that could not be collected.
     pub failures: Vec<Failure>,
+    /// Canonical path of each file: a resumed run matches its inputs by it, however spelled.
+    #[serde(default)]
+    pub canonical: Vec<PathBuf>,
+    /// Each file's [`Stamp`] when planned.
+    #[serde(default)]
+    pub stamps: Vec<Option<Stamp>>,
+}
+
+/// Canonical forms of `files` (the path itself when it cannot be resolved).
+fn canonical_paths(files: &[PathBuf]) -> Vec<PathBuf> {
+    files.iter().map(|f| std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())).collect()
+}
+
+/// Up to three paths, then a count.
+fn few(paths: &[&PathBuf]) -> String {
+    let mut s: Vec<String> = paths.iter().take(3).map(|p| detnas_core::fsutil::escaped(&p.display().to_string())).collect();
+    if paths.len() > 3 {
+        s.push(format!("and {} more", paths.len() - 3));
+    }
+    s.join(", ")
 }
 
 impl Manifest {
     pub fn new(settings: Settings, files: Vec<PathBuf>, ids: Vec<Option<i64>>, names: Vec<String>) -> Self {
-        Manifest { format: FORMAT, settings, files, ids, names, failures: Vec::new() }
+        let canonical = canonical_paths(&files);
+        let stamps = files.iter().map(|f| Stamp::of(f)).collect();
+        Manifest { format: FORMAT, settings, files, ids, names, failures: Vec::new(), canonical, stamps }
+    }
+
+    /// Matches the files collected now (`current`, as spelled now) with the run's files by
+    /// identity. Different sets are refused in one line naming what was added and removed; each
+    /// file takes today's spelling (a resume from another folder still finds it). Returns the
+    /// indices of files whose stamp changed since the run planned them (to be detected again),
+    /// with their stamps brought up to date.
+    pub fn reconcile(&mut self, current: &[PathBuf]) -> Result<Vec<usize>> {
+        if self.canonical.len() != self.files.len() {
+            self.canonical = canonical_paths(&self.files);
+        }
+        let now: BTreeMap<PathBuf, &PathBuf> = canonical_paths(current).into_iter().zip(current).collect();
+        let recorded: std::collections::BTreeSet<&PathBuf> = self.canonical.iter().collect();
+        let added: Vec<&PathBuf> = now.iter().filter(|(c, _)| !recorded.contains(c)).map(|(_, p)| *p).collect();
+        let removed: Vec<&PathBuf> =
+            self.canonical.iter().zip(&self.files).filter(|(c, _)| !now.contains_key(*c)).map(|(_, p)| p).collect();
+        if !added.is_empty() || !removed.is_empty() {
+            bail!(
+                "--resume: the inputs are not those of the run ({} added: {}; {} removed: {}); rerun with the same \
+                 inputs, or use --exist-ok to start afresh",
+                added.len(),
+                few(&added),
+                removed.len(),
+                few(&removed)
+            );
+        }
+        if self.stamps.len() != self.files.len() {
+            self.stamps = vec![None; self.files.len()];
+        }
+        let mut changed = Vec::new();
+        for i in 0..self.files.len() {
+            self.files[i] = now[&self.canonical[i]].clone();
+            let stamp = Stamp::of(&self.files[i]);
+            if self.stamps[i].is_some() && stamp != self.stamps[i] {
+                changed.push(i);
+            }
+            self.stamps[i] = stamp;
+        }
+        Ok(changed)
     }
 
     pub fn write(&self, dir: &Path) -> Result<()> {
@@ -104,8 +193,8 @@ impl Manifest {
         let diff = m.settings.differences(settings);
         if !diff.is_empty() {
             bail!(
-                "--resume: {} was started with other settings ({} differ); rerun it with the same model, inputs and \
-                 options, or use --exist-ok to start afresh",
+                "--resume: {} was started with other settings: {}; rerun it with the same model and options, or use \
+                 --exist-ok to start afresh",
                 dir.display(),
                 diff.join(", ")
             );

@@ -151,7 +151,11 @@ fn settings(args: &DetectArgs) -> Result<Settings> {
         classes: args.classes.clone(),
         save_txt: args.save_txt,
         save_img: args.save_img,
-        ids_from: args.ids_from.as_ref().map(|p| p.display().to_string()),
+        // Canonical, so that a resume from another folder or spelling compares equal.
+        ids_from: args
+            .ids_from
+            .as_ref()
+            .map(|p| detnas_core::fsutil::identity(p).unwrap_or_else(|| p.clone()).display().to_string()),
         tile: args.tile,
         overlap: args.tile.map(|_| args.overlap.unwrap_or(DEFAULT_OVERLAP)),
         full_decode: args.full_decode,
@@ -167,8 +171,9 @@ fn overlap_fraction(s: &str) -> Result<f32, String> {
     if v > 0.9 { Err(format!("{v} is over 0.9 (windows would barely move)")) } else { Ok(v) }
 }
 
-/// Step 1: the checked output folder and the run's manifest (new, or read back for `--resume`).
-fn plan(args: &DetectArgs) -> Result<(OutDir, Manifest)> {
+/// Step 1: the checked output folder, the run's manifest (new, or read back for `--resume`) and,
+/// on resume, the inputs changed since the run planned them (to be detected again).
+fn plan(args: &DetectArgs) -> Result<(OutDir, Manifest, Vec<usize>)> {
     let existing = match (args.resume, args.exist_ok) {
         (true, _) => Existing::Resume,
         (false, true) => Existing::Replace,
@@ -176,11 +181,24 @@ fn plan(args: &DetectArgs) -> Result<(OutDir, Manifest)> {
     };
     let out = OutDir::open(&args.out, existing)?;
     let settings = settings(args)?;
-    if args.resume {
-        let manifest = Manifest::read_for_resume(&out.path, &settings)?;
-        return Ok((out, manifest));
-    }
     let collected = inputs::collect_inputs(&args.inputs, Some(&out.canonical));
+    for note in &collected.notes {
+        eprintln!("{note}");
+    }
+    if args.resume {
+        let mut manifest = Manifest::read_for_resume(&out.path, &settings)?;
+        let changed = manifest.reconcile(&collected.files)?;
+        out.claim(&manifest.names, settings.save_txt, settings.save_img)?;
+        if !changed.is_empty() {
+            eprintln!(
+                "{} input(s) changed since the run planned them: detected again ({})",
+                changed.len(),
+                changed.iter().take(3).map(|&i| manifest.files[i].display().to_string()).collect::<Vec<_>>().join(", ")
+            );
+        }
+        manifest.write(&out.path)?;
+        return Ok((out, manifest, changed));
+    }
     for f in &collected.failures {
         eprintln!("skipped: {}", f.error);
     }
@@ -199,9 +217,10 @@ fn plan(args: &DetectArgs) -> Result<(OutDir, Manifest)> {
             ));
         }
     }
+    out.claim(&names, args.save_txt, args.save_img)?;
     let mut manifest = Manifest::new(settings, collected.files, ids, names);
     manifest.failures = failures;
-    Ok((out, manifest))
+    Ok((out, manifest, Vec::new()))
 }
 
 /// Whether images are decoded on a thread of their own, ahead of inference: for one untiled
@@ -254,22 +273,28 @@ fn worker_count(requested: usize, pending: usize) -> usize {
 }
 
 pub fn run(args: DetectArgs) -> Result<i32> {
-    let (out, manifest) = plan(&args)?;
+    let (out, manifest, changed) = plan(&args)?;
     let mut records = if args.resume { Journal::read(&out.path, manifest.files.len())? } else { BTreeMap::new() };
+    for i in &changed {
+        records.remove(i);
+    }
     let pending = (0..manifest.files.len()).filter(|i| manifest.ids[*i].is_some() && !records.contains_key(i)).count();
-    if manifest.files.is_empty() {
+    let start_afresh = |out: &OutDir| -> Result<()> {
         if out.has_results {
             out.clear()?;
+            out.claim(&manifest.names, args.save_txt, args.save_img)?;
         }
+        Ok(())
+    };
+    if manifest.files.is_empty() {
+        start_afresh(&out)?;
         write_atomic(&out.path.join("errors.json"), &serde_json::to_vec_pretty(&manifest.failures)?)?;
         bail!("no images found in {}", args.inputs.join(" "));
     }
     let workers = worker_count(args.workers, pending);
     let detector = load_detector(&args, workers)?;
     if !args.resume {
-        if out.has_results {
-            out.clear()?;
-        }
+        start_afresh(&out)?;
         manifest.write(&out.path)?;
     }
     for (wanted, dir) in [(args.save_txt, "labels"), (args.save_img, "images")] {

@@ -1,30 +1,22 @@
-//! The `detect` output folder: checked before any work, never silently mixing two runs.
+//! The `detect` output folder: checked before any work, owned through its record
+//! ([`detnas_core::owner`]), never silently mixing two runs.
 //!
 //! A folder holding results of an earlier run is refused unless the run replaces them
-//! (`--exist-ok`: every file `detect` writes is removed first, nothing else) or continues them
-//! (`--resume`). Files that are not `detect`'s own are never touched.
+//! (`--exist-ok`: the files the record lists are removed, nothing else) or continues them
+//! (`--resume`). A folder of another command or of the user's own files is refused. Every file
+//! the run may write is listed in the record before the first is written.
 
-use anyhow::{Context, Result, bail};
-use detnas_core::fsutil::write_atomic;
+use anyhow::{Result, bail};
+use detnas_core::owner::{self, Flags, OwnedDir};
+pub use detnas_core::owner::Existing;
 use std::path::{Path, PathBuf};
 
 /// Files `detect` writes at the top of its output folder.
 pub const RESULT_FILES: [&str; 5] = ["detections.json", "images.json", "errors.json", "results.jsonl", "run.json"];
-/// Folders `detect` fills (`--save-txt`, `--save-img`).
-pub const RESULT_DIRS: [&str; 2] = ["labels", "images"];
 
-/// What to do with results of an earlier run found in the output folder.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Existing {
-    /// Refuse the folder.
-    Refuse,
-    /// Remove them, then start afresh.
-    Replace,
-    /// Continue that run.
-    Resume,
-}
+const FLAGS: Flags = Flags { out: "--out", replace: "--exist-ok", resume: Some("--resume") };
 
-/// A checked, writable output folder.
+/// A checked, writable output folder owned by `detect`.
 #[derive(Debug)]
 pub struct OutDir {
     pub path: PathBuf,
@@ -32,50 +24,55 @@ pub struct OutDir {
     pub canonical: PathBuf,
     /// Whether results of an earlier run are present.
     pub has_results: bool,
+    owned: OwnedDir,
 }
 
 impl OutDir {
-    /// Creates `path` if needed and checks that it is a writable folder, and that it holds no
-    /// earlier results unless `existing` allows them. Removes nothing.
+    /// Creates `path` if needed and checks that it is a folder `detect` may write, holding no
+    /// earlier results unless `existing` allows them. Removes nothing but temporaries of a killed run.
     pub fn open(path: &Path, existing: Existing) -> Result<OutDir> {
-        if path.exists() && !path.is_dir() {
-            bail!("--out {}: exists and is not a folder", path.display());
-        }
-        std::fs::create_dir_all(path).with_context(|| format!("--out {}: cannot create the folder", path.display()))?;
-        let probe = path.join(".detnas-write-check");
-        write_atomic(&probe, b"").with_context(|| format!("--out {}: the folder is not writable", path.display()))?;
-        let _ = std::fs::remove_file(&probe);
-        let found: Vec<&str> =
-            RESULT_FILES.iter().chain(&RESULT_DIRS).copied().filter(|n| path.join(n).exists()).collect();
-        let has_results = !found.is_empty();
-        if has_results && existing == Existing::Refuse {
-            bail!(
-                "--out {} holds results of an earlier run ({}): pass --exist-ok to replace them, --resume to continue \
-                 that run, or choose another --out",
-                path.display(),
-                found.join(", ")
-            );
-        }
+        let opened = OwnedDir::open(path, "detect", existing, FLAGS)?;
         if existing == Existing::Resume && !path.join("run.json").exists() {
             bail!("--resume: {} holds no run to continue (no run.json)", path.display());
         }
-        let canonical = std::fs::canonicalize(path).with_context(|| format!("--out {}", path.display()))?;
-        Ok(OutDir { path: path.to_path_buf(), canonical, has_results })
+        let canonical = std::fs::canonicalize(path).map_err(|e| anyhow::anyhow!("--out {}: {e}", path.display()))?;
+        Ok(OutDir { path: path.to_path_buf(), canonical, has_results: opened.earlier, owned: opened.dir })
     }
 
-    /// Removes every file and folder `detect` writes (and only those).
-    pub fn clear(&self) -> Result<()> {
-        for name in RESULT_FILES {
-            let p = self.path.join(name);
-            if p.exists() {
-                std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+    /// Lists every file of the run (the result files, and a label and annotated file per output
+    /// name as asked) in the record, before any is written. A file at one of those names that
+    /// detnas did not write is an error naming it.
+    pub fn claim(&self, names: &[String], save_txt: bool, save_img: bool) -> Result<()> {
+        let mut files: Vec<String> = RESULT_FILES.iter().map(|s| s.to_string()).collect();
+        for (wanted, dir, ext) in [(save_txt, "labels", "txt"), (save_img, "images", "jpg")] {
+            if wanted {
+                files.push(format!("{dir}/"));
+                files.extend(names.iter().map(|n| format!("{dir}/{n}.{ext}")));
             }
         }
-        for name in RESULT_DIRS {
-            let p = self.path.join(name);
-            if p.exists() {
-                std::fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
-            }
+        let record = owner::read_record(&self.path)?.map(|r| r.files).unwrap_or_default();
+        let foreign: Vec<&String> = files
+            .iter()
+            .filter(|f| !f.ends_with('/') && !record.contains(*f) && std::fs::symlink_metadata(self.path.join(f)).is_ok())
+            .collect();
+        if let Some(first) = foreign.first() {
+            bail!(
+                "--out {}: {} exists and detnas did not write it ({} such file(s)); it is never replaced: choose another --out",
+                self.path.display(),
+                detnas_core::fsutil::escaped(first),
+                foreign.len()
+            );
+        }
+        self.owned.note(&files)?;
+        Ok(())
+    }
+
+    /// Removes the files of the earlier run (those its record lists, and only those); says which
+    /// other files stay.
+    pub fn clear(&self) -> Result<()> {
+        let kept = self.owned.replace()?;
+        if let Some(note) = owner::kept_note(&self.path, &kept) {
+            eprintln!("{note}");
         }
         Ok(())
     }
@@ -89,18 +86,24 @@ mod tests {
     fn earlier_results_are_refused_replaced_only_when_asked_and_other_files_kept() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
-        assert!(!OutDir::open(&out, Existing::Refuse).unwrap().has_results);
+        let o = OutDir::open(&out, Existing::Refuse).unwrap();
+        assert!(!o.has_results);
+        o.claim(&["old".into()], true, false).unwrap();
         std::fs::create_dir_all(out.join("labels")).unwrap();
         std::fs::write(out.join("labels/old.txt"), b"0 0.5 0.5 1 1 0.9").unwrap();
+        std::fs::write(out.join("labels/mine.txt"), b"mine").unwrap();
         std::fs::write(out.join("notes.md"), b"mine").unwrap();
         let err = OutDir::open(&out, Existing::Refuse).unwrap_err().to_string();
-        assert!(err.contains("holds results of an earlier run (labels)") && err.contains("--exist-ok"), "{err}");
+        assert!(err.contains("labels/old.txt") && err.contains("--exist-ok"), "{err}");
         let err = OutDir::open(&out, Existing::Resume).unwrap_err().to_string();
         assert!(err.contains("no run.json"), "{err}");
         let o = OutDir::open(&out, Existing::Replace).unwrap();
         o.clear().unwrap();
-        assert!(!out.join("labels").exists());
+        assert!(!out.join("labels/old.txt").exists());
         assert_eq!(std::fs::read(out.join("notes.md")).unwrap(), b"mine");
+        assert_eq!(std::fs::read(out.join("labels/mine.txt")).unwrap(), b"mine");
+        let err = o.claim(&["mine".into()], true, false).unwrap_err().to_string();
+        assert!(err.contains("labels/mine.txt exists and detnas did not write it"), "{err}");
     }
 
     #[test]

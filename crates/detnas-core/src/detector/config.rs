@@ -4,6 +4,7 @@
 use super::heads::{DetectorHead, DetectorKind, FasterRcnnSettings, RetinanetSettings};
 use crate::boxes::{cell_anchors, octave_sizes};
 use crate::error::{CoreError, Result};
+use crate::limits::{MAX_CLASSES, MAX_HEAD_CONVS, MAX_INPUT_SIDE, MAX_WIDTH};
 use crate::shape::InputSize;
 use crate::space::ChannelShuffle;
 use serde::{Deserialize, Serialize};
@@ -222,6 +223,14 @@ impl DetectorConfig {
         if self.fpn_channels == 0 || self.head_channels == 0 {
             return bad("fpn_channels", "fpn_channels and head_channels must be positive".into());
         }
+        for (field, v) in [("fpn_channels", self.fpn_channels), ("head_channels", self.head_channels)] {
+            if v > MAX_WIDTH {
+                return bad(field, format!("{v} is over the most, {MAX_WIDTH}"));
+            }
+        }
+        if self.head_convs > MAX_HEAD_CONVS {
+            return bad("head_convs", format!("{} is over the most, {MAX_HEAD_CONVS}", self.head_convs));
+        }
         for (field, v) in [("score_thresh", self.score_thresh), ("nms_thresh", self.nms_thresh)] {
             if !(0.0..=1.0).contains(&v) {
                 return bad(field, format!("must be within [0, 1], got {v}"));
@@ -243,6 +252,12 @@ impl DetectorConfig {
         if self.class_names.is_empty() {
             return bad("class_names", "must not be empty".into());
         }
+        if self.class_names.len() > MAX_CLASSES {
+            return bad(
+                "class_names",
+                format!("{} classes, more than the most, {MAX_CLASSES}", self.class_names.len()),
+            );
+        }
         for (i, name) in self.class_names.iter().enumerate() {
             if name.trim().is_empty() {
                 return bad("class_names", format!("class {i} has an empty name (names: {:?})", self.class_names));
@@ -263,12 +278,16 @@ impl DetectorConfig {
         Ok(())
     }
 
-    /// At least 32x32 and both sides multiples of [`INPUT_DIVISOR`].
+    /// From 32x32 to [`MAX_INPUT_SIDE`] a side and both sides multiples of [`INPUT_DIVISOR`].
     fn validate_input(&self) -> Result<()> {
         let (h, w) = (self.input.height, self.input.width);
         let d = INPUT_DIVISOR;
         if h < d || w < d {
             let reason = format!("{} is smaller than {d}x{d}", self.input);
+            return Err(CoreError::BadDetectorConfig { field: "input", reason });
+        }
+        if h > MAX_INPUT_SIDE || w > MAX_INPUT_SIDE {
+            let reason = format!("{} is over the most, {MAX_INPUT_SIDE} pixels a side", self.input);
             return Err(CoreError::BadDetectorConfig { field: "input", reason });
         }
         if h % d != 0 || w % d != 0 {
@@ -322,6 +341,26 @@ mod tests {
         assert!(e.contains("category_ids") && e.contains("2 entries for 1 classes"), "{e}");
         let e = err(DetectorConfig { category_ids: vec![3, 3], ..names(&["a", "b"]) });
         assert!(e.contains("id 3 is given twice"), "{e}");
+    }
+
+    #[test]
+    fn widths_depths_classes_and_inputs_have_stated_maxima() {
+        use crate::limits::*;
+        let e = err(DetectorConfig { fpn_channels: MAX_WIDTH + 1, ..Default::default() });
+        assert!(e.contains("fpn_channels") && e.contains("1024"), "{e}");
+        let e = err(DetectorConfig { head_channels: u64::MAX, ..Default::default() });
+        assert!(e.contains("head_channels"), "{e}");
+        let e = err(DetectorConfig { head_convs: MAX_HEAD_CONVS + 1, ..Default::default() });
+        assert!(e.contains("head_convs") && e.contains("16"), "{e}");
+        let names = (0..=MAX_CLASSES).map(|i| i.to_string()).collect();
+        let e = err(DetectorConfig { class_names: names, ..Default::default() });
+        assert!(e.contains("10000"), "{e}");
+        let e = err(DetectorConfig { input: InputSize::new(32, MAX_INPUT_SIDE + 32), ..Default::default() });
+        assert!(e.contains("4096 pixels a side"), "{e}");
+        let most = InputSize::new(MAX_INPUT_SIDE, MAX_INPUT_SIDE);
+        DetectorConfig { input: most, fpn_channels: MAX_WIDTH, head_convs: MAX_HEAD_CONVS, ..Default::default() }
+            .validate()
+            .unwrap();
     }
 
     #[test]
