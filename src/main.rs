@@ -1,7 +1,8 @@
 //! `detnas`: DetNAS backbone search, export and detection from the command line.
 //!
-//! Exit codes: 0 success; 1 the command failed (the message names the problem); 2 invalid usage;
-//! 3 `detect --strict` finished but some inputs failed.
+//! Exit codes: 0 success; 1 the command failed (the message names the problem); 2 invalid usage
+//! (an out-of-range number, or a request too large for its memory limit); 3 `detect --strict`
+//! finished but some inputs failed.
 
 mod cli;
 
@@ -18,9 +19,18 @@ fn main() {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
-            std::process::exit(1);
+            std::process::exit(exit_code(&e));
         }
     }
+}
+
+/// 2 for a request too large to run (numbers each in range that together need more memory than a
+/// stated limit: bad usage, as an out-of-range number is), else 1.
+fn exit_code(e: &anyhow::Error) -> i32 {
+    let too_large = |c: &(dyn std::error::Error + 'static)| {
+        matches!(c.downcast_ref::<detnas_core::CoreError>(), Some(detnas_core::CoreError::TooLarge { .. }))
+    };
+    if e.chain().any(too_large) { 2 } else { 1 }
 }
 
 /// Restores the default SIGPIPE action, so that output piped into a reader that stops early

@@ -201,7 +201,7 @@ fn reused_or_misplaced_out_never_mixes_runs() {
     assert_eq!(images(&out).len(), 3, "the output folder inside the input is not walked");
 
     let again = detnas(&["detect", model(), i, "--out", o]);
-    assert_one_line_failure(&again, &["holds results of an earlier run", "--exist-ok", "--resume"]);
+    assert_one_line_failure(&again, &["holds results of an earlier", "--exist-ok", "--resume"]);
     assert_eq!(std::fs::read_dir(out.join("labels")).unwrap().count(), 3, "a refused run changes nothing");
 
     let one = input.join("p1.png");

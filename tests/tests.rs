@@ -18,6 +18,8 @@ mod export_parity;
 #[cfg(feature = "infer")]
 mod latency;
 #[cfg(feature = "infer")]
+mod ownership;
+#[cfg(feature = "infer")]
 mod quantize;
 #[cfg(feature = "infer")]
 mod reliability_model;

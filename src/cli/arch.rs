@@ -35,14 +35,14 @@ pub struct InfoArgs {
     /// Encoding (`2,1,2,0,...` or `2120...`), preset name (see `detnas arch list`), or a genome
     /// with detector genes (`coco-retinanet-300m:fpn96:head96x3:sep:320`): then the detector's
     /// FLOPs and parameters per part are reported at the genome's resolution.
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::genome)]
     arch: String,
     /// Input size HxW (or one number for a square input) of the backbone report; a genome's
     /// resolution gene takes its place.
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::input_size)]
     input: Option<String>,
     /// Classes of the detector report (they size the classification predictor).
-    #[arg(long, default_value_t = 1, value_parser = super::values::count)]
+    #[arg(long, default_value_t = 1, value_parser = super::values::classes)]
     classes: usize,
     /// Report the whole detector of this family (default with detector genes: retinanet); a
     /// faster-rcnn report splits the head into the RPN and the RoI head at 1000 proposals.
@@ -75,19 +75,19 @@ pub struct SampleArgs {
     #[arg(long, default_value = "detnas-300m")]
     space: String,
     /// Upper FLOPs bound (e.g. 300M, 1.3G).
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::flops)]
     flops_max: Option<String>,
     /// Lower FLOPs bound.
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::flops)]
     flops_min: Option<String>,
     /// Number of architectures to draw.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::values::genomes)]
     count: usize,
     /// Seed of the sampler (same seed, same architectures).
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Input size HxW at which FLOPs are counted.
-    #[arg(long, default_value = "224x224")]
+    #[arg(long, default_value = "224x224", value_parser = super::values::input_size)]
     input: String,
     /// Which layers the FLOPs bound counts.
     #[arg(long, value_enum, default_value_t = ConventionArg::Backbone)]
@@ -96,10 +96,10 @@ pub struct SampleArgs {
     #[arg(long, value_enum, default_value_t = SamplerKind::Uniform)]
     sampler: SamplerKind,
     /// Number of FLOPs bins for --sampler binned.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = super::values::bins)]
     bins: usize,
     /// Uniform draws allowed per sample before giving up.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, value_parser = super::values::tries)]
     max_tries: usize,
     /// Print the samples as JSON.
     #[arg(long)]

@@ -21,25 +21,25 @@ pub struct BenchArgs {
     model: Option<PathBuf>,
     /// A genome (backbone plus optional genes, e.g. `coco-retinanet-300m:fpn96:head96x2:sep:320`) to
     /// build in memory with random weights and time, instead of a model file.
-    #[arg(long, conflicts_with = "model")]
+    #[arg(long, conflicts_with = "model", value_parser = super::values::genome)]
     arch: Option<String>,
     /// Search space of --arch (optional for presets).
     #[arg(long, requires = "arch")]
     space: Option<String>,
     /// Classes of the --arch model.
-    #[arg(long, default_value_t = 1, requires = "arch", value_parser = super::values::count)]
+    #[arg(long, default_value_t = 1, requires = "arch", value_parser = super::values::classes)]
     classes: usize,
     /// Inference device: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
     /// ONNX Runtime intra-op threads (default: all cores).
-    #[arg(long, value_parser = super::values::count)]
+    #[arg(long, value_parser = super::values::Threads)]
     threads: Option<usize>,
     /// Untimed runs of each path before timing.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = super::values::warmup)]
     warmup: usize,
     /// Timed iterations (default 20 unless --seconds is given).
-    #[arg(long, conflicts_with = "seconds", value_parser = super::values::count)]
+    #[arg(long, conflicts_with = "seconds", value_parser = super::values::iterations)]
     iters: Option<usize>,
     /// Time for at least this many seconds per measured path (the two paths alternate); more than
     /// 0 and at most a day.
@@ -77,6 +77,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         (None, Some(text)) => {
             let genome = Genome::parse(args.space.as_deref(), text)?;
             let cfg = genome.detector_config(&base_config(args.classes, ChannelShuffle::default()))?;
+            detnas_core::limits::check_model_memory("bench --arch", &genome.space, &genome.arch, &cfg, 1)?;
             let name = genome.complete(&cfg).to_string();
             let bytes = random_detector(&genome.space, &genome.arch, &cfg, 0)?;
             (Detector::from_memory(&bytes, &name, options)?, name)

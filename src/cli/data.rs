@@ -2,8 +2,8 @@
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use detnas_data::detection::{DetectionDataset, ValidationPolicy};
 use detnas_core::owner::{self, Existing, Flags, OwnedDir};
+use detnas_data::detection::{DetectionDataset, ValidationPolicy};
 use detnas_data::synthetic::{SyntheticSpec, generate};
 use std::path::PathBuf;
 
@@ -26,28 +26,28 @@ pub struct SyntheticArgs {
     #[arg(long)]
     overwrite: bool,
     /// Number of images.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = super::values::images)]
     images: usize,
     /// Image size WxH.
-    #[arg(long, default_value = "128x128")]
+    #[arg(long, default_value = "128x128", value_parser = super::values::image_size)]
     size: String,
     /// Number of shape classes.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = super::values::shape_classes)]
     classes: usize,
     /// Seed of shapes, colours and positions.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Object count range per image, `MIN..MAX` (default 1..4).
-    #[arg(long, default_value = "1..4")]
+    #[arg(long, default_value = "1..4", value_parser = super::values::object_counts)]
     objects: String,
     /// Object side range in pixels, `MIN..MAX` (default 12..60).
-    #[arg(long, default_value = "12..60")]
+    #[arg(long, default_value = "12..60", value_parser = super::values::object_sizes)]
     sizes: String,
     /// Up to this many unlabelled clutter shapes per image, in colours of no class.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = super::values::distractors)]
     distractors: usize,
     /// Percentage of an earlier object's box a later one may cover (0: no overlap; at most 60).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = super::values::occlusion)]
     occlusion: u32,
 }
 

@@ -212,7 +212,8 @@ pub fn make_data<S: Record>(d: &mut Ctx<S>) -> Result<()> {
     let size = format!("{0}x{0}", s.image_size);
     for (dir, n, seed) in [("data/train", s.train_images, d.seed), ("data/val", s.val_images, d.seed.wrapping_add(1))] {
         // --overwrite: a set left half-written by a killed run is its own to replace.
-        let args = ["data", "synthetic", "--out", &d.p.arg(dir), "--overwrite", "--images", &n.to_string(), "--size", &size];
+        let args =
+            ["data", "synthetic", "--out", &d.p.arg(dir), "--overwrite", "--images", &n.to_string(), "--size", &size];
         let mut args = strings(&args);
         args.extend(strings(&["--classes", &s.classes.to_string(), "--seed", &seed.to_string()]));
         args.extend(s.data_flags.iter().cloned());

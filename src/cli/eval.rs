@@ -31,7 +31,7 @@ pub struct EvalArgs {
     tta: Option<detnas_infer::Tta>,
     /// ONNX Runtime threads of --model (default: all cores).
     #[cfg(feature = "infer")]
-    #[arg(long, requires = "model", value_parser = super::values::count)]
+    #[arg(long, requires = "model", value_parser = super::values::Threads)]
     threads: Option<usize>,
     /// Also write --model's detections to this COCO results file (atomically).
     #[cfg(feature = "infer")]
@@ -50,6 +50,12 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
+    if let Some(out) = &args.save_dt {
+        let mut inputs = vec![("--gt", args.gt.as_path())];
+        inputs.extend(args.model.as_deref().map(|m| ("--model", m)));
+        inputs.extend(args.dt.as_deref().map(|d| ("--dt", d)));
+        super::paths::check_output("--save-dt", out, &inputs)?;
+    }
     let gt = GroundTruth::load(&args.gt)?;
     if gt.dataset().annotations.is_empty() {
         bail!("{}: the ground truth has no annotations: there is nothing to evaluate against", args.gt.display());
@@ -105,12 +111,6 @@ fn detect_ground_truth(args: &EvalArgs, gt: &GroundTruth) -> Result<(Detections,
     let Some(model) = &args.model else {
         bail!("give --dt results.json, or --model model.onnx to detect in the ground truth's images first");
     };
-    if let Some(out) = &args.save_dt {
-        let same = |p: &PathBuf| p.canonicalize().ok().zip(out.canonicalize().ok()).is_some_and(|(a, b)| a == b);
-        if same(&args.gt) || same(model) {
-            bail!("--save-dt {}: that is an input of this evaluation; give another file", out.display());
-        }
-    }
     let root = match &args.images {
         Some(dir) => dir.clone(),
         None => args.gt.parent().map(PathBuf::from).unwrap_or_default(),

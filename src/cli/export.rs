@@ -54,7 +54,7 @@ pub struct ExportArgs {
     /// Encoding, preset name or full genome (`23113213311133203333:fpn96:head96x3:sep:320x320`:
     /// its genes set the FPN / head width, depth, conv type and input); optional for a single-path
     /// checkpoint. From a supernet checkpoint every tensor is sliced to the genome's shapes.
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::genome)]
     arch: Option<String>,
     /// Weights (safetensors, names from detnas_core::plan); DetNAS random initialisation when absent.
     #[arg(long, conflicts_with = "checkpoint")]
@@ -68,7 +68,7 @@ pub struct ExportArgs {
     #[arg(long, conflicts_with_all = ["checkpoint", "weights", "arch"])]
     search: Option<PathBuf>,
     /// Rank of the finalist to export with --search (1 = best).
-    #[arg(long, default_value_t = 1, requires = "search", value_parser = super::values::count)]
+    #[arg(long, default_value_t = 1, requires = "search", value_parser = super::values::genomes)]
     rank: usize,
     /// Output ONNX file.
     #[arg(long)]
@@ -81,7 +81,7 @@ pub struct ExportArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     /// Network input HxW; both sides multiples of 32 (the backbone's largest stride).
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::input_size)]
     input: Option<String>,
     /// Class names, comma separated; non-empty and distinct.
     #[arg(long, value_delimiter = ',')]
@@ -91,10 +91,10 @@ pub struct ExportArgs {
     head_conv: Option<HeadConvArg>,
     /// Convs per head tower (RetinaNet: classification and regression each; Faster R-CNN: 3x3
     /// convs of the box head before its fully connected layer, 0 for two fully connected layers).
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::head_convs)]
     head_convs: Option<usize>,
     /// FPN and head channels.
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::width)]
     fpn_channels: Option<u64>,
     /// Channel split of stride-1 blocks; must match how the weights were trained.
     #[arg(long, value_enum)]
@@ -117,7 +117,7 @@ pub struct ExportArgs {
     /// Images per run (RetinaNet): input `[N, 3, H, W]`, post-processing per image in the graph and
     /// a `batch_index` output, for GPU throughput with ONNX Runtime directly (the SDK runs batch-1
     /// models).
-    #[arg(long, default_value_t = 1, value_parser = super::values::count)]
+    #[arg(long, default_value_t = 1, value_parser = super::values::batch_size)]
     batch: usize,
     /// Also output the raw tensors: RetinaNet's head outputs `cls_logits` and `bbox_regression`,
     /// Faster R-CNN's `proposals` and `proposal_scores`.
@@ -167,6 +167,14 @@ pub fn run(args: ExportArgs) -> Result<()> {
     let checkpoint = finalist.as_ref().map(|f| f.0.clone()).or_else(|| args.checkpoint.clone());
     let arch_text = finalist.as_ref().map(|f| f.1.clone()).or_else(|| args.arch.clone());
     let from_checkpoint = checkpoint.as_deref().map(|d| read_checkpoint(d, arch_text.as_deref())).transpose()?;
+    let mut inputs: Vec<(&str, &Path)> = Vec::new();
+    inputs.extend(args.weights.as_deref().map(|w| ("--weights", w)));
+    inputs.extend(args.config.as_deref().map(|c| ("--config", c)));
+    inputs.extend(from_checkpoint.as_ref().map(|(_, _, _, w)| ("the checkpoint's weights", w.as_path())));
+    inputs.extend(checkpoint.as_deref().map(|c| ("--checkpoint", c)));
+    #[cfg(feature = "infer")]
+    inputs.extend(args.calib.calibrate.iter().map(|c| ("--calibrate", Path::new(c))));
+    super::paths::check_output("--out", &args.out, &inputs)?;
     let genome = match &from_checkpoint {
         Some((space, arch, _, _)) => Genome::parse(Some(space), arch)?,
         None => Genome::parse(args.space.as_deref(), arch_text.as_deref().context("--arch is required")?)?,
@@ -210,6 +218,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
         };
     }
     cfg.validate()?;
+    detnas_core::limits::check_export_size("export", space, arch, &cfg)?;
     if let (Some(dir), Some((_, _, trained, _))) = (&checkpoint, &from_checkpoint) {
         check_fixed_detector(dir, trained, &cfg)?;
     }

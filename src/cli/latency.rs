@@ -26,13 +26,13 @@ pub enum LatencyCommand {
 #[derive(Args, Debug)]
 pub struct TimingArgs {
     /// Untimed runs before each measurement.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = super::values::warmup)]
     warmup: usize,
     /// Timed runs per measurement: at least this many ...
-    #[arg(long, default_value_t = 10, value_parser = super::values::count)]
+    #[arg(long, default_value_t = 10, value_parser = super::values::iterations)]
     min_iters: usize,
     /// ... and at least this many seconds (0 to 3600).
-    #[arg(long, default_value_t = 0.2, value_parser = min_seconds)]
+    #[arg(long, default_value_t = 0.2, value_parser = super::values::min_seconds)]
     min_seconds: f64,
 }
 
@@ -42,21 +42,13 @@ impl TimingArgs {
     }
 }
 
-fn min_seconds(s: &str) -> Result<f64, String> {
-    let v: f64 = s.trim().parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
-    if !v.is_finite() || !(0.0..=3600.0).contains(&v) {
-        return Err(format!("`{s}` is out of range: expected 0 to 3600 seconds"));
-    }
-    Ok(v)
-}
-
 #[derive(Args, Debug)]
 pub struct BuildArgs {
     /// Search space.
     #[arg(long, default_value = "detnas-300m")]
     space: String,
     /// Resolutions HxW (comma separated); replaces the gene space's `input` list.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = super::values::input_size)]
     input: Vec<String>,
     /// Gene space (TOML: `fpn_channels = [64, 96]`, `head_channels`, `head_convs = [1, 2]`,
     /// `head_conv = ["separable", "dense"]`, `input = [{ height = 320, width = 320 }]`); default:
@@ -64,13 +56,13 @@ pub struct BuildArgs {
     #[arg(long)]
     genes: Option<PathBuf>,
     /// Classes of the measured predictors.
-    #[arg(long, default_value_t = 1, value_parser = super::values::count)]
+    #[arg(long, default_value_t = 1, value_parser = super::values::classes)]
     classes: usize,
     /// Device: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
     /// ONNX Runtime intra-op threads (default: all cores).
-    #[arg(long, value_parser = super::values::count)]
+    #[arg(long, value_parser = super::values::Threads)]
     threads: Option<usize>,
     /// Fail instead of falling back to CPU when the device is unavailable.
     #[arg(long)]
@@ -80,7 +72,7 @@ pub struct BuildArgs {
     #[arg(long, default_value = "fp32", value_parser = ["fp32", "int8"])]
     precision: String,
     /// Genomes measured end to end to fit the correction of the additive sum (0: none).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = super::values::genomes_or_none)]
     calibration: usize,
     /// Seed of the calibration genomes (use another for `check`).
     #[arg(long, default_value_t = 1)]
@@ -98,7 +90,7 @@ pub struct PredictArgs {
     #[arg(long)]
     lut: PathBuf,
     /// Genome: backbone plus optional genes (`23113213311133203333:fpn96:head96x2:sep:320`).
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::genome)]
     arch: String,
     /// Search space (default: the table's).
     #[arg(long)]
@@ -117,7 +109,7 @@ pub struct CheckArgs {
     #[arg(long)]
     lut: PathBuf,
     /// Random genomes to measure.
-    #[arg(long, default_value_t = 20, value_parser = super::values::count)]
+    #[arg(long, default_value_t = 20, value_parser = super::values::genomes)]
     samples: usize,
     /// Seed of the genomes (held out: differs from the table's calibration seed).
     #[arg(long, default_value_t = 0)]
@@ -147,6 +139,8 @@ fn load_genes(path: Option<&Path>) -> Result<GeneSpace> {
 }
 
 fn build(args: BuildArgs) -> Result<()> {
+    let inputs: Vec<(&str, &std::path::Path)> = args.genes.as_deref().map(|g| ("--genes", g)).into_iter().collect();
+    super::paths::check_output("--out", &args.out, &inputs)?;
     let mut genes = load_genes(args.genes.as_deref())?;
     if !args.input.is_empty() {
         genes.input = args.input.iter().map(|s| InputSize::parse(s)).collect::<detnas_core::Result<_>>()?;

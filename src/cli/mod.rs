@@ -3,6 +3,8 @@
 mod arch;
 #[cfg(feature = "infer")]
 mod bench;
+#[cfg(test)]
+mod bounds_tests;
 mod data;
 #[cfg(all(feature = "train", feature = "infer"))]
 mod demo;
@@ -16,6 +18,7 @@ mod export;
 mod inspect;
 #[cfg(feature = "infer")]
 mod latency;
+mod paths;
 #[cfg(all(feature = "train", feature = "infer"))]
 mod pipeline;
 #[cfg(all(feature = "train", feature = "infer"))]

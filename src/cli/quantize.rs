@@ -30,23 +30,23 @@ pub struct CalibArgs {
     #[arg(long, num_args = 1.., value_name = "DIR")]
     pub calibrate: Vec<String>,
     /// Images used, evenly spaced over the sorted list.
-    #[arg(long, default_value_t = 32, value_parser = super::values::count)]
+    #[arg(long, default_value_t = 32, value_parser = super::values::images)]
     calib_images: usize,
     /// How activation ranges are chosen.
     #[arg(long, value_enum, default_value = "percentile")]
     calib_method: MethodArg,
     /// The most sensitive convolutions (by the per-layer sensitivity pass) kept in float, besides
     /// the input stem.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = super::values::layers)]
     float_layers: usize,
     /// Images of the sensitivity pass (0 skips it).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = super::values::images_or_none)]
     sensitivity_images: usize,
     /// 7-bit weights, for CPUs whose int8 dot products saturate in 16 bits.
     #[arg(long)]
     reduce_range: bool,
     /// ONNX Runtime threads for calibration (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::Threads)]
     calib_threads: Option<usize>,
 }
 
@@ -137,13 +137,13 @@ pub fn quantize(model: &ModelProto, calib: &CalibArgs) -> Result<ModelProto> {
 }
 
 pub fn run(args: QuantizeArgs) -> Result<()> {
+    let out = args.out.clone().unwrap_or_else(|| default_out(&args.model, if args.fp16 { "fp16" } else { "int8" }));
+    let mut inputs = vec![("MODEL", args.model.as_path())];
+    inputs.extend(args.calib.calibrate.iter().map(|c| ("--calibrate", Path::new(c))));
+    super::paths::check_output("--out", &out, &inputs)?;
     let bytes = std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
     let model =
         ModelProto::parse_from_bytes(&bytes).with_context(|| format!("{}: not an ONNX model", args.model.display()))?;
-    let out = args.out.clone().unwrap_or_else(|| default_out(&args.model, if args.fp16 { "fp16" } else { "int8" }));
-    if out == args.model {
-        bail!("--out {} would overwrite the float model", out.display());
-    }
     let q = if args.fp16 { to_fp16(&model) } else { quantize(&model, &args.calib) }
         .with_context(|| format!("quantizing {}", args.model.display()))?;
     let encoded = encode(&q)?;

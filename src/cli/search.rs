@@ -16,8 +16,8 @@ use detnas_core::InputSize;
 use detnas_core::cost::{Convention, FlopsTable};
 use detnas_core::detector::DetectorConfig;
 use detnas_core::evolution::{Constraint, Evolution, EvolutionConfig, Fitness, FlopsConstraint, Progress, Scored};
-use detnas_core::genome::{Candidate, DetectorGenes, GeneSpace};
 use detnas_core::fsutil::same_file;
+use detnas_core::genome::{Candidate, DetectorGenes, GeneSpace};
 use detnas_core::owner::{Existing, Flags, OwnedDir};
 use detnas_core::pareto::{Finalist, Finalists, REPORT_FILES};
 use detnas_core::plan::{Paths, detector_params};
@@ -51,10 +51,10 @@ pub struct SearchArgs {
     #[arg(long)]
     images: Option<PathBuf>,
     /// Backbone FLOPs budget at 224x224 (DetNAS convention), e.g. 300M.
-    #[arg(long)]
+    #[arg(long, value_parser = values::flops)]
     flops_max: Option<String>,
     /// Input size of the FLOPs budget.
-    #[arg(long, default_value = "224x224")]
+    #[arg(long, default_value = "224x224", value_parser = values::input_size)]
     flops_input: String,
     /// Latency budget, predicted by --lut: `20ms`, `0.02s` or a number of milliseconds.
     #[arg(long, requires = "lut", value_parser = values::milliseconds)]
@@ -79,25 +79,25 @@ pub struct SearchArgs {
     #[arg(long)]
     strict: bool,
     /// Candidates per generation.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = values::genomes)]
     population: usize,
     /// Generations to run.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = values::generations)]
     generations: usize,
     /// Best candidates kept as parents of the next generation (and the finalists).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = values::genomes)]
     top_k: usize,
     /// Children made by mutation per generation.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = values::genomes_or_none)]
     mutations: usize,
     /// Children made by crossover per generation.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = values::genomes_or_none)]
     crossovers: usize,
     /// Probability that mutation changes each gene (each layer's choice, each detector gene).
     #[arg(long, default_value_t = 0.1, value_parser = values::probability)]
     mutation_prob: f64,
     /// BN recalibration batches per candidate.
-    #[arg(long, default_value_t = 20, value_parser = values::count)]
+    #[arg(long, default_value_t = 20, value_parser = values::recal_batches)]
     recal_batches: usize,
     /// Exponential moving average instead of the exact average for recalibration.
     #[arg(long)]
@@ -219,6 +219,10 @@ pub fn run(args: SearchArgs) -> Result<()> {
     // An existing search of this folder is continued; a folder of another command or of the
     // user's own files is refused.
     let flags = Flags { out: "--out", replace: "--out", resume: None };
+    let checkpoint_state = args.checkpoint.join(detnas_core::checkpoint::STATE_FILE);
+    if same_file(&state_path, &checkpoint_state) {
+        bail!("--state {}: that is the checkpoint's own state file; choose another --state", state_path.display());
+    }
     let owned = OwnedDir::open(&out, COMMAND, Existing::Resume, flags)?.dir;
     let mut ours: Vec<String> = OUTPUT_FILES.iter().map(|f| f.to_string()).collect();
     ours.extend(REPORT_FILES.map(String::from));
@@ -244,6 +248,10 @@ pub fn run(args: SearchArgs) -> Result<()> {
         (Some(_), None) => bail!("--genes: {} was trained without [genes]", args.checkpoint.display()),
         (Some(path), Some(trained)) => Some(restricted_genes(path, trained)?),
     };
+    // The recalibration batches stay in memory for the whole search, a set at each input searched.
+    let recal_inputs = genes.as_ref().map_or_else(|| vec![cfg.detector.input], |g| g.input.clone());
+    let what = "search --recal-batches";
+    detnas_core::limits::check_batches_memory(what, args.recal_batches, cfg.batch_size, &recal_inputs)?;
 
     let mut constraints: Vec<Box<dyn Constraint + '_>> = Vec::new();
     if let Some(max) = &args.flops_max {

@@ -61,7 +61,7 @@ pub struct StudyArgs {
     val: Option<PathBuf>,
     /// Square input resolutions of the search space, e.g. `256,320` (multiples of 32 up to 2048; default
     /// 96,128, or 64,96 with --quick).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = super::values::study_input)]
     inputs: Option<Vec<u64>>,
     /// Continue the study in --out, skipping the steps (and retrainings) it finished.
     #[arg(long, conflicts_with = "overwrite")]

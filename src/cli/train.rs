@@ -42,17 +42,17 @@ pub struct BenchStepArgs {
     #[arg(long)]
     supernet: bool,
     /// Images per step.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = super::values::batch_size)]
     batch_size: usize,
     /// Timed steps.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = super::values::iterations)]
     steps: usize,
     /// Untimed steps before timing.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = super::values::warmup)]
     warmup: usize,
-    /// libtorch intra-op threads.
-    #[arg(long, default_value_t = 2)]
-    threads: i32,
+    /// libtorch intra-op threads (at most the cores of this machine).
+    #[arg(long, default_value_t = 2, value_parser = super::values::Threads)]
+    threads: usize,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -84,7 +84,7 @@ pub struct DetArgs {
     /// Architecture (encoding, preset or full genome such as
     /// `23113213311133203333:fpn96:head96x3:sep:320x320`, whose genes set the detector); overrides
     /// the config.
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::genome)]
     arch: Option<String>,
     /// COCO instances JSON of the training data (overrides the config).
     #[arg(long)]
@@ -96,10 +96,10 @@ pub struct DetArgs {
     #[arg(long)]
     out: PathBuf,
     /// Total optimisation steps (overrides the config).
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::iterations)]
     iterations: Option<usize>,
     /// Images per step (overrides the config).
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::batch_size)]
     batch_size: Option<usize>,
     /// Seed of initialisation, data order, augmentation and path sampling (overrides the config).
     #[arg(long)]
@@ -123,7 +123,7 @@ pub struct ClsArgs {
     #[arg(long)]
     out: PathBuf,
     /// Total optimisation steps (overrides the config).
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::iterations)]
     iterations: Option<usize>,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
@@ -140,7 +140,7 @@ pub struct EvalArgs {
     /// Path or full genome to evaluate (required for a supernet checkpoint); a genes supernet is
     /// evaluated at the genome's input resolution. A checkpoint trained without `[genes]` only
     /// accepts a different input gene.
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::genome)]
     arch: Option<String>,
     /// Held-out COCO JSON (default: the checkpoint's held-out data).
     #[arg(long)]
@@ -150,7 +150,7 @@ pub struct EvalArgs {
     images: Option<PathBuf>,
     /// BN recalibration batches before scoring, letterboxed to the genome's input (0 = none;
     /// default: 20 for a genes supernet, whose BN statistics mix every resolution, else 0).
-    #[arg(long)]
+    #[arg(long, value_parser = super::values::recal_batches_or_none)]
     recalibrate: Option<usize>,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
@@ -298,6 +298,10 @@ fn train_cls(args: ClsArgs) -> Result<()> {
 }
 
 fn eval(args: EvalArgs) -> Result<()> {
+    if let Some(p) = &args.results {
+        let state = args.checkpoint.join(detnas_core::checkpoint::STATE_FILE);
+        super::paths::check_output("--results", p, &[("the checkpoint's", &state)])?;
+    }
     let ck = checkpoint::open(&args.checkpoint, args.arch.as_deref(), device::parse(&args.device)?)?;
     let recalibrate = args.recalibrate.unwrap_or(if ck.has_genes() { 20 } else { 0 });
     let opts = EvalOptions { val: coco_source(args.coco, args.images), recalibrate };
@@ -322,7 +326,8 @@ pub fn coco_source(coco: Option<PathBuf>, images: Option<PathBuf>) -> Option<Dat
 
 fn bench_step(args: BenchStepArgs) -> Result<()> {
     let cfg = DetTrainConfig::load(&args.config)?;
-    detnas_train::tch::set_num_threads(args.threads);
+    // At most the cores of this machine (values::Threads), so within an i32.
+    detnas_train::tch::set_num_threads(i32::try_from(args.threads).unwrap_or(i32::MAX));
     let opts = StepBench {
         supernet: args.supernet,
         batch_size: args.batch_size,

@@ -316,7 +316,9 @@ impl<'c> Evolution<'c> {
     }
 
     /// Persists state to `path` after every step; if `path` exists, resumes from it, refusing a state
-    /// written by a different configuration.
+    /// written by a different configuration or one this search could not have written (a
+    /// generation past the run, a population or parents over their sizes, a candidate outside the
+    /// space or the gene space): the error names the file.
     pub fn with_state_file(mut self, path: impl Into<PathBuf>) -> Result<Self> {
         let path = path.into();
         if path.exists() {
@@ -331,10 +333,57 @@ impl<'c> Evolution<'c> {
                     ),
                 });
             }
+            if let Err(reason) = self.check_resumed(&state) {
+                return Err(CoreError::State { path, reason: format!("{reason}: edited or corrupted") });
+            }
             self.state = state;
         }
         self.state_path = Some(path);
         Ok(self)
+    }
+
+    /// What a state written by this search always satisfies, checked before resuming from one
+    /// (the configuration hash does not cover the state's own content): the generation within the
+    /// run, a population of at most `population` candidates (none when finished, at least one
+    /// otherwise), finite fitnesses, at most `top_k` parents sorted best first and each among the
+    /// evaluated with its fitness, and every candidate a path of this space with genes from this
+    /// gene space (or none, for a backbone-only search).
+    fn check_resumed(&self, state: &EvolutionState) -> std::result::Result<(), String> {
+        let (generations, population) = (self.config.generations, self.config.population);
+        if state.generation > generations {
+            return Err(format!("generation {} is past the run's {generations} generations", state.generation));
+        }
+        let finished = state.generation == generations;
+        if state.population.len() > population || state.population.is_empty() != finished {
+            let expected = if finished { "none, the run is finished".to_owned() } else { format!("1 to {population}") };
+            return Err(format!("{} candidates in the population (expected {expected})", state.population.len()));
+        }
+        if state.top_k.len() > self.config.top_k {
+            return Err(format!("{} parents in top_k (at most {})", state.top_k.len(), self.config.top_k));
+        }
+        if let Some((key, value)) = state.evaluated.iter().find(|(_, v)| !v.is_finite()) {
+            return Err(format!("candidate {key} has the non-finite fitness {value}"));
+        }
+        for s in &state.top_k {
+            if state.evaluated.get(&s.arch.key()) != Some(&s.fitness) {
+                return Err(format!("parent {} with fitness {} is not among the evaluated", s.arch, s.fitness));
+            }
+        }
+        if state.top_k.windows(2).any(|p| p[0].fitness < p[1].fitness) {
+            return Err("top_k is not sorted best first".to_owned());
+        }
+        let candidates = state.population.iter().chain(state.top_k.iter().map(|s| &s.arch));
+        for c in candidates {
+            c.arch.validate(&self.space).map_err(|e| format!("candidate {c}: {e}"))?;
+            match (&self.genes, c.detector_genes()) {
+                (None, None) => {}
+                (Some(space), Some(g)) if space.contains(&g) => {}
+                (Some(_), Some(_)) => return Err(format!("candidate {c} has genes outside the gene space")),
+                (Some(_), None) => return Err(format!("candidate {c} has no detector genes (a joint search)")),
+                (None, Some(_)) => return Err(format!("candidate {c} has detector genes (a backbone search)")),
+            }
+        }
+        Ok(())
     }
 
     /// The current state (for inspection and tests).
@@ -446,16 +495,18 @@ impl<'c> Evolution<'c> {
         summary
     }
 
-    /// Accepts `arch` if it is new and satisfies every constraint; counts the rejection otherwise.
+    /// Accepts `arch` if it is new and satisfies every constraint; counts the rejection otherwise
+    /// (counts saturate: a resumed state may hold any value).
     fn accept(&mut self, arch: &Candidate, taken: &BTreeSet<String>) -> bool {
         let key = arch.key();
         if taken.contains(&key) || self.state.evaluated.contains_key(&key) {
-            self.state.rejections.duplicate += 1;
+            self.state.rejections.duplicate = self.state.rejections.duplicate.saturating_add(1);
             return false;
         }
         for c in &self.constraints {
             if c.check_candidate(arch).is_err() {
-                *self.state.rejections.constraint.entry(c.name().to_string()).or_default() += 1;
+                let count = self.state.rejections.constraint.entry(c.name().to_string()).or_default();
+                *count = count.saturating_add(1);
                 return false;
             }
         }

@@ -182,6 +182,78 @@ fn resuming_with_another_config_is_refused() {
     assert!(err.to_string().contains("different configuration"), "{err}");
 }
 
+/// Regression (fuzz target `search_state`, seed 0, case 223): a state whose population had been
+/// emptied mid-run made the resumed search index an empty top-k and panic. A state this search
+/// could not have written is refused naming the file; the untouched state still resumes.
+#[test]
+fn resuming_an_edited_state_is_refused_naming_the_file() {
+    use serde_json::{Value, json};
+    let space = tiny_space();
+    let w = weights(space.num_layers());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let make = || Evolution::new(space.clone(), config(), vec![flops_limit(&space, budget(&space))]).unwrap();
+    let mut calls = 0;
+    let mut dying = |a: &Arch| {
+        calls += 1;
+        if calls == 60 { Err("killed".to_string()) } else { Ok(score(&w, a)) }
+    };
+    make().with_state_file(&path).unwrap().run(&mut dying, |_| {}).unwrap_err();
+    let saved: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!((saved["generation"].as_u64(), saved["top_k"].as_array().map(Vec::len)), (Some(1), Some(10)));
+    let edits: [(&str, fn(&mut Value)); 8] = [
+        ("0 candidates in the population (expected 1 to 50)", |s| s["population"] = json!([])),
+        ("51 candidates in the population", |s| {
+            let first = s["population"][0].clone();
+            s["population"].as_array_mut().unwrap().push(first);
+        }),
+        ("generation 31 is past the run's 30 generations", |s| s["generation"] = json!(31)),
+        ("11 parents in top_k (at most 10)", |s| {
+            let first = s["top_k"][0].clone();
+            s["top_k"].as_array_mut().unwrap().push(first);
+        }),
+        ("architecture has 3 choices but space `tiny` has 8 layers", |s| s["population"][0] = json!("1,2,3")),
+        // Regression (seed 0, case 1617): an edited parent's fitness made the outcome's best wrong.
+        ("is not among the evaluated", |s| s["top_k"][1]["fitness"] = json!(-1e308)),
+        ("top_k is not sorted best first", |s| {
+            let parents = s["top_k"].as_array_mut().unwrap();
+            parents.swap(0, 1);
+        }),
+        ("has detector genes (a backbone search)", |s| {
+            s["population"][1] = json!("01230123:fpn64:head64x1:sep:64x64");
+        }),
+    ];
+    for (expected, edit) in edits {
+        let mut state = saved.clone();
+        edit(&mut state);
+        std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+        let err = make().with_state_file(&path).err().unwrap().to_string();
+        assert!(err.contains(expected) && err.contains(&path.display().to_string()), "{expected}: {err}");
+    }
+    std::fs::write(&path, serde_json::to_vec(&saved).unwrap()).unwrap();
+    let outcome = make().with_state_file(&path).unwrap().run(&mut |a: &Arch| Ok::<_, String>(score(&w, a)), |_| {});
+    assert_eq!(outcome.unwrap().evaluations, 30 * 50);
+}
+
+/// Regression (fuzz target `search_state`, seed 0, case 1055): rejection counts at `u64::MAX` in
+/// a resumed state overflowed (a panic in debug builds). They saturate.
+#[test]
+fn rejection_counts_of_a_resumed_state_saturate() {
+    let space = tiny_space();
+    let w = weights(space.num_layers());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.json");
+    let cfg = EvolutionConfig { generations: 3, ..config() };
+    let make = || Evolution::new(space.clone(), cfg.clone(), vec![flops_limit(&space, budget(&space))]).unwrap();
+    let mut state = make().state().clone();
+    state.rejections.duplicate = u64::MAX;
+    state.rejections.constraint.insert("flops".into(), u64::MAX);
+    std::fs::write(&path, serde_json::to_vec(&state).unwrap()).unwrap();
+    let outcome = make().with_state_file(&path).unwrap().run(&mut |a: &Arch| Ok::<_, String>(score(&w, a)), |_| {});
+    let rejections = outcome.unwrap().rejections;
+    assert_eq!((rejections.duplicate, rejections.constraint["flops"]), (u64::MAX, u64::MAX));
+}
+
 #[test]
 fn impossible_budget_is_reported() {
     let space = tiny_space();

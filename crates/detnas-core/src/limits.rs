@@ -6,6 +6,7 @@ use crate::arch::Arch;
 use crate::detector::{DetectorConfig, DetectorKind, pyramid_levels};
 use crate::error::{CoreError, Result};
 use crate::plan::{Paths, detector_params};
+use crate::shape::InputSize;
 use crate::space::SearchSpace;
 
 /// Widest FPN or head (channels): four times torchvision's 256, wider than any published
@@ -32,13 +33,17 @@ pub const MAX_GENOMES: usize = 100_000;
 /// with 91 classes needs about 0.7 GiB by this estimate, the largest genes at 4096x4096 173 GiB.
 pub const MAX_MODEL_BYTES: u64 = 8 << 30;
 
+/// Largest float32 weights of one exported model: an ONNX file is one protobuf message, which
+/// cannot exceed 2 GiB (the export writes no external data file).
+pub const MAX_WEIGHT_BYTES: u64 = i32::MAX as u64;
+
 /// Bytes of one float32 value.
 const F32_BYTES: u64 = 4;
 
 /// Estimated memory of a detector running `batch` images at once: 4 bytes per parameter plus 4 per
 /// value of every conv output of the backbone, the FPN and the heads (an upper bound: a runtime
-/// reuses the memory of outputs it no longer needs). `cfg` is validated first, so the estimate
-/// never walks an unbounded configuration.
+/// reuses the memory of outputs it no longer needs); with `batch` 0, the bytes of its weights.
+/// `cfg` is validated first, so the estimate never walks an unbounded configuration.
 pub fn model_bytes(space: &SearchSpace, arch: &Arch, cfg: &DetectorConfig, batch: usize) -> Result<u64> {
     cfg.validate()?;
     let params: u64 = detector_params(space, Paths::Single(arch), cfg)
@@ -70,8 +75,23 @@ pub fn model_bytes(space: &SearchSpace, arch: &Arch, cfg: &DetectorConfig, batch
     Ok(params.saturating_add(values.saturating_mul(batch as u64)).saturating_mul(F32_BYTES))
 }
 
-/// Refuses a detector whose [`model_bytes`] exceed [`MAX_MODEL_BYTES`]; `what` names the request
-/// (`export`, `bench --arch`) in the error.
+/// Refuses a detector whose weights exceed [`MAX_WEIGHT_BYTES`] (they would not encode); `what`
+/// names the request (`export`) in the error.
+pub fn check_export_size(what: &str, space: &SearchSpace, arch: &Arch, cfg: &DetectorConfig) -> Result<()> {
+    let needed = model_bytes(space, arch, cfg, 0)?;
+    if needed > MAX_WEIGHT_BYTES {
+        return Err(CoreError::TooLarge {
+            what: format!("{what} (float32 weights of the detector at {} classes)", cfg.num_classes()),
+            needed,
+            limit: MAX_WEIGHT_BYTES,
+            name: "MAX_WEIGHT_BYTES, one ONNX protobuf",
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a detector whose [`model_bytes`] exceed [`MAX_MODEL_BYTES`] or whose weights exceed
+/// [`MAX_WEIGHT_BYTES`]; `what` names the request (`bench --arch`) in the error.
 pub fn check_model_memory(
     what: &str,
     space: &SearchSpace,
@@ -79,6 +99,7 @@ pub fn check_model_memory(
     cfg: &DetectorConfig,
     batch: usize,
 ) -> Result<()> {
+    check_export_size(what, space, arch, cfg)?;
     let needed = model_bytes(space, arch, cfg, batch)?;
     if needed > MAX_MODEL_BYTES {
         return Err(CoreError::TooLarge {
@@ -91,11 +112,36 @@ pub fn check_model_memory(
     Ok(())
 }
 
+/// Most memory of the image batches a run holds from start to end (a search's BN recalibration
+/// batches, one set per input resolution): 4 GiB, a quarter of a 16 GiB machine, leaving the rest
+/// to the supernet and its activations. DetNAS's 20 batches of 8 images at 512x512 take 0.5 GiB.
+pub const MAX_BATCHES_BYTES: u64 = 4 << 30;
+
+/// Bytes of `batches` float32 batches of `batch_size` RGB images at each of `inputs`.
+pub fn image_batches_bytes(batches: usize, batch_size: usize, inputs: &[InputSize]) -> u64 {
+    let pixels = inputs.iter().map(|i| i.height.saturating_mul(i.width)).fold(0, u64::saturating_add);
+    pixels.saturating_mul(3 * F32_BYTES).saturating_mul(batches as u64).saturating_mul(batch_size as u64)
+}
+
+/// Refuses holding [`image_batches_bytes`] over [`MAX_BATCHES_BYTES`]; `what` names the request.
+pub fn check_batches_memory(what: &str, batches: usize, batch_size: usize, inputs: &[InputSize]) -> Result<()> {
+    let needed = image_batches_bytes(batches, batch_size, inputs);
+    if needed > MAX_BATCHES_BYTES {
+        let sizes: Vec<String> = inputs.iter().map(InputSize::to_string).collect();
+        return Err(CoreError::TooLarge {
+            what: format!("{what} ({batches} batches of {batch_size} images at {})", sizes.join(", ")),
+            needed,
+            limit: MAX_BATCHES_BYTES,
+            name: "MAX_BATCHES_BYTES",
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::arch::Preset;
-    use crate::shape::InputSize;
 
     const GIB: u64 = 1 << 30;
 
@@ -109,7 +155,8 @@ mod tests {
         };
         let bytes = model_bytes(&space, &arch, &coco, 1).unwrap();
         assert!((GIB / 4..2 * GIB).contains(&bytes), "{bytes}");
-        check_model_memory("export", &space, &arch, &coco, 1).unwrap();
+        check_model_memory("bench", &space, &arch, &coco, 1).unwrap();
+        check_export_size("export", &space, &arch, &coco).unwrap();
         let huge = DetectorConfig {
             input: InputSize::new(MAX_INPUT_SIDE, MAX_INPUT_SIDE),
             fpn_channels: MAX_WIDTH,
@@ -118,9 +165,25 @@ mod tests {
             class_names: (0..MAX_CLASSES).map(|i| format!("c{i}")).collect(),
             ..DetectorConfig::default()
         };
-        let e = check_model_memory("export", &space, &arch, &huge, 1).unwrap_err().to_string();
-        assert!(e.contains("MAX_MODEL_BYTES") && e.contains("8.0 GiB") && e.contains("export"), "{e}");
-        let e = check_model_memory("export", &space, &arch, &coco, 256).unwrap_err();
+        let e = check_model_memory("bench", &space, &arch, &coco, 256).unwrap_err();
         assert!(matches!(e, CoreError::TooLarge { .. }), "{e}");
+        // the largest genes: their weights encode at one class, but they do not run in 8 GiB
+        let wide = DetectorConfig { class_names: vec!["a".into()], ..huge.clone() };
+        check_export_size("export", &space, &arch, &wide).unwrap();
+        let e = check_model_memory("bench", &space, &arch, &wide, 1).unwrap_err().to_string();
+        assert!(e.contains("MAX_MODEL_BYTES") && e.contains("8.0 GiB") && e.contains("bench"), "{e}");
+        // at the most classes their weights alone are over one ONNX file
+        let e = check_export_size("export", &space, &arch, &huge).unwrap_err().to_string();
+        assert!(e.contains("MAX_WEIGHT_BYTES") && e.contains("10000 classes"), "{e}");
+    }
+
+    #[test]
+    fn recalibration_batches_have_a_memory_limit() {
+        let detnas = [InputSize::new(512, 512)];
+        assert!(image_batches_bytes(20, 8, &detnas) < GIB);
+        check_batches_memory("search", 20, 8, &detnas).unwrap();
+        let e = check_batches_memory("search --recal-batches", 1000, 8, &detnas).unwrap_err().to_string();
+        assert!(e.contains("MAX_BATCHES_BYTES") && e.contains("1000 batches of 8 images at 512x512"), "{e}");
+        assert_eq!(image_batches_bytes(usize::MAX, usize::MAX, &detnas), u64::MAX);
     }
 }

@@ -18,14 +18,15 @@ pub fn parse_count(input: &str) -> Result<u64> {
         _ => (s, 1.0),
     };
     if let Ok(v) = number.parse::<u64>() {
-        return (v as f64 * scale <= u64::MAX as f64).then(|| v * scale as u64).ok_or_else(|| bad("too large"));
+        return v.checked_mul(scale as u64).ok_or_else(|| bad("too large"));
     }
     let v: f64 = number.trim().parse().map_err(|_| bad("expected a number like 300M, 1.3G or 300000000"))?;
     let scaled = v * scale;
     if !scaled.is_finite() || scaled < 0.0 {
         return Err(bad("must be a non-negative finite number"));
     }
-    if scaled > u64::MAX as f64 {
+    // `u64::MAX as f64` is 2^64, one more than the largest count.
+    if scaled >= u64::MAX as f64 {
         return Err(bad("too large"));
     }
     Ok(scaled.round() as u64)
@@ -60,6 +61,15 @@ mod tests {
         assert_eq!(parse_count("250k").unwrap(), 250_000);
         assert_eq!(parse_count("123456789").unwrap(), 123_456_789);
         assert_eq!(parse_count("2.5e8").unwrap(), 250_000_000);
+    }
+
+    #[test]
+    fn counts_over_u64_are_too_large_never_wrapped() {
+        assert_eq!(parse_count("18446744073709551615").unwrap(), u64::MAX);
+        assert_eq!(parse_count("18446744073709551K").unwrap(), 18_446_744_073_709_551_000);
+        for big in ["18446744073709552K", "18446744073709551616", "18446744073709551615T"] {
+            assert!(parse_count(big).unwrap_err().to_string().contains("too large"), "{big}");
+        }
     }
 
     #[test]

@@ -83,6 +83,20 @@ pub struct SyntheticSpec {
     pub occlusion_percent: u32,
 }
 
+/// Most images of one set: their boxes are held in memory until the JSON is written (at most
+/// [`MAX_OBJECTS`] each, about 1 GB at this many); larger sets belong in a real data set.
+pub const MAX_IMAGES: usize = 100_000;
+/// Most objects per image: crowded enough for any test, small enough to place in 100 tries each.
+pub const MAX_OBJECTS: usize = 256;
+/// Smallest object side: every shape then spans its box exactly.
+pub const MIN_OBJECT_SIZE: u32 = 8;
+/// Most clutter shapes per image (drawn before the objects, never covering all of them).
+pub const MAX_DISTRACTORS: usize = 64;
+/// Most occlusion, in percent of the smaller box: beyond this an object may be hidden.
+pub const MAX_OCCLUSION_PERCENT: u32 = 60;
+/// Longest image side: one RGB image of this side is 805 MB in memory.
+pub const MAX_SIDE: u32 = 16_384;
+
 /// Colours of clutter shapes: close to class colours in some channels, equal to none.
 pub const DISTRACTOR_COLOURS: [[u8; 3]; 4] = [[225, 130, 30], [130, 30, 225], [30, 130, 130], [200, 200, 120]];
 
@@ -112,27 +126,31 @@ impl SyntheticSpec {
         if self.images == 0 {
             return fail("images must be at least 1".into());
         }
+        if self.images > MAX_IMAGES {
+            return fail(format!("images is {}, at most {MAX_IMAGES}", self.images));
+        }
         if !(1..=CLASSES.len()).contains(&self.classes) {
             return fail(format!("classes is {}, must be 1..={}", self.classes, CLASSES.len()));
         }
-        if self.max_objects > 256 {
-            return fail(format!("max_objects is {}, at most 256", self.max_objects));
+        if self.max_objects > MAX_OBJECTS {
+            return fail(format!("max_objects is {}, at most {MAX_OBJECTS}", self.max_objects));
         }
         if self.min_objects > self.max_objects {
             return fail(format!("min_objects {} > max_objects {}", self.min_objects, self.max_objects));
         }
-        if self.min_size < 8 || self.min_size > self.max_size {
-            return fail(format!("object sizes {}..={} must satisfy 8 <= min <= max", self.min_size, self.max_size));
+        if self.min_size < MIN_OBJECT_SIZE || self.min_size > self.max_size {
+            let (min, max) = (self.min_size, self.max_size);
+            return fail(format!("object sizes {min}..={max} must satisfy {MIN_OBJECT_SIZE} <= min <= max"));
         }
-        if self.distractors > 64 {
-            return fail(format!("distractors is {}, at most 64", self.distractors));
+        if self.distractors > MAX_DISTRACTORS {
+            return fail(format!("distractors is {}, at most {MAX_DISTRACTORS}", self.distractors));
         }
-        if self.occlusion_percent > 60 {
-            return fail(format!("occlusion_percent is {}, at most 60", self.occlusion_percent));
+        if self.occlusion_percent > MAX_OCCLUSION_PERCENT {
+            return fail(format!("occlusion_percent is {}, at most {MAX_OCCLUSION_PERCENT}", self.occlusion_percent));
         }
-        if self.max_size > self.width.min(self.height) || self.width > 16_384 || self.height > 16_384 {
+        if self.max_size > self.width.min(self.height) || self.width > MAX_SIDE || self.height > MAX_SIDE {
             return fail(format!(
-                "image {}x{} must hold max_size {} and be at most 16384 pixels a side",
+                "image {}x{} must hold max_size {} and be at most {MAX_SIDE} pixels a side",
                 self.width, self.height, self.max_size
             ));
         }

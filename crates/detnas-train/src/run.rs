@@ -353,4 +353,23 @@ mod tests {
         assert_eq!(Vec::<f32>::try_from(&fresh_w).unwrap(), [1.0, 1.0]);
         assert!(!checkpoint::exists(dir.path()), "the old checkpoint files are gone");
     }
+
+    #[test]
+    fn folders_of_other_commands_or_of_the_user_are_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let search = dir.path().join("search");
+        let owned = OwnedDir::open(&search, "search", Existing::Refuse, Flags::OVERWRITE_RESUME).unwrap().dir;
+        owned.write("state.json", b"{\"search\": true}").unwrap();
+        let user = dir.path().join("user");
+        std::fs::create_dir_all(&user).unwrap();
+        std::fs::write(user.join("weights-final.safetensors"), b"mine").unwrap();
+        for start in [Start::Fresh, Start::Resume, Start::Overwrite] {
+            let err = setup(&search, start, schedule(3, None)).err().unwrap().to_string();
+            assert!(err.contains("output of `detnas search`"), "{err}");
+            let err = setup(&user, start, schedule(3, None)).err().unwrap().to_string();
+            assert!(err.contains("files detnas did not write (weights-final.safetensors)"), "{err}");
+        }
+        assert_eq!(std::fs::read(search.join("state.json")).unwrap(), b"{\"search\": true}");
+        assert_eq!(std::fs::read(user.join("weights-final.safetensors")).unwrap(), b"mine");
+    }
 }

@@ -248,7 +248,8 @@ mod tests {
         let old = OwnedDir::open(&root.join("old-run"), "detect", Existing::Refuse, Flags::OVERWRITE_RESUME).unwrap();
         old.dir.create_dir("images").unwrap();
         old.dir.write("images/a.jpg", b"annotated").unwrap();
-        let data = OwnedDir::open(&root.join("ds"), "data synthetic", Existing::Refuse, Flags::OVERWRITE_RESUME).unwrap();
+        let data =
+            OwnedDir::open(&root.join("ds"), "data synthetic", Existing::Refuse, Flags::OVERWRITE_RESUME).unwrap();
         data.dir.write("b.png", b"b").unwrap();
         let c = collect_inputs(&[root.display().to_string()], None);
         assert_eq!(names(&c), ["a.jpg", "b.png"], "a data set folder is walked, a detect output is not");

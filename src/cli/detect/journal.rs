@@ -70,7 +70,12 @@ impl Settings {
         let (a, b) = (json!(self), json!(other));
         let (a, b) = (a.as_object().expect("struct"), b.as_object().expect("struct"));
         let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-        let shown = |v: Option<&serde_json::Value>| v.map_or("none".to_string(), |v| v.to_string());
+        // Settings hold f32 values: shown as f32 (0.7, not 0.699999988), unset ones as `none`.
+        let shown = |v: Option<&serde_json::Value>| match v {
+            None | Some(serde_json::Value::Null) => "none".to_string(),
+            Some(serde_json::Value::Number(n)) if n.is_f64() => format!("{}", n.as_f64().unwrap_or(f64::NAN) as f32),
+            Some(v) => v.to_string(),
+        };
         keys.into_iter()
             .filter(|k| !SPELLINGS.contains(&k.as_str()) && a.get(*k) != b.get(*k))
             .map(|k| format!("{k} (recorded {}, now {})", shown(a.get(k)), shown(b.get(k))))
@@ -124,7 +129,8 @@ fn canonical_paths(files: &[PathBuf]) -> Vec<PathBuf> {
 
 /// Up to three paths, then a count.
 fn few(paths: &[&PathBuf]) -> String {
-    let mut s: Vec<String> = paths.iter().take(3).map(|p| detnas_core::fsutil::escaped(&p.display().to_string())).collect();
+    let mut s: Vec<String> =
+        paths.iter().take(3).map(|p| detnas_core::fsutil::escaped(&p.display().to_string())).collect();
     if paths.len() > 3 {
         s.push(format!("and {} more", paths.len() - 3));
     }

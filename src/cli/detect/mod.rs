@@ -61,7 +61,7 @@ pub struct DetectArgs {
     #[arg(long, value_parser = values::fraction)]
     iou: Option<f32>,
     /// Keep at most this many detections per image.
-    #[arg(long, value_parser = values::count)]
+    #[arg(long, value_parser = values::detections)]
     max_det: Option<usize>,
     /// Keep only these classes (names or 0-based indices, comma separated).
     #[arg(long, value_delimiter = ',')]
@@ -70,12 +70,12 @@ pub struct DetectArgs {
     #[arg(long, default_value = "cpu")]
     device: String,
     /// ONNX Runtime threads in all (default: all cores), shared among the workers' sessions.
-    #[arg(long, value_parser = values::count)]
+    #[arg(long, value_parser = values::Threads)]
     threads: Option<usize>,
     /// Images in flight at once, each worker with its own ONNX Runtime session of
     /// `threads / workers` threads; at most the number of cores. Two workers of one thread each
     /// beat one session of two threads on a folder (throughput); use 1 for the lowest per-image latency.
-    #[arg(long, default_value_t = 2, value_parser = values::count)]
+    #[arg(long, default_value_t = 2, value_parser = values::Threads)]
     workers: usize,
     /// Fail on warnings (truncated JPEG) and on an unavailable device; exit 3 if any image failed.
     #[arg(long)]
@@ -83,7 +83,7 @@ pub struct DetectArgs {
     /// Detect large images (orthophotos) window by window: windows of SIZE x SIZE image pixels at
     /// native resolution, each letterboxed into the network input, boxes merged across windows
     /// (a box cut by a window edge yields to the whole one a neighbouring window saw).
-    #[arg(long, value_name = "SIZE", value_parser = clap::value_parser!(u32).range(32..))]
+    #[arg(long, value_name = "SIZE", value_parser = values::tile)]
     tile: Option<u32>,
     /// Fraction of a window shared with its neighbours with --tile (0 to 0.9); it should exceed
     /// the largest object's share of a window so every object is whole in some window.

@@ -7,8 +7,8 @@
 //! the run may write is listed in the record before the first is written.
 
 use anyhow::{Result, bail};
-use detnas_core::owner::{self, Flags, OwnedDir};
 pub use detnas_core::owner::Existing;
+use detnas_core::owner::{self, Flags, OwnedDir};
 use std::path::{Path, PathBuf};
 
 /// Files `detect` writes at the top of its output folder.
@@ -53,7 +53,9 @@ impl OutDir {
         let record = owner::read_record(&self.path)?.map(|r| r.files).unwrap_or_default();
         let foreign: Vec<&String> = files
             .iter()
-            .filter(|f| !f.ends_with('/') && !record.contains(*f) && std::fs::symlink_metadata(self.path.join(f)).is_ok())
+            .filter(|f| {
+                !f.ends_with('/') && !record.contains(*f) && std::fs::symlink_metadata(self.path.join(f)).is_ok()
+            })
             .collect();
         if let Some(first) = foreign.first() {
             bail!(

@@ -119,7 +119,7 @@ impl std::fmt::Display for Summary {
             time.as_secs_f64() * 1e3
         )?;
         match self.peak_alloc {
-            Some(bytes) => write!(f, "; peak heap of a case {:.1} MB", bytes as f64 / 1e6),
+            Some(bytes) => write!(f, "; largest peak heap of a case {:.1} kB", bytes as f64 / 1e3),
             None => write!(f, "; heap not counted"),
         }
     }
