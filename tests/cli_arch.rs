@@ -1,6 +1,6 @@
 //! `detnas arch` and `detnas tour` end to end.
 
-use crate::util::{assert_one_line_failure, detnas, stderr, stdout};
+use crate::util::{assert_one_line_failure, assert_usage_error, detnas, stderr, stdout};
 use detnas_core::InputSize;
 use serde_json::Value;
 
@@ -46,7 +46,7 @@ fn bad_info_inputs_fail_with_one_line() {
     let o = detnas(&["arch", "info", "--space", "detnas-300m", "--arch", ""]);
     assert_one_line_failure(&o, &["empty architecture"]);
     let o = detnas(&["arch", "info", "--arch", "coco-fpn-300m", "--input", "0x10"]);
-    assert_one_line_failure(&o, &["input size", "0x10"]);
+    assert_usage_error(&o, &["--input", "input size", "0x10"]);
 }
 
 #[test]
@@ -76,7 +76,7 @@ fn sample_respects_the_budget_and_the_seed() {
     assert_eq!(a, run("4"));
     assert_ne!(a, run("5"));
     let o = detnas(&["arch", "sample", "--flops-max", "1.3x"]);
-    assert_one_line_failure(&o, &["1.3x"]);
+    assert_usage_error(&o, &["--flops-max", "1.3x"]);
     let o = detnas(&["arch", "sample", "--flops-max", "100M"]);
     assert_one_line_failure(&o, &["no architecture of detnas-300m fits under 100.0M FLOPs: the smallest needs"]);
 }
@@ -138,7 +138,7 @@ fn arch_info_reports_a_genomes_detector_by_part() {
         &detnas(&["arch", "info", "--arch", "coco-fpn-300m:320", "--input", "224"]),
         &["--input and the genome's resolution"],
     );
-    assert_one_line_failure(&detnas(&["arch", "info", "--arch", "coco-fpn-300m:wide"]), &["unknown gene `wide`"]);
+    assert_usage_error(&detnas(&["arch", "info", "--arch", "coco-fpn-300m:wide"]), &["--arch", "unknown gene `wide`"]);
 }
 
 #[test]

@@ -45,13 +45,19 @@ fn a_quick_demo_runs_every_step_reports_and_resumes() {
     assert!(again.status.success(), "{}", stderr(&again));
     assert_eq!(stderr(&again).matches("done before, skipped").count(), 8, "{}", stderr(&again));
     // the folder is guarded
-    assert_one_line_failure(&detnas(&["demo", "--quick", "--out", o]), &["already holds files", "--resume"]);
+    assert_one_line_failure(
+        &detnas(&["demo", "--quick", "--out", o]),
+        &["holds results of an earlier `detnas demo` run", "--resume"],
+    );
     assert_one_line_failure(&detnas(&["demo", "--quick", "--out", o, "--resume", "--seed", "3"]), &["other settings"]);
     let foreign = dir.path().join("foreign");
     std::fs::create_dir_all(&foreign).unwrap();
     std::fs::write(foreign.join("notes.txt"), "mine").unwrap();
     let f = foreign.to_str().unwrap();
-    assert_one_line_failure(&detnas(&["demo", "--quick", "--out", f, "--overwrite"]), &["holds no demo.json"]);
-    assert_one_line_failure(&detnas(&["demo", "--quick", "--out", f, "--resume"]), &["nothing to resume"]);
+    assert_one_line_failure(
+        &detnas(&["demo", "--quick", "--out", f, "--overwrite"]),
+        &["files detnas did not write (notes.txt)"],
+    );
+    assert_one_line_failure(&detnas(&["demo", "--quick", "--out", f, "--resume"]), &["files detnas did not write"]);
     assert!(foreign.join("notes.txt").is_file(), "nothing removed");
 }

@@ -360,7 +360,7 @@ fn eval_runs_a_model_on_the_ground_truths_images() {
     assert_ne!(eval(&["--model", model_arg, "--tta", "flips"]), stats, "fused views are other boxes");
     // the results never overwrite an input
     let o = detnas(&["eval", "--gt", gt_arg, "--model", model_arg, "--save-dt", gt_arg]);
-    assert_one_line_failure(&o, &["--save-dt", "an input"]);
+    assert_one_line_failure(&o, &["--save-dt", "the same file"]);
     assert!(read_json(&gt)["annotations"].as_array().is_some_and(|a| !a.is_empty()), "ground truth intact");
     // an image of another size than the ground truth says is named in a warning
     let mut shrunk = dataset.clone();

@@ -39,6 +39,10 @@ fn synthetic_train_export_detect() {
 
     let o = detnas(&["export", "--checkpoint", &d("run"), "--out", &d("m.onnx")]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // Another class list would take the wrong logit channels: refused, naming both.
+    let o = detnas(&["export", "--checkpoint", &d("run"), "--classes", "x", "--out", &d("x.onnx")]);
+    assert_one_line_failure(&o, &["trained for the classes", "[x]"]);
+    assert!(!Path::new(&d("x.onnx")).exists());
     let o = detnas(&["detect", &d("m.onnx"), &d("data/images"), "--out", &d("det")]);
     assert!(o.status.success(), "{}", stderr(&o));
     let index: serde_json::Value = serde_json::from_slice(&std::fs::read(d("det/images.json")).unwrap()).unwrap();
@@ -127,7 +131,7 @@ fn supernet_training_then_evolutionary_search() {
             "--json",
         ])
     };
-    let o = search(&d("search.json"));
+    let o = search(&d("search/state.json"));
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["evaluations"], 8);
@@ -144,7 +148,7 @@ fn supernet_training_then_evolutionary_search() {
     let info: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert!(info["backbone_flops"].as_u64().unwrap() <= 300_000_000);
     // the finished state resumes to the same result without evaluating anything
-    let again = search(&d("search.json"));
+    let again = search(&d("search/state.json"));
     let w: serde_json::Value = serde_json::from_str(&stdout(&again)).unwrap();
     assert_eq!(w["best"], v["best"]);
     // a single-path checkpoint is refused

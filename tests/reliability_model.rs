@@ -116,6 +116,17 @@ fn external_data_model_loads_from_any_working_directory() {
     assert_eq!(ext["file_bytes"].as_u64(), Some(data_len as u64));
     assert!(ext["tensors"].as_u64().unwrap() > 10);
     assert_eq!(ext["leaves_model_folder"], false);
+
+    // `quantize` reads the weights beside the model too, and writes a self-contained model.
+    let o = Command::new(env!("CARGO_BIN_EXE_detnas"))
+        .args(["quantize", "models/m.onnx", "--fp16", "--out", "m.fp16.onnx"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let half = ModelProto::parse_from_bytes(&std::fs::read(dir.path().join("m.fp16.onnx")).unwrap()).unwrap();
+    assert!(detnas_onnx::external::external_refs(&half).is_empty());
+    assert!(half.graph.initializer.iter().map(|t| t.raw_data.len()).sum::<usize>() * 3 > data_len);
 }
 
 #[test]

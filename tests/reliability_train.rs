@@ -75,7 +75,16 @@ fn an_existing_checkpoint_is_refused_unless_resumed_or_overwritten() {
     let mut files: Vec<String> =
         std::fs::read_dir(&run).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     files.sort();
-    assert_eq!(files, ["notes.txt", "optimizer-0000001.safetensors", "state.json", "weights-0000001.safetensors"]);
+    assert_eq!(
+        files,
+        [
+            ".detnas-owner.json",
+            "notes.txt",
+            "optimizer-0000001.safetensors",
+            "state.json",
+            "weights-0000001.safetensors"
+        ]
+    );
 
     // --resume continues
     let o = train(&["--resume", "--iterations", "2"]);
@@ -92,10 +101,20 @@ fn classification_pretraining_refuses_an_existing_checkpoint_too() {
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("state.json"), "{}").unwrap();
     let cfg = ClsTrainConfig { data: Some(dir.path().join("no-such-folder")), ..ClsTrainConfig::default() };
-    let err = train_classifier(&cfg, &out, Start::Fresh, detnas_train::tch::Device::Cpu, &mut |_| {})
-        .err()
-        .unwrap()
-        .to_string();
+    let train = |start| {
+        train_classifier(&cfg, &out, start, detnas_train::tch::Device::Cpu, &mut |_| {}).err().unwrap().to_string()
+    };
+    // A state.json this command did not write (no ownership record) is never replaced.
+    for start in [Start::Fresh, Start::Overwrite] {
+        let err = train(start);
+        assert!(err.contains("files detnas did not write (state.json)"), "{err}");
+    }
+    assert_eq!(std::fs::read(out.join("state.json")).unwrap(), b"{}");
+    // One the command wrote is refused unless resumed or overwritten.
+    std::fs::remove_file(out.join("state.json")).unwrap();
+    Start::Fresh.check(&out).unwrap();
+    std::fs::write(out.join("state.json"), "{}").unwrap();
+    let err = train(Start::Fresh);
     assert!(err.contains("already holds a checkpoint") && err.contains("--overwrite"), "{err}");
     assert!(out.join("state.json").exists());
 }

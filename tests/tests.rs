@@ -1,6 +1,7 @@
 //! The one integration-test binary (one link of libtorch and ONNX Runtime instead of many).
 
 mod cli_arch;
+mod cli_bounds;
 #[cfg(all(feature = "train", feature = "infer"))]
 mod cli_demo;
 #[cfg(feature = "infer")]
@@ -33,6 +34,8 @@ mod sdk;
 mod search_latency;
 #[cfg(feature = "infer")]
 mod serve;
+#[cfg(feature = "infer")]
+mod silent_results;
 #[cfg(all(feature = "train", feature = "infer"))]
 mod supernet_genes;
 #[cfg(feature = "infer")]

@@ -41,6 +41,20 @@ pub fn assert_one_line_failure(o: &Output, needles: &[&str]) {
     }
 }
 
+/// Asserts a usage error (exit 2) whose message is one line containing every `needle`; clap's
+/// `For more information, try '--help'.` tip may follow it after a blank line.
+pub fn assert_usage_error(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "expected exit 2; stderr: {err}");
+    let message = err.split("\n\n").next().unwrap_or_default();
+    assert!(message.starts_with("error: ") && message.trim_end().lines().count() == 1, "not one line: {err}");
+    let rest = err[message.len()..].trim();
+    assert!(rest.is_empty() || rest == "For more information, try '--help'.", "more than a message: {err}");
+    for n in needles {
+        assert!(message.contains(n), "`{n}` missing from: {err}");
+    }
+}
+
 /// The project's Python (`.venv`, made by tools/setup-python.sh).
 pub fn python(args: &[&str]) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -35,7 +35,7 @@ const GENOME_FLAGS: [&str; 1] = ["arch"];
 const NOT_NUMERIC: [&str; 7] = ["space", "device", "classes", "metric", "calibrate", "inputs", "tta"];
 
 /// Numeric flags for which 0 is in range (ids): a count of none, a seed, a budget of none.
-const ZERO_IN_RANGE: [&str; 16] = [
+const ZERO_IN_RANGE: [&str; 15] = [
     "seed",
     "calibration_seed",
     "warmup",
@@ -50,15 +50,14 @@ const ZERO_IN_RANGE: [&str; 16] = [
     "occlusion",
     "flops_max",
     "flops_min",
-    "conf",
     "min_seconds",
 ];
 
 /// Flags taking any `u64` (ids): seeds, and FLOPs budgets (2^64 - 1 FLOPs is no budget at all).
-const ANY_U64: [&str; 5] = ["seed", "calibration_seed", "flops_max", "flops_min", "flops_input"];
+const ANY_U64: [&str; 4] = ["seed", "calibration_seed", "flops_max", "flops_min"];
 
 /// Flags taking any fraction in [0, 1] (ids), for which `0` is in range.
-const FRACTIONS: [&str; 5] = ["iou", "overlap", "match_iou", "min_score", "mutation_prob"];
+const FRACTIONS: [&str; 6] = ["conf", "iou", "overlap", "match_iou", "min_score", "mutation_prob"];
 
 /// Arguments that make a command line of `command` valid, before the flag under test.
 fn base(command: &str, flag: &str) -> Vec<&'static str> {

@@ -134,6 +134,17 @@ fn detect_ground_truth(args: &EvalArgs, gt: &GroundTruth) -> Result<(Detections,
         builder = builder.tta(tta);
     }
     let detector = builder.load(model)?;
+    // The model's classes take the ground truth's ids by name; where the names differ, its own
+    // ids are kept and the user told.
+    let class_names = &detector.info().config.class_names;
+    let by_name = super::detect::names::category_ids_by_name(&args.gt, &gt.dataset().categories, class_names);
+    let by_name = match by_name {
+        Ok(ids) => Some(ids),
+        Err(e) => {
+            eprintln!("warning: {e}; the model's own category ids are used");
+            None
+        }
+    };
     let start = std::time::Instant::now();
     let mut found = Vec::new();
     let mut failed = Vec::new();
@@ -151,7 +162,8 @@ fn detect_ground_truth(args: &EvalArgs, gt: &GroundTruth) -> Result<(Detections,
         }
         found.extend(found_in.detections.iter().map(|d| {
             let [x, y, w, h] = d.xywh().map(f64::from);
-            Detection { image_id: ids[k], category_id: d.category_id as i64, bbox: [x, y, w, h], score: d.score.into() }
+            let category_id = by_name.as_ref().map_or(d.category_id as i64, |c| c[d.class_id]);
+            Detection { image_id: ids[k], category_id, bbox: [x, y, w, h], score: d.score.into() }
         }));
     }
     if !resized.is_empty() {

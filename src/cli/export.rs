@@ -139,20 +139,45 @@ fn read_checkpoint(dir: &Path, arch: Option<&str>) -> Result<(String, String, De
     Ok((state.space, arch, detector, dir.join(state.weights)))
 }
 
-/// A checkpoint trained without `[genes]` has one FPN and head: slicing it to other widths or
-/// depths would export weights nobody trained, so only the input resolution may differ.
-fn check_fixed_detector(dir: &Path, trained: &DetectorConfig, cfg: &DetectorConfig) -> Result<()> {
+/// What a checkpoint can export: its own classes (another list would take the wrong logit
+/// channels); a checkpoint trained without `[genes]` has one FPN and head, so slicing it to other
+/// widths or depths would export weights nobody trained and only the input resolution may differ;
+/// a genes supernet slices to any genome, with a warning for genes outside the space it trained.
+/// Returns the warning to print once the export succeeded, if any.
+fn check_against_checkpoint(dir: &Path, trained: &DetectorConfig, cfg: &DetectorConfig) -> Result<Option<String>> {
+    if cfg.class_names != trained.class_names {
+        anyhow::bail!(
+            "{}: trained for the classes [{}], --classes asks for [{}]: export the classes the checkpoint was trained with",
+            dir.display(),
+            trained.class_names.join(", "),
+            cfg.class_names.join(", ")
+        );
+    }
     let state = detnas_core::checkpoint::load_state(dir)?;
     let trained_genes = DetectorGenes::of(trained);
     let asked = DetectorGenes { input: trained_genes.input, ..DetectorGenes::of(cfg) };
-    if state.config.get("genes").is_none() && asked != trained_genes {
-        anyhow::bail!(
-            "{}: trained with the fixed detector {trained_genes} (no [genes]): only the input resolution may change, asked for {}",
-            dir.display(),
-            DetectorGenes::of(cfg)
-        );
+    let Some(genes) = state.config.get("genes") else {
+        if asked != trained_genes {
+            anyhow::bail!(
+                "{}: trained with the fixed detector {trained_genes} (no [genes]): only the input resolution may change, asked for {}",
+                dir.display(),
+                DetectorGenes::of(cfg)
+            );
+        }
+        return Ok(None);
+    };
+    if let Ok(space) = serde_json::from_value::<detnas_core::genome::GeneSpace>(genes.clone()) {
+        let asked =
+            DetectorGenes { input: space.input.first().copied().unwrap_or(cfg.input), ..DetectorGenes::of(cfg) };
+        if !space.contains(&asked) {
+            return Ok(Some(format!(
+                "warning: {}: the supernet never trained the detector genes {} (outside its [genes]); their weights are sliced from wider ones",
+                dir.display(),
+                DetectorGenes::of(cfg)
+            )));
+        }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// The checkpoint, candidate and recalibrated BN statistics of a search's finalist.
@@ -219,9 +244,10 @@ pub fn run(args: ExportArgs) -> Result<()> {
     }
     cfg.validate()?;
     detnas_core::limits::check_export_size("export", space, arch, &cfg)?;
-    if let (Some(dir), Some((_, _, trained, _))) = (&checkpoint, &from_checkpoint) {
-        check_fixed_detector(dir, trained, &cfg)?;
-    }
+    let warning = match (&checkpoint, &from_checkpoint) {
+        (Some(dir), Some((_, _, trained, _))) => check_against_checkpoint(dir, trained, &cfg)?,
+        _ => None,
+    };
     let params = detector_params(space, Paths::Single(arch), &cfg);
     // A supernet (every choice; an elastic FPN and head) holds each genome's tensors as leading
     // blocks of its own: slicing is the identity for tensors of exactly the right shape.
@@ -257,6 +283,9 @@ pub fn run(args: ExportArgs) -> Result<()> {
     };
     let bytes = encode(&model)?;
     write_atomic(&args.out, &bytes)?;
+    if let Some(w) = warning {
+        eprintln!("{w}");
+    }
     let flops = detector_flops(space, arch, &cfg)?;
     eprintln!(
         "wrote {} ({:.1} MB): {} {} {} {} classes, input {}, {} FLOPs (backbone {}), weights: {}",

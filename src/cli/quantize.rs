@@ -142,8 +142,12 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
     inputs.extend(args.calib.calibrate.iter().map(|c| ("--calibrate", Path::new(c))));
     super::paths::check_output("--out", &out, &inputs)?;
     let bytes = std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
-    let model =
+    let mut model =
         ModelProto::parse_from_bytes(&bytes).with_context(|| format!("{}: not an ONNX model", args.model.display()))?;
+    // Weights stored beside the model (external data) are read in, as ONNX Runtime would.
+    let folder = args.model.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    detnas_onnx::external::internalize(&mut model, folder)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.model.display()))?;
     let q = if args.fp16 { to_fp16(&model) } else { quantize(&model, &args.calib) }
         .with_context(|| format!("quantizing {}", args.model.display()))?;
     let encoded = encode(&q)?;

@@ -79,11 +79,13 @@ fn whole_usize(s: &str, min: usize, max: usize) -> Result<usize, String> {
 
 /// Most threads or workers a flag takes before the cap at [`cores`]: a `u32`, what every runtime's
 /// thread setting holds (a larger number is refused, never wrapped).
+#[cfg_attr(not(any(feature = "train", feature = "infer")), allow(dead_code))]
 const MAX_THREADS: usize = u32::MAX as usize;
 
 /// Threads (or workers) of a flag: a whole number from 1 to [`MAX_THREADS`], capped at this
 /// machine's [`cores`] with one warning line naming the flag (more threads than cores only
 /// contend: 1000 threads took 94 s for 2 images).
+#[cfg_attr(not(any(feature = "train", feature = "infer")), allow(dead_code))]
 #[derive(Clone, Copy, Debug)]
 pub struct Threads;
 
@@ -129,6 +131,7 @@ pub fn generations(s: &str) -> Result<usize, String> {
 }
 
 /// Most timed runs or optimisation steps: ten million, a month of training at a step of 0.25 s.
+#[cfg_attr(not(any(feature = "train", feature = "infer")), allow(dead_code))]
 pub const MAX_ITERATIONS: usize = 10_000_000;
 
 /// Timed runs or optimisation steps: 1 to [`MAX_ITERATIONS`].
@@ -316,12 +319,12 @@ pub fn flops(s: &str) -> Result<String, String> {
 
 /// Longest latency budget in milliseconds (an hour): no detector of these spaces takes longer per
 /// image.
-#[cfg_attr(not(feature = "train"), allow(dead_code))]
+#[cfg_attr(not(all(feature = "train", feature = "infer")), allow(dead_code))]
 pub const MAX_LATENCY_MS: f64 = 3_600_000.0;
 
 /// Parses a latency: `20ms`, `0.02s` or `20` (milliseconds); finite, positive and at most
 /// [`MAX_LATENCY_MS`].
-#[cfg_attr(not(feature = "train"), allow(dead_code))] // `detnas search --latency-max`
+#[cfg_attr(not(all(feature = "train", feature = "infer")), allow(dead_code))] // `detnas search --latency-max`
 pub fn milliseconds(s: &str) -> Result<f64, String> {
     let t = s.trim().to_ascii_lowercase();
     let (number, scale) = if let Some(n) = t.strip_suffix("ms") {
@@ -340,7 +343,7 @@ pub fn milliseconds(s: &str) -> Result<f64, String> {
 }
 
 /// Cores this process may use.
-#[cfg_attr(not(feature = "infer"), allow(dead_code))] // `detect --workers`
+#[cfg_attr(not(any(feature = "train", feature = "infer")), allow(dead_code))] // `Threads`
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }

@@ -49,22 +49,8 @@ pub(crate) fn read_contract(session: &Session, name: &str) -> Result<ModelInfo> 
             metadata.push((k, v));
         }
     }
+    let config = check_metadata(&metadata, name)?;
     let get = |k: &str| metadata.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
-    let config_json = get(keys::CONFIG).ok_or_else(|| {
-        invalid(format!("metadata entry `{}` (a model exported by detnas)", keys::CONFIG), "no such entry".into())
-    })?;
-    let config: DetectorConfig = serde_json::from_str(&config_json)
-        .map_err(|e| invalid(format!("a valid detector configuration in `{}`", keys::CONFIG), e.to_string()))?;
-    validate_metadata(&config, &get, name)?;
-    if let Some(b) = get(keys::BATCH).filter(|b| b != "1") {
-        return Err(invalid(
-            "a model of one image per run (export without --batch)".into(),
-            format!(
-                "a batch-{b} model (`{}` input [{b}, 3, H, W]; run it with ONNX Runtime directly)",
-                tensors::IMAGES
-            ),
-        ));
-    }
 
     let inputs = session.inputs();
     let expected_input =
@@ -99,6 +85,33 @@ pub(crate) fn read_contract(session: &Session, name: &str) -> Result<ModelInfo> 
         device_warning: None,
         runtime: crate::runtime::info()?.clone(),
     })
+}
+
+/// The metadata checks of [`crate::Detector`] loading, without ONNX Runtime (on a model's
+/// `metadata_props` read by any ONNX parser): `detnas.config` present and a detector
+/// configuration; class names non-empty and distinct, one category id per class; a known format
+/// version and detector kind; `detnas.classes` agreeing with the configuration; a model of one
+/// image per run. Returns the configuration; errors ([`InferError::ModelContract`],
+/// [`InferError::Metadata`]) name the model `name`.
+pub fn check_metadata(metadata: &[(String, String)], name: &str) -> Result<DetectorConfig> {
+    let invalid = |expected: String, actual: String| InferError::ModelContract { path: name.into(), expected, actual };
+    let get = |k: &str| metadata.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let config_json = get(keys::CONFIG).ok_or_else(|| {
+        invalid(format!("metadata entry `{}` (a model exported by detnas)", keys::CONFIG), "no such entry".into())
+    })?;
+    let config: DetectorConfig = serde_json::from_str(&config_json)
+        .map_err(|e| invalid(format!("a valid detector configuration in `{}`", keys::CONFIG), e.to_string()))?;
+    validate_metadata(&config, &get, name)?;
+    if let Some(b) = get(keys::BATCH).filter(|b| b != "1") {
+        return Err(invalid(
+            "a model of one image per run (export without --batch)".into(),
+            format!(
+                "a batch-{b} model (`{}` input [{b}, 3, H, W]; run it with ONNX Runtime directly)",
+                tensors::IMAGES
+            ),
+        ));
+    }
+    Ok(config)
 }
 
 /// The metadata's own consistency: class names non-empty and distinct, one category id per class,

@@ -339,6 +339,26 @@ fn head_outputs(
     Ok(all)
 }
 
+/// Largest head output (logit or box delta) a working float model produces: beyond it the
+/// activations overflow any INT8 range that keeps the useful ones apart.
+const MAX_HEAD_MAGNITUDE: f32 = 1e6;
+
+/// Largest accepted [`relative_error`] of the quantized head outputs: at 1 the error is as large as
+/// the signal itself.
+const MAX_HEAD_ERROR: f64 = 1.0;
+
+/// [`relative_error`] with every convolution but the stem quantized beyond which keeping a few
+/// layers in float cannot bring it under [`MAX_HEAD_ERROR`].
+const HOPELESS_HEAD_ERROR: f64 = 10.0 * MAX_HEAD_ERROR;
+
+fn noise_error(error: f64) -> InferError {
+    InferError::Config(format!(
+        "quantization error of the head outputs is {error:.3e} (at most {MAX_HEAD_ERROR} of their variance is usable): \
+         the INT8 model would detect noise; the float model's outputs vary too little on the calibration images (an \
+         untrained, random-initialised model?) or they are not like the images the model sees"
+    ))
+}
+
 /// Mean over outputs of the squared error relative to the float output's variance.
 fn relative_error(float: &[Vec<Vec<f32>>], quant: &[Vec<Vec<f32>>]) -> f64 {
     let (mut sum, mut count) = (0.0, 0usize);
@@ -400,9 +420,21 @@ pub fn quantize_detector(
     let heads: Vec<String> = sites.iter().filter(|s| s.terminal).map(|s| s.output.clone()).collect();
     let probe_inputs = &inputs[..opts.sensitivity_images.min(inputs.len())];
     let reference = head_outputs(model, &heads, probe_inputs, opts.threads)?;
+    if let Some(bad) = reference.iter().flatten().flatten().find(|v| !v.is_finite() || v.abs() > MAX_HEAD_MAGNITUDE) {
+        return Err(InferError::Config(format!(
+            "the float model's head outputs on the calibration images are not usable ({bad:e}, beyond ±{MAX_HEAD_MAGNITUDE:e}): \
+             quantizing would only keep noise; check the model (trained weights?) and the images"
+        )));
+    }
     let q = Quantizer { model, ranges, heads, reference, inputs: probe_inputs, opts };
 
     let candidates: Vec<&ConvSite> = sites.iter().skip(1).collect();
+    let all: Vec<String> = candidates.iter().map(|s| s.name.clone()).collect();
+    // Before the per-layer pass: a model no choice of float layers can save is refused at once.
+    let error_all = q.error(all.clone())?;
+    if error_all > HOPELESS_HEAD_ERROR {
+        return Err(noise_error(error_all));
+    }
     let mut sensitivity = Vec::new();
     if !probe_inputs.is_empty() {
         for s in &candidates {
@@ -412,10 +444,11 @@ pub fn quantize_detector(
     }
     let mut float_layers = vec![stem.name.clone()];
     float_layers.extend(sensitivity.iter().take(opts.float_layers).map(|s| s.layer.clone()));
-    let all: Vec<String> = candidates.iter().map(|s| s.name.clone()).collect();
     let chosen: Vec<String> = all.iter().filter(|c| !float_layers.contains(c)).cloned().collect();
-    let error_all = q.error(all)?;
     let error_final = q.error(chosen.clone())?;
+    if error_final > MAX_HEAD_ERROR {
+        return Err(noise_error(error_final));
+    }
 
     let mut out = quantize_qdq(model, &q.plan(chosen.clone()))?.model;
     let digest = inputs.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, (_, x)| {

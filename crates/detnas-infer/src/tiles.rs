@@ -93,13 +93,13 @@ impl Detector {
     ///
     /// A non-interlaced PNG without EXIF metadata is read row by row: only the rows of one row of
     /// windows are held (`3 * width * min(tile, height)` bytes, checked against the decode limits'
-    /// `max_alloc`), so its size is bounded by the window, not by the image, and the image's own
-    /// pixel limits do not apply. Any other file is decoded whole, within the decode limits
+    /// `max_alloc`, as are the reader's own row buffers), so its size is bounded by the window, not
+    /// by the image, and the image's own pixel limits do not apply. Any other file is decoded whole, within the decode limits
     /// (400 megapixels by default): convert a larger one to PNG to detect in it.
     pub fn detect_path_tiled(&self, path: impl AsRef<Path>, tiling: Tiling) -> Result<Detections> {
         let path = path.as_ref();
         #[cfg(feature = "png")]
-        if let Some(rows) = detnas_data::png_rows::PngRows::open(path)? {
+        if let Some(rows) = detnas_data::png_rows::PngRows::open(path, &self.options().limits)? {
             return self.detect_rows_tiled(rows, tiling);
         }
         let t0 = Instant::now();

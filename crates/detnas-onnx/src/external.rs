@@ -113,6 +113,52 @@ pub fn externalize(model: &mut ModelProto, location: &str, min_bytes: usize) -> 
     data
 }
 
+/// Reads every external initializer of `model` back into it from the files beside the model
+/// (`folder`), so that the model can be worked on in memory (quantization). Errors name the
+/// tensor and the file: a location leaving the folder, a missing file, a range past its end.
+pub fn internalize(model: &mut ModelProto, folder: &Path) -> Result<(), String> {
+    let refs = external_refs(model);
+    if refs.is_empty() {
+        return Ok(());
+    }
+    let mut files: std::collections::HashMap<String, Vec<u8>> = std::collections::HashMap::new();
+    for r in &refs {
+        if leaves_folder(&r.location) {
+            return Err(format!("tensor `{}`: external data `{}` is outside the model's folder", r.tensor, r.location));
+        }
+        if !files.contains_key(&r.location) {
+            let path = folder.join(&r.location);
+            let bytes = std::fs::read(&path).map_err(|e| format!("tensor `{}`: {}: {e}", r.tensor, path.display()))?;
+            files.insert(r.location.clone(), bytes);
+        }
+    }
+    let graph = model.graph.mut_or_insert_default();
+    for (t, r) in
+        graph.initializer.iter_mut().filter(|t| t.data_location.enum_value() == Ok(DataLocation::EXTERNAL)).zip(&refs)
+    {
+        let data = &files[&r.location];
+        let start = usize::try_from(r.offset).unwrap_or(usize::MAX);
+        let end = match r.length {
+            Some(n) => start.checked_add(usize::try_from(n).unwrap_or(usize::MAX)),
+            None => Some(data.len()),
+        };
+        let Some(bytes) = end.filter(|&e| start <= e && e <= data.len()).map(|e| &data[start..e]) else {
+            return Err(format!(
+                "tensor `{}`: bytes {}..{} are past the end of `{}` ({} bytes)",
+                r.tensor,
+                r.offset,
+                r.length.map_or("end".to_string(), |n| (r.offset.saturating_add(n)).to_string()),
+                r.location,
+                data.len()
+            ));
+        };
+        t.raw_data = bytes.to_vec();
+        t.external_data.clear();
+        t.data_location = DataLocation::DEFAULT.into();
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +183,15 @@ mod tests {
         );
         let files = external_files(&model);
         assert_eq!((files[0].tensors, files[0].bytes, files[0].leaves_model_folder()), (1, 16, false));
+        let dir = tempfile::tempdir().unwrap();
+        let mut back = model.clone();
+        assert!(internalize(&mut back, dir.path()).unwrap_err().contains("t.onnx.data"));
+        std::fs::write(dir.path().join("t.onnx.data"), &data[..8]).unwrap();
+        assert!(internalize(&mut back, dir.path()).unwrap_err().contains("past the end"));
+        std::fs::write(dir.path().join("t.onnx.data"), &data).unwrap();
+        internalize(&mut back, dir.path()).unwrap();
+        assert!(external_refs(&back).is_empty());
+        assert_eq!(back.graph.initializer.iter().find(|t| t.name == "w").unwrap().raw_data.len(), 16);
     }
 
     #[test]

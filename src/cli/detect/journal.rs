@@ -120,6 +120,9 @@ pub struct Manifest {
     /// Each file's [`Stamp`] when planned.
     #[serde(default)]
     pub stamps: Vec<Option<Stamp>>,
+    /// With `--ids-from`: the ground truth's category id of each model class (matched by name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category_ids: Option<Vec<i64>>,
 }
 
 /// Canonical forms of `files` (the path itself when it cannot be resolved).
@@ -141,7 +144,25 @@ impl Manifest {
     pub fn new(settings: Settings, files: Vec<PathBuf>, ids: Vec<Option<i64>>, names: Vec<String>) -> Self {
         let canonical = canonical_paths(&files);
         let stamps = files.iter().map(|f| Stamp::of(f)).collect();
-        Manifest { format: FORMAT, settings, files, ids, names, failures: Vec::new(), canonical, stamps }
+        Manifest {
+            format: FORMAT,
+            settings,
+            files,
+            ids,
+            names,
+            failures: Vec::new(),
+            canonical,
+            stamps,
+            category_ids: None,
+        }
+    }
+
+    /// The category id recorded for detections of model class `class`.
+    pub fn category_id(&self, cfg: &DetectorConfig, class: usize) -> i64 {
+        match &self.category_ids {
+            Some(ids) => ids.get(class).copied().unwrap_or(cfg.category_id(class) as i64),
+            None => cfg.category_id(class) as i64,
+        }
     }
 
     /// Matches the files collected now (`current`, as spelled now) with the run's files by
@@ -352,7 +373,7 @@ pub fn all_failures(collect: &[Failure], records: &BTreeMap<usize, ImageRecord>)
 /// atomically.
 pub fn write_results(
     dir: &Path,
-    model: &str,
+    manifest: &Manifest,
     cfg: &DetectorConfig,
     records: &BTreeMap<usize, ImageRecord>,
     failures: &[Failure],
@@ -383,9 +404,14 @@ pub fn write_results(
         .collect();
     let warnings: Vec<_> =
         ok().flat_map(|r| r.warnings.iter().map(|w| json!({"file": r.file, "warning": w}))).collect();
-    let categories: Vec<_> =
-        cfg.class_names.iter().enumerate().map(|(i, n)| json!({"id": cfg.category_id(i), "name": n})).collect();
-    let index = json!({"model": model, "images": images, "categories": categories, "warnings": warnings});
+    let categories: Vec<_> = cfg
+        .class_names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| json!({"id": manifest.category_id(cfg, i), "name": n}))
+        .collect();
+    let index =
+        json!({"model": manifest.settings.model, "images": images, "categories": categories, "warnings": warnings});
     write_atomic(&dir.join("images.json"), &serde_json::to_vec_pretty(&index)?)?;
     let errors = dir.join("errors.json");
     if failures.is_empty() {

@@ -10,7 +10,7 @@
 
 pub(super) mod inputs;
 mod journal;
-mod names;
+pub(super) mod names;
 mod outdir;
 
 use super::draw::draw_detection;
@@ -273,7 +273,7 @@ fn worker_count(requested: usize, pending: usize) -> usize {
 }
 
 pub fn run(args: DetectArgs) -> Result<i32> {
-    let (out, manifest, changed) = plan(&args)?;
+    let (out, mut manifest, changed) = plan(&args)?;
     let mut records = if args.resume { Journal::read(&out.path, manifest.files.len())? } else { BTreeMap::new() };
     for i in &changed {
         records.remove(i);
@@ -293,6 +293,11 @@ pub fn run(args: DetectArgs) -> Result<i32> {
     }
     let workers = worker_count(args.workers, pending);
     let detector = load_detector(&args, workers)?;
+    if let (Some(gt), false) = (&args.ids_from, args.resume) {
+        let categories = detnas_core::coco::CocoDataset::load(gt)?.categories;
+        manifest.category_ids =
+            Some(names::category_ids_by_name(gt, &categories, &detector.info().config.class_names)?);
+    }
     if !args.resume {
         start_afresh(&out)?;
         manifest.write(&out.path)?;
@@ -312,7 +317,7 @@ pub fn run(args: DetectArgs) -> Result<i32> {
     let wall = start.elapsed();
     journal.finish(&records)?;
     let failures = journal::all_failures(&manifest.failures, &records);
-    journal::write_results(&out.path, &manifest.settings.model, &detector.info().config, &records, &failures)?;
+    journal::write_results(&out.path, &manifest, &detector.info().config, &records, &failures)?;
     report(&out.path, &records, &failures, &sums, now, wall);
     if records.values().all(|r| r.error.is_some()) {
         bail!("no image could be processed ({} failed)", failures.len());
@@ -470,7 +475,7 @@ fn finish_one(
         .map(|det| {
             let [x1, y1, x2, y2] = det.bbox;
             BoxRecord {
-                category_id: cfg.category_id(det.class_id) as i64,
+                category_id: manifest.category_id(cfg, det.class_id),
                 bbox: [round3(x1), round3(y1), round3(x2 - x1), round3(y2 - y1)],
                 score: round5(det.score),
             }

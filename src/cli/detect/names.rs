@@ -2,7 +2,7 @@
 //! ground truth.
 
 use anyhow::{Result, bail};
-use detnas_core::coco::CocoDataset;
+use detnas_core::coco::{CocoCategory, CocoDataset};
 use std::collections::{HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 
@@ -53,6 +53,31 @@ fn components(path: &Path) -> Vec<String> {
             _ => None,
         })
         .collect()
+}
+
+/// The ground truth's category id of each of the model's classes, matched by name. A class the
+/// ground truth does not name is an error listing both sides: its detections would be scored
+/// against the wrong category, or not at all.
+pub fn category_ids_by_name(gt_path: &Path, categories: &[CocoCategory], class_names: &[String]) -> Result<Vec<i64>> {
+    let mut ids = Vec::with_capacity(class_names.len());
+    let mut missing = Vec::new();
+    for name in class_names {
+        match categories.iter().find(|c| &c.name == name) {
+            Some(c) => ids.push(c.id),
+            None => missing.push(name.as_str()),
+        }
+    }
+    if !missing.is_empty() {
+        let gt: Vec<String> = categories.iter().map(|c| format!("{} (id {})", c.name, c.id)).collect();
+        bail!(
+            "{}: the model's class(es) {} are not categories of the ground truth (model: {}; ground truth: {})",
+            gt_path.display(),
+            missing.join(", "),
+            class_names.join(", "),
+            if gt.is_empty() { "none".to_string() } else { gt.join(", ") }
+        );
+    }
+    Ok(ids)
 }
 
 /// Image ids of `files` from a COCO instances file, matched by file name.
@@ -108,6 +133,16 @@ pub fn ids_from_ground_truth(gt_path: &Path, files: &[PathBuf]) -> Result<Vec<Op
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn categories_are_matched_by_name_and_unknown_names_listed() {
+        let cat = |id, name: &str| CocoCategory { id, name: name.into(), supercategory: None };
+        let gt = [cat(7, "tree"), cat(3, "bush")];
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(category_ids_by_name(Path::new("gt.json"), &gt, &names(&["bush", "tree"])).unwrap(), [3, 7]);
+        let err = category_ids_by_name(Path::new("gt.json"), &gt, &names(&["tree", "car"])).unwrap_err().to_string();
+        assert!(err.contains("car") && err.contains("tree (id 7)") && err.contains("model: tree, car"), "{err}");
+    }
 
     fn paths(p: &[&str]) -> Vec<PathBuf> {
         p.iter().map(PathBuf::from).collect()

@@ -230,8 +230,11 @@ impl LatencyTable {
         format!("{:016x}", detnas_core::evolution::fnv1a64(json.as_bytes()))
     }
 
-    /// Reads a table; refuses another format or version and a content that does not match its hash
-    /// (an edited or truncated file), naming the file.
+    /// Reads a table; refuses another format or version, a content that does not match its hash
+    /// (an edited or truncated file), a class count outside 1 to
+    /// [`MAX_CLASSES`](detnas_core::limits::MAX_CLASSES) and a gene space that is not one
+    /// `latency build` measures (a gene without values, a value no detector takes:
+    /// [`GeneSpace::validate`]), naming the file.
     pub fn load(path: &Path) -> Result<LatencyTable> {
         let name = path.display().to_string();
         let bad = |reason: String| InferError::LatencyTable { path: name.clone(), reason, source: None };
@@ -261,6 +264,13 @@ impl LatencyTable {
                 table.hash
             );
             return Err(table.err(reason));
+        }
+        let most = detnas_core::limits::MAX_CLASSES;
+        if table.classes == 0 || table.classes > most {
+            return Err(table.err(format!("{} classes: a table measures 1 to {most}", table.classes)));
+        }
+        if let Err(e) = table.genes.validate(&crate::latency::base_config(table.classes, table.shuffle)) {
+            return Err(table.err(format!("its gene space is not one a table is built for: {e}")));
         }
         Ok(table)
     }

@@ -1,0 +1,206 @@
+//! Robustness of the parsers of `detnas-infer` on damaged files ([`detnas_core::mutate`]): ONNX
+//! models (protobuf decoding, the SDK's metadata checks, external data references, and the pure
+//! Rust passes that take a user's model: fp16 conversion and QDQ quantization) and latency tables.
+//! No ONNX Runtime session is made: every case stays in Rust. Every case must end in `Ok` or a
+//! typed error, naming the file where the API has one, within its heap budget; `tools/fuzz.sh`
+//! runs many more cases than the suite.
+#![cfg(feature = "latency")]
+
+use detnas_core::arch::Arch;
+use detnas_core::detector::HeadConv;
+use detnas_core::genome::GeneSpace;
+use detnas_core::mutate::{AllocBudget, Case, Outcome, Settings, TrackingAlloc, fuzz};
+use detnas_core::shape::InputSize;
+use detnas_core::space::{ChannelShuffle, Choice, SearchSpace, StageSpec};
+use detnas_infer::contract::check_metadata;
+use detnas_infer::latency::table::CalibrationPoint;
+use detnas_infer::latency::table::table_parts;
+use detnas_infer::latency::{Correction, LatencyTable, TABLE_FORMAT, TABLE_VERSION};
+use detnas_infer::latency::{base_config, random_detector, sample_genomes};
+use detnas_infer::{Fingerprint, Latency, TimingPlan};
+use detnas_onnx::graph::encode;
+use detnas_onnx::onnx_protobuf::Message;
+use detnas_onnx::{ModelProto, ProtoEnum as _};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[global_allocator]
+static ALLOC: TrackingAlloc = TrackingAlloc;
+
+/// A model is held parsed, converted (fp16) and quantized at once, each a copy of its weights.
+const MODEL_BUDGET: AllocBudget = AllocBudget { fixed: 16 << 20, per_input_byte: 24 };
+
+/// A table is held as text, as a JSON tree and as the typed table (with a copy for its hash).
+const TABLE_BUDGET: AllocBudget = AllocBudget { fixed: 16 << 20, per_input_byte: 256 };
+
+/// 4 layers of narrow blocks: an exported detector of a few hundred kilobytes.
+fn tiny_space() -> SearchSpace {
+    let mut s = SearchSpace::detnas_300m();
+    s.name = "tiny".into();
+    s.stages = [32, 48, 64, 96].map(|channels| StageSpec { blocks: 1, channels }).to_vec();
+    s
+}
+
+fn tiny_genes() -> GeneSpace {
+    GeneSpace {
+        fpn_channels: vec![16, 24],
+        head_channels: vec![16],
+        head_convs: vec![1, 2],
+        head_conv: vec![HeadConv::Separable, HeadConv::Dense],
+        input: vec![InputSize::new(64, 64), InputSize::new(96, 64)],
+    }
+}
+
+/// Exported models as users get them: float, with its weights beside it (external data), INT8
+/// (QDQ) and fp16.
+fn model_corpus() -> Vec<Vec<u8>> {
+    let space = tiny_space();
+    let arch =
+        Arch::new(vec![Choice::Shufflenet3x3, Choice::Xception3x3, Choice::Shufflenet7x7, Choice::Shufflenet5x5]);
+    let mut cfg = base_config(2, ChannelShuffle::EvenOdd);
+    cfg.category_ids = vec![1, 5];
+    (cfg.input, cfg.fpn_channels, cfg.head_channels, cfg.head_convs) = (InputSize::new(64, 64), 16, 16, 1);
+    let bytes = random_detector(&space, &arch, &cfg, 3).unwrap();
+    let model = ModelProto::parse_from_bytes(&bytes).unwrap();
+    let mut external = model.clone();
+    detnas_onnx::external::externalize(&mut external, "model.onnx.data", 256);
+    let int8 = detnas_onnx::quantize::quantize_for_timing(&model, true).unwrap();
+    let fp16 = detnas_onnx::half::to_fp16(&model).unwrap();
+    vec![bytes, encode(&external).unwrap(), encode(&int8).unwrap(), encode(&fp16).unwrap()]
+}
+
+#[test]
+fn fuzz_onnx_model() {
+    let name = "fuzz.onnx";
+    let check = move |case: &Case| {
+        let Ok(model) = ModelProto::parse_from_bytes(&case.bytes) else { return Ok(Outcome::Rejected) };
+        let metadata: Vec<(String, String)> =
+            model.metadata_props.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
+        let checked = check_metadata(&metadata, name);
+        if let Err(e) = &checked
+            && !e.to_string().contains(name)
+        {
+            return Err(format!("metadata error not naming the model: {e}"));
+        }
+        if let (Ok(config), Ok(recorded)) = (&checked, detnas_infer::quantize::model_config(&model))
+            && *config != recorded
+        {
+            return Err("the SDK and the quantizer read different configurations".into());
+        }
+        for file in detnas_onnx::external::external_files(&model) {
+            let _ = file.leaves_model_folder();
+        }
+        let _ = detnas_onnx::quantize::conv_sites(&model);
+        if let Ok(half) = detnas_onnx::half::to_fp16(&model) {
+            encode(&half).map_err(|e| format!("a converted model does not encode: {e}"))?;
+        }
+        if let Ok(int8) = detnas_onnx::quantize::quantize_for_timing(&model, true) {
+            encode(&int8).map_err(|e| format!("a quantized model does not encode: {e}"))?;
+        }
+        // Element types of the declared inputs are read as enums, as `detnas inspect` does.
+        for input in model.graph.input.iter() {
+            if let Some(detnas_onnx::onnx_protobuf::type_proto::Value::TensorType(t)) = &input.type_.value {
+                let _ = detnas_onnx::onnx_protobuf::tensor_proto::DataType::from_i32(t.elem_type);
+            }
+        }
+        Ok(if checked.is_ok() { Outcome::Accepted } else { Outcome::Rejected })
+    };
+    let summary = fuzz("onnx_model", model_corpus(), MODEL_BUDGET, &Settings::from_env(150), check);
+    assert!(summary.accepted > 4 && summary.rejected > 0, "{summary}");
+}
+
+/// A table over [`tiny_genes`] of the tiny space, with every part it needs at both resolutions
+/// (made-up times: no measurement), a correction and calibration points, as `save` writes it.
+fn latency_table(dir: &Path) -> Vec<u8> {
+    let space = tiny_space();
+    let genes = tiny_genes();
+    let base = base_config(1, ChannelShuffle::EvenOdd);
+    let mut entries = BTreeMap::new();
+    for (i, &input) in genes.input.iter().enumerate() {
+        let cfg = detnas_core::detector::DetectorConfig { input, ..base.clone() };
+        let parts = table_parts(&space, &genes, &cfg).unwrap();
+        let at = parts.keys().enumerate().map(|(k, key)| {
+            let ms = 0.05 * (k + 1) as f64 * (i + 1) as f64;
+            let latency = Latency {
+                iterations: 10,
+                mean_ms: ms,
+                p50_ms: ms,
+                p90_ms: ms * 1.1,
+                p99_ms: ms * 1.3,
+                min_ms: ms * 0.9,
+            };
+            (key.clone(), latency)
+        });
+        entries.insert(input.to_string(), at.collect());
+    }
+    let fingerprint = Fingerprint {
+        device: "cpu".into(),
+        cpu: "Fuzz CPU @ 2.0GHz".into(),
+        logical_cores: 2,
+        isa: vec!["avx2".into(), "fma".into()],
+        gpu: None,
+        onnxruntime: "1.31.1".into(),
+        provider: "CPUExecutionProvider".into(),
+        threads: Some(1),
+        precision: "fp32".into(),
+    };
+    let calibration = sample_genomes(&space, &genes, 3, 5)
+        .iter()
+        .map(|g| CalibrationPoint { genome: g.to_string(), additive_ms: 2.5, measured_ms: 3.0 })
+        .collect();
+    let mut table = LatencyTable {
+        format: TABLE_FORMAT.into(),
+        version: TABLE_VERSION,
+        hash: String::new(),
+        space: space.name.clone(),
+        classes: 1,
+        shuffle: ChannelShuffle::EvenOdd,
+        fingerprint,
+        genes,
+        timing: TimingPlan::iterations(1, 10),
+        entries,
+        correction: Some(Correction { scale: 1.1, offset_ms: -0.2 }),
+        calibration_seed: 5,
+        calibration,
+        source: String::new(),
+    };
+    let path = dir.join("corpus.json");
+    table.save(&path).unwrap();
+    std::fs::read(&path).unwrap()
+}
+
+#[test]
+fn fuzz_latency_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = vec![latency_table(dir.path())];
+    let path = dir.path().join("lut.json");
+    let space = tiny_space();
+    let check = move |case: &Case| {
+        std::fs::write(&path, &case.bytes).unwrap();
+        // Every other case whose content still makes a table gets its hash recomputed, so that
+        // content the hash does not protect (a table written by another version) is checked too.
+        if case.index % 2 == 1
+            && let Ok(mut table) = serde_json::from_slice::<LatencyTable>(&case.bytes)
+        {
+            table.save(&path).unwrap();
+        }
+        let table = match LatencyTable::load(&path) {
+            Ok(table) => table,
+            Err(e) if e.to_string().contains(&path.display().to_string()) => return Ok(Outcome::Rejected),
+            Err(e) => return Err(format!("error not naming the table: {e}")),
+        };
+        // What `latency predict` and `latency check` do with a table: genomes of its gene space.
+        let base = base_config(table.classes, table.shuffle);
+        for genome in sample_genomes(&space, &table.genes, 3, case.index as u64) {
+            let Ok(cfg) = genome.detector_config(&base) else { continue };
+            if let Err(e) = table.predict(&space, &genome.arch, &cfg)
+                && !e.to_string().contains(&path.display().to_string())
+            {
+                return Err(format!("prediction error not naming the table: {e}"));
+            }
+        }
+        Ok(Outcome::Accepted)
+    };
+    let summary = fuzz("latency_table", corpus, TABLE_BUDGET, &Settings::from_env(200), check);
+    assert!(summary.accepted > 1 && summary.rejected > 0, "{summary}");
+}
