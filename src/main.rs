@@ -45,11 +45,12 @@ fn quiet_on_broken_pipe() {
     }
 }
 
-/// The error and its causes on one line.
+/// The error and its causes on one line, control characters (of file names, say) escaped so that
+/// no name can break the line or drive the terminal.
 fn one_line(e: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in e.chain() {
-        let s = cause.to_string().replace('\n', " ");
+        let s = detnas_core::fsutil::escaped(&cause.to_string());
         if !parts.iter().any(|p| p.contains(&s)) {
             parts.push(s);
         }

@@ -252,10 +252,10 @@ fn check(args: CheckArgs) -> Result<()> {
     println!("{} held-out genomes (seed {}), table {}", report.samples, report.seed, args.lut.display());
     let line = |name: &str, m: &detnas_infer::latency::Metrics| {
         println!(
-            "{name:<10} within ±10% {:5.1}%   MAPE {:5.2}%   Kendall τ {:.3}   RMSE {:.3} ms",
+            "{name:<10} within ±10% {:5.1}%   MAPE {:5.2}%   Kendall τ {}   RMSE {:.3} ms",
             100.0 * m.within_10pct,
             m.mape,
-            m.kendall_tau,
+            m.kendall_tau.map_or("undefined (fewer than 2 distinct genomes)".to_string(), |t| format!("{t:.3}")),
             m.rmse_ms
         )
     };

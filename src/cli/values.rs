@@ -373,9 +373,11 @@ mod tests {
 
     #[test]
     fn threads_are_capped_at_the_cores_and_never_wrap() {
-        let cmd = clap::Command::new("t");
-        let arg = clap::Arg::new("threads").long("threads");
-        let parse = |s: &str| Threads.parse_ref(&cmd, Some(&arg), OsStr::new(s));
+        let cmd = clap::Command::new("t").arg(clap::Arg::new("threads").long("threads").value_parser(Threads));
+        let parse = |s: &str| {
+            let m = cmd.clone().try_get_matches_from(["t", &format!("--threads={s}")])?;
+            Ok::<usize, clap::Error>(*m.get_one::<usize>("threads").expect("given"))
+        };
         assert_eq!(parse("1").unwrap(), 1);
         assert_eq!(parse("1000").unwrap(), cores());
         assert_eq!(parse("4294967295").unwrap(), cores());

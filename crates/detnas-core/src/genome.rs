@@ -276,8 +276,14 @@ impl GeneSpace {
                 return Err(empty(what));
             }
         }
-        for genes in self.corners() {
-            genes.apply(base).validate()?;
+        let [smallest, largest] = self.corners();
+        smallest.apply(base).validate()?;
+        largest.apply(base).validate()?;
+        // Inputs are not ordered by the corners (a side can be out of range in a mid-sized area):
+        // each is checked on the smallest detector, with one class (classes are checked above).
+        let one_class = DetectorConfig { class_names: vec!["class".into()], category_ids: Vec::new(), ..base.clone() };
+        for &input in &self.input {
+            DetectorGenes { input, ..smallest }.apply(&one_class).validate()?;
         }
         Ok(())
     }
@@ -327,7 +333,8 @@ impl GeneSpace {
     fn corners(&self) -> [DetectorGenes; 2] {
         let min = |v: &[u64]| *v.iter().min().expect("non-empty");
         let max = |v: &[u64]| *v.iter().max().expect("non-empty");
-        let by_area = |a: &&InputSize, b: &&InputSize| (a.height * a.width).cmp(&(b.height * b.width));
+        let area = |i: &InputSize| u128::from(i.height) * u128::from(i.width);
+        let by_area = |a: &&InputSize, b: &&InputSize| area(a).cmp(&area(b));
         [
             DetectorGenes {
                 fpn_channels: min(&self.fpn_channels),
@@ -404,6 +411,25 @@ mod tests {
         assert!(genes.iter().any(|g| g.input == InputSize::new(256, 256)));
         let empty = GeneSpace { head_convs: vec![], ..GeneSpace::default() };
         assert!(empty.validate(&DetectorConfig::default()).unwrap_err().to_string().contains("head_convs"));
+    }
+
+    /// Regression (fuzz target `latency_table`, seed 0, case 1809): a gene space with an input of
+    /// huge sides overflowed while the corners were ordered by area (a panic in debug builds); and
+    /// an input between the corners escaped validation.
+    #[test]
+    fn every_input_of_a_gene_space_is_validated_whatever_its_size() {
+        let base = DetectorConfig::default();
+        let huge = GeneSpace {
+            input: vec![InputSize::new(u64::MAX, u64::MAX), InputSize::new(320, 320)],
+            ..Default::default()
+        };
+        let e = huge.validate(&base).unwrap_err().to_string();
+        assert!(e.contains("18446744073709551615x18446744073709551615"), "{e}");
+        let inputs = [256, 100, 512].map(|n| InputSize::new(n, n)).to_vec();
+        let e = GeneSpace { input: inputs, ..Default::default() }.validate(&base).unwrap_err().to_string();
+        assert!(e.contains("100x100 is not a multiple of 32"), "{e}");
+        let narrow = [InputSize::new(64, 64), InputSize::new(32, 8192), InputSize::new(4096, 4096)].to_vec();
+        assert!(GeneSpace { input: narrow, ..Default::default() }.validate(&base).is_err());
     }
 }
 

@@ -1,4 +1,5 @@
-//! Finding and loading ONNX Runtime (one environment per process, as ONNX Runtime requires).
+//! Finding and loading ONNX Runtime (one environment per process, as ONNX Runtime requires; its
+//! own log is silent unless the `ORT_LOG` environment variable asks for a level).
 //!
 //! The library is loaded at run time (`ort`'s `load-dynamic`), on the first detector or on an
 //! explicit [`RuntimeBuilder::init`]. It is looked for in this order:
@@ -294,6 +295,11 @@ fn search_path_variable() -> &'static str {
 fn open(file: &Path, source: LibrarySource) -> std::result::Result<Runtime, LoadFailure> {
     let builder = ort::init_from(file).map_err(LoadFailure::Library)?;
     let environment = builder.with_name("detnas").build().map_err(LoadFailure::Environment)?;
+    // ONNX Runtime's own log lines would double every error we return (and break one-line
+    // messages): kept off stderr unless asked for with ORT_LOG (fatal|error|warning|info|verbose).
+    if std::env::var_os("ORT_LOG").is_none() {
+        environment.set_log_level(ort::logging::LogLevel::Fatal);
+    }
     let version = loaded_version(file).unwrap_or_else(|| "unknown".into());
     Ok(Runtime { environment, info: RuntimeInfo { path: file.to_path_buf(), source, version } })
 }

@@ -18,14 +18,22 @@ pub struct Metrics {
     pub within_10pct: f64,
     /// Mean absolute percentage error, in percent.
     pub mape: f64,
-    /// Kendall's τ-b between predicted and measured (rank agreement, -1..1).
-    pub kendall_tau: f64,
+    /// Kendall's τ-b between predicted and measured (rank agreement, -1..1); `None` (JSON `null`)
+    /// when undefined: fewer than 2 genomes, or either series constant.
+    pub kendall_tau: Option<f64>,
     /// Root mean square error, in milliseconds.
     pub rmse_ms: f64,
 }
 
-/// Kendall's τ-b of two equally long series (0 when either is constant or shorter than 2).
+/// Kendall's τ-b of two equally long series (0 when either is constant or shorter than 2; see
+/// [`kendall_tau_defined`]).
 pub fn kendall_tau(a: &[f64], b: &[f64]) -> f64 {
+    kendall_tau_defined(a, b).unwrap_or(0.0)
+}
+
+/// Kendall's τ-b of two equally long series; `None` when undefined (either constant or shorter
+/// than 2).
+pub fn kendall_tau_defined(a: &[f64], b: &[f64]) -> Option<f64> {
     let n = a.len().min(b.len());
     let (mut s, mut ties_a, mut ties_b, mut pairs) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
     for i in 0..n {
@@ -42,7 +50,7 @@ pub fn kendall_tau(a: &[f64], b: &[f64]) -> f64 {
         }
     }
     let denominator = ((pairs - ties_a) * (pairs - ties_b)).sqrt();
-    if denominator > 0.0 { s / denominator } else { 0.0 }
+    (denominator > 0.0).then(|| s / denominator)
 }
 
 /// [`Metrics`] of `predicted` against `measured` (milliseconds, same order).
@@ -53,7 +61,7 @@ pub fn metrics(predicted: &[f64], measured: &[f64]) -> Metrics {
     Metrics {
         within_10pct: rel.iter().filter(|r| **r <= 0.10).count() as f64 / n,
         mape: 100.0 * rel.iter().sum::<f64>() / n,
-        kendall_tau: kendall_tau(predicted, measured),
+        kendall_tau: kendall_tau_defined(predicted, measured),
         rmse_ms: (sq / n).sqrt(),
     }
 }
@@ -204,7 +212,8 @@ mod tests {
         let m = metrics(&[10.5, 25.0, 40.0, 70.0], &measured);
         assert_eq!(m.within_10pct, 0.5);
         assert!((m.mape - 100.0 * (0.05 + 0.25 + 0.0 + 0.125) / 4.0).abs() < 1e-9, "{m:?}");
-        assert_eq!(m.kendall_tau, 1.0);
+        assert_eq!(m.kendall_tau, Some(1.0));
+        assert_eq!(metrics(&[10.0], &[11.0]).kendall_tau, None, "undefined for one genome");
         // measured = 0.8 sum - 2 exactly
         let sums: Vec<f64> = measured.iter().map(|m| (m + 2.0) / 0.8).collect();
         let c = fit_correction(&sums, &measured).unwrap();
