@@ -52,39 +52,49 @@ fn user_folder(dir: &Path) {
 
 #[test]
 #[cfg(feature = "train")]
-fn every_command_refuses_folders_it_does_not_own_and_changes_nothing() {
+fn every_command_refuses_folders_it_does_not_own_and_keeps_the_users_files_in_its_own() {
     let dir = tempfile::tempdir().unwrap();
     let d = |p: &str| dir.path().join(p).display().to_string();
-    ok(&detnas(&["data", "synthetic", "--out", &d("ds"), "--images", "3", "--size", "64x64"]));
-    ok(&detnas(&["detect", model(), &d("ds/images"), "--out", &d("det"), "--save-img", "--save-txt"]));
-    user_folder(&dir.path().join("user"));
-    let images = d("ds/images");
-    let commands: Vec<(&str, Vec<String>)> = vec![
-        ("detect", ["detect", model(), &images, "--exist-ok", "--out"].map(String::from).to_vec()),
-        (
-            "data synthetic",
-            ["data", "synthetic", "--images", "2", "--size", "64x64", "--overwrite", "--out"]
-                .map(String::from)
-                .to_vec(),
-        ),
-        (
-            "train",
-            ["train", "retinanet", "--arch", "coco-retinanet-300m", "--overwrite", "--out"].map(String::from).to_vec(),
-        ),
-        ("search", ["search", "--checkpoint", &d("no-checkpoint"), "--out"].map(String::from).to_vec()),
-        ("demo", ["demo", "--quick", "--overwrite", "--out"].map(String::from).to_vec()),
-        ("study", ["study", "--quick", "--overwrite", "--out"].map(String::from).to_vec()),
+    let (images, coco) = (d("ds/images"), d("ds/annotations.json"));
+    let synthetic = ["data", "synthetic", "--images", "3", "--size", "64x64", "--out"];
+    let detect = ["detect", model(), &images, "--out"];
+    let train = [
+        "train",
+        "retinanet",
+        "--arch",
+        "coco-retinanet-300m",
+        "--coco",
+        &coco,
+        "--iterations",
+        "1",
+        "--batch-size",
+        "1",
+        "--out",
     ];
-    for (folder, owner) in [("ds", Some("data synthetic")), ("det", Some("detect")), ("user", None)] {
+    ok(&detnas(&[&synthetic[..], &[&d("ds")]].concat()));
+    ok(&detnas(&[&detect[..], &[&d("det"), "--save-img", "--save-txt"]].concat()));
+    ok(&detnas(&[&train[..], &[&d("tr")]].concat()));
+    user_folder(&dir.path().join("user"));
+    // Each command with the flag that replaces earlier results.
+    let search = ["search", "--checkpoint", &d("tr"), "--out"];
+    let commands: Vec<(&str, Vec<&str>, &str)> = vec![
+        ("data synthetic", synthetic.to_vec(), "--overwrite"),
+        ("detect", detect.to_vec(), "--exist-ok"),
+        ("train", train.to_vec(), "--overwrite"),
+        ("search", search.to_vec(), "--json"),
+        ("demo", vec!["demo", "--quick", "--out"], "--overwrite"),
+        ("study", vec!["study", "--quick", "--out"], "--overwrite"),
+    ];
+    for (folder, owner) in
+        [("ds", Some("data synthetic")), ("det", Some("detect")), ("tr", Some("train")), ("user", None)]
+    {
         let before = tree(&dir.path().join(folder));
-        for (command, args) in &commands {
+        for (command, args, replace) in &commands {
             if owner == Some(*command) {
                 continue;
             }
-            let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
             let target = d(folder);
-            args.push(&target);
-            let o = detnas(&args);
+            let o = detnas(&[&args[..], &[&target, replace]].concat());
             assert!(!o.status.success(), "`{command}` wrote into {folder}: {}", stderr(&o));
             let err = stderr(&o);
             let expected =
@@ -92,6 +102,15 @@ fn every_command_refuses_folders_it_does_not_own_and_changes_nothing() {
             assert!(err.contains(&expected), "`{command}` into {folder}: {err}");
             assert!(tree(&dir.path().join(folder)) == before, "`{command}` changed {folder}");
         }
+    }
+    // In its own folder, a command's replacement keeps the files the user added there.
+    for (folder, command) in [("ds", 0), ("det", 1), ("tr", 2)] {
+        std::fs::write(dir.path().join(folder).join("mine.txt"), b"the user's").unwrap();
+        let (name, args, replace) = &commands[command];
+        let o = detnas(&[&args[..], &[&d(folder), replace]].concat());
+        ok(&o);
+        assert!(stderr(&o).contains("detnas did not write: mine.txt"), "`{name}`: {}", stderr(&o));
+        assert_eq!(std::fs::read(dir.path().join(folder).join("mine.txt")).unwrap(), b"the user's");
     }
 }
 

@@ -219,11 +219,11 @@ pub fn run(args: SearchArgs) -> Result<()> {
     // An existing search of this folder is continued; a folder of another command or of the
     // user's own files is refused.
     let flags = Flags { out: "--out", replace: "--out", resume: None };
+    let owned = OwnedDir::open(&out, COMMAND, Existing::Resume, flags)?.dir;
     let checkpoint_state = args.checkpoint.join(detnas_core::checkpoint::STATE_FILE);
     if same_file(&state_path, &checkpoint_state) {
         bail!("--state {}: that is the checkpoint's own state file; choose another --state", state_path.display());
     }
-    let owned = OwnedDir::open(&out, COMMAND, Existing::Resume, flags)?.dir;
     let mut ours: Vec<String> = OUTPUT_FILES.iter().map(|f| f.to_string()).collect();
     ours.extend(REPORT_FILES.map(String::from));
     if let Some(name) = state_path.file_name().filter(|_| same_file(state_path.parent().unwrap_or(&out), &out)) {

@@ -250,7 +250,17 @@ fn train_det(args: DetArgs, supernet: bool, kind: Option<DetectorKind>) -> Resul
         }
     }
     println!("checkpoint: {} (step {})", args.out.display(), outcome.state.step);
+    note_kept(&args.out, args.start.start());
     Ok(())
+}
+
+/// After `--overwrite`: says which files of the folder stay because detnas did not write them.
+fn note_kept(out: &std::path::Path, start: Start) {
+    if start == Start::Overwrite
+        && let Some(note) = detnas_core::owner::kept_note(out, &detnas_core::owner::unlisted(out))
+    {
+        eprintln!("{note}");
+    }
 }
 
 /// One log line on stderr.
@@ -294,6 +304,7 @@ fn train_cls(args: ClsArgs) -> Result<()> {
     })?;
     report_skips(&state);
     println!("checkpoint: {} (step {}); use its weights as `init` of a detection run", args.out.display(), state.step);
+    note_kept(&args.out, args.start.start());
     Ok(())
 }
 

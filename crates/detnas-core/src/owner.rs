@@ -160,6 +160,14 @@ pub fn note(dir: &Path, files: &[String]) -> Result<(), OwnerError> {
     Ok(())
 }
 
+/// Files under `dir` its record does not list (relative paths; all of them without a record).
+pub fn unlisted(dir: &Path) -> Vec<String> {
+    let listed = read_record(dir).ok().flatten().map(|r| r.files).unwrap_or_default();
+    let mut out: Vec<String> = files_under(dir).into_iter().filter(|f| !listed.contains(f)).collect();
+    out.retain(|f| !f.rsplit('/').next().is_some_and(|n| n.starts_with(TEMP_PREFIX)));
+    out
+}
+
 /// Every file under `dir` (relative, `/`-separated), records left out; folders owned by a
 /// command, other than `dir` itself, are listed as `name/` without their content.
 fn files_under(dir: &Path) -> Vec<String> {

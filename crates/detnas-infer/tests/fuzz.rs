@@ -10,6 +10,7 @@ use detnas_core::arch::Arch;
 use detnas_core::detector::HeadConv;
 use detnas_core::genome::GeneSpace;
 use detnas_core::mutate::{AllocBudget, Case, Outcome, Settings, TrackingAlloc, fuzz};
+use detnas_core::rng::Rng;
 use detnas_core::shape::InputSize;
 use detnas_core::space::{ChannelShuffle, Choice, SearchSpace, StageSpec};
 use detnas_infer::contract::check_metadata;
@@ -69,11 +70,62 @@ fn model_corpus() -> Vec<Vec<u8>> {
     vec![bytes, encode(&external).unwrap(), encode(&int8).unwrap(), encode(&fp16).unwrap()]
 }
 
+/// Edits of a parsed model's graph that byte mutations of a protobuf rarely make: a node without
+/// outputs or inputs or with another operator, an initializer with edge dimensions, another element
+/// type, truncated data or external data out of range. Drawn from `rng`; returns what was done.
+fn edit_graph(model: &mut ModelProto, rng: &mut Rng) -> String {
+    use detnas_onnx::onnx_protobuf::StringStringEntryProto;
+    use detnas_onnx::onnx_protobuf::tensor_proto::DataLocation;
+    let g = model.graph.mut_or_insert_default();
+    let (nodes, inits) = (g.node.len() as u64, g.initializer.len() as u64);
+    if rng.below(2) == 0 && nodes > 0 {
+        let n = &mut g.node[rng.below(nodes) as usize];
+        match rng.below(4) {
+            0 => n.output.clear(),
+            1 => n.input.truncate(rng.below(2) as usize),
+            2 => n.op_type = rng.pick(&["Conv", "Relu", "Resize", "Cast"]).to_string(),
+            _ => n.input.push(n.output.first().cloned().unwrap_or_default()),
+        }
+        format!("node `{}` ({}): edited", n.name, n.op_type)
+    } else if inits > 0 {
+        let t = &mut g.initializer[rng.below(inits) as usize];
+        match rng.below(5) {
+            0 if !t.dims.is_empty() => {
+                let at = rng.below(t.dims.len() as u64) as usize;
+                t.dims[at] = *rng.pick(&[-1, 0, i64::MAX, i64::MIN, 1 << 31, 1 << 40]);
+            }
+            1 => t.dims.push(*rng.pick(&[0, -1, 1 << 40])),
+            2 => t.data_type = rng.below(17) as i32,
+            3 => t.raw_data.truncate(rng.below(t.raw_data.len() as u64 + 1) as usize),
+            _ => {
+                let entry = |k: &str, v: &str| {
+                    let mut e = StringStringEntryProto::new();
+                    (e.key, e.value) = (k.into(), v.into());
+                    e
+                };
+                t.data_location = DataLocation::EXTERNAL.into();
+                let at = rng.pick(&["18446744073709551615", "-1", "99999999999"]);
+                t.external_data = vec![entry("location", "../../w.data"), entry("offset", at), entry("length", at)];
+            }
+        }
+        format!("initializer `{}`: edited to dims {:?}, type {}", t.name, t.dims, t.data_type)
+    } else {
+        "nothing to edit".into()
+    }
+}
+
 #[test]
 fn fuzz_onnx_model() {
     let name = "fuzz.onnx";
     let check = move |case: &Case| {
-        let Ok(model) = ModelProto::parse_from_bytes(&case.bytes) else { return Ok(Outcome::Rejected) };
+        let Ok(mut model) = ModelProto::parse_from_bytes(&case.bytes) else { return Ok(Outcome::Rejected) };
+        // Every other mutated case also gets 1 to 3 graph edits (drawn from its index).
+        if !case.original && case.index % 2 == 0 {
+            let mut rng = Rng::seed(case.index as u64);
+            for _ in 0..=rng.below(3) {
+                edit_graph(&mut model, &mut rng);
+            }
+        }
         let metadata: Vec<(String, String)> =
             model.metadata_props.iter().map(|e| (e.key.clone(), e.value.clone())).collect();
         let checked = check_metadata(&metadata, name);
@@ -203,4 +255,31 @@ fn fuzz_latency_table() {
     };
     let summary = fuzz("latency_table", corpus, TABLE_BUDGET, &Settings::from_env(200), check);
     assert!(summary.accepted > 1 && summary.rejected > 0, "{summary}");
+}
+
+/// Regressions of `fuzz_latency_table` (seed 0), in tables whose hash was recomputed: an empty gene
+/// list (case 47) made `latency check` draw from nothing (`Rng::below(0)`), an input of huge sides
+/// (case 1809) overflowed while the gene space was validated; and a class count past
+/// `MAX_CLASSES` would have the predictor make that many class names. Each is refused on load,
+/// naming the file.
+#[test]
+fn tables_with_unusable_genes_or_classes_are_refused_on_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = latency_table(dir.path());
+    let path = dir.path().join("edited.json");
+    let edits: [(&str, fn(&mut LatencyTable)); 4] = [
+        ("`head_convs` has no value", |t| t.genes.head_convs.clear()),
+        ("18446744073709551615x64", |t| t.genes.input.push(InputSize::new(u64::MAX, 64))),
+        ("0 classes", |t| t.classes = 0),
+        ("99999999999 classes", |t| t.classes = 99_999_999_999),
+    ];
+    for (expected, edit) in edits {
+        let mut table: LatencyTable = serde_json::from_slice(&corpus).unwrap();
+        edit(&mut table);
+        table.save(&path).unwrap();
+        let e = LatencyTable::load(&path).unwrap_err().to_string();
+        assert!(e.contains(expected) && e.contains(&path.display().to_string()), "{expected}: {e}");
+    }
+    std::fs::write(&path, &corpus).unwrap();
+    assert!(LatencyTable::load(&path).is_ok(), "the unedited table loads");
 }

@@ -24,7 +24,7 @@ pub struct ExternalRef {
 pub struct ExternalFile {
     pub location: String,
     pub tensors: usize,
-    /// Sum of the declared lengths.
+    /// Sum of the declared lengths (saturating: a model may declare any length).
     pub bytes: u64,
 }
 
@@ -82,7 +82,7 @@ pub fn external_files(model: &ModelProto) -> Vec<ExternalFile> {
             }
         };
         files[i].tensors += 1;
-        files[i].bytes += r.length.unwrap_or(0);
+        files[i].bytes = files[i].bytes.saturating_add(r.length.unwrap_or(0));
     }
     files
 }
@@ -202,5 +202,28 @@ mod tests {
         for ok in ["m.onnx.data", "weights/m.data", "a/../m.data", "./m.data"] {
             assert!(!leaves_folder(ok), "{ok}");
         }
+    }
+
+    /// Regression (fuzz target `onnx_model`, seed 0, case 1686): declared lengths whose sum
+    /// overflows `u64` made listing the files panic (debug builds). The sum saturates.
+    #[test]
+    fn lengths_past_u64_saturate() {
+        let mut g = GraphBuilder::new("t");
+        let x = g.input("x", ElemType::F32, &[Dim::Fixed(4)]).unwrap();
+        let a = g.weight("a", &[4], vec![1.0; 4]).unwrap();
+        let b = g.weight("b", &[4], vec![2.0; 4]).unwrap();
+        let y = g.op("Mul", "y", &[&x, &a], vec![]);
+        let z = g.op("Mul", "z", &[&y, &b], vec![]);
+        g.output(&z, ElemType::F32, &[Dim::Fixed(4)]).unwrap();
+        let mut model = g.build();
+        externalize(&mut model, "t.onnx.data", 1);
+        for t in model.graph.mut_or_insert_default().initializer.iter_mut() {
+            t.external_data.retain(|e| e.key != "length");
+            let mut e = StringStringEntryProto::new();
+            (e.key, e.value) = ("length".into(), u64::MAX.to_string());
+            t.external_data.push(e);
+        }
+        let files = external_files(&model);
+        assert_eq!((files.len(), files[0].tensors, files[0].bytes), (1, 2, u64::MAX));
     }
 }

@@ -69,7 +69,8 @@ fn graph(model: &ModelProto) -> Result<&onnx_protobuf::GraphProto> {
     model.graph.as_ref().ok_or_else(|| OnnxError::Quantize("the model has no graph".into()))
 }
 
-/// The convolutions of `model` with constant weights, in graph order.
+/// The convolutions of `model` with constant weights (float32, at least 3 dimensions, all
+/// positive), in graph order.
 pub fn conv_sites(model: &ModelProto) -> Result<Vec<ConvSite>> {
     let g = graph(model)?;
     let inits: HashMap<&str, &TensorProto> = g.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
@@ -85,7 +86,7 @@ pub fn conv_sites(model: &ModelProto) -> Result<Vec<ConvSite>> {
             continue;
         }
         let Some(w) = inits.get(n.input[1].as_str()) else { continue };
-        if w.data_type != DataType::FLOAT as i32 || w.dims.len() < 3 {
+        if w.data_type != DataType::FLOAT as i32 || w.dims.len() < 3 || w.dims.iter().any(|&d| d <= 0) {
             continue;
         }
         let bias = n.input.get(2).filter(|b| !b.is_empty()).cloned();
@@ -94,7 +95,7 @@ pub fn conv_sites(model: &ModelProto) -> Result<Vec<ConvSite>> {
         }
         let out = n.output[0].as_str();
         let output = match readers.get(out).map(Vec::as_slice) {
-            Some([r]) if g.node[*r].op_type == "Relu" => g.node[*r].output[0].clone(),
+            Some([r]) if g.node[*r].op_type == "Relu" && !g.node[*r].output.is_empty() => g.node[*r].output[0].clone(),
             _ => out.to_string(),
         };
         let name = if n.name.is_empty() { format!("conv#{index}") } else { n.name.clone() };
@@ -155,18 +156,20 @@ pub fn with_outputs(model: &ModelProto, values: &[String]) -> Result<ModelProto>
     Ok(m)
 }
 
-/// The float values of an initializer (raw little-endian data or `float_data`).
+/// The float values of an initializer (raw little-endian data or `float_data`); an error naming
+/// it when it is not float32 or its values are not as many as its dimensions (non-negative, their
+/// product within `u64`) say.
 pub fn float_data(t: &TensorProto) -> Result<Vec<f32>> {
     if t.data_type != DataType::FLOAT as i32 {
         return Err(OnnxError::Quantize(format!("initializer `{}` is not float32", t.name)));
     }
-    let n: i64 = t.dims.iter().product();
+    let n = t.dims.iter().try_fold(1u64, |n, &d| u64::try_from(d).ok().and_then(|d| n.checked_mul(d)));
     let values: Vec<f32> = if !t.raw_data.is_empty() {
         t.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
     } else {
         t.float_data.clone()
     };
-    if values.len() as i64 != n {
+    if n != Some(values.len() as u64) {
         let reason = format!("initializer `{}` holds {} values for shape {:?}", t.name, values.len(), t.dims);
         return Err(OnnxError::Quantize(reason));
     }
@@ -445,6 +448,25 @@ mod tests {
     use super::*;
     use crate::graph::{Attr, Dim, ElemType, GraphBuilder};
 
+    /// Regression (fuzz target `onnx_model`, seed 0, case 552): dimensions whose product overflows
+    /// `i64` made the fp16 conversion and the quantizer panic (debug builds); negative dimensions
+    /// whose product matched the values were accepted.
+    #[test]
+    fn initializers_with_impossible_dimensions_are_errors_naming_them() {
+        let four = raw_tensor(
+            "w",
+            &[4],
+            DataType::FLOAT,
+            [1f32, 2.0, 3.0, 4.0].iter().flat_map(|v| v.to_le_bytes()).collect(),
+        );
+        assert_eq!(float_data(&four).unwrap(), [1.0, 2.0, 3.0, 4.0]);
+        for dims in [vec![i64::MAX, 4], vec![-1, -4], vec![1 << 40, 1 << 40, 1 << 40], vec![4, -1]] {
+            let t = TensorProto { dims: dims.clone(), ..four.clone() };
+            let e = float_data(&t).unwrap_err().to_string();
+            assert!(e.contains("initializer `w` holds 4 values for shape"), "{dims:?}: {e}");
+        }
+    }
+
     /// x -> Conv(3->4) -> Relu -> Conv(4->2) -> y.
     fn two_convs() -> ModelProto {
         let mut g = GraphBuilder::new("t");
@@ -469,6 +491,29 @@ mod tests {
         assert_eq!(sites[0].bias.as_deref(), Some("a.bias"));
         assert!(!sites[0].terminal && sites[1].terminal);
         assert_eq!((sites[1].bias.as_ref(), sites[1].channels), (None, 2));
+    }
+
+    /// Regression (fuzz target `onnx_model`, seed 0, case 2126): a `Relu` without an output after
+    /// a convolution made `conv_sites` index past its outputs; and weights with a zero or negative
+    /// dimension were sites (channels from a negative `i64`, or a zero-size weight over huge
+    /// channels that the quantizer allocated per channel).
+    #[test]
+    fn malformed_convs_are_not_quantization_sites() {
+        let mut m = two_convs();
+        let g = m.graph.as_mut().unwrap();
+        g.node.iter_mut().find(|n| n.op_type == "Relu").unwrap().output.clear();
+        let sites = conv_sites(&m).unwrap();
+        assert_eq!(sites.len(), 2);
+        assert_ne!(sites[0].output, "a_relu", "the output of a Relu without one");
+        let e = quantize_for_timing(&m, false).unwrap_err().to_string();
+        assert!(e.contains("activation `a_relu` is produced by no node"), "{e}");
+        for dims in [vec![-4, 3, 3, 3], vec![1 << 40, 0, 3, 3]] {
+            let mut m = two_convs();
+            let g = m.graph.as_mut().unwrap();
+            g.initializer.iter_mut().find(|t| t.name == "a.weight").unwrap().dims = dims.clone();
+            let sites = conv_sites(&m).unwrap();
+            assert_eq!(sites.iter().map(|s| s.weight.as_str()).collect::<Vec<_>>(), ["b.weight"], "{dims:?}");
+        }
     }
 
     #[test]
