@@ -50,6 +50,7 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
+    #[cfg(feature = "infer")]
     if let Some(out) = &args.save_dt {
         let mut inputs = vec![("--gt", args.gt.as_path())];
         inputs.extend(args.model.as_deref().map(|m| ("--model", m)));

@@ -116,6 +116,7 @@ pub fn genomes(s: &str) -> Result<usize, String> {
 }
 
 /// As [`genomes`], 0 allowed (none).
+#[cfg_attr(not(feature = "infer"), allow(dead_code))] // `search`, `latency build`
 pub fn genomes_or_none(s: &str) -> Result<usize, String> {
     whole_usize(s, 0, limits::MAX_GENOMES)
 }

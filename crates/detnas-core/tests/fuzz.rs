@@ -14,6 +14,7 @@ use detnas_core::mutate::{AllocBudget, Case, Outcome, Settings, TrackingAlloc, f
 use detnas_core::shape::InputSize;
 use detnas_core::space::{SearchSpace, StageSpec};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[global_allocator]
 static ALLOC: TrackingAlloc = TrackingAlloc;
@@ -241,7 +242,9 @@ fn fuzz_search_state() {
 #[test]
 fn a_case_over_its_heap_budget_fails() {
     let tight = AllocBudget { fixed: 1 << 20, per_input_byte: 0 };
-    let settings = Settings { cases: 1, ..Settings::from_env(1) };
+    let out_dir = std::env::temp_dir().join("detnas-fuzz-budget-test");
+    let settings =
+        Settings { cases: 1, seed: 0, seconds: None, only: None, case_timeout: Duration::from_secs(60), out_dir };
     let result = std::panic::catch_unwind(|| {
         fuzz("budget", vec![b"x".to_vec()], tight, &settings, |_| {
             let big = std::hint::black_box(vec![1u8; 4 << 20]);
