@@ -201,7 +201,8 @@ fn resuming_an_edited_state_is_refused_naming_the_file() {
     make().with_state_file(&path).unwrap().run(&mut dying, |_| {}).unwrap_err();
     let saved: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     assert_eq!((saved["generation"].as_u64(), saved["top_k"].as_array().map(Vec::len)), (Some(1), Some(10)));
-    let edits: [(&str, fn(&mut Value)); 8] = [
+    type Edit = fn(&mut Value);
+    let edits: [(&str, Edit); 8] = [
         ("0 candidates in the population (expected 1 to 50)", |s| s["population"] = json!([])),
         ("51 candidates in the population", |s| {
             let first = s["population"][0].clone();

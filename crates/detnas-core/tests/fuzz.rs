@@ -51,7 +51,7 @@ fn fuzz_coco_ground_truth_and_results() {
     let (gt_path, dt_path) = (dir.path().join("gt.json"), dir.path().join("dt.json"));
     let check = move |case: &Case| {
         let fixture = &cases[case.entry / 2];
-        let mutated_gt = case.entry % 2 == 0;
+        let mutated_gt = case.entry.is_multiple_of(2);
         let (target, other) = if mutated_gt { (&gt_path, &dt_path) } else { (&dt_path, &gt_path) };
         std::fs::write(target, &case.bytes).unwrap();
         std::fs::copy(fixture.join(if mutated_gt { "dt.json" } else { "gt.json" }), other).unwrap();
@@ -72,13 +72,15 @@ fn fuzz_coco_ground_truth_and_results() {
         }
     };
     let summary = fuzz("coco_ground_truth_and_results", corpus, JSON_BUDGET, &Settings::from_env(300), check);
-    assert!(summary.accepted > 18 && summary.rejected > 0, "{summary}");
+    assert!(summary.reached_both_outcomes(), "{summary}");
 }
 
 fn checkpoint_state(kind: CheckpointKind, arch: Option<&str>) -> Vec<u8> {
-    let mut detector = DetectorConfig::default();
-    detector.class_names = vec!["tree".into(), "bush".into()];
-    detector.category_ids = vec![3, 7];
+    let detector = DetectorConfig {
+        class_names: vec!["tree".into(), "bush".into()],
+        category_ids: vec![3, 7],
+        ..Default::default()
+    };
     let config = serde_json::json!({"detector": detector, "iterations": 100, "lr": 0.01, "batch": 4});
     let config = if kind == CheckpointKind::Classifier { serde_json::json!({"lr": 0.1, "epochs": 3}) } else { config };
     let mut state = CheckpointState::new(kind, "detnas-300m", arch.map(str::to_owned), &config);
@@ -123,7 +125,7 @@ fn fuzz_checkpoint_state() {
         Ok(Outcome::Accepted)
     };
     let summary = fuzz("checkpoint_state", corpus, JSON_BUDGET, &Settings::from_env(300), check);
-    assert!(summary.accepted > 3 && summary.rejected > 0, "{summary}");
+    assert!(summary.reached_both_outcomes(), "{summary}");
 }
 
 /// 8 layers: small enough that a search of a few generations takes milliseconds.
@@ -236,7 +238,7 @@ fn fuzz_search_state() {
         }
     };
     let summary = fuzz("search_state", corpus, JSON_BUDGET, &Settings::from_env(300), check);
-    assert!(summary.accepted > 4 && summary.rejected > 0, "{summary}");
+    assert!(summary.reached_both_outcomes(), "{summary}");
 }
 
 #[test]

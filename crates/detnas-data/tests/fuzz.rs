@@ -155,9 +155,9 @@ fn fuzz_image_decode() {
         }
         Ok(if whole.is_some() { Outcome::Accepted } else { Outcome::Rejected })
     };
-    let summary = fuzz("image_decode", image_corpus(), IMAGE_BUDGET, &Settings::from_env(400), check);
+    let summary = fuzz("image_decode", image_corpus(), IMAGE_BUDGET, &Settings::from_env(500), check);
     eprintln!("image_decode: {} decoder panics caught as ImageError::Decode", panics.load(Ordering::Relaxed));
-    assert!(summary.accepted > 13 && summary.rejected > 0, "{summary}");
+    assert!(summary.reached_both_outcomes(), "{summary}");
 }
 
 /// The invariants of a loaded [`DetectionDataset`] (its module docs): unique image ids, boxes
@@ -232,7 +232,7 @@ fn fuzz_coco_dataset() {
         }
     };
     let summary = fuzz("coco_dataset", corpus, ANNOTATION_BUDGET, &Settings::from_env(300), check);
-    assert!(summary.accepted > 2 && summary.rejected > 0, "{summary}");
+    assert!(summary.reached_both_outcomes(), "{summary}");
 }
 
 #[test]
@@ -273,7 +273,7 @@ fn fuzz_voc_dataset() {
     let xml = dir.path().join("000001.xml");
     let check = move |case: &Case| {
         std::fs::write(&xml, &case.bytes).unwrap();
-        let options = if case.index % 3 == 0 {
+        let options = if case.index.is_multiple_of(3) {
             VocOptions { class_names: Some(vec!["dog".into(), "cat".into()]), one_based: false, skip_difficult: true }
         } else {
             VocOptions::default()
@@ -285,7 +285,7 @@ fn fuzz_voc_dataset() {
         }
     };
     let summary = fuzz("voc_dataset", corpus, ANNOTATION_BUDGET, &Settings::from_env(300), check);
-    assert!(summary.accepted > 3 && summary.rejected > 0, "{summary}");
+    assert!(summary.reached_both_outcomes(), "{summary}");
 }
 
 /// The folder of a VOC file: errors about the whole set name it, errors about the file name the file.

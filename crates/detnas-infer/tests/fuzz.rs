@@ -29,7 +29,10 @@ use std::path::Path;
 static ALLOC: TrackingAlloc = TrackingAlloc;
 
 /// A model is held parsed, converted (fp16) and quantized at once, each a copy of its weights.
-const MODEL_BUDGET: AllocBudget = AllocBudget { fixed: 16 << 20, per_input_byte: 24 };
+/// Fixed part: `protobuf` 3.4 reserves a packed field's declared length, up to 10M elements (80 MB
+/// of `int64` dims), before it checks the length against the enclosing message, then fails the
+/// parse (seed 12345, case 8153: a 51 kB model held 80.4 MB); that is the most it holds at once.
+const MODEL_BUDGET: AllocBudget = AllocBudget { fixed: 96 << 20, per_input_byte: 24 };
 
 /// A table is held as text, as a JSON tree and as the typed table (with a copy for its hash).
 const TABLE_BUDGET: AllocBudget = AllocBudget { fixed: 16 << 20, per_input_byte: 256 };
@@ -120,7 +123,7 @@ fn fuzz_onnx_model() {
     let check = move |case: &Case| {
         let Ok(mut model) = ModelProto::parse_from_bytes(&case.bytes) else { return Ok(Outcome::Rejected) };
         // Every other mutated case also gets 1 to 3 graph edits (drawn from its index).
-        if !case.original && case.index % 2 == 0 {
+        if !case.original && case.index.is_multiple_of(2) {
             let mut rng = Rng::seed(case.index as u64);
             for _ in 0..=rng.below(3) {
                 edit_graph(&mut model, &mut rng);
@@ -157,8 +160,8 @@ fn fuzz_onnx_model() {
         }
         Ok(if checked.is_ok() { Outcome::Accepted } else { Outcome::Rejected })
     };
-    let summary = fuzz("onnx_model", model_corpus(), MODEL_BUDGET, &Settings::from_env(150), check);
-    assert!(summary.accepted > 4 && summary.rejected > 0, "{summary}");
+    let summary = fuzz("onnx_model", model_corpus(), MODEL_BUDGET, &Settings::from_env(300), check);
+    assert!(summary.reached_both_outcomes(), "{summary}");
 }
 
 /// A table over [`tiny_genes`] of the tiny space, with every part it needs at both resolutions
@@ -253,8 +256,8 @@ fn fuzz_latency_table() {
         }
         Ok(Outcome::Accepted)
     };
-    let summary = fuzz("latency_table", corpus, TABLE_BUDGET, &Settings::from_env(200), check);
-    assert!(summary.accepted > 1 && summary.rejected > 0, "{summary}");
+    let summary = fuzz("latency_table", corpus, TABLE_BUDGET, &Settings::from_env(300), check);
+    assert!(summary.reached_both_outcomes(), "{summary}");
 }
 
 /// Regressions of `fuzz_latency_table` (seed 0), in tables whose hash was recomputed: an empty gene
@@ -267,7 +270,8 @@ fn tables_with_unusable_genes_or_classes_are_refused_on_load() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = latency_table(dir.path());
     let path = dir.path().join("edited.json");
-    let edits: [(&str, fn(&mut LatencyTable)); 4] = [
+    type Edit = fn(&mut LatencyTable);
+    let edits: [(&str, Edit); 4] = [
         ("`head_convs` has no value", |t| t.genes.head_convs.clear()),
         ("18446744073709551615x64", |t| t.genes.input.push(InputSize::new(u64::MAX, 64))),
         ("0 classes", |t| t.classes = 0),

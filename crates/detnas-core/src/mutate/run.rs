@@ -94,6 +94,8 @@ pub struct Summary {
     pub seed: u64,
     /// Cases run, originals included.
     pub cases: usize,
+    /// Of which corpus originals (all accepted).
+    pub originals: usize,
     pub accepted: usize,
     pub rejected: usize,
     pub elapsed: Duration,
@@ -101,6 +103,15 @@ pub struct Summary {
     pub slowest: (usize, bool, Duration),
     /// The largest peak heap of one case, when counted ([`super::TrackingAlloc`]).
     pub peak_alloc: Option<u64>,
+}
+
+impl Summary {
+    /// Whether the mutated cases reached both outcomes, some accepted and some rejected, as a
+    /// campaign over a valid corpus does; `true` for runs of fewer than 100 mutated cases (a case
+    /// rerun alone, ...), too few to expect it.
+    pub fn reached_both_outcomes(&self) -> bool {
+        self.cases - self.originals < 100 || (self.accepted > self.originals && self.rejected > 0)
+    }
 }
 
 impl std::fmt::Display for Summary {
@@ -178,6 +189,7 @@ where
         target: target.to_owned(),
         seed: settings.seed,
         cases: 0,
+        originals: 0,
         accepted: 0,
         rejected: 0,
         elapsed: Duration::ZERO,
@@ -191,6 +203,7 @@ where
             Ok(Message::Done { outcome, time, peak }) => {
                 let (index, original) = running.take().expect("a case was started");
                 summary.cases += 1;
+                summary.originals += usize::from(original);
                 match outcome {
                     Outcome::Accepted => summary.accepted += 1,
                     Outcome::Rejected => summary.rejected += 1,
@@ -317,9 +330,12 @@ mod tests {
             let text = std::str::from_utf8(&case.bytes).map_err(|_| "never fails".to_owned());
             Ok(if case.original || text.is_ok_and(|t| t.len() > 3) { Outcome::Accepted } else { Outcome::Rejected })
         });
-        assert_eq!(s.cases, 202);
+        assert_eq!((s.cases, s.originals), (202, 2));
         assert_eq!(s.accepted + s.rejected, 202);
-        assert!(s.accepted > 2 && s.rejected > 0, "{s}");
+        assert!(s.accepted > 2 && s.rejected > 0 && s.reached_both_outcomes(), "{s}");
+        let all_accepted = Summary { rejected: 0, accepted: 202, ..s.clone() };
+        assert!(!all_accepted.reached_both_outcomes());
+        assert!(Summary { cases: 50, ..all_accepted }.reached_both_outcomes(), "too few cases to expect both");
     }
 
     #[test]
