@@ -86,7 +86,12 @@ pub fn run(args: InspectArgs) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("{}: not an ONNX model ({e})", args.model.display()))?;
     anyhow::ensure!(model.graph.is_some(), "{}: ONNX model without a graph", args.model.display());
     let graph = &model.graph;
-    let params: i64 = graph.initializer.iter().map(|t| t.dims.iter().product::<i64>()).sum();
+    // Dims come from the file: a crafted model may declare products past i64 (saturated).
+    let params: i64 = graph
+        .initializer
+        .iter()
+        .map(|t| t.dims.iter().try_fold(1i64, |p, &d| p.checked_mul(d.max(0))).unwrap_or(i64::MAX))
+        .fold(0i64, i64::saturating_add);
     let metadata: serde_json::Map<String, serde_json::Value> =
         model.metadata_props.iter().map(|e| (e.key.clone(), json!(e.value))).collect();
     let flops: Option<serde_json::Value> =

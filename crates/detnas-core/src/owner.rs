@@ -9,7 +9,7 @@
 //! The rules, the same for every command ([`OwnedDir::open`]):
 //! - a folder owned by another command is refused, naming that command;
 //! - replacing (`--exist-ok`, `--overwrite`) removes exactly the listed files and nothing else;
-//!   files the record does not list stay, and are reported ([`Opened::kept`]);
+//!   files the record does not list stay, and are reported ([`OwnedDir::replace`], [`kept_note`]);
 //! - a folder with files but no record is never emptied: it is refused;
 //! - temporary files of [`crate::fsutil::write_atomic`] left by a killed run are swept when the
 //!   folder is opened again.
