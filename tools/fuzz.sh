@@ -23,6 +23,7 @@ TARGETS=(
     "detnas-core fuzz_coco_ground_truth_and_results"
     "detnas-core fuzz_checkpoint_state"
     "detnas-core fuzz_search_state"
+    "detnas-core fuzz_folder_ownership_records"
     "detnas-data fuzz_image_decode"
     "detnas-data fuzz_coco_dataset"
     "detnas-data fuzz_voc_dataset"

@@ -134,7 +134,23 @@ pub fn read_record(dir: &Path) -> Result<Option<Record>, OwnerError> {
             format!("record format {} is not supported (expected {FORMAT})", record.format),
         ));
     }
+    // Only names inside the folder: a record is a file anyone can edit, and clearing follows it.
+    if let Some(bad) = record.files.iter().find(|f| !inside(f)) {
+        return Err(OwnerError::io(
+            &path,
+            format!("not a detnas folder record: `{}` is not a name inside the folder", crate::fsutil::escaped(bad)),
+        ));
+    }
     Ok(Some(record))
+}
+
+/// Whether `rel` names something inside a folder: relative, no `..`, not empty.
+fn inside(rel: &str) -> bool {
+    let trimmed = rel.trim_end_matches('/');
+    !trimmed.is_empty()
+        && Path::new(trimmed)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir))
 }
 
 /// The command that owns `dir`, if a readable record says so.
@@ -431,6 +447,17 @@ mod tests {
         std::fs::write(root.path().join(RECORD), b"{").unwrap();
         let err = OwnedDir::open(root.path(), "detect", Existing::Replace, FLAGS).unwrap_err().to_string();
         assert!(owner_of(root.path()).is_none());
+        let outside = root.path().join("victim.txt");
+        std::fs::write(&outside, b"keep").unwrap();
+        let sub = root.path().join("sub");
+        std::fs::create_dir_all(&sub).unwrap();
+        for bad in ["../victim.txt", "/etc/passwd", "a/../../victim.txt", ""] {
+            let record = Record { format: FORMAT, command: "detect".into(), files: [bad.to_string()].into() };
+            std::fs::write(sub.join(RECORD), serde_json::to_vec(&record).unwrap()).unwrap();
+            let err = OwnedDir::open(&sub, "detect", Existing::Replace, FLAGS).unwrap_err().to_string();
+            assert!(err.contains("is not a name inside the folder"), "{bad}: {err}");
+        }
+        assert_eq!(std::fs::read(&outside).unwrap(), b"keep");
         assert!(err.contains(RECORD) && err.contains("not a detnas folder record"), "{err}");
         assert!(note(&root.path().join("none"), &["x".into()]).is_ok());
     }

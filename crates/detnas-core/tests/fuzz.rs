@@ -257,3 +257,49 @@ fn a_case_over_its_heap_budget_fails() {
     let message = message.downcast_ref::<String>().unwrap();
     assert!(message.contains("over the budget of 1048576 bytes"), "{message}");
 }
+
+#[test]
+fn fuzz_folder_ownership_records() {
+    use detnas_core::owner::{Existing, Flags, OwnedDir, RECORD};
+    // Corpus: records a real detect-like run and a real pipeline with a nested folder wrote.
+    let make = |nested: bool| -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let owned = OwnedDir::open(&out, "detect", Existing::Refuse, Flags::OVERWRITE_RESUME).unwrap().dir;
+        owned.create_dir("images").unwrap();
+        owned.write("images/a.jpg", b"a").unwrap();
+        owned.write("detections.json", b"[]").unwrap();
+        if nested {
+            owned.note(&["sub/".into(), "sub/x.txt".into()]).unwrap();
+        }
+        std::fs::read(out.join(RECORD)).unwrap()
+    };
+    let corpus = vec![make(false), make(true)];
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let check = move |case: &Case| {
+        // A fresh folder per case, with a file of the user's beside it that must survive.
+        let out = root.join("out");
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::create_dir_all(out.join("images")).unwrap();
+        std::fs::write(out.join("images/a.jpg"), b"a").unwrap();
+        std::fs::write(root.join("victim.txt"), b"keep").unwrap();
+        let record = out.join(RECORD);
+        std::fs::write(&record, &case.bytes).unwrap();
+        let outcome = match OwnedDir::open(&out, "detect", Existing::Replace, Flags::OVERWRITE_RESUME) {
+            Ok(opened) => match opened.dir.replace() {
+                Ok(_) => Outcome::Accepted,
+                Err(e) => names(&e, &record)?,
+            },
+            // A record naming another command is refused without naming the record file.
+            Err(e) if e.to_string().contains("holds the output of") => Outcome::Rejected,
+            Err(e) => names(&e, &record)?,
+        };
+        match std::fs::read(root.join("victim.txt")) {
+            Ok(bytes) if bytes == b"keep" => Ok(outcome),
+            _ => Err("a file outside the folder was removed or changed".into()),
+        }
+    };
+    let summary = fuzz("folder_ownership_records", corpus, JSON_BUDGET, &Settings::from_env(300), check);
+    assert!(summary.reached_both_outcomes(), "{summary}");
+}
