@@ -7,8 +7,9 @@
 //! - nothing that is not a regular file is ever opened (a FIFO named `x.jpg` is reported, not read);
 //! - every entry that cannot be read is reported on its own, naming that entry, and the walk goes on;
 //! - folders are walked in sorted order, recursively, keeping files with an image extension;
-//! - the output folder (and anything below it) is never walked, nor is any folder holding an
-//!   earlier `detect` run's output (its annotated copies are not inputs): a note says so.
+//! - the output folder (and anything below it) is never walked, nor is a folder holding an earlier
+//!   run's output (an ownership record) met while walking, nor a `detect` output at all (its
+//!   annotated copies are not inputs): a note says so. A data set folder named as an input is walked.
 
 use super::Failure;
 use std::collections::HashSet;
@@ -77,7 +78,7 @@ impl Walker<'_> {
     /// anything else reported.
     fn named(&mut self, path: &Path, metadata: std::io::Result<fs::Metadata>) {
         match metadata {
-            Ok(m) if m.is_dir() => self.dir(path),
+            Ok(m) if m.is_dir() => self.dir(path, true),
             Ok(m) if m.is_file() => self.file(path, true),
             Ok(_) => self.fail(path, NOT_REGULAR),
             Err(e) => self.missing(path, e),
@@ -129,7 +130,8 @@ impl Walker<'_> {
         }
     }
 
-    fn dir(&mut self, path: &Path) {
+    /// Walks a folder. `named`: given by the user (or matched by a glob), not met while walking.
+    fn dir(&mut self, path: &Path, named: bool) {
         let canonical = match fs::canonicalize(path) {
             Ok(c) => c,
             Err(e) => return self.fail(path, e),
@@ -137,10 +139,13 @@ impl Walker<'_> {
         if self.inside_output(&canonical) || !self.seen_dirs.insert(canonical) {
             return;
         }
-        if detnas_core::owner::owner_of(path).as_deref() == Some("detect") {
+        // An earlier run's output met while walking is not input (a data set folder the user
+        // names is); a `detect` output never is (its images are annotated copies).
+        if let Some(owner) = detnas_core::owner::owner_of(path).filter(|o| !named || o == "detect") {
             self.notes.push(format!(
-                "note: skipped {}: it holds the output of an earlier `detnas detect` (copy the images elsewhere to detect them)",
-                path.display()
+                "note: skipped {}: it holds the output of an earlier `detnas {owner}` (name it as an input to detect in it{})",
+                path.display(),
+                if owner == "detect" { "; its images are annotated copies" } else { "" }
             ));
             return;
         }
@@ -158,7 +163,7 @@ impl Walker<'_> {
         children.sort();
         for child in children {
             match fs::metadata(&child) {
-                Ok(m) if m.is_dir() => self.dir(&child),
+                Ok(m) if m.is_dir() => self.dir(&child, false),
                 Ok(m) if m.is_file() => {
                     if has_image_extension(&child) {
                         self.file(&child, false)
@@ -252,7 +257,10 @@ mod tests {
             OwnedDir::open(&root.join("ds"), "data synthetic", Existing::Refuse, Flags::OVERWRITE_RESUME).unwrap();
         data.dir.write("b.png", b"b").unwrap();
         let c = collect_inputs(&[root.display().to_string()], None);
-        assert_eq!(names(&c), ["a.jpg", "b.png"], "a data set folder is walked, a detect output is not");
-        assert!(c.notes.len() == 1 && c.notes[0].contains("old-run"), "{:?}", c.notes);
+        assert_eq!(names(&c), ["a.jpg"], "outputs met while walking are skipped");
+        assert!(c.notes.len() == 2 && c.notes.iter().any(|n| n.contains("old-run")), "{:?}", c.notes);
+        let c =
+            collect_inputs(&[root.join("ds").display().to_string(), root.join("old-run").display().to_string()], None);
+        assert_eq!(names(&c), ["b.png"], "a data set named as an input is walked, a detect output is not");
     }
 }
