@@ -167,6 +167,17 @@ fn an_output_is_never_one_of_the_inputs_however_spelled() {
     assert!(std::fs::read(&gt).unwrap().starts_with(b"{\"images\""));
     let o = detnas_in(dir.path(), &["export", "--arch", "coco-retinanet-300m", "--out", "missing/m.onnx"]);
     assert_one_line_failure(&o, &["missing", "does not exist"]);
+    // An existing file of another kind is never replaced; a model detnas wrote is.
+    write_image(&dir.path().join("photo.png"), 3);
+    let photo = std::fs::read(dir.path().join("photo.png")).unwrap();
+    let o = detnas_in(dir.path(), &["quantize", "a.onnx", "--fp16", "--out", "photo.png"]);
+    assert_one_line_failure(&o, &["photo.png", "is not a detnas model", "never replaced"]);
+    let o = detnas_in(dir.path(), &["eval", "--gt", "gt.json", "--model", "a.onnx", "--save-dt", "photo.png"]);
+    assert_one_line_failure(&o, &["photo.png", "is not COCO results"]);
+    assert_eq!(std::fs::read(dir.path().join("photo.png")).unwrap(), photo);
+    for _ in 0..2 {
+        ok(&detnas_in(dir.path(), &["quantize", "a.onnx", "--fp16", "--out", "a.fp16.onnx"]));
+    }
 }
 
 #[test]

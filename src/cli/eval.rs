@@ -55,7 +55,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         let mut inputs = vec![("--gt", args.gt.as_path())];
         inputs.extend(args.model.as_deref().map(|m| ("--model", m)));
         inputs.extend(args.dt.as_deref().map(|d| ("--dt", d)));
-        super::paths::check_output("--save-dt", out, &inputs)?;
+        super::paths::check_output("--save-dt", out, super::paths::Artefact::Results, &inputs)?;
     }
     let gt = GroundTruth::load(&args.gt)?;
     if gt.dataset().annotations.is_empty() {

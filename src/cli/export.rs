@@ -199,7 +199,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     inputs.extend(checkpoint.as_deref().map(|c| ("--checkpoint", c)));
     #[cfg(feature = "infer")]
     inputs.extend(args.calib.calibrate.iter().map(|c| ("--calibrate", Path::new(c))));
-    super::paths::check_output("--out", &args.out, &inputs)?;
+    super::paths::check_output("--out", &args.out, super::paths::Artefact::Model, &inputs)?;
     let genome = match &from_checkpoint {
         Some((space, arch, _, _)) => Genome::parse(Some(space), arch)?,
         None => Genome::parse(args.space.as_deref(), arch_text.as_deref().context("--arch is required")?)?,

@@ -141,7 +141,7 @@ fn load_genes(path: Option<&Path>) -> Result<GeneSpace> {
 
 fn build(args: BuildArgs) -> Result<()> {
     let inputs: Vec<(&str, &std::path::Path)> = args.genes.as_deref().map(|g| ("--genes", g)).into_iter().collect();
-    super::paths::check_output("--out", &args.out, &inputs)?;
+    super::paths::check_output("--out", &args.out, super::paths::Artefact::LatencyTable, &inputs)?;
     let mut genes = load_genes(args.genes.as_deref())?;
     if !args.input.is_empty() {
         genes.input = args.input.iter().map(|s| InputSize::parse(s)).collect::<detnas_core::Result<_>>()?;

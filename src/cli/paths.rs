@@ -1,15 +1,75 @@
-//! Output paths checked against the inputs of the same command by identity (canonical path and
-//! inode, see [`detnas_core::fsutil::same_file`]), not by spelling: `./a.onnx`, an absolute path,
-//! a symbolic or hard link to an input are all that input.
+//! Output files checked before any work: against the inputs of the same command by identity
+//! (canonical path and inode, see [`detnas_core::fsutil::same_file`]), not by spelling (`./a.onnx`,
+//! an absolute path, a symbolic or hard link to an input are all that input), and an existing file
+//! is replaced only when it is an artefact of the kind the command writes.
 
 use anyhow::{Result, bail};
 use detnas_core::fsutil::same_file;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-/// Checks the output file `out` (given with `flag`) before any work, so that nothing is read,
-/// computed or written in vain: it is not a folder, its folder exists, and it is none of
-/// `inputs` (`(flag, path)` pairs).
-pub fn check_output(flag: &str, out: &Path, inputs: &[(&str, &Path)]) -> Result<()> {
+/// What an output file is: an existing file at its path is replaced only when it is one too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Artefact {
+    /// An exported model (ONNX with detnas metadata).
+    Model,
+    /// COCO results (a JSON array).
+    Results,
+    /// A latency table (a JSON object with a fingerprint).
+    LatencyTable,
+}
+
+impl Artefact {
+    fn name(self) -> &'static str {
+        match self {
+            Artefact::Model => "a detnas model",
+            Artefact::Results => "COCO results",
+            Artefact::LatencyTable => "a detnas latency table",
+        }
+    }
+
+    /// Whether the existing file at `path` is of this kind (an empty file counts: nothing is lost).
+    fn matches(self, path: &Path) -> bool {
+        let Ok(mut file) = std::fs::File::open(path) else { return false };
+        let len = file.metadata().map_or(0, |m| m.len());
+        if len == 0 {
+            return true;
+        }
+        match self {
+            // Metadata entries follow the graph in the file: the tail holds `detnas.format`.
+            Artefact::Model => {
+                let mut tail = Vec::new();
+                let start = len.saturating_sub(TAIL_BYTES);
+                file.seek(SeekFrom::Start(start)).is_ok()
+                    && file.take(TAIL_BYTES).read_to_end(&mut tail).is_ok()
+                    && tail.windows(MODEL_MARK.len()).any(|w| w == MODEL_MARK)
+            }
+            Artefact::Results | Artefact::LatencyTable => {
+                let mut head = [0u8; 64];
+                let n = file.read(&mut head).unwrap_or(0);
+                let first = head[..n].iter().find(|b| !b.is_ascii_whitespace());
+                match self {
+                    Artefact::Results => first == Some(&b'['),
+                    _ => std::fs::read(path)
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                        .is_some_and(|v| v.get("fingerprint").is_some() && v.get("entries").is_some()),
+                }
+            }
+        }
+    }
+}
+
+/// Bytes at the end of a model searched for [`MODEL_MARK`] (metadata with the detector
+/// configuration is a few kilobytes).
+const TAIL_BYTES: u64 = 1 << 20;
+/// A metadata key every model detnas writes carries.
+const MODEL_MARK: &[u8] = detnas_core::contract::keys::FORMAT.as_bytes();
+
+/// Checks the output file `out` (given with `flag`) of kind `kind` before any work, so that
+/// nothing is read, computed or written in vain: it is not a folder, its folder exists, it is none
+/// of `inputs` (`(flag, path)` pairs), and an existing file there is of the same kind.
+pub fn check_output(flag: &str, out: &Path, kind: Artefact, inputs: &[(&str, &Path)]) -> Result<()> {
     if out.is_dir() {
         bail!("{flag} {}: is a folder; give a file name", out.display());
     }
@@ -25,6 +85,13 @@ pub fn check_output(flag: &str, out: &Path, inputs: &[(&str, &Path)]) -> Result<
                 input.display()
             );
         }
+    }
+    if std::fs::symlink_metadata(out).is_ok() && !kind.matches(out) {
+        bail!(
+            "{flag} {}: exists and is not {} detnas wrote; it is never replaced: remove it or choose another {flag}",
+            out.display(),
+            kind.name()
+        );
     }
     Ok(())
 }
@@ -42,12 +109,35 @@ mod tests {
         std::os::unix::fs::symlink(&model, &link).unwrap();
         for out in [dir.path().join("./a.onnx"), dir.path().join("x/../a.onnx"), link] {
             std::fs::create_dir_all(dir.path().join("x")).unwrap();
-            let err = check_output("--out", &out, &[("MODEL", &model)]).unwrap_err().to_string();
+            let err = check_output("--out", &out, Artefact::Model, &[("MODEL", &model)]).unwrap_err().to_string();
             assert!(err.contains("that is MODEL") && err.contains("choose another --out"), "{err}");
         }
-        check_output("--out", &dir.path().join("b.onnx"), &[("MODEL", &model)]).unwrap();
-        let err = check_output("--out", &dir.path().join("none/b.onnx"), &[]).unwrap_err().to_string();
+        check_output("--out", &dir.path().join("b.onnx"), Artefact::Model, &[("MODEL", &model)]).unwrap();
+        let err = check_output("--out", &dir.path().join("none/b.onnx"), Artefact::Model, &[]).unwrap_err().to_string();
         assert!(err.contains("does not exist"), "{err}");
-        assert!(check_output("--out", dir.path(), &[]).unwrap_err().to_string().contains("is a folder"));
+        assert!(
+            check_output("--out", dir.path(), Artefact::Model, &[]).unwrap_err().to_string().contains("is a folder")
+        );
+    }
+
+    #[test]
+    fn an_existing_file_is_replaced_only_when_it_is_of_the_same_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let photo = dir.path().join("photo.jpg");
+        std::fs::write(&photo, b"\xff\xd8 a photo").unwrap();
+        for kind in [Artefact::Model, Artefact::Results, Artefact::LatencyTable] {
+            let err = check_output("--out", &photo, kind, &[]).unwrap_err().to_string();
+            assert!(err.contains("is never replaced"), "{err}");
+        }
+        let results = dir.path().join("dt.json");
+        std::fs::write(&results, b" [{\"image_id\": 1}]").unwrap();
+        check_output("--save-dt", &results, Artefact::Results, &[]).unwrap();
+        assert!(check_output("--out", &results, Artefact::LatencyTable, &[]).is_err());
+        let model = dir.path().join("m.onnx");
+        std::fs::write(&model, [b"graph bytes ".as_slice(), MODEL_MARK, b"1"].concat()).unwrap();
+        check_output("--out", &model, Artefact::Model, &[]).unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, b"").unwrap();
+        check_output("--out", &empty, Artefact::LatencyTable, &[]).unwrap();
     }
 }

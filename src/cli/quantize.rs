@@ -140,7 +140,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
     let out = args.out.clone().unwrap_or_else(|| default_out(&args.model, if args.fp16 { "fp16" } else { "int8" }));
     let mut inputs = vec![("MODEL", args.model.as_path())];
     inputs.extend(args.calib.calibrate.iter().map(|c| ("--calibrate", Path::new(c))));
-    super::paths::check_output("--out", &out, &inputs)?;
+    super::paths::check_output("--out", &out, super::paths::Artefact::Model, &inputs)?;
     let bytes = std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
     let mut model =
         ModelProto::parse_from_bytes(&bytes).with_context(|| format!("{}: not an ONNX model", args.model.display()))?;

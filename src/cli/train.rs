@@ -311,7 +311,7 @@ fn train_cls(args: ClsArgs) -> Result<()> {
 fn eval(args: EvalArgs) -> Result<()> {
     if let Some(p) = &args.results {
         let state = args.checkpoint.join(detnas_core::checkpoint::STATE_FILE);
-        super::paths::check_output("--results", p, &[("the checkpoint's", &state)])?;
+        super::paths::check_output("--results", p, super::paths::Artefact::Results, &[("the checkpoint's", &state)])?;
     }
     let ck = checkpoint::open(&args.checkpoint, args.arch.as_deref(), device::parse(&args.device)?)?;
     let recalibrate = args.recalibrate.unwrap_or(if ck.has_genes() { 20 } else { 0 });
