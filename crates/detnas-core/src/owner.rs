@@ -222,19 +222,28 @@ fn sweep_temporaries(dir: &Path) {
 /// folder if empty). The record itself stays unless `drop_record`.
 fn clear(dir: &Path, drop_record: bool) -> Result<(), OwnerError> {
     let Some(record) = read_record(dir)? else { return Ok(()) };
-    // Files first, deepest folders last, so that created folders are empty when their turn comes.
-    let (folders, files): (Vec<&String>, Vec<&String>) = record.files.iter().partition(|f| f.ends_with('/'));
-    for rel in files {
-        let path = dir.join(rel);
+    let root = std::fs::canonicalize(dir).map_err(|e| OwnerError::io(dir, e))?;
+    // Only names whose folder is really inside `dir`: a listed folder replaced by a symbolic link
+    // to somewhere else is not followed.
+    let inside_dir =
+        |path: &Path| path.parent().and_then(|p| std::fs::canonicalize(p).ok()).is_some_and(|p| p.starts_with(&root));
+    // Files first; folders (listed with `/`, or found to be real folders) deepest last, so that
+    // created folders are empty when their turn comes.
+    let mut folders: Vec<(usize, PathBuf)> = Vec::new();
+    for rel in &record.files {
+        let name = rel.trim_end_matches('/');
+        let path = dir.join(name);
+        if !inside_dir(&path) {
+            continue;
+        }
         match std::fs::symlink_metadata(&path) {
-            Ok(m) if !m.is_dir() => std::fs::remove_file(&path).map_err(|e| OwnerError::io(&path, e))?,
+            Ok(m) if m.is_dir() => folders.push((name.matches('/').count(), path)),
+            Ok(_) if !rel.ends_with('/') => std::fs::remove_file(&path).map_err(|e| OwnerError::io(&path, e))?,
             _ => {}
         }
     }
-    let mut folders: Vec<&String> = folders;
-    folders.sort_by_key(|f| std::cmp::Reverse(f.matches('/').count()));
-    for rel in folders {
-        let path = dir.join(rel.trim_end_matches('/'));
+    folders.sort_by_key(|(depth, _)| std::cmp::Reverse(*depth));
+    for (_, path) in folders {
         if read_record(&path).ok().flatten().is_some() {
             clear(&path, true)?;
         }
@@ -439,6 +448,28 @@ mod tests {
         assert_eq!(o.dir.replace().unwrap(), ["supernet/mine.txt"]);
         assert!(!demo.join("report.md").exists() && !demo.join("supernet/state.json").exists());
         assert!(!demo.join("supernet").join(RECORD).exists());
+    }
+
+    #[test]
+    fn symbolic_links_out_of_the_folder_are_not_followed_and_folders_are_found_without_a_slash() {
+        let root = tempfile::tempdir().unwrap();
+        let out = root.path().join("out");
+        let o = OwnedDir::open(&out, "demo", Existing::Refuse, Flags::OVERWRITE_RESUME).unwrap().dir;
+        o.create_dir("images").unwrap();
+        o.write("images/a.jpg", b"ours").unwrap();
+        o.note(&["nested".into()]).unwrap();
+        let nested = OwnedDir::open(&out.join("nested"), "detect", Existing::Refuse, FLAGS).unwrap().dir;
+        nested.write("detections.json", b"[]").unwrap();
+        // The user swaps our images/ for a link to their own photos, which hold an a.jpg.
+        let photos = root.path().join("photos");
+        std::fs::create_dir_all(&photos).unwrap();
+        std::fs::write(photos.join("a.jpg"), b"theirs").unwrap();
+        std::fs::remove_dir_all(out.join("images")).unwrap();
+        std::os::unix::fs::symlink(&photos, out.join("images")).unwrap();
+        let o = OwnedDir::open(&out, "demo", Existing::Replace, Flags::OVERWRITE_RESUME).unwrap();
+        o.dir.replace().unwrap();
+        assert_eq!(std::fs::read(photos.join("a.jpg")).unwrap(), b"theirs");
+        assert!(!out.join("nested").exists(), "a folder listed without a slash is cleared by its own record");
     }
 
     #[test]

@@ -46,6 +46,12 @@ impl OutDir {
         let mut files: Vec<String> = RESULT_FILES.iter().map(|s| s.to_string()).collect();
         for (wanted, dir, ext) in [(save_txt, "labels", "txt"), (save_img, "images", "jpg")] {
             if wanted {
+                if std::fs::symlink_metadata(self.path.join(dir)).is_ok_and(|m| m.file_type().is_symlink()) {
+                    bail!(
+                        "--out {}: {dir} is a symbolic link; detect writes its files only into folders it made",
+                        self.path.display()
+                    );
+                }
                 files.push(format!("{dir}/"));
                 files.extend(names.iter().map(|n| format!("{dir}/{n}.{ext}")));
             }
