@@ -33,8 +33,6 @@ mod search_latency;
 mod search_report;
 #[cfg(all(feature = "train", feature = "infer"))]
 mod study;
-#[cfg(all(feature = "train", feature = "infer"))]
-mod study_stats;
 mod tour;
 #[cfg(feature = "train")]
 mod train;

@@ -19,14 +19,13 @@ use super::demo::{
 };
 use super::pipeline::{Pipeline, Steps, run_steps, strings};
 use super::plot::{pareto_png, scatter_png};
-use super::study_stats::{Interval, bootstrap, spearman};
 use anyhow::{Context, Result};
 use clap::Args;
 use detnas_core::arch::Arch;
 use detnas_core::genome::Candidate;
 use detnas_core::pareto::CandidateRow;
 use detnas_core::space::Choice;
-use detnas_infer::latency::kendall_tau;
+use detnas_core::stats::{Interval, bootstrap, kendall_tau, spearman};
 use detnas_train::modules::BnUpdate;
 use detnas_train::trainer::{self, EvalOptions};
 use detnas_train::{checkpoint, device};

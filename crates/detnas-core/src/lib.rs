@@ -40,6 +40,7 @@ pub mod sample;
 pub mod shape;
 pub mod size;
 pub mod space;
+pub mod stats;
 
 pub use arch::{Arch, Preset};
 pub use cost::{Convention, CostReport, InputSize};

@@ -9,6 +9,7 @@ use detnas_core::genome::{GeneOverrides, GeneSpace, Genome};
 use detnas_core::rng::Rng;
 use detnas_core::sample::uniform;
 use detnas_core::space::SearchSpace;
+use detnas_core::stats::kendall_tau_defined;
 use serde::Serialize;
 
 /// Agreement of predictions with measurements.
@@ -23,34 +24,6 @@ pub struct Metrics {
     pub kendall_tau: Option<f64>,
     /// Root mean square error, in milliseconds.
     pub rmse_ms: f64,
-}
-
-/// Kendall's τ-b of two equally long series (0 when either is constant or shorter than 2; see
-/// [`kendall_tau_defined`]).
-pub fn kendall_tau(a: &[f64], b: &[f64]) -> f64 {
-    kendall_tau_defined(a, b).unwrap_or(0.0)
-}
-
-/// Kendall's τ-b of two equally long series; `None` when undefined (either constant or shorter
-/// than 2).
-pub fn kendall_tau_defined(a: &[f64], b: &[f64]) -> Option<f64> {
-    let n = a.len().min(b.len());
-    let (mut s, mut ties_a, mut ties_b, mut pairs) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
-    for i in 0..n {
-        for j in i + 1..n {
-            let (da, db) = (a[i] - a[j], b[i] - b[j]);
-            pairs += 1.0;
-            if da == 0.0 {
-                ties_a += 1.0;
-            }
-            if db == 0.0 {
-                ties_b += 1.0;
-            }
-            s += (da.signum() * db.signum()) * f64::from(da != 0.0 && db != 0.0);
-        }
-    }
-    let denominator = ((pairs - ties_a) * (pairs - ties_b)).sqrt();
-    (denominator > 0.0).then(|| s / denominator)
 }
 
 /// [`Metrics`] of `predicted` against `measured` (milliseconds, same order).
@@ -196,15 +169,6 @@ pub fn check_table(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kendall_tau_of_known_orders() {
-        assert_eq!(kendall_tau(&[1.0, 2.0, 3.0, 4.0], &[10.0, 20.0, 30.0, 40.0]), 1.0);
-        assert_eq!(kendall_tau(&[1.0, 2.0, 3.0, 4.0], &[4.0, 3.0, 2.0, 1.0]), -1.0);
-        // one discordant pair of six: (5 - 1) / 6
-        assert!((kendall_tau(&[1.0, 2.0, 3.0, 4.0], &[1.0, 3.0, 2.0, 4.0]) - 4.0 / 6.0).abs() < 1e-12);
-        assert_eq!(kendall_tau(&[1.0, 1.0], &[1.0, 2.0]), 0.0);
-    }
 
     #[test]
     fn metrics_and_an_exact_correction() {

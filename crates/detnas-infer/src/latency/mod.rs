@@ -30,8 +30,6 @@ pub mod measure;
 pub mod table;
 
 pub use build::{BuildOptions, build_table};
-pub use check::{
-    CheckReport, Metrics, check_table, fit_correction, fit_validated_correction, kendall_tau, metrics, sample_genomes,
-};
+pub use check::{CheckReport, Metrics, check_table, fit_correction, fit_validated_correction, metrics, sample_genomes};
 pub use measure::{Runner, base_config, random_detector};
 pub use table::{Breakdown, Correction, LatencyTable, Prediction, TABLE_FORMAT, TABLE_VERSION, genome_terms};

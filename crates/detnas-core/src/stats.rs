@@ -1,7 +1,8 @@
-//! Rank statistics of the study: Spearman's ρ (average ranks for ties) and percentile bootstrap
-//! intervals over paired samples.
+//! Rank statistics of paired samples, used wherever a ranking is judged (latency-table checks,
+//! the study, search reports): Kendall's τ-b, Spearman's ρ (average ranks for ties) and percentile
+//! bootstrap intervals.
 
-use detnas_core::rng::Rng;
+use crate::rng::Rng;
 
 /// A two-sided 95% interval.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -63,6 +64,34 @@ pub fn bootstrap(a: &[f64], b: &[f64], stat: fn(&[f64], &[f64]) -> f64, resample
     Interval { lo: at(0.025), hi: at(0.975) }
 }
 
+/// Kendall's τ-b of two equally long series (0 when either is constant or shorter than 2; see
+/// [`kendall_tau_defined`]).
+pub fn kendall_tau(a: &[f64], b: &[f64]) -> f64 {
+    kendall_tau_defined(a, b).unwrap_or(0.0)
+}
+
+/// Kendall's τ-b of two equally long series; `None` when undefined (either constant or shorter
+/// than 2).
+pub fn kendall_tau_defined(a: &[f64], b: &[f64]) -> Option<f64> {
+    let n = a.len().min(b.len());
+    let (mut s, mut ties_a, mut ties_b, mut pairs) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    for i in 0..n {
+        for j in i + 1..n {
+            let (da, db) = (a[i] - a[j], b[i] - b[j]);
+            pairs += 1.0;
+            if da == 0.0 {
+                ties_a += 1.0;
+            }
+            if db == 0.0 {
+                ties_b += 1.0;
+            }
+            s += (da.signum() * db.signum()) * f64::from(da != 0.0 && db != 0.0);
+        }
+    }
+    let denominator = ((pairs - ties_a) * (pairs - ties_b)).sqrt();
+    (denominator > 0.0).then(|| s / denominator)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +116,14 @@ mod tests {
         assert!(i1.lo <= rho && rho <= i1.hi && i1.hi <= 1.0, "{i1:?} {rho}");
         let perfect = bootstrap(&a, &a, spearman, 200, 1);
         assert!(perfect.lo > 0.99, "{perfect:?}");
+    }
+
+    #[test]
+    fn kendall_tau_of_known_orders() {
+        assert_eq!(kendall_tau(&[1.0, 2.0, 3.0, 4.0], &[10.0, 20.0, 30.0, 40.0]), 1.0);
+        assert_eq!(kendall_tau(&[1.0, 2.0, 3.0, 4.0], &[4.0, 3.0, 2.0, 1.0]), -1.0);
+        // one discordant pair of six: (5 - 1) / 6
+        assert!((kendall_tau(&[1.0, 2.0, 3.0, 4.0], &[1.0, 3.0, 2.0, 4.0]) - 4.0 / 6.0).abs() < 1e-12);
+        assert_eq!(kendall_tau(&[1.0, 1.0], &[1.0, 2.0]), 0.0);
     }
 }
