@@ -1,13 +1,13 @@
 //! `detnas latency build | predict | check`: latency lookup tables measured with ONNX Runtime on
 //! this device, predictions from them, and their validation against whole-model measurements.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use detnas_core::InputSize;
 use detnas_core::genome::{GeneSpace, Genome};
 use detnas_core::space::{ChannelShuffle, SearchSpace};
 use detnas_infer::latency::{BuildOptions, LatencyTable, Runner, base_config, build_table, check_table};
-use detnas_infer::{Device, Fingerprint, Precision, TimingPlan};
+use detnas_infer::{Device, Precision, TimingPlan};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -182,30 +182,14 @@ fn build(args: BuildArgs) -> Result<()> {
     Ok(())
 }
 
-/// Loads a table and compares its fingerprint with this machine's: one warning line, or an error
-/// under `strict`.
+/// Loads a table and holds its fingerprint against this machine's
+/// ([`LatencyTable::check_here`]): one warning line, or an error under `strict`.
 fn load_checked(path: &Path, strict: bool) -> Result<(LatencyTable, Runner)> {
     let table = LatencyTable::load(path)?;
-    let device = Device::parse(&table.fingerprint.device)?;
-    let provider = match device {
-        Device::Cpu => "CPUExecutionProvider".to_string(),
-        Device::Cuda(_) => table.fingerprint.provider.clone(),
-    };
-    let precision = Precision::parse(&table.fingerprint.precision)?;
-    let here = Fingerprint::current(device, table.fingerprint.threads, &provider, precision);
-    let diff = table.fingerprint.differences(&here);
-    if !diff.is_empty() {
-        let line = format!(
-            "latency table {} was measured on another device ({}; table vs here)",
-            path.display(),
-            diff.join("; ")
-        );
-        if strict {
-            bail!("{line}");
-        }
-        eprintln!("warning: {line}; predictions may not hold here");
+    if let Some(warning) = table.check_here(strict)? {
+        eprintln!("{warning}");
     }
-    let runner = Runner { device, threads: table.fingerprint.threads, strict, timing: table.timing, precision };
+    let runner = table.runner(strict)?;
     Ok((table, runner))
 }
 

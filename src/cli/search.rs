@@ -23,8 +23,7 @@ use detnas_core::pareto::{Finalist, Finalists, REPORT_FILES};
 use detnas_core::plan::{Paths, detector_params};
 use detnas_core::size::{format_count, parse_count};
 use detnas_data::detection::DetectionDataset;
-use detnas_infer::latency::Runner;
-use detnas_infer::{Device, Fingerprint, LatencyTable};
+use detnas_infer::LatencyTable;
 use detnas_train::detector::DetectionNet;
 use detnas_train::modules::BnUpdate;
 use detnas_train::search::{Metric, SupernetFitness};
@@ -268,7 +267,7 @@ pub fn run(args: SearchArgs) -> Result<()> {
             // The finalists are timed on the table's device, never on another: check it now, not
             // after the search.
             let what = format!("measuring on {} for {}", t.fingerprint.device, t.source);
-            detnas_infer::runtime::session_builder(t.fingerprint.threads, table_device(t)?, true, &what)?;
+            detnas_infer::runtime::session_builder(t.fingerprint.threads, t.device()?, true, &what)?;
         }
         if let Some(p) = args.precision.as_deref().filter(|p| *p != t.fingerprint.precision) {
             bail!(
@@ -277,9 +276,9 @@ pub fn run(args: SearchArgs) -> Result<()> {
                 t.fingerprint.precision
             );
         }
-        let precision = detnas_infer::Precision::parse(&t.fingerprint.precision)?;
-        let here = Fingerprint::current(table_device(t)?, t.fingerprint.threads, &t.fingerprint.provider, precision);
-        search_latency::check_fingerprint(t, &here, args.strict)?;
+        if let Some(warning) = t.check_here(args.strict)? {
+            eprintln!("{warning}");
+        }
         search_latency::check_feasible(t, &space, genes.as_ref(), &base, max_ms)?;
         constraints.push(Box::new(search_latency::constraint(t, &space, &base, max_ms)));
     }
@@ -421,11 +420,6 @@ fn restricted_genes(path: &Path, trained: &GeneSpace) -> Result<GeneSpace> {
     Ok(g)
 }
 
-/// The device a table was measured on.
-fn table_device(t: &LatencyTable) -> Result<Device> {
-    Ok(Device::parse(&t.fingerprint.device)?)
-}
-
 /// Builds each finalist (random weights) and times its model run on the table's device and thread
 /// count, strictly (no fallback); returns the p50 milliseconds by candidate key.
 fn measure_finalists(
@@ -435,13 +429,7 @@ fn measure_finalists(
     top: &[Scored],
     max_ms: f64,
 ) -> Result<BTreeMap<String, f64>> {
-    let runner = Runner {
-        device: table_device(t)?,
-        threads: t.fingerprint.threads,
-        strict: true,
-        timing: t.timing,
-        precision: detnas_infer::Precision::parse(&t.fingerprint.precision)?,
-    };
+    let runner = t.runner(true)?;
     let mut out = BTreeMap::new();
     for s in top {
         let ms = runner.detector(space, &s.arch.arch, &s.arch.detector_config(base))?.p50_ms;

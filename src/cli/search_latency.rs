@@ -6,7 +6,7 @@ use detnas_core::detector::DetectorConfig;
 use detnas_core::evolution::LatencyConstraint;
 use detnas_core::genome::{Candidate, DetectorGenes, GeneSpace};
 use detnas_core::{Arch, InputSize, SearchSpace};
-use detnas_infer::{Fingerprint, LatencyTable};
+use detnas_infer::LatencyTable;
 use std::collections::HashMap;
 
 /// Predicted milliseconds of `candidate` (its genes over `base`).
@@ -97,19 +97,5 @@ pub fn check_feasible(
             table.source
         );
     }
-    Ok(())
-}
-
-/// One warning line when the table was measured on another machine; an error under `strict`.
-pub fn check_fingerprint(table: &LatencyTable, current: &Fingerprint, strict: bool) -> Result<()> {
-    let diff = table.fingerprint.differences(current);
-    if diff.is_empty() {
-        return Ok(());
-    }
-    let text = format!("{} was measured on another machine ({})", table.source, diff.join("; "));
-    if strict {
-        bail!("{text}; rebuild it here with `detnas latency build`");
-    }
-    eprintln!("warning: {text}: its predictions may not hold here");
     Ok(())
 }

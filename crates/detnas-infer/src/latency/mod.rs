@@ -26,6 +26,7 @@
 
 pub mod build;
 pub mod check;
+mod here;
 pub mod measure;
 pub mod table;
 

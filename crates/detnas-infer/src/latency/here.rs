@@ -1,0 +1,62 @@
+//! A table held against this machine: the one fingerprint policy (compare, then warn or, under
+//! `strict`, refuse) and the one measurement runner built from a table, for every command that
+//! predicts with a table, checks it or measures against it.
+
+use super::measure::Runner;
+use super::table::LatencyTable;
+use crate::device::Device;
+use crate::error::{InferError, Result};
+use crate::fingerprint::{Fingerprint, Precision};
+
+impl LatencyTable {
+    /// The device the table was measured on.
+    pub fn device(&self) -> Result<Device> {
+        Device::parse(&self.fingerprint.device)
+    }
+
+    /// The precision the table was measured at.
+    pub fn precision(&self) -> Result<Precision> {
+        Precision::parse(&self.fingerprint.precision)
+    }
+
+    /// This machine's fingerprint for the table's device, threads and precision (on a CPU, the CPU
+    /// provider; on CUDA, the provider the table names).
+    pub fn fingerprint_here(&self) -> Result<Fingerprint> {
+        let device = self.device()?;
+        let provider = match device {
+            Device::Cpu => "CPUExecutionProvider".to_string(),
+            Device::Cuda(_) => self.fingerprint.provider.clone(),
+        };
+        Ok(Fingerprint::current(device, self.fingerprint.threads, &provider, self.precision()?))
+    }
+
+    /// Holds the table's fingerprint against this machine's: `None` when they match; else one
+    /// warning line naming what differs (table vs here), or under `strict` an error saying so.
+    pub fn check_here(&self, strict: bool) -> Result<Option<String>> {
+        let diff = self.fingerprint.differences(&self.fingerprint_here()?);
+        if diff.is_empty() {
+            return Ok(None);
+        }
+        let text = format!(
+            "latency table {} was measured on another machine ({}; table vs here)",
+            self.source,
+            diff.join("; ")
+        );
+        if strict {
+            return Err(InferError::Config(format!("{text}: rebuild it here with `detnas latency build`")));
+        }
+        Ok(Some(format!("warning: {text}: its predictions may not hold here")))
+    }
+
+    /// The runner that measures as the table did: its device, threads, timing plan and precision;
+    /// `strict`: an unavailable device fails instead of falling back to CPU.
+    pub fn runner(&self, strict: bool) -> Result<Runner> {
+        Ok(Runner {
+            device: self.device()?,
+            threads: self.fingerprint.threads,
+            strict,
+            timing: self.timing,
+            precision: self.precision()?,
+        })
+    }
+}
