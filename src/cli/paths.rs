@@ -28,32 +28,43 @@ impl Artefact {
         }
     }
 
-    /// Whether the existing file at `path` is of this kind (an empty file counts: nothing is lost).
+    /// Whether the existing file at `path` is of this kind: a regular file (never a device, FIFO
+    /// or folder) that is empty (nothing is lost) or recognisably one; at most [`TAIL_BYTES`]
+    /// are read.
     fn matches(self, path: &Path) -> bool {
-        let Ok(mut file) = std::fs::File::open(path) else { return false };
-        let len = file.metadata().map_or(0, |m| m.len());
-        if len == 0 {
+        let Ok(meta) = std::fs::symlink_metadata(path) else { return false };
+        if !meta.is_file() {
+            return false;
+        }
+        if meta.len() == 0 {
             return true;
         }
+        let Ok(mut file) = std::fs::File::open(path) else { return false };
         match self {
             // Metadata entries follow the graph in the file: the tail holds `detnas.format`.
             Artefact::Model => {
                 let mut tail = Vec::new();
-                let start = len.saturating_sub(TAIL_BYTES);
-                file.seek(SeekFrom::Start(start)).is_ok()
+                file.seek(SeekFrom::Start(meta.len().saturating_sub(TAIL_BYTES))).is_ok()
                     && file.take(TAIL_BYTES).read_to_end(&mut tail).is_ok()
                     && tail.windows(MODEL_MARK.len()).any(|w| w == MODEL_MARK)
             }
             Artefact::Results | Artefact::LatencyTable => {
-                let mut head = [0u8; 64];
-                let n = file.read(&mut head).unwrap_or(0);
-                let first = head[..n].iter().find(|b| !b.is_ascii_whitespace());
+                if meta.len() > TAIL_BYTES * 64 {
+                    return false; // larger than any results or table detnas writes for a check
+                }
+                let mut text = Vec::new();
+                if file.read_to_end(&mut text).is_err() {
+                    return false;
+                }
+                let Ok(value) = serde_json::from_slice::<serde_json::Value>(&text) else { return false };
                 match self {
-                    Artefact::Results => first == Some(&b'['),
-                    _ => std::fs::read(path)
-                        .ok()
-                        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                        .is_some_and(|v| v.get("fingerprint").is_some() && v.get("entries").is_some()),
+                    // COCO results: an array, empty or of detections.
+                    Artefact::Results => value.as_array().is_some_and(|a| {
+                        a.first().is_none_or(|d| {
+                            ["image_id", "category_id", "bbox", "score"].iter().all(|k| d.get(k).is_some())
+                        })
+                    }),
+                    _ => value.get("fingerprint").is_some() && value.get("entries").is_some(),
                 }
             }
         }
@@ -129,13 +140,21 @@ mod tests {
             let err = check_output("--out", &photo, kind, &[]).unwrap_err().to_string();
             assert!(err.contains("is never replaced"), "{err}");
         }
+        let toml = dir.path().join("Cargo.toml");
+        std::fs::write(&toml, b"[package]\nname = \"x\"\n").unwrap();
+        assert!(check_output("--save-dt", &toml, Artefact::Results, &[]).is_err());
         let results = dir.path().join("dt.json");
-        std::fs::write(&results, b" [{\"image_id\": 1}]").unwrap();
+        std::fs::write(&results, b" [{\"image_id\": 1, \"category_id\": 1, \"bbox\": [0, 0, 1, 1], \"score\": 0.5}]")
+            .unwrap();
         check_output("--save-dt", &results, Artefact::Results, &[]).unwrap();
         assert!(check_output("--out", &results, Artefact::LatencyTable, &[]).is_err());
         let model = dir.path().join("m.onnx");
         std::fs::write(&model, [b"graph bytes ".as_slice(), MODEL_MARK, b"1"].concat()).unwrap();
         check_output("--out", &model, Artefact::Model, &[]).unwrap();
+        assert!(
+            check_output("--out", Path::new("/dev/null"), Artefact::Model, &[]).is_err(),
+            "devices are never replaced"
+        );
         let empty = dir.path().join("empty");
         std::fs::write(&empty, b"").unwrap();
         check_output("--out", &empty, Artefact::LatencyTable, &[]).unwrap();

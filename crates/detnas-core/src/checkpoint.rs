@@ -210,6 +210,14 @@ pub fn load_state(dir: &Path) -> Result<CheckpointState, CheckpointError> {
             format!("checkpoint format {} is not supported (expected {FORMAT})", state.format),
         ));
     }
+    for name in [&state.weights, &state.optimizer].into_iter().filter(|n| !n.is_empty()) {
+        if Path::new(name.as_str()).file_name().is_none_or(|f| f != name.as_str()) {
+            return Err(CheckpointError::new(
+                &path,
+                format!("names `{name}`, which is not a file of the checkpoint folder"),
+            ));
+        }
+    }
     if state.weights.is_empty() || !dir.join(&state.weights).is_file() {
         return Err(CheckpointError::new(&path, format!("names weights `{}`, which do not exist", state.weights)));
     }
@@ -307,6 +315,12 @@ mod tests {
         let err = state.detector_config(dir.path()).unwrap_err().to_string();
         assert!(err.contains("state.json") && err.contains("classifier"), "{err}");
         assert!(state.arch_or(dir.path(), None).unwrap_err().to_string().contains("--arch"));
+        let mut escaping = state.clone();
+        escaping.optimizer = "../other-run/optimizer-0000003.safetensors".into();
+        std::fs::write(dir.path().join(STATE_FILE), serde_json::to_vec(&escaping).unwrap()).unwrap();
+        let err = load_state(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("not a file of the checkpoint folder"), "{err}");
+        std::fs::write(dir.path().join(STATE_FILE), serde_json::to_vec(&state).unwrap()).unwrap();
         std::fs::remove_file(dir.path().join(&state.weights)).unwrap();
         let err = load_state(dir.path()).unwrap_err().to_string();
         assert!(err.contains("weights-0000003"), "{err}");

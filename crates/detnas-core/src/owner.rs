@@ -147,10 +147,9 @@ pub fn read_record(dir: &Path) -> Result<Option<Record>, OwnerError> {
 /// Whether `rel` names something inside a folder: relative, no `..`, not empty.
 fn inside(rel: &str) -> bool {
     let trimmed = rel.trim_end_matches('/');
-    !trimmed.is_empty()
-        && Path::new(trimmed)
-            .components()
-            .all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir))
+    let components: Vec<_> = Path::new(trimmed).components().collect();
+    components.iter().any(|c| matches!(c, std::path::Component::Normal(_)))
+        && components.iter().all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir))
 }
 
 /// The command that owns `dir`, if a readable record says so.
@@ -167,6 +166,9 @@ fn write_record(dir: &Path, record: &Record) -> Result<(), OwnerError> {
 /// Adds `files` to the record of `dir` before they are written; does nothing when `dir` has no
 /// record (a library caller that does not stamp its folders).
 pub fn note(dir: &Path, files: &[String]) -> Result<(), OwnerError> {
+    if let Some(bad) = files.iter().find(|f| !inside(f)) {
+        return Err(OwnerError::io(dir, format!("`{}` is not a name inside the folder", crate::fsutil::escaped(bad))));
+    }
     let Some(mut record) = read_record(dir)? else { return Ok(()) };
     let before = record.files.len();
     record.files.extend(files.iter().cloned());
@@ -207,6 +209,23 @@ fn files_under(dir: &Path) -> Vec<String> {
     }
     out.sort();
     out
+}
+
+/// Up to `n` entries of `dir` (sorted names; folders with a `/`), without walking below it: enough
+/// to show the user what a folder holds, however large it is.
+fn first_entries(dir: &Path, n: usize) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .take(10_000)
+        .map(|e| {
+            let dir = e.file_type().is_ok_and(|t| t.is_dir());
+            format!("{}{}", e.file_name().to_string_lossy(), if dir { "/" } else { "" })
+        })
+        .collect();
+    names.sort();
+    names.truncate(n);
+    names
 }
 
 /// Removes the temporary files of [`write_atomic`] under `dir` (left by a killed run).
@@ -269,7 +288,7 @@ impl OwnedDir {
             .map_err(|e| OwnerError::io(path, format!("{}: cannot create the folder: {e}", flags.out)))?;
         let dir = OwnedDir { path: path.to_path_buf(), command: command.to_string() };
         let Some(record) = read_record(path)? else {
-            let found = files_under(path);
+            let found = first_entries(path, 5);
             if !found.is_empty() {
                 return Err(OwnerError::Unowned {
                     path: path.to_path_buf(),
@@ -420,7 +439,7 @@ mod tests {
         std::fs::write(user.join("images/x.jpg"), b"x").unwrap();
         for existing in [Existing::Refuse, Existing::Replace, Existing::Resume] {
             let err = OwnedDir::open(&user, "detect", existing, FLAGS).unwrap_err().to_string();
-            assert!(err.contains("files detnas did not write (images/x.jpg)"), "{err}");
+            assert!(err.contains("files detnas did not write (images/)"), "{err}");
         }
         assert!(!user.join(RECORD).exists());
         let file = root.path().join("f");

@@ -169,6 +169,12 @@ pub const ANNOTATIONS: &str = "annotations.json";
 pub fn generate(dir: &Path, spec: &SyntheticSpec) -> Result<PathBuf> {
     spec.validate()?;
     let images_dir = dir.join("images");
+    if std::fs::symlink_metadata(&images_dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(DataError::io(
+            &images_dir,
+            std::io::Error::other("a symbolic link: images are written only into a folder of the set"),
+        ));
+    }
     std::fs::create_dir_all(&images_dir).map_err(|e| DataError::io(&images_dir, e))?;
     // Listed in the folder's ownership record (when it has one) before any is written.
     let mut ours = vec!["images/".to_string(), ANNOTATIONS.to_string()];

@@ -101,8 +101,15 @@ pub fn save(dir: &Path, vs: &nn::VarStore, opt: &PathSgd, state: &mut Checkpoint
     let json = serde_json::to_vec_pretty(state).expect("state serializes");
     detnas_core::owner::note(dir, &["state.json".into()]).map_err(|e| io(dir, e))?;
     detnas_core::fsutil::write_atomic(&dir.join("state.json"), &json).map_err(|e| io(dir, e))?;
+    // Only files of this folder named as checkpoints write them (a hand-edited state may name
+    // anything, even another run's weights).
     for name in previous.into_iter().flatten() {
-        if name != state.weights && name != state.optimizer {
+        let bare = Path::new(&name).file_name().is_some_and(|f| f == name.as_str());
+        if bare
+            && detnas_core::checkpoint::is_checkpoint_file(&name)
+            && name != state.weights
+            && name != state.optimizer
+        {
             let _ = std::fs::remove_file(dir.join(name));
         }
     }
