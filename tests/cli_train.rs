@@ -152,8 +152,8 @@ fn supernet_training_then_evolutionary_search() {
     let w: serde_json::Value = serde_json::from_str(&stdout(&again)).unwrap();
     assert_eq!(w["best"], v["best"]);
     // a single-path checkpoint is refused
-    let o = detnas(&["search", "--checkpoint", &d("nope"), "--state", &d("s2.json")]);
-    assert!(!o.status.success());
+    let o = detnas(&["search", "--checkpoint", &d("nope"), "--state", &d("s2/state.json")]);
+    assert_one_line_failure(&o, &["nope"]);
 }
 
 const FASTER_RCNN: &str = r#"

@@ -269,12 +269,17 @@ pub fn write_toml(path: &Path, value: &impl Serialize) -> Result<()> {
 
 pub fn train_supernet<S: Record>(d: &mut Ctx<S>) -> Result<()> {
     write_toml(&d.p.path("supernet.toml"), &train_config(d, true))?;
-    let mut args =
-        strings(&["train", "det-supernet", "--config", &d.p.arg("supernet.toml"), "--out", &d.p.arg("supernet")]);
-    if d.p.path("supernet/state.json").is_file() {
-        // a demo stopped during this step: the checkpoint continues exactly
-        args.push("--resume".into());
-    }
+    // --resume: a demo stopped during this step continues its checkpoint exactly, and a folder
+    // with no checkpoint yet (stopped before or during the first save) starts afresh.
+    let args = strings(&[
+        "train",
+        "det-supernet",
+        "--config",
+        &d.p.arg("supernet.toml"),
+        "--out",
+        &d.p.arg("supernet"),
+        "--resume",
+    ]);
     d.p.detnas(&args)
 }
 

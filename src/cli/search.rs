@@ -217,7 +217,8 @@ pub fn run(args: SearchArgs) -> Result<()> {
     let (out, state_path) = locations(&args)?;
     // An existing search of this folder is continued; a folder of another command or of the
     // user's own files is refused.
-    let flags = Flags { out: "--out", replace: "--out", resume: None };
+    let out_flag = if args.out.is_some() { "--out" } else { "--out (or --state in a folder of its own)" };
+    let flags = Flags { out: out_flag, replace: "--out", resume: None };
     let owned = OwnedDir::open(&out, COMMAND, Existing::Resume, flags)?.dir;
     let checkpoint_state = args.checkpoint.join(detnas_core::checkpoint::STATE_FILE);
     if same_file(&state_path, &checkpoint_state) {

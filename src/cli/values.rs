@@ -83,8 +83,8 @@ fn whole_usize(s: &str, min: usize, max: usize) -> Result<usize, String> {
 const MAX_THREADS: usize = u32::MAX as usize;
 
 /// Threads (or workers) of a flag: a whole number from 1 to [`MAX_THREADS`], capped at this
-/// machine's [`cores`] with one warning line naming the flag (more threads than cores only
-/// contend: 1000 threads took 94 s for 2 images).
+/// machine's [`cores`] with one warning line naming the flag when the user gave it (more threads
+/// than cores only contend: 1000 threads took 94 s for 2 images).
 #[cfg_attr(not(any(feature = "train", feature = "infer")), allow(dead_code))]
 #[derive(Clone, Copy, Debug)]
 pub struct Threads;
@@ -96,7 +96,9 @@ impl TypedValueParser for Threads {
         let threads = |s: &str| whole_usize(s, 1, MAX_THREADS);
         let n = threads.parse_ref(cmd, arg, value)?;
         let cores = cores();
-        if n > cores {
+        // A default the user never typed is capped silently (2 workers on a 1-core machine).
+        let default = arg.is_some_and(|a| a.get_default_values().iter().any(|d| d.as_os_str() == value));
+        if n > cores && !default {
             let flag = arg.and_then(clap::Arg::get_long).map_or_else(|| "threads".to_string(), |l| format!("--{l}"));
             eprintln!("warning: {flag} {n} is more than the {cores} core(s) of this machine: using {cores}");
         }

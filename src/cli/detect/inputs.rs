@@ -142,11 +142,12 @@ impl Walker<'_> {
         // An earlier run's output met while walking is not input (a data set folder the user
         // names is); a `detect` output never is (its images are annotated copies).
         if let Some(owner) = detnas_core::owner::owner_of(path).filter(|o| !named || o == "detect") {
-            self.notes.push(format!(
-                "note: skipped {}: it holds the output of an earlier `detnas {owner}` (name it as an input to detect in it{})",
-                path.display(),
-                if owner == "detect" { "; its images are annotated copies" } else { "" }
-            ));
+            let why = if owner == "detect" {
+                "a detect output is never an input: its images are annotated copies".to_string()
+            } else {
+                format!("it holds the output of an earlier `detnas {owner}` (name it as an input to detect in it)")
+            };
+            self.notes.push(format!("note: skipped {}: {why}", path.display()));
             return;
         }
         let entries = match fs::read_dir(path) {

@@ -196,7 +196,8 @@ fn plan(args: &DetectArgs) -> Result<(OutDir, Manifest, Vec<usize>)> {
                 changed.iter().take(3).map(|&i| manifest.files[i].display().to_string()).collect::<Vec<_>>().join(", ")
             );
         }
-        manifest.write(&out.path)?;
+        // run.json takes the new stamps only once results.jsonl has dropped the changed inputs'
+        // records (in `run`): a resume that stops before then still sees them as changed.
         return Ok((out, manifest, changed));
     }
     for f in &collected.failures {
@@ -309,6 +310,9 @@ pub fn run(args: DetectArgs) -> Result<i32> {
         }
     }
     let mut journal = Journal::start(&out.path, &records)?;
+    if args.resume {
+        manifest.write(&out.path)?;
+    }
     if args.resume {
         eprintln!("resuming {}: {} image(s) done, {pending} to go", out.path.display(), records.len());
     }
