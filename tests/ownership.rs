@@ -144,6 +144,16 @@ fn exist_ok_removes_only_the_files_detect_wrote() {
         "the first run's files are gone"
     );
     assert!(out.join("labels/p1.txt").exists());
+
+    // A folder an earlier detnas wrote (no record yet) is adopted by its run.json: its own files only.
+    std::fs::remove_file(out.join(".detnas-owner.json")).unwrap();
+    let again = detnas(&["detect", model(), &one, "--out", &o, "--save-txt", "--exist-ok"]);
+    ok(&again);
+    assert!(stderr(&again).contains("written by an earlier detnas"), "{}", stderr(&again));
+    let after = tree(&out);
+    for (name, bytes) in &mine {
+        assert!(after.get(name) == Some(bytes), "{name} was touched");
+    }
 }
 
 #[test]

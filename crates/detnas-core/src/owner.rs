@@ -178,6 +178,24 @@ pub fn note(dir: &Path, files: &[String]) -> Result<(), OwnerError> {
     Ok(())
 }
 
+/// Adopts a folder an earlier detnas (before ownership records) wrote for `command`: when `dir`
+/// has no record, writes one listing those of `files` that exist (the caller recognised them as
+/// its own by their content, e.g. a checkpoint state that loads). Returns how many were listed;
+/// 0 when `dir` already has a record or none of `files` exists. Other files stay unlisted.
+pub fn adopt(dir: &Path, command: &str, files: &[String]) -> Result<usize, OwnerError> {
+    if read_record(dir)?.is_some() {
+        return Ok(0);
+    }
+    let present: BTreeSet<String> =
+        files.iter().filter(|f| inside(f) && std::fs::symlink_metadata(dir.join(f)).is_ok()).cloned().collect();
+    if present.is_empty() {
+        return Ok(0);
+    }
+    let n = present.len();
+    write_record(dir, &Record { format: FORMAT, command: command.into(), files: present })?;
+    Ok(n)
+}
+
 /// Files under `dir` its record does not list (relative paths; all of them without a record).
 pub fn unlisted(dir: &Path) -> Vec<String> {
     let listed = read_record(dir).ok().flatten().map(|r| r.files).unwrap_or_default();

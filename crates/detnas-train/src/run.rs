@@ -51,6 +51,15 @@ impl Start {
     /// start may not use: a folder of another command, a folder of files detnas did not write,
     /// or, for a fresh start, a folder that holds a checkpoint. Call before any expensive work.
     pub fn check(self, out: &Path) -> Result<OwnedDir> {
+        // A checkpoint an earlier detnas wrote (before ownership records): its own files, as its
+        // state names them, are adopted; anything else in the folder stays the user's.
+        if owner::owner_of(out).is_none()
+            && let Ok(state) = checkpoint::load_state(out)
+        {
+            let files =
+                [detnas_core::checkpoint::STATE_FILE.to_string(), state.weights.clone(), state.optimizer.clone()];
+            owner::adopt(out, COMMAND, &files)?;
+        }
         if self == Start::Fresh && checkpoint::exists(out) && owner::owner_of(out).as_deref() == Some(COMMAND) {
             let step = checkpoint::load_state(out).map(|s| s.step).unwrap_or(0);
             return Err(TrainError::CheckpointExists { path: out.to_path_buf(), step });
@@ -352,6 +361,26 @@ mod tests {
         assert_eq!(fresh.next_step(), 0);
         assert_eq!(Vec::<f32>::try_from(&fresh_w).unwrap(), [1.0, 1.0]);
         assert!(!checkpoint::exists(dir.path()), "the old checkpoint files are gone");
+    }
+
+    #[test]
+    fn a_checkpoint_of_an_earlier_detnas_without_a_record_is_adopted_and_resumed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (vs, w, mut run) = setup(dir.path(), Start::Fresh, schedule(3, None)).unwrap();
+        let params = vec![PathParam::whole("w".to_string(), w.shallow_clone())];
+        for step in 0..3 {
+            run.step(&vs, step, &params, 1, Duration::ZERO, || loss_of(&w, false)).unwrap();
+        }
+        run.finish(&vs).unwrap();
+        std::fs::remove_file(dir.path().join(owner::RECORD)).unwrap(); // as an earlier version left it
+        std::fs::write(dir.path().join("notes.txt"), b"mine").unwrap();
+        let (_, _, resumed) = setup(dir.path(), Start::Resume, schedule(5, None)).unwrap();
+        assert_eq!(resumed.next_step(), 3);
+        let listed = owner::read_record(dir.path()).unwrap().unwrap().files;
+        assert_eq!(listed.len(), 3, "state, weights and optimizer: {listed:?}");
+        setup(dir.path(), Start::Overwrite, schedule(5, None)).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("notes.txt")).unwrap(), b"mine");
+        assert!(!checkpoint::exists(dir.path()));
     }
 
     #[test]

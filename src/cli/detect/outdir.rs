@@ -31,6 +31,7 @@ impl OutDir {
     /// Creates `path` if needed and checks that it is a folder `detect` may write, holding no
     /// earlier results unless `existing` allows them. Removes nothing but temporaries of a killed run.
     pub fn open(path: &Path, existing: Existing) -> Result<OutDir> {
+        adopt_earlier_run(path)?;
         let opened = OwnedDir::open(path, "detect", existing, FLAGS)?;
         if existing == Existing::Resume && !path.join("run.json").exists() {
             bail!("--resume: {} holds no run to continue (no run.json)", path.display());
@@ -84,6 +85,29 @@ impl OutDir {
         }
         Ok(())
     }
+}
+
+/// A folder an earlier detnas `detect` wrote (before ownership records; its `run.json` loads):
+/// its result files and the label and annotated files its run names are adopted, nothing else.
+fn adopt_earlier_run(path: &Path) -> Result<()> {
+    if owner::owner_of(path).is_some() {
+        return Ok(());
+    }
+    let Ok(bytes) = std::fs::read(path.join("run.json")) else { return Ok(()) };
+    let Ok(run) = serde_json::from_slice::<super::journal::Manifest>(&bytes) else { return Ok(()) };
+    let mut files: Vec<String> = RESULT_FILES.iter().map(|s| s.to_string()).collect();
+    for n in &run.names {
+        files.extend([format!("labels/{n}.txt"), format!("images/{n}.jpg")]);
+    }
+    files.extend(["labels/".to_string(), "images/".to_string()]);
+    let adopted = owner::adopt(path, "detect", &files)?;
+    if adopted > 0 {
+        eprintln!(
+            "note: {} was written by an earlier detnas: its {adopted} result file(s) are now recorded",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
