@@ -378,7 +378,7 @@ mod tests {
         assert_eq!(resumed.next_step(), 3);
         let listed = owner::read_record(dir.path()).unwrap().unwrap().files;
         assert_eq!(listed.len(), 3, "state, weights and optimizer: {listed:?}");
-        setup(dir.path(), Start::Overwrite, schedule(5, None)).unwrap();
+        let _fresh = setup(dir.path(), Start::Overwrite, schedule(5, None)).unwrap();
         assert_eq!(std::fs::read(dir.path().join("notes.txt")).unwrap(), b"mine");
         assert!(!checkpoint::exists(dir.path()));
     }
