@@ -1,7 +1,7 @@
 //! `detnas detect` under hostile folders and reused output folders: nothing lost, overwritten or
 //! silently mixed; every other command ends quietly on a closed pipe and refuses runaway numbers.
 
-use crate::util::{assert_one_line_failure, detnas, detnas_env, encoded, small_model, stderr, stdout, textured};
+use crate::util::{assert_one_line_failure, detnas, detnas_env, encoded, small_model, stderr, stdout, textured, tree};
 use image::ImageFormat;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -25,23 +25,6 @@ fn write_image(path: &Path, seed: u32, format: ImageFormat) {
 
 fn images(out: &Path) -> Vec<Value> {
     read_json(&out.join("images.json"))["images"].as_array().unwrap().clone()
-}
-
-/// Every file of a folder tree with its content, keyed by relative path.
-fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(root, &p, out);
-            } else {
-                out.insert(p.strip_prefix(root).unwrap().display().to_string(), std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
 }
 
 /// Runs detnas, failing the test instead of hanging past `limit`.

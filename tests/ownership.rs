@@ -2,7 +2,7 @@
 //! empty, or stamped by itself), `--exist-ok` / `--overwrite` remove exactly the files it wrote,
 //! outputs are never inputs however spelled, and `detect --resume` notices what changed.
 
-use crate::util::{assert_one_line_failure, detnas, detnas_env, encoded, small_model, stderr, textured};
+use crate::util::{assert_one_line_failure, detnas, detnas_env, encoded, small_model, stderr, textured, tree};
 use image::ImageFormat;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,23 +15,6 @@ fn model() -> &'static str {
 fn write_image(path: &Path, seed: u32) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, encoded(&textured(96, 64, seed), ImageFormat::Png)).unwrap();
-}
-
-/// Every file of a folder tree with its content, keyed by relative path.
-fn tree(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(root, &p, out);
-            } else {
-                out.insert(p.strip_prefix(root).unwrap().display().to_string(), std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
 }
 
 fn ok(o: &Output) {

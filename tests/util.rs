@@ -178,3 +178,20 @@ pub fn assert_failure_ending_with(o: &Output, needles: &[&str]) {
         assert!(last.contains(n), "`{n}` missing from: {last}");
     }
 }
+
+/// Every file of a folder tree with its content, keyed by relative path.
+pub fn tree(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.insert(p.strip_prefix(root).unwrap().display().to_string(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}

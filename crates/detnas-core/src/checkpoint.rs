@@ -229,31 +229,10 @@ pub fn exists(dir: &Path) -> bool {
     dir.join(STATE_FILE).exists()
 }
 
-/// Whether `name` is one of the files a checkpoint writes (state, weights, optimizer buffers, and
-/// their temporary names).
+/// Whether `name` is one of the files a checkpoint writes (state, weights, optimizer buffers).
 pub fn is_checkpoint_file(name: &str) -> bool {
     name == STATE_FILE
         || ((name.starts_with("weights-") || name.starts_with("optimizer-")) && name.contains(".safetensors"))
-}
-
-/// Removes the checkpoint files of `dir` (see [`is_checkpoint_file`]) and nothing else; returns
-/// how many were removed. A missing folder removes nothing.
-pub fn remove_checkpoint(dir: &Path) -> Result<usize, CheckpointError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(CheckpointError::new(dir, e)),
-    };
-    let mut removed = 0;
-    for entry in entries {
-        let entry = entry.map_err(|e| CheckpointError::new(dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if is_checkpoint_file(&name) && entry.path().is_file() {
-            std::fs::remove_file(entry.path()).map_err(|e| CheckpointError::new(&entry.path(), e))?;
-            removed += 1;
-        }
-    }
-    Ok(removed)
 }
 
 #[cfg(test)]
@@ -327,23 +306,5 @@ mod tests {
         state.format = 7;
         std::fs::write(dir.path().join(STATE_FILE), serde_json::to_vec(&state).unwrap()).unwrap();
         assert!(load_state(dir.path()).unwrap_err().to_string().contains("format 7"));
-    }
-
-    #[test]
-    fn remove_checkpoint_removes_only_checkpoint_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut state = CheckpointState::new(CheckpointKind::Retinanet, "detnas-300m", None, &serde_json::json!({}));
-        saved(dir.path(), &mut state);
-        std::fs::write(dir.path().join("weights-0000001.safetensors.tmp"), b"t").unwrap();
-        std::fs::write(dir.path().join("notes.txt"), b"keep").unwrap();
-        std::fs::write(dir.path().join("weights.md"), b"keep").unwrap();
-        assert!(exists(dir.path()));
-        assert_eq!(remove_checkpoint(dir.path()).unwrap(), 4);
-        assert!(!exists(dir.path()));
-        let mut left: Vec<String> =
-            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-        left.sort();
-        assert_eq!(left, ["notes.txt", "weights.md"]);
-        assert_eq!(remove_checkpoint(&dir.path().join("absent")).unwrap(), 0);
     }
 }

@@ -66,14 +66,6 @@ pub fn escaped(text: &str) -> String {
     s
 }
 
-/// Whether `path` is `dir` or lies inside it (by [`identity`]).
-pub fn is_within(path: &Path, dir: &Path) -> bool {
-    match (identity(path), identity(dir)) {
-        (Some(p), Some(d)) => p.starts_with(d),
-        _ => false,
-    }
-}
-
 /// Writes `bytes` to `path` atomically: temporary file in the same directory, fsync, rename, fsync of
 /// the directory. An existing file at `path` is replaced only once the new content is durable.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -146,7 +138,12 @@ mod tests {
         std::fs::write(&copy, b"m").unwrap();
         assert!(!same_file(&a, &copy));
         assert!(same_file(&dir.path().join("new.onnx"), &dir.path().join("./new.onnx")));
-        assert!(is_within(&dir.path().join("x/y"), dir.path()));
+        // Neither the file nor its folder exists yet: the deepest existing ancestor decides.
+        assert!(same_file(&dir.path().join("x/y.onnx"), &dir.path().join("./x/y.onnx")));
+        assert_eq!(
+            identity(&dir.path().join("x/y.onnx")),
+            Some(std::fs::canonicalize(dir.path()).unwrap().join("x/y.onnx"))
+        );
     }
 
     #[test]

@@ -365,24 +365,6 @@ impl OwnedDir {
         Ok(files_under(&self.path))
     }
 
-    /// Whether the record lists `rel`.
-    pub fn lists(&self, rel: &str) -> Result<bool, OwnerError> {
-        Ok(read_record(&self.path)?.is_some_and(|r| r.files.contains(rel)))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub fn command(&self) -> &str {
-        &self.command
-    }
-
-    /// `rel` inside the folder.
-    pub fn join(&self, rel: &str) -> PathBuf {
-        self.path.join(rel)
-    }
-
     /// Adds `files` to the record (call before writing them); see [`note`].
     pub fn note(&self, files: &[String]) -> Result<(), OwnerError> {
         note(&self.path, files)
@@ -391,14 +373,14 @@ impl OwnedDir {
     /// Records `rel`, then writes it atomically.
     pub fn write(&self, rel: &str, bytes: &[u8]) -> Result<(), OwnerError> {
         self.note(&[rel.to_string()])?;
-        let path = self.join(rel);
+        let path = self.path.join(rel);
         write_atomic(&path, bytes).map_err(|e| OwnerError::io(&path, e))
     }
 
     /// Records and creates the sub-folder `rel` (written `rel/` in the record).
     pub fn create_dir(&self, rel: &str) -> Result<PathBuf, OwnerError> {
         self.note(&[format!("{}/", rel.trim_end_matches('/'))])?;
-        let path = self.join(rel);
+        let path = self.path.join(rel);
         std::fs::create_dir_all(&path).map_err(|e| OwnerError::io(&path, e))?;
         Ok(path)
     }
@@ -431,7 +413,7 @@ mod tests {
         assert!(err.contains("earlier `detnas detect` run") && err.contains("--exist-ok"), "{err}");
         let o = OwnedDir::open(&out, "detect", Existing::Replace, FLAGS).unwrap();
         assert!(o.earlier && out.join("images/a.jpg").exists(), "nothing is removed before replace()");
-        assert!(o.dir.lists("images/a.jpg").unwrap());
+        assert!(read_record(&out).unwrap().unwrap().files.contains("images/a.jpg"));
         let kept = o.dir.replace().unwrap();
         assert_eq!(kept, ["images/deep/x.jpg", "images/my-photo.jpg", "readme.md"]);
         assert!(kept_note(&out, &kept).unwrap().contains("3 file(s) detnas did not write"));

@@ -7,7 +7,6 @@
 
 pub use detnas_core::checkpoint::{
     CheckpointError, CheckpointKind, CheckpointState, FORMAT, LogEntry, LossPart, config_hash, exists,
-    remove_checkpoint,
 };
 
 use crate::config::{DataSource, DetTrainConfig};

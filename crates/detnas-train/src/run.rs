@@ -343,15 +343,21 @@ mod tests {
         assert!(!checkpoint::exists(dir.path()), "nothing saved");
     }
 
-    #[test]
-    fn an_existing_checkpoint_is_refused_resumed_or_replaced() {
-        let dir = tempfile::tempdir().unwrap();
-        let (vs, w, mut run) = setup(dir.path(), Start::Fresh, schedule(3, None)).unwrap();
+    /// Trains 3 steps into `dir` (a checkpoint at step 3); returns the trained weights.
+    fn trained(dir: &Path) -> Tensor {
+        let (vs, w, mut run) = setup(dir, Start::Fresh, schedule(3, None)).unwrap();
         let params = vec![PathParam::whole("w".to_string(), w.shallow_clone())];
         for step in 0..3 {
             run.step(&vs, step, &params, 1, Duration::ZERO, || loss_of(&w, false)).unwrap();
         }
         run.finish(&vs).unwrap();
+        w
+    }
+
+    #[test]
+    fn an_existing_checkpoint_is_refused_resumed_or_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = trained(dir.path());
         let err = setup(dir.path(), Start::Fresh, schedule(3, None)).err().unwrap().to_string();
         assert!(err.contains("step 3") && err.contains("--resume") && err.contains("--overwrite"), "{err}");
         let (_, resumed_w, resumed) = setup(dir.path(), Start::Resume, schedule(5, None)).unwrap();
@@ -366,12 +372,7 @@ mod tests {
     #[test]
     fn a_checkpoint_of_an_earlier_detnas_without_a_record_is_adopted_and_resumed() {
         let dir = tempfile::tempdir().unwrap();
-        let (vs, w, mut run) = setup(dir.path(), Start::Fresh, schedule(3, None)).unwrap();
-        let params = vec![PathParam::whole("w".to_string(), w.shallow_clone())];
-        for step in 0..3 {
-            run.step(&vs, step, &params, 1, Duration::ZERO, || loss_of(&w, false)).unwrap();
-        }
-        run.finish(&vs).unwrap();
+        let _trained = trained(dir.path());
         std::fs::remove_file(dir.path().join(owner::RECORD)).unwrap(); // as an earlier version left it
         std::fs::write(dir.path().join("notes.txt"), b"mine").unwrap();
         let (_, _, resumed) = setup(dir.path(), Start::Resume, schedule(5, None)).unwrap();
