@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use detnas_core::owner::{self, Existing, Flags, OwnedDir};
+use detnas_core::owner::{Existing, Flags, OwnedDir};
 use detnas_data::detection::{DetectionDataset, ValidationPolicy};
 use detnas_data::synthetic::{SyntheticSpec, generate};
 use std::path::PathBuf;
@@ -101,11 +101,10 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             let existing = if a.overwrite { Existing::Replace } else { Existing::Refuse };
             let flags = Flags { out: "--out", replace: "--overwrite", resume: None };
             let owned = OwnedDir::open(&a.out, "data synthetic", existing, flags)?;
-            if owned.earlier {
-                let kept = owned.dir.replace()?;
-                if let Some(note) = owner::kept_note(&a.out, &kept) {
-                    eprintln!("{note}");
-                }
+            if owned.earlier
+                && let Some(note) = owned.dir.replace_with_note()?
+            {
+                eprintln!("{note}");
             }
             let json = generate(&a.out, &spec)?;
             println!("{}", json.display());

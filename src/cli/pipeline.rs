@@ -8,7 +8,7 @@
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use detnas_core::fsutil::write_atomic;
-use detnas_core::owner::{self, Existing, Flags, OwnedDir};
+use detnas_core::owner::{Existing, Flags, OwnedDir};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -84,11 +84,11 @@ impl<S: Serialize + DeserializeOwned + Default> Pipeline<S> {
         if resume && opened.earlier {
             bail!("{} holds no {file}: nothing to resume there; use --overwrite or another --out", out.display());
         }
-        if overwrite && opened.earlier {
-            let kept = opened.dir.replace()?;
-            if let Some(note) = owner::kept_note(out, &kept) {
-                eprintln!("{note}");
-            }
+        if overwrite
+            && opened.earlier
+            && let Some(note) = opened.dir.replace_with_note()?
+        {
+            eprintln!("{note}");
         }
         let fresh = Record { settings, steps: Vec::new(), commands: Vec::new(), data: S::default() };
         let p = pipeline(fresh, opened.dir);

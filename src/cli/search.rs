@@ -454,7 +454,7 @@ fn save_finalists(
     measured: &BTreeMap<String, f64>,
 ) -> Result<()> {
     let bn_dir = out.join("bn");
-    if std::fs::symlink_metadata(&bn_dir).is_ok_and(|m| m.file_type().is_symlink()) {
+    if detnas_core::fsutil::is_symlink(&bn_dir) {
         bail!("{}: a symbolic link; the search writes only into folders it made", bn_dir.display());
     }
     std::fs::create_dir_all(&bn_dir).with_context(|| format!("creating {}", bn_dir.display()))?;

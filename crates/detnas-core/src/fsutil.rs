@@ -66,6 +66,11 @@ pub fn escaped(text: &str) -> String {
     s
 }
 
+/// Whether `path` itself is a symbolic link (not followed).
+pub fn is_symlink(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
 /// Writes `bytes` to `path` atomically: temporary file in the same directory, fsync, rename, fsync of
 /// the directory. An existing file at `path` is replaced only once the new content is durable.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -365,6 +365,11 @@ impl OwnedDir {
         Ok(files_under(&self.path))
     }
 
+    /// [`OwnedDir::replace`], with the line about the files kept ([`kept_note`]) to show the user.
+    pub fn replace_with_note(&self) -> Result<Option<String>, OwnerError> {
+        Ok(kept_note(&self.path, &self.replace()?))
+    }
+
     /// Adds `files` to the record (call before writing them); see [`note`].
     pub fn note(&self, files: &[String]) -> Result<(), OwnerError> {
         note(&self.path, files)

@@ -169,7 +169,7 @@ pub const ANNOTATIONS: &str = "annotations.json";
 pub fn generate(dir: &Path, spec: &SyntheticSpec) -> Result<PathBuf> {
     spec.validate()?;
     let images_dir = dir.join("images");
-    if std::fs::symlink_metadata(&images_dir).is_ok_and(|m| m.file_type().is_symlink()) {
+    if detnas_core::fsutil::is_symlink(&images_dir) {
         return Err(DataError::io(
             &images_dir,
             std::io::Error::other("a symbolic link: images are written only into a folder of the set"),

@@ -87,7 +87,7 @@ impl Walker<'_> {
 
     /// Reports an entry whose metadata cannot be read (missing, broken link, no permission).
     fn missing(&mut self, path: &Path, e: std::io::Error) {
-        let dangling = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+        let dangling = detnas_core::fsutil::is_symlink(path);
         match e.kind() {
             std::io::ErrorKind::NotFound if dangling => self.fail(path, "broken symbolic link"),
             std::io::ErrorKind::NotFound => self.fail(path, "no such file or folder"),

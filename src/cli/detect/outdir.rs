@@ -47,7 +47,7 @@ impl OutDir {
         let mut files: Vec<String> = RESULT_FILES.iter().map(|s| s.to_string()).collect();
         for (wanted, dir, ext) in [(save_txt, "labels", "txt"), (save_img, "images", "jpg")] {
             if wanted {
-                if std::fs::symlink_metadata(self.path.join(dir)).is_ok_and(|m| m.file_type().is_symlink()) {
+                if detnas_core::fsutil::is_symlink(&self.path.join(dir)) {
                     bail!(
                         "--out {}: {dir} is a symbolic link; detect writes its files only into folders it made",
                         self.path.display()
@@ -79,8 +79,7 @@ impl OutDir {
     /// Removes the files of the earlier run (those its record lists, and only those); says which
     /// other files stay.
     pub fn clear(&self) -> Result<()> {
-        let kept = self.owned.replace()?;
-        if let Some(note) = owner::kept_note(&self.path, &kept) {
+        if let Some(note) = self.owned.replace_with_note()? {
             eprintln!("{note}");
         }
         Ok(())
