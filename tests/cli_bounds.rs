@@ -61,7 +61,7 @@ fn huge_counts_and_genes_are_refused_before_any_work() {
 }
 
 #[test]
-#[cfg(all(feature = "train", feature = "infer"))]
+#[cfg(feature = "search")]
 fn search_population_and_recalibration_batches_are_bounded() {
     for (flag, value, range) in [
         ("--population", U64_MAX, "from 1 to 100000"),

@@ -2,15 +2,15 @@
 
 mod cli_arch;
 mod cli_bounds;
-#[cfg(all(feature = "train", feature = "infer"))]
+#[cfg(feature = "search")]
 mod cli_demo;
 #[cfg(feature = "infer")]
 mod cli_detect;
 #[cfg(feature = "infer")]
 mod cli_detect_reliability;
-#[cfg(all(feature = "train", feature = "infer"))]
+#[cfg(feature = "search")]
 mod cli_study;
-#[cfg(all(feature = "train", feature = "infer"))]
+#[cfg(feature = "search")]
 mod cli_train;
 #[cfg(feature = "infer")]
 mod export_faster_rcnn;
@@ -24,28 +24,28 @@ mod ownership;
 mod quantize;
 #[cfg(feature = "infer")]
 mod reliability_model;
-#[cfg(all(feature = "train", feature = "infer"))]
+#[cfg(feature = "search")]
 mod reliability_train;
 #[cfg(feature = "train")]
 mod roi_align;
 #[cfg(feature = "infer")]
 mod sdk;
-#[cfg(all(feature = "train", feature = "infer"))]
+#[cfg(feature = "search")]
 mod search_latency;
 #[cfg(feature = "infer")]
 mod serve;
 #[cfg(feature = "infer")]
 mod silent_results;
-#[cfg(all(feature = "train", feature = "infer"))]
+#[cfg(feature = "search")]
 mod supernet_genes;
 #[cfg(feature = "infer")]
 mod toolchain_ort;
 #[cfg(feature = "train")]
 mod toolchain_tch;
-#[cfg(all(feature = "train", feature = "infer"))]
+#[cfg(feature = "search")]
 mod train_detection;
 #[cfg(feature = "train")]
 mod train_faster_rcnn;
-#[cfg(all(feature = "train", feature = "infer"))]
+#[cfg(feature = "search")]
 mod train_parity;
 mod util;

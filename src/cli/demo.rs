@@ -14,7 +14,7 @@
 //! The state (`demo.json`) is written after every step: `--resume` skips finished steps.
 
 use super::pipeline::{Pipeline, Steps, run_steps, strings};
-use super::plot::pareto_png;
+use detnas_search::plot::pareto_png;
 use anyhow::{Context, Result};
 use clap::Args;
 use detnas_core::InputSize;

@@ -6,7 +6,7 @@ mod bench;
 #[cfg(test)]
 mod bounds_tests;
 mod data;
-#[cfg(all(feature = "train", feature = "infer"))]
+#[cfg(feature = "search")]
 mod demo;
 #[cfg(feature = "infer")]
 mod detect;
@@ -19,19 +19,13 @@ mod inspect;
 #[cfg(feature = "infer")]
 mod latency;
 mod paths;
-#[cfg(all(feature = "train", feature = "infer"))]
+#[cfg(feature = "search")]
 mod pipeline;
-#[cfg(all(feature = "train", feature = "infer"))]
-mod plot;
 #[cfg(feature = "infer")]
 mod quantize;
-#[cfg(all(feature = "train", feature = "infer"))]
+#[cfg(feature = "search")]
 mod search;
-#[cfg(all(feature = "train", feature = "infer"))]
-mod search_latency;
-#[cfg(all(feature = "train", feature = "infer"))]
-mod search_report;
-#[cfg(all(feature = "train", feature = "infer"))]
+#[cfg(feature = "search")]
 mod study;
 mod tour;
 #[cfg(feature = "train")]
@@ -80,18 +74,18 @@ enum Command {
     #[command(subcommand)]
     Train(train::TrainCommand),
     /// Evolutionary search on a trained detection supernet (BN recalibration + held-out AP fitness).
-    #[cfg(all(feature = "train", feature = "infer"))]
+    #[cfg(feature = "search")]
     Search(search::SearchArgs),
     /// The whole DetNAS pipeline in miniature, into one folder: synthetic data, a genes supernet,
     /// this machine's latency table, a search under a derived budget, retraining of the winner and
     /// of a baseline, export, detection and a report (about 15 minutes on 2 cores; --quick: a
     /// minute or two).
-    #[cfg(all(feature = "train", feature = "infer"))]
+    #[cfg(feature = "search")]
     Demo(demo::DemoArgs),
     /// Does the search find better detectors? Ranking fidelity of the supernet, the searched genome
     /// against baselines, and the effect of recalibration and search budget, on a harder synthetic
     /// set: report.md, CSVs and plots in one folder (about an hour on 2 cores; --quick: minutes).
-    #[cfg(all(feature = "train", feature = "infer"))]
+    #[cfg(feature = "search")]
     Study(study::StudyArgs),
     /// A guided tour of the search spaces and published architectures.
     Tour,
@@ -117,11 +111,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Eval(args) => eval::run(args).map(|_| 0),
         #[cfg(feature = "train")]
         Command::Train(cmd) => train::run(cmd).map(|_| 0),
-        #[cfg(all(feature = "train", feature = "infer"))]
+        #[cfg(feature = "search")]
         Command::Search(args) => search::run(args).map(|_| 0),
-        #[cfg(all(feature = "train", feature = "infer"))]
+        #[cfg(feature = "search")]
         Command::Demo(args) => demo::run(args).map(|_| 0),
-        #[cfg(all(feature = "train", feature = "infer"))]
+        #[cfg(feature = "search")]
         Command::Study(args) => study::run(args).map(|_| 0),
         Command::Tour => tour::run().map(|_| 0),
         Command::Env(args) => env::run(args).map(|_| 0),

@@ -18,7 +18,7 @@ use super::demo::{
     write_toml,
 };
 use super::pipeline::{Pipeline, Steps, run_steps, strings};
-use super::plot::{pareto_png, scatter_png};
+use detnas_search::plot::{pareto_png, scatter_png};
 use anyhow::{Context, Result};
 use clap::Args;
 use detnas_core::arch::Arch;

@@ -124,11 +124,11 @@ pub fn genomes_or_none(s: &str) -> Result<usize, String> {
 }
 
 /// Most generations of a search: 500 times DetNAS's 20.
-#[cfg_attr(not(all(feature = "train", feature = "infer")), allow(dead_code))]
+#[cfg_attr(not(feature = "search"), allow(dead_code))]
 pub const MAX_GENERATIONS: usize = 10_000;
 
 /// Generations of a search: 1 to [`MAX_GENERATIONS`].
-#[cfg_attr(not(all(feature = "train", feature = "infer")), allow(dead_code))]
+#[cfg_attr(not(feature = "search"), allow(dead_code))]
 pub fn generations(s: &str) -> Result<usize, String> {
     whole_usize(s, 1, MAX_GENERATIONS)
 }
@@ -155,7 +155,7 @@ pub fn warmup(s: &str) -> Result<usize, String> {
 pub const MAX_RECAL_BATCHES: usize = 1_000;
 
 /// BN recalibration batches: 1 to [`MAX_RECAL_BATCHES`].
-#[cfg_attr(not(all(feature = "train", feature = "infer")), allow(dead_code))]
+#[cfg_attr(not(feature = "search"), allow(dead_code))]
 pub fn recal_batches(s: &str) -> Result<usize, String> {
     whole_usize(s, 1, MAX_RECAL_BATCHES)
 }
@@ -296,12 +296,12 @@ pub fn input_size(s: &str) -> Result<String, String> {
 }
 
 /// Largest square input of `detnas study`: its supernets train at every input of the list.
-#[cfg_attr(not(all(feature = "train", feature = "infer")), allow(dead_code))]
+#[cfg_attr(not(feature = "search"), allow(dead_code))]
 const MAX_STUDY_INPUT: u64 = 2048;
 
 /// A square input side of `detnas study --inputs`: a multiple of [`INPUT_DIVISOR`] from
 /// [`INPUT_DIVISOR`] to [`MAX_STUDY_INPUT`].
-#[cfg_attr(not(all(feature = "train", feature = "infer")), allow(dead_code))]
+#[cfg_attr(not(feature = "search"), allow(dead_code))]
 pub fn study_input(s: &str) -> Result<u64, String> {
     let d = INPUT_DIVISOR;
     let range = || format!("`{s}` is not one of the multiples of {d} from {d} to {MAX_STUDY_INPUT}");
@@ -322,12 +322,12 @@ pub fn flops(s: &str) -> Result<String, String> {
 
 /// Longest latency budget in milliseconds (an hour): no detector of these spaces takes longer per
 /// image.
-#[cfg_attr(not(all(feature = "train", feature = "infer")), allow(dead_code))]
+#[cfg_attr(not(feature = "search"), allow(dead_code))]
 pub const MAX_LATENCY_MS: f64 = 3_600_000.0;
 
 /// Parses a latency: `20ms`, `0.02s` or `20` (milliseconds); finite, positive and at most
 /// [`MAX_LATENCY_MS`].
-#[cfg_attr(not(all(feature = "train", feature = "infer")), allow(dead_code))] // `detnas search --latency-max`
+#[cfg_attr(not(feature = "search"), allow(dead_code))] // `detnas search --latency-max`
 pub fn milliseconds(s: &str) -> Result<f64, String> {
     let t = s.trim().to_ascii_lowercase();
     let (number, scale) = if let Some(n) = t.strip_suffix("ms") {

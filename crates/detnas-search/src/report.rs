@@ -1,7 +1,7 @@
 //! The files a search leaves in its folder: `candidates.csv`/`.json`, `pareto.csv`, `pareto.png`
 //! and `best.json`, from the search state's evaluation log.
 
-use super::plot::pareto_png;
+use crate::plot::pareto_png;
 use anyhow::Result;
 use detnas_core::detector::{DetectorConfig, detector_flops};
 use detnas_core::evolution::EvolutionState;
@@ -44,15 +44,15 @@ pub fn rows(
 }
 
 /// Writes every report file into `dir` (`best`: the selected candidate's text, if any) and returns
-/// the number of candidates on the Pareto front.
+/// the Pareto front (indices into `rows`).
 pub fn write(
     dir: &Path,
     title: &str,
     rows: &[CandidateRow],
     best: Option<&str>,
     references: &[(String, f64, f64)],
-) -> Result<usize> {
+) -> Result<Vec<usize>> {
     let front = write_report(dir, rows, best)?;
     pareto_png(&dir.join("pareto.png"), title, rows, references)?;
-    Ok(front.len())
+    Ok(front)
 }

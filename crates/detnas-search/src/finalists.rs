@@ -1,0 +1,77 @@
+//! The finalists of a search: timed for real on the latency table's device when asked, and saved
+//! with what export needs (`finalists.json`, `bn/rank-N.safetensors`).
+
+use crate::fitness::SearchFitness;
+use crate::report::Predict;
+use crate::run::Event;
+use anyhow::{Context, Result, bail};
+use detnas_core::SearchSpace;
+use detnas_core::detector::DetectorConfig;
+use detnas_core::evolution::Scored;
+use detnas_core::pareto::{Finalist, Finalists};
+use detnas_infer::LatencyTable;
+use detnas_train::checkpoint::OpenCheckpoint;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Builds each finalist (random weights) and times its model run on the table's device and thread
+/// count, strictly (no fallback); returns the p50 milliseconds by candidate key.
+pub fn measure_finalists(
+    t: &LatencyTable,
+    space: &SearchSpace,
+    base: &DetectorConfig,
+    top: &[Scored],
+    max_ms: f64,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<BTreeMap<String, f64>> {
+    let runner = t.runner(true)?;
+    let mut out = BTreeMap::new();
+    for s in top {
+        let ms = runner.detector(space, &s.arch.arch, &s.arch.detector_config(base))?.p50_ms;
+        let verdict = if ms <= max_ms { "within" } else { "over" };
+        let dropped = if ms <= max_ms { "" } else { ", dropped" };
+        on_event(Event::Notice(format!("measured {}: {ms:.2} ms, {verdict} the {max_ms} ms budget{dropped}", s.arch)));
+        out.insert(s.arch.key(), ms);
+    }
+    Ok(out)
+}
+
+/// Saves each kept finalist's artefact (`bn/rank-N.safetensors`, listed in the folder's ownership
+/// record first) and writes `finalists.json`; returns the finalist records, best first.
+pub fn save_finalists(
+    out: &Path,
+    checkpoint: &Path,
+    ck: &OpenCheckpoint,
+    fitness: &mut dyn SearchFitness,
+    kept: &[&Scored],
+    predict: Option<Predict<'_>>,
+    measured: &BTreeMap<String, f64>,
+) -> Result<Vec<Finalist>> {
+    let bn_dir = out.join("bn");
+    if detnas_core::fsutil::is_symlink(&bn_dir) {
+        bail!("{}: a symbolic link; the search writes only into folders it made", bn_dir.display());
+    }
+    std::fs::create_dir_all(&bn_dir).with_context(|| format!("creating {}", bn_dir.display()))?;
+    let mut list = Vec::new();
+    for (i, s) in kept.iter().enumerate() {
+        let rank = i + 1;
+        let rel = format!("bn/rank-{rank}.safetensors");
+        detnas_core::owner::note(out, std::slice::from_ref(&rel))?;
+        fitness.save_finalist(&s.arch, &out.join(&rel))?;
+        list.push(Finalist {
+            rank,
+            candidate: s.arch.to_string(),
+            fitness: s.fitness,
+            predicted_ms: predict.map(|p| p(&s.arch)).transpose()?,
+            measured_ms: measured.get(&s.arch.key()).copied(),
+            bn: rel,
+        });
+    }
+    let f = Finalists {
+        checkpoint: std::fs::canonicalize(checkpoint).with_context(|| checkpoint.display().to_string())?,
+        space: ck.space.name.clone(),
+        finalists: list,
+    };
+    f.write(out)?;
+    Ok(f.finalists)
+}
