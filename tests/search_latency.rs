@@ -46,15 +46,15 @@ const GENES: &str =
     "fpn_channels = [16, 24]\nhead_channels = [16, 24]\nhead_convs = [1, 2]\nhead_conv = [\"separable\", \"dense\"]\n";
 
 /// Training and held-out data, a trained genes supernet and a latency table, made once.
-struct Setup {
-    dir: PathBuf,
-    val: String,
-    lut: String,
+pub struct Setup {
+    pub dir: PathBuf,
+    pub val: String,
+    pub lut: String,
     /// Fastest and slowest predicted genomes of the table (ms).
-    range: (f64, f64),
+    pub range: (f64, f64),
 }
 
-fn setup() -> &'static Setup {
+pub fn setup() -> &'static Setup {
     static SETUP: OnceLock<Setup> = OnceLock::new();
     SETUP.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap().keep();

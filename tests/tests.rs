@@ -12,6 +12,8 @@ mod cli_detect_reliability;
 mod cli_study;
 #[cfg(feature = "search")]
 mod cli_train;
+#[cfg(feature = "search")]
+mod docs;
 #[cfg(feature = "infer")]
 mod export_faster_rcnn;
 #[cfg(feature = "infer")]
@@ -30,6 +32,8 @@ mod reliability_train;
 mod roi_align;
 #[cfg(feature = "infer")]
 mod sdk;
+#[cfg(feature = "search")]
+mod search_api;
 #[cfg(feature = "search")]
 mod search_latency;
 #[cfg(feature = "infer")]

@@ -14,12 +14,12 @@
 //! The state (`demo.json`) is written after every step: `--resume` skips finished steps.
 
 use super::pipeline::{Pipeline, Steps, run_steps, strings};
-use detnas_search::plot::pareto_png;
 use anyhow::{Context, Result};
 use clap::Args;
 use detnas_core::InputSize;
 use detnas_core::coco::{Detections, EvalParams, GroundTruth, evaluate};
 use detnas_core::detector::{DetectorHead, HeadConv, detector_flops};
+use detnas_core::evolution::EvolutionConfig;
 use detnas_core::fsutil::write_atomic;
 use detnas_core::genome::GeneSpace;
 use detnas_core::genome::Genome;
@@ -29,6 +29,8 @@ use detnas_infer::fingerprint::cpu_model;
 use detnas_infer::latency::{LatencyTable, base_config, sample_genomes};
 use detnas_infer::timing::{Latency, TimingPlan, time_pair};
 use detnas_infer::{Detector, DetectorOptions};
+use detnas_search::plot::pareto_png;
+use detnas_search::{FitnessChoice, LatencyBudget, Metric, SearchOptions};
 use detnas_train::config::{DataSource, DetTrainConfig};
 use detnas_train::data::Augment;
 use detnas_train::optim::LrSchedule;
@@ -347,24 +349,26 @@ pub fn run_search<S: Record>(
     recal: usize,
     ema: bool,
 ) -> Result<(String, f64)> {
-    let budget = format!("{budget_ms:.3}ms");
-    let mut args = strings(&["search", "--checkpoint", &d.p.arg("supernet"), "--out", &d.p.arg(dir)]);
-    // The budget holds on the table's prediction; finalists are not re-timed here (`--measure`),
+    let mut opts = SearchOptions::new(d.p.path("supernet"), d.p.path(dir));
+    // The budget holds on the table's prediction; finalists are not re-timed here (`measure`),
     // as sub-millisecond timings on a busy machine would drop them on noise. The retrained
     // models are timed at the end instead.
-    args.extend(strings(&["--lut", &d.p.arg("latency.json"), "--latency-max", &budget]));
-    args.extend(strings(&["--population", &population.to_string(), "--generations", &generations.to_string()]));
-    let (top, children) = ((population / 3).max(2), (population / 2).max(1));
-    args.extend(strings(&["--top-k", &top.to_string(), "--mutations", &children.to_string()]));
-    args.extend(strings(&["--crossovers", &children.to_string(), "--recal-batches", &recal.to_string()]));
-    args.extend(strings(&["--metric", "ap50", "--seed", &d.seed.to_string()]));
-    if ema {
-        args.push("--ema".into());
-    }
-    d.p.detnas(&args)?;
-    let finalists = detnas_core::pareto::Finalists::read(&d.p.path(dir))?;
-    let first = finalists.finalists.first().context("the search kept no finalist within the budget")?;
-    Ok((first.candidate.clone(), first.fitness))
+    let max_ms = format!("{budget_ms:.3}").parse()?;
+    let table = d.p.path("latency.json");
+    opts.latency = Some(LatencyBudget { table, max_ms, precision: None, measure: false, strict: false });
+    let (top_k, children) = ((population / 3).max(2), (population / 2).max(1));
+    opts.evolution = EvolutionConfig {
+        population,
+        generations,
+        top_k,
+        mutations: children,
+        crossovers: children,
+        seed: d.seed,
+        ..EvolutionConfig::default()
+    };
+    opts.fitness = FitnessChoice::Supernet { metric: Metric::Ap50, recal_batches: recal, ema };
+    let selected = d.p.search(&opts)?.selected.finalist;
+    Ok((selected.candidate, selected.fitness))
 }
 
 fn search(d: &mut Demo) -> Result<()> {

@@ -127,6 +127,17 @@ impl<S: Serialize + DeserializeOwned + Default> Pipeline<S> {
         Ok(())
     }
 
+    /// Runs the search `opts` describes through the library, recording the equivalent command.
+    pub fn search(&mut self, opts: &detnas_search::SearchOptions) -> Result<detnas_search::SearchOutcome> {
+        let line = format!("detnas search {}", opts.command_line().join(" "));
+        eprintln!("$ {line}");
+        self.rec.commands.push(line);
+        let mut bar = indicatif::ProgressBar::hidden();
+        let outcome = detnas_search::run_with(opts, &mut |e| super::search::print_event(&mut bar, e));
+        bar.finish_and_clear();
+        outcome
+    }
+
     /// `commands.sh`: every command run, in order.
     pub fn write_commands(&self, what: &str) -> Result<()> {
         let mut s = format!("#!/bin/sh\n# The commands `detnas {what}` ran, in order.\nset -e\n");

@@ -157,7 +157,7 @@ fn progress_bar(total: usize, done: usize) -> ProgressBar {
 }
 
 /// Prints a search's events to stderr, under a progress bar on a terminal.
-fn print_event(bar: &mut ProgressBar, event: Event<'_>) {
+pub fn print_event(bar: &mut ProgressBar, event: Event<'_>) {
     match event {
         Event::Started { total, done } => *bar = progress_bar(total, done),
         Event::Evaluated { generation, candidate, backbone_flops, fitness, done, total } => {
