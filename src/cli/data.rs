@@ -2,9 +2,8 @@
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use detnas_core::owner::{Existing, Flags, OwnedDir};
 use detnas_data::detection::{DetectionDataset, ValidationPolicy};
-use detnas_data::synthetic::{SyntheticSpec, generate};
+use detnas_data::synthetic::{SyntheticSpec, write_set};
 use std::path::PathBuf;
 
 #[derive(Subcommand, Debug)]
@@ -97,16 +96,10 @@ pub fn run(cmd: DataCommand) -> Result<()> {
                 distractors: a.distractors,
                 occlusion_percent: a.occlusion,
             };
-            spec.validate()?;
-            let existing = if a.overwrite { Existing::Replace } else { Existing::Refuse };
-            let flags = Flags { out: "--out", replace: "--overwrite", resume: None };
-            let owned = OwnedDir::open(&a.out, "data synthetic", existing, flags)?;
-            if owned.earlier
-                && let Some(note) = owned.dir.replace_with_note()?
-            {
+            let (json, note) = write_set(&a.out, &spec, a.overwrite)?;
+            if let Some(note) = note {
                 eprintln!("{note}");
             }
-            let json = generate(&a.out, &spec)?;
             println!("{}", json.display());
             Ok(())
         }

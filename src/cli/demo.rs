@@ -25,7 +25,11 @@ use detnas_core::genome::GeneSpace;
 use detnas_core::genome::Genome;
 use detnas_core::pareto::CandidateRow;
 use detnas_core::space::ChannelShuffle;
+use detnas_data::synthetic::{self, SyntheticSpec};
+use detnas_infer::Device;
+use detnas_infer::Precision;
 use detnas_infer::fingerprint::cpu_model;
+use detnas_infer::latency::{BuildOptions, Runner, build_table as build_latency_table};
 use detnas_infer::latency::{LatencyTable, base_config, sample_genomes};
 use detnas_infer::timing::{Latency, TimingPlan, time_pair};
 use detnas_infer::{Detector, DetectorOptions};
@@ -34,6 +38,8 @@ use detnas_search::{FitnessChoice, LatencyBudget, Metric, SearchOptions};
 use detnas_train::config::{DataSource, DetTrainConfig};
 use detnas_train::data::Augment;
 use detnas_train::optim::LrSchedule;
+use detnas_train::run::Start;
+use detnas_train::{device, trainer};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -78,8 +84,30 @@ pub struct Schedule {
     /// to each JSON's folder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<[PathBuf; 2]>,
-    /// Extra flags of `data synthetic` (the study's harder set).
-    pub data_flags: Vec<String>,
+    /// Objects, sizes and clutter of the synthetic set (the study's is harder).
+    #[serde(default)]
+    pub clutter: Clutter,
+}
+
+/// Object counts, sizes and clutter of a synthetic set ([`SyntheticSpec`]'s by default).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Clutter {
+    pub objects: (usize, usize),
+    pub sizes: (u32, u32),
+    pub distractors: usize,
+    pub occlusion_percent: u32,
+}
+
+impl Default for Clutter {
+    fn default() -> Self {
+        let s = SyntheticSpec::default();
+        Clutter {
+            objects: (s.min_objects, s.max_objects),
+            sizes: (s.min_size, s.max_size),
+            distractors: s.distractors,
+            occlusion_percent: s.occlusion_percent,
+        }
+    }
 }
 
 impl Schedule {
@@ -99,7 +127,7 @@ impl Schedule {
             recal_batches: 5,
             quick: false,
             data: None,
-            data_flags: Vec::new(),
+            clutter: Clutter::default(),
         }
     }
 
@@ -119,7 +147,7 @@ impl Schedule {
             recal_batches: 2,
             quick: true,
             data: None,
-            data_flags: Vec::new(),
+            clutter: Clutter::default(),
         }
     }
 
@@ -211,15 +239,27 @@ pub fn make_data<S: Record>(d: &mut Ctx<S>) -> Result<()> {
         }
         return Ok(());
     }
-    let size = format!("{0}x{0}", s.image_size);
-    for (dir, n, seed) in [("data/train", s.train_images, d.seed), ("data/val", s.val_images, d.seed.wrapping_add(1))] {
-        // --overwrite: a set left half-written by a killed run is its own to replace.
-        let args =
-            ["data", "synthetic", "--out", &d.p.arg(dir), "--overwrite", "--images", &n.to_string(), "--size", &size];
-        let mut args = strings(&args);
-        args.extend(strings(&["--classes", &s.classes.to_string(), "--seed", &seed.to_string()]));
-        args.extend(s.data_flags.iter().cloned());
-        d.p.detnas(&args)?;
+    let c = &s.clutter;
+    for (dir, images, seed) in
+        [("data/train", s.train_images, d.seed), ("data/val", s.val_images, d.seed.wrapping_add(1))]
+    {
+        let spec = SyntheticSpec {
+            images,
+            width: s.image_size,
+            height: s.image_size,
+            classes: s.classes,
+            seed,
+            min_objects: c.objects.0,
+            max_objects: c.objects.1,
+            min_size: c.sizes.0,
+            max_size: c.sizes.1,
+            distractors: c.distractors,
+            occlusion_percent: c.occlusion_percent,
+        };
+        let out = d.p.path(dir);
+        let line = format!("detnas data synthetic {}", synthetic::command_line(&out, &spec).join(" "));
+        // replace: a set left half-written by a killed run is its own to replace.
+        d.p.call(line, || Ok(synthetic::write_set(&out, &spec, true).map(drop)?))?;
     }
     Ok(())
 }
@@ -270,19 +310,31 @@ pub fn write_toml(path: &Path, value: &impl Serialize) -> Result<()> {
 }
 
 pub fn train_supernet<S: Record>(d: &mut Ctx<S>) -> Result<()> {
-    write_toml(&d.p.path("supernet.toml"), &train_config(d, true))?;
-    // --resume: a demo stopped during this step continues its checkpoint exactly, and a folder
+    let cfg = train_config(d, true);
+    write_toml(&d.p.path("supernet.toml"), &cfg)?;
+    // Resume: a demo stopped during this step continues its checkpoint exactly, and a folder
     // with no checkpoint yet (stopped before or during the first save) starts afresh.
-    let args = strings(&[
-        "train",
-        "det-supernet",
-        "--config",
-        &d.p.arg("supernet.toml"),
-        "--out",
-        &d.p.arg("supernet"),
-        "--resume",
-    ]);
-    d.p.detnas(&args)
+    train(d, &cfg, "supernet.toml", "supernet", Start::Resume, "det-supernet --resume")
+}
+
+/// Trains `cfg` (written to `config`) into `dir` from `start` through the library, recording the
+/// equivalent `detnas train` command (`how`: its subcommand and flags beyond config and out).
+pub fn train<S: Record>(
+    d: &mut Ctx<S>,
+    cfg: &DetTrainConfig,
+    config: &str,
+    dir: &str,
+    start: Start,
+    how: &str,
+) -> Result<()> {
+    let (config, out) = (d.p.path(config), d.p.path(dir));
+    let (sub, flags) = how.split_once(' ').unwrap_or((how, ""));
+    let line = format!("detnas train {sub} --config {} --out {} {flags}", config.display(), out.display());
+    d.p.call(line.trim_end().to_string(), || {
+        start.check(&out)?;
+        trainer::train_detection(cfg, &out, start, device::parse("cpu")?, &mut super::train::print_event)?;
+        Ok(())
+    })
 }
 
 /// The detector genes of the search space, as `latency build --genes` and `search --genes` read them.
@@ -293,12 +345,26 @@ fn write_genes<S>(d: &Ctx<S>) -> Result<()> {
 pub fn build_table<S: Record>(d: &mut Ctx<S>) -> Result<()> {
     write_genes(d)?;
     let inputs: Vec<String> = d.schedule.inputs.iter().map(|s| format!("{s}x{s}")).collect();
-    let mut args = strings(&["latency", "build", "--input", &inputs.join(","), "--genes", &d.p.arg("genes.toml")]);
-    args.extend(strings(&["--classes", &d.schedule.classes.to_string(), "--out", &d.p.arg("latency.json")]));
-    if d.schedule.quick {
-        args.extend(strings(&["--calibration", "3", "--warmup", "1", "--min-iters", "3", "--min-seconds", "0"]));
-    }
-    d.p.detnas(&args)
+    let (genes, out) = (d.p.path("genes.toml"), d.p.path("latency.json"));
+    let mut line = format!("detnas latency build --input {} --genes {}", inputs.join(","), genes.display());
+    line.push_str(&format!(" --classes {} --out {}", d.schedule.classes, out.display()));
+    // `latency build`'s defaults: 20 calibration genomes, 3 warm-up runs, at least 10 runs and 0.2 s
+    let (calibration, timing) = if d.schedule.quick {
+        line.push_str(" --calibration 3 --warmup 1 --min-iters 3 --min-seconds 0");
+        (3, TimingPlan { warmup: 1, min_iters: 3, min_seconds: 0.0, ..TimingPlan::default() })
+    } else {
+        (20, TimingPlan::default())
+    };
+    let opts = BuildOptions {
+        space: detnas_core::SearchSpace::by_name(SPACE)?,
+        genes: d.schedule.gene_space(),
+        classes: d.schedule.classes,
+        shuffle: ChannelShuffle::default(),
+        runner: Runner { device: Device::Cpu, threads: None, strict: true, timing, precision: Precision::Fp32 },
+        calibration,
+        calibration_seed: 1,
+    };
+    d.p.call(line, || Ok(build_latency_table(&opts, &mut |l| eprintln!("{l}"))?.save(&out)?))
 }
 
 /// `count` random genomes of the schedule's space (seeded) with their predicted latency on this
@@ -390,12 +456,12 @@ fn contenders(d: &Demo) -> Result<[(&'static str, String); 2]> {
 }
 
 fn retrain(d: &mut Demo) -> Result<()> {
-    write_toml(&d.p.path("retrain.toml"), &train_config(d, false))?;
+    let mut cfg = train_config(d, false);
+    write_toml(&d.p.path("retrain.toml"), &cfg)?;
     for (name, genome) in contenders(d)? {
-        let dir = format!("retrain/{name}");
-        let mut args = strings(&["train", "retinanet", "--config", &d.p.arg("retrain.toml"), "--arch", &genome]);
-        args.extend(strings(&["--out", &d.p.arg(&dir), "--overwrite"]));
-        d.p.detnas(&args)?;
+        cfg.arch = Some(genome.clone());
+        let how = format!("retinanet --arch {genome} --overwrite");
+        train(d, &cfg, "retrain.toml", &format!("retrain/{name}"), Start::Overwrite, &how)?;
     }
     Ok(())
 }

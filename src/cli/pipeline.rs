@@ -113,6 +113,13 @@ impl<S: Serialize + DeserializeOwned + Default> Pipeline<S> {
         self.rec.steps.iter().any(|(n, _)| n == name)
     }
 
+    /// Runs `f`, a library call, after recording `line`, the equivalent `detnas` command.
+    pub fn call(&mut self, line: String, f: impl FnOnce() -> Result<()>) -> Result<()> {
+        eprintln!("$ {line}");
+        self.rec.commands.push(line.clone());
+        f().with_context(|| format!("`{line}`"))
+    }
+
     /// Runs `detnas ARGS` in this process, recording the command line; a non-zero exit is an error.
     pub fn detnas(&mut self, args: &[String]) -> Result<()> {
         let line = format!("detnas {}", args.join(" "));

@@ -14,11 +14,10 @@
 //! `pareto.png`, and every command in `commands.sh`.
 
 use super::demo::{
-    Ctx, Schedule, build_table, make_data, predicted_ms, random_genomes, run_search, train_config, train_supernet,
-    write_toml,
+    Clutter, Ctx, Schedule, build_table, make_data, predicted_ms, random_genomes, run_search, train, train_config,
+    train_supernet, write_toml,
 };
-use super::pipeline::{Pipeline, Steps, run_steps, strings};
-use detnas_search::plot::{pareto_png, scatter_png};
+use super::pipeline::{Pipeline, Steps, run_steps};
 use anyhow::{Context, Result};
 use clap::Args;
 use detnas_core::arch::Arch;
@@ -26,7 +25,9 @@ use detnas_core::genome::Candidate;
 use detnas_core::pareto::CandidateRow;
 use detnas_core::space::Choice;
 use detnas_core::stats::{Interval, bootstrap, kendall_tau, spearman};
+use detnas_search::plot::{pareto_png, scatter_png};
 use detnas_train::modules::BnUpdate;
+use detnas_train::run::Start;
 use detnas_train::trainer::{self, EvalOptions};
 use detnas_train::{checkpoint, device};
 use serde::{Deserialize, Serialize};
@@ -141,17 +142,16 @@ struct Plan {
 }
 
 fn schedule(quick: bool) -> Schedule {
-    let hard = strings(&["--objects", "2..8", "--sizes", "8..56", "--distractors", "4", "--occlusion", "30"]);
     let mut s = if quick { Schedule::quick() } else { Schedule::full() };
     s.classes = 3;
-    s.data_flags = hard;
+    s.clutter = Clutter { objects: (2, 8), sizes: (8, 56), distractors: 4, occlusion_percent: 30 };
     if !quick {
         s.train_images = 160;
         s.val_images = 48;
         s.supernet_iterations = 3000;
         s.retrain_iterations = 1500;
     } else {
-        s.data_flags = strings(&["--objects", "2..4", "--sizes", "8..40", "--distractors", "2", "--occlusion", "30"]);
+        s.clutter = Clutter { objects: (2, 4), sizes: (8, 40), distractors: 2, occlusion_percent: 30 };
     }
     s
 }
@@ -163,7 +163,7 @@ pub fn run(args: StudyArgs) -> Result<()> {
         schedule.classes = gt.category_ids().len();
         anyhow::ensure!(schedule.classes > 0, "{}: no categories: nothing to detect", train.display());
         schedule.data = Some([train.clone(), val.clone()]);
-        schedule.data_flags.clear();
+        schedule.clutter = Clutter::default();
     }
     if let Some(inputs) = &args.inputs {
         anyhow::ensure!(
@@ -245,12 +245,13 @@ fn inherited(d: &mut Study) -> Result<()> {
 
 /// Retrains `genome` stand-alone into `dir` with `seed` and scores it on the held-out set.
 fn retrain(d: &mut Study, genome: &str, dir: &str, seed: u64) -> Result<Score> {
+    let mut cfg = train_config(&d.c, false);
     if !d.c.p.path("retrain.toml").is_file() {
-        write_toml(&d.c.p.path("retrain.toml"), &train_config(&d.c, false))?;
+        write_toml(&d.c.p.path("retrain.toml"), &cfg)?;
     }
-    let mut args = strings(&["train", "retinanet", "--config", &d.c.p.arg("retrain.toml"), "--arch", genome]);
-    args.extend(strings(&["--seed", &seed.to_string(), "--out", &d.c.p.arg(dir), "--overwrite"]));
-    d.c.p.detnas(&args)?;
+    (cfg.arch, cfg.seed) = (Some(genome.to_string()), seed);
+    let how = format!("retinanet --arch {genome} --seed {seed} --overwrite");
+    train(&mut d.c, &cfg, "retrain.toml", dir, Start::Overwrite, &how)?;
     let ck = checkpoint::open(&d.c.p.path(dir), None, device::parse("cpu")?)?;
     let stats = trainer::evaluate_checkpoint(&ck, &EvalOptions { val: None, recalibrate: 0 })?.stats;
     Ok(Score { ap: stats.stats[0].max(0.0), ap50: stats.stats[1].max(0.0) })
@@ -415,13 +416,19 @@ fn report_text(d: &Study, data: &StudyData, main_recal: usize) -> String {
             Some([train, val]) =>
                 format!("`{}` (training), `{}` (held out), {} classes", train.display(), val.display(), s.classes),
             None => format!(
-                "harder synthetic set, {} training / {} held-out images of {}x{}, {} classes, `data synthetic {}`",
+                "harder synthetic set, {} training / {} held-out images of {}x{}, {} classes, {} to {} objects of {} to {} \
+                 pixels, up to {} distractors, {}% occlusion",
                 s.train_images,
                 s.val_images,
                 s.image_size,
                 s.image_size,
                 s.classes,
-                s.data_flags.join(" ")
+                s.clutter.objects.0,
+                s.clutter.objects.1,
+                s.clutter.sizes.0,
+                s.clutter.sizes.1,
+                s.clutter.distractors,
+                s.clutter.occlusion_percent
             ),
         },
         s.supernet_iterations,

@@ -227,7 +227,22 @@ fn train_det(args: DetArgs, supernet: bool, kind: Option<DetectorKind>) -> Resul
         cfg.detector.input,
         args.out.display()
     );
-    let outcome = trainer::train_detection(&cfg, &args.out, args.start.start(), dev, &mut |event| match event {
+    let outcome = trainer::train_detection(&cfg, &args.out, args.start.start(), dev, &mut print_event)?;
+    report_skips(&outcome.state);
+    if let Some(stats) = outcome.eval {
+        println!("held-out evaluation ({} images):", stats.images);
+        for line in stats.summary_lines() {
+            println!("{line}");
+        }
+    }
+    println!("checkpoint: {} (step {})", args.out.display(), outcome.state.step);
+    note_kept(&args.out, args.start.start());
+    Ok(())
+}
+
+/// Prints a training event: data counts and problems, skipped images, log lines.
+pub fn print_event(event: TrainEvent<'_>) {
+    match event {
         TrainEvent::Data { train, val, train_images, val_images } => {
             eprintln!("data: {train_images} training images, {val_images} held-out images");
             for (what, report) in [("training", Some(train)), ("held-out", val)] {
@@ -241,17 +256,7 @@ fn train_det(args: DetArgs, supernet: bool, kind: Option<DetectorKind>) -> Resul
         }
         TrainEvent::BadImage(bad) => eprintln!("warning: skipped an undecodable training image: {bad}"),
         TrainEvent::Log(e) => print_log(e),
-    })?;
-    report_skips(&outcome.state);
-    if let Some(stats) = outcome.eval {
-        println!("held-out evaluation ({} images):", stats.images);
-        for line in stats.summary_lines() {
-            println!("{line}");
-        }
     }
-    println!("checkpoint: {} (step {})", args.out.display(), outcome.state.step);
-    note_kept(&args.out, args.start.start());
-    Ok(())
 }
 
 /// After `--overwrite`: says which files of the folder stay because detnas did not write them.

@@ -50,6 +50,9 @@ pub enum DataError {
     /// An atomic write failed (the error names the file).
     #[error(transparent)]
     Core(#[from] detnas_core::CoreError),
+    /// The output folder is not this command's to write (another command's, or the user's).
+    #[error(transparent)]
+    Owner(#[from] detnas_core::owner::OwnerError),
 }
 
 impl DataError {

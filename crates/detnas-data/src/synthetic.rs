@@ -161,6 +161,43 @@ impl SyntheticSpec {
 /// The COCO file [`generate`] writes beside `images/`.
 pub const ANNOTATIONS: &str = "annotations.json";
 
+/// The command that owns synthetic set folders ([`write_set`]).
+pub const COMMAND: &str = "data synthetic";
+
+/// [`generate`] into a folder this command owns ([`detnas_core::owner`]): a new or empty folder,
+/// or (with `replace`) a set it wrote before, whose listed files are removed first; a folder of
+/// another command or of the user's files is refused. Returns the JSON's path and, after a
+/// replacement, a note naming the files kept (those detnas did not write).
+pub fn write_set(dir: &Path, spec: &SyntheticSpec, replace: bool) -> Result<(PathBuf, Option<String>)> {
+    use detnas_core::owner::{Existing, Flags, OwnedDir};
+    spec.validate()?;
+    let existing = if replace { Existing::Replace } else { Existing::Refuse };
+    let flags = Flags { out: "--out", replace: "--overwrite", resume: None };
+    let owned = OwnedDir::open(dir, COMMAND, existing, flags)?;
+    let note = if owned.earlier { owned.dir.replace_with_note()? } else { None };
+    Ok((generate(dir, spec)?, note))
+}
+
+/// The `detnas data synthetic` arguments that write `spec` into `dir` (with `--overwrite`).
+pub fn command_line(dir: &Path, spec: &SyntheticSpec) -> Vec<String> {
+    let s = spec;
+    [
+        ("--out", dir.display().to_string()),
+        ("--images", s.images.to_string()),
+        ("--size", format!("{}x{}", s.width, s.height)),
+        ("--classes", s.classes.to_string()),
+        ("--seed", s.seed.to_string()),
+        ("--objects", format!("{}..{}", s.min_objects, s.max_objects)),
+        ("--sizes", format!("{}..{}", s.min_size, s.max_size)),
+        ("--distractors", s.distractors.to_string()),
+        ("--occlusion", s.occlusion_percent.to_string()),
+    ]
+    .into_iter()
+    .flat_map(|(f, v)| [f.to_string(), v])
+    .chain(["--overwrite".to_string()])
+    .collect()
+}
+
 /// Writes `spec.images` PNG files `dir/images/000001.png, ...` and their ground truth
 /// `dir/annotations.json` (COCO instances: image ids `1..=N`, category ids `1..=K` named as in
 /// [`CLASSES`], file names relative to `dir`), and returns the JSON's path. The JSON is written
