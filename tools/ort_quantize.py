@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """ONNX Runtime's own static quantizer (onnxruntime.quantization.quantize_static, PyPI) on a detnas
-float model: the reference `detnas quantize` is compared with (README, "INT8").
+float model: the reference `detnas quantize` is compared with (docs/int8-fp16.md).
 
 Same format as ours: QDQ, per-channel symmetric int8 weights, uint8 activations, and the same
 calibration images (the folder sorted, N evenly spaced, letterboxed top-left with Pillow bilinear

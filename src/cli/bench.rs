@@ -63,7 +63,10 @@ pub struct BenchArgs {
     json: bool,
 }
 
-pub fn run(args: BenchArgs) -> Result<()> {
+/// The detector to time, with the full detect path's options (every score, the device and
+/// threads asked), and its name: the model file, or the genome built in memory with random
+/// weights.
+fn bench_detector(args: &BenchArgs) -> Result<(Detector, String)> {
     let mut options = DetectorOptions::default();
     // The full detect path as `detect` runs it without --conf: everything the graph returns.
     options.score_threshold = None;
@@ -72,7 +75,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     options.strict = args.strict;
     options.reduced_decode = !args.full_decode;
     options.tta = args.tta;
-    let (detector, name) = match (&args.model, &args.arch) {
+    Ok(match (&args.model, &args.arch) {
         (Some(path), _) => (Detector::from_file(path, options)?, path.display().to_string()),
         (None, Some(text)) => {
             let genome = Genome::parse(args.space.as_deref(), text)?;
@@ -83,12 +86,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
             (Detector::from_memory(&bytes, &name, options)?, name)
         }
         (None, None) => anyhow::bail!("give a MODEL file or --arch"),
-    };
-    if let Some(w) = detector.device_warning() {
-        eprintln!("warning: {w}");
-    }
-    let cfg = detector.info().config.clone();
-    let encoded = match &args.image {
+    })
+}
+
+/// The encoded image of the detect path: `--image`, else a synthetic 1280x720 JPEG.
+fn bench_image(args: &BenchArgs) -> Result<Vec<u8>> {
+    Ok(match &args.image {
         Some(p) => std::fs::read(p)?,
         None => {
             let img = RgbImage::from_fn(1280, 720, |x, y| {
@@ -98,13 +101,30 @@ pub fn run(args: BenchArgs) -> Result<()> {
             img.write_to(&mut buf, ImageFormat::Jpeg)?;
             buf.into_inner()
         }
-    };
-    let input = vec![114.0f32; 3 * (cfg.input.height * cfg.input.width) as usize];
-    let plan = match (args.iters, args.seconds) {
+    })
+}
+
+/// The timing plan of the arguments: `--iters` iterations, or at least `--seconds` (and 3
+/// iterations), else 20 iterations; after `--warmup` untimed runs.
+fn timing_plan(args: &BenchArgs) -> TimingPlan {
+    match (args.iters, args.seconds) {
         (Some(n), _) => TimingPlan::iterations(args.warmup, n),
         (None, Some(s)) => TimingPlan { warmup: args.warmup, min_iters: 3, min_seconds: s, max_iters: usize::MAX },
         (None, None) => TimingPlan::iterations(args.warmup, 20),
-    };
+    }
+}
+
+/// `detnas bench`: times the bare model run and the full detect path and prints the latencies
+/// (one JSON object with `--json`).
+pub fn run(args: BenchArgs) -> Result<()> {
+    let (detector, name) = bench_detector(&args)?;
+    if let Some(w) = detector.device_warning() {
+        eprintln!("warning: {w}");
+    }
+    let cfg = detector.info().config.clone();
+    let encoded = bench_image(&args)?;
+    let input = vec![114.0f32; 3 * (cfg.input.height * cfg.input.width) as usize];
+    let plan = timing_plan(&args);
     let (model, full) = time_pair(
         &plan,
         || detector.run(&input).map(drop),

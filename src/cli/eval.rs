@@ -104,6 +104,69 @@ pub fn run(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// The images of a ground truth as `--model` reads them: ids, paths and recorded sizes, in the
+/// ground truth's order.
+#[cfg(feature = "infer")]
+struct GtImages {
+    ids: Vec<i64>,
+    paths: Vec<PathBuf>,
+    /// `(width, height)` when the ground truth records both.
+    sizes: Vec<Option<(u32, u32)>>,
+}
+
+#[cfg(feature = "infer")]
+impl GtImages {
+    /// The images of `gt`, file names relative to `--images` (default: the `--gt` file's folder);
+    /// an error naming the first image without a file name.
+    fn of(args: &EvalArgs, gt: &GroundTruth) -> Result<Self> {
+        let root = match &args.images {
+            Some(dir) => dir.clone(),
+            None => args.gt.parent().map(PathBuf::from).unwrap_or_default(),
+        };
+        let mut images = GtImages { ids: Vec::new(), paths: Vec::new(), sizes: Vec::new() };
+        for image in &gt.dataset().images {
+            let Some(name) = image.file_name.as_deref() else {
+                bail!(
+                    "{}: image {} has no file_name, so --model cannot find it: give --dt",
+                    args.gt.display(),
+                    image.id
+                );
+            };
+            images.ids.push(image.id);
+            images.paths.push(root.join(name));
+            images.sizes.push(image.width.zip(image.height));
+        }
+        Ok(images)
+    }
+}
+
+/// The detector of `model` keeping every score, with `--threads` and `--tta`.
+#[cfg(feature = "infer")]
+fn load_eval_detector(args: &EvalArgs, model: &std::path::Path) -> Result<detnas_infer::Detector> {
+    let mut builder = detnas_infer::Detector::builder().all_scores();
+    if let Some(threads) = args.threads {
+        builder = builder.threads(threads);
+    }
+    if let Some(tta) = args.tta {
+        builder = builder.tta(tta);
+    }
+    Ok(builder.load(model)?)
+}
+
+/// The ground truth's category id of each of the model's classes, matched by name; `None` (and a
+/// warning on stderr) where the names differ, so that the model's own ids are kept.
+#[cfg(feature = "infer")]
+fn ground_truth_category_ids(args: &EvalArgs, gt: &GroundTruth, class_names: &[String]) -> Option<Vec<i64>> {
+    let by_name = super::detect::names::category_ids_by_name(&args.gt, &gt.dataset().categories, class_names);
+    match by_name {
+        Ok(ids) => Some(ids),
+        Err(e) => {
+            eprintln!("warning: {e}; the model's own category ids are used");
+            None
+        }
+    }
+}
+
 /// The detections of `--model` on every image of the ground truth, and a name for them.
 #[cfg(feature = "infer")]
 fn detect_ground_truth(args: &EvalArgs, gt: &GroundTruth) -> Result<(Detections, String)> {
@@ -112,40 +175,11 @@ fn detect_ground_truth(args: &EvalArgs, gt: &GroundTruth) -> Result<(Detections,
     let Some(model) = &args.model else {
         bail!("give --dt results.json, or --model model.onnx to detect in the ground truth's images first");
     };
-    let root = match &args.images {
-        Some(dir) => dir.clone(),
-        None => args.gt.parent().map(PathBuf::from).unwrap_or_default(),
-    };
-    let mut ids = Vec::new();
-    let mut paths = Vec::new();
-    let mut sizes = Vec::new();
-    for image in &gt.dataset().images {
-        let Some(name) = image.file_name.as_deref() else {
-            bail!("{}: image {} has no file_name, so --model cannot find it: give --dt", args.gt.display(), image.id);
-        };
-        ids.push(image.id);
-        paths.push(root.join(name));
-        sizes.push(image.width.zip(image.height));
-    }
-    let mut builder = detnas_infer::Detector::builder().all_scores();
-    if let Some(threads) = args.threads {
-        builder = builder.threads(threads);
-    }
-    if let Some(tta) = args.tta {
-        builder = builder.tta(tta);
-    }
-    let detector = builder.load(model)?;
+    let GtImages { ids, paths, sizes } = GtImages::of(args, gt)?;
+    let detector = load_eval_detector(args, model)?;
     // The model's classes take the ground truth's ids by name; where the names differ, its own
     // ids are kept and the user told.
-    let class_names = &detector.info().config.class_names;
-    let by_name = super::detect::names::category_ids_by_name(&args.gt, &gt.dataset().categories, class_names);
-    let by_name = match by_name {
-        Ok(ids) => Some(ids),
-        Err(e) => {
-            eprintln!("warning: {e}; the model's own category ids are used");
-            None
-        }
-    };
+    let by_name = ground_truth_category_ids(args, gt, &detector.info().config.class_names);
     let start = std::time::Instant::now();
     let mut found = Vec::new();
     let mut failed = Vec::new();

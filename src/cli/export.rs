@@ -5,10 +5,12 @@ use clap::{Args, ValueEnum};
 use detnas_core::detector::{DetectorConfig, DetectorKind, HeadConv, detector_flops};
 use detnas_core::genome::{DetectorGenes, Genome};
 use detnas_core::pareto::Finalists;
-use detnas_core::plan::{Paths, detector_params};
+use detnas_core::plan::{ParamSpec, Paths, detector_params};
 use detnas_core::size::format_count;
 use detnas_core::space::ChannelShuffle;
 use detnas_core::{InputSize, fsutil::write_atomic};
+#[cfg(feature = "infer")]
+use detnas_onnx::ModelProto;
 use detnas_onnx::graph::encode;
 use detnas_onnx::{ExportOptions, Weights, export_detector};
 use std::path::{Path, PathBuf};
@@ -187,25 +189,31 @@ fn search_finalist(dir: &Path, rank: usize) -> Result<(PathBuf, String, PathBuf)
     Ok((finalists.checkpoint.clone(), f.candidate.clone(), dir.join(&f.bn)))
 }
 
-pub fn run(args: ExportArgs) -> Result<()> {
-    let finalist = args.search.as_deref().map(|d| search_finalist(d, args.rank)).transpose()?;
-    let checkpoint = finalist.as_ref().map(|f| f.0.clone()).or_else(|| args.checkpoint.clone());
-    let arch_text = finalist.as_ref().map(|f| f.1.clone()).or_else(|| args.arch.clone());
-    let from_checkpoint = checkpoint.as_deref().map(|d| read_checkpoint(d, arch_text.as_deref())).transpose()?;
+/// A checkpoint folder's space, architecture, detector configuration and weights file
+/// ([`read_checkpoint`]).
+type CheckpointParts = (String, String, DetectorConfig, PathBuf);
+
+/// Checks that `--out` overwrites none of the files the export reads (`--weights`, `--config`,
+/// the checkpoint and its weights, the calibration images).
+fn check_out_path(
+    args: &ExportArgs,
+    checkpoint: Option<&Path>,
+    from_checkpoint: Option<&CheckpointParts>,
+) -> Result<()> {
     let mut inputs: Vec<(&str, &Path)> = Vec::new();
     inputs.extend(args.weights.as_deref().map(|w| ("--weights", w)));
     inputs.extend(args.config.as_deref().map(|c| ("--config", c)));
-    inputs.extend(from_checkpoint.as_ref().map(|(_, _, _, w)| ("the checkpoint's weights", w.as_path())));
-    inputs.extend(checkpoint.as_deref().map(|c| ("--checkpoint", c)));
+    inputs.extend(from_checkpoint.map(|(_, _, _, w)| ("the checkpoint's weights", w.as_path())));
+    inputs.extend(checkpoint.map(|c| ("--checkpoint", c)));
     #[cfg(feature = "infer")]
     inputs.extend(args.calib.calibrate.iter().map(|c| ("--calibrate", Path::new(c))));
-    super::paths::check_output("--out", &args.out, super::paths::Artefact::Model, &inputs)?;
-    let genome = match &from_checkpoint {
-        Some((space, arch, _, _)) => Genome::parse(Some(space), arch)?,
-        None => Genome::parse(args.space.as_deref(), arch_text.as_deref().context("--arch is required")?)?,
-    };
-    let (space, arch) = (&genome.space, &genome.arch);
-    let base = match (&args.config, &from_checkpoint) {
+    super::paths::check_output("--out", &args.out, super::paths::Artefact::Model, &inputs)
+}
+
+/// The detector configuration before the genome and the flags: `--config`, else the checkpoint's,
+/// else the defaults of `--detector` (RetinaNet). An error when `--detector` names another family.
+fn base_config(args: &ExportArgs, from_checkpoint: Option<&CheckpointParts>) -> Result<DetectorConfig> {
+    let base = match (&args.config, from_checkpoint) {
         (Some(p), _) => load_config(p)?,
         (None, Some((_, _, det, _))) => det.clone(),
         (None, None) => DetectorConfig::new(args.detector.map_or(DetectorKind::Retinanet, DetectorArg::kind)),
@@ -214,13 +222,19 @@ pub fn run(args: ExportArgs) -> Result<()> {
         let origin = args.config.as_ref().map_or("the checkpoint".to_string(), |p| p.display().to_string());
         anyhow::bail!("--detector {asked} contradicts {origin}, which describes a {} detector", base.kind());
     }
-    let mut cfg = genome.detector_config(&base)?;
+    Ok(base)
+}
+
+/// Applies the flags that override the configuration (`--input`, `--classes`, `--head-conv`,
+/// `--head-convs`, `--fpn-channels`, `--shuffle`) to `cfg`; nothing is validated here but the
+/// input size's syntax.
+fn apply_flags(cfg: &mut DetectorConfig, args: &ExportArgs) -> Result<()> {
     if let Some(i) = &args.input {
         cfg.input = InputSize::parse(i)?;
     }
-    if let Some(c) = args.classes {
+    if let Some(c) = &args.classes {
         // Empty and duplicate names are refused by `validate` below, not dropped.
-        cfg.class_names = c.into_iter().map(|s| s.trim().to_string()).collect();
+        cfg.class_names = c.iter().map(|s| s.trim().to_string()).collect();
         cfg.category_ids.clear();
     }
     if let Some(h) = args.head_conv {
@@ -242,36 +256,39 @@ pub fn run(args: ExportArgs) -> Result<()> {
             ShuffleArg::HalfInterleave => ChannelShuffle::HalfInterleave,
         };
     }
-    cfg.validate()?;
-    detnas_core::limits::check_export_size("export", space, arch, &cfg)?;
-    let warning = match (&checkpoint, &from_checkpoint) {
-        (Some(dir), Some((_, _, trained, _))) => check_against_checkpoint(dir, trained, &cfg)?,
-        _ => None,
-    };
-    let params = detector_params(space, Paths::Single(arch), &cfg);
+    Ok(())
+}
+
+/// The weights of `params`: `--weights`, else the checkpoint's (with the finalist's recalibrated
+/// BN statistics over them for a search), sliced to the genome's shapes; else a random
+/// initialisation from `--seed`.
+fn export_weights(
+    args: &ExportArgs,
+    from_checkpoint: Option<&CheckpointParts>,
+    finalist: Option<&(PathBuf, String, PathBuf)>,
+    params: &[ParamSpec],
+) -> Result<Weights> {
     // A supernet (every choice; an elastic FPN and head) holds each genome's tensors as leading
     // blocks of its own: slicing is the identity for tensors of exactly the right shape.
-    let weights = match (&args.weights, &from_checkpoint) {
-        (Some(p), _) => Weights::load(p)?.sliced_to(&params)?,
+    Ok(match (&args.weights, from_checkpoint) {
+        (Some(p), _) => Weights::load(p)?.sliced_to(params)?,
         (None, Some((_, _, _, p))) => {
             let mut w = Weights::load(p)?;
-            if let Some((_, _, bn)) = &finalist {
+            if let Some((_, _, bn)) = finalist {
                 w.overlay(Weights::load(bn)?);
                 w.source = format!("{} with BN statistics {}", w.source, bn.display());
             }
-            w.sliced_to(&params)?
+            w.sliced_to(params)?
         }
-        (None, None) => Weights::random(&params, args.seed),
-    };
-    let model = export_detector(
-        space,
-        arch,
-        &cfg,
-        &weights,
-        &ExportOptions { raw_outputs: args.raw_outputs, batch: args.batch },
-    )?;
-    #[cfg(feature = "infer")]
-    let model = if args.int8 {
+        (None, None) => Weights::random(params, args.seed),
+    })
+}
+
+/// `model` converted as asked: quantized with `--int8`, half precision with `--fp16`, else as it
+/// is (and `--calibrate` without `--int8` is an error).
+#[cfg(feature = "infer")]
+fn convert_precision(model: ModelProto, args: &ExportArgs) -> Result<ModelProto> {
+    Ok(if args.int8 {
         super::quantize::quantize(&model, &args.calib)?
     } else if args.fp16 {
         super::quantize::to_fp16(&model)?
@@ -280,7 +297,43 @@ pub fn run(args: ExportArgs) -> Result<()> {
             anyhow::bail!("--calibrate is for --int8 exports");
         }
         model
+    })
+}
+
+/// `detnas export`: resolves the architecture, configuration and weights from the arguments (a
+/// search finalist, a checkpoint or flags), exports and converts the model, writes it atomically
+/// to `--out` and prints a summary (and any warning about the checkpoint) on stderr.
+pub fn run(args: ExportArgs) -> Result<()> {
+    let finalist = args.search.as_deref().map(|d| search_finalist(d, args.rank)).transpose()?;
+    let checkpoint = finalist.as_ref().map(|f| f.0.clone()).or_else(|| args.checkpoint.clone());
+    let arch_text = finalist.as_ref().map(|f| f.1.clone()).or_else(|| args.arch.clone());
+    let from_checkpoint = checkpoint.as_deref().map(|d| read_checkpoint(d, arch_text.as_deref())).transpose()?;
+    check_out_path(&args, checkpoint.as_deref(), from_checkpoint.as_ref())?;
+    let genome = match &from_checkpoint {
+        Some((space, arch, _, _)) => Genome::parse(Some(space), arch)?,
+        None => Genome::parse(args.space.as_deref(), arch_text.as_deref().context("--arch is required")?)?,
     };
+    let (space, arch) = (&genome.space, &genome.arch);
+    let base = base_config(&args, from_checkpoint.as_ref())?;
+    let mut cfg = genome.detector_config(&base)?;
+    apply_flags(&mut cfg, &args)?;
+    cfg.validate()?;
+    detnas_core::limits::check_export_size("export", space, arch, &cfg)?;
+    let warning = match (&checkpoint, &from_checkpoint) {
+        (Some(dir), Some((_, _, trained, _))) => check_against_checkpoint(dir, trained, &cfg)?,
+        _ => None,
+    };
+    let params = detector_params(space, Paths::Single(arch), &cfg);
+    let weights = export_weights(&args, from_checkpoint.as_ref(), finalist.as_ref(), &params)?;
+    let model = export_detector(
+        space,
+        arch,
+        &cfg,
+        &weights,
+        &ExportOptions { raw_outputs: args.raw_outputs, batch: args.batch },
+    )?;
+    #[cfg(feature = "infer")]
+    let model = convert_precision(model, &args)?;
     let bytes = encode(&model)?;
     write_atomic(&args.out, &bytes)?;
     if let Some(w) = warning {

@@ -19,8 +19,6 @@ mod inspect;
 #[cfg(feature = "infer")]
 mod latency;
 mod paths;
-#[cfg(feature = "search")]
-mod pipeline;
 #[cfg(feature = "infer")]
 mod quantize;
 #[cfg(feature = "search")]

@@ -160,22 +160,14 @@ fn progress_bar(total: usize, done: usize) -> ProgressBar {
 pub fn print_event(bar: &mut ProgressBar, event: Event<'_>) {
     match event {
         Event::Started { total, done } => *bar = progress_bar(total, done),
-        Event::Evaluated { generation, candidate, backbone_flops, fitness, done, total } => {
-            bar.inc(1);
-            bar.suspend(|| {
-                eprintln!(
-                    "gen {generation:>2} [{done:>3}/{total}] {candidate}  {}  fitness {fitness:.4}",
-                    format_count(backbone_flops)
-                )
-            })
+        e => {
+            if matches!(e, Event::Evaluated { .. }) {
+                bar.inc(1);
+            }
+            if let Some(line) = e.line() {
+                bar.suspend(|| eprintln!("{line}"));
+            }
         }
-        Event::Generation(s) => bar.suspend(|| {
-            eprintln!(
-                "generation {} done: best {:.4} ({}), mean {:.4}, shortfall {}",
-                s.generation, s.best.fitness, s.best.arch, s.mean_fitness, s.shortfall
-            )
-        }),
-        Event::Notice(line) => bar.suspend(|| eprintln!("{line}")),
     }
 }
 

@@ -4,12 +4,12 @@ use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use detnas_core::detector::DetectorKind;
 use detnas_train::bench::{StepBench, time_step};
-use detnas_train::checkpoint::{self, CheckpointState, LogEntry};
+use detnas_train::checkpoint::{self, CheckpointState};
 use detnas_train::classify::{ClsTrainConfig, train_classifier};
 use detnas_train::config::{DataSource, DetTrainConfig};
 use detnas_train::device;
 use detnas_train::run::Start;
-use detnas_train::trainer::{self, EvalOptions, TrainEvent};
+use detnas_train::trainer::{self, EvalOptions};
 use std::path::PathBuf;
 
 #[derive(Subcommand, Debug)]
@@ -227,7 +227,8 @@ fn train_det(args: DetArgs, supernet: bool, kind: Option<DetectorKind>) -> Resul
         cfg.detector.input,
         args.out.display()
     );
-    let outcome = trainer::train_detection(&cfg, &args.out, args.start.start(), dev, &mut print_event)?;
+    let outcome =
+        trainer::train_detection(&cfg, &args.out, args.start.start(), dev, &mut detnas_train::progress::print_event)?;
     report_skips(&outcome.state);
     if let Some(stats) = outcome.eval {
         println!("held-out evaluation ({} images):", stats.images);
@@ -240,25 +241,6 @@ fn train_det(args: DetArgs, supernet: bool, kind: Option<DetectorKind>) -> Resul
     Ok(())
 }
 
-/// Prints a training event: data counts and problems, skipped images, log lines.
-pub fn print_event(event: TrainEvent<'_>) {
-    match event {
-        TrainEvent::Data { train, val, train_images, val_images } => {
-            eprintln!("data: {train_images} training images, {val_images} held-out images");
-            for (what, report) in [("training", Some(train)), ("held-out", val)] {
-                if let Some(r) = report.filter(|r| r.problems() > 0) {
-                    eprintln!("{what} data problems ({}):", r.source);
-                    for line in r.to_string().lines() {
-                        eprintln!("  {line}");
-                    }
-                }
-            }
-        }
-        TrainEvent::BadImage(bad) => eprintln!("warning: skipped an undecodable training image: {bad}"),
-        TrainEvent::Log(e) => print_log(e),
-    }
-}
-
 /// After `--overwrite`: says which files of the folder stay because detnas did not write them.
 fn note_kept(out: &std::path::Path, start: Start) {
     if start == Start::Overwrite
@@ -266,20 +248,6 @@ fn note_kept(out: &std::path::Path, start: Start) {
     {
         eprintln!("{note}");
     }
-}
-
-/// One log line on stderr.
-fn print_log(e: &LogEntry) {
-    let parts: Vec<String> = e.parts.iter().map(|p| format!("{} {:.4}", p.name, p.value)).collect();
-    eprintln!(
-        "step {:>6}  loss {:.4} ({})  lr {:.5}  {:.1} images/s  data wait {:.1} ms/step",
-        e.step,
-        e.loss,
-        parts.join(", "),
-        e.lr,
-        e.images_per_s,
-        e.data_wait_ms
-    );
 }
 
 /// Warnings for skipped steps and images recorded in a checkpoint state.

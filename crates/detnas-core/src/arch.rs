@@ -132,9 +132,13 @@ impl<'de> Deserialize<'de> for Arch {
 /// A published architecture with the space it belongs to.
 #[derive(Clone, Copy, Debug)]
 pub struct Preset {
+    /// Short name (`coco-fpn-300m`, ...), as `--arch` accepts it.
     pub name: &'static str,
+    /// Name of the space the architecture belongs to.
     pub space: &'static str,
+    /// The architecture's encoding (one choice per layer, comma separated).
     pub encoding: &'static str,
+    /// Where the architecture comes from, for listings.
     pub description: &'static str,
 }
 

@@ -123,7 +123,9 @@ pub fn match_anchors(
 /// `dw`/`dh` are clamped at `log(1000 / 16)` when decoding.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BoxCoder {
+    /// Divisors of `(dx, dy, dw, dh)`.
     pub weights: [f32; 4],
+    /// Largest `dw` / `dh` when decoding.
     pub clamp: f32,
 }
 
@@ -300,11 +302,15 @@ pub fn octave_sizes(base: f32, scales_per_octave: usize) -> Vec<f32> {
 /// ratio, placed at the top-left corner, the rest padded.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Letterbox {
+    /// Resize factor from source pixels to input pixels.
     pub scale: f32,
     /// Size of the resized image inside the input.
     pub resized_w: u32,
+    /// Height of the resized image inside the input.
     pub resized_h: u32,
+    /// Width of the source image.
     pub src_w: u32,
+    /// Height of the source image.
     pub src_h: u32,
 }
 

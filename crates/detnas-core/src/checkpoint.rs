@@ -19,11 +19,14 @@ pub const STATE_FILE: &str = "state.json";
 #[derive(Debug, thiserror::Error)]
 #[error("checkpoint {path}: {reason}")]
 pub struct CheckpointError {
+    /// The checkpoint folder or file.
     pub path: PathBuf,
+    /// What was wrong.
     pub reason: String,
 }
 
 impl CheckpointError {
+    /// An error about `path` with `reason` as its text.
     pub fn new(path: &Path, reason: impl std::fmt::Display) -> Self {
         CheckpointError { path: path.to_path_buf(), reason: reason.to_string() }
     }
@@ -33,7 +36,9 @@ impl CheckpointError {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(from = "(String, f64)", into = "(String, f64)")]
 pub struct LossPart {
+    /// The component's name.
     pub name: String,
+    /// Its mean over the window.
     pub value: f64,
 }
 
@@ -60,6 +65,7 @@ pub struct LogEntry {
     pub parts: Vec<LossPart>,
     /// Learning rate of the last step of the window.
     pub lr: f64,
+    /// Training images per second over the window.
     pub images_per_s: f64,
     /// Mean time per step the trainer waited for its batch.
     pub data_wait_ms: f64,
@@ -109,23 +115,29 @@ impl std::fmt::Display for CheckpointKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointState {
+    /// Version of the state format (a reader refuses any other).
     pub format: u32,
     /// What the checkpoint holds.
     pub kind: CheckpointKind,
+    /// Name of the search space.
     pub space: String,
     /// The trained path, or `None` for a supernet (every choice).
     pub arch: Option<String>,
     /// The full training configuration (TOML-equivalent JSON) and its hash.
     pub config: serde_json::Value,
+    /// Hash of `config` ([`config_hash`]): a resumed run must have the same.
     pub config_hash: String,
     /// Completed optimisation steps.
     pub step: usize,
     /// File names (inside the checkpoint folder) of the weights and optimizer buffers.
     pub weights: String,
+    /// File name of the optimizer buffers (see `weights`).
     pub optimizer: String,
     /// Steps skipped for a non-finite loss.
     pub skipped_steps: usize,
+    /// The training log, one entry per log interval.
     pub history: Vec<LogEntry>,
+    /// The program that wrote the checkpoint (`detnas <version>`).
     pub producer: String,
     /// Training images that could not be decoded and were skipped (`path: reason`), each once.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -10,7 +10,9 @@ pub mod keys {
     pub const FORMAT: &str = "detnas.format";
     /// The [`crate::detector::DetectorConfig`] as JSON: the SDK's source of truth.
     pub const CONFIG: &str = "detnas.config";
+    /// Name of the search space of the backbone.
     pub const SPACE: &str = "detnas.space";
+    /// The backbone architecture's encoding.
     pub const ARCH: &str = "detnas.arch";
     /// The full genome (backbone and every detector gene, [`crate::genome::Candidate`] text form).
     pub const GENOME: &str = "detnas.genome";
@@ -18,6 +20,7 @@ pub mod keys {
     pub const DETECTOR: &str = "detnas.detector";
     /// Class names as a JSON list (also inside [`CONFIG`]).
     pub const CLASSES: &str = "detnas.classes";
+    /// Channel split of stride-1 blocks ([`crate::space::ChannelShuffle`]).
     pub const SHUFFLE: &str = "detnas.shuffle";
     /// `HxW` of the fixed network input.
     pub const INPUT: &str = "detnas.input";
@@ -56,7 +59,9 @@ pub mod tensors {
 
 /// Names of the detector kinds, as written under [`keys::DETECTOR`] and in configs.
 pub mod detector_kinds {
+    /// One-stage RetinaNet.
     pub const RETINANET: &str = "retinanet";
+    /// Two-stage FPN Faster R-CNN.
     pub const FASTER_RCNN: &str = "faster-rcnn";
 }
 

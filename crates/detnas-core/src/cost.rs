@@ -25,10 +25,15 @@ pub enum Convention {
 /// One convolution (or FC, as a 1x1 conv on a 1x1 map) of a single-path network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct ConvOp {
+    /// Input channels.
     pub in_channels: u64,
+    /// Output channels.
     pub out_channels: u64,
+    /// Kernel size (square).
     pub kernel: u64,
+    /// Stride.
     pub stride: u64,
+    /// Groups (input channels for a depthwise conv).
     pub groups: u64,
     /// Input spatial size.
     pub in_hw: (u64, u64),
@@ -106,37 +111,59 @@ fn block_ops(list: &mut OpList<'_>, layer: &LayerSpec, choice: Choice, hw: (u64,
 pub struct FeatureShape {
     /// `C2`..`C5` (the exponent of the nominal stride).
     pub name: String,
+    /// Channels.
     pub channels: u64,
+    /// Height in pixels.
     pub height: u64,
+    /// Width in pixels.
     pub width: u64,
+    /// Stride relative to the input (a power of two).
     pub stride: u64,
 }
 
 /// Per-layer cost.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LayerCost {
+    /// Index of the layer in the space.
     pub layer: usize,
+    /// Stage the layer belongs to.
     pub stage: usize,
+    /// The layer's choice in the architecture.
     pub choice: Choice,
+    /// Input channels.
     pub in_channels: u64,
+    /// Output channels.
     pub out_channels: u64,
+    /// Stride (1 or 2).
     pub stride: u64,
+    /// Input spatial size `(H, W)`.
     pub in_hw: (u64, u64),
+    /// Output spatial size `(H, W)`.
     pub out_hw: (u64, u64),
+    /// FLOPs (multiply-adds) of the layer.
     pub flops: u64,
+    /// Parameters of the layer.
     pub params: u64,
 }
 
 /// Exact cost of one architecture at one input size.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CostReport {
+    /// The input size the cost is for.
     pub input: InputSize,
+    /// FLOPs of the stem and every layer.
     pub backbone_flops: u64,
+    /// Parameters of the stem and every layer.
     pub backbone_params: u64,
+    /// Backbone FLOPs plus the classification head's.
     pub classifier_flops: u64,
+    /// Backbone parameters plus the classification head's.
     pub classifier_params: u64,
+    /// FLOPs of the stem (included in `backbone_flops`).
     pub stem_flops: u64,
+    /// Output shape of every stage, in order.
     pub stages: Vec<FeatureShape>,
+    /// Cost of every layer, in order.
     pub layers: Vec<LayerCost>,
 }
 
@@ -264,6 +291,7 @@ pub fn cost(space: &SearchSpace, arch: &Arch, input: InputSize) -> Result<CostRe
 pub struct FlopsTable {
     /// Name of the space the table was built for (named in sampler errors).
     pub space: String,
+    /// FLOPs of the stem (every path has it).
     pub stem: u64,
     /// `per_layer[l][choice index]`; `None` for choices the space does not allow.
     pub per_layer: Vec<[Option<u64>; 4]>,

@@ -32,15 +32,19 @@ use std::path::{Path, PathBuf};
 pub struct EvolutionConfig {
     /// Candidates evaluated per generation.
     pub population: usize,
+    /// Generations to run.
     pub generations: usize,
     /// Parents kept from everything evaluated so far.
     pub top_k: usize,
+    /// Children made by mutating a parent, per generation after the first.
     pub mutations: usize,
+    /// Children made by crossing two parents, per generation after the first.
     pub crossovers: usize,
     /// Probability that a mutation resamples each gene.
     pub mutation_prob: f64,
     /// Draws allowed per population slot before the slot is given up.
     pub max_tries: usize,
+    /// Seed of the search's random stream.
     pub seed: u64,
 }
 
@@ -90,6 +94,7 @@ impl EvolutionConfig {
 
 /// The accuracy oracle: higher is better. Called at most once per candidate.
 pub trait Fitness {
+    /// The oracle's error, reported with the candidate it failed on ([`CoreError::Fitness`]).
     type Error: Display;
     /// Fitness of a backbone path (detector fixed).
     fn evaluate(&mut self, arch: &Arch) -> std::result::Result<f64, Self::Error>;
@@ -123,8 +128,11 @@ pub trait Constraint {
 
 /// `FLOPs(arch) <= max` under a convention at a fixed input size.
 pub struct FlopsConstraint {
+    /// Per-layer FLOPs of the space at the input size.
     pub table: FlopsTable,
+    /// Which layers count.
     pub convention: Convention,
+    /// The largest FLOPs allowed.
     pub max: u64,
     /// Human context for [`Constraint::describe`] (space and input size).
     pub context: String,
@@ -152,6 +160,7 @@ pub type PredictLatency<'a> = Box<dyn Fn(&Candidate) -> std::result::Result<f64,
 pub struct LatencyConstraint<'a> {
     /// Predicted latency; a candidate that cannot be predicted is rejected.
     pub predict: PredictLatency<'a>,
+    /// The largest latency allowed, in milliseconds.
     pub max_ms: f64,
     /// What the predictions come from (table hash, device fingerprint): part of the config hash, so
     /// a search is never resumed under another table.
@@ -180,24 +189,33 @@ impl Constraint for LatencyConstraint<'_> {
 /// An evaluated candidate (field `arch` for the state files of backbone-only searches).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Scored {
+    /// The candidate.
     pub arch: Candidate,
+    /// Its fitness.
     pub fitness: f64,
 }
 
 /// One evaluation, in the order the search made them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
+    /// The candidate evaluated.
     pub candidate: Candidate,
+    /// The generation that evaluated it.
     pub generation: usize,
+    /// Its fitness.
     pub fitness: f64,
 }
 
 /// What happened in one generation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GenerationSummary {
+    /// The generation (0-based).
     pub generation: usize,
+    /// Candidates evaluated in it (not seen before).
     pub evaluated: usize,
+    /// The best candidate found so far.
     pub best: Scored,
+    /// Mean fitness of the generation's population.
     pub mean_fitness: f64,
     /// Slots of the population that could not be filled within the try budget.
     pub shortfall: usize,
@@ -206,6 +224,7 @@ pub struct GenerationSummary {
 /// Counts of rejected draws, by reason.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rejections {
+    /// Draws of a candidate already in the population or evaluated.
     pub duplicate: u64,
     /// Per constraint name.
     pub constraint: BTreeMap<String, u64>,
@@ -226,19 +245,26 @@ impl std::fmt::Display for Rejections {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvolutionState {
+    /// Version of the state format (a reader refuses any other).
     pub format: u32,
+    /// Hash of the search's configuration: a search resumes only under the same.
     pub config_hash: String,
     /// Generation whose population is being evaluated (== generations when finished).
     pub generation: usize,
+    /// The population of the current generation.
     pub population: Vec<Candidate>,
     /// Fitness of every candidate evaluated so far, by [`Candidate::key`].
     pub evaluated: BTreeMap<String, f64>,
     /// Every evaluation in order (empty in state files of earlier versions).
     #[serde(default)]
     pub log: Vec<Evaluation>,
+    /// The best candidates evaluated so far, best first.
     pub top_k: Vec<Scored>,
+    /// The random stream, where the search stands in it.
     pub rng: Rng,
+    /// One summary per finished generation.
     pub history: Vec<GenerationSummary>,
+    /// Rejected draws so far.
     pub rejections: Rejections,
 }
 
@@ -247,17 +273,35 @@ const STATE_FORMAT: u32 = 1;
 /// Progress notifications for front ends.
 #[derive(Debug)]
 pub enum Progress<'a> {
-    Evaluated { generation: usize, arch: &'a Candidate, fitness: f64, done: usize, total: usize },
+    /// A candidate was evaluated.
+    Evaluated {
+        /// The generation being evaluated.
+        generation: usize,
+        /// The candidate.
+        arch: &'a Candidate,
+        /// Its fitness.
+        fitness: f64,
+        /// Candidates of the population done so far (this one included).
+        done: usize,
+        /// Candidates in the population.
+        total: usize,
+    },
+    /// A generation ended.
     Generation(&'a GenerationSummary),
 }
 
 /// Final outcome of a search.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SearchOutcome {
+    /// The best candidate.
     pub best: Scored,
+    /// The best candidates, best first.
     pub top_k: Vec<Scored>,
+    /// Candidates evaluated.
     pub evaluations: usize,
+    /// One summary per generation.
     pub history: Vec<GenerationSummary>,
+    /// Rejected draws.
     pub rejections: Rejections,
 }
 

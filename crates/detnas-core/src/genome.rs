@@ -14,8 +14,8 @@
 //! `23113213311133203333:fpn96:head96x3:sep:320x320` is a full genome; `coco-retinanet-300m:320`
 //! changes only the resolution. Genes left out keep the detector configuration's values, so a
 //! backbone-only string (every existing encoding and preset) is a genome that changes nothing.
-//! [`Genome::to_string`] writes the canonical form: compact backbone, then every gene in the order
-//! of the table.
+//! [`Genome`]'s `to_string` ([`Display`](std::fmt::Display)) writes the canonical form: compact
+//! backbone, then every gene in the order of the table.
 
 use crate::arch::{Arch, resolve};
 use crate::detector::{DetectorConfig, HeadConv};
@@ -30,11 +30,15 @@ use std::fmt;
 /// The detector genes of a genome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct DetectorGenes {
+    /// FPN channels.
     pub fpn_channels: u64,
+    /// Head tower channels.
     pub head_channels: u64,
     /// Convs per head tower (classification and regression each).
     pub head_convs: usize,
+    /// Convolution type of the head towers.
     pub head_conv: HeadConv,
+    /// Network input size.
     pub input: InputSize,
 }
 
@@ -76,9 +80,13 @@ impl fmt::Display for DetectorGenes {
 /// Genes given in a genome's text; `None` keeps the configuration's value.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct GeneOverrides {
+    /// FPN channels (`fpn<C>`).
     pub fpn_channels: Option<u64>,
+    /// Head tower channels and convs per tower (`head<C>x<N>`).
     pub head: Option<(u64, usize)>,
+    /// Head convolution type (`dense` / `sep`).
     pub head_conv: Option<HeadConv>,
+    /// Network input size (`HxW`, or `S` for a square).
     pub input: Option<InputSize>,
 }
 
@@ -105,8 +113,11 @@ impl GeneOverrides {
 /// A backbone path of a space with optional detector genes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Genome {
+    /// The search space.
     pub space: SearchSpace,
+    /// The backbone path.
     pub arch: Arch,
+    /// The detector genes the text gives.
     pub genes: GeneOverrides,
 }
 
@@ -240,10 +251,15 @@ impl fmt::Display for Genome {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GeneSpace {
+    /// FPN channels.
     pub fpn_channels: Vec<u64>,
+    /// Head tower channels.
     pub head_channels: Vec<u64>,
+    /// Convs per head tower.
     pub head_convs: Vec<usize>,
+    /// Head convolution types.
     pub head_conv: Vec<HeadConv>,
+    /// Network input sizes.
     pub input: Vec<InputSize>,
 }
 
@@ -440,7 +456,9 @@ mod tests {
 /// dereferences to its [`Arch`], so backbone-only code takes it as is.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Candidate {
+    /// The backbone path.
     pub arch: Arch,
+    /// The detector genes of a joint search; `None` in a backbone-only search.
     pub genes: Option<DetectorGenesKey>,
 }
 

@@ -18,6 +18,7 @@
 //! - [`fsutil`]: atomic file writes, path identity;
 //! - [`owner`]: folder ownership records: which command wrote which files;
 //! - [`mutate`]: seeded byte mutations and a case runner for the robustness tests of every parser.
+#![warn(missing_docs)]
 
 pub mod arch;
 pub mod boxes;

@@ -29,6 +29,7 @@ pub const FORMAT: u32 = 1;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Record {
+    /// Version of the record's layout ([`FORMAT`]).
     pub format: u32,
     /// The command that owns the folder (`detect`, `train`, `search`, ...).
     pub command: String,
@@ -39,18 +40,52 @@ pub struct Record {
 /// A folder that cannot be used, or a record that cannot be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum OwnerError {
+    /// The folder belongs to another command.
     #[error(
         "{path} holds the output of `detnas {owner}` ({RECORD}): choose another {flag} (it is never replaced by `detnas {command}`)"
     )]
-    Foreign { path: PathBuf, owner: String, command: String, flag: String },
+    Foreign {
+        /// The folder.
+        path: PathBuf,
+        /// The command that owns it.
+        owner: String,
+        /// The command asking for it.
+        command: String,
+        /// The flag that named the folder (`--out`, ...).
+        flag: String,
+    },
+    /// The folder holds files but no ownership record.
     #[error(
         "{path} holds files detnas did not write ({sample}): detnas never writes results among them nor empties such a folder; choose a new or empty {flag}"
     )]
-    Unowned { path: PathBuf, sample: String, flag: String },
+    Unowned {
+        /// The folder.
+        path: PathBuf,
+        /// Some of the files found there.
+        sample: String,
+        /// The flag that named the folder.
+        flag: String,
+    },
+    /// The folder holds an earlier run of the same command, and replacing was not asked for.
     #[error("{path} holds results of an earlier `detnas {command}` run ({sample}): {hint}")]
-    Earlier { path: PathBuf, command: String, sample: String, hint: String },
+    Earlier {
+        /// The folder.
+        path: PathBuf,
+        /// The command asking for it (and owning it).
+        command: String,
+        /// Some of the earlier run's files.
+        sample: String,
+        /// The flags that would replace or continue that run.
+        hint: String,
+    },
+    /// The record or the folder cannot be read or written.
     #[error("{path}: {reason}")]
-    Io { path: PathBuf, reason: String },
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The I/O or format error, as text.
+        reason: String,
+    },
 }
 
 impl OwnerError {
@@ -96,6 +131,7 @@ pub struct OwnedDir {
 /// The result of [`OwnedDir::open`].
 #[derive(Debug)]
 pub struct Opened {
+    /// The folder, ready to record files.
     pub dir: OwnedDir,
     /// Files of an earlier run of this command are there.
     pub earlier: bool,

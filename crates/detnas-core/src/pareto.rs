@@ -11,6 +11,7 @@ use std::path::Path;
 pub struct CandidateRow {
     /// Text form of the candidate (see [`crate::genome::Candidate`]).
     pub candidate: String,
+    /// The generation that evaluated the candidate.
     pub generation: usize,
     /// Backbone FLOPs (the DetNAS convention) at the candidate's input.
     pub backbone_flops: u64,
@@ -20,6 +21,7 @@ pub struct CandidateRow {
     pub predicted_ms: Option<f64>,
     /// Latency measured on the device, in milliseconds.
     pub measured_ms: Option<f64>,
+    /// Fitness of the candidate.
     pub fitness: f64,
 }
 
@@ -113,8 +115,11 @@ pub struct Finalist {
     pub rank: usize,
     /// Text form of the candidate (a genome `detnas export --arch` takes).
     pub candidate: String,
+    /// Fitness of the candidate.
     pub fitness: f64,
+    /// Latency predicted by a latency table, in milliseconds.
     pub predicted_ms: Option<f64>,
+    /// Latency measured on the device, in milliseconds.
     pub measured_ms: Option<f64>,
     /// The path's BN statistics after the search's recalibration (safetensors), relative to the
     /// search folder.
@@ -126,11 +131,14 @@ pub struct Finalist {
 pub struct Finalists {
     /// The supernet checkpoint folder (absolute).
     pub checkpoint: std::path::PathBuf,
+    /// Name of the search space.
     pub space: String,
+    /// The finalists, best first.
     pub finalists: Vec<Finalist>,
 }
 
 impl Finalists {
+    /// Name of the finalists file inside a search folder.
     pub const FILE: &'static str = "finalists.json";
 
     /// Reads `finalists.json` of the search folder `dir`; errors name the file.

@@ -22,8 +22,17 @@ use serde::Serialize;
 /// How a tensor is initialised when no weights are given (DetNAS / torchvision conventions).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub enum Init {
-    Normal { std: f32 },
-    Uniform { bound: f32 },
+    /// Normal with mean 0.
+    Normal {
+        /// The standard deviation.
+        std: f32,
+    },
+    /// Uniform in `[-bound, bound]`.
+    Uniform {
+        /// Largest magnitude.
+        bound: f32,
+    },
+    /// Every value this constant.
     Const(f32),
 }
 
@@ -65,8 +74,11 @@ pub fn backbone_params(space: &SearchSpace, paths: Paths<'_>) -> Vec<ParamSpec> 
 /// One parameter or buffer tensor.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ParamSpec {
+    /// Full parameter name (`<prefix>.weight`, ...).
     pub name: String,
+    /// Shape of the tensor.
     pub shape: Vec<usize>,
+    /// How it is initialised.
     pub init: Init,
     /// BN running statistics are buffers, not trained parameters.
     pub buffer: bool,
@@ -79,14 +91,23 @@ pub struct ConvUnit {
     pub conv: String,
     /// Parameter prefix of the BN after it, if any.
     pub bn: Option<String>,
+    /// Input channels.
     pub in_channels: usize,
+    /// Output channels.
     pub out_channels: usize,
+    /// Kernel size (square).
     pub kernel: usize,
+    /// Stride.
     pub stride: usize,
+    /// Groups (input channels for a depthwise conv).
     pub groups: usize,
+    /// Whether the conv has a bias.
     pub bias: bool,
+    /// Whether a ReLU follows (after the BN, if any).
     pub relu: bool,
+    /// Initialisation of the weight.
     pub weight_init: Init,
+    /// Constant initial value of the bias.
     pub bias_init: f32,
 }
 
@@ -172,7 +193,9 @@ impl Seq {
 /// The two branches of one block with one choice.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct BlockPlan {
+    /// The layer.
     pub layer: LayerSpec,
+    /// The block's choice.
     pub choice: Choice,
     /// Projection branch on the full input (stride-2 blocks only; empty otherwise).
     pub proj: Vec<ConvUnit>,
@@ -254,7 +277,9 @@ pub fn classifier_plan(space: &SearchSpace) -> Vec<ConvUnit> {
 /// Which choices to include: one path, or every allowed choice (a supernet).
 #[derive(Clone, Copy, Debug)]
 pub enum Paths<'a> {
+    /// One path.
     Single(&'a Arch),
+    /// Every allowed choice of every layer (a supernet).
     All,
 }
 
@@ -375,14 +400,18 @@ pub fn fpn_plan(in_channels: &[usize], cfg: &DetectorConfig) -> FpnPlan {
 /// final predictor conv.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct HeadBranchPlan {
+    /// The tower's layers, each one dense conv or a depthwise + pointwise pair.
     pub tower: Vec<Vec<ConvUnit>>,
+    /// The final conv giving the branch's outputs.
     pub predictor: ConvUnit,
 }
 
 /// Classification and regression branches.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct HeadPlan {
+    /// The classification branch (class logits).
     pub classification: HeadBranchPlan,
+    /// The box regression branch (box deltas).
     pub regression: HeadBranchPlan,
 }
 

@@ -32,9 +32,13 @@ fn check_window(table: &FlopsTable, convention: Convention, min: u64, max: u64) 
 /// Uniform paths restricted to a FLOPs window, by rejection with a bounded number of tries.
 #[derive(Clone, Debug)]
 pub struct FlopsWindowSampler {
+    /// Per-layer FLOPs of the space at the input size.
     pub table: FlopsTable,
+    /// Which layers count.
     pub convention: Convention,
+    /// Fewest FLOPs accepted.
     pub min: u64,
+    /// Most FLOPs accepted.
     pub max: u64,
     /// Uniform draws allowed per sample before giving up.
     pub max_tries: usize,
@@ -68,9 +72,13 @@ impl FlopsWindowSampler {
 /// bin, at most `bins` times, before the sampler reports failure.
 #[derive(Clone, Debug)]
 pub struct FlopsBinnedSampler {
+    /// Per-layer FLOPs of the space at the input size.
     pub table: FlopsTable,
+    /// Which layers count.
     pub convention: Convention,
+    /// The `bins + 1` bin edges, ascending.
     pub edges: Vec<u64>,
+    /// Uniform draws tried per bin before moving to another bin.
     pub tries_per_bin: usize,
 }
 

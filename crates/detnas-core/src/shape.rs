@@ -7,13 +7,17 @@ use std::fmt;
 /// Network input size in pixels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct InputSize {
+    /// Height in pixels.
     pub height: u64,
+    /// Width in pixels.
     pub width: u64,
 }
 
 impl InputSize {
+    /// 224x224, the ImageNet input (the size DetNAS budgets are quoted at).
     pub const IMAGENET: InputSize = InputSize { height: 224, width: 224 };
 
+    /// An input of `height` x `width` pixels (not checked).
     pub fn new(height: u64, width: u64) -> Self {
         InputSize { height, width }
     }

@@ -108,18 +108,22 @@ impl ChannelShuffle {
 /// One stage: `blocks` layers, all with `channels` outputs; the first has stride 2.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StageSpec {
+    /// Layers (blocks) in the stage.
     pub blocks: usize,
+    /// Output channels of every block.
     pub channels: u64,
 }
 
 /// A search space (or a fixed reference network when only one choice is allowed).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SearchSpace {
+    /// The space's name (`detnas-300m`, ...).
     pub name: String,
     /// Output channels of the 3x3 stride-2 stem conv.
     pub stem_channels: u64,
     /// Whether a 3x3 stride-2 max-pool follows the stem (ShuffleNetV2 reference nets only).
     pub stem_maxpool: bool,
+    /// The stages, in order.
     pub stages: Vec<StageSpec>,
     /// Output channels of the classification head's 1x1 conv.
     pub last_channels: u64,
@@ -136,8 +140,11 @@ pub struct LayerSpec {
     pub index: usize,
     /// Stage index (0-based) and block index within the stage.
     pub stage: usize,
+    /// Block index within the stage (0-based).
     pub block: usize,
+    /// Input channels.
     pub in_channels: u64,
+    /// Output channels.
     pub out_channels: u64,
     /// 2 for the first block of a stage, otherwise 1.
     pub stride: u64,

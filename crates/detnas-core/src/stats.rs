@@ -7,7 +7,9 @@ use crate::rng::Rng;
 /// A two-sided 95% interval.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Interval {
+    /// Lower bound.
     pub lo: f64,
+    /// Upper bound.
     pub hi: f64,
 }
 

@@ -24,7 +24,9 @@ pub fn is_image_path(path: &Path) -> bool {
 /// (no cycles). Files are not decoded here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageFolder {
+    /// The data set's folder.
     pub root: PathBuf,
+    /// Class names (the sub-folders' names), in label order.
     pub class_names: Vec<String>,
     /// `(image file, label)`.
     pub samples: Vec<(PathBuf, usize)>,

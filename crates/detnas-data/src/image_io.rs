@@ -107,10 +107,15 @@ fn rgb8_bytes(width: u32, height: u32) -> u64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceFormat {
+    /// PNG.
     Png,
+    /// JPEG.
     Jpeg,
+    /// GIF (the first frame).
     Gif,
+    /// BMP.
     Bmp,
+    /// WebP.
     WebP,
 }
 
@@ -164,7 +169,10 @@ pub enum ImageWarning {
     /// passes of a progressive JPEG) does not come from the file.
     TruncatedJpeg,
     /// The EXIF metadata could not be read; orientation 1 (none) was assumed.
-    UnreadableExif { reason: String },
+    UnreadableExif {
+        /// The EXIF reader's error, as text.
+        reason: String,
+    },
 }
 
 impl fmt::Display for ImageWarning {
@@ -185,11 +193,26 @@ impl fmt::Display for ImageWarning {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SizeLimit {
     /// Width or height over [`DecodeLimits::max_width`] / [`DecodeLimits::max_height`].
-    Dimensions { max_width: u32, max_height: u32 },
+    Dimensions {
+        /// The largest width allowed.
+        max_width: u32,
+        /// The largest height allowed.
+        max_height: u32,
+    },
     /// `width * height` over [`DecodeLimits::max_pixels`].
-    Pixels { pixels: u64, max_pixels: u64 },
+    Pixels {
+        /// The image's pixels.
+        pixels: u64,
+        /// The most pixels allowed.
+        max_pixels: u64,
+    },
     /// Decoding would need `needed` bytes, over [`DecodeLimits::max_alloc`].
-    Memory { needed: u64, max_alloc: u64 },
+    Memory {
+        /// Bytes decoding needs.
+        needed: u64,
+        /// The most bytes allowed.
+        max_alloc: u64,
+    },
 }
 
 impl fmt::Display for SizeLimit {
@@ -221,37 +244,92 @@ pub enum ImageError {
     /// The file could not be opened or read.
     #[error("{name}: cannot read image: {source}")]
     Io {
+        /// The image's name (its path, or what the caller called the bytes).
         name: String,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
     /// Zero bytes.
     #[error("{name}: empty file (0 bytes), not an image")]
-    Empty { name: String },
+    Empty {
+        /// The image's name.
+        name: String,
+    },
     /// The content matches no known image signature (whatever the file's extension says).
     #[error("{name}: not an image: unknown format ({hint}); supported: {}", supported_formats())]
-    UnknownFormat { name: String, hint: String },
+    UnknownFormat {
+        /// The image's name.
+        name: String,
+        /// What the first bytes look like.
+        hint: String,
+    },
     /// A recognised image format this build does not decode.
     #[error("{name}: {format} images are not supported; supported: {}", supported_formats())]
-    UnsupportedFormat { name: String, format: String },
+    UnsupportedFormat {
+        /// The image's name.
+        name: String,
+        /// The format recognised.
+        format: String,
+    },
     /// The encoded data alone is over [`DecodeLimits::max_alloc`].
     #[error("{name}: file is {bytes} bytes, over the decode limit of {limit} bytes")]
-    FileTooLarge { name: String, bytes: u64, limit: u64 },
+    FileTooLarge {
+        /// The image's name.
+        name: String,
+        /// Size of the encoded data.
+        bytes: u64,
+        /// The limit, in bytes.
+        limit: u64,
+    },
     /// The header declares an image over the limits (a decompression bomb or a huge scan).
     #[error("{name}: {width}x{height} image is over the decode limit ({limit})")]
-    TooLarge { name: String, width: u32, height: u32, limit: SizeLimit },
+    TooLarge {
+        /// The image's name.
+        name: String,
+        /// Declared width.
+        width: u32,
+        /// Declared height.
+        height: u32,
+        /// The limit it is over.
+        limit: SizeLimit,
+    },
     /// The header declares zero width or height.
     #[error("{name}: header declares a zero-size image ({width}x{height})")]
-    ZeroSize { name: String, width: u32, height: u32 },
+    ZeroSize {
+        /// The image's name.
+        name: String,
+        /// Declared width.
+        width: u32,
+        /// Declared height.
+        height: u32,
+    },
     /// The decoder refused a resource limit of its own (internal buffers).
     #[error("{name}: decoder resource limit exceeded: {reason}")]
-    LimitExceeded { name: String, reason: String },
+    LimitExceeded {
+        /// The image's name.
+        name: String,
+        /// The decoder's message.
+        reason: String,
+    },
     /// The data is corrupt or uses a feature the decoder does not support.
     #[error("{name}: cannot decode {format} image: {reason}")]
-    Decode { name: String, format: SourceFormat, reason: String },
+    Decode {
+        /// The image's name.
+        name: String,
+        /// The format being decoded.
+        format: SourceFormat,
+        /// The decoder's message.
+        reason: String,
+    },
     /// A warning turned into an error by [`LoadedImage::deny_warnings`] (strict mode).
     #[error("{name}: {warning} (strict mode)")]
-    Strict { name: String, warning: ImageWarning },
+    Strict {
+        /// The image's name.
+        name: String,
+        /// The warning.
+        warning: ImageWarning,
+    },
 }
 
 impl ImageError {

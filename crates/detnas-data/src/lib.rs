@@ -16,6 +16,7 @@
 //! Features: `datasets` (the sets above: [`detection`], [`folder`], [`synthetic`]) and the image
 //! codecs `jpeg`, `png`, `gif`, `bmp`, `webp` (all on by default). The inference SDK takes only
 //! [`image_io`] and [`preprocess`] with the codecs its user chose.
+#![warn(missing_docs)]
 
 #[cfg(feature = "datasets")]
 pub mod detection;

@@ -40,8 +40,11 @@ pub enum Shape {
 /// A synthetic class: name, shape and exact colour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyntheticClass {
+    /// The class name (`red_rectangle`, ...).
     pub name: &'static str,
+    /// The shape drawn.
     pub shape: Shape,
+    /// The exact RGB colour of every object pixel.
     pub colour: [u8; 3],
 }
 
@@ -63,17 +66,23 @@ pub const CLASSES: [SyntheticClass; 8] = [
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SyntheticSpec {
+    /// Images generated.
     pub images: usize,
+    /// Image width.
     pub width: u32,
+    /// Image height.
     pub height: u32,
     /// Number of classes, `1..=8` ([`CLASSES`]).
     pub classes: usize,
+    /// Fewest objects per image.
     pub min_objects: usize,
+    /// Most objects per image.
     pub max_objects: usize,
     /// At least 8 (so every shape spans its box).
     pub min_size: u32,
     /// At most `min(width, height)`.
     pub max_size: u32,
+    /// Seed of the generator: the same spec gives the same images.
     pub seed: u64,
     /// Up to this many unlabelled clutter shapes per image (uniform count, at most 64), drawn
     /// before the objects in [`DISTRACTOR_COLOURS`].

@@ -398,6 +398,39 @@ impl Quantizer<'_> {
         let outs = head_outputs(&q.model, &names, self.inputs, self.opts.threads)?;
         Ok(relative_error(&self.reference, &outs))
     }
+
+    /// The error of quantizing each of `candidates` alone, largest first (ties by name); empty
+    /// without probe inputs.
+    fn sensitivity(&self, candidates: &[&ConvSite]) -> Result<Vec<LayerSensitivity>> {
+        let mut sensitivity = Vec::new();
+        if !self.inputs.is_empty() {
+            for s in candidates {
+                sensitivity.push(LayerSensitivity { layer: s.name.clone(), error: self.error(vec![s.name.clone()])? });
+            }
+            sensitivity.sort_by(|a, b| b.error.total_cmp(&a.error).then(a.layer.cmp(&b.layer)));
+        }
+        Ok(sensitivity)
+    }
+}
+
+/// An error when a float head output in `reference` is not finite or beyond
+/// [`MAX_HEAD_MAGNITUDE`]: such a model cannot be quantized usefully.
+fn check_reference(reference: &[Vec<Vec<f32>>]) -> Result<()> {
+    if let Some(bad) = reference.iter().flatten().flatten().find(|v| !v.is_finite() || v.abs() > MAX_HEAD_MAGNITUDE) {
+        return Err(InferError::Config(format!(
+            "the float model's head outputs on the calibration images are not usable ({bad:e}, beyond ±{MAX_HEAD_MAGNITUDE:e}): \
+             quantizing would only keep noise; check the model (trained weights?) and the images"
+        )));
+    }
+    Ok(())
+}
+
+/// FNV-1a-style digest of the calibration images' values (their bit patterns, in order), for the
+/// quantization record.
+fn calibration_digest(inputs: &[CalibrationInput]) -> u64 {
+    inputs.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, (_, x)| {
+        x.iter().fold(h, |h, v| (h ^ u64::from(v.to_bits())).wrapping_mul(0x100_0000_01b3))
+    })
 }
 
 /// Quantizes `model` (an exported detnas detector) with calibration `inputs` (from
@@ -420,12 +453,7 @@ pub fn quantize_detector(
     let heads: Vec<String> = sites.iter().filter(|s| s.terminal).map(|s| s.output.clone()).collect();
     let probe_inputs = &inputs[..opts.sensitivity_images.min(inputs.len())];
     let reference = head_outputs(model, &heads, probe_inputs, opts.threads)?;
-    if let Some(bad) = reference.iter().flatten().flatten().find(|v| !v.is_finite() || v.abs() > MAX_HEAD_MAGNITUDE) {
-        return Err(InferError::Config(format!(
-            "the float model's head outputs on the calibration images are not usable ({bad:e}, beyond ±{MAX_HEAD_MAGNITUDE:e}): \
-             quantizing would only keep noise; check the model (trained weights?) and the images"
-        )));
-    }
+    check_reference(&reference)?;
     let q = Quantizer { model, ranges, heads, reference, inputs: probe_inputs, opts };
 
     let candidates: Vec<&ConvSite> = sites.iter().skip(1).collect();
@@ -435,13 +463,7 @@ pub fn quantize_detector(
     if error_all > HOPELESS_HEAD_ERROR {
         return Err(noise_error(error_all));
     }
-    let mut sensitivity = Vec::new();
-    if !probe_inputs.is_empty() {
-        for s in &candidates {
-            sensitivity.push(LayerSensitivity { layer: s.name.clone(), error: q.error(vec![s.name.clone()])? });
-        }
-        sensitivity.sort_by(|a, b| b.error.total_cmp(&a.error).then(a.layer.cmp(&b.layer)));
-    }
+    let sensitivity = q.sensitivity(&candidates)?;
     let mut float_layers = vec![stem.name.clone()];
     float_layers.extend(sensitivity.iter().take(opts.float_layers).map(|s| s.layer.clone()));
     let chosen: Vec<String> = all.iter().filter(|c| !float_layers.contains(c)).cloned().collect();
@@ -451,9 +473,7 @@ pub fn quantize_detector(
     }
 
     let mut out = quantize_qdq(model, &q.plan(chosen.clone()))?.model;
-    let digest = inputs.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, (_, x)| {
-        x.iter().fold(h, |h, v| (h ^ u64::from(v.to_bits())).wrapping_mul(0x100_0000_01b3))
-    });
+    let digest = calibration_digest(inputs);
     let record = serde_json::json!({
         "format": "qdq",
         "weights": if opts.reduce_range { "int8 symmetric per-channel, 7-bit" } else { "int8 symmetric per-channel" },

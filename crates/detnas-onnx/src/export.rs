@@ -17,7 +17,7 @@ use crate::graph::{Attr, Dim, ElemType, GraphBuilder};
 use crate::weights::Weights;
 use detnas_core::arch::Arch;
 use detnas_core::contract::tensors;
-use detnas_core::detector::{DetectorConfig, DetectorKind, all_anchors, detector_flops, pyramid_levels};
+use detnas_core::detector::{DetectorConfig, DetectorKind, LevelShape, all_anchors, detector_flops, pyramid_levels};
 use detnas_core::plan::head_plan;
 use detnas_core::space::SearchSpace;
 use onnx_protobuf::ModelProto;
@@ -46,6 +46,81 @@ impl Default for ExportOptions {
 /// Metadata keys and format version, from the core's contract (kept here for existing callers).
 pub use detnas_core::contract::{FORMAT_VERSION, keys};
 
+/// Runs the head on every level of `pyramid` and collects the candidates of each of the
+/// `e.batch` images (with one image straight from the head outputs, else from the flattened
+/// outputs gathered per image). The raw flattened outputs are kept in the first image's set.
+fn head_candidates(
+    e: &mut Emitter<'_>,
+    cfg: &DetectorConfig,
+    levels: &[LevelShape],
+    pyramid: &[String],
+    anchors: &[[f32; 4]],
+) -> Result<Vec<Candidates>> {
+    let batch = e.batch;
+    let head = head_plan(cfg);
+    // One set of candidates per image; with one image the flattened outputs are used as they are.
+    let mut per_image: Vec<Candidates> = (0..batch).map(|_| Candidates::default()).collect();
+    for (level, feat) in levels.iter().zip(pyramid) {
+        let cls = e.head_branch(&head.classification, feat)?;
+        let reg = e.head_branch(&head.regression, feat)?;
+        if batch == 1 {
+            per_image[0].add_level(e, (&cls, &reg), level, anchors, cfg)?;
+            continue;
+        }
+        let (k, a) = (cfg.num_classes() as i64, cfg.anchors_per_cell() as i64);
+        let cls_flat = flatten_head(e, &cls, level, a, k)?;
+        let reg_flat = flatten_head(e, &reg, level, a, 4)?;
+        per_image[0].raw_cls.push(cls_flat.clone());
+        per_image[0].raw_reg.push(reg_flat.clone());
+        for (b, candidates) in per_image.iter_mut().enumerate() {
+            let index = e.g.const_i64("image_index", &[], vec![b as i64])?;
+            let axis0 = || vec![("axis", Attr::Int(0))];
+            let c = e.g.op("Gather", "post.image", &[&cls_flat, &index], axis0());
+            let r = e.g.op("Gather", "post.image", &[&reg_flat, &index], axis0());
+            candidates.add_flat(e, (&c, &r), level, anchors, cfg)?;
+        }
+    }
+    Ok(per_image)
+}
+
+/// Concatenates the per-image `(boxes, scores, labels)` of `outs` into one set, and outputs
+/// `batch_index` (the image of each detection, `det` long).
+fn concat_images(
+    e: &mut Emitter<'_>,
+    outs: &[(String, String, String)],
+    det: &Dim,
+) -> Result<(String, String, String)> {
+    let axis0 = || vec![("axis", Attr::Int(0))];
+    let mut image_of = Vec::new();
+    for (b, (_, s, _)) in outs.iter().enumerate() {
+        let shape = e.g.op("Shape", "post.batch_index", &[s], vec![]);
+        let value = Attr::Tensor(Box::new(crate::graph::tensor_i64("value", &[1], vec![b as i64])?));
+        image_of.push(e.g.op("ConstantOfShape", "post.batch_index", &[&shape], vec![("value", value)]));
+    }
+    e.g.op_as("Concat", tensors::BATCH_INDEX, &refs(&image_of), axis0())?;
+    e.g.output(tensors::BATCH_INDEX, ElemType::I64, std::slice::from_ref(det))?;
+    let pick = |i: usize| outs.iter().map(|o| [&o.0, &o.1, &o.2][i].clone()).collect::<Vec<_>>();
+    let (b, s, l) = (pick(0), pick(1), pick(2));
+    Ok((
+        e.g.op("Concat", "post.batch", &refs(&b), axis0()),
+        e.g.op("Concat", "post.batch", &refs(&s), axis0()),
+        e.g.op("Concat", "post.batch", &refs(&l), axis0()),
+    ))
+}
+
+/// Outputs the raw head tensors `cls_logits` `[batch, total, K]` and `bbox_regression`
+/// `[batch, total, 4]` from the flattened per-level outputs kept in `first` (`total` anchors).
+fn raw_head_outputs(e: &mut Emitter<'_>, first: &Candidates, total: usize, cfg: &DetectorConfig) -> Result<()> {
+    let batch = e.batch;
+    let (total, k) = (total as i64, cfg.num_classes() as i64);
+    let (cls, reg) = (refs(&first.raw_cls), refs(&first.raw_reg));
+    e.g.op_as("Concat", tensors::CLS_LOGITS, &cls, vec![("axis", Attr::Int(1))])?;
+    e.g.op_as("Concat", tensors::BBOX_REGRESSION, &reg, vec![("axis", Attr::Int(1))])?;
+    e.g.output(tensors::CLS_LOGITS, ElemType::F32, &[Dim::Fixed(batch), Dim::Fixed(total), Dim::Fixed(k)])?;
+    e.g.output(tensors::BBOX_REGRESSION, ElemType::F32, &[Dim::Fixed(batch), Dim::Fixed(total), Dim::Fixed(4)])?;
+    Ok(())
+}
+
 /// Exports `arch` in `space` as a RetinaNet detector with `weights` (names from
 /// [`detnas_core::plan`]); BN statistics are folded into the convolutions.
 pub fn export_retinanet(
@@ -70,55 +145,15 @@ pub fn export_retinanet(
         e.g.input(tensors::IMAGES, ElemType::F32, &[Dim::Fixed(batch), Dim::Fixed(3), Dim::Fixed(h), Dim::Fixed(w)])?;
     let pyramid = e.backbone_fpn(space, arch, cfg, &levels, &images)?;
 
-    let head = head_plan(cfg);
     let anchors = all_anchors(&levels, cfg);
-    // One set of candidates per image; with one image the flattened outputs are used as they are.
-    let mut per_image: Vec<Candidates> = (0..batch).map(|_| Candidates::default()).collect();
-    for (level, feat) in levels.iter().zip(&pyramid) {
-        let cls = e.head_branch(&head.classification, feat)?;
-        let reg = e.head_branch(&head.regression, feat)?;
-        if batch == 1 {
-            per_image[0].add_level(&mut e, (&cls, &reg), level, &anchors, cfg)?;
-            continue;
-        }
-        let (k, a) = (cfg.num_classes() as i64, cfg.anchors_per_cell() as i64);
-        let cls_flat = flatten_head(&mut e, &cls, level, a, k)?;
-        let reg_flat = flatten_head(&mut e, &reg, level, a, 4)?;
-        per_image[0].raw_cls.push(cls_flat.clone());
-        per_image[0].raw_reg.push(reg_flat.clone());
-        for (b, candidates) in per_image.iter_mut().enumerate() {
-            let index = e.g.const_i64("image_index", &[], vec![b as i64])?;
-            let axis0 = || vec![("axis", Attr::Int(0))];
-            let c = e.g.op("Gather", "post.image", &[&cls_flat, &index], axis0());
-            let r = e.g.op("Gather", "post.image", &[&reg_flat, &index], axis0());
-            candidates.add_flat(&mut e, (&c, &r), level, &anchors, cfg)?;
-        }
-    }
+    let per_image = head_candidates(&mut e, cfg, &levels, &pyramid, &anchors)?;
     let mut outs: Vec<(String, String, String)> = Vec::new();
     for candidates in &per_image {
         outs.push(candidates.finish(&mut e, cfg)?);
     }
     let det = Dim::Symbolic("detections".into());
-    let (boxes, scores, labels) = if batch == 1 {
-        outs.pop().expect("one image")
-    } else {
-        let axis0 = || vec![("axis", Attr::Int(0))];
-        let mut image_of = Vec::new();
-        for (b, (_, s, _)) in outs.iter().enumerate() {
-            let shape = e.g.op("Shape", "post.batch_index", &[s], vec![]);
-            let value = Attr::Tensor(Box::new(crate::graph::tensor_i64("value", &[1], vec![b as i64])?));
-            image_of.push(e.g.op("ConstantOfShape", "post.batch_index", &[&shape], vec![("value", value)]));
-        }
-        e.g.op_as("Concat", tensors::BATCH_INDEX, &refs(&image_of), axis0())?;
-        e.g.output(tensors::BATCH_INDEX, ElemType::I64, std::slice::from_ref(&det))?;
-        let pick = |i: usize| outs.iter().map(|o| [&o.0, &o.1, &o.2][i].clone()).collect::<Vec<_>>();
-        let (b, s, l) = (pick(0), pick(1), pick(2));
-        (
-            e.g.op("Concat", "post.batch", &refs(&b), axis0()),
-            e.g.op("Concat", "post.batch", &refs(&s), axis0()),
-            e.g.op("Concat", "post.batch", &refs(&l), axis0()),
-        )
-    };
+    let (boxes, scores, labels) =
+        if batch == 1 { outs.pop().expect("one image") } else { concat_images(&mut e, &outs, &det)? };
     e.g.op_as("Identity", tensors::BOXES, &[&boxes], vec![])?;
     e.g.op_as("Identity", tensors::SCORES, &[&scores], vec![])?;
     e.g.op_as("Identity", tensors::LABELS, &[&labels], vec![])?;
@@ -126,12 +161,7 @@ pub fn export_retinanet(
     e.g.output(tensors::SCORES, ElemType::F32, std::slice::from_ref(&det))?;
     e.g.output(tensors::LABELS, ElemType::I64, &[det])?;
     if opts.raw_outputs {
-        let (total, k) = (anchors.len() as i64, cfg.num_classes() as i64);
-        let (cls, reg) = (refs(&per_image[0].raw_cls), refs(&per_image[0].raw_reg));
-        e.g.op_as("Concat", tensors::CLS_LOGITS, &cls, vec![("axis", Attr::Int(1))])?;
-        e.g.op_as("Concat", tensors::BBOX_REGRESSION, &reg, vec![("axis", Attr::Int(1))])?;
-        e.g.output(tensors::CLS_LOGITS, ElemType::F32, &[Dim::Fixed(batch), Dim::Fixed(total), Dim::Fixed(k)])?;
-        e.g.output(tensors::BBOX_REGRESSION, ElemType::F32, &[Dim::Fixed(batch), Dim::Fixed(total), Dim::Fixed(4)])?;
+        raw_head_outputs(&mut e, &per_image[0], anchors.len(), cfg)?;
     }
 
     let params = e.params;

@@ -11,9 +11,11 @@ use std::path::{Component, Path};
 /// One tensor stored outside the model file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExternalRef {
+    /// The initializer's name.
     pub tensor: String,
     /// Path relative to the model's folder, as written in the model.
     pub location: String,
+    /// Byte offset of the data in the file.
     pub offset: u64,
     /// Bytes; `None` when the model leaves it to the end of the file.
     pub length: Option<u64>,
@@ -22,7 +24,9 @@ pub struct ExternalRef {
 /// The tensors one external file holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExternalFile {
+    /// Path relative to the model's folder, as written in the model.
     pub location: String,
+    /// Tensors stored in it.
     pub tensors: usize,
     /// Sum of the declared lengths (saturating: a model may declare any length).
     pub bytes: u64,

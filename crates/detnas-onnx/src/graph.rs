@@ -18,8 +18,11 @@ pub const OPSET: i64 = 17;
 /// Element types used by detnas graphs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ElemType {
+    /// float32.
     F32,
+    /// int64.
     I64,
+    /// uint8.
     U8,
 }
 
@@ -36,6 +39,7 @@ impl ElemType {
 /// A dimension of a declared input or output.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Dim {
+    /// A fixed size.
     Fixed(i64),
     /// A named dynamic dimension (`batch`, `num_detections`).
     Symbolic(String),
@@ -44,11 +48,17 @@ pub enum Dim {
 /// A node attribute.
 #[derive(Clone, Debug)]
 pub enum Attr {
+    /// One integer.
     Int(i64),
+    /// A list of integers.
     Ints(Vec<i64>),
+    /// One float.
     Float(f32),
+    /// A list of floats.
     Floats(Vec<f32>),
+    /// A string.
     Str(String),
+    /// A constant tensor.
     Tensor(Box<TensorProto>),
 }
 

@@ -74,19 +74,11 @@ fn cast(name: String, input: String, output: String, to: DataType) -> NodeProto 
     n
 }
 
-/// The fp16 version of `model` (see the module docs).
-pub fn to_fp16(model: &ModelProto) -> Result<ModelProto> {
-    let heads: Vec<String> = conv_sites(model)?.into_iter().filter(|s| s.terminal).map(|s| s.output).collect();
-    if heads.is_empty() {
-        return Err(OnnxError::Quantize("no convolution with constant weights to convert".into()));
-    }
-    let mut m = model.clone();
-    let g = m.graph.as_mut().ok_or_else(|| OnnxError::Quantize("the model has no graph".into()))?;
-    let producer: HashMap<String, usize> =
-        g.node.iter().enumerate().flat_map(|(i, n)| n.output.iter().map(move |o| (o.clone(), i))).collect();
-    // The network: every node the head outputs depend on.
+/// The nodes of `g` that `heads` depend on (the network), found through `producer` (value ->
+/// index of the node writing it).
+fn network_nodes(g: &onnx_protobuf::GraphProto, heads: &[String], producer: &HashMap<String, usize>) -> HashSet<usize> {
     let mut network: HashSet<usize> = HashSet::new();
-    let mut stack: Vec<String> = heads.clone();
+    let mut stack: Vec<String> = heads.to_vec();
     while let Some(v) = stack.pop() {
         if let Some(&i) = producer.get(&v)
             && network.insert(i)
@@ -94,8 +86,12 @@ pub fn to_fp16(model: &ModelProto) -> Result<ModelProto> {
             stack.extend(g.node[i].input.iter().filter(|s| !s.is_empty()).cloned());
         }
     }
-    let float_inputs: HashSet<String> = g
-        .input
+    network
+}
+
+/// The names of the float32 tensor inputs of `g`.
+fn float_graph_inputs(g: &onnx_protobuf::GraphProto) -> HashSet<String> {
+    g.input
         .iter()
         .filter(|i| {
             i.type_.as_ref().and_then(|t| t.value.as_ref()).is_some_and(|v| {
@@ -103,13 +99,24 @@ pub fn to_fp16(model: &ModelProto) -> Result<ModelProto> {
             })
         })
         .map(|i| i.name.clone())
-        .collect();
+        .collect()
+}
+
+/// Makes the `network` nodes among `nodes` read float16: a float32 graph input of `g` through a
+/// `Cast` (`<v>_fp16`, one per input), a float32 initializer through a float16 copy (`<v>_fp16`),
+/// except the `roi` / `scales` inputs of `Resize`. Returns the entry casts and the new
+/// initializers; an error when a float initializer's values do not match its shape.
+fn halve_network_inputs(
+    g: &onnx_protobuf::GraphProto,
+    nodes: &mut [NodeProto],
+    network: &HashSet<usize>,
+) -> Result<(Vec<NodeProto>, Vec<TensorProto>)> {
+    let float_inputs = float_graph_inputs(g);
     let inits: HashMap<String, usize> = g.initializer.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
     let mut half_inits: HashMap<String, String> = HashMap::new();
     let mut new_inits = Vec::new();
     let mut entry_casts = Vec::new();
     let mut cast_inputs: HashMap<String, String> = HashMap::new();
-    let mut nodes = std::mem::take(&mut g.node);
     for (i, node) in nodes.iter_mut().enumerate() {
         if !network.contains(&i) {
             continue;
@@ -144,10 +151,21 @@ pub fn to_fp16(model: &ModelProto) -> Result<ModelProto> {
             }
         }
     }
-    // Head outputs back to float32 for every reader outside the network and for graph outputs.
+    Ok((entry_casts, new_inits))
+}
+
+/// Casts each of `heads` back to float32 (`<h>_fp32`) for the nodes outside `network`: returns the
+/// casts by the index of the node (per `producer`) they follow, and each head's float32 name. Those
+/// nodes among `nodes` are changed to read the float32 names.
+fn cast_heads_back(
+    nodes: &mut [NodeProto],
+    network: &HashSet<usize>,
+    heads: &[String],
+    producer: &HashMap<String, usize>,
+) -> (HashMap<usize, Vec<NodeProto>>, HashMap<String, String>) {
     let mut exit_casts: HashMap<usize, Vec<NodeProto>> = HashMap::new();
     let mut renamed: HashMap<String, String> = HashMap::new();
-    for h in &heads {
+    for h in heads {
         let out = format!("{h}_fp32");
         exit_casts.entry(producer[h]).or_default().push(cast(
             format!("{h}/to_fp32"),
@@ -166,6 +184,25 @@ pub fn to_fp16(model: &ModelProto) -> Result<ModelProto> {
             }
         }
     }
+    (exit_casts, renamed)
+}
+
+/// The fp16 version of `model` (see the module docs).
+pub fn to_fp16(model: &ModelProto) -> Result<ModelProto> {
+    let heads: Vec<String> = conv_sites(model)?.into_iter().filter(|s| s.terminal).map(|s| s.output).collect();
+    if heads.is_empty() {
+        return Err(OnnxError::Quantize("no convolution with constant weights to convert".into()));
+    }
+    let mut m = model.clone();
+    let g = m.graph.as_mut().ok_or_else(|| OnnxError::Quantize("the model has no graph".into()))?;
+    let producer: HashMap<String, usize> =
+        g.node.iter().enumerate().flat_map(|(i, n)| n.output.iter().map(move |o| (o.clone(), i))).collect();
+    // The network: every node the head outputs depend on.
+    let network = network_nodes(g, &heads, &producer);
+    let mut nodes = std::mem::take(&mut g.node);
+    let (entry_casts, new_inits) = halve_network_inputs(g, &mut nodes, &network)?;
+    // Head outputs back to float32 for every reader outside the network and for graph outputs.
+    let (mut exit_casts, renamed) = cast_heads_back(&mut nodes, &network, &heads, &producer);
     let mut ordered = entry_casts;
     for (i, n) in nodes.into_iter().enumerate() {
         ordered.push(n);

@@ -3,6 +3,7 @@
 //! [`graph::GraphBuilder`] is the small API every exporter uses: unique value names, typed
 //! initializers with size checks, nodes with attributes, declared inputs/outputs with shapes and
 //! model metadata. Models are written as IR version 8, opset 17.
+#![warn(missing_docs)]
 
 mod emit;
 pub mod error;

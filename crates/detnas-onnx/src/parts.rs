@@ -1,6 +1,6 @@
 //! Sub-graphs of a detector, for latency tables: the stem, one backbone block, the FPN, one head
 //! tower layer, the predictors with post-processing. Each part is emitted by the same code as the
-//! full model ([`crate::emit`]), with random weights whose activations stay of order one
+//! full model (the private `emit` module), with random weights whose activations stay of order one
 //! ([`Weights::random_varied`], like trained weights: DetNAS's own initialisation shrinks them
 //! layer by layer into denormal floats, which CPUs run several times slower), and takes float32
 //! inputs of the exact shapes it has inside the full model at `cfg.input`.
@@ -11,8 +11,8 @@ use crate::graph::{Dim, ElemType};
 use crate::weights::Weights;
 use detnas_core::arch::Arch;
 use detnas_core::contract::tensors;
-use detnas_core::cost::cost;
-use detnas_core::detector::{DetectorConfig, HeadConv, all_anchors, pyramid_levels};
+use detnas_core::cost::{CostReport, cost};
+use detnas_core::detector::{DetectorConfig, HeadConv, LevelShape, all_anchors, pyramid_levels};
 use detnas_core::plan::{ConvUnit, block_plan, fpn_plan, fpn_stage_indices, head_plan, stem_plan};
 use detnas_core::space::{Choice, SearchSpace};
 use onnx_protobuf::ModelProto;
@@ -24,20 +24,40 @@ pub enum Part {
     Stem,
     /// Backbone block `layer` (index into [`SearchSpace::layers`]) with `choice`, at its layer's
     /// input shape.
-    Block { layer: usize, choice: Choice },
+    Block {
+        /// The layer.
+        layer: usize,
+        /// The block's choice.
+        choice: Choice,
+    },
     /// The FPN: C3..C5 -> P3..P7 with `channels` channels.
-    Fpn { channels: u64 },
+    Fpn {
+        /// Output channels of every level.
+        channels: u64,
+    },
     /// One head tower layer, `cin -> cout` (dense 3x3, or depthwise 3x3 + pointwise 1x1; ReLU), on
     /// every pyramid level with shared weights. A tower of depth D is D of these per branch.
-    HeadLayer { cin: u64, cout: u64, conv: HeadConv },
+    HeadLayer {
+        /// Input channels.
+        cin: u64,
+        /// Output channels.
+        cout: u64,
+        /// Dense or separable.
+        conv: HeadConv,
+    },
     /// Both predictors (classification and box regression, 3x3 from `cin` channels) on every
     /// level, then the post-processing (per-level top-k and decoding, threshold, NMS, top).
-    Predictors { cin: u64 },
+    Predictors {
+        /// Input channels (the head tower's width).
+        cin: u64,
+    },
 }
 
 /// A part's model and its inputs (name and shape, in declaration order).
 pub struct PartModel {
+    /// The part's model (random weights; outputs with symbolic shapes).
     pub model: ModelProto,
+    /// Name and shape of each input, in declaration order.
     pub inputs: Vec<(String, Vec<usize>)>,
 }
 
@@ -53,16 +73,21 @@ fn params(units: &[&ConvUnit]) -> Vec<detnas_core::plan::ParamSpec> {
     units.iter().flat_map(|u| u.params()).collect()
 }
 
-/// Exports `part` of a detector on `space` configured by `cfg` (its input size, classes, anchors,
-/// thresholds and shuffle; the part's own widths come from `part`), with weights drawn from `seed`.
-pub fn export_part(space: &SearchSpace, cfg: &DetectorConfig, part: &Part, seed: u64) -> Result<PartModel> {
-    cfg.validate()?;
-    // Feature shapes do not depend on the choices: any path gives them.
-    let arch = Arch::uniform(space, space.allowed[0]);
-    let report = cost(space, &arch, cfg.input)?;
-    let levels = pyramid_levels(space, &arch, cfg)?;
+/// Inputs of a part: name and shape, in declaration order.
+type PartInputs = Vec<(String, Vec<usize>)>;
+
+/// A part's inputs (name and shape, in declaration order) and the conv units whose weights it
+/// holds; `report` and `levels` are the feature shapes of the full detector. An error when a
+/// block's layer is not in `space`.
+fn part_plan(
+    space: &SearchSpace,
+    cfg: &DetectorConfig,
+    part: &Part,
+    report: &CostReport,
+    levels: &[LevelShape],
+) -> Result<(PartInputs, Vec<ConvUnit>)> {
     let level_shape = |c: u64, i: usize| vec![1, c as usize, levels[i].height, levels[i].width];
-    let (inputs, units): (Vec<(String, Vec<usize>)>, Vec<ConvUnit>) = match *part {
+    Ok(match *part {
         Part::Stem => {
             let (h, w) = (cfg.input.height as usize, cfg.input.width as usize);
             (vec![(tensors::IMAGES.to_string(), vec![1, 3, h, w])], vec![stem_plan(space)])
@@ -107,14 +132,21 @@ pub fn export_part(space: &SearchSpace, cfg: &DetectorConfig, part: &Part, seed:
             let inputs = levels.iter().enumerate().map(|(i, l)| (l.name.clone(), level_shape(cin, i))).collect();
             (inputs, vec![head.classification.predictor, head.regression.predictor])
         }
-    };
-    let weights = Weights::random_varied(&params(&units.iter().collect::<Vec<_>>()), seed).without_detections();
-    let mut e = Emitter::new("detnas_part", &weights, cfg.bn_eps);
-    let mut names = Vec::new();
-    for (name, shape) in &inputs {
-        names.push(e.g.input(name, ElemType::F32, &fixed(shape))?);
-    }
-    let outputs: Vec<(String, usize)> = match *part {
+    })
+}
+
+/// Emits the graph of `part` into `e` from its declared inputs `names` and its `units` (as
+/// [`part_plan`] gives them); returns its outputs with their ranks.
+fn emit_part(
+    e: &mut Emitter<'_>,
+    space: &SearchSpace,
+    cfg: &DetectorConfig,
+    part: &Part,
+    units: &[ConvUnit],
+    names: &[String],
+    levels: &[LevelShape],
+) -> Result<Vec<(String, usize)>> {
+    Ok(match *part {
         Part::Stem => {
             let x = e.preprocess(&names[0], &cfg.preprocess)?;
             vec![(e.unit(&units[0], &x)?, 4)]
@@ -127,22 +159,40 @@ pub fn export_part(space: &SearchSpace, cfg: &DetectorConfig, part: &Part, seed:
             let cfg = DetectorConfig { fpn_channels: channels, ..cfg.clone() };
             let stages = fpn_stage_indices(space, cfg.kind());
             let in_ch: Vec<usize> = stages.iter().map(|&i| space.stages[i].channels as usize).collect();
-            let pyramid = e.fpn(&fpn_plan(&in_ch, &cfg), &names, &levels, channels)?;
+            let pyramid = e.fpn(&fpn_plan(&in_ch, &cfg), names, levels, channels)?;
             pyramid.into_iter().map(|p| (p, 4)).collect()
         }
-        Part::HeadLayer { .. } => names.iter().map(|x| e.chain(&units, x).map(|y| (y, 4))).collect::<Result<_>>()?,
+        Part::HeadLayer { .. } => names.iter().map(|x| e.chain(units, x).map(|y| (y, 4))).collect::<Result<_>>()?,
         Part::Predictors { .. } => {
-            let anchors = all_anchors(&levels, cfg);
+            let anchors = all_anchors(levels, cfg);
             let mut candidates = Candidates::default();
-            for (level, x) in levels.iter().zip(&names) {
+            for (level, x) in levels.iter().zip(names) {
                 let cls = e.unit(&units[0], x)?;
                 let reg = e.unit(&units[1], x)?;
-                candidates.add_level(&mut e, (&cls, &reg), level, &anchors, cfg)?;
+                candidates.add_level(e, (&cls, &reg), level, &anchors, cfg)?;
             }
-            let (boxes, scores, labels) = candidates.finish(&mut e, cfg)?;
+            let (boxes, scores, labels) = candidates.finish(e, cfg)?;
             vec![(boxes, 2), (scores, 1), (labels, 1)]
         }
-    };
+    })
+}
+
+/// Exports `part` of a detector on `space` configured by `cfg` (its input size, classes, anchors,
+/// thresholds and shuffle; the part's own widths come from `part`), with weights drawn from `seed`.
+pub fn export_part(space: &SearchSpace, cfg: &DetectorConfig, part: &Part, seed: u64) -> Result<PartModel> {
+    cfg.validate()?;
+    // Feature shapes do not depend on the choices: any path gives them.
+    let arch = Arch::uniform(space, space.allowed[0]);
+    let report = cost(space, &arch, cfg.input)?;
+    let levels = pyramid_levels(space, &arch, cfg)?;
+    let (inputs, units) = part_plan(space, cfg, part, &report, &levels)?;
+    let weights = Weights::random_varied(&params(&units.iter().collect::<Vec<_>>()), seed).without_detections();
+    let mut e = Emitter::new("detnas_part", &weights, cfg.bn_eps);
+    let mut names = Vec::new();
+    for (name, shape) in &inputs {
+        names.push(e.g.input(name, ElemType::F32, &fixed(shape))?);
+    }
+    let outputs = emit_part(&mut e, space, cfg, part, &units, &names, &levels)?;
     for (i, (value, rank)) in outputs.iter().enumerate() {
         let ty = if matches!(part, Part::Predictors { .. }) && i == 2 { ElemType::I64 } else { ElemType::F32 };
         e.g.output(value, ty, &symbolic(*rank))?;

@@ -34,7 +34,9 @@ pub struct ConvSite {
     pub index: usize,
     /// The activation read.
     pub input: String,
+    /// The weight initializer.
     pub weight: String,
+    /// The bias initializer, when the convolution has one.
     pub bias: Option<String>,
     /// The activation written: the output of a `Relu` that is the convolution's only reader, else
     /// the convolution's own output.
@@ -60,6 +62,7 @@ pub struct QuantPlan {
 /// The rewritten model and where each quantized activation's dequantized value lives.
 #[derive(Debug)]
 pub struct Quantized {
+    /// The rewritten model.
     pub model: ModelProto,
     /// Activation name -> name of its `DequantizeLinear` output.
     pub dequantized: BTreeMap<String, String>,
@@ -242,88 +245,124 @@ impl Names {
     }
 }
 
-/// Rewrites `model` per `plan` (see the module docs). Every activation of a quantized convolution
-/// needs a range in `plan.ranges`; unknown convolution names are an error.
-pub fn quantize_qdq(model: &ModelProto, plan: &QuantPlan) -> Result<Quantized> {
-    let sites = conv_sites(model)?;
-    let by_name: HashMap<&str, &ConvSite> = sites.iter().map(|s| (s.name.as_str(), s)).collect();
-    let chosen: Vec<&ConvSite> = plan
-        .convs
-        .iter()
-        .map(|c| {
-            by_name.get(c.as_str()).copied().ok_or_else(|| OnnxError::Quantize(format!("no quantizable conv `{c}`")))
-        })
-        .collect::<Result<_>>()?;
-    let mut m = model.clone();
-    let g = m.graph.as_mut().ok_or_else(|| OnnxError::Quantize("the model has no graph".into()))?;
-    let mut names = Names(HashSet::new());
-    for n in &g.node {
-        names.0.extend(n.input.iter().chain(&n.output).cloned());
-        names.0.insert(n.name.clone());
-    }
-    names.0.extend(g.initializer.iter().map(|t| t.name.clone()));
-    names.0.extend(g.input.iter().map(|t| t.name.clone()));
-    let qmax = if plan.reduce_range { 63.0 } else { 127.0 };
+/// Integer values of a quantized initializer: int8 weights or int32 biases.
+enum IntValues {
+    I8(Vec<i8>),
+    I32(Vec<i32>),
+}
 
-    // Activations: one Q -> DQ pair each.
-    let mut act_params: BTreeMap<String, (f32, u8)> = BTreeMap::new();
-    for s in &chosen {
-        for v in [&s.input, &s.output] {
-            let range =
-                plan.ranges.get(v).ok_or_else(|| OnnxError::Quantize(format!("no calibrated range for `{v}`")))?;
-            act_params.insert(v.clone(), activation_params(*range));
+impl IntValues {
+    /// The ONNX element type of the values (and of their zero points).
+    fn data_type(&self) -> DataType {
+        match self {
+            IntValues::I8(_) => DataType::INT8,
+            IntValues::I32(_) => DataType::INT32,
         }
     }
-    let mut new_inits = Vec::new();
-    let mut pairs: HashMap<String, Vec<NodeProto>> = HashMap::new();
-    let mut dequantized = BTreeMap::new();
-    for (v, &(scale, zero)) in &act_params {
+
+    /// The values as little-endian bytes.
+    fn raw(&self) -> Vec<u8> {
+        match self {
+            IntValues::I8(v) => v.iter().map(|&v| v as u8).collect(),
+            IntValues::I32(v) => v.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+
+    /// The bytes of `channels` zero points of the values' type.
+    fn zero_points(&self, channels: usize) -> Vec<u8> {
+        match self {
+            IntValues::I8(_) => vec![0; channels],
+            IntValues::I32(_) => vec![0; 4 * channels],
+        }
+    }
+}
+
+/// What the rewrite adds to a graph: fresh names, new initializers and the weight and bias
+/// dequantizers (which read initializers only, so they can go first in the node list).
+struct Additions {
+    names: Names,
+    inits: Vec<TensorProto>,
+    weight_nodes: Vec<NodeProto>,
+}
+
+impl Additions {
+    /// Starts with every name `g` uses (values, nodes, initializers, inputs) taken.
+    fn new(g: &onnx_protobuf::GraphProto) -> Self {
+        let mut names = Names(HashSet::new());
+        for n in &g.node {
+            names.0.extend(n.input.iter().chain(&n.output).cloned());
+            names.0.insert(n.name.clone());
+        }
+        names.0.extend(g.initializer.iter().map(|t| t.name.clone()));
+        names.0.extend(g.input.iter().map(|t| t.name.clone()));
+        Additions { names, inits: Vec::new(), weight_nodes: Vec::new() }
+    }
+
+    /// Adds the scale and zero point of activation `v` as initializers and returns its
+    /// `QuantizeLinear` -> `DequantizeLinear` pair and the name of the dequantized value.
+    fn qdq_pair(&mut self, v: &str, scale: f32, zero: u8) -> (Vec<NodeProto>, String) {
+        let names = &mut self.names;
         let s = names.fresh(format!("{v}_scale"));
         let z = names.fresh(format!("{v}_zero_point"));
-        new_inits.push(raw_tensor(&s, &[], DataType::FLOAT, scale.to_le_bytes().to_vec()));
-        new_inits.push(raw_tensor(&z, &[], DataType::UINT8, vec![zero]));
+        self.inits.push(raw_tensor(&s, &[], DataType::FLOAT, scale.to_le_bytes().to_vec()));
+        self.inits.push(raw_tensor(&z, &[], DataType::UINT8, vec![zero]));
         let q = names.fresh(format!("{v}_quantized"));
         let dq = names.fresh(format!("{v}_dequantized"));
         let qn = node(
             "QuantizeLinear",
             names.fresh(format!("{v}/Q")),
-            vec![v.clone(), s.clone(), z.clone()],
+            vec![v.to_string(), s.clone(), z.clone()],
             q.clone(),
             None,
         );
         let dqn = node("DequantizeLinear", names.fresh(format!("{v}/DQ")), vec![q, s, z], dq.clone(), None);
-        pairs.insert(v.clone(), vec![qn, dqn]);
-        dequantized.insert(v.clone(), dq);
+        (vec![qn, dqn], dq)
     }
 
-    // Weights and biases: integer initializers behind per-channel DequantizeLinear nodes.
-    let inits: HashMap<&str, &TensorProto> = graph(model)?.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
-    let mut weight_nodes = Vec::new();
-    let mut conv_inputs: HashMap<usize, (String, Option<String>)> = HashMap::new();
-    for s in &chosen {
-        let w = inits[s.weight.as_str()];
-        let (q, scales) = quantize_weights(&float_data(w)?, s.channels, qmax);
-        let c = s.channels as i64;
-        let (wq, ws, wz) = (
-            names.fresh(format!("{}_quantized", s.weight)),
-            names.fresh(format!("{}_scale", s.weight)),
-            names.fresh(format!("{}_zero_point", s.weight)),
+    /// Adds `values` (shape `dims`, the integer form of initializer `base`), their per-channel
+    /// `scales` and zero points (0, `channels` of each) as initializers, and a `DequantizeLinear` on
+    /// axis 0 that reads them; returns the name of its float output.
+    fn channel_dequantizer(
+        &mut self,
+        base: &str,
+        dims: &[i64],
+        values: IntValues,
+        scales: &[f32],
+        channels: usize,
+    ) -> String {
+        let names = &mut self.names;
+        let (q, s, z) = (
+            names.fresh(format!("{base}_quantized")),
+            names.fresh(format!("{base}_scale")),
+            names.fresh(format!("{base}_zero_point")),
         );
-        new_inits.push(raw_tensor(&wq, &w.dims, DataType::INT8, q.iter().map(|&v| v as u8).collect()));
-        new_inits.push(raw_tensor(&ws, &[c], DataType::FLOAT, scales.iter().flat_map(|v| v.to_le_bytes()).collect()));
-        new_inits.push(raw_tensor(&wz, &[c], DataType::INT8, vec![0; s.channels]));
-        let wdq = names.fresh(format!("{}_dequantized", s.weight));
-        weight_nodes.push(node(
-            "DequantizeLinear",
-            names.fresh(format!("{}/DQ", s.weight)),
-            vec![wq, ws, wz],
-            wdq.clone(),
-            Some(0),
-        ));
-        let bias = match &s.bias {
+        let c = channels as i64;
+        self.inits.push(raw_tensor(&q, dims, values.data_type(), values.raw()));
+        self.inits.push(raw_tensor(&s, &[c], DataType::FLOAT, scales.iter().flat_map(|v| v.to_le_bytes()).collect()));
+        self.inits.push(raw_tensor(&z, &[c], values.data_type(), values.zero_points(channels)));
+        let dq = names.fresh(format!("{base}_dequantized"));
+        let dq_node = node("DequantizeLinear", names.fresh(format!("{base}/DQ")), vec![q, s, z], dq.clone(), Some(0));
+        self.weight_nodes.push(dq_node);
+        dq
+    }
+
+    /// Quantizes the weight (and bias) of `site`, read from `inits`, and returns the dequantized
+    /// names the convolution reads instead. Weights are int8 per channel within `[-qmax, qmax]`;
+    /// the bias is int32 with scales `in_scale * weight scale`. An error when an initializer is not
+    /// float32 or does not match its shape.
+    fn conv_weights(
+        &mut self,
+        site: &ConvSite,
+        inits: &HashMap<&str, &TensorProto>,
+        in_scale: f32,
+        qmax: f32,
+    ) -> Result<(String, Option<String>)> {
+        let w = inits[site.weight.as_str()];
+        let (q, scales) = quantize_weights(&float_data(w)?, site.channels, qmax);
+        let weight = self.channel_dequantizer(&site.weight, &w.dims, IntValues::I8(q), &scales, site.channels);
+        let bias = match &site.bias {
             Some(b) => {
                 let values = float_data(inits[b.as_str()])?;
-                let in_scale = act_params[&s.input].0;
                 let bias_scales: Vec<f32> = scales.iter().map(|w| w * in_scale).collect();
                 let q: Vec<i32> = values
                     .iter()
@@ -332,42 +371,54 @@ pub fn quantize_qdq(model: &ModelProto, plan: &QuantPlan) -> Result<Quantized> {
                         (f64::from(*v) / f64::from(*s)).round().clamp(i32::MIN as f64, i32::MAX as f64) as i32
                     })
                     .collect();
-                let (bq, bs, bz) = (
-                    names.fresh(format!("{b}_quantized")),
-                    names.fresh(format!("{b}_scale")),
-                    names.fresh(format!("{b}_zero_point")),
-                );
-                new_inits.push(raw_tensor(
-                    &bq,
-                    &[c],
-                    DataType::INT32,
-                    q.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                ));
-                new_inits.push(raw_tensor(
-                    &bs,
-                    &[c],
-                    DataType::FLOAT,
-                    bias_scales.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                ));
-                new_inits.push(raw_tensor(&bz, &[c], DataType::INT32, vec![0; 4 * s.channels]));
-                let bdq = names.fresh(format!("{b}_dequantized"));
-                weight_nodes.push(node(
-                    "DequantizeLinear",
-                    names.fresh(format!("{b}/DQ")),
-                    vec![bq, bs, bz],
-                    bdq.clone(),
-                    Some(0),
-                ));
-                Some(bdq)
+                let c = site.channels as i64;
+                Some(self.channel_dequantizer(b, &[c], IntValues::I32(q), &bias_scales, site.channels))
             }
             None => None,
         };
-        conv_inputs.insert(s.index, (wdq, bias));
+        Ok((weight, bias))
     }
+}
 
-    // The new node list: weight dequantizers first, then each original node followed by the
-    // Q -> DQ pairs of what it writes; readers of a quantized activation read its DQ output.
-    let mut nodes = weight_nodes;
+/// The sites named by `convs`, in that order; an error naming the first that is no site.
+fn chosen_sites<'a>(sites: &'a [ConvSite], convs: &[String]) -> Result<Vec<&'a ConvSite>> {
+    let by_name: HashMap<&str, &ConvSite> = sites.iter().map(|s| (s.name.as_str(), s)).collect();
+    convs
+        .iter()
+        .map(|c| {
+            by_name.get(c.as_str()).copied().ok_or_else(|| OnnxError::Quantize(format!("no quantizable conv `{c}`")))
+        })
+        .collect()
+}
+
+/// Scale and zero point of every activation read or written by `chosen`, from `ranges`; an error
+/// naming the first activation without a range.
+fn activation_quant_params(
+    chosen: &[&ConvSite],
+    ranges: &BTreeMap<String, (f32, f32)>,
+) -> Result<BTreeMap<String, (f32, u8)>> {
+    let mut params = BTreeMap::new();
+    for s in chosen {
+        for v in [&s.input, &s.output] {
+            let range = ranges.get(v).ok_or_else(|| OnnxError::Quantize(format!("no calibrated range for `{v}`")))?;
+            params.insert(v.clone(), activation_params(*range));
+        }
+    }
+    Ok(params)
+}
+
+/// Replaces the nodes of `g`: `first` (the weight dequantizers), the Q -> DQ pairs of graph
+/// inputs, then each original node followed by the pairs of what it writes. Readers of a quantized
+/// activation read its value in `dequantized`; convolution `i` in `conv_inputs` reads the given
+/// weight (and bias). An error names an activation with a pair that no node or input produces.
+fn rewire_nodes(
+    g: &mut onnx_protobuf::GraphProto,
+    first: Vec<NodeProto>,
+    mut pairs: HashMap<String, Vec<NodeProto>>,
+    dequantized: &BTreeMap<String, String>,
+    mut conv_inputs: HashMap<usize, (String, Option<String>)>,
+) -> Result<()> {
+    let mut nodes = first;
     for v in g.input.iter().map(|i| i.name.clone()).collect::<Vec<_>>() {
         nodes.extend(pairs.remove(&v).unwrap_or_default());
     }
@@ -393,13 +444,53 @@ pub fn quantize_qdq(model: &ModelProto, plan: &QuantPlan) -> Result<Quantized> {
         return Err(OnnxError::Quantize(format!("activation `{v}` is produced by no node")));
     }
     g.node = nodes;
-    g.initializer.extend(new_inits);
-    // Drop float weights nobody reads any more.
+    Ok(())
+}
+
+/// Drops the initializers of `g` that no node reads and no graph output names (the float weights
+/// replaced by integer ones).
+fn drop_unread_initializers(g: &mut onnx_protobuf::GraphProto) {
     let read: HashSet<&String> = g.node.iter().flat_map(|n| n.input.iter()).collect();
     let outputs: HashSet<&String> = g.output.iter().map(|o| &o.name).collect();
     let keep: Vec<bool> = g.initializer.iter().map(|t| read.contains(&t.name) || outputs.contains(&t.name)).collect();
     let mut k = keep.iter();
     g.initializer.retain(|_| *k.next().expect("one flag per initializer"));
+}
+
+/// Rewrites `model` per `plan` (see the module docs). Every activation of a quantized convolution
+/// needs a range in `plan.ranges`; unknown convolution names are an error.
+pub fn quantize_qdq(model: &ModelProto, plan: &QuantPlan) -> Result<Quantized> {
+    let sites = conv_sites(model)?;
+    let chosen = chosen_sites(&sites, &plan.convs)?;
+    let mut m = model.clone();
+    let g = m.graph.as_mut().ok_or_else(|| OnnxError::Quantize("the model has no graph".into()))?;
+    let mut add = Additions::new(g);
+    let qmax = if plan.reduce_range { 63.0 } else { 127.0 };
+
+    // Activations: one Q -> DQ pair each.
+    let act_params = activation_quant_params(&chosen, &plan.ranges)?;
+    let mut pairs: HashMap<String, Vec<NodeProto>> = HashMap::new();
+    let mut dequantized = BTreeMap::new();
+    for (v, &(scale, zero)) in &act_params {
+        let (pair, dq) = add.qdq_pair(v, scale, zero);
+        pairs.insert(v.clone(), pair);
+        dequantized.insert(v.clone(), dq);
+    }
+
+    // Weights and biases: integer initializers behind per-channel DequantizeLinear nodes.
+    let inits: HashMap<&str, &TensorProto> = graph(model)?.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+    let mut conv_inputs: HashMap<usize, (String, Option<String>)> = HashMap::new();
+    for s in &chosen {
+        let inputs = add.conv_weights(s, &inits, act_params[&s.input].0, qmax)?;
+        conv_inputs.insert(s.index, inputs);
+    }
+
+    // The new node list: weight dequantizers first, then each original node followed by the
+    // Q -> DQ pairs of what it writes; readers of a quantized activation read its DQ output.
+    rewire_nodes(g, add.weight_nodes, pairs, &dequantized, conv_inputs)?;
+    g.initializer.extend(add.inits);
+    // Drop float weights nobody reads any more.
+    drop_unread_initializers(g);
     Ok(Quantized { model: m, dequantized })
 }
 

@@ -10,7 +10,9 @@ use std::path::Path;
 /// A dense float32 tensor.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {
+    /// The dimensions.
     pub shape: Vec<usize>,
+    /// The values, row-major (as many as the dimensions say).
     pub data: Vec<f32>,
 }
 

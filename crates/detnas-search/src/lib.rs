@@ -31,11 +31,14 @@ pub mod finalists;
 pub mod fitness;
 pub mod latency;
 pub mod options;
+pub mod pipeline;
 pub mod plot;
 pub mod report;
 mod run;
+pub mod setup;
+pub mod study;
 
 pub use detnas_train::search::Metric;
 pub use fitness::{SearchFitness, SupernetScorer};
 pub use options::{FitnessChoice, LatencyBudget, SearchOptions};
-pub use run::{Event, SearchOutcome, Selected, restricted_genes, run, run_with};
+pub use run::{Event, SearchOutcome, Selected, print_event, restricted_genes, run, run_with};

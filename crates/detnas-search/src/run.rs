@@ -12,6 +12,7 @@ use detnas_core::fsutil::same_file;
 use detnas_core::genome::{Candidate, GeneSpace};
 use detnas_core::owner::{Existing, Flags, OwnedDir};
 use detnas_core::pareto::{CandidateRow, Finalist, REPORT_FILES};
+use detnas_core::size::format_count;
 use detnas_core::{InputSize, SearchSpace};
 use detnas_infer::LatencyTable;
 use detnas_train::checkpoint::{self, OpenCheckpoint};
@@ -51,6 +52,31 @@ pub enum Event<'a> {
     Generation(&'a GenerationSummary),
     /// A line for the user: a table measured elsewhere, a finalist timed.
     Notice(String),
+}
+
+impl Event<'_> {
+    /// The line `detnas search` prints for this event (`None` for [`Event::Started`]).
+    pub fn line(&self) -> Option<String> {
+        match self {
+            Event::Started { .. } => None,
+            Event::Evaluated { generation, candidate, backbone_flops, fitness, done, total } => Some(format!(
+                "gen {generation:>2} [{done:>3}/{total}] {candidate}  {}  fitness {fitness:.4}",
+                format_count(*backbone_flops)
+            )),
+            Event::Generation(s) => Some(format!(
+                "generation {} done: best {:.4} ({}), mean {:.4}, shortfall {}",
+                s.generation, s.best.fitness, s.best.arch, s.mean_fitness, s.shortfall
+            )),
+            Event::Notice(line) => Some(line.clone()),
+        }
+    }
+}
+
+/// Prints each event's [`Event::line`] to stderr.
+pub fn print_event(event: Event<'_>) {
+    if let Some(line) = event.line() {
+        eprintln!("{line}");
+    }
 }
 
 /// The selected candidate (the best finalist kept) with its costs.

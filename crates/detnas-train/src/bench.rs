@@ -22,22 +22,28 @@ use tch::{Device, Kind, Tensor, nn};
 pub struct StepBench {
     /// Build every choice of every layer (the supernet) instead of the one path.
     pub supernet: bool,
+    /// Images per step.
     pub batch_size: usize,
     /// Timed steps (at least 1).
     pub steps: usize,
     /// Untimed steps first.
     pub warmup: usize,
+    /// Where the steps run.
     pub device: Device,
 }
 
 /// Step times in milliseconds.
 #[derive(Clone, Debug, Serialize)]
 pub struct StepTiming {
+    /// Whether the supernet was timed.
     pub supernet: bool,
+    /// Images per step.
     pub batch: usize,
     /// `[height, width]`.
     pub input: [i64; 2],
+    /// Median time of a step.
     pub ms_per_step_p50: f64,
+    /// Mean time of a step.
     pub ms_per_step_mean: f64,
 }
 

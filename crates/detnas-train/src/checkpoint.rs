@@ -135,10 +135,13 @@ pub fn restore(dir: &Path, vs: &mut nn::VarStore, opt: &mut PathSgd) -> Result<C
 /// A detection checkpoint opened for use: its state, typed configuration, search space, the path
 /// to run, and the network with the saved weights loaded.
 pub struct OpenCheckpoint {
+    /// The checkpoint folder.
     pub dir: PathBuf,
+    /// Its state file's content.
     pub state: CheckpointState,
     /// The training configuration, with the class names and ids of its training data.
     pub config: DetTrainConfig,
+    /// The search space it was trained on.
     pub space: SearchSpace,
     /// The path to run: the caller's override, else the trained path; `None` for a supernet
     /// opened without an override.
@@ -147,6 +150,7 @@ pub struct OpenCheckpoint {
     pub genes: DetectorGenes,
     /// Every choice for a supernet, the trained path otherwise.
     pub net: DetectionNet,
+    /// The variables of `net`, holding the saved weights.
     pub vs: nn::VarStore,
 }
 

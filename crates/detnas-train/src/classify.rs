@@ -29,13 +29,16 @@ use tch::{Device, Kind, Tensor, nn};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum PathSampler {
+    /// A uniformly random path per step (SPOS).
     Uniform,
     /// One architecture (stand-alone retraining of a found path).
     Fixed {
+        /// The architecture (encoding or preset).
         arch: String,
     },
     /// SPOS: a uniformly chosen FLOPs bin (classifier convention at 224x224), then rejection sampling.
     FlopsBinned {
+        /// Number of equal FLOPs bins.
         bins: usize,
     },
 }
@@ -44,24 +47,35 @@ pub enum PathSampler {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClsTrainConfig {
+    /// Search space name.
     pub space: String,
     /// Image folder: one sub-folder per class.
     pub data: Option<PathBuf>,
     /// Square input side.
     pub input: u32,
+    /// Images per step.
     pub batch_size: usize,
+    /// Optimisation steps.
     pub iterations: usize,
+    /// Learning rate schedule.
     pub lr: LrSchedule,
+    /// SGD momentum.
     pub momentum: f64,
+    /// L2 weight decay (not on 1-D tensors).
     pub weight_decay: f64,
+    /// Label smoothing of the cross-entropy.
     pub label_smoothing: f64,
+    /// How each step's path is drawn.
     pub sampler: PathSampler,
     /// Smallest crop area fraction of RandomResizedCrop.
     pub crop_scale_min: f64,
     /// Clip the global gradient norm (fresh paths of a supernet give very large gradients).
     pub clip_grad_norm: Option<f64>,
+    /// Seed of the data order, augmentation and path sampling.
     pub seed: u64,
+    /// Steps between log entries.
     pub log_every: usize,
+    /// Steps between checkpoints.
     pub checkpoint_every: usize,
 }
 

@@ -23,8 +23,11 @@ pub struct DataSource {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Optim {
+    /// Learning rate schedule.
     pub lr: LrSchedule,
+    /// SGD momentum.
     pub momentum: f64,
+    /// L2 weight decay.
     pub weight_decay: f64,
     /// Weight decay on 1-D tensors (BN, biases) too.
     pub decay_1d: bool,
@@ -59,20 +62,31 @@ impl Default for Optim {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DetTrainConfig {
+    /// Search space name.
     pub space: String,
     /// Encoding, preset or full genome; absent = supernet.
     pub arch: Option<String>,
+    /// Training data (required to train).
     pub data: Option<DataSource>,
     /// Held-out data for evaluation (absent: a seeded `holdout` fraction of `data`).
     pub val: Option<DataSource>,
+    /// Fraction of `data` held out for evaluation when `val` is absent (0: none).
     pub holdout: f64,
+    /// The detector configuration (its class names come from the data).
     pub detector: DetectorConfig,
+    /// Images per step.
     pub batch_size: usize,
+    /// Optimisation steps.
     pub iterations: usize,
+    /// Optimiser settings.
     pub optim: Optim,
+    /// Training augmentation.
     pub augment: Augment,
+    /// Seed of the data order, augmentation, path sampling and held-out split.
     pub seed: u64,
+    /// Steps between log entries.
     pub log_every: usize,
+    /// Steps between checkpoints.
     pub checkpoint_every: usize,
     /// Initial weights (safetensors with plan names, e.g. a pretrained supernet); missing tensors keep
     /// their initialisation.

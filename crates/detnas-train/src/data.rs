@@ -89,9 +89,13 @@ fn jitter_colours(img: &mut RgbImage, (b, c, s): (f32, f32, f32)) {
 
 /// One prepared image: input planes, letterbox geometry, boxes in input pixels.
 pub struct Prepared {
+    /// CHW planes of the letterboxed input (RGB 0-255, padding included).
     pub input: Vec<f32>,
+    /// Where the (augmented) image lies in the input.
     pub letterbox: Letterbox,
+    /// Boxes in input pixels.
     pub boxes: Vec<BBox>,
+    /// Label of each box.
     pub labels: Vec<usize>,
 }
 
@@ -171,6 +175,7 @@ pub fn prepare(
 /// A training image that could not be loaded: its file and the decoder's error.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BadImage {
+    /// The image file.
     pub path: PathBuf,
     /// The loading error (it names the file).
     pub error: String,
@@ -185,12 +190,15 @@ impl std::fmt::Display for BadImage {
 /// A training batch: the images that loaded (`size` of the requested batch size; fewer when some
 /// could not be decoded).
 pub struct Batch {
+    /// The step the batch is for.
     pub step: usize,
     /// The letterbox size of every image of this batch.
     pub input: detnas_core::InputSize,
+    /// `[size, 3, H, W]` input planes, image after image.
     pub images: Vec<f32>,
     /// The training targets of each image, for the detector family of the configuration.
     pub targets: BatchTargets,
+    /// Images in the batch.
     pub size: usize,
     /// Images of this batch found undecodable for the first time (skipped).
     pub bad_images: Vec<BadImage>,

@@ -11,8 +11,9 @@
 //! - [`run`]: the one optimisation-step loop of both trainers (non-finite skips, clipping, learning
 //!   rate, log window, checkpoints) and what a run does with an existing checkpoint ([`run::Start`]);
 //! - [`checkpoint`]: atomic safetensors + JSON state, exact resume, opening a detection checkpoint;
-//! - [`bench`]: timing of one training step;
+//! - [`bench`](mod@bench): timing of one training step;
 //! - [`device`]: CPU/CUDA selection (call [`device::init`] first thing in `main`).
+#![warn(missing_docs)]
 
 pub mod bench;
 pub mod checkpoint;
@@ -28,9 +29,12 @@ pub mod loss;
 pub mod modules;
 pub mod net;
 pub mod optim;
+pub mod progress;
 pub mod recal;
 pub mod roi_align;
 pub mod run;
+// Not documented yet: the fields of `SupernetFitness` and `GenomeEval::{batch_size, update}`.
+#[allow(missing_docs)]
 pub mod search;
 pub mod trainer;
 

@@ -8,8 +8,9 @@ use detnas_core::boxes::{AnchorMatch, BBox, BoxCoder, match_anchors};
 use detnas_core::detector::DetectorConfig;
 use tch::{Device, Kind, Tensor};
 
-/// Anchor label for "ignored" (between the IoU thresholds) and "background".
+/// Anchor label for "ignored" (between the IoU thresholds).
 pub const IGNORE: i64 = -2;
+/// Anchor label for "background" (matched to no box).
 pub const BACKGROUND: i64 = -1;
 
 /// Per-image targets over all anchors.
@@ -19,6 +20,7 @@ pub struct ImageTargets {
     pub labels: Vec<i64>,
     /// Encoded regression targets per anchor (zeros unless foreground), row-major `[A, 4]`.
     pub deltas: Vec<f32>,
+    /// Anchors matched to a box.
     pub num_foreground: usize,
 }
 
@@ -58,6 +60,7 @@ pub struct Targets {
 }
 
 impl Targets {
+    /// The targets of `images` stacked into tensors on `device`.
     pub fn new(images: &[ImageTargets], device: Device) -> Self {
         let b = images.len() as i64;
         let a = images.first().map_or(0, |t| t.labels.len()) as i64;

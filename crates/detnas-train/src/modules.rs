@@ -27,7 +27,9 @@ pub fn var(root: &nn::Path<'_>, full_name: &str, shape: &[usize], values: &[f32]
 
 /// Looks `name` up in `specs` and creates it with its initial values.
 pub struct Builder<'a, 'p> {
+    /// Where the variables are created.
     pub root: &'a nn::Path<'p>,
+    /// Parameter name -> its spec and initial values.
     pub specs: std::collections::HashMap<String, (ParamSpec, Vec<f32>)>,
 }
 
@@ -49,16 +51,23 @@ pub enum BnUpdate {
 
 /// BatchNorm2d with explicit running statistics.
 pub struct Bn {
+    /// Scale (gamma).
     pub weight: Tensor,
+    /// Shift (beta).
     pub bias: Tensor,
+    /// Running mean (a buffer).
     pub running_mean: Tensor,
+    /// Running variance (a buffer).
     pub running_var: Tensor,
+    /// Epsilon added to the variance.
     pub eps: f64,
     update: Cell<BnUpdate>,
     batches: Cell<u64>,
 }
 
 impl Bn {
+    /// Batch norm of `x`: in train mode with the batch's statistics, which update the running ones
+    /// per the update rule ([`BnUpdate`]); otherwise with the running statistics.
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         let momentum = match self.update.get() {
             BnUpdate::Ema(m) => m,
@@ -89,6 +98,7 @@ impl Bn {
         self.update.set(update);
     }
 
+    /// Sets how the running statistics are updated, keeping them and the batch count.
     pub fn set_update(&self, update: BnUpdate) {
         self.update.set(update);
     }
@@ -98,9 +108,13 @@ impl Bn {
 pub struct ConvBn {
     /// Parameter prefixes of the conv and of its BN.
     pub conv_name: String,
+    /// Parameter prefix of the BN, if any.
     pub bn_name: Option<String>,
+    /// Conv weight.
     pub weight: Tensor,
+    /// Conv bias, if any.
     pub bias: Option<Tensor>,
+    /// The BN after the conv, if any.
     pub bn: Option<Bn>,
     stride: i64,
     padding: i64,
@@ -111,6 +125,7 @@ pub struct ConvBn {
 }
 
 impl ConvBn {
+    /// Creates the unit `u` from `b` (BN epsilon `eps`).
     pub fn new(b: &Builder<'_, '_>, u: &ConvUnit, eps: f64) -> Self {
         let bn = u.bn.as_ref().map(|p| Bn {
             weight: b.make(&format!("{p}.weight")),
@@ -135,6 +150,7 @@ impl ConvBn {
         }
     }
 
+    /// Conv, then BN and ReLU when the unit has them (`train`: BN in train mode).
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         let s = self.stride;
         let p = self.padding;

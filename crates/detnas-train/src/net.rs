@@ -30,7 +30,9 @@ struct Block {
 
 /// A supernet (all choices) or single-path backbone.
 pub struct Backbone {
+    /// The search space.
     pub space: SearchSpace,
+    /// Channel split of stride-1 blocks.
     pub shuffle: ChannelShuffle,
     stem: ConvBn,
     /// `layers[l][choice]`, `None` for choices not built.
@@ -135,9 +137,11 @@ impl Backbone {
 
 /// ImageNet-style classifier: backbone, 1x1 conv, global pooling, dropout, FC.
 pub struct Classifier {
+    /// The backbone.
     pub backbone: Backbone,
     conv_last: ConvBn,
     fc: Tensor,
+    /// Dropout probability before the FC in train mode.
     pub dropout: f64,
 }
 
@@ -229,6 +233,7 @@ pub fn genes_supernet_params(
 /// RetinaNet with FPN on a (super)net backbone. Input: float `[B, 3, H, W]`, RGB 0-255 (the
 /// exported model's contract); normalisation happens inside.
 pub struct RetinaNet {
+    /// The backbone (supernet or single path).
     pub backbone: Backbone,
     /// The detector configuration (for a genes supernet: the base its genes apply to).
     pub cfg: DetectorConfig,

@@ -45,7 +45,9 @@ pub fn leading(t: &Tensor, shape: &[i64]) -> Tensor {
 
 /// SGD with momentum and (decoupled from nothing: classic L2) weight decay.
 pub struct PathSgd {
+    /// Momentum.
     pub momentum: f64,
+    /// L2 weight decay.
     pub weight_decay: f64,
     /// Apply weight decay to 1-D tensors (BN affine, biases) too. DetNAS classification: no.
     pub decay_1d: bool,
@@ -53,6 +55,7 @@ pub struct PathSgd {
 }
 
 impl PathSgd {
+    /// An optimiser with empty momentum buffers.
     pub fn new(momentum: f64, weight_decay: f64, decay_1d: bool) -> Self {
         PathSgd { momentum, weight_decay, decay_1d, buffers: HashMap::new() }
     }
@@ -141,9 +144,25 @@ pub fn clip_grad_norm(params: &[PathParam], max_norm: f64) -> f64 {
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum LrSchedule {
     /// Linear warm-up from `base * warmup_factor`, then `x gamma` at each milestone (detection).
-    WarmupStep { base: f64, warmup_iters: usize, warmup_factor: f64, milestones: Vec<usize>, gamma: f64 },
+    WarmupStep {
+        /// The base learning rate.
+        base: f64,
+        /// Steps of the warm-up.
+        warmup_iters: usize,
+        /// Fraction of `base` the warm-up starts from.
+        warmup_factor: f64,
+        /// Steps at which the rate is multiplied by `gamma`.
+        milestones: Vec<usize>,
+        /// The factor at each milestone.
+        gamma: f64,
+    },
     /// Linear decay from `base` to 0 over `total` iterations (classification pretraining).
-    Linear { base: f64, total: usize },
+    Linear {
+        /// The initial learning rate.
+        base: f64,
+        /// Steps over which it decays to 0.
+        total: usize,
+    },
 }
 
 impl LrSchedule {

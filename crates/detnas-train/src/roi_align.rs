@@ -34,7 +34,7 @@
 //! float32: `floor(4 + log2(sqrt(area) / 224) + 1e-6)` clamped to `[k_min, k_max]`;
 //! [`roi_levels_tensor`] is the same rule on a tensor (what [`multi_scale_roi_align`] uses).
 
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 pub use detnas_core::detector::two_stage::{CANONICAL_LEVEL, CANONICAL_SIZE, LEVEL_EPS};
 
@@ -130,21 +130,14 @@ pub fn roi_levels_tensor(boxes: &Tensor, k_min: i64, k_max: i64) -> Tensor {
     level.clamp(k_min as f64, k_max as f64).nan_to_num(k_min as f64, None, None).to_kind(Kind::Int64)
 }
 
-/// RoIAlign of each RoI on `features[levels[k]]` with `scales[levels[k]]`: all RoIs in one pass.
-fn align_levels(
-    features: &[Tensor],
-    rois: &Tensor,
-    levels: &Tensor,
-    scales: &[f64],
-    output: (i64, i64),
-    sampling_ratio: i64,
-    aligned: bool,
-) -> Tensor {
-    let (oh, ow) = output;
-    assert!(oh > 0 && ow > 0, "output size {output:?} must be positive");
+/// The channels and `(H, W)` of every level of `features`.
+///
+/// # Panics
+/// When the first level is not 4-D or the levels differ in batch size or channels.
+fn level_sizes(features: &[Tensor]) -> (i64, Vec<(i64, i64)>) {
     let first = &features[0];
     assert_eq!(first.dim(), 4, "features must be [B, C, H, W], got {:?}", first.size());
-    let (batch, channels, device) = (first.size()[0], first.size()[1], first.device());
+    let (batch, channels) = (first.size()[0], first.size()[1]);
     let sizes: Vec<(i64, i64)> = features
         .iter()
         .map(|f| {
@@ -157,69 +150,108 @@ fn align_levels(
             (s[2], s[3])
         })
         .collect();
-    let rs = rois.size();
-    assert!(rs.len() == 2 && rs[1] == 5, "rois must be [K, 5] (batch index, x1, y1, x2, y2), got {rs:?}");
-    let k = rs[0];
-    if k == 0 {
-        return Tensor::zeros([0, channels, oh, ow], (first.kind(), device));
-    }
+    (channels, sizes)
+}
 
-    // Channels-last table [B * S, C] with S = the pixels of all levels of one image; a pixel's row
-    // is b * S + offset(level) + y * W + x.
-    // One copy (none for a single level already in channels-last memory format).
-    let table = if features.len() == 1 {
-        first.permute([0, 2, 3, 1]).reshape([-1, channels])
+/// The channels-last table `[B * S, C]` of `features` with S = the pixels of all levels of one
+/// image: a pixel's row is `b * S + offset(level) + y * W + x`. One copy (none for a single level
+/// already in channels-last memory format).
+fn pixel_table(features: &[Tensor], channels: i64) -> Tensor {
+    if features.len() == 1 {
+        features[0].permute([0, 2, 3, 1]).reshape([-1, channels])
     } else {
         let flat: Vec<Tensor> = features.iter().map(|f| f.flatten(2, 3).transpose(1, 2)).collect();
         Tensor::cat(&flat, 1).reshape([-1, channels])
-    };
-    let per_image: i64 = sizes.iter().map(|(h, w)| h * w).sum();
-    let offsets: Vec<i64> = sizes.iter().scan(0, |acc, (h, w)| Some(std::mem::replace(acc, *acc + h * w))).collect();
-
-    let ck = if first.kind() == Kind::Double { Kind::Double } else { Kind::Float };
-    let lookup = |v: Vec<f64>| Tensor::from_slice(&v).to_kind(ck).to_device(device).index_select(0, levels);
-    let height = lookup(sizes.iter().map(|s| s.0 as f64).collect());
-    let width = lookup(sizes.iter().map(|s| s.1 as f64).collect());
-    let scale = lookup(scales.to_vec());
-    let width_i =
-        Tensor::from_slice(&sizes.iter().map(|s| s.1).collect::<Vec<_>>()).to_device(device).index_select(0, levels);
-    let offset_i = Tensor::from_slice(&offsets).to_device(device).index_select(0, levels);
-
-    let r = rois.detach().to_device(device).to_kind(ck);
-    let base = offset_i + r.select(1, 0).to_kind(Kind::Int64) * per_image;
-    let shift = if aligned { 0.5 } else { 0.0 };
-    let x1 = r.select(1, 1) * &scale - shift;
-    let y1 = r.select(1, 2) * &scale - shift;
-    let x2 = r.select(1, 3) * &scale - shift;
-    let y2 = r.select(1, 4) * &scale - shift;
-    let (mut roi_w, mut roi_h) = (x2 - &x1, y2 - &y1);
-    if !aligned {
-        roi_w = roi_w.clamp_min(1.0);
-        roi_h = roi_h.clamp_min(1.0);
     }
+}
 
+/// The RoIs on their levels, in the level's pixels: `[K]` tensors, float in the compute kind
+/// unless said otherwise.
+struct LevelRois {
+    /// Row in [`pixel_table`] of the first pixel of the RoI's image and level (int64).
+    base: Tensor,
+    /// Height and width of the RoI's level.
+    height: Tensor,
+    width: Tensor,
+    /// Width of the RoI's level (int64).
+    width_i: Tensor,
+    /// Top-left corner (scaled, shifted by -0.5 when aligned).
+    x1: Tensor,
+    y1: Tensor,
+    /// Width and height (at least 1 unless aligned).
+    roi_w: Tensor,
+    roi_h: Tensor,
+}
+
+impl LevelRois {
+    /// `rois` (`[K, 5]`, image pixels) on the levels `levels` (`[K]` int64 indices into `sizes`
+    /// and `scales`), computed in `opts` (kind and device).
+    fn new(
+        rois: &Tensor,
+        levels: &Tensor,
+        scales: &[f64],
+        sizes: &[(i64, i64)],
+        aligned: bool,
+        opts: (Kind, Device),
+    ) -> Self {
+        let (ck, device) = opts;
+        let per_image: i64 = sizes.iter().map(|(h, w)| h * w).sum();
+        let offsets: Vec<i64> =
+            sizes.iter().scan(0, |acc, (h, w)| Some(std::mem::replace(acc, *acc + h * w))).collect();
+        let lookup = |v: Vec<f64>| Tensor::from_slice(&v).to_kind(ck).to_device(device).index_select(0, levels);
+        let height = lookup(sizes.iter().map(|s| s.0 as f64).collect());
+        let width = lookup(sizes.iter().map(|s| s.1 as f64).collect());
+        let scale = lookup(scales.to_vec());
+        let width_i = Tensor::from_slice(&sizes.iter().map(|s| s.1).collect::<Vec<_>>())
+            .to_device(device)
+            .index_select(0, levels);
+        let offset_i = Tensor::from_slice(&offsets).to_device(device).index_select(0, levels);
+
+        let r = rois.detach().to_device(device).to_kind(ck);
+        let base = offset_i + r.select(1, 0).to_kind(Kind::Int64) * per_image;
+        let shift = if aligned { 0.5 } else { 0.0 };
+        let x1 = r.select(1, 1) * &scale - shift;
+        let y1 = r.select(1, 2) * &scale - shift;
+        let x2 = r.select(1, 3) * &scale - shift;
+        let y2 = r.select(1, 4) * &scale - shift;
+        let (mut roi_w, mut roi_h) = (x2 - &x1, y2 - &y1);
+        if !aligned {
+            roi_w = roi_w.clamp_min(1.0);
+            roi_h = roi_h.clamp_min(1.0);
+        }
+        LevelRois { base, height, width, width_i, x1, y1, roi_w, roi_h }
+    }
+}
+
+/// The flat pixel indices, weights and bag offsets for one `embedding_bag` that pools the `K`
+/// RoIs `r` into `output` bins of `sampling_ratio` x `sampling_ratio` samples each (adaptive per
+/// RoI when `sampling_ratio <= 0`); weights in the compute kind `ck`.
+fn sample_bags(r: &LevelRois, output: (i64, i64), sampling_ratio: i64, ck: Kind) -> (Tensor, Tensor, Tensor) {
+    let (oh, ow) = output;
+    let k = r.x1.size()[0];
+    let device = r.x1.device();
     // Samples per bin along each axis, per RoI, and the largest (the padded grid).
     let (grid_h, grid_w, gh, gw) = if sampling_ratio > 0 {
         let g = Tensor::full([k], sampling_ratio, (ck, device));
         (g.shallow_clone(), g, sampling_ratio, sampling_ratio)
     } else {
-        let gh = (&roi_h / oh as f64).ceil().clamp_min(0.0);
-        let gw = (&roi_w / ow as f64).ceil().clamp_min(0.0);
+        let gh = (&r.roi_h / oh as f64).ceil().clamp_min(0.0);
+        let gw = (&r.roi_w / ow as f64).ceil().clamp_min(0.0);
         let (mh, mw) = (gh.max().double_value(&[]) as i64, gw.max().double_value(&[]) as i64);
         (gh, gw, mh.max(1), mw.max(1))
     };
     let count = (&grid_h * &grid_w).clamp_min(1.0);
 
-    let (yi, yw) = axis(&y1, &roi_h, &height, oh, &grid_h, gh);
-    let (xi, xw) = axis(&x1, &roi_w, &width, ow, &grid_w, gw);
+    let (yi, yw) = axis(&r.y1, &r.roi_h, &r.height, oh, &grid_h, gh);
+    let (xi, xw) = axis(&r.x1, &r.roi_w, &r.width, ow, &grid_w, gw);
     // [K, oh, ow, gh, gw, 2 (y neighbour), 2 (x neighbour)]
-    let rows = base.view([k, 1, 1, 1]) + yi * width_i.view([k, 1, 1, 1]);
+    let rows = r.base.view([k, 1, 1, 1]) + yi * r.width_i.view([k, 1, 1, 1]);
     let index = rows.view(&[k, oh, 1, gh, 1, 2, 1][..]) + xi.view(&[k, 1, ow, 1, gw, 1, 2][..]);
     let weight = yw.view(&[k, oh, 1, gh, 1, 2, 1][..]) * xw.view(&[k, 1, ow, 1, gw, 1, 2][..])
         / count.view(&[k, 1, 1, 1, 1, 1, 1][..]);
 
     let bins = k * oh * ow;
-    let (index, weight, bag_offsets) = if sampling_ratio > 0 {
+    if sampling_ratio > 0 {
         let bag = gh * gw * 4;
         (
             index.reshape([-1]),
@@ -235,7 +267,35 @@ fn align_levels(
         let bag = (grid_h * grid_w * 4.0).to_kind(Kind::Int64).view([k, 1]).expand([k, oh * ow], false).reshape([-1]);
         let starts = bag.cumsum(0, Kind::Int64) - &bag;
         (index.masked_select(&keep), weight.masked_select(&keep), starts)
-    };
+    }
+}
+
+/// RoIAlign of each RoI on `features[levels[k]]` with `scales[levels[k]]`: all RoIs in one pass.
+fn align_levels(
+    features: &[Tensor],
+    rois: &Tensor,
+    levels: &Tensor,
+    scales: &[f64],
+    output: (i64, i64),
+    sampling_ratio: i64,
+    aligned: bool,
+) -> Tensor {
+    let (oh, ow) = output;
+    assert!(oh > 0 && ow > 0, "output size {output:?} must be positive");
+    let (channels, sizes) = level_sizes(features);
+    let first = &features[0];
+    let device = first.device();
+    let rs = rois.size();
+    assert!(rs.len() == 2 && rs[1] == 5, "rois must be [K, 5] (batch index, x1, y1, x2, y2), got {rs:?}");
+    let k = rs[0];
+    if k == 0 {
+        return Tensor::zeros([0, channels, oh, ow], (first.kind(), device));
+    }
+
+    let table = pixel_table(features, channels);
+    let ck = if first.kind() == Kind::Double { Kind::Double } else { Kind::Float };
+    let r = LevelRois::new(rois, levels, scales, &sizes, aligned, (ck, device));
+    let (index, weight, bag_offsets) = sample_bags(&r, output, sampling_ratio, ck);
     let weight = weight.to_kind(table.kind());
     let (pooled, _, _, _) = Tensor::embedding_bag(&table, &index, &bag_offsets, false, 0, false, Some(&weight), false);
     pooled.view([k, oh, ow, channels]).permute([0, 3, 1, 2]).contiguous()

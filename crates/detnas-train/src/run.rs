@@ -71,9 +71,13 @@ impl Start {
 /// How long a run lasts, how it optimises, and how often it logs and saves.
 #[derive(Clone, Debug)]
 pub struct Schedule {
+    /// Optimisation steps.
     pub iterations: usize,
+    /// Steps between log entries.
     pub log_every: usize,
+    /// Steps between checkpoints.
     pub checkpoint_every: usize,
+    /// Learning rate schedule.
     pub lr: LrSchedule,
     /// Clip the global gradient norm of the step's parameters.
     pub clip_grad_norm: Option<f64>,
@@ -83,7 +87,9 @@ pub struct Schedule {
 
 /// The loss of one step: the minimised total and its named parts (logged as window means).
 pub struct StepLoss {
+    /// The loss minimised.
     pub total: Tensor,
+    /// Its named parts.
     pub parts: Vec<(&'static str, Tensor)>,
 }
 

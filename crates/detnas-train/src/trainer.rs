@@ -47,7 +47,16 @@ pub fn load_dataset(src: &DataSource) -> Result<DetectionDataset> {
 /// What a training run reports while it runs.
 pub enum TrainEvent<'a> {
     /// The data sets were loaded: validation reports of the training and held-out sets.
-    Data { train: &'a ValidationReport, val: Option<&'a ValidationReport>, train_images: usize, val_images: usize },
+    Data {
+        /// Report of the training set.
+        train: &'a ValidationReport,
+        /// Report of the held-out set, if any.
+        val: Option<&'a ValidationReport>,
+        /// Usable training images.
+        train_images: usize,
+        /// Usable held-out images (0 without).
+        val_images: usize,
+    },
     /// One entry per log interval.
     Log(&'a LogEntry),
     /// A training image could not be decoded and was skipped (reported once per image).
@@ -59,7 +68,9 @@ pub type OnLog<'a> = &'a mut dyn FnMut(TrainEvent<'_>);
 
 /// What a training run produced.
 pub struct TrainOutcome {
+    /// The final checkpoint state.
     pub state: CheckpointState,
+    /// Evaluation on the held-out data (single-path runs with held-out data only).
     pub eval: Option<CocoStats>,
 }
 
@@ -86,6 +97,40 @@ fn with_classes(mut det: DetectorConfig, ds: &DetectionDataset) -> DetectorConfi
     det
 }
 
+/// Checks the augmentation and that `cfg` does not both fix an architecture and sample genes,
+/// then loads the train and held-out sets ([`datasets`]) and reports them to `on_log`.
+fn training_data(cfg: &DetTrainConfig, on_log: OnLog<'_>) -> Result<(DetectionDataset, Option<DetectionDataset>)> {
+    cfg.augment.validate()?;
+    if cfg.arch.is_some() && cfg.genes.is_some() {
+        return Err(TrainError::Config(
+            "`genes` is sampled by the supernet: remove `arch` (or `[genes]` to train one genome)".into(),
+        ));
+    }
+    let (train, val) = datasets(cfg)?;
+    on_log(TrainEvent::Data {
+        train: &train.report,
+        val: val.as_ref().map(|v| &v.report),
+        train_images: train.samples.len(),
+        val_images: val.as_ref().map_or(0, |v| v.samples.len()),
+    });
+    Ok((train, val))
+}
+
+/// The trained architecture (from the genome in `cfg.arch`; `None` trains the supernet) and the
+/// validated detector configuration, with the classes of `train` and the genome's detector genes.
+fn training_detector(cfg: &DetTrainConfig, train: &DetectionDataset) -> Result<(Option<Arch>, DetectorConfig)> {
+    let base = with_classes(cfg.detector.clone(), train);
+    let (fixed, det) = match cfg.arch.as_deref() {
+        Some(text) => {
+            let (arch, det) = resolve_genome(&cfg.space, text, &base)?;
+            (Some(arch), det)
+        }
+        None => (None, base),
+    };
+    det.validate()?;
+    Ok((fixed, det))
+}
+
 /// Trains a RetinaNet (supernet when `cfg.arch` is absent) and checkpoints into `out`. A genome
 /// in `cfg.arch` sets the detector genes of the trained network; `cfg.genes` makes a genes
 /// supernet, whose every step samples detector genes too (letterbox size and anchors of the
@@ -103,28 +148,8 @@ pub fn train_detection(
 ) -> Result<TrainOutcome> {
     start.check(out)?;
     let space = SearchSpace::by_name(&cfg.space)?;
-    cfg.augment.validate()?;
-    if cfg.arch.is_some() && cfg.genes.is_some() {
-        return Err(TrainError::Config(
-            "`genes` is sampled by the supernet: remove `arch` (or `[genes]` to train one genome)".into(),
-        ));
-    }
-    let (train, val) = datasets(cfg)?;
-    on_log(TrainEvent::Data {
-        train: &train.report,
-        val: val.as_ref().map(|v| &v.report),
-        train_images: train.samples.len(),
-        val_images: val.as_ref().map_or(0, |v| v.samples.len()),
-    });
-    let base = with_classes(cfg.detector.clone(), &train);
-    let (fixed, det) = match cfg.arch.as_deref() {
-        Some(text) => {
-            let (arch, det) = resolve_genome(&cfg.space, text, &base)?;
-            (Some(arch), det)
-        }
-        None => (None, base),
-    };
-    det.validate()?;
+    let (train, val) = training_data(cfg, on_log)?;
+    let (fixed, det) = training_detector(cfg, &train)?;
     let mut run_cfg = cfg.clone();
     run_cfg.detector = det.clone();
 
@@ -355,6 +380,7 @@ pub struct EvalOptions {
 
 /// Statistics and detections of a checkpoint on held-out data.
 pub struct Evaluation {
+    /// COCO statistics.
     pub stats: CocoStats,
     /// COCO results (original pixels, data set category ids).
     pub detections: Vec<CocoDetection>,

@@ -236,44 +236,59 @@ struct Cell {
     dts: Vec<usize>,
 }
 
-/// Evaluates `dt` against `gt` exactly as pycocotools' `COCOeval` with `iouType='bbox'`:
-/// every image and category of `gt` is evaluated; detections of other categories are skipped.
-///
-/// With no detections at all the numbers are 0 where a setting has ground truth and -1 elsewhere.
-pub fn evaluate(gt: &GroundTruth, dt: &Detections, params: &EvalParams) -> CocoStats {
-    let mut max_dets = params.max_dets;
-    max_dets.sort_unstable();
-    let max_det_all = max_dets[2];
-    let iou_thrs = &params.iou_thrs;
-    let rec_thrs = &params.rec_thrs;
-    let (nt, nr, nk, na, nm) = (iou_thrs.len(), rec_thrs.len(), gt.category_ids().len(), params.area_ranges.len(), 3);
-    let anns = &gt.dataset().annotations;
-    let dets = dt.as_slice();
-
-    // Group by (category, image), both in ascending id order, items in file order.
+/// Groups the ground truth and the detections of evaluated categories and images by (category
+/// position, image position), both ascending, items in file order; also returns how many
+/// detections were grouped.
+fn group_cells(gt: &GroundTruth, dt: &Detections) -> (BTreeMap<(usize, usize), Cell>, usize) {
     let mut cells: BTreeMap<(usize, usize), Cell> = BTreeMap::new();
-    for (i, a) in anns.iter().enumerate() {
+    for (i, a) in gt.dataset().annotations.iter().enumerate() {
         if let (Some(k), Some(img)) = (gt.category_position(a.category_id), gt.image_position(a.image_id)) {
             cells.entry((k, img)).or_default().gts.push(i);
         }
     }
     let mut evaluated_dets = 0;
-    for (i, d) in dets.iter().enumerate() {
+    for (i, d) in dt.as_slice().iter().enumerate() {
         if let (Some(k), Some(img)) = (gt.category_position(d.category_id), gt.image_position(d.image_id)) {
             cells.entry((k, img)).or_default().dts.push(i);
             evaluated_dets += 1;
         }
     }
+    (cells, evaluated_dets)
+}
 
-    let mut precision = vec![-1.0; nt * nr * nk * na * nm];
-    let mut recall = vec![-1.0; nt * nk * na * nm];
-    let mut cells = cells.into_iter().peekable();
-    while let Some(&((k, _), _)) = cells.peek() {
-        // Per-image results of category k, in ascending image id order.
-        let mut evals = Vec::new();
-        while let Some(((_, _), cell)) = cells.next_if(|((kk, _), _)| *kk == k) {
-            evals.push(evaluate_cell(gt, dt, params, max_det_all, &cell));
-        }
+/// pycocotools' `accumulate` output: precision `[T x R x K x A x M]` and recall `[T x K x A x M]`
+/// (IoU thresholds, recall thresholds, categories, area ranges, maxDets), row-major, -1 where a
+/// setting has no ground truth.
+struct Accumulation {
+    precision: Vec<f64>,
+    recall: Vec<f64>,
+    /// The dimensions `(T, R, K, A, M)`.
+    dims: (usize, usize, usize, usize, usize),
+}
+
+impl Accumulation {
+    /// All -1, with dimensions `(T, R, K, A, M)`.
+    fn new(dims: (usize, usize, usize, usize, usize)) -> Self {
+        let (nt, nr, nk, na, nm) = dims;
+        Accumulation { precision: vec![-1.0; nt * nr * nk * na * nm], recall: vec![-1.0; nt * nk * na * nm], dims }
+    }
+
+    /// Index of precision `(t, r, k, a, m)`.
+    fn precision_at(&self, t: usize, r: usize, k: usize, a: usize, m: usize) -> usize {
+        let (_, nr, nk, na, nm) = self.dims;
+        (((t * nr + r) * nk + k) * na + a) * nm + m
+    }
+
+    /// Index of recall `(t, k, a, m)`.
+    fn recall_at(&self, t: usize, k: usize, a: usize, m: usize) -> usize {
+        let (_, _, nk, na, nm) = self.dims;
+        ((t * nk + k) * na + a) * nm + m
+    }
+
+    /// Fills category `k` from its per-image results `evals`, for every area range, maxDets
+    /// (`max_dets`, sorted) and IoU threshold; precision is read at `rec_thrs`.
+    fn add_category(&mut self, k: usize, evals: &[CellEval], max_dets: &[usize; 3], rec_thrs: &[f64]) {
+        let (nt, _, _, na, _) = self.dims;
         for a in 0..na {
             for (m, &max_det) in max_dets.iter().enumerate() {
                 let positives: usize = evals.iter().map(|e| e.areas[a].positives).sum();
@@ -292,25 +307,9 @@ pub fn evaluate(gt: &GroundTruth, dt: &Detections, params: &EvalParams) -> CocoS
                 let order = order_by_score_desc(&scores);
                 let nd = order.len();
                 for t in 0..nt {
-                    let (mut tp, mut fp) = (0.0f64, 0.0f64);
-                    let mut rc = Vec::with_capacity(nd);
-                    let mut pr = Vec::with_capacity(nd);
-                    for &p in &order {
-                        let (c, d) = pairs[p];
-                        let area = &evals[c].areas[a];
-                        let nd_cell = evals[c].scores.len();
-                        let idx = t * nd_cell + d;
-                        if !area.ignored[idx] {
-                            if area.matched[idx] {
-                                tp += 1.0;
-                            } else {
-                                fp += 1.0;
-                            }
-                        }
-                        rc.push(tp / positives as f64);
-                        pr.push(tp / (fp + tp + f64::EPSILON));
-                    }
-                    recall[((t * nk + k) * na + a) * nm + m] = rc.last().copied().unwrap_or(0.0);
+                    let (rc, mut pr) = pr_curve(evals, &pairs, &order, (t, a), positives);
+                    let ri = self.recall_at(t, k, a, m);
+                    self.recall[ri] = rc.last().copied().unwrap_or(0.0);
                     // Monotone (non-increasing) precision envelope.
                     for i in (1..nd).rev() {
                         if pr[i] > pr[i - 1] {
@@ -321,13 +320,50 @@ pub fn evaluate(gt: &GroundTruth, dt: &Detections, params: &EvalParams) -> CocoS
                         // searchsorted(rc, thr, side='left'); thresholds past the last recall stay 0.
                         let i = rc.partition_point(|&x| x < thr);
                         let q = if i < nd { pr[i] } else { 0.0 };
-                        precision[(((t * nr + r) * nk + k) * na + a) * nm + m] = q;
+                        let j = self.precision_at(t, r, k, a, m);
+                        self.precision[j] = q;
                     }
                 }
             }
         }
     }
+}
 
+/// Recall and precision after each detection taken in `order` (indices into `pairs`, which are
+/// (index into `evals`, detection of that cell)) at IoU threshold `t` and area range `a`
+/// (`(t, a)`), over `positives` ground truths: pycocotools' cumulative sums.
+fn pr_curve(
+    evals: &[CellEval],
+    pairs: &[(usize, usize)],
+    order: &[usize],
+    (t, a): (usize, usize),
+    positives: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let (mut tp, mut fp) = (0.0f64, 0.0f64);
+    let mut rc = Vec::with_capacity(order.len());
+    let mut pr = Vec::with_capacity(order.len());
+    for &p in order {
+        let (c, d) = pairs[p];
+        let area = &evals[c].areas[a];
+        let nd_cell = evals[c].scores.len();
+        let idx = t * nd_cell + d;
+        if !area.ignored[idx] {
+            if area.matched[idx] {
+                tp += 1.0;
+            } else {
+                fp += 1.0;
+            }
+        }
+        rc.push(tp / positives as f64);
+        pr.push(tp / (fp + tp + f64::EPSILON));
+    }
+    (rc, pr)
+}
+
+/// pycocotools' `summarize`: the 12 numbers from `acc`, whose IoU thresholds are `iou_thrs` and
+/// maxDets `max_dets` (sorted). Each is the mean of the values > -1 of its setting, -1 when none.
+fn summarize(acc: &Accumulation, iou_thrs: &[f64], max_dets: [usize; 3]) -> [f64; 12] {
+    let (nt, nr, nk, _, nm) = acc.dims;
     let mean_of = |values: Vec<f64>| if values.is_empty() { -1.0 } else { numpy_mean(&values) };
     let thr_indices =
         |thr: Option<f64>| -> Vec<usize> { (0..nt).filter(|&t| thr.is_none_or(|v| iou_thrs[t] == v)).collect() };
@@ -341,7 +377,7 @@ pub fn evaluate(gt: &GroundTruth, dt: &Detections, params: &EvalParams) -> CocoS
             for r in 0..nr {
                 for k in 0..nk {
                     for &m in &ms {
-                        let v = precision[(((t * nr + r) * nk + k) * na + a) * nm + m];
+                        let v = acc.precision[acc.precision_at(t, r, k, a, m)];
                         if v > -1.0 {
                             values.push(v);
                         }
@@ -357,7 +393,7 @@ pub fn evaluate(gt: &GroundTruth, dt: &Detections, params: &EvalParams) -> CocoS
         for t in thr_indices(None) {
             for k in 0..nk {
                 for &m in &ms {
-                    let v = recall[((t * nk + k) * na + a) * nm + m];
+                    let v = acc.recall[acc.recall_at(t, k, a, m)];
                     if v > -1.0 {
                         values.push(v);
                     }
@@ -367,7 +403,7 @@ pub fn evaluate(gt: &GroundTruth, dt: &Detections, params: &EvalParams) -> CocoS
         mean_of(values)
     };
     let [m1, m10, m100] = max_dets;
-    let stats = [
+    [
         ap(None, 0, 100),
         ap(Some(0.5), 0, m100),
         ap(Some(0.75), 0, m100),
@@ -380,9 +416,36 @@ pub fn evaluate(gt: &GroundTruth, dt: &Detections, params: &EvalParams) -> CocoS
         ar(1, m100),
         ar(2, m100),
         ar(3, m100),
-    ];
+    ]
+}
+
+/// Evaluates `dt` against `gt` exactly as pycocotools' `COCOeval` with `iouType='bbox'`:
+/// every image and category of `gt` is evaluated; detections of other categories are skipped.
+///
+/// With no detections at all the numbers are 0 where a setting has ground truth and -1 elsewhere.
+pub fn evaluate(gt: &GroundTruth, dt: &Detections, params: &EvalParams) -> CocoStats {
+    let mut max_dets = params.max_dets;
+    max_dets.sort_unstable();
+    let max_det_all = max_dets[2];
+    let iou_thrs = &params.iou_thrs;
+    let (nt, nr, nk, na, nm) =
+        (iou_thrs.len(), params.rec_thrs.len(), gt.category_ids().len(), params.area_ranges.len(), 3);
+
+    // Group by (category, image), both in ascending id order, items in file order.
+    let (cells, evaluated_dets) = group_cells(gt, dt);
+    let mut acc = Accumulation::new((nt, nr, nk, na, nm));
+    let mut cells = cells.into_iter().peekable();
+    while let Some(&((k, _), _)) = cells.peek() {
+        // Per-image results of category k, in ascending image id order.
+        let mut evals = Vec::new();
+        while let Some(((_, _), cell)) = cells.next_if(|((kk, _), _)| *kk == k) {
+            evals.push(evaluate_cell(gt, dt, params, max_det_all, &cell));
+        }
+        acc.add_category(k, &evals, &max_dets, &params.rec_thrs);
+    }
+
     CocoStats {
-        stats,
+        stats: summarize(&acc, iou_thrs, max_dets),
         max_dets,
         iou_range: [iou_thrs.first().copied().unwrap_or(f64::NAN), iou_thrs.last().copied().unwrap_or(f64::NAN)],
         images: gt.image_ids().len(),

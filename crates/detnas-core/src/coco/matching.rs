@@ -19,8 +19,11 @@ pub struct MatchStats {
     pub recall: f64,
     /// Matched detections / detections kept (0 without detections).
     pub precision: f64,
+    /// Ground-truth boxes matched.
     pub matched: usize,
+    /// Detections kept (scoring at least `min_score`).
     pub detections: usize,
+    /// Ground-truth boxes (crowd boxes left out).
     pub ground_truth: usize,
 }
 

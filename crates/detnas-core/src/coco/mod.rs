@@ -39,14 +39,29 @@ pub fn evaluate_files(gt: &Path, dt: &Path) -> Result<CocoStats, CocoError> {
 pub enum CocoError {
     /// The file could not be read.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// The file is not JSON of the expected shape (serde's message gives line and column).
     #[error("{path}: invalid COCO JSON: {source}")]
-    Json { path: PathBuf, source: serde_json::Error },
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// serde's error.
+        source: serde_json::Error,
+    },
     /// The file parsed but its content is inconsistent. `path` is the file, or `<ground truth>` /
     /// `<results>` for data built in memory.
     #[error("{path}: {problem}")]
-    Invalid { path: PathBuf, problem: CocoProblem },
+    Invalid {
+        /// The file (or `<ground truth>` / `<results>`).
+        path: PathBuf,
+        /// What is inconsistent.
+        problem: CocoProblem,
+    },
 }
 
 impl CocoError {
@@ -70,9 +85,15 @@ impl CocoError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Entry {
     /// A ground-truth annotation, by its `id`.
-    Annotation { id: i64 },
+    Annotation {
+        /// The annotation's `id`.
+        id: i64,
+    },
     /// A detection, by its 0-based position in the results list.
-    Result { index: usize },
+    Result {
+        /// Position in the results list (0-based).
+        index: usize,
+    },
 }
 
 impl fmt::Display for Entry {
@@ -87,24 +108,80 @@ impl fmt::Display for Entry {
 /// An inconsistency in a COCO ground-truth or results file.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum CocoProblem {
+    /// Two `images` entries with the same id.
     #[error("image id {id} appears more than once in `images`")]
-    DuplicateImageId { id: i64 },
+    DuplicateImageId {
+        /// The repeated id.
+        id: i64,
+    },
+    /// Two `categories` entries with the same id.
     #[error("category id {id} appears more than once in `categories`")]
-    DuplicateCategoryId { id: i64 },
+    DuplicateCategoryId {
+        /// The repeated id.
+        id: i64,
+    },
+    /// Two `annotations` entries with the same id.
     #[error("annotation id {id} appears more than once in `annotations`")]
-    DuplicateAnnotationId { id: i64 },
+    DuplicateAnnotationId {
+        /// The repeated id.
+        id: i64,
+    },
+    /// An annotation of an image that `images` does not list.
     #[error("annotation id {id} refers to image id {image_id}, which is not in `images`")]
-    AnnotationUnknownImage { id: i64, image_id: i64 },
+    AnnotationUnknownImage {
+        /// The annotation's id.
+        id: i64,
+        /// The image id it names.
+        image_id: i64,
+    },
+    /// An annotation of a category that `categories` does not list.
     #[error("annotation id {id} refers to category id {category_id}, which is not in `categories`")]
-    AnnotationUnknownCategory { id: i64, category_id: i64 },
+    AnnotationUnknownCategory {
+        /// The annotation's id.
+        id: i64,
+        /// The category id it names.
+        category_id: i64,
+    },
+    /// A bbox that is not four finite numbers with non-negative width and height.
     #[error("{entry}: malformed bbox {bbox:?}: {reason}")]
-    MalformedBbox { entry: Entry, bbox: Vec<f64>, reason: &'static str },
+    MalformedBbox {
+        /// The annotation or detection.
+        entry: Entry,
+        /// The values as read.
+        bbox: Vec<f64>,
+        /// What is wrong with them.
+        reason: &'static str,
+    },
+    /// An annotation area that is negative or not finite.
     #[error("annotation id {id}: area {area} is not a finite non-negative number")]
-    BadArea { id: i64, area: f64 },
+    BadArea {
+        /// The annotation's id.
+        id: i64,
+        /// The area as read.
+        area: f64,
+    },
+    /// An `iscrowd` other than 0 or 1.
     #[error("annotation id {id}: iscrowd is {value}, expected 0 or 1")]
-    BadCrowdFlag { id: i64, value: i64 },
+    BadCrowdFlag {
+        /// The annotation's id.
+        id: i64,
+        /// The value as read.
+        value: i64,
+    },
+    /// A detection whose score is not finite.
     #[error("result #{index}: score {score} is not finite")]
-    NonFiniteScore { index: usize, score: f64 },
+    NonFiniteScore {
+        /// Position in the results list (0-based).
+        index: usize,
+        /// The score as read.
+        score: f64,
+    },
+    /// A detection on an image the ground truth does not have.
     #[error("result #{index}: image id {image_id} is not in the ground truth")]
-    UnknownImage { index: usize, image_id: i64 },
+    UnknownImage {
+        /// Position in the results list (0-based).
+        index: usize,
+        /// The image id it names.
+        image_id: i64,
+    },
 }

@@ -19,19 +19,26 @@ const MEMORY_DT: &str = "<results>";
 /// This is the raw data; [`GroundTruth`] is the validated, indexed form the evaluation uses.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct CocoDataset {
+    /// The `images` entries, in file order.
     pub images: Vec<CocoImage>,
+    /// The `annotations` entries, in file order.
     pub annotations: Vec<CocoAnnotation>,
+    /// The `categories` entries, in file order.
     pub categories: Vec<CocoCategory>,
 }
 
 /// An entry of `images`. Only `id` is used by the evaluation.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CocoImage {
+    /// The image's id (unique).
     pub id: i64,
+    /// The image file, relative to the image folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_name: Option<String>,
+    /// Width in pixels, when recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub width: Option<u32>,
+    /// Height in pixels, when recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub height: Option<u32>,
 }
@@ -39,8 +46,11 @@ pub struct CocoImage {
 /// An entry of `annotations`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CocoAnnotation {
+    /// The annotation's id (unique).
     pub id: i64,
+    /// The image it annotates (an id of `images`).
     pub image_id: i64,
+    /// Its category (an id of `categories`).
     pub category_id: i64,
     /// `[x, y, width, height]`; finite, width and height non-negative.
     pub bbox: [f64; 4],
@@ -55,9 +65,12 @@ pub struct CocoAnnotation {
 /// An entry of `categories`. Only `id` is used by the evaluation.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CocoCategory {
+    /// The category's id (unique).
     pub id: i64,
+    /// Its name (empty when the file has none).
     #[serde(default)]
     pub name: String,
+    /// Its supercategory, when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supercategory: Option<String>,
 }
@@ -65,7 +78,9 @@ pub struct CocoCategory {
 /// One entry of a COCO results file.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Detection {
+    /// The image detected in (an id of the ground truth's images).
     pub image_id: i64,
+    /// The detected category's id.
     pub category_id: i64,
     /// `[x, y, width, height]`; finite, width and height non-negative.
     pub bbox: [f64; 4],

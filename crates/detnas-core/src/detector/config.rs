@@ -33,8 +33,11 @@ pub enum HeadConv {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Preprocess {
+    /// Per-channel mean (RGB, on the 0-1 scale).
     pub mean: [f32; 3],
+    /// Per-channel standard deviation (RGB, on the 0-1 scale).
     pub std: [f32; 3],
+    /// Value (0-255) of the padding around the letterboxed image.
     pub pad_value: f32,
 }
 

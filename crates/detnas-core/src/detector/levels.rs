@@ -13,10 +13,13 @@ use serde::Serialize;
 pub struct LevelShape {
     /// `P3`..`P7` (RetinaNet) or `P2`..`P6` (Faster R-CNN).
     pub name: String,
+    /// Grid height (feature map rows).
     pub height: usize,
+    /// Grid width (feature map columns).
     pub width: usize,
     /// Anchor strides: `input / grid` (integer division, torchvision's rule).
     pub stride_h: usize,
+    /// Horizontal anchor stride (see `stride_h`).
     pub stride_w: usize,
 }
 

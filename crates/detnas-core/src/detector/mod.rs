@@ -4,7 +4,7 @@
 //!
 //! Module layering (no cycles): [`config`] depends only on [`crate::shape`], [`crate::boxes`] and
 //! [`crate::space`]; [`crate::plan`] reads the config; [`levels`] and [`flops`] read the plan and the
-//! cost model; [`postprocess`] reads the config and the levels.
+//! cost model; [`postprocess`](mod@postprocess) reads the config and the levels.
 
 pub mod config;
 mod config_serde;

@@ -7,8 +7,11 @@ use serde::Serialize;
 /// One final detection in network-input pixels.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct RawDetection {
+    /// `[x1, y1, x2, y2]` in network-input pixels.
     pub bbox: [f32; 4],
+    /// The class score.
     pub score: f32,
+    /// The class (0-based label).
     pub label: usize,
 }
 

@@ -37,7 +37,9 @@ pub struct Case {
 /// on the thread running the case when [`super::TrackingAlloc`] is the global allocator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AllocBudget {
+    /// Bytes allowed whatever the input.
     pub fixed: u64,
+    /// Bytes allowed per byte of input.
     pub per_input_byte: u64,
 }
 
@@ -90,14 +92,19 @@ impl Settings {
 /// What a campaign ran.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Summary {
+    /// The target's name.
     pub target: String,
+    /// The campaign's seed.
     pub seed: u64,
     /// Cases run, originals included.
     pub cases: usize,
     /// Of which corpus originals (all accepted).
     pub originals: usize,
+    /// Cases the target accepted.
     pub accepted: usize,
+    /// Cases the target rejected with an error.
     pub rejected: usize,
+    /// Wall time of the campaign.
     pub elapsed: Duration,
     /// The slowest case: its index, whether it was an original, and its time.
     pub slowest: (usize, bool, Duration),

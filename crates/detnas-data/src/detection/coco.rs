@@ -64,6 +64,173 @@ fn is_crowd(value: Option<&Value>) -> bool {
     }
 }
 
+/// The usable categories of `categories`, id -> name (`category <id>` when it has none); a
+/// negative or repeated id is noted as [`Issue::BadCategory`] against `json` (an error under a
+/// strict policy). An error when none is usable.
+fn read_categories(categories: &[RawCategory], json: &Path, v: &mut Validator<'_>) -> Result<BTreeMap<u64, String>> {
+    let mut usable: BTreeMap<u64, String> = BTreeMap::new();
+    for c in categories {
+        let record = format!("category id {}", c.id);
+        match u64::try_from(c.id) {
+            Err(_) => v.note(Issue::BadCategory, json, &record, "negative id".to_owned())?,
+            Ok(id) if usable.contains_key(&id) => {
+                v.note(Issue::BadCategory, json, &record, "id repeated; the first is kept".to_owned())?
+            }
+            Ok(id) => {
+                let name = c.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| format!("category {id}"));
+                usable.insert(id, name);
+            }
+        }
+    }
+    if usable.is_empty() {
+        return Err(DataError::invalid(json, "no usable category in `categories`"));
+    }
+    Ok(usable)
+}
+
+/// The samples of a COCO file's usable images (no boxes yet) and where each image id went.
+struct CocoImages {
+    samples: Vec<DetectionSample>,
+    /// Image id -> index in `samples`.
+    sample_of: HashMap<i64, usize>,
+    /// Every image id of the file, usable or not.
+    seen: HashSet<i64>,
+}
+
+/// Reads `images` (`file_name`s relative to `image_dir`); a repeated id is noted as
+/// [`Issue::DuplicateImageId`] against `json` and the first is kept; see [`image_sample`].
+fn read_images(images: &[RawImage], image_dir: &Path, json: &Path, v: &mut Validator<'_>) -> Result<CocoImages> {
+    let mut read = CocoImages {
+        samples: Vec::with_capacity(images.len()),
+        sample_of: HashMap::with_capacity(images.len()),
+        seen: HashSet::with_capacity(images.len()),
+    };
+    for image in images {
+        if !read.seen.insert(image.id) {
+            let record = format!("image id {}", image.id);
+            v.note(Issue::DuplicateImageId, json, &record, "id repeated; the first is kept".to_owned())?;
+            continue;
+        }
+        if let Some(sample) = image_sample(image, image_dir, json, v)? {
+            read.sample_of.insert(image.id, read.samples.len());
+            read.samples.push(sample);
+        }
+    }
+    Ok(read)
+}
+
+/// The sample (without boxes) of `image`, or `None` when it cannot be used: a negative id, no
+/// `file_name`, an unknown size or a file failing the policy's checks (each noted against `json`;
+/// an error under a strict policy).
+fn image_sample(
+    image: &RawImage,
+    image_dir: &Path,
+    json: &Path,
+    v: &mut Validator<'_>,
+) -> Result<Option<DetectionSample>> {
+    let record = format!("image id {}", image.id);
+    let Ok(image_id) = u64::try_from(image.id) else {
+        v.note(Issue::BadImageRecord, json, &record, "negative id".to_owned())?;
+        return Ok(None);
+    };
+    let Some(file_name) = image.file_name.as_deref().filter(|n| !n.is_empty()) else {
+        v.note(Issue::BadImageRecord, json, &record, "no file_name".to_owned())?;
+        return Ok(None);
+    };
+    let path = image_dir.join(file_name);
+    let recorded = match (dimension(image.width), dimension(image.height)) {
+        (Some(w), Some(h)) => Some((w, h)),
+        _ => None,
+    };
+    let size = match v.image_size(&path, recorded, json, &record)? {
+        Checked::Dropped => return Ok(None),
+        Checked::Size(size) => size,
+    };
+    let Some((width, height)) = size else {
+        let detail = format!(
+            "width {:?} / height {:?} not positive integers and {} has no readable size",
+            image.width,
+            image.height,
+            path.display()
+        );
+        v.note(Issue::BadImageRecord, json, &record, detail)?;
+        return Ok(None);
+    };
+    Ok(Some(DetectionSample { image: path, width, height, boxes: Vec::new(), labels: Vec::new(), image_id }))
+}
+
+/// Adds the box of each of `annotations` to its image's sample in `images`; labels come from
+/// `label_of` (category id -> label). Repeated annotation ids, unknown images, crowd regions,
+/// unknown categories and bad boxes are noted against `json` (an error under a strict policy).
+fn add_annotations(
+    annotations: &[RawAnnotation],
+    label_of: &HashMap<u64, usize>,
+    images: &mut CocoImages,
+    json: &Path,
+    v: &mut Validator<'_>,
+) -> Result<()> {
+    let mut seen_annotations: HashSet<i64> = HashSet::with_capacity(annotations.len());
+    for (index, a) in annotations.iter().enumerate() {
+        let record = match a.id {
+            Some(id) => format!("annotation id {id}"),
+            None => format!("annotation #{index}"),
+        };
+        if let Some(id) = a.id
+            && !seen_annotations.insert(id)
+        {
+            v.note(Issue::DuplicateAnnotationId, json, &record, "id repeated; the first is kept".to_owned())?;
+            continue;
+        }
+        let Some(&at) = images.sample_of.get(&a.image_id) else {
+            if !images.seen.contains(&a.image_id) {
+                let detail = format!("image id {} is not in `images`", a.image_id);
+                v.note(Issue::UnknownImage, json, &record, detail)?;
+            }
+            // Otherwise its image was dropped, and counted, already.
+            continue;
+        };
+        add_annotation(a, &record, label_of, &mut images.samples[at], json, v)?;
+    }
+    Ok(())
+}
+
+/// Adds the box and label of annotation `a` (called `record` in notes) to `sample` unless it is a
+/// crowd region, its category is not in `label_of` or its box fails [`check_box`] (each noted
+/// against `json`; an error under a strict policy).
+fn add_annotation(
+    a: &RawAnnotation,
+    record: &str,
+    label_of: &HashMap<u64, usize>,
+    sample: &mut DetectionSample,
+    json: &Path,
+    v: &mut Validator<'_>,
+) -> Result<()> {
+    if is_crowd(a.iscrowd.as_ref()) {
+        return v.note(Issue::CrowdSkipped, json, &record, "iscrowd region".to_owned());
+    }
+    let Some(&label) = u64::try_from(a.category_id).ok().and_then(|id| label_of.get(&id)) else {
+        let detail = format!("category id {} is not in `categories`", a.category_id);
+        return v.note(Issue::UnknownCategory, json, &record, detail);
+    };
+    let numbers: Option<Vec<f64>> = a.bbox.iter().map(Value::as_f64).collect();
+    let xyxy = match numbers.as_deref() {
+        Some(&[x, y, w, h]) => [x, y, x + w, y + h],
+        _ => [f64::NAN; 4],
+    };
+    match check_box(xyxy, sample.width, sample.height, v.policy().clip_boxes) {
+        Ok((b, clipped)) => {
+            if let Some(issue) = clipped {
+                let detail = box_detail(&a.bbox, sample.width, sample.height);
+                v.note(issue, json, &record, detail)?;
+            }
+            sample.boxes.push(b);
+            sample.labels.push(label);
+            Ok(())
+        }
+        Err(issue) => v.note(issue, json, &record, box_detail(&a.bbox, sample.width, sample.height)),
+    }
+}
+
 impl DetectionDataset {
     /// Loads a COCO instances JSON file; image `file_name`s are relative to `image_dir`.
     ///
@@ -82,120 +249,12 @@ impl DetectionDataset {
         v.report.images_read = raw.images.len();
         v.report.annotations_read = raw.annotations.len();
 
-        let mut categories: BTreeMap<u64, String> = BTreeMap::new();
-        for c in &raw.categories {
-            let record = format!("category id {}", c.id);
-            match u64::try_from(c.id) {
-                Err(_) => v.note(Issue::BadCategory, json, &record, "negative id".to_owned())?,
-                Ok(id) if categories.contains_key(&id) => {
-                    v.note(Issue::BadCategory, json, &record, "id repeated; the first is kept".to_owned())?
-                }
-                Ok(id) => {
-                    let name = c.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| format!("category {id}"));
-                    categories.insert(id, name);
-                }
-            }
-        }
-        if categories.is_empty() {
-            return Err(DataError::invalid(json, "no usable category in `categories`"));
-        }
+        let categories = read_categories(&raw.categories, json, &mut v)?;
         let label_of: HashMap<u64, usize> = categories.keys().enumerate().map(|(label, &id)| (id, label)).collect();
+        let mut images = read_images(&raw.images, image_dir, json, &mut v)?;
+        add_annotations(&raw.annotations, &label_of, &mut images, json, &mut v)?;
 
-        let mut samples: Vec<DetectionSample> = Vec::with_capacity(raw.images.len());
-        let mut sample_of: HashMap<i64, usize> = HashMap::with_capacity(raw.images.len());
-        let mut seen_images: HashSet<i64> = HashSet::with_capacity(raw.images.len());
-        for image in &raw.images {
-            let record = format!("image id {}", image.id);
-            if !seen_images.insert(image.id) {
-                v.note(Issue::DuplicateImageId, json, &record, "id repeated; the first is kept".to_owned())?;
-                continue;
-            }
-            let Ok(image_id) = u64::try_from(image.id) else {
-                v.note(Issue::BadImageRecord, json, &record, "negative id".to_owned())?;
-                continue;
-            };
-            let Some(file_name) = image.file_name.as_deref().filter(|n| !n.is_empty()) else {
-                v.note(Issue::BadImageRecord, json, &record, "no file_name".to_owned())?;
-                continue;
-            };
-            let path = image_dir.join(file_name);
-            let recorded = match (dimension(image.width), dimension(image.height)) {
-                (Some(w), Some(h)) => Some((w, h)),
-                _ => None,
-            };
-            let size = match v.image_size(&path, recorded, json, &record)? {
-                Checked::Dropped => continue,
-                Checked::Size(size) => size,
-            };
-            let Some((width, height)) = size else {
-                let detail = format!(
-                    "width {:?} / height {:?} not positive integers and {} has no readable size",
-                    image.width,
-                    image.height,
-                    path.display()
-                );
-                v.note(Issue::BadImageRecord, json, &record, detail)?;
-                continue;
-            };
-            sample_of.insert(image.id, samples.len());
-            samples.push(DetectionSample {
-                image: path,
-                width,
-                height,
-                boxes: Vec::new(),
-                labels: Vec::new(),
-                image_id,
-            });
-        }
-
-        let mut seen_annotations: HashSet<i64> = HashSet::with_capacity(raw.annotations.len());
-        for (index, a) in raw.annotations.iter().enumerate() {
-            let record = match a.id {
-                Some(id) => format!("annotation id {id}"),
-                None => format!("annotation #{index}"),
-            };
-            if let Some(id) = a.id
-                && !seen_annotations.insert(id)
-            {
-                v.note(Issue::DuplicateAnnotationId, json, &record, "id repeated; the first is kept".to_owned())?;
-                continue;
-            }
-            let Some(&at) = sample_of.get(&a.image_id) else {
-                if !seen_images.contains(&a.image_id) {
-                    let detail = format!("image id {} is not in `images`", a.image_id);
-                    v.note(Issue::UnknownImage, json, &record, detail)?;
-                }
-                // Otherwise its image was dropped, and counted, already.
-                continue;
-            };
-            if is_crowd(a.iscrowd.as_ref()) {
-                v.note(Issue::CrowdSkipped, json, &record, "iscrowd region".to_owned())?;
-                continue;
-            }
-            let Some(&label) = u64::try_from(a.category_id).ok().and_then(|id| label_of.get(&id)) else {
-                let detail = format!("category id {} is not in `categories`", a.category_id);
-                v.note(Issue::UnknownCategory, json, &record, detail)?;
-                continue;
-            };
-            let sample = &mut samples[at];
-            let numbers: Option<Vec<f64>> = a.bbox.iter().map(Value::as_f64).collect();
-            let xyxy = match numbers.as_deref() {
-                Some(&[x, y, w, h]) => [x, y, x + w, y + h],
-                _ => [f64::NAN; 4],
-            };
-            match check_box(xyxy, sample.width, sample.height, v.policy().clip_boxes) {
-                Ok((b, clipped)) => {
-                    if let Some(issue) = clipped {
-                        let detail = box_detail(&a.bbox, sample.width, sample.height);
-                        v.note(issue, json, &record, detail)?;
-                    }
-                    sample.boxes.push(b);
-                    sample.labels.push(label);
-                }
-                Err(issue) => v.note(issue, json, &record, box_detail(&a.bbox, sample.width, sample.height))?,
-            }
-        }
-
+        let samples = images.samples;
         for sample in &samples {
             if sample.boxes.is_empty() {
                 v.note(

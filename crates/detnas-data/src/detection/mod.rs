@@ -53,6 +53,7 @@ pub struct DetectionDataset {
     /// The data set's id of each class, indexed by label: COCO category ids in ascending order;
     /// `1..=K` for VOC.
     pub category_ids: Vec<u64>,
+    /// The usable images with their boxes, in file order.
     pub samples: Vec<DetectionSample>,
     /// What validation found while loading (for a split: the report of the whole set).
     pub report: ValidationReport,

@@ -172,6 +172,7 @@ impl fmt::Display for Issue {
 /// One example of an issue: where it is and what is wrong.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Example {
+    /// The kind of issue.
     pub issue: Issue,
     /// The file the record is in (the COCO JSON, the VOC XML).
     pub file: String,
@@ -242,7 +243,6 @@ impl fmt::Display for ValidationReport {
     }
 }
 
-/// Counts issues into a report, or fails on the first problem under a strict policy.
 /// What [`Validator::image_size`] found.
 pub(crate) enum Checked {
     /// The record cannot be used (already noted).
@@ -251,6 +251,7 @@ pub(crate) enum Checked {
     Size(Option<(u32, u32)>),
 }
 
+/// Counts issues into a report, or fails on the first problem under a strict policy.
 pub(crate) struct Validator<'p> {
     policy: &'p ValidationPolicy,
     pub(crate) report: ValidationReport,
@@ -265,8 +266,6 @@ impl<'p> Validator<'p> {
         self.policy
     }
 
-    /// Records one occurrence of `issue` in `file` at `record`; under a strict policy a problem
-    /// is returned as [`DataError::Strict`] instead.
     /// The size of a record's image at `path`, checked as the policy asks. With `check_files` the
     /// file must exist and its header (or, with `decode_images`, its whole content) must be readable
     /// and agree with `recorded`: every problem is noted against `file` / `record`, and a record
@@ -300,6 +299,8 @@ impl<'p> Validator<'p> {
         }
     }
 
+    /// Records one occurrence of `issue` in `file` at `record`; under a strict policy a problem
+    /// is returned as [`DataError::Strict`] instead.
     pub(crate) fn note(&mut self, issue: Issue, file: &Path, record: &dyn fmt::Display, detail: String) -> Result<()> {
         if self.policy.strict && issue.is_problem() {
             return Err(DataError::Strict { path: file.to_path_buf(), issue, record: record.to_string(), detail });

@@ -130,6 +130,155 @@ fn dimension(text: Option<&str>) -> Option<u32> {
     (v.is_finite() && v >= 1.0 && v.fract() == 0.0 && v <= f64::from(u32::MAX)).then_some(v as u32)
 }
 
+/// Reads and parses each of `xml_files`; a file that cannot be read or parsed is noted as
+/// [`Issue::BadAnnotationFile`] and comes back `None` (an error under a strict policy).
+fn read_voc_records(xml_files: &[PathBuf], v: &mut Validator<'_>) -> Result<Vec<Option<VocRecord>>> {
+    let mut records: Vec<Option<VocRecord>> = Vec::with_capacity(xml_files.len());
+    for file in xml_files {
+        let parsed = std::fs::read(file)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned()))
+            .and_then(|text| parse_voc(&text));
+        match parsed {
+            Ok(record) => records.push(Some(record)),
+            Err(reason) => {
+                v.note(Issue::BadAnnotationFile, file, &"file", reason)?;
+                records.push(None);
+            }
+        }
+    }
+    Ok(records)
+}
+
+/// The class names in label order: those of `options` (an error unless non-empty and distinct),
+/// else the distinct non-empty object names of `records`, sorted. An error naming `source` when
+/// there are none.
+fn voc_class_names(options: &VocOptions, records: &[Option<VocRecord>], source: &Path) -> Result<Vec<String>> {
+    let class_names: Vec<String> = match &options.class_names {
+        Some(names) => {
+            let distinct: BTreeSet<&String> = names.iter().collect();
+            if names.is_empty() || distinct.len() != names.len() {
+                return Err(DataError::Argument(format!("VOC class names must be non-empty and distinct: {names:?}")));
+            }
+            names.clone()
+        }
+        None => {
+            let found: BTreeSet<String> = records
+                .iter()
+                .flatten()
+                .flat_map(|r| r.objects.iter().filter_map(|o| o.name.clone()))
+                .filter(|n| !n.is_empty())
+                .collect();
+            found.into_iter().collect()
+        }
+    };
+    if class_names.is_empty() {
+        return Err(DataError::invalid(source, "no object <name> in any VOC file: no classes"));
+    }
+    Ok(class_names)
+}
+
+/// Builds the samples of a VOC set from its parsed records, noting every problem in `v`.
+struct VocSamples<'a, 'p> {
+    v: Validator<'p>,
+    image_dir: &'a Path,
+    options: &'a VocOptions,
+    class_names: &'a [String],
+    label_of: HashMap<&'a str, usize>,
+    /// Image path -> the XML file that annotated it first.
+    first_use: HashMap<PathBuf, PathBuf>,
+}
+
+impl VocSamples<'_, '_> {
+    /// The sample of `record` (read from `file`) with id `image_id`, or `None` when the record
+    /// cannot be used: no filename, an image another file already annotates, an image whose size
+    /// is unknown or that fails the policy's checks (each noted; an error under a strict policy).
+    fn sample(&mut self, file: &Path, record: &VocRecord, image_id: u64) -> Result<Option<DetectionSample>> {
+        let v = &mut self.v;
+        let Some(filename) = record.filename.as_deref().filter(|n| !n.is_empty()) else {
+            v.note(Issue::BadImageRecord, file, &"<filename>", "missing or empty".to_owned())?;
+            return Ok(None);
+        };
+        let path = self.image_dir.join(filename);
+        let record_name = format!("<filename> {filename}");
+        if let Some(first) = self.first_use.get(&path) {
+            let detail = format!("image already annotated by {}; the first is kept", first.display());
+            v.note(Issue::DuplicateImageId, file, &record_name, detail)?;
+            return Ok(None);
+        }
+        self.first_use.insert(path.clone(), file.to_path_buf());
+        let recorded = match (dimension(record.width.as_deref()), dimension(record.height.as_deref())) {
+            (Some(w), Some(h)) => Some((w, h)),
+            _ => None,
+        };
+        let size = match v.image_size(&path, recorded, file, &record_name)? {
+            Checked::Dropped => return Ok(None),
+            Checked::Size(size) => size,
+        };
+        let Some((width, height)) = size else {
+            let detail = format!(
+                "<size> width {:?} / height {:?} not positive integers and {} has no readable size",
+                record.width,
+                record.height,
+                path.display()
+            );
+            v.note(Issue::BadImageRecord, file, &record_name, detail)?;
+            return Ok(None);
+        };
+        let mut sample =
+            DetectionSample { image: path, width, height, boxes: Vec::new(), labels: Vec::new(), image_id };
+        for (k, object) in record.objects.iter().enumerate() {
+            self.add_object(&mut sample, file, k, object)?;
+        }
+        if sample.boxes.is_empty() {
+            self.v.note(Issue::ImageWithoutBoxes, file, &record_name, "no box kept".to_owned())?;
+        }
+        Ok(Some(sample))
+    }
+
+    /// Adds object `k` (0-based) of `file` to `sample` when its class is known, it is not a
+    /// skipped difficult object and its box passes [`check_box`]; each problem is noted (an error
+    /// under a strict policy).
+    fn add_object(&mut self, sample: &mut DetectionSample, file: &Path, k: usize, object: &VocObject) -> Result<()> {
+        let v = &mut self.v;
+        let (width, height) = (sample.width, sample.height);
+        let object_record = format!("object #{}", k + 1);
+        let name = object.name.as_deref().unwrap_or("");
+        let Some(&label) = self.label_of.get(name) else {
+            let detail = format!("class name {name:?} is not one of {:?}", self.class_names);
+            return v.note(Issue::UnknownCategory, file, &object_record, detail);
+        };
+        if object.difficult.as_deref().is_some_and(|d| d.parse::<f64>().is_ok_and(|d| d != 0.0)) {
+            let skip = self.options.skip_difficult;
+            let issue = if skip { Issue::DifficultSkipped } else { Issue::DifficultKept };
+            v.note(issue, file, &object_record, format!("{name} marked difficult"))?;
+            if skip {
+                return Ok(());
+            }
+        }
+        let shown = object.coords.iter().map(|c| c.as_deref().unwrap_or("missing")).collect::<Vec<_>>();
+        let detail = format!("bndbox xmin/ymin/xmax/ymax {} in a {width}x{height} image", shown.join("/"));
+        let parsed: Option<Vec<f64>> =
+            object.coords.iter().map(|c| c.as_deref().and_then(|t| t.parse::<f64>().ok())).collect();
+        let xyxy = match parsed.as_deref() {
+            Some(&[x1, y1, x2, y2]) if self.options.one_based => [x1 - 1.0, y1 - 1.0, x2, y2],
+            Some(&[x1, y1, x2, y2]) => [x1, y1, x2, y2],
+            _ => [f64::NAN; 4],
+        };
+        match check_box(xyxy, width, height, v.policy().clip_boxes) {
+            Ok((b, clipped)) => {
+                if let Some(issue) = clipped {
+                    v.note(issue, file, &object_record, detail)?;
+                }
+                sample.boxes.push(b);
+                sample.labels.push(label);
+                Ok(())
+            }
+            Err(issue) => v.note(issue, file, &object_record, detail),
+        }
+    }
+}
+
 impl DetectionDataset {
     /// Loads Pascal VOC XML files (in the given order); `<filename>`s are relative to `image_dir`.
     ///
@@ -153,130 +302,25 @@ impl DetectionDataset {
         }
         let mut v = Validator::new(policy, source.display().to_string());
         v.report.images_read = xml_files.len();
-
-        let mut records: Vec<Option<VocRecord>> = Vec::with_capacity(xml_files.len());
-        for file in xml_files {
-            let parsed = std::fs::read(file)
-                .map_err(|e| e.to_string())
-                .and_then(|bytes| String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_owned()))
-                .and_then(|text| parse_voc(&text));
-            match parsed {
-                Ok(record) => records.push(Some(record)),
-                Err(reason) => {
-                    v.note(Issue::BadAnnotationFile, file, &"file", reason)?;
-                    records.push(None);
-                }
-            }
-        }
+        let records = read_voc_records(xml_files, &mut v)?;
         v.report.annotations_read = records.iter().flatten().map(|r| r.objects.len()).sum();
 
-        let class_names: Vec<String> = match &options.class_names {
-            Some(names) => {
-                let distinct: BTreeSet<&String> = names.iter().collect();
-                if names.is_empty() || distinct.len() != names.len() {
-                    return Err(DataError::Argument(format!(
-                        "VOC class names must be non-empty and distinct: {names:?}"
-                    )));
-                }
-                names.clone()
-            }
-            None => {
-                let found: BTreeSet<String> = records
-                    .iter()
-                    .flatten()
-                    .flat_map(|r| r.objects.iter().filter_map(|o| o.name.clone()))
-                    .filter(|n| !n.is_empty())
-                    .collect();
-                found.into_iter().collect()
-            }
-        };
-        if class_names.is_empty() {
-            return Err(DataError::invalid(source, "no object <name> in any VOC file: no classes"));
-        }
+        let class_names = voc_class_names(options, &records, source)?;
         let label_of: HashMap<&str, usize> = class_names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
-
+        let mut build =
+            VocSamples { v, image_dir, options, class_names: &class_names, label_of, first_use: HashMap::new() };
         let mut samples = Vec::with_capacity(records.len());
-        let mut first_use: HashMap<PathBuf, PathBuf> = HashMap::new();
         for (index, (file, record)) in xml_files.iter().zip(&records).enumerate() {
             let Some(record) = record else { continue };
-            let image_id = index as u64 + 1;
-            let Some(filename) = record.filename.as_deref().filter(|n| !n.is_empty()) else {
-                v.note(Issue::BadImageRecord, file, &"<filename>", "missing or empty".to_owned())?;
-                continue;
-            };
-            let path = image_dir.join(filename);
-            let record_name = format!("<filename> {filename}");
-            if let Some(first) = first_use.get(&path) {
-                let detail = format!("image already annotated by {}; the first is kept", first.display());
-                v.note(Issue::DuplicateImageId, file, &record_name, detail)?;
-                continue;
+            if let Some(sample) = build.sample(file, record, index as u64 + 1)? {
+                samples.push(sample);
             }
-            first_use.insert(path.clone(), file.clone());
-            let recorded = match (dimension(record.width.as_deref()), dimension(record.height.as_deref())) {
-                (Some(w), Some(h)) => Some((w, h)),
-                _ => None,
-            };
-            let size = match v.image_size(&path, recorded, file, &record_name)? {
-                Checked::Dropped => continue,
-                Checked::Size(size) => size,
-            };
-            let Some((width, height)) = size else {
-                let detail = format!(
-                    "<size> width {:?} / height {:?} not positive integers and {} has no readable size",
-                    record.width,
-                    record.height,
-                    path.display()
-                );
-                v.note(Issue::BadImageRecord, file, &record_name, detail)?;
-                continue;
-            };
-            let mut sample =
-                DetectionSample { image: path, width, height, boxes: Vec::new(), labels: Vec::new(), image_id };
-            for (k, object) in record.objects.iter().enumerate() {
-                let object_record = format!("object #{}", k + 1);
-                let name = object.name.as_deref().unwrap_or("");
-                let Some(&label) = label_of.get(name) else {
-                    let detail = format!("class name {name:?} is not one of {class_names:?}");
-                    v.note(Issue::UnknownCategory, file, &object_record, detail)?;
-                    continue;
-                };
-                if object.difficult.as_deref().is_some_and(|d| d.parse::<f64>().is_ok_and(|d| d != 0.0)) {
-                    let skip = options.skip_difficult;
-                    let issue = if skip { Issue::DifficultSkipped } else { Issue::DifficultKept };
-                    v.note(issue, file, &object_record, format!("{name} marked difficult"))?;
-                    if skip {
-                        continue;
-                    }
-                }
-                let shown = object.coords.iter().map(|c| c.as_deref().unwrap_or("missing")).collect::<Vec<_>>();
-                let detail = format!("bndbox xmin/ymin/xmax/ymax {} in a {width}x{height} image", shown.join("/"));
-                let parsed: Option<Vec<f64>> =
-                    object.coords.iter().map(|c| c.as_deref().and_then(|t| t.parse::<f64>().ok())).collect();
-                let xyxy = match parsed.as_deref() {
-                    Some(&[x1, y1, x2, y2]) if options.one_based => [x1 - 1.0, y1 - 1.0, x2, y2],
-                    Some(&[x1, y1, x2, y2]) => [x1, y1, x2, y2],
-                    _ => [f64::NAN; 4],
-                };
-                match check_box(xyxy, width, height, v.policy().clip_boxes) {
-                    Ok((b, clipped)) => {
-                        if let Some(issue) = clipped {
-                            v.note(issue, file, &object_record, detail)?;
-                        }
-                        sample.boxes.push(b);
-                        sample.labels.push(label);
-                    }
-                    Err(issue) => v.note(issue, file, &object_record, detail)?,
-                }
-            }
-            if sample.boxes.is_empty() {
-                v.note(Issue::ImageWithoutBoxes, file, &record_name, "no box kept".to_owned())?;
-            }
-            samples.push(sample);
         }
-        v.report.samples = samples.len();
-        v.report.boxes = samples.iter().map(|s| s.boxes.len()).sum();
+        let mut report = build.v.report;
+        report.samples = samples.len();
+        report.boxes = samples.iter().map(|s| s.boxes.len()).sum();
         let category_ids = (1..=class_names.len() as u64).collect();
-        Ok(DetectionDataset { class_names, category_ids, samples, report: v.report })
+        Ok(DetectionDataset { class_names, category_ids, samples, report })
     }
 
     /// Loads a data set in the Pascal VOC folder layout: `root/Annotations/<id>.xml` and images in

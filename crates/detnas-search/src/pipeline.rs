@@ -1,12 +1,11 @@
-//! A resumable sequence of steps into one folder, each made of `detnas` commands run in this
-//! process (`detnas demo`, `detnas study`). The record (`<name>.json`) is written atomically after
+//! A resumable sequence of steps into one folder, each a library call recorded as its equivalent
+//! `detnas` command (`detnas demo`, `detnas study`). The record (`<name>.json`) is written atomically after
 //! every step with the commands run so far; `--resume` skips finished steps and refuses a folder
 //! made with other settings. The folder is owned ([`detnas_core::owner`]): every path the
 //! pipeline names inside it is listed in its ownership record before use, so `--overwrite`
 //! removes exactly what the pipeline and the commands it ran wrote, and nothing else.
 
 use anyhow::{Context, Result, bail};
-use clap::Parser;
 use detnas_core::fsutil::write_atomic;
 use detnas_core::owner::{Existing, Flags, OwnedDir};
 use serde::de::DeserializeOwned;
@@ -18,14 +17,21 @@ use std::time::Instant;
 /// seconds, every command run, and the pipeline's own results `data`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Record<S> {
+    /// The settings that made the folder (a resume must match them).
     pub settings: serde_json::Value,
+    /// Finished steps with their seconds.
     pub steps: Vec<(String, f64)>,
+    /// Every command run (or its equivalent for library calls), in order.
     pub commands: Vec<String>,
+    /// The pipeline's own results.
     pub data: S,
 }
 
+/// A resumable pipeline writing into its own (owned) folder.
 pub struct Pipeline<S> {
+    /// The folder.
     pub out: PathBuf,
+    /// Its record, saved after every step.
     pub rec: Record<S>,
     file: &'static str,
     owned: OwnedDir,
@@ -120,29 +126,13 @@ impl<S: Serialize + DeserializeOwned + Default> Pipeline<S> {
         f().with_context(|| format!("`{line}`"))
     }
 
-    /// Runs `detnas ARGS` in this process, recording the command line; a non-zero exit is an error.
-    pub fn detnas(&mut self, args: &[String]) -> Result<()> {
-        let line = format!("detnas {}", args.join(" "));
-        eprintln!("$ {line}");
-        self.rec.commands.push(line.clone());
-        let cli = super::Cli::try_parse_from(std::iter::once("detnas".to_string()).chain(args.iter().cloned()))
-            .with_context(|| format!("an invalid command was built: {line}"))?;
-        let code = super::run(cli)?;
-        if code != 0 {
-            bail!("`{line}` exited with {code}");
-        }
-        Ok(())
-    }
-
-    /// Runs the search `opts` describes through the library, recording the equivalent command.
-    pub fn search(&mut self, opts: &detnas_search::SearchOptions) -> Result<detnas_search::SearchOutcome> {
+    /// Runs the search `opts` describes through the library (events on stderr), recording the
+    /// equivalent command.
+    pub fn search(&mut self, opts: &crate::SearchOptions) -> Result<crate::SearchOutcome> {
         let line = format!("detnas search {}", opts.command_line().join(" "));
         eprintln!("$ {line}");
         self.rec.commands.push(line);
-        let mut bar = indicatif::ProgressBar::hidden();
-        let outcome = detnas_search::run_with(opts, &mut |e| super::search::print_event(&mut bar, e));
-        bar.finish_and_clear();
-        outcome
+        crate::run_with(opts, &mut crate::print_event)
     }
 
     /// `commands.sh`: every command run, in order.
@@ -159,7 +149,9 @@ impl<S: Serialize + DeserializeOwned + Default> Pipeline<S> {
 
 /// A pipeline's context: whatever the steps need beside the [`Pipeline`].
 pub trait Steps {
+    /// The pipeline's results.
     type Data: Serialize + DeserializeOwned + Default;
+    /// The pipeline the steps run in.
     fn pipeline(&mut self) -> &mut Pipeline<Self::Data>;
 }
 

@@ -1,0 +1,512 @@
+//! `detnas study`: does the search find better detectors? A seeded, resumable fidelity report on
+//! a harder synthetic detection set (several classes, a wide range of object sizes, clutter and
+//! occlusion), into one folder:
+//!
+//! - **(a) ranking fidelity**: random genomes under one latency budget, scored by the supernet
+//!   (BN-recalibrated, inherited weights) and retrained stand-alone on one short schedule; Kendall
+//!   τ and Spearman ρ between the two, with bootstrap confidence intervals;
+//! - **(b) does the search win**: the searched genome against the all-`shufflenet_3x3` backbone
+//!   at the same detector genes and the median random genome, each retrained with several seeds;
+//! - **(c) what matters**: ranking fidelity against the recalibration (batches, exact or EMA), and
+//!   the stand-alone AP of the genome found under smaller and larger search budgets.
+//!
+//! Outputs: `report.md`, `fidelity.csv`, `contenders.csv`, `search_budget.csv`, `scatter.png`,
+//! `pareto.png`, and every command in `commands.sh`.
+
+use crate::pipeline::{Pipeline, Steps, run_steps};
+use crate::plot::{pareto_png, scatter_png};
+use crate::setup::{
+    Clutter, Ctx, SPACE, Schedule, build_table, make_data, predicted_ms, random_genomes, run_search, train,
+    train_config, train_supernet, write_toml,
+};
+use anyhow::{Context, Result};
+use detnas_core::arch::Arch;
+use detnas_core::genome::Candidate;
+use detnas_core::pareto::CandidateRow;
+use detnas_core::space::Choice;
+use detnas_core::stats::{Interval, bootstrap, kendall_tau, spearman};
+use detnas_train::modules::BnUpdate;
+use detnas_train::run::Start;
+use detnas_train::trainer::{self, EvalOptions};
+use detnas_train::{checkpoint, device};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write;
+use std::path::PathBuf;
+
+/// What a study runs: the flags of `detnas study`.
+#[derive(Clone, Debug, Default)]
+pub struct StudyOptions {
+    /// Output folder (data, supernet, searches, retrained genomes, report.md, CSVs, plots).
+    pub out: PathBuf,
+    /// A shortened run that goes through every step in a few minutes; its numbers mean nothing.
+    pub quick: bool,
+    /// Random genomes under the budget for the ranking fidelity (a), 4 to 500 (default 12; 4 when
+    /// quick); one more is scored, the median that sets the budget.
+    pub genomes: Option<u64>,
+    /// Seeds of each stand-alone retraining in (b), 1 to 20.
+    pub seeds: u64,
+    /// Seed of the data, training, sampling and searches.
+    pub seed: u64,
+    /// Training and held-out COCO instances JSON instead of the synthetic set (images relative
+    /// to each JSON).
+    pub data: Option<[PathBuf; 2]>,
+    /// Square input resolutions of the search space (multiples of 32 up to 2048; default 96,128,
+    /// or 64,96 when quick).
+    pub inputs: Option<Vec<u64>>,
+    /// Continue the study in `out`, skipping the steps (and retrainings) it finished.
+    pub resume: bool,
+    /// Remove the study's own files from `out` first and start over.
+    pub overwrite: bool,
+}
+
+/// Held-out AP and AP50 of one model.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+struct Score {
+    ap: f64,
+    ap50: f64,
+}
+
+/// One recalibration setting of (a) / (c) and the inherited scores of the pool under it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct RecalRow {
+    batches: usize,
+    ema: bool,
+    inherited: Vec<Score>,
+}
+
+/// A retrained genome of (b) or (c).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Retrained {
+    role: String,
+    genome: String,
+    seed: u64,
+    predicted_ms: f64,
+    score: Score,
+}
+
+/// A search of (c) and its found genome.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct SearchRun {
+    population: usize,
+    generations: usize,
+    genome: String,
+    inherited_ap50: f64,
+}
+
+/// The study's results, recorded in `study.json` as they come.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct StudyData {
+    budget_ms: f64,
+    median_genome: String,
+    /// Random genomes at or under the budget, with their predicted latency.
+    pool: Vec<(String, f64)>,
+    standalone: Vec<Score>,
+    recal: Vec<RecalRow>,
+    searches: Vec<SearchRun>,
+    retrained: Vec<Retrained>,
+}
+
+/// The study's pipeline and what it runs.
+struct Study {
+    c: Ctx<StudyData>,
+    plan: Plan,
+}
+
+impl Steps for Study {
+    type Data = StudyData;
+    fn pipeline(&mut self) -> &mut Pipeline<StudyData> {
+        &mut self.c.p
+    }
+}
+
+/// Recalibration settings of (c): (batches, EMA); the first exact one with the schedule's batch
+/// count is the one the searches use.
+const RECAL: [(usize, bool); 5] = [(0, false), (1, false), (5, false), (20, false), (20, true)];
+
+struct Plan {
+    genomes: usize,
+    seeds: u64,
+    budgets: Vec<(usize, usize)>,
+}
+
+fn schedule(quick: bool) -> Schedule {
+    let mut s = if quick { Schedule::quick() } else { Schedule::full() };
+    s.classes = 3;
+    s.clutter = Clutter { objects: (2, 8), sizes: (8, 56), distractors: 4, occlusion_percent: 30 };
+    if !quick {
+        s.train_images = 160;
+        s.val_images = 48;
+        s.supernet_iterations = 3000;
+        s.retrain_iterations = 1500;
+    } else {
+        s.clutter = Clutter { objects: (2, 4), sizes: (8, 40), distractors: 2, occlusion_percent: 30 };
+    }
+    s
+}
+
+/// Runs (or resumes) the study into `opts.out`; see the module documentation.
+pub fn run(args: &StudyOptions) -> Result<()> {
+    let mut schedule = schedule(args.quick);
+    anyhow::ensure!((1..=20).contains(&args.seeds), "--seeds: 1 to 20 (got {})", args.seeds);
+    anyhow::ensure!(args.genomes.is_none_or(|g| (4..=500).contains(&g)), "--genomes: 4 to 500");
+    if let Some([train, val]) = &args.data {
+        let gt = detnas_core::coco::GroundTruth::load(train)?;
+        schedule.classes = gt.category_ids().len();
+        anyhow::ensure!(schedule.classes > 0, "{}: no categories: nothing to detect", train.display());
+        schedule.data = Some([train.clone(), val.clone()]);
+        schedule.clutter = Clutter::default();
+    }
+    if let Some(inputs) = &args.inputs {
+        anyhow::ensure!(
+            !inputs.is_empty() && inputs.iter().all(|s| (32..=2048).contains(s) && s % 32 == 0),
+            "--inputs: square sizes, multiples of 32 from 32 to 2048 (got {inputs:?})"
+        );
+        schedule.inputs = inputs.clone();
+    }
+    let plan = Plan {
+        genomes: args.genomes.unwrap_or(if args.quick { 4 } else { 12 }) as usize,
+        seeds: args.seeds,
+        budgets: if args.quick { vec![(3, 1), (4, 2)] } else { vec![(6, 2), (12, 4), (24, 6)] },
+    };
+    let settings = serde_json::json!({
+        "seed": args.seed, "schedule": schedule, "genomes": plan.genomes, "seeds": plan.seeds, "budgets": plan.budgets,
+    });
+    let p = Pipeline::open(&args.out, "study.json", settings, args.resume, args.overwrite)?;
+    let mut study = Study { c: Ctx { p, schedule, seed: args.seed }, plan };
+    run_steps(
+        &mut study,
+        &[
+            ("data", |d| make_data(&mut d.c)),
+            ("supernet", |d| train_supernet(&mut d.c)),
+            ("latency table", |d| build_table(&mut d.c)),
+            ("pool", pool),
+            ("inherited", inherited),
+            ("stand-alone", standalone),
+            ("searches", searches),
+            ("contenders", contenders),
+            ("report", report),
+        ],
+    )?;
+    eprintln!("study finished: {}", study.c.p.path("report.md").display());
+    Ok(())
+}
+
+/// The budget (median predicted latency of 2n+1 random genomes) and the n+1 at or under it.
+fn pool(d: &mut Study) -> Result<()> {
+    let n = d.plan.genomes;
+    let predicted = random_genomes(&d.c, 2 * n + 1, d.c.seed)?;
+    let (budget, median) = predicted[n].clone();
+    let data = &mut d.c.p.rec.data;
+    data.budget_ms = budget;
+    data.median_genome = median;
+    data.pool = predicted[..=n].iter().map(|(ms, g)| (g.clone(), *ms)).collect();
+    eprintln!("budget {budget:.2} ms (median of {} random genomes); {} genomes at or under it", 2 * n + 1, n + 1);
+    Ok(())
+}
+
+/// Inherited scores of the pool under every recalibration setting.
+fn inherited(d: &mut Study) -> Result<()> {
+    let dev = device::parse("cpu")?;
+    let pool: Vec<String> = d.c.p.rec.data.pool.iter().map(|(g, _)| g.clone()).collect();
+    let mut rows = Vec::new();
+    for (batches, ema) in RECAL {
+        // a fresh supernet for each setting: recalibration rewrites the BN statistics it touches
+        let ck = checkpoint::open(&d.c.p.path("supernet"), None, dev)?;
+        let (train, val) = ck.datasets(None)?;
+        let update = if ema { BnUpdate::Ema(0.1) } else { BnUpdate::Cumulative };
+        let mut inherited = Vec::new();
+        for g in &pool {
+            let c = Candidate::parse(g)?;
+            let genes = c.detector_genes().context("a genome of the genes supernet")?;
+            let stats = if batches == 0 {
+                trainer::evaluate_genome_dataset(&ck.net, &c.arch, &genes, &val, ck.config.batch_size)?.0
+            } else {
+                let det = genes.apply(ck.net.cfg());
+                let b = trainer::recalibration_batches(&train, &det, batches, ck.config.batch_size, d.c.seed, dev)?;
+                trainer::score_genome(&ck.net, &c.arch, &genes, &b, &val, update)?
+            };
+            inherited.push(Score { ap: stats.stats[0].max(0.0), ap50: stats.stats[1].max(0.0) });
+        }
+        eprintln!("recalibration {batches} batches{}: scored {} genomes", if ema { " (EMA)" } else { "" }, pool.len());
+        rows.push(RecalRow { batches, ema, inherited });
+    }
+    d.c.p.rec.data.recal = rows;
+    Ok(())
+}
+
+/// Retrains `genome` stand-alone into `dir` with `seed` and scores it on the held-out set.
+fn retrain(d: &mut Study, genome: &str, dir: &str, seed: u64) -> Result<Score> {
+    let mut cfg = train_config(&d.c, false);
+    if !d.c.p.path("retrain.toml").is_file() {
+        write_toml(&d.c.p.path("retrain.toml"), &cfg)?;
+    }
+    (cfg.arch, cfg.seed) = (Some(genome.to_string()), seed);
+    let how = format!("retinanet --arch {genome} --seed {seed} --overwrite");
+    train(&mut d.c, &cfg, "retrain.toml", dir, Start::Overwrite, &how)?;
+    let ck = checkpoint::open(&d.c.p.path(dir), None, device::parse("cpu")?)?;
+    let stats = trainer::evaluate_checkpoint(&ck, &EvalOptions { val: None, recalibrate: 0 })?.stats;
+    Ok(Score { ap: stats.stats[0].max(0.0), ap50: stats.stats[1].max(0.0) })
+}
+
+/// Stand-alone scores of the pool (resumable genome by genome).
+fn standalone(d: &mut Study) -> Result<()> {
+    let pool = d.c.p.rec.data.pool.clone();
+    for (i, (g, _)) in pool.iter().enumerate().skip(d.c.p.rec.data.standalone.len()) {
+        let score = retrain(d, g, &format!("pool/{i:02}"), d.c.seed)?;
+        d.c.p.rec.data.standalone.push(score);
+        d.c.p.save()?;
+    }
+    Ok(())
+}
+
+/// The searches of (c) under the same budget; the middle one is the study's search.
+fn searches(d: &mut Study) -> Result<()> {
+    let budgets = d.plan.budgets.clone();
+    let recal = d.c.schedule.recal_batches;
+    for &(population, generations) in budgets.iter().skip(d.c.p.rec.data.searches.len()) {
+        let dir = format!("search-{population}x{generations}");
+        let budget = d.c.p.rec.data.budget_ms;
+        let (genome, fitness) = run_search(&mut d.c, &dir, budget, (population, generations), recal, false)?;
+        d.c.p.rec.data.searches.push(SearchRun { population, generations, genome, inherited_ap50: fitness });
+        d.c.p.save()?;
+    }
+    Ok(())
+}
+
+/// The main search: the middle of the search budgets.
+fn main_search(data: &StudyData) -> &SearchRun {
+    &data.searches[data.searches.len() / 2]
+}
+
+/// The genome with every layer `shufflenet_3x3` and the detector genes of `genome`.
+fn all_3x3(genome: &str) -> Result<String> {
+    let space = detnas_core::SearchSpace::by_name(SPACE)?;
+    let genes = genome.split_once(':').map(|(_, g)| g).context("a full genome")?;
+    Ok(format!("{}:{genes}", Arch::uniform(&space, Choice::Shufflenet3x3).compact()))
+}
+
+/// (b) the searched genome and the two baselines with every seed, and (c) the genome of every
+/// other search budget with the first seed (resumable run by run).
+fn contenders(d: &mut Study) -> Result<()> {
+    let data = &d.c.p.rec.data;
+    let searched = main_search(data).genome.clone();
+    let mut runs: Vec<(String, String, u64)> = Vec::new();
+    for seed in 0..d.plan.seeds {
+        runs.push(("searched".into(), searched.clone(), seed));
+        runs.push(("all shufflenet_3x3".into(), all_3x3(&searched)?, seed));
+        runs.push(("median random".into(), data.median_genome.clone(), seed));
+    }
+    for s in &data.searches {
+        if s.genome != searched {
+            runs.push((format!("search {}x{}", s.population, s.generations), s.genome.clone(), 0));
+        }
+    }
+    for (k, (role, genome, seed)) in runs.into_iter().enumerate().skip(d.c.p.rec.data.retrained.len()) {
+        let score = retrain(d, &genome, &format!("contenders/{k:02}"), d.c.seed.wrapping_add(seed))?;
+        let predicted_ms = predicted_ms(&d.c, &genome)?;
+        d.c.p.rec.data.retrained.push(Retrained { role, genome, seed, predicted_ms, score });
+        d.c.p.save()?;
+    }
+    Ok(())
+}
+
+/// Kendall τ and Spearman ρ of `a` against `b`, each with a bootstrap 95% interval.
+fn fidelity(a: &[f64], b: &[f64], seed: u64) -> (f64, Interval, f64, Interval) {
+    let tau = kendall_tau(a, b);
+    let rho = spearman(a, b);
+    (tau, bootstrap(a, b, kendall_tau, 2000, seed), rho, bootstrap(a, b, spearman, 2000, seed))
+}
+
+fn mean_spread(v: &[f64]) -> (f64, f64) {
+    let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let spread = v.iter().map(|x| (x - mean).abs()).fold(0.0, f64::max);
+    (mean, spread)
+}
+
+fn report(d: &mut Study) -> Result<()> {
+    let data = d.c.p.rec.data.clone();
+    let stand50: Vec<f64> = data.standalone.iter().map(|s| s.ap50).collect();
+    let main_recal = RECAL.iter().position(|&(b, e)| b == d.c.schedule.recal_batches && !e);
+    let main_recal = main_recal.unwrap_or(2);
+
+    // fidelity.csv: one row per pool genome
+    let mut csv = String::from("genome,predicted_ms,standalone_ap,standalone_ap50");
+    for r in &data.recal {
+        let _ = write!(csv, ",inherited_ap50_recal{}{}", r.batches, if r.ema { "_ema" } else { "" });
+    }
+    csv.push('\n');
+    for (i, ((g, ms), s)) in data.pool.iter().zip(&data.standalone).enumerate() {
+        let _ = write!(csv, "{g},{ms:.4},{:.5},{:.5}", s.ap, s.ap50);
+        for r in &data.recal {
+            let _ = write!(csv, ",{:.5}", r.inherited[i].ap50);
+        }
+        csv.push('\n');
+    }
+    detnas_core::fsutil::write_atomic(&d.c.p.path("fidelity.csv"), csv.as_bytes())?;
+    let mut csv = String::from("role,genome,seed,predicted_ms,ap,ap50\n");
+    for r in &data.retrained {
+        let _ = writeln!(
+            csv,
+            "{},{},{},{:.4},{:.5},{:.5}",
+            r.role, r.genome, r.seed, r.predicted_ms, r.score.ap, r.score.ap50
+        );
+    }
+    detnas_core::fsutil::write_atomic(&d.c.p.path("contenders.csv"), csv.as_bytes())?;
+    let mut csv = String::from("population,generations,genome,inherited_ap50,standalone_ap50_seed0\n");
+    let standalone_of =
+        |genome: &str| data.retrained.iter().find(|r| r.genome == genome && r.seed == 0).map(|r| r.score.ap50);
+    for s in &data.searches {
+        let sa = standalone_of(&s.genome).map_or("".into(), |v| format!("{v:.5}"));
+        let _ = writeln!(csv, "{},{},{},{:.5},{sa}", s.population, s.generations, s.genome, s.inherited_ap50);
+    }
+    detnas_core::fsutil::write_atomic(&d.c.p.path("search_budget.csv"), csv.as_bytes())?;
+
+    // plots
+    let inh50: Vec<f64> = data.recal[main_recal].inherited.iter().map(|s| s.ap50).collect();
+    let points: Vec<(f64, f64)> = inh50.iter().copied().zip(stand50.iter().copied()).collect();
+    scatter_png(
+        &d.c.p.path("scatter.png"),
+        "inherited (supernet) against stand-alone held-out AP50",
+        ("inherited AP50 (supernet, recalibrated)", "stand-alone AP50 (retrained)"),
+        &points,
+    )?;
+    let main = main_search(&data);
+    let dir = format!("search-{}x{}", main.population, main.generations);
+    let rows: Vec<CandidateRow> = serde_json::from_slice(&std::fs::read(d.c.p.path(&dir).join("candidates.json"))?)?;
+    let mut refs = Vec::new();
+    for role in ["searched", "all shufflenet_3x3", "median random"] {
+        let runs: Vec<&Retrained> = data.retrained.iter().filter(|r| r.role == role).collect();
+        if let Some(first) = runs.first() {
+            let (mean, _) = mean_spread(&runs.iter().map(|r| r.score.ap50).collect::<Vec<_>>());
+            refs.push((format!("{role} (retrained)"), first.predicted_ms, mean));
+        }
+    }
+    pareto_png(&d.c.p.path("pareto.png"), "search candidates (supernet AP50) and retrained contenders", &rows, &refs)?;
+    d.c.p.write_commands("study")?;
+
+    let text = report_text(d, &data, main_recal);
+    detnas_core::fsutil::write_atomic(&d.c.p.path("report.md"), text.as_bytes())?;
+    println!("{text}");
+    Ok(())
+}
+
+fn report_text(d: &Study, data: &StudyData, main_recal: usize) -> String {
+    let s = &d.c.schedule;
+    let mut r = String::from("# detnas study: does the search find better detectors?\n\n");
+    if s.quick {
+        r.push_str("**A `--quick` run: every step ran, on sizes too small for the numbers to mean anything.**\n\n");
+    }
+    let secs: f64 = d.c.p.rec.steps.iter().map(|(_, t)| t).sum();
+    let _ = writeln!(
+        r,
+        "Data: {}. \
+         Genes supernet: {} iterations of batch {} (inputs {:?}). Stand-alone retraining: {} iterations from \
+         scratch. Metric: held-out AP50. Seed {}. {:.0} minutes in all on {} ({} logical CPUs); every command is \
+         in `commands.sh`.\n",
+        match &s.data {
+            Some([train, val]) =>
+                format!("`{}` (training), `{}` (held out), {} classes", train.display(), val.display(), s.classes),
+            None => format!(
+                "harder synthetic set, {} training / {} held-out images of {}x{}, {} classes, {} to {} objects of {} to {} \
+                 pixels, up to {} distractors, {}% occlusion",
+                s.train_images,
+                s.val_images,
+                s.image_size,
+                s.image_size,
+                s.classes,
+                s.clutter.objects.0,
+                s.clutter.objects.1,
+                s.clutter.sizes.0,
+                s.clutter.sizes.1,
+                s.clutter.distractors,
+                s.clutter.occlusion_percent
+            ),
+        },
+        s.supernet_iterations,
+        s.batch_size,
+        s.inputs,
+        s.retrain_iterations,
+        d.c.seed,
+        secs / 60.0,
+        detnas_infer::fingerprint::cpu_model(),
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    );
+    let _ = writeln!(
+        r,
+        "Latency budget: **{:.3} ms** predicted on this machine's table (the median of {} random genomes, `{}`).\n",
+        data.budget_ms,
+        2 * data.pool.len() - 1,
+        data.median_genome
+    );
+
+    let stand50: Vec<f64> = data.standalone.iter().map(|s| s.ap50).collect();
+    let _ = writeln!(r, "## (a) Ranking fidelity\n");
+    let _ = writeln!(
+        r,
+        "{} random genomes at or under the budget, inherited AP50 (supernet, BN recalibrated on {} batches) against \
+         stand-alone AP50 (95% bootstrap intervals over genomes, 2000 resamples):\n",
+        data.pool.len(),
+        data.recal[main_recal].batches
+    );
+    r.push_str("| recalibration | Kendall τ | Spearman ρ |\n|---|---|---|\n");
+    for (i, row) in data.recal.iter().enumerate() {
+        let inh: Vec<f64> = row.inherited.iter().map(|s| s.ap50).collect();
+        let (tau, ti, rho, ri) = fidelity(&inh, &stand50, d.c.seed);
+        let name = match (row.batches, row.ema) {
+            (0, _) => "none (the supernet's running statistics)".to_string(),
+            (b, true) => format!("{b} batches, EMA 0.1"),
+            (b, false) => format!("{b} batches, exact"),
+        };
+        let bold = if i == main_recal { "**" } else { "" };
+        let _ = writeln!(
+            r,
+            "| {bold}{name}{bold} | {tau:.2} [{:.2}, {:.2}] | {rho:.2} [{:.2}, {:.2}] |",
+            ti.lo, ti.hi, ri.lo, ri.hi
+        );
+    }
+    r.push_str("\n![inherited against stand-alone](scatter.png)\n\nPer genome: `fidelity.csv`.\n\n");
+
+    let _ = writeln!(r, "## (b) Does the search win?\n");
+    let main = main_search(data);
+    let _ = writeln!(
+        r,
+        "The search ({} x {} generations, BN recalibration on {} batches) found `{}` (inherited AP50 {:.3}). \
+         Each contender retrained stand-alone with {} seeds (mean ± largest deviation):\n",
+        main.population, main.generations, d.c.schedule.recal_batches, main.genome, main.inherited_ap50, d.plan.seeds
+    );
+    r.push_str("| contender | genome | predicted latency | AP50 | AP |\n|---|---|---|---|---|\n");
+    for role in ["searched", "all shufflenet_3x3", "median random"] {
+        let runs: Vec<&Retrained> = data.retrained.iter().filter(|x| x.role == role).collect();
+        let Some(first) = runs.first() else { continue };
+        let (m50, s50) = mean_spread(&runs.iter().map(|x| x.score.ap50).collect::<Vec<_>>());
+        let (m, sp) = mean_spread(&runs.iter().map(|x| x.score.ap).collect::<Vec<_>>());
+        let _ = writeln!(
+            r,
+            "| {role} | `{}` | {:.3} ms | {m50:.3} ± {s50:.3} | {m:.3} ± {sp:.3} |",
+            first.genome, first.predicted_ms
+        );
+    }
+    r.push_str("\n![Pareto plot](pareto.png)\n\n");
+
+    let _ = writeln!(r, "## (c) Search budget\n");
+    r.push_str(
+        "| population x generations | found genome | inherited AP50 | stand-alone AP50 (seed 0) |\n|---|---|---|---|\n",
+    );
+    for s in &data.searches {
+        let sa = data.retrained.iter().find(|x| x.genome == s.genome && x.seed == 0).map(|x| x.score.ap50);
+        let _ = writeln!(
+            r,
+            "| {} x {} | `{}` | {:.3} | {} |",
+            s.population,
+            s.generations,
+            s.genome,
+            s.inherited_ap50,
+            sa.map_or("-".into(), |v| format!("{v:.3}"))
+        );
+    }
+    r.push_str(
+        "\nRecalibration's effect on the ranking is the table of (a). The numbers are what this run measured; \
+         with a handful of genomes and seeds, intervals are wide and differences within the seed spread are noise.\n",
+    );
+    r
+}
