@@ -439,6 +439,14 @@ fn report_text(d: &Study, data: &StudyData, main_recal: usize) -> String {
         data.median_genome
     );
 
+    fidelity_section(&mut r, d, data, main_recal);
+    contenders_section(&mut r, d, data);
+    budget_section(&mut r, data);
+    r
+}
+
+/// (a): Kendall τ and Spearman ρ of inherited against stand-alone AP50, per recalibration.
+fn fidelity_section(r: &mut String, d: &Study, data: &StudyData, main_recal: usize) {
     let stand50: Vec<f64> = data.standalone.iter().map(|s| s.ap50).collect();
     let _ = writeln!(r, "## (a) Ranking fidelity\n");
     let _ = writeln!(
@@ -465,7 +473,10 @@ fn report_text(d: &Study, data: &StudyData, main_recal: usize) -> String {
         );
     }
     r.push_str("\n![inherited against stand-alone](scatter.png)\n\nPer genome: `fidelity.csv`.\n\n");
+}
 
+/// (b): the searched genome against the baselines, over seeds.
+fn contenders_section(r: &mut String, d: &Study, data: &StudyData) {
     let _ = writeln!(r, "## (b) Does the search win?\n");
     let main = main_search(data);
     let _ = writeln!(
@@ -487,7 +498,10 @@ fn report_text(d: &Study, data: &StudyData, main_recal: usize) -> String {
         );
     }
     r.push_str("\n![Pareto plot](pareto.png)\n\n");
+}
 
+/// (c): the genome found under each search budget.
+fn budget_section(r: &mut String, data: &StudyData) {
     let _ = writeln!(r, "## (c) Search budget\n");
     r.push_str(
         "| population x generations | found genome | inherited AP50 | stand-alone AP50 (seed 0) |\n|---|---|---|---|\n",
@@ -508,5 +522,4 @@ fn report_text(d: &Study, data: &StudyData, main_recal: usize) -> String {
         "\nRecalibration's effect on the ranking is the table of (a). The numbers are what this run measured; \
          with a handful of genomes and seeds, intervals are wide and differences within the seed spread are noise.\n",
     );
-    r
 }
