@@ -10,6 +10,7 @@ use std::path::Path;
 
 /// What an output file is: an existing file at its path is replaced only when it is one too.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(any(feature = "infer", feature = "train")), allow(dead_code))]
 pub enum Artefact {
     /// An exported model (ONNX with detnas metadata).
     Model,

@@ -33,8 +33,6 @@ pub mod progress;
 pub mod recal;
 pub mod roi_align;
 pub mod run;
-// Not documented yet: the fields of `SupernetFitness` and `GenomeEval::{batch_size, update}`.
-#[allow(missing_docs)]
 pub mod search;
 pub mod trainer;
 

@@ -24,12 +24,19 @@ pub enum Metric {
 
 /// Scores candidate paths of a supernet; counts and times evaluations.
 pub struct SupernetFitness<'a> {
+    /// The supernet.
     pub net: &'a DetectionNet,
+    /// Fixed recalibration batches (the same images and augmentation for every path).
     pub batches: Vec<Tensor>,
+    /// Held-out data the fitness is measured on.
     pub val: &'a DetectionDataset,
+    /// Exact or moving-average BN recalibration.
     pub update: BnUpdate,
+    /// The COCO statistic returned.
     pub metric: Metric,
+    /// Evaluations so far.
     pub evaluations: usize,
+    /// Wall time of those evaluations.
     pub time: Duration,
 }
 
@@ -62,9 +69,11 @@ impl detnas_core::evolution::Fitness for SupernetFitness<'_> {
 pub struct GenomeEval {
     /// Recalibration batches (fixed: the same images and augmentation for every genome).
     pub batches: usize,
+    /// Images per recalibration batch.
     pub batch_size: usize,
     /// Seed of the batches' image order and augmentation.
     pub seed: u64,
+    /// Exact or moving-average BN recalibration.
     pub update: BnUpdate,
 }
 
