@@ -3,16 +3,14 @@
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use detnas_core::detector::{DetectorConfig, DetectorKind, HeadConv, detector_flops};
-use detnas_core::genome::{DetectorGenes, Genome};
-use detnas_core::pareto::Finalists;
-use detnas_core::plan::{ParamSpec, Paths, detector_params};
 use detnas_core::size::format_count;
 use detnas_core::space::ChannelShuffle;
 use detnas_core::{InputSize, fsutil::write_atomic};
+use detnas_onnx::ExportOptions;
 #[cfg(feature = "infer")]
 use detnas_onnx::ModelProto;
 use detnas_onnx::graph::encode;
-use detnas_onnx::{ExportOptions, Weights, export_detector};
+use detnas_onnx::source::{ExportRequest, Overrides, Prepared, Source};
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -128,160 +126,54 @@ pub struct ExportArgs {
 }
 
 /// Reads a TOML detector configuration (unknown fields rejected).
-pub fn load_config(path: &Path) -> Result<DetectorConfig> {
+fn load_config(path: &Path) -> Result<DetectorConfig> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("invalid detector config {}", path.display()))
 }
 
-/// Space, architecture, detector configuration and weights file of a checkpoint folder.
-fn read_checkpoint(dir: &Path, arch: Option<&str>) -> Result<(String, String, DetectorConfig, PathBuf)> {
-    let state = detnas_core::checkpoint::load_state(dir)?;
-    let arch = state.arch_or(dir, arch)?;
-    let detector = state.detector_config(dir)?;
-    Ok((state.space, arch, detector, dir.join(state.weights)))
-}
-
-/// What a checkpoint can export: its own classes (another list would take the wrong logit
-/// channels); a checkpoint trained without `[genes]` has one FPN and head, so slicing it to other
-/// widths or depths would export weights nobody trained and only the input resolution may differ;
-/// a genes supernet slices to any genome, with a warning for genes outside the space it trained.
-/// Returns the warning to print once the export succeeded, if any.
-fn check_against_checkpoint(dir: &Path, trained: &DetectorConfig, cfg: &DetectorConfig) -> Result<Option<String>> {
-    if cfg.class_names != trained.class_names {
-        anyhow::bail!(
-            "{}: trained for the classes [{}], --classes asks for [{}]: export the classes the checkpoint was trained with",
-            dir.display(),
-            trained.class_names.join(", "),
-            cfg.class_names.join(", ")
-        );
+impl ExportArgs {
+    /// The library's request for these flags.
+    fn request(&self) -> Result<ExportRequest> {
+        let source = match (&self.search, &self.checkpoint, &self.weights) {
+            (Some(dir), _, _) => Source::Search { dir: dir.clone(), rank: self.rank },
+            (None, Some(dir), _) => Source::Checkpoint { dir: dir.clone(), arch: self.arch.clone() },
+            (None, None, weights) => {
+                let arch = self.arch.clone().context("--arch is required")?;
+                match weights {
+                    Some(path) => Source::Weights { path: path.clone(), space: self.space.clone(), arch },
+                    None => Source::Random { space: self.space.clone(), arch, seed: self.seed },
+                }
+            }
+        };
+        let overrides = Overrides {
+            config: self.config.as_ref().map(|p| Ok::<_, anyhow::Error>((p.clone(), load_config(p)?))).transpose()?,
+            detector: self.detector.map(DetectorArg::kind),
+            input: self.input.as_deref().map(InputSize::parse).transpose()?,
+            classes: self.classes.clone(),
+            head_conv: self.head_conv.map(|h| match h {
+                HeadConvArg::Dense => HeadConv::Dense,
+                HeadConvArg::Separable => HeadConv::Separable,
+            }),
+            head_convs: self.head_convs,
+            fpn_channels: self.fpn_channels,
+            shuffle: self.shuffle.map(|s| match s {
+                ShuffleArg::EvenOdd => ChannelShuffle::EvenOdd,
+                ShuffleArg::HalfInterleave => ChannelShuffle::HalfInterleave,
+            }),
+        };
+        let options = ExportOptions { raw_outputs: self.raw_outputs, batch: self.batch };
+        Ok(ExportRequest { source, overrides, options })
     }
-    let state = detnas_core::checkpoint::load_state(dir)?;
-    let trained_genes = DetectorGenes::of(trained);
-    let asked = DetectorGenes { input: trained_genes.input, ..DetectorGenes::of(cfg) };
-    let Some(genes) = state.config.get("genes") else {
-        if asked != trained_genes {
-            anyhow::bail!(
-                "{}: trained with the fixed detector {trained_genes} (no [genes]): only the input resolution may change, asked for {}",
-                dir.display(),
-                DetectorGenes::of(cfg)
-            );
-        }
-        return Ok(None);
-    };
-    if let Ok(space) = serde_json::from_value::<detnas_core::genome::GeneSpace>(genes.clone()) {
-        let asked =
-            DetectorGenes { input: space.input.first().copied().unwrap_or(cfg.input), ..DetectorGenes::of(cfg) };
-        if !space.contains(&asked) {
-            return Ok(Some(format!(
-                "warning: {}: the supernet never trained the detector genes {} (outside its [genes]); their weights are sliced from wider ones",
-                dir.display(),
-                DetectorGenes::of(cfg)
-            )));
-        }
-    }
-    Ok(None)
 }
-
-/// The checkpoint, candidate and recalibrated BN statistics of a search's finalist.
-fn search_finalist(dir: &Path, rank: usize) -> Result<(PathBuf, String, PathBuf)> {
-    let finalists = Finalists::read(dir)?;
-    let f = finalists.rank(rank, dir)?;
-    Ok((finalists.checkpoint.clone(), f.candidate.clone(), dir.join(&f.bn)))
-}
-
-/// A checkpoint folder's space, architecture, detector configuration and weights file
-/// ([`read_checkpoint`]).
-type CheckpointParts = (String, String, DetectorConfig, PathBuf);
 
 /// Checks that `--out` overwrites none of the files the export reads (`--weights`, `--config`,
 /// the checkpoint and its weights, the calibration images).
-fn check_out_path(
-    args: &ExportArgs,
-    checkpoint: Option<&Path>,
-    from_checkpoint: Option<&CheckpointParts>,
-) -> Result<()> {
-    let mut inputs: Vec<(&str, &Path)> = Vec::new();
-    inputs.extend(args.weights.as_deref().map(|w| ("--weights", w)));
+fn check_out_path(args: &ExportArgs, prepared: &Prepared) -> Result<()> {
+    let mut inputs: Vec<(&str, &Path)> = prepared.reads();
     inputs.extend(args.config.as_deref().map(|c| ("--config", c)));
-    inputs.extend(from_checkpoint.map(|(_, _, _, w)| ("the checkpoint's weights", w.as_path())));
-    inputs.extend(checkpoint.map(|c| ("--checkpoint", c)));
     #[cfg(feature = "infer")]
     inputs.extend(args.calib.calibrate.iter().map(|c| ("--calibrate", Path::new(c))));
     super::paths::check_output("--out", &args.out, super::paths::Artefact::Model, &inputs)
-}
-
-/// The detector configuration before the genome and the flags: `--config`, else the checkpoint's,
-/// else the defaults of `--detector` (RetinaNet). An error when `--detector` names another family.
-fn base_config(args: &ExportArgs, from_checkpoint: Option<&CheckpointParts>) -> Result<DetectorConfig> {
-    let base = match (&args.config, from_checkpoint) {
-        (Some(p), _) => load_config(p)?,
-        (None, Some((_, _, det, _))) => det.clone(),
-        (None, None) => DetectorConfig::new(args.detector.map_or(DetectorKind::Retinanet, DetectorArg::kind)),
-    };
-    if let Some(asked) = args.detector.map(DetectorArg::kind).filter(|&k| k != base.kind()) {
-        let origin = args.config.as_ref().map_or("the checkpoint".to_string(), |p| p.display().to_string());
-        anyhow::bail!("--detector {asked} contradicts {origin}, which describes a {} detector", base.kind());
-    }
-    Ok(base)
-}
-
-/// Applies the flags that override the configuration (`--input`, `--classes`, `--head-conv`,
-/// `--head-convs`, `--fpn-channels`, `--shuffle`) to `cfg`; nothing is validated here but the
-/// input size's syntax.
-fn apply_flags(cfg: &mut DetectorConfig, args: &ExportArgs) -> Result<()> {
-    if let Some(i) = &args.input {
-        cfg.input = InputSize::parse(i)?;
-    }
-    if let Some(c) = &args.classes {
-        // Empty and duplicate names are refused by `validate` below, not dropped.
-        cfg.class_names = c.iter().map(|s| s.trim().to_string()).collect();
-        cfg.category_ids.clear();
-    }
-    if let Some(h) = args.head_conv {
-        cfg.head_conv = match h {
-            HeadConvArg::Dense => HeadConv::Dense,
-            HeadConvArg::Separable => HeadConv::Separable,
-        };
-    }
-    if let Some(n) = args.head_convs {
-        cfg.head_convs = n;
-    }
-    if let Some(c) = args.fpn_channels {
-        cfg.fpn_channels = c;
-        cfg.head_channels = c;
-    }
-    if let Some(s) = args.shuffle {
-        cfg.shuffle = match s {
-            ShuffleArg::EvenOdd => ChannelShuffle::EvenOdd,
-            ShuffleArg::HalfInterleave => ChannelShuffle::HalfInterleave,
-        };
-    }
-    Ok(())
-}
-
-/// The weights of `params`: `--weights`, else the checkpoint's (with the finalist's recalibrated
-/// BN statistics over them for a search), sliced to the genome's shapes; else a random
-/// initialisation from `--seed`.
-fn export_weights(
-    args: &ExportArgs,
-    from_checkpoint: Option<&CheckpointParts>,
-    finalist: Option<&(PathBuf, String, PathBuf)>,
-    params: &[ParamSpec],
-) -> Result<Weights> {
-    // A supernet (every choice; an elastic FPN and head) holds each genome's tensors as leading
-    // blocks of its own: slicing is the identity for tensors of exactly the right shape.
-    Ok(match (&args.weights, from_checkpoint) {
-        (Some(p), _) => Weights::load(p)?.sliced_to(params)?,
-        (None, Some((_, _, _, p))) => {
-            let mut w = Weights::load(p)?;
-            if let Some((_, _, bn)) = finalist {
-                w.overlay(Weights::load(bn)?);
-                w.source = format!("{} with BN statistics {}", w.source, bn.display());
-            }
-            w.sliced_to(params)?
-        }
-        (None, None) => Weights::random(params, args.seed),
-    })
 }
 
 /// `model` converted as asked: quantized with `--int8`, half precision with `--fp16`, else as it
@@ -301,45 +193,24 @@ fn convert_precision(model: ModelProto, args: &ExportArgs) -> Result<ModelProto>
 }
 
 /// `detnas export`: resolves the architecture, configuration and weights from the arguments (a
-/// search finalist, a checkpoint or flags), exports and converts the model, writes it atomically
-/// to `--out` and prints a summary (and any warning about the checkpoint) on stderr.
+/// search finalist, a checkpoint or flags) through [`detnas_onnx::source`], exports and converts
+/// the model, writes it atomically to `--out` and prints a summary (and any warning about the
+/// checkpoint) on stderr.
 pub fn run(args: ExportArgs) -> Result<()> {
-    let finalist = args.search.as_deref().map(|d| search_finalist(d, args.rank)).transpose()?;
-    let checkpoint = finalist.as_ref().map(|f| f.0.clone()).or_else(|| args.checkpoint.clone());
-    let arch_text = finalist.as_ref().map(|f| f.1.clone()).or_else(|| args.arch.clone());
-    let from_checkpoint = checkpoint.as_deref().map(|d| read_checkpoint(d, arch_text.as_deref())).transpose()?;
-    check_out_path(&args, checkpoint.as_deref(), from_checkpoint.as_ref())?;
-    let genome = match &from_checkpoint {
-        Some((space, arch, _, _)) => Genome::parse(Some(space), arch)?,
-        None => Genome::parse(args.space.as_deref(), arch_text.as_deref().context("--arch is required")?)?,
-    };
-    let (space, arch) = (&genome.space, &genome.arch);
-    let base = base_config(&args, from_checkpoint.as_ref())?;
-    let mut cfg = genome.detector_config(&base)?;
-    apply_flags(&mut cfg, &args)?;
-    cfg.validate()?;
-    detnas_core::limits::check_export_size("export", space, arch, &cfg)?;
-    let warning = match (&checkpoint, &from_checkpoint) {
-        (Some(dir), Some((_, _, trained, _))) => check_against_checkpoint(dir, trained, &cfg)?,
-        _ => None,
-    };
-    let params = detector_params(space, Paths::Single(arch), &cfg);
-    let weights = export_weights(&args, from_checkpoint.as_ref(), finalist.as_ref(), &params)?;
-    let model = export_detector(
-        space,
-        arch,
-        &cfg,
-        &weights,
-        &ExportOptions { raw_outputs: args.raw_outputs, batch: args.batch },
-    )?;
+    let prepared = args.request()?.prepare()?;
+    check_out_path(&args, &prepared)?;
+    let exported = prepared.export()?;
     #[cfg(feature = "infer")]
-    let model = convert_precision(model, &args)?;
+    let model = convert_precision(exported.model, &args)?;
+    #[cfg(not(feature = "infer"))]
+    let model = exported.model;
     let bytes = encode(&model)?;
     write_atomic(&args.out, &bytes)?;
-    if let Some(w) = warning {
+    if let Some(w) = &exported.warning {
         eprintln!("{w}");
     }
-    let flops = detector_flops(space, arch, &cfg)?;
+    let (space, arch, cfg) = (&exported.space, &exported.arch, &exported.config);
+    let flops = detector_flops(space, arch, cfg)?;
     eprintln!(
         "wrote {} ({:.1} MB): {} {} {} {} classes, input {}, {} FLOPs (backbone {}), weights: {}",
         args.out.display(),
@@ -351,7 +222,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
         cfg.input,
         format_count(flops.total),
         format_count(flops.backbone),
-        weights.source
+        exported.weights_source
     );
     Ok(())
 }

@@ -64,4 +64,7 @@ pub enum OnnxError {
     /// An invalid space, architecture or detector configuration.
     #[error(transparent)]
     Core(#[from] detnas_core::CoreError),
+    /// A checkpoint folder that cannot be exported from (its state, its architecture).
+    #[error(transparent)]
+    Checkpoint(#[from] detnas_core::checkpoint::CheckpointError),
 }

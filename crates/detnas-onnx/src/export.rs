@@ -23,7 +23,7 @@ use detnas_core::space::SearchSpace;
 use onnx_protobuf::ModelProto;
 
 /// Export switches.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ExportOptions {
     /// Also output the raw head tensors (for parity tests and debugging).
     pub raw_outputs: bool,

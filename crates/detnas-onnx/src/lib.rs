@@ -14,6 +14,7 @@ pub mod graph;
 pub mod half;
 pub mod parts;
 pub mod quantize;
+pub mod source;
 pub mod weights;
 
 pub use error::{OnnxError, Result};
