@@ -24,11 +24,12 @@ use detnas_core::pareto::CandidateRow;
 use detnas_infer::fingerprint::cpu_model;
 use detnas_infer::timing::{Latency, TimingPlan, time_pair};
 use detnas_infer::{Detector, DetectorOptions};
+use detnas_onnx::source::{ExportRequest, Source};
 use detnas_search::pipeline::{Pipeline, run_steps, strings};
 use detnas_search::plot::pareto_png;
 use detnas_search::setup::{
-    Ctx, SPACE, Schedule, build_table, make_data, predicted_ms, random_genomes, run_search, train, train_config,
-    train_supernet, write_toml,
+    Ctx, Record, SPACE, Schedule, build_table, make_data, predicted_ms, random_genomes, run_search, train,
+    train_config, train_supernet, write_toml,
 };
 use detnas_train::run::Start;
 use serde::{Deserialize, Serialize};
@@ -152,8 +153,8 @@ fn export_and_detect(d: &mut Demo) -> Result<()> {
     d.p.rec.data.outcomes.clear();
     for (name, genome) in contenders(d)? {
         let model = d.p.arg(&format!("{name}.onnx"));
-        let export = strings(&["export", "--checkpoint", &d.p.arg(&format!("retrain/{name}")), "--out", &model]);
-        command(&mut d.p, &export)?;
+        let checkpoint = d.p.path(&format!("retrain/{name}"));
+        export_checkpoint(&mut d.p, &checkpoint, Path::new(&model))?;
         let out = d.p.arg(&format!("detect/{name}"));
         let mut args = strings(&["detect", &model, &d.p.arg("data/val/images"), "--out", &out, "--exist-ok"]);
         args.extend(strings(&["--ids-from", &gt_path.display().to_string(), "--save-img", "--conf", "0.3"]));
@@ -278,8 +279,19 @@ fn report_text(d: &Demo, candidates: usize) -> String {
     r
 }
 
+/// Exports the checkpoint folder `dir` to `model` through the library, recording the command.
+fn export_checkpoint<S: Record>(p: &mut Pipeline<S>, dir: &Path, model: &Path) -> Result<()> {
+    let line = format!("detnas export --checkpoint {} --out {}", dir.display(), model.display());
+    p.call(line, || {
+        let source = Source::Checkpoint { dir: dir.to_path_buf(), arch: None };
+        let exported = ExportRequest::new(source).prepare()?.export()?;
+        write_atomic(model, &detnas_onnx::graph::encode(&exported.model)?)?;
+        Ok(())
+    })
+}
+
 /// Runs `detnas ARGS` in this process, recording the command line; a non-zero exit is an error.
-fn command<S: detnas_search::setup::Record>(p: &mut Pipeline<S>, args: &[String]) -> Result<()> {
+fn command<S: Record>(p: &mut Pipeline<S>, args: &[String]) -> Result<()> {
     use clap::Parser;
     let line = format!("detnas {}", args.join(" "));
     p.call(line.clone(), || {
