@@ -57,7 +57,8 @@ enum Command {
     #[cfg(feature = "infer")]
     #[command(subcommand)]
     Latency(latency::LatencyCommand),
-    /// Export a DetNAS RetinaNet to ONNX (random DetNAS initialisation without --weights).
+    /// Export a DetNAS detector (RetinaNet or FPN Faster R-CNN) to ONNX: from a checkpoint, a search
+    /// finalist, a weights file, or a random DetNAS initialisation.
     Export(export::ExportArgs),
     /// Static INT8 quantization (QDQ) of an exported model, calibrated on real images, with a
     /// per-layer sensitivity pass that keeps the layers that suffer most in float.
@@ -67,7 +68,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// COCO bbox evaluation (pycocotools semantics) of results against ground truth.
     Eval(eval::EvalArgs),
-    /// Train (supernet fine-tuning, stand-alone RetinaNet) and evaluate checkpoints (libtorch).
+    /// Train (supernet fine-tuning, stand-alone RetinaNet or Faster R-CNN) and evaluate checkpoints
+    /// (libtorch).
     #[cfg(feature = "train")]
     #[command(subcommand)]
     Train(train::TrainCommand),
@@ -76,13 +78,14 @@ enum Command {
     Search(search::SearchArgs),
     /// The whole DetNAS pipeline in miniature, into one folder: synthetic data, a genes supernet,
     /// this machine's latency table, a search under a derived budget, retraining of the winner and
-    /// of a baseline, export, detection and a report (about 15 minutes on 2 cores; --quick: a
-    /// minute or two).
+    /// of a baseline, export, detection and a report (about 8 minutes on 2 cores in a release
+    /// build; --quick: a minute or two).
     #[cfg(feature = "search")]
     Demo(demo::DemoArgs),
     /// Does the search find better detectors? Ranking fidelity of the supernet, the searched genome
     /// against baselines, and the effect of recalibration and search budget, on a harder synthetic
-    /// set: report.md, CSVs and plots in one folder (about an hour on 2 cores; --quick: minutes).
+    /// set: report.md, CSVs and plots in one folder (about 40 minutes on 2 cores in a release build;
+    /// --quick: minutes).
     #[cfg(feature = "search")]
     Study(study::StudyArgs),
     /// A guided tour of the search spaces and published architectures.
