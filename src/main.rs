@@ -27,8 +27,11 @@ fn main() {
 /// 2 for a request too large to run (numbers each in range that together need more memory than a
 /// stated limit: bad usage, as an out-of-range number is), else 1.
 fn exit_code(e: &anyhow::Error) -> i32 {
+    use detnas_core::CoreError::TooLarge;
+    // A library error wrapping a core one transparently hides it from the chain: look inside.
     let too_large = |c: &(dyn std::error::Error + 'static)| {
-        matches!(c.downcast_ref::<detnas_core::CoreError>(), Some(detnas_core::CoreError::TooLarge { .. }))
+        matches!(c.downcast_ref::<detnas_core::CoreError>(), Some(TooLarge { .. }))
+            || matches!(c.downcast_ref::<detnas_onnx::OnnxError>(), Some(detnas_onnx::OnnxError::Core(TooLarge { .. })))
     };
     if e.chain().any(too_large) { 2 } else { 1 }
 }

@@ -19,6 +19,8 @@ mod export_faster_rcnn;
 #[cfg(feature = "infer")]
 mod export_parity;
 #[cfg(feature = "infer")]
+mod folder_api;
+#[cfg(feature = "infer")]
 mod latency;
 #[cfg(feature = "infer")]
 mod ownership;

@@ -157,7 +157,7 @@ fn load_eval_detector(args: &EvalArgs, model: &std::path::Path) -> Result<detnas
 /// warning on stderr) where the names differ, so that the model's own ids are kept.
 #[cfg(feature = "infer")]
 fn ground_truth_category_ids(args: &EvalArgs, gt: &GroundTruth, class_names: &[String]) -> Option<Vec<i64>> {
-    let by_name = super::detect::names::category_ids_by_name(&args.gt, &gt.dataset().categories, class_names);
+    let by_name = detnas_infer::folder::category_ids_by_name(&args.gt, &gt.dataset().categories, class_names);
     match by_name {
         Ok(ids) => Some(ids),
         Err(e) => {

@@ -10,8 +10,6 @@ mod data;
 mod demo;
 #[cfg(feature = "infer")]
 mod detect;
-#[cfg(feature = "infer")]
-mod draw;
 mod env;
 mod eval;
 mod export;

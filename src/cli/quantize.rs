@@ -1,11 +1,11 @@
 //! `detnas quantize`: static INT8 quantization (QDQ) of an exported float detector, calibrated on a
 //! folder of real images; also the `--int8` path of `detnas export`.
 
-use super::detect::inputs::collect_inputs;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use detnas_core::fsutil::write_atomic;
 use detnas_infer::DecodeLimits;
+use detnas_infer::folder::inputs::collect_inputs;
 use detnas_infer::quantize::{CalibMethod, QuantizeOptions, calibration_inputs, quantize_detector};
 use detnas_onnx::ModelProto;
 use detnas_onnx::graph::encode;

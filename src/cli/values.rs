@@ -80,7 +80,7 @@ fn whole_usize(s: &str, min: usize, max: usize) -> Result<usize, String> {
 /// Most threads or workers a flag takes before the cap at [`cores`]: a `u32`, what every runtime's
 /// thread setting holds (a larger number is refused, never wrapped).
 #[cfg_attr(not(any(feature = "train", feature = "infer")), allow(dead_code))]
-const MAX_THREADS: usize = u32::MAX as usize;
+const MAX_THREADS: usize = limits::MAX_THREADS;
 
 /// Threads (or workers) of a flag: a whole number from 1 to [`MAX_THREADS`], capped at this
 /// machine's [`cores`] with one warning line naming the flag when the user gave it (more threads
@@ -194,7 +194,7 @@ pub fn layers(s: &str) -> Result<usize, String> {
 
 /// Most detections kept per image: a hundred times torchvision's 1000 candidates per level.
 #[cfg_attr(not(feature = "infer"), allow(dead_code))]
-const MAX_DETECTIONS: usize = 100_000;
+const MAX_DETECTIONS: usize = limits::MAX_DETECTIONS;
 
 /// Detections kept per image: 1 to [`MAX_DETECTIONS`].
 #[cfg_attr(not(feature = "infer"), allow(dead_code))]
@@ -204,7 +204,7 @@ pub fn detections(s: &str) -> Result<usize, String> {
 
 /// Smallest detection window (`detect --tile`): the tiler's own minimum.
 #[cfg_attr(not(feature = "infer"), allow(dead_code))]
-const MIN_TILE: u64 = 32;
+const MIN_TILE: u64 = limits::MIN_TILE as u64;
 
 /// A detection window side in pixels: [`MIN_TILE`] to the widest image that decodes at all
 /// ([`DecodeLimits::default`]), beyond which every image is one window.

@@ -28,6 +28,21 @@ pub const MAX_CLASSES: usize = 10_000;
 /// MB of state, and days of evaluation, at this many.
 pub const MAX_GENOMES: usize = 100_000;
 
+/// Most detections kept per image (`detect --max-det`): a hundred times torchvision's 1000
+/// candidates per level.
+pub const MAX_DETECTIONS: usize = 100_000;
+
+/// Smallest window side in pixels of tiled detection (`detect --tile`): the tiler's own minimum.
+pub const MIN_TILE: u32 = 32;
+
+/// Largest fraction of a detection window shared with its neighbours (`detect --overlap`): windows
+/// sharing more barely move.
+pub const MAX_TILE_OVERLAP: f32 = 0.9;
+
+/// Most threads or workers a run takes: a `u32`, what every runtime's thread setting holds (a
+/// larger number is refused, never wrapped); more than the machine's cores are used as its cores.
+pub const MAX_THREADS: usize = u32::MAX as usize;
+
 /// Largest estimated memory of one detector (its weights plus the activations of the images of one
 /// run, see [`model_bytes`]): 8 GiB, half of a 16 GiB machine. torchvision's RetinaNet at 800x1216
 /// with 91 classes needs about 0.7 GiB by this estimate, the largest genes at 4096x4096 173 GiB.

@@ -164,6 +164,74 @@ pub enum InferError {
     /// An image could not be loaded (names the file and the problem).
     #[error(transparent)]
     Image(#[from] crate::image_io::ImageError),
+    /// (`folder`) The output folder was refused (another command's, the user's own files, an
+    /// earlier run not to be replaced), or its ownership record could not be read or written.
+    #[cfg(feature = "folder")]
+    #[error(transparent)]
+    Owner(#[from] detnas_core::owner::OwnerError),
+    /// (`folder`) The COCO ground truth of [`crate::folder::FolderOptions::ids_from`] could not be
+    /// read or is inconsistent.
+    #[cfg(feature = "folder")]
+    #[error(transparent)]
+    Coco(#[from] detnas_core::coco::CocoError),
+    /// (`folder`) A file of a folder run could not be read or written: `what` says how and which
+    /// (`reading model m.onnx`, `writing out/results.jsonl`).
+    #[cfg(feature = "folder")]
+    #[error("{what}")]
+    File {
+        /// What was being done, naming the file.
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: Source,
+    },
+    /// (`folder`) The output folder cannot take the run's files (a file there that detnas did not
+    /// write, a symbolic link where it writes, no run to resume).
+    #[cfg(feature = "folder")]
+    #[error("{0}")]
+    OutDir(String),
+    /// (`folder`) A resumed run was refused: other settings or inputs than the run it continues,
+    /// or no readable run record.
+    #[cfg(feature = "folder")]
+    #[error("{reason}")]
+    Resume {
+        /// Why, naming the folder and what differs.
+        reason: String,
+        /// The underlying error, if any (the run record's parse error).
+        #[source]
+        source: Option<Source>,
+    },
+    /// (`folder`) The ground truth of [`crate::folder::FolderOptions::ids_from`] does not fit
+    /// the inputs (one id for two files, two ids for one file) or the model (a class it lacks).
+    #[cfg(feature = "folder")]
+    #[error("{0}")]
+    GroundTruth(String),
+    /// (`folder`) A class of [`crate::folder::FolderOptions::classes`] is neither a name nor an
+    /// index of the model's classes.
+    #[cfg(feature = "folder")]
+    #[error("unknown class `{name}` (model classes: {})", classes.join(", "))]
+    ClassFilter {
+        /// The class as given.
+        name: String,
+        /// The model's class names.
+        classes: Vec<String>,
+    },
+    /// (`folder`) The inputs name no image at all (`errors.json` in the output folder says why
+    /// each input gave none).
+    #[cfg(feature = "folder")]
+    #[error("no images found in {inputs}")]
+    NoImages {
+        /// The inputs as given, space separated.
+        inputs: String,
+    },
+    /// (`folder`) Not one image could be detected; the run's result files are written all the
+    /// same (`errors.json` lists why each failed).
+    #[cfg(feature = "folder")]
+    #[error("no image could be processed ({failed} failed)")]
+    NothingProcessed {
+        /// Inputs and images that failed.
+        failed: usize,
+    },
 }
 
 impl InferError {

@@ -65,6 +65,9 @@
 //! # Features
 //! - `jpeg`, `png` (default), `webp`, `gif`, `bmp`: image formats decoded from files and bytes
 //!   (decoded [`RgbImage`]s need none).
+//! - `folder`: batch detection of files, folders and globs into an output folder, resumable, with
+//!   COCO results, YOLO labels and annotated copies ([`folder::detect_folder`], what `detnas detect`
+//!   runs); pulls `imageproc` and `glob`.
 //! - `latency`: latency tables of a search space ([`latency`]); pulls the ONNX exporter.
 //! - `quantize`: static INT8 quantization with calibration ([`quantize`]); pulls the ONNX graph crate.
 //! - `cuda`: the CUDA execution provider (needs a CUDA build of ONNX Runtime at run time).
@@ -75,6 +78,8 @@ pub mod detector;
 pub mod device;
 pub mod error;
 pub mod fingerprint;
+#[cfg(feature = "folder")]
+pub mod folder;
 pub use detnas_data::image_io;
 pub use detnas_data::preprocess;
 #[cfg(feature = "latency")]

@@ -42,10 +42,10 @@ impl Tiling {
     /// Windows of `size` pixels overlapping by `overlap`; a size under 32 or an overlap outside
     /// `[0, 0.9]` is an error.
     pub fn new(size: u32, overlap: f32) -> Result<Self> {
-        if size < 32 {
+        if size < detnas_core::limits::MIN_TILE {
             return Err(InferError::Config(format!("tile size {size} is under 32 pixels")));
         }
-        if !(0.0..=0.9).contains(&overlap) {
+        if !(0.0..=detnas_core::limits::MAX_TILE_OVERLAP).contains(&overlap) {
             return Err(InferError::Config(format!("tile overlap {overlap} is outside [0, 0.9]")));
         }
         Ok(Tiling { size, overlap })

@@ -1,4 +1,5 @@
-//! Expands `detect` inputs (files, folders, globs) into the list of images to process.
+//! Expands inputs (files, folders, globs) into the list of images to process, as
+//! [`super::detect_folder`] does.
 //!
 //! Contract:
 //! - every real file is listed once, however it is reached (several spellings, symbolic links,

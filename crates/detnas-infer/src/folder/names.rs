@@ -1,7 +1,7 @@
 //! Output file names (`labels/<name>.txt`, `images/<name>.jpg`) and image ids matched from a COCO
 //! ground truth.
 
-use anyhow::{Result, bail};
+use crate::error::{InferError, Result};
 use detnas_core::coco::{CocoCategory, CocoDataset};
 use std::collections::{HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
@@ -12,7 +12,7 @@ use std::path::{Component, Path, PathBuf};
 /// A file keeps its stem when no other input shares it; inputs sharing a stem are named
 /// `<parent folder>_<stem>`, and any name still taken gets `-2`, `-3`, ... The names depend only on
 /// the list, never on the order in which images finish.
-pub fn output_names(files: &[PathBuf]) -> Vec<String> {
+pub(super) fn output_names(files: &[PathBuf]) -> Vec<String> {
     let stems: Vec<String> = files
         .iter()
         .enumerate()
@@ -56,8 +56,8 @@ fn components(path: &Path) -> Vec<String> {
 }
 
 /// The ground truth's category id of each of the model's classes, matched by name. A class the
-/// ground truth does not name is an error listing both sides: its detections would be scored
-/// against the wrong category, or not at all.
+/// ground truth does not name is an [`InferError::GroundTruth`] listing both sides (`gt_path` names
+/// the file): its detections would be scored against the wrong category, or not at all.
 pub fn category_ids_by_name(gt_path: &Path, categories: &[CocoCategory], class_names: &[String]) -> Result<Vec<i64>> {
     let mut ids = Vec::with_capacity(class_names.len());
     let mut missing = Vec::new();
@@ -69,13 +69,13 @@ pub fn category_ids_by_name(gt_path: &Path, categories: &[CocoCategory], class_n
     }
     if !missing.is_empty() {
         let gt: Vec<String> = categories.iter().map(|c| format!("{} (id {})", c.name, c.id)).collect();
-        bail!(
+        return Err(InferError::GroundTruth(format!(
             "{}: the model's class(es) {} are not categories of the ground truth (model: {}; ground truth: {})",
             gt_path.display(),
             missing.join(", "),
             class_names.join(", "),
             if gt.is_empty() { "none".to_string() } else { gt.join(", ") }
-        );
+        )));
     }
     Ok(ids)
 }
@@ -86,7 +86,7 @@ pub fn category_ids_by_name(gt_path: &Path, categories: &[CocoCategory], class_n
 /// (`img.jpg` matches `a/img.jpg`; `a/img.jpg` matches `data/a/img.jpg` but not `b/img.jpg`); the
 /// longest match wins. `None`: no ground-truth image matches. Errors: two ground-truth images match
 /// one input equally well, or one ground-truth image matches two inputs (the ids would collide).
-pub fn ids_from_ground_truth(gt_path: &Path, files: &[PathBuf]) -> Result<Vec<Option<i64>>> {
+pub(super) fn ids_from_ground_truth(gt_path: &Path, files: &[PathBuf]) -> Result<Vec<Option<i64>>> {
     let gt = CocoDataset::load(gt_path)?;
     let mut by_base: HashMap<String, Vec<(Vec<String>, i64)>> = HashMap::new();
     for img in &gt.images {
@@ -107,23 +107,25 @@ pub fn ids_from_ground_truth(gt_path: &Path, files: &[PathBuf]) -> Result<Vec<Op
         let id = match winners.as_slice() {
             [] => None,
             [(_, id)] => Some(*id),
-            several => bail!(
-                "{}: {} matches image ids {} equally well (their file_name is the same)",
-                gt_path.display(),
-                file.display(),
-                several.iter().map(|(_, id)| id.to_string()).collect::<Vec<_>>().join(", ")
-            ),
+            several => {
+                return Err(InferError::GroundTruth(format!(
+                    "{}: {} matches image ids {} equally well (their file_name is the same)",
+                    gt_path.display(),
+                    file.display(),
+                    several.iter().map(|(_, id)| id.to_string()).collect::<Vec<_>>().join(", ")
+                )));
+            }
         };
         if let Some(id) = id
             && let Some(first) = owner.insert(id, file)
         {
-            bail!(
+            return Err(InferError::GroundTruth(format!(
                 "{}: image id {id} matches both {} and {}: name the folders in the ground truth's \
                  file_name, or detect one folder at a time",
                 gt_path.display(),
                 first.display(),
                 file.display()
-            );
+            )));
         }
         ids.push(id);
     }

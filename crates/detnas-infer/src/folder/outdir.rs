@@ -6,19 +6,19 @@
 //! (`--resume`). A folder of another command or of the user's own files is refused. Every file
 //! the run may write is listed in the record before the first is written.
 
-use anyhow::{Result, bail};
-pub use detnas_core::owner::Existing;
-use detnas_core::owner::{self, Flags, OwnedDir};
+use super::FolderEvent;
+use crate::error::{InferError, Result};
+use detnas_core::owner::{self, Existing, Flags, OwnedDir};
 use std::path::{Path, PathBuf};
 
-/// Files `detect` writes at the top of its output folder.
+/// Files a folder run writes at the top of its output folder (besides `labels/` and `images/`).
 pub const RESULT_FILES: [&str; 5] = ["detections.json", "images.json", "errors.json", "results.jsonl", "run.json"];
 
 const FLAGS: Flags = Flags { out: "--out", replace: "--exist-ok", resume: Some("--resume") };
 
 /// A checked, writable output folder owned by `detect`.
 #[derive(Debug)]
-pub struct OutDir {
+pub(super) struct OutDir {
     pub path: PathBuf,
     /// Canonical path, so that input walking can skip it.
     pub canonical: PathBuf,
@@ -30,13 +30,17 @@ pub struct OutDir {
 impl OutDir {
     /// Creates `path` if needed and checks that it is a folder `detect` may write, holding no
     /// earlier results unless `existing` allows them. Removes nothing but temporaries of a killed run.
-    pub fn open(path: &Path, existing: Existing) -> Result<OutDir> {
-        adopt_earlier_run(path)?;
+    pub fn open(path: &Path, existing: Existing, emit: &mut dyn FnMut(FolderEvent<'_>)) -> Result<OutDir> {
+        adopt_earlier_run(path, emit)?;
         let opened = OwnedDir::open(path, "detect", existing, FLAGS)?;
         if existing == Existing::Resume && !path.join("run.json").exists() {
-            bail!("--resume: {} holds no run to continue (no run.json)", path.display());
+            return Err(InferError::OutDir(format!(
+                "--resume: {} holds no run to continue (no run.json)",
+                path.display()
+            )));
         }
-        let canonical = std::fs::canonicalize(path).map_err(|e| anyhow::anyhow!("--out {}: {e}", path.display()))?;
+        let canonical =
+            std::fs::canonicalize(path).map_err(|e| InferError::OutDir(format!("--out {}: {e}", path.display())))?;
         Ok(OutDir { path: path.to_path_buf(), canonical, has_results: opened.earlier, owned: opened.dir })
     }
 
@@ -48,10 +52,10 @@ impl OutDir {
         for (wanted, dir, ext) in [(save_txt, "labels", "txt"), (save_img, "images", "jpg")] {
             if wanted {
                 if detnas_core::fsutil::is_symlink(&self.path.join(dir)) {
-                    bail!(
+                    return Err(InferError::OutDir(format!(
                         "--out {}: {dir} is a symbolic link; detect writes its files only into folders it made",
                         self.path.display()
-                    );
+                    )));
                 }
                 files.push(format!("{dir}/"));
                 files.extend(names.iter().map(|n| format!("{dir}/{n}.{ext}")));
@@ -65,12 +69,12 @@ impl OutDir {
             })
             .collect();
         if let Some(first) = foreign.first() {
-            bail!(
+            return Err(InferError::OutDir(format!(
                 "--out {}: {} exists and detnas did not write it ({} such file(s)); it is never replaced: choose another --out",
                 self.path.display(),
                 detnas_core::fsutil::escaped(first),
                 foreign.len()
-            );
+            )));
         }
         self.owned.note(&files)?;
         Ok(())
@@ -78,9 +82,9 @@ impl OutDir {
 
     /// Removes the files of the earlier run (those its record lists, and only those); says which
     /// other files stay.
-    pub fn clear(&self) -> Result<()> {
+    pub fn clear(&self, emit: &mut dyn FnMut(FolderEvent<'_>)) -> Result<()> {
         if let Some(note) = self.owned.replace_with_note()? {
-            eprintln!("{note}");
+            emit(FolderEvent::Notice(note));
         }
         Ok(())
     }
@@ -88,7 +92,7 @@ impl OutDir {
 
 /// A folder an earlier detnas `detect` wrote (before ownership records; its `run.json` loads):
 /// its result files and the label and annotated files its run names are adopted, nothing else.
-fn adopt_earlier_run(path: &Path) -> Result<()> {
+fn adopt_earlier_run(path: &Path, emit: &mut dyn FnMut(FolderEvent<'_>)) -> Result<()> {
     if owner::owner_of(path).is_some() {
         return Ok(());
     }
@@ -101,10 +105,10 @@ fn adopt_earlier_run(path: &Path) -> Result<()> {
     files.extend(["labels/".to_string(), "images/".to_string()]);
     let adopted = owner::adopt(path, "detect", &files)?;
     if adopted > 0 {
-        eprintln!(
+        emit(FolderEvent::Notice(format!(
             "note: {} was written by an earlier detnas: its {adopted} result file(s) are now recorded",
             path.display()
-        );
+        )));
     }
     Ok(())
 }
@@ -117,19 +121,19 @@ mod tests {
     fn earlier_results_are_refused_replaced_only_when_asked_and_other_files_kept() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
-        let o = OutDir::open(&out, Existing::Refuse).unwrap();
+        let o = OutDir::open(&out, Existing::Refuse, &mut |_| {}).unwrap();
         assert!(!o.has_results);
         o.claim(&["old".into()], true, false).unwrap();
         std::fs::create_dir_all(out.join("labels")).unwrap();
         std::fs::write(out.join("labels/old.txt"), b"0 0.5 0.5 1 1 0.9").unwrap();
         std::fs::write(out.join("labels/mine.txt"), b"mine").unwrap();
         std::fs::write(out.join("notes.md"), b"mine").unwrap();
-        let err = OutDir::open(&out, Existing::Refuse).unwrap_err().to_string();
+        let err = OutDir::open(&out, Existing::Refuse, &mut |_| {}).unwrap_err().to_string();
         assert!(err.contains("labels/old.txt") && err.contains("--exist-ok"), "{err}");
-        let err = OutDir::open(&out, Existing::Resume).unwrap_err().to_string();
+        let err = OutDir::open(&out, Existing::Resume, &mut |_| {}).unwrap_err().to_string();
         assert!(err.contains("no run.json"), "{err}");
-        let o = OutDir::open(&out, Existing::Replace).unwrap();
-        o.clear().unwrap();
+        let o = OutDir::open(&out, Existing::Replace, &mut |_| {}).unwrap();
+        o.clear(&mut |_| {}).unwrap();
         assert!(!out.join("labels/old.txt").exists());
         assert_eq!(std::fs::read(out.join("notes.md")).unwrap(), b"mine");
         assert_eq!(std::fs::read(out.join("labels/mine.txt")).unwrap(), b"mine");
@@ -142,9 +146,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f");
         std::fs::write(&file, b"").unwrap();
-        let err = OutDir::open(&file, Existing::Refuse).unwrap_err().to_string();
+        let err = OutDir::open(&file, Existing::Refuse, &mut |_| {}).unwrap_err().to_string();
         assert!(err.contains("is not a folder"), "{err}");
-        let err = format!("{:#}", OutDir::open(&file.join("sub"), Existing::Refuse).unwrap_err());
+        let err = super::super::chain(&OutDir::open(&file.join("sub"), Existing::Refuse, &mut |_| {}).unwrap_err());
         assert!(err.contains("cannot create the folder"), "{err}");
     }
 }

@@ -1,5 +1,5 @@
 //! Annotated copies of images: boxes and `label score` captions in a built-in 5x7 bitmap font
-//! (no font file needed).
+//! (no font file needed), as [`super::detect_folder`] draws them.
 
 use image::{Rgb, RgbImage};
 use imageproc::drawing::{draw_filled_rect_mut, draw_hollow_rect_mut};

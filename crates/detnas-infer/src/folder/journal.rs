@@ -9,12 +9,12 @@
 //!   the records in input order, and `results.jsonl` rewritten in input order — so a resumed run
 //!   ends with exactly the files an uninterrupted one writes.
 
-use super::Failure;
-use anyhow::{Context, Result, bail};
+use super::{Failure, file_error, to_json};
+use crate::error::{InferError, Result};
+use crate::options::Tta;
 use detnas_core::coco::Detection;
 use detnas_core::detector::DetectorConfig;
 use detnas_core::fsutil::write_atomic;
-use detnas_infer::Tta;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -22,12 +22,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 const FORMAT: u32 = 1;
-const MANIFEST: &str = "run.json";
-const JOURNAL: &str = "results.jsonl";
+/// The run's settings and planned work.
+pub(super) const MANIFEST: &str = "run.json";
+/// One record per finished image.
+pub(super) const JOURNAL: &str = "results.jsonl";
 
 /// Everything that decides a run's results; a resumed run must have the same.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Settings {
+pub(super) struct Settings {
     pub model: String,
     pub model_bytes: u64,
     /// FNV-1a 64 of the model file.
@@ -86,7 +88,7 @@ impl Settings {
 /// An input's size and modification time when the run planned it: a resumed run detects again
 /// the inputs whose stamp changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Stamp {
+pub(super) struct Stamp {
     pub bytes: u64,
     /// Nanoseconds since the Unix epoch.
     pub modified_ns: u64,
@@ -103,7 +105,7 @@ impl Stamp {
 
 /// The planned work of a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Manifest {
+pub(super) struct Manifest {
     pub format: u32,
     pub settings: Settings,
     /// Images to process, in input order (their index is their position).
@@ -180,14 +182,14 @@ impl Manifest {
         let removed: Vec<&PathBuf> =
             self.canonical.iter().zip(&self.files).filter(|(c, _)| !now.contains_key(*c)).map(|(_, p)| p).collect();
         if !added.is_empty() || !removed.is_empty() {
-            bail!(
+            return Err(resume_error(format!(
                 "--resume: the inputs are not those of the run ({} added: {}; {} removed: {}); rerun with the same \
                  inputs, or use --exist-ok to start afresh",
                 added.len(),
                 few(&added),
                 removed.len(),
                 few(&removed)
-            );
+            )));
         }
         if self.stamps.len() != self.files.len() {
             self.stamps = vec![None; self.files.len()];
@@ -204,27 +206,32 @@ impl Manifest {
         Ok(changed)
     }
 
+    /// Writes `run.json` into `dir`, atomically.
     pub fn write(&self, dir: &Path) -> Result<()> {
-        Ok(write_atomic(&dir.join(MANIFEST), &serde_json::to_vec_pretty(self)?)?)
+        let path = dir.join(MANIFEST);
+        Ok(write_atomic(&path, &to_json(self, true, &path)?)?)
     }
 
     /// Reads the manifest of the run in `dir` and checks that `settings` match it.
     pub fn read_for_resume(dir: &Path, settings: &Settings) -> Result<Manifest> {
         let path = dir.join(MANIFEST);
-        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        let m: Manifest = serde_json::from_slice(&bytes)
-            .with_context(|| format!("{}: not a detnas detect run (or a newer format)", path.display()))?;
+        let bytes = std::fs::read(&path).map_err(|e| file_error(format!("reading {}", path.display()), e))?;
+        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| InferError::Resume {
+            reason: format!("{}: not a detnas detect run (or a newer format)", path.display()),
+            source: Some(Box::new(e)),
+        })?;
         if m.format != FORMAT {
-            bail!("{}: run format {} is not supported (expected {FORMAT})", path.display(), m.format);
+            let reason = format!("{}: run format {} is not supported (expected {FORMAT})", path.display(), m.format);
+            return Err(resume_error(reason));
         }
         let diff = m.settings.differences(settings);
         if !diff.is_empty() {
-            bail!(
+            return Err(resume_error(format!(
                 "--resume: {} was started with other settings: {}; rerun it with the same model and options, or use \
                  --exist-ok to start afresh",
                 dir.display(),
                 diff.join(", ")
-            );
+            )));
         }
         Ok(m)
     }
@@ -232,27 +239,39 @@ impl Manifest {
 
 /// One detection as recorded (COCO conventions: `bbox` is `[x, y, w, h]` in original pixels).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct BoxRecord {
+    /// The category id: the model's, or the ground truth's of the class name with `ids_from`.
     pub category_id: i64,
+    /// `[x, y, width, height]` in the image's pixels, rounded to 1/1000.
     pub bbox: [f64; 4],
+    /// Confidence, rounded to 1e-5.
     pub score: f64,
 }
 
-/// The outcome of one image.
+/// The outcome of one image (one line of `results.jsonl`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ImageRecord {
+    /// Its position among the run's images (input order).
     pub index: usize,
+    /// The image file, as spelled.
     pub file: String,
+    /// Its COCO image id (1, 2, ... in input order, or from the `ids_from` ground truth).
     pub id: i64,
     /// Why the image could not be processed (then nothing else is set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Image width in pixels.
     #[serde(default)]
     pub width: u32,
+    /// Image height in pixels.
     #[serde(default)]
     pub height: u32,
+    /// Its detections, highest score first.
     #[serde(default)]
     pub detections: Vec<BoxRecord>,
+    /// Image warnings (a truncated JPEG).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     /// `labels/<name>.txt`, when written.
@@ -268,12 +287,12 @@ pub struct ImageRecord {
 
 impl ImageRecord {
     /// The record of image `index` that failed with `error`.
-    pub fn failed(index: usize, file: String, id: i64, error: String) -> Self {
+    pub(super) fn failed(index: usize, file: String, id: i64, error: String) -> Self {
         ImageRecord { error: Some(error), ..ImageRecord::new(index, file, id) }
     }
 
     /// An empty record of image `index`, to be filled.
-    pub fn new(index: usize, file: String, id: i64) -> Self {
+    pub(super) fn new(index: usize, file: String, id: i64) -> Self {
         ImageRecord {
             index,
             file,
@@ -290,8 +309,13 @@ impl ImageRecord {
     }
 }
 
+/// A refused resume.
+fn resume_error(reason: String) -> InferError {
+    InferError::Resume { reason, source: None }
+}
+
 /// The append-only `results.jsonl` of a run.
-pub struct Journal {
+pub(super) struct Journal {
     file: std::fs::File,
     dir: PathBuf,
 }
@@ -304,7 +328,7 @@ impl Journal {
         let text = match std::fs::read(&path) {
             Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            Err(e) => return Err(file_error(format!("reading {}", path.display()), e)),
         };
         let mut records = BTreeMap::new();
         for line in text.lines() {
@@ -319,7 +343,7 @@ impl Journal {
 
     /// Starts the journal in `dir` holding exactly `records` (none for a new run), open for appending.
     pub fn start(dir: &Path, records: &BTreeMap<usize, ImageRecord>) -> Result<Journal> {
-        write_atomic(&dir.join(JOURNAL), &lines(records.values())?)?;
+        write_atomic(&dir.join(JOURNAL), &lines(records.values(), dir)?)?;
         Journal::open(dir)
     }
 
@@ -328,38 +352,40 @@ impl Journal {
         let file = std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
+            .map_err(|e| file_error(format!("opening {}", path.display()), e))?;
         Ok(Journal { file, dir: dir.to_path_buf() })
     }
 
     /// Appends one record as one line in a single write (readers never see half a record unless
     /// the process dies inside that write).
     pub fn append(&mut self, record: &ImageRecord) -> Result<()> {
-        let mut line = serde_json::to_vec(record)?;
+        let path = self.dir.join(JOURNAL);
+        let mut line = to_json(record, false, &path)?;
         line.push(b'\n');
         self.file
             .write_all(&line)
             .and_then(|_| self.file.flush())
-            .with_context(|| format!("writing {}", self.dir.join(JOURNAL).display()))
+            .map_err(|e| file_error(format!("writing {}", path.display()), e))
     }
 
     /// Rewrites the journal with `records` in input order.
     pub fn finish(self, records: &BTreeMap<usize, ImageRecord>) -> Result<()> {
-        Ok(write_atomic(&self.dir.join(JOURNAL), &lines(records.values())?)?)
+        Ok(write_atomic(&self.dir.join(JOURNAL), &lines(records.values(), &self.dir)?)?)
     }
 }
 
-fn lines<'a>(records: impl Iterator<Item = &'a ImageRecord>) -> Result<Vec<u8>> {
+/// The journal of `dir` holding `records`, one per line.
+fn lines<'a>(records: impl Iterator<Item = &'a ImageRecord>, dir: &Path) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     for r in records {
-        out.extend(serde_json::to_vec(r)?);
+        out.extend(to_json(r, false, &dir.join(JOURNAL))?);
         out.push(b'\n');
     }
     Ok(out)
 }
 
 /// Every failure of the run: inputs that could not be collected, then failed images and outputs.
-pub fn all_failures(collect: &[Failure], records: &BTreeMap<usize, ImageRecord>) -> Vec<Failure> {
+pub(super) fn all_failures(collect: &[Failure], records: &BTreeMap<usize, ImageRecord>) -> Vec<Failure> {
     let mut all = collect.to_vec();
     for r in records.values() {
         for e in [&r.error, &r.output_error].into_iter().flatten() {
@@ -371,7 +397,7 @@ pub fn all_failures(collect: &[Failure], records: &BTreeMap<usize, ImageRecord>)
 
 /// Writes `detections.json`, `images.json` and `errors.json` (removed when nothing failed), each
 /// atomically.
-pub fn write_results(
+pub(super) fn write_results(
     dir: &Path,
     manifest: &Manifest,
     cfg: &DetectorConfig,
@@ -389,7 +415,8 @@ pub fn write_results(
             })
         })
         .collect();
-    write_atomic(&dir.join("detections.json"), &serde_json::to_vec(&coco)?)?;
+    let path = dir.join("detections.json");
+    write_atomic(&path, &to_json(&coco, false, &path)?)?;
     let images: Vec<_> = ok()
         .map(|r| {
             let mut entry = json!({"id": r.id, "file_name": r.file, "width": r.width, "height": r.height,
@@ -412,14 +439,15 @@ pub fn write_results(
         .collect();
     let index =
         json!({"model": manifest.settings.model, "images": images, "categories": categories, "warnings": warnings});
-    write_atomic(&dir.join("images.json"), &serde_json::to_vec_pretty(&index)?)?;
+    let path = dir.join("images.json");
+    write_atomic(&path, &to_json(&index, true, &path)?)?;
     let errors = dir.join("errors.json");
     if failures.is_empty() {
         if errors.exists() {
-            std::fs::remove_file(&errors).with_context(|| format!("removing {}", errors.display()))?;
+            std::fs::remove_file(&errors).map_err(|e| file_error(format!("removing {}", errors.display()), e))?;
         }
     } else {
-        write_atomic(&errors, &serde_json::to_vec_pretty(failures)?)?;
+        write_atomic(&errors, &to_json(failures, true, &errors)?)?;
     }
     Ok(())
 }
