@@ -27,6 +27,7 @@
 //! `detnas-train`) and ONNX Runtime (latency tables and measurement, through `detnas-infer`).
 #![warn(missing_docs)]
 
+pub mod demo;
 pub mod finalists;
 pub mod fitness;
 pub mod latency;

@@ -173,8 +173,3 @@ pub fn run_steps<T: Steps>(ctx: &mut T, steps: &[Step<'_, T>]) -> Result<()> {
     }
     Ok(())
 }
-
-/// Owned strings of `v`.
-pub fn strings(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
-}
