@@ -1,6 +1,6 @@
 //! `detnas demo`: the whole DetNAS pipeline in miniature, into one folder. Each step is a library
-//! call ([`crate::setup`]; export and detection run as commands in this process), written
-//! to `commands.sh` as the `detnas` command a user would type:
+//! call ([`crate::setup`], [`detnas_onnx::source`], [`detnas_infer::folder`]), written to
+//! `commands.sh` as the `detnas` command a user would type:
 //!
 //! 1. a seeded synthetic detection set (training and held-out images);
 //! 2. detection fine-tuning of a genes supernet (backbone paths plus FPN / head width, depth,
