@@ -208,15 +208,8 @@ pub(super) fn run(o: &FolderOptions, emit: &mut Emit<'_>) -> Result<FolderOutcom
         start_afresh(&out, emit)?;
         manifest.write(&out.path)?;
     }
-    let folder = |wanted: bool, dir: &str| -> Result<Option<PathBuf>> {
-        if !wanted {
-            return Ok(None);
-        }
-        let d = out.path.join(dir);
-        std::fs::create_dir_all(&d).map_err(|e| file_error(format!("creating {}", d.display()), e))?;
-        Ok(Some(d))
-    };
-    let (labels, annotated) = (folder(o.save_txt, "labels")?, folder(o.save_img, "images")?);
+    let (labels, annotated) =
+        (output_folder(&out.path, o.save_txt, "labels")?, output_folder(&out.path, o.save_img, "images")?);
     let mut journal = Journal::start(&out.path, &records)?;
     if resume {
         manifest.write(&out.path)?;
@@ -236,14 +229,41 @@ pub(super) fn run(o: &FolderOptions, emit: &mut Emit<'_>) -> Result<FolderOutcom
     journal.finish(&records)?;
     let failures = journal::all_failures(&manifest.failures, &records);
     journal::write_results(&out.path, &manifest, &detector.info().config, &records, &failures)?;
+    let outcome = outcome(out.path, records, failures, (labels, annotated), (now, timings, wall));
+    emit(FolderEvent::Finished(&outcome));
+    if outcome.images == 0 {
+        return Err(InferError::NothingProcessed { failed: outcome.failures.len() });
+    }
+    Ok(outcome)
+}
+
+/// `dir` inside the output folder `out`, made when `wanted`.
+fn output_folder(out: &Path, wanted: bool, dir: &str) -> Result<Option<PathBuf>> {
+    if !wanted {
+        return Ok(None);
+    }
+    let d = out.join(dir);
+    std::fs::create_dir_all(&d).map_err(|e| file_error(format!("creating {}", d.display()), e))?;
+    Ok(Some(d))
+}
+
+/// The outcome of a finished run into `out`: its files, counts, records and failures, and the
+/// `(detected now, stage timings, wall time)` of this run.
+fn outcome(
+    out: PathBuf,
+    records: BTreeMap<usize, ImageRecord>,
+    failures: Vec<Failure>,
+    (labels, annotated): (Option<PathBuf>, Option<PathBuf>),
+    (detected_now, timings, wall): (usize, StageTimings, std::time::Duration),
+) -> FolderOutcome {
     let ok = || records.values().filter(|r| r.error.is_none());
-    let outcome = FolderOutcome {
+    FolderOutcome {
         files: OutputFiles {
-            detections: out.path.join("detections.json"),
-            images: out.path.join("images.json"),
-            errors: (!failures.is_empty()).then(|| out.path.join("errors.json")),
-            results: out.path.join(journal::JOURNAL),
-            run: out.path.join(journal::MANIFEST),
+            detections: out.join("detections.json"),
+            images: out.join("images.json"),
+            errors: (!failures.is_empty()).then(|| out.join("errors.json")),
+            results: out.join(journal::JOURNAL),
+            run: out.join(journal::MANIFEST),
             labels,
             annotated,
         },
@@ -251,16 +271,11 @@ pub(super) fn run(o: &FolderOptions, emit: &mut Emit<'_>) -> Result<FolderOutcom
         detections: ok().map(|r| r.detections.len()).sum(),
         records: records.into_values().collect(),
         failures,
-        detected_now: now,
+        detected_now,
         timings,
         wall,
-        out: out.path,
-    };
-    emit(FolderEvent::Finished(&outcome));
-    if outcome.images == 0 {
-        return Err(InferError::NothingProcessed { failed: outcome.failures.len() });
+        out,
     }
-    Ok(outcome)
 }
 
 /// What every worker of a run shares.
