@@ -216,3 +216,61 @@ fn options_are_bounded_before_any_work_and_a_batch_of_bad_images_is_an_error_aft
     assert_eq!(seen.order, ["started", "failed x.jpg", "finished"]);
     assert_eq!(read_json(&bad_out.join("errors.json")).as_array().unwrap().len(), 1);
 }
+
+/// A ground truth of the two shipped samples (their recorded sizes; the second one wrong) whose
+/// only category is the model's class under another id.
+fn sample_ground_truth(dir: &Path) -> PathBuf {
+    let images = samples(dir);
+    std::fs::remove_file(images.join("broken.jpg")).unwrap();
+    let size = |n: &str| image::image_dimensions(images.join(n)).unwrap();
+    let (w1, h1) = size("neon-yell-1.jpg");
+    let gt = serde_json::json!({
+        "images": [{"id": 21, "file_name": "neon-yell-1.jpg", "width": w1, "height": h1},
+                   {"id": 22, "file_name": "neon-yell-2.jpg", "width": 1, "height": 1}],
+        "annotations": [{"id": 1, "image_id": 21, "category_id": 5, "bbox": [10, 10, 40, 40], "area": 1600, "iscrowd": 0}],
+        "categories": [{"id": 5, "name": "tree"}],
+    });
+    let path = images.join("gt.json");
+    std::fs::write(&path, gt.to_string()).unwrap();
+    path
+}
+
+#[test]
+fn a_ground_truths_images_are_detected_with_its_ids_as_a_folder_run_gives_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let gt_path = sample_ground_truth(dir.path());
+    let gt = detnas_core::coco::GroundTruth::load(&gt_path).unwrap();
+    let detector =
+        detnas_infer::Detector::builder().confidence(0.3).load(root().join("models/neon-trees.onnx")).unwrap();
+    let found = detector.detect_dataset(&gt, &gt_path, None).unwrap();
+    assert_eq!(found.images, 2);
+    assert!(!found.detections.is_empty());
+    assert!(found.detections.iter().all(|d| d.category_id == 5 && [21, 22].contains(&d.image_id)));
+    assert!(found.warnings.iter().any(|w| w.contains("1 image(s) are not the size")), "{:?}", found.warnings);
+
+    // the folder run with the same ground truth writes the same results
+    let mut o = options(gt_path.parent().unwrap(), &dir.path().join("out"));
+    (o.save_img, o.save_txt, o.ids_from) = (false, false, Some(gt_path.clone()));
+    o.inputs = ["neon-yell-1.jpg", "neon-yell-2.jpg"].map(|n| gt_path.with_file_name(n).display().to_string()).to_vec();
+    let outcome = run(&o).0.unwrap();
+    let written = read_json(&outcome.files.detections);
+    // the folder's files round scores to 5 decimals
+    let mut from_folder: Vec<(i64, f64)> = written
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["image_id"].as_i64().unwrap(), d["score"].as_f64().unwrap()))
+        .collect();
+    let mut from_dataset: Vec<(i64, f64)> = found.detections.iter().map(|d| (d.image_id, d.score)).collect();
+    from_folder.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    from_dataset.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    assert_eq!(from_folder.len(), from_dataset.len());
+    for (a, b) in from_folder.iter().zip(&from_dataset) {
+        assert!(a.0 == b.0 && (a.1 - b.1).abs() < 1e-4, "{a:?} vs {b:?}");
+    }
+
+    // an image the ground truth names but that is not there is an error, not a smaller data set
+    std::fs::remove_file(gt_path.with_file_name("neon-yell-2.jpg")).unwrap();
+    let e = detector.detect_dataset(&gt, &gt_path, None).unwrap_err().to_string();
+    assert!(e.contains("1 of 2 ground-truth images could not be detected in"), "{e}");
+}

@@ -104,42 +104,6 @@ pub fn run(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// The images of a ground truth as `--model` reads them: ids, paths and recorded sizes, in the
-/// ground truth's order.
-#[cfg(feature = "infer")]
-struct GtImages {
-    ids: Vec<i64>,
-    paths: Vec<PathBuf>,
-    /// `(width, height)` when the ground truth records both.
-    sizes: Vec<Option<(u32, u32)>>,
-}
-
-#[cfg(feature = "infer")]
-impl GtImages {
-    /// The images of `gt`, file names relative to `--images` (default: the `--gt` file's folder);
-    /// an error naming the first image without a file name.
-    fn of(args: &EvalArgs, gt: &GroundTruth) -> Result<Self> {
-        let root = match &args.images {
-            Some(dir) => dir.clone(),
-            None => args.gt.parent().map(PathBuf::from).unwrap_or_default(),
-        };
-        let mut images = GtImages { ids: Vec::new(), paths: Vec::new(), sizes: Vec::new() };
-        for image in &gt.dataset().images {
-            let Some(name) = image.file_name.as_deref() else {
-                bail!(
-                    "{}: image {} has no file_name, so --model cannot find it: give --dt",
-                    args.gt.display(),
-                    image.id
-                );
-            };
-            images.ids.push(image.id);
-            images.paths.push(root.join(name));
-            images.sizes.push(image.width.zip(image.height));
-        }
-        Ok(images)
-    }
-}
-
 /// The detector of `model` keeping every score, with `--threads` and `--tta`.
 #[cfg(feature = "infer")]
 fn load_eval_detector(args: &EvalArgs, model: &std::path::Path) -> Result<detnas_infer::Detector> {
@@ -153,84 +117,32 @@ fn load_eval_detector(args: &EvalArgs, model: &std::path::Path) -> Result<detnas
     Ok(builder.load(model)?)
 }
 
-/// The ground truth's category id of each of the model's classes, matched by name; `None` (and a
-/// warning on stderr) where the names differ, so that the model's own ids are kept.
-#[cfg(feature = "infer")]
-fn ground_truth_category_ids(args: &EvalArgs, gt: &GroundTruth, class_names: &[String]) -> Option<Vec<i64>> {
-    let by_name = detnas_infer::folder::category_ids_by_name(&args.gt, &gt.dataset().categories, class_names);
-    match by_name {
-        Ok(ids) => Some(ids),
-        Err(e) => {
-            eprintln!("warning: {e}; the model's own category ids are used");
-            None
-        }
-    }
-}
-
-/// The detections of `--model` on every image of the ground truth, and a name for them.
+/// The detections of `--model` on every image of the ground truth
+/// ([`detnas_infer::Detector::detect_dataset`]), and a name for them; `--save-dt` written.
 #[cfg(feature = "infer")]
 fn detect_ground_truth(args: &EvalArgs, gt: &GroundTruth) -> Result<(Detections, String)> {
     use anyhow::Context;
-    use detnas_core::coco::Detection;
     let Some(model) = &args.model else {
         bail!("give --dt results.json, or --model model.onnx to detect in the ground truth's images first");
     };
-    let GtImages { ids, paths, sizes } = GtImages::of(args, gt)?;
     let detector = load_eval_detector(args, model)?;
-    // The model's classes take the ground truth's ids by name; where the names differ, its own
-    // ids are kept and the user told.
-    let by_name = ground_truth_category_ids(args, gt, &detector.info().config.class_names);
     let start = std::time::Instant::now();
-    let mut found = Vec::new();
-    let mut failed = Vec::new();
-    let mut resized = Vec::new();
-    for (k, result) in detector.detect_batch(&paths).into_iter().enumerate() {
-        let found_in = match result {
-            Ok(d) => d,
-            Err(e) => {
-                failed.push(e.to_string());
-                continue;
-            }
-        };
-        if sizes[k].is_some_and(|size| size != (found_in.width, found_in.height)) {
-            resized.push(paths[k].display().to_string());
-        }
-        found.extend(found_in.detections.iter().map(|d| {
-            let [x, y, w, h] = d.xywh().map(f64::from);
-            let category_id = by_name.as_ref().map_or(d.category_id as i64, |c| c[d.class_id]);
-            Detection { image_id: ids[k], category_id, bbox: [x, y, w, h], score: d.score.into() }
-        }));
-    }
-    if !resized.is_empty() {
-        // boxes in other pixels than the annotations': the numbers would be silently wrong
-        eprintln!(
-            "warning: {} image(s) are not the size {} gives them (resized after annotation, or an EXIF \
-             rotation?): {}",
-            resized.len(),
-            args.gt.display(),
-            resized.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
-        );
-    }
-    if !failed.is_empty() {
-        let shown = failed.iter().take(5).cloned().collect::<Vec<_>>().join("; ");
-        bail!(
-            "{} of {} ground-truth images could not be detected in (every one counts in the evaluation): {shown}",
-            failed.len(),
-            paths.len()
-        );
+    let found = detector.detect_dataset(gt, &args.gt, args.images.as_deref())?;
+    for w in &found.warnings {
+        eprintln!("{w}");
     }
     eprintln!(
         "{}: {} detections in {} images ({:.1} s)",
         model.display(),
-        found.len(),
-        paths.len(),
+        found.detections.len(),
+        found.images,
         start.elapsed().as_secs_f64()
     );
     if let Some(out) = &args.save_dt {
-        let bytes = serde_json::to_vec(&found)?;
+        let bytes = serde_json::to_vec(&found.detections)?;
         detnas_core::fsutil::write_atomic(out, &bytes).with_context(|| format!("writing {}", out.display()))?;
     }
-    Ok((Detections::new(found, gt)?, model.display().to_string()))
+    Ok((Detections::new(found.detections, gt)?, model.display().to_string()))
 }
 
 /// Without ONNX Runtime, detections come from a file only.

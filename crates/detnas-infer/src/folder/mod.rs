@@ -43,6 +43,7 @@
 //!   already recorded in `results.jsonl`), then [`FolderEvent::Finished`] once the result files are
 //!   written.
 
+mod dataset;
 pub mod draw;
 pub mod inputs;
 mod journal;
@@ -56,6 +57,7 @@ use crate::options::Tta;
 use crate::results::StageTimings;
 use crate::tiles::Tiling;
 pub use detnas_core::owner::Existing;
+pub use dataset::DatasetDetections;
 pub use journal::{BoxRecord, ImageRecord};
 pub use names::category_ids_by_name;
 pub use outdir::RESULT_FILES;
