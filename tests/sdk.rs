@@ -565,3 +565,16 @@ fn test_time_augmentation_fuses_views_and_commutes_with_the_symmetries_it_averag
         assert!(mirrored.iter().any(|t| same_detection(t, &want)), "{want:?}");
     }
 }
+
+#[test]
+fn bench_times_the_model_run_and_the_detect_path_as_planned() {
+    let (model, samples) = shipped();
+    let detector = Detector::builder().threads(1).load(&model).unwrap();
+    let image = std::fs::read(&samples[0]).unwrap();
+    let timed = detector.bench(&image, &detnas_infer::TimingPlan::iterations(1, 3)).unwrap();
+    assert_eq!((timed.model_run.iterations, timed.detect.iterations), (3, 3));
+    assert!(timed.model_run.p50_ms > 0.0 && timed.detect.p50_ms > 0.0);
+    assert!(timed.detect.min_ms <= timed.detect.p50_ms && timed.detect.p50_ms <= timed.detect.p99_ms);
+    let e = detector.bench(b"not an image", &detnas_infer::TimingPlan::iterations(0, 1)).unwrap_err();
+    assert!(e.to_string().contains("timed image"), "{e}");
+}

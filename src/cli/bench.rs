@@ -8,7 +8,7 @@ use detnas_core::genome::Genome;
 use detnas_core::space::ChannelShuffle;
 use detnas_infer::fingerprint::cpu_model;
 use detnas_infer::latency::{base_config, random_detector};
-use detnas_infer::timing::{TimingPlan, time_pair};
+use detnas_infer::timing::TimingPlan;
 use detnas_infer::{Detector, DetectorOptions, Device, Tta};
 use image::{ImageFormat, RgbImage};
 use serde_json::json;
@@ -123,13 +123,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let cfg = detector.info().config.clone();
     let encoded = bench_image(&args)?;
-    let input = vec![114.0f32; 3 * (cfg.input.height * cfg.input.width) as usize];
-    let plan = timing_plan(&args);
-    let (model, full) = time_pair(
-        &plan,
-        || detector.run(&input).map(drop),
-        || detector.detect_bytes(&encoded, "bench image").map(drop),
-    )?;
+    let timed = detector.bench(&encoded, &timing_plan(&args))?;
+    let (model, full) = (timed.model_run, timed.detect);
     let threads = args.threads.map(|t| t.to_string()).unwrap_or_else(|| "default".into());
     let report = json!({
         "model": name,

@@ -110,4 +110,4 @@ pub use ort;
 pub use results::{CocoDetection, Detection, Detections, StageTimings};
 pub use runtime::{LibrarySource, RuntimeInfo};
 pub use tiles::Tiling;
-pub use timing::{Latency, TimingPlan};
+pub use timing::{DetectorLatency, Latency, TimingPlan};

@@ -173,3 +173,25 @@ mod tests {
         assert_eq!(order.borrow().as_str(), "ababab");
     }
 }
+
+/// Latency of a detector's bare model run and of its full detect path (decode, letterbox, run,
+/// post-processing) of one image, timed interleaved ([`time_pair`]) so that drift hits both alike.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DetectorLatency {
+    /// The model run on a constant grey input of the network's size.
+    pub model_run: Latency,
+    /// The full detect path of the image.
+    pub detect: Latency,
+}
+
+impl crate::Detector {
+    /// Times [`crate::Detector::run`] on a grey input and [`crate::Detector::detect_bytes`] of
+    /// `image` (encoded) as `plan` says, interleaved after warm-up. Any run's error ends the timing.
+    pub fn bench(&self, image: &[u8], plan: &TimingPlan) -> crate::Result<DetectorLatency> {
+        let input = self.info().config.input;
+        let grey = vec![114.0f32; 3 * (input.height * input.width) as usize];
+        let (model_run, detect) =
+            time_pair(plan, || self.run(&grey).map(drop), || self.detect_bytes(image, "timed image").map(drop))?;
+        Ok(DetectorLatency { model_run, detect })
+    }
+}

@@ -28,7 +28,7 @@ use detnas_core::genome::Genome;
 use detnas_core::pareto::CandidateRow;
 use detnas_infer::fingerprint::cpu_model;
 use detnas_infer::folder::{Existing, FolderOptions, detect_folder};
-use detnas_infer::timing::{Latency, TimingPlan, time_pair};
+use detnas_infer::timing::{Latency, TimingPlan};
 use detnas_infer::{Detector, DetectorOptions};
 use detnas_onnx::source::{ExportRequest, Source};
 use detnas_train::run::Start;
@@ -179,10 +179,9 @@ fn export_and_detect(d: &mut Demo) -> Result<()> {
 /// p50 latency of the model run and of the full detect path of one image, interleaved.
 pub fn time_model(detector: &Detector, image: &Path) -> Result<(Latency, Latency)> {
     let bytes = std::fs::read(image).with_context(|| image.display().to_string())?;
-    let input = detector.info().config.input;
-    let blank = vec![114.0f32; 3 * (input.height * input.width) as usize];
     let plan = TimingPlan { warmup: 5, min_iters: 20, min_seconds: 1.0, max_iters: 2000 };
-    Ok(time_pair(&plan, || detector.run(&blank).map(drop), || detector.detect_bytes(&bytes, "demo image").map(drop))?)
+    let l = detector.bench(&bytes, &plan)?;
+    Ok((l.model_run, l.detect))
 }
 
 fn write_report(d: &mut Demo) -> Result<()> {
