@@ -1,22 +1,82 @@
 //! One interface over the detector families, for the trainer, BN recalibration, the search's
-//! fitness, evaluation and step benchmarks: build, path parameters, one training step's losses,
-//! detections and a recalibration forward.
+//! fitness, evaluation and step benchmarks: [`TrainingNet`], implemented by each family's network
+//! in its own module (`net.rs` for RetinaNet, `faster_rcnn.rs` for Faster R-CNN), and
+//! [`DetectionNet`], which builds the network of a configuration's family and dispatches to it in
+//! one place ([`DetectionNet::net`]; its `Deref` makes every [`TrainingNet`] method a method of
+//! the `DetectionNet`).
 
 use crate::data::BatchTargets;
 use crate::error::{Result, TrainError};
 use crate::faster_rcnn::FasterRcnn;
-use crate::loss::{Targets, retinanet_loss};
 use crate::net::{Backbone, RetinaNet};
 use crate::optim::PathParam;
 use crate::run::StepLoss;
 use detnas_core::arch::Arch;
-use detnas_core::contract::seeds;
-use detnas_core::detector::{DetectorConfig, DetectorKind, RawDetection, all_anchors, postprocess, pyramid_levels};
+use detnas_core::detector::{DetectorConfig, DetectorKind, RawDetection};
 use detnas_core::genome::{DetectorGenes, GeneSpace};
 use detnas_core::plan::Paths;
-use detnas_core::rng::Rng;
 use detnas_core::space::SearchSpace;
-use tch::{Device, Kind, Tensor, nn};
+use tch::{Device, Tensor, nn};
+
+/// What a detector family's training network provides: build it in [`DetectionNet::build`] and
+/// implement this in the family's module.
+pub trait TrainingNet {
+    /// The detector configuration (of a genes supernet: the base its genes apply to).
+    fn cfg(&self) -> &DetectorConfig;
+
+    /// The backbone.
+    fn backbone(&self) -> &Backbone;
+
+    /// Device of the parameters.
+    fn device(&self) -> Device;
+
+    /// The genes the network runs with by default (its configuration's).
+    fn default_genes(&self) -> DetectorGenes {
+        DetectorGenes::of(self.cfg())
+    }
+
+    /// The gene space of a genes supernet; `None` for a network with fixed detector genes.
+    fn gene_space(&self) -> Option<&GeneSpace> {
+        None
+    }
+
+    /// Whether the network can run `genes` (an error naming the gene otherwise). By default only
+    /// the configuration's own genes.
+    fn holds(&self, genes: &DetectorGenes) -> Result<()> {
+        if *genes == self.default_genes() {
+            Ok(())
+        } else {
+            Err(TrainError::Config(format!("this {} has fixed detector genes; asked for {genes:?}", self.cfg().kind())))
+        }
+    }
+
+    /// The trainable tensors a step on `arch` with `genes` uses.
+    fn path_parameters(&self, arch: &Arch, genes: &DetectorGenes) -> Result<Vec<PathParam>>;
+
+    /// The losses of one training step on `images` (`[B, 3, H, W]` at `genes.input`); `step` and
+    /// `seed` seed the step's sampling. Targets of another family are an error.
+    fn step_loss(
+        &self,
+        images: &Tensor,
+        arch: &Arch,
+        genes: &DetectorGenes,
+        targets: &BatchTargets,
+        step: usize,
+        seed: u64,
+    ) -> Result<StepLoss>;
+
+    /// Detections of each image (input pixels of `genes.input`, highest score first), no
+    /// gradient, eval-mode BN.
+    fn detect(&self, images: &Tensor, arch: &Arch, genes: &DetectorGenes) -> Result<Vec<Vec<RawDetection>>>;
+
+    /// A train-mode forward without gradient (BN statistics update): BN recalibration.
+    fn recalibration_forward(&self, images: &Tensor, arch: &Arch, genes: &DetectorGenes) -> Result<()>;
+}
+
+/// The error of [`TrainingNet::step_loss`] given another family's targets.
+pub(crate) fn other_family_targets() -> TrainError {
+    TrainError::Config("batch targets of another detector family".into())
+}
 
 /// A detector network of either family.
 pub enum DetectionNet {
@@ -51,43 +111,11 @@ impl DetectionNet {
         }
     }
 
-    /// The detector configuration (of a genes supernet: the base its genes apply to).
-    pub fn cfg(&self) -> &DetectorConfig {
+    /// The family's network: the one place the families are told apart.
+    pub fn net(&self) -> &(dyn TrainingNet + 'static) {
         match self {
-            Self::Retinanet(n) => &n.cfg,
-            Self::FasterRcnn(n) => &n.cfg,
-        }
-    }
-
-    /// The backbone.
-    pub fn backbone(&self) -> &Backbone {
-        match self {
-            Self::Retinanet(n) => &n.backbone,
-            Self::FasterRcnn(n) => &n.backbone,
-        }
-    }
-
-    /// Device of the parameters.
-    pub fn device(&self) -> Device {
-        match self {
-            Self::Retinanet(n) => n.device(),
-            Self::FasterRcnn(n) => n.device(),
-        }
-    }
-
-    /// The genes the network runs with by default (its configuration's).
-    pub fn default_genes(&self) -> DetectorGenes {
-        match self {
-            Self::Retinanet(n) => n.default_genes(),
-            Self::FasterRcnn(n) => DetectorGenes::of(&n.cfg),
-        }
-    }
-
-    /// The gene space of a genes supernet (RetinaNet only).
-    pub fn gene_space(&self) -> Option<&GeneSpace> {
-        match self {
-            Self::Retinanet(n) => n.genes.as_ref(),
-            Self::FasterRcnn(_) => None,
+            Self::Retinanet(n) => n,
+            Self::FasterRcnn(n) => n,
         }
     }
 
@@ -98,112 +126,12 @@ impl DetectionNet {
             Self::FasterRcnn(_) => None,
         }
     }
+}
 
-    /// Checks that `genes` are the configuration's own for a network without elastic genes.
-    fn fixed_genes(&self, genes: &DetectorGenes) -> Result<()> {
-        if *genes == self.default_genes() {
-            Ok(())
-        } else {
-            Err(TrainError::Config(format!("this {} has fixed detector genes; asked for {genes:?}", self.cfg().kind())))
-        }
-    }
+impl std::ops::Deref for DetectionNet {
+    type Target = dyn TrainingNet;
 
-    /// Whether the network can run `genes` (an error naming the gene otherwise).
-    pub fn holds(&self, genes: &DetectorGenes) -> Result<()> {
-        match self {
-            Self::Retinanet(n) => n.holds(genes),
-            Self::FasterRcnn(_) => self.fixed_genes(genes),
-        }
-    }
-
-    /// The trainable tensors a step on `arch` with `genes` uses.
-    pub fn path_parameters(&self, arch: &Arch, genes: &DetectorGenes) -> Result<Vec<PathParam>> {
-        match self {
-            Self::Retinanet(n) => n.path_parameters_genes(arch, genes),
-            Self::FasterRcnn(n) => {
-                self.fixed_genes(genes)?;
-                n.path_parameters(arch)
-            }
-        }
-    }
-
-    /// The losses of one training step on `images` (`[B, 3, H, W]` at `genes.input`); `step` and
-    /// `seed` seed the step's RoI sampling.
-    pub fn step_loss(
-        &self,
-        images: &Tensor,
-        arch: &Arch,
-        genes: &DetectorGenes,
-        targets: &BatchTargets,
-        step: usize,
-        seed: u64,
-    ) -> Result<StepLoss> {
-        match (self, targets) {
-            (Self::Retinanet(n), BatchTargets::Retinanet(t)) => {
-                let (cls, reg) = n.forward_genes(images, arch, genes, true)?;
-                let loss = retinanet_loss(&cls, &reg, &Targets::new(t, self.device()));
-                Ok(StepLoss { total: loss.total(), parts: vec![("cls", loss.cls), ("box", loss.boxes)] })
-            }
-            (Self::FasterRcnn(n), BatchTargets::FasterRcnn(t)) => {
-                self.fixed_genes(genes)?;
-                let levels = pyramid_levels(&n.backbone.space, arch, &n.cfg)?;
-                let anchors = all_anchors(&levels, &n.cfg);
-                let mut rng = Rng::seed(seeds::stream_seed(seed, seeds::ROI_SAMPLING, step as u64));
-                let loss = n.training_loss(images, arch, t, &levels, &anchors, &mut rng)?;
-                Ok(StepLoss {
-                    total: loss.total(),
-                    parts: vec![
-                        ("objectness", loss.objectness),
-                        ("rpn_box", loss.rpn_box),
-                        ("cls", loss.classifier),
-                        ("box", loss.box_reg),
-                    ],
-                })
-            }
-            _ => Err(TrainError::Config("batch targets of another detector family".into())),
-        }
-    }
-
-    /// Detections of each image (input pixels of `genes.input`, highest score first), no
-    /// gradient, eval-mode BN.
-    pub fn detect(&self, images: &Tensor, arch: &Arch, genes: &DetectorGenes) -> Result<Vec<Vec<RawDetection>>> {
-        match self {
-            Self::Retinanet(n) => {
-                let det = genes.apply(&n.cfg);
-                let levels = pyramid_levels(&n.backbone.space, arch, &det)?;
-                let (cls, reg) = tch::no_grad(|| n.forward_genes(images, arch, genes, false))?;
-                let b = images.size()[0] as usize;
-                let cls: Vec<f32> = Vec::try_from(cls.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))?;
-                let reg: Vec<f32> = Vec::try_from(reg.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))?;
-                let (pc, pr) = (cls.len() / b.max(1), reg.len() / b.max(1));
-                Ok((0..b)
-                    .map(|j| postprocess(&cls[j * pc..(j + 1) * pc], &reg[j * pr..(j + 1) * pr], &levels, &det))
-                    .collect())
-            }
-            Self::FasterRcnn(n) => {
-                self.fixed_genes(genes)?;
-                let levels = pyramid_levels(&n.backbone.space, arch, &n.cfg)?;
-                let anchors = all_anchors(&levels, &n.cfg);
-                let found = n.detect(images, arch, &levels, &anchors)?;
-                Ok(found
-                    .into_iter()
-                    .map(|d| {
-                        d.into_iter().map(|d| RawDetection { bbox: d.bbox, score: d.score, label: d.class }).collect()
-                    })
-                    .collect())
-            }
-        }
-    }
-
-    /// A train-mode forward without gradient (BN statistics update): BN recalibration. Only the
-    /// backbone has BN, so only its path runs for a Faster R-CNN.
-    pub fn recalibration_forward(&self, images: &Tensor, arch: &Arch, genes: &DetectorGenes) -> Result<()> {
-        match self {
-            Self::Retinanet(n) => n.forward_genes(images, arch, genes, true).map(drop),
-            Self::FasterRcnn(n) => {
-                let x = (images - n.mean()) * n.inv_std();
-                n.backbone.forward(&x, arch, true).map(drop)
-            }
-        }
+    fn deref(&self) -> &Self::Target {
+        self.net()
     }
 }

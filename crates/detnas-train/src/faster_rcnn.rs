@@ -426,3 +426,83 @@ pub fn image_truth(anchors: &[BBox], boxes: &[BBox], labels: &[usize], cfg: &Det
         rpn: detnas_core::detector::two_stage::rpn_targets(anchors, boxes, &rpn.rpn),
     }
 }
+
+impl crate::detector::TrainingNet for FasterRcnn {
+    fn cfg(&self) -> &DetectorConfig {
+        &self.cfg
+    }
+
+    fn backbone(&self) -> &Backbone {
+        &self.backbone
+    }
+
+    fn device(&self) -> Device {
+        FasterRcnn::device(self)
+    }
+
+    fn path_parameters(&self, arch: &Arch, genes: &detnas_core::genome::DetectorGenes) -> Result<Vec<PathParam>> {
+        self.holds(genes)?;
+        FasterRcnn::path_parameters(self, arch)
+    }
+
+    fn step_loss(
+        &self,
+        images: &Tensor,
+        arch: &Arch,
+        genes: &detnas_core::genome::DetectorGenes,
+        targets: &crate::data::BatchTargets,
+        step: usize,
+        seed: u64,
+    ) -> Result<crate::run::StepLoss> {
+        let crate::data::BatchTargets::FasterRcnn(t) = targets else {
+            return Err(crate::detector::other_family_targets());
+        };
+        self.holds(genes)?;
+        let levels = detnas_core::detector::pyramid_levels(&self.backbone.space, arch, &self.cfg)?;
+        let anchors = detnas_core::detector::all_anchors(&levels, &self.cfg);
+        let stream =
+            detnas_core::contract::seeds::stream_seed(seed, detnas_core::contract::seeds::ROI_SAMPLING, step as u64);
+        let mut rng = Rng::seed(stream);
+        let loss = self.training_loss(images, arch, t, &levels, &anchors, &mut rng)?;
+        Ok(crate::run::StepLoss {
+            total: loss.total(),
+            parts: vec![
+                ("objectness", loss.objectness),
+                ("rpn_box", loss.rpn_box),
+                ("cls", loss.classifier),
+                ("box", loss.box_reg),
+            ],
+        })
+    }
+
+    fn detect(
+        &self,
+        images: &Tensor,
+        arch: &Arch,
+        genes: &detnas_core::genome::DetectorGenes,
+    ) -> Result<Vec<Vec<detnas_core::detector::RawDetection>>> {
+        self.holds(genes)?;
+        let levels = detnas_core::detector::pyramid_levels(&self.backbone.space, arch, &self.cfg)?;
+        let anchors = detnas_core::detector::all_anchors(&levels, &self.cfg);
+        let found = FasterRcnn::detect(self, images, arch, &levels, &anchors)?;
+        Ok(found
+            .into_iter()
+            .map(|d| {
+                d.into_iter()
+                    .map(|d| detnas_core::detector::RawDetection { bbox: d.bbox, score: d.score, label: d.class })
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// Only the backbone has BN, so only its path runs.
+    fn recalibration_forward(
+        &self,
+        images: &Tensor,
+        arch: &Arch,
+        _genes: &detnas_core::genome::DetectorGenes,
+    ) -> Result<()> {
+        let x = (images - self.mean()) * self.inv_std();
+        self.backbone.forward(&x, arch, true).map(drop)
+    }
+}

@@ -466,3 +466,79 @@ impl RetinaNet {
 
 /// Kind guard: every network here is float32.
 pub const KIND: Kind = Kind::Float;
+
+impl crate::detector::TrainingNet for RetinaNet {
+    fn cfg(&self) -> &DetectorConfig {
+        &self.cfg
+    }
+
+    fn backbone(&self) -> &Backbone {
+        &self.backbone
+    }
+
+    fn device(&self) -> tch::Device {
+        RetinaNet::device(self)
+    }
+
+    fn default_genes(&self) -> DetectorGenes {
+        RetinaNet::default_genes(self)
+    }
+
+    fn gene_space(&self) -> Option<&GeneSpace> {
+        self.genes.as_ref()
+    }
+
+    fn holds(&self, genes: &DetectorGenes) -> Result<()> {
+        RetinaNet::holds(self, genes)
+    }
+
+    fn path_parameters(&self, arch: &Arch, genes: &DetectorGenes) -> Result<Vec<PathParam>> {
+        self.path_parameters_genes(arch, genes)
+    }
+
+    fn step_loss(
+        &self,
+        images: &Tensor,
+        arch: &Arch,
+        genes: &DetectorGenes,
+        targets: &crate::data::BatchTargets,
+        _step: usize,
+        _seed: u64,
+    ) -> Result<crate::run::StepLoss> {
+        let crate::data::BatchTargets::Retinanet(t) = targets else {
+            return Err(crate::detector::other_family_targets());
+        };
+        let (cls, reg) = self.forward_genes(images, arch, genes, true)?;
+        let loss = crate::loss::retinanet_loss(&cls, &reg, &crate::loss::Targets::new(t, RetinaNet::device(self)));
+        Ok(crate::run::StepLoss { total: loss.total(), parts: vec![("cls", loss.cls), ("box", loss.boxes)] })
+    }
+
+    fn detect(
+        &self,
+        images: &Tensor,
+        arch: &Arch,
+        genes: &DetectorGenes,
+    ) -> Result<Vec<Vec<detnas_core::detector::RawDetection>>> {
+        let det = genes.apply(&self.cfg);
+        let levels = detnas_core::detector::pyramid_levels(&self.backbone.space, arch, &det)?;
+        let (cls, reg) = tch::no_grad(|| self.forward_genes(images, arch, genes, false))?;
+        let b = images.size()[0] as usize;
+        let flat = |t: Tensor| Vec::<f32>::try_from(t.to_device(tch::Device::Cpu).to_kind(Kind::Float).flatten(0, -1));
+        let (cls, reg) = (flat(cls)?, flat(reg)?);
+        let (pc, pr) = (cls.len() / b.max(1), reg.len() / b.max(1));
+        Ok((0..b)
+            .map(|j| {
+                detnas_core::detector::postprocess(
+                    &cls[j * pc..(j + 1) * pc],
+                    &reg[j * pr..(j + 1) * pr],
+                    &levels,
+                    &det,
+                )
+            })
+            .collect())
+    }
+
+    fn recalibration_forward(&self, images: &Tensor, arch: &Arch, genes: &DetectorGenes) -> Result<()> {
+        self.forward_genes(images, arch, genes, true).map(drop)
+    }
+}
