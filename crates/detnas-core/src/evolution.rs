@@ -568,14 +568,7 @@ impl<'c> Evolution<'c> {
         let genes = match (&self.genes, parent.detector_genes()) {
             (Some(space), Some(g)) => {
                 let fresh = space.sample(&mut self.state.rng);
-                let mut keep = |_: ()| self.state.rng.unit() >= p;
-                Some(DetectorGenes {
-                    fpn_channels: if keep(()) { g.fpn_channels } else { fresh.fpn_channels },
-                    head_channels: if keep(()) { g.head_channels } else { fresh.head_channels },
-                    head_convs: if keep(()) { g.head_convs } else { fresh.head_convs },
-                    head_conv: if keep(()) { g.head_conv } else { fresh.head_conv },
-                    input: if keep(()) { g.input } else { fresh.input },
-                })
+                Some(g.pick(&fresh, || self.state.rng.unit() >= p))
             }
             _ => None,
         };
@@ -589,16 +582,7 @@ impl<'c> Evolution<'c> {
         let choices =
             a.choices().iter().zip(b.choices()).map(|(&x, &y)| if rng.below(2) == 0 { x } else { y }).collect();
         let genes = match (a.detector_genes(), b.detector_genes()) {
-            (Some(x), Some(y)) => {
-                let mut first = || rng.below(2) == 0;
-                Some(DetectorGenes {
-                    fpn_channels: if first() { x.fpn_channels } else { y.fpn_channels },
-                    head_channels: if first() { x.head_channels } else { y.head_channels },
-                    head_convs: if first() { x.head_convs } else { y.head_convs },
-                    head_conv: if first() { x.head_conv } else { y.head_conv },
-                    input: if first() { x.input } else { y.input },
-                })
-            }
+            (Some(x), Some(y)) => Some(x.pick(&y, || rng.below(2) == 0)),
             _ => None,
         };
         Self::candidate(Arch::new(choices), genes)

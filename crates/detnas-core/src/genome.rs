@@ -27,44 +27,85 @@ use crate::space::SearchSpace;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// The detector genes of a genome.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct DetectorGenes {
-    /// FPN channels.
-    pub fpn_channels: u64,
-    /// Head tower channels.
-    pub head_channels: u64,
-    /// Convs per head tower (classification and regression each).
-    pub head_convs: usize,
-    /// Convolution type of the head towers.
-    pub head_conv: HeadConv,
-    /// Network input size.
-    pub input: InputSize,
+/// Declares the detector genes once. Each gene is a field of [`DetectorConfig`] with the same name
+/// and type; from the list come [`DetectorGenes`] (one value of each), [`GeneSpace`] (the values a
+/// search may take), reading them from and applying them to a configuration, drawing, picking
+/// between two genomes (mutation, crossover), membership and the checks of a gene space. The
+/// order of the list is the order genes are drawn in (part of a seeded search's reproducibility).
+/// The text form (`fpn96:head96x3:sep:320`) and [`DetectorGenesKey`] are written by hand below.
+macro_rules! detector_genes {
+    ($($gene:ident: $ty:ty => $doc:literal, $space_doc:literal;)+) => {
+        /// The detector genes of a genome.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub struct DetectorGenes {
+            $(#[doc = $doc] pub $gene: $ty,)+
+        }
+
+        /// The values each detector gene may take in a search.
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct GeneSpace {
+            $(#[doc = $space_doc] pub $gene: Vec<$ty>,)+
+        }
+
+        impl DetectorGenes {
+            /// The genes' names, as configuration files and gene spaces name them, in draw order.
+            pub const NAMES: &'static [&'static str] = &[$(stringify!($gene)),+];
+
+            /// The genes a detector configuration has.
+            pub fn of(cfg: &DetectorConfig) -> Self {
+                DetectorGenes { $($gene: cfg.$gene,)+ }
+            }
+
+            /// `cfg` with these genes.
+            pub fn apply(&self, cfg: &DetectorConfig) -> DetectorConfig {
+                DetectorConfig { $($gene: self.$gene,)+ ..cfg.clone() }
+            }
+
+            /// Each gene from `self` where `take_self` (called once per gene, in draw order)
+            /// says so, else from `other`: mutation against fresh genes, crossover of two parents.
+            pub fn pick(&self, other: &Self, mut take_self: impl FnMut() -> bool) -> Self {
+                DetectorGenes { $($gene: if take_self() { self.$gene } else { other.$gene },)+ }
+            }
+        }
+
+        impl GeneSpace {
+            /// Genes drawn uniformly, one value per gene, in draw order.
+            pub fn sample(&self, rng: &mut Rng) -> DetectorGenes {
+                DetectorGenes { $($gene: self.$gene[rng.below(self.$gene.len() as u64) as usize],)+ }
+            }
+
+            /// Whether `genes` uses only values of this space.
+            pub fn contains(&self, genes: &DetectorGenes) -> bool {
+                true $(&& self.$gene.contains(&genes.$gene))+
+            }
+
+            /// The genes of this space with a value `trained` does not have, in draw order.
+            pub fn outside(&self, trained: &GeneSpace) -> Vec<&'static str> {
+                let mut out = Vec::new();
+                $(if !self.$gene.iter().all(|v| trained.$gene.contains(v)) {
+                    out.push(stringify!($gene));
+                })+
+                out
+            }
+
+            /// The first gene without a value.
+            fn first_empty(&self) -> Option<&'static str> {
+                $(if self.$gene.is_empty() {
+                    return Some(stringify!($gene));
+                })+
+                None
+            }
+        }
+    };
 }
 
-impl DetectorGenes {
-    /// The genes a detector configuration has.
-    pub fn of(cfg: &DetectorConfig) -> Self {
-        DetectorGenes {
-            fpn_channels: cfg.fpn_channels,
-            head_channels: cfg.head_channels,
-            head_convs: cfg.head_convs,
-            head_conv: cfg.head_conv,
-            input: cfg.input,
-        }
-    }
-
-    /// `cfg` with these genes.
-    pub fn apply(&self, cfg: &DetectorConfig) -> DetectorConfig {
-        DetectorConfig {
-            fpn_channels: self.fpn_channels,
-            head_channels: self.head_channels,
-            head_convs: self.head_convs,
-            head_conv: self.head_conv,
-            input: self.input,
-            ..cfg.clone()
-        }
-    }
+detector_genes! {
+    fpn_channels: u64 => "FPN channels.", "FPN channels.";
+    head_channels: u64 => "Head tower channels.", "Head tower channels.";
+    head_convs: usize => "Convs per head tower (classification and regression each).", "Convs per head tower.";
+    head_conv: HeadConv => "Convolution type of the head towers.", "Head convolution types.";
+    input: InputSize => "Network input size.", "Network input sizes.";
 }
 
 impl fmt::Display for DetectorGenes {
@@ -247,22 +288,6 @@ impl fmt::Display for Genome {
     }
 }
 
-/// The values each detector gene may take in a search.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct GeneSpace {
-    /// FPN channels.
-    pub fpn_channels: Vec<u64>,
-    /// Head tower channels.
-    pub head_channels: Vec<u64>,
-    /// Convs per head tower.
-    pub head_convs: Vec<usize>,
-    /// Head convolution types.
-    pub head_conv: Vec<HeadConv>,
-    /// Network input sizes.
-    pub input: Vec<InputSize>,
-}
-
 impl Default for GeneSpace {
     /// Widths 64-256, depths 1-4, both conv types, square inputs 256-512: from a head a CPU runs in
     /// milliseconds to torchvision's default.
@@ -280,17 +305,8 @@ impl Default for GeneSpace {
 impl GeneSpace {
     /// Every gene has at least one value; every value is valid in a detector configuration.
     pub fn validate(&self, base: &DetectorConfig) -> Result<()> {
-        let empty = |what: &str| CoreError::BadGeneSpace(format!("`{what}` has no value"));
-        for (what, len) in [
-            ("fpn_channels", self.fpn_channels.len()),
-            ("head_channels", self.head_channels.len()),
-            ("head_convs", self.head_convs.len()),
-            ("head_conv", self.head_conv.len()),
-            ("input", self.input.len()),
-        ] {
-            if len == 0 {
-                return Err(empty(what));
-            }
+        if let Some(what) = self.first_empty() {
+            return Err(CoreError::BadGeneSpace(format!("`{what}` has no value")));
         }
         let [smallest, largest] = self.corners();
         smallest.apply(base).validate()?;
@@ -302,20 +318,6 @@ impl GeneSpace {
             DetectorGenes { input, ..smallest }.apply(&one_class).validate()?;
         }
         Ok(())
-    }
-
-    /// Genes drawn uniformly, one value per gene.
-    pub fn sample(&self, rng: &mut Rng) -> DetectorGenes {
-        fn pick<T: Copy>(rng: &mut Rng, v: &[T]) -> T {
-            v[rng.below(v.len() as u64) as usize]
-        }
-        DetectorGenes {
-            fpn_channels: pick(rng, &self.fpn_channels),
-            head_channels: pick(rng, &self.head_channels),
-            head_convs: pick(rng, &self.head_convs),
-            head_conv: pick(rng, &self.head_conv),
-            input: pick(rng, &self.input),
-        }
     }
 
     /// Every combination of the gene values (input outermost, then FPN width, head width, head
@@ -334,15 +336,6 @@ impl GeneSpace {
             }
         }
         out
-    }
-
-    /// Whether `genes` uses only values of this space.
-    pub fn contains(&self, genes: &DetectorGenes) -> bool {
-        self.fpn_channels.contains(&genes.fpn_channels)
-            && self.head_channels.contains(&genes.head_channels)
-            && self.head_convs.contains(&genes.head_convs)
-            && self.head_conv.contains(&genes.head_conv)
-            && self.input.contains(&genes.input)
     }
 
     /// The smallest and largest value of every gene (for validation).

@@ -217,17 +217,7 @@ pub fn restricted_genes(path: &Path, trained: &GeneSpace) -> Result<GeneSpace> {
     let mut merged = toml::Table::try_from(trained).context("a gene space serializes")?;
     merged.extend(given);
     let g: GeneSpace = merged.try_into().with_context(invalid)?;
-    let outside = |what: &str, ok: bool| if ok { None } else { Some(what.to_string()) };
-    let bad: Vec<String> = [
-        outside("fpn_channels", g.fpn_channels.iter().all(|v| trained.fpn_channels.contains(v))),
-        outside("head_channels", g.head_channels.iter().all(|v| trained.head_channels.contains(v))),
-        outside("head_convs", g.head_convs.iter().all(|v| trained.head_convs.contains(v))),
-        outside("head_conv", g.head_conv.iter().all(|v| trained.head_conv.contains(v))),
-        outside("input", g.input.iter().all(|v| trained.input.contains(v))),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let bad = g.outside(trained);
     if !bad.is_empty() {
         bail!("{}: values of {} were not trained in the supernet", path.display(), bad.join(", "));
     }
