@@ -4,11 +4,11 @@
 //! `cargo bench --bench detection` (release). Ratios, not absolute times, are what to compare.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use detnas_core::arch::Preset;
-use detnas_core::boxes::{BBox, batched_nms};
+use detnas_core::detector::boxes::{BBox, batched_nms};
+use detnas_core::detector::plan::{Paths, detector_params};
 use detnas_core::detector::{DetectorConfig, HeadConv};
-use detnas_core::plan::{Paths, detector_params};
 use detnas_core::rng::Rng;
+use detnas_core::space::arch::Preset;
 use detnas_infer::Detector;
 use detnas_infer::ort::session::Session;
 use detnas_infer::ort::value::TensorRef;

@@ -83,7 +83,8 @@ fn sample_respects_the_budget_and_the_seed() {
 
 #[test]
 fn impossible_budget_names_the_space_minimum_in_words() {
-    let table = detnas_core::cost::FlopsTable::new(&detnas_core::SearchSpace::detnas_300m(), InputSize::IMAGENET);
+    let table =
+        detnas_core::space::cost::FlopsTable::new(&detnas_core::SearchSpace::detnas_300m(), InputSize::IMAGENET);
     let (lo, hi) = table.unwrap().range(detnas_core::Convention::Backbone);
     let smallest = detnas_core::size::format_count(lo);
     for sampler in ["uniform", "binned"] {

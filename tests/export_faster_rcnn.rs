@@ -3,8 +3,8 @@
 //! command line.
 
 use crate::util::{detnas, python, read_f32, read_i64, stderr, stdout, textured, write_f32};
+use detnas_core::detector::plan::{Paths, detector_params};
 use detnas_core::detector::{DetectorConfig, DetectorKind, HeadConv};
-use detnas_core::plan::{Paths, detector_params};
 use detnas_core::space::ChannelShuffle;
 use detnas_core::{Arch, InputSize, SearchSpace};
 use detnas_infer::Detector;
@@ -117,7 +117,7 @@ fn letterboxed(cfg: &DetectorConfig, seed: u32) -> (image::RgbImage, Vec<f32>) {
 /// layers variance-preserving (`N(0, 2 / fan_in)` before a ReLU, `N(0, 1 / fan_in)` for the
 /// predictors), RPN objectness logits of a few units and box deltas well under one. (Deltas of ten
 /// or more would stretch boxes `e^10` times and turn float32 rounding into pixels.)
-fn trained_like(mut w: Weights, params: &[detnas_core::plan::ParamSpec]) -> Weights {
+fn trained_like(mut w: Weights, params: &[detnas_core::detector::plan::ParamSpec]) -> Weights {
     let mut scale = |name: &str, factor: f32| {
         w.get_mut(name).unwrap().data.iter_mut().for_each(|v| *v *= factor);
     };
@@ -222,7 +222,7 @@ fn check_parity(case: &Case) {
     assert!(flops["rpn"].as_u64().unwrap() > 0 && flops["roi_head"].as_u64().unwrap() > 0, "{flops}");
     let sdk = detector.detect(&case.image).unwrap();
     assert_eq!(sdk.detections.len(), ours.scores.len());
-    let lb = detnas_core::boxes::Letterbox::fit(
+    let lb = detnas_core::detector::boxes::Letterbox::fit(
         case.image.width(),
         case.image.height(),
         case.cfg.input.width as u32,
@@ -295,7 +295,7 @@ fn empty_proposals_and_empty_detections_are_safe() {
 #[test]
 fn exporters_refuse_the_other_family_and_dispatch_by_kind() {
     let space = SearchSpace::detnas_300m();
-    let arch = detnas_core::arch::Preset::by_name("coco-fpn-300m").unwrap().resolve().1;
+    let arch = detnas_core::space::arch::Preset::by_name("coco-fpn-300m").unwrap().resolve().1;
     let retina = DetectorConfig { input: InputSize::new(64, 64), ..DetectorConfig::default() };
     let frcnn = small_config(ChannelShuffle::EvenOdd, 0, HeadConv::Dense, InputSize::new(64, 64));
     let w = |cfg: &DetectorConfig| Weights::random(&detector_params(&space, Paths::Single(&arch), cfg), 0);

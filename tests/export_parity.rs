@@ -2,8 +2,8 @@
 //! ONNX checker, and Python onnxruntime.
 
 use crate::util::{python, read_f32, read_i64, write_f32};
+use detnas_core::detector::plan::{Paths, detector_params};
 use detnas_core::detector::{DetectorConfig, HeadConv};
-use detnas_core::plan::{Paths, detector_params};
 use detnas_core::rng::Rng;
 use detnas_core::space::ChannelShuffle;
 use detnas_core::{Arch, InputSize, SearchSpace};

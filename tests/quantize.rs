@@ -3,7 +3,7 @@
 //! `export --int8`, and the errors of bad inputs.
 
 use crate::util::{assert_one_line_failure, detnas, stderr, textured};
-use detnas_core::boxes::iou;
+use detnas_core::detector::boxes::iou;
 use detnas_infer::{Detector, DetectorOptions};
 use detnas_onnx::ModelProto;
 use detnas_onnx::onnx_protobuf::Message;

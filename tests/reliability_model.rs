@@ -4,7 +4,7 @@
 //! strides do not divide and empty or duplicate class names.
 
 use crate::util::{assert_one_line_failure, detnas, small_model, stderr, stdout, textured};
-use detnas_core::contract::{keys, tensors};
+use detnas_core::detector::contract::{keys, tensors};
 use detnas_infer::{Detector, DetectorOptions, Device, InferError};
 use detnas_onnx::graph::encode;
 use detnas_onnx::onnx_protobuf::Message;

@@ -410,7 +410,7 @@ fn tiles_without_overlap_reproduce_each_windows_detections() {
 
 #[test]
 fn overlapping_tiles_find_every_known_box_once() {
-    use detnas_core::boxes::iou;
+    use detnas_core::detector::boxes::iou;
     let (big, known, d) = mosaic();
     let tiled = d.detect_tiled(&big, detnas_infer::Tiling::new(QUADRANT, 0.25).unwrap()).unwrap().detections;
     // every confident crown away from the quadrant seams is found (windows across a seam see the
@@ -478,7 +478,7 @@ fn pngs_are_tiled_row_by_row_past_the_pixel_limit_with_the_same_detections() {
 
 #[test]
 fn large_jpegs_decoded_at_a_reduced_scale_give_the_full_decodes_boxes() {
-    use detnas_core::boxes::iou;
+    use detnas_core::detector::boxes::iou;
     let (model, samples) = shipped();
     let tile = image::open(&samples[0]).unwrap().to_rgb8();
     let (w, h) = (tile.width() * 6, tile.height() * 6); // over 3 megapixels

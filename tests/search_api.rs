@@ -5,7 +5,7 @@
 
 use crate::search_latency::setup;
 use crate::util::{detnas, stderr};
-use detnas_core::evolution::EvolutionConfig;
+use detnas_core::search::evolution::EvolutionConfig;
 use detnas_search::{Event, FitnessChoice, LatencyBudget, Metric, SearchOptions};
 use serde_json::Value;
 use std::path::Path;

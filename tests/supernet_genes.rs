@@ -4,11 +4,11 @@
 
 use crate::train_detection::{small_config, synthetic_sized};
 use crate::util::{assert_one_line_failure, detnas, stderr};
+use detnas_core::detector::plan::Paths;
 use detnas_core::detector::{
     DetectorConfig, DetectorHead, HeadConv, RetinanetSettings, all_anchors, postprocess, pyramid_levels,
 };
-use detnas_core::genome::{DetectorGenes, GeneSpace, Genome};
-use detnas_core::plan::Paths;
+use detnas_core::search::genome::{DetectorGenes, GeneSpace, Genome};
 use detnas_core::{Arch, InputSize, SearchSpace};
 use detnas_infer::ort::session::Session;
 use detnas_infer::ort::value::TensorRef;

@@ -2,8 +2,8 @@
 //! annotation problems are reported; BN recalibration is deterministic.
 
 use detnas_core::InputSize;
-use detnas_core::arch::Arch;
 use detnas_core::detector::{DetectorConfig, DetectorHead, RetinanetSettings};
+use detnas_core::space::arch::Arch;
 use detnas_data::synthetic::{SyntheticSpec, generate};
 use detnas_train::config::{DataSource, DetTrainConfig, Optim};
 use detnas_train::optim::LrSchedule;
@@ -141,7 +141,7 @@ fn resumed_training_equals_uninterrupted_training() {
 
 #[test]
 fn bn_recalibration_is_deterministic_and_path_specific() {
-    use detnas_core::plan::Paths;
+    use detnas_core::detector::plan::Paths;
     use detnas_train::detector::DetectionNet;
     use detnas_train::modules::BnUpdate;
     use detnas_train::net::RetinaNet;
@@ -246,12 +246,17 @@ fn classification_pretraining_learns_and_feeds_detection() {
     // the pretrained backbone initialises a detection network by name
     let mut vs = detnas_train::tch::nn::VarStore::new(Device::Cpu);
     let space = detnas_core::SearchSpace::detnas_300m();
-    let _net =
-        detnas_train::net::RetinaNet::new(&vs, &space, detnas_core::plan::Paths::All, &DetectorConfig::default(), 0)
-            .unwrap();
+    let _net = detnas_train::net::RetinaNet::new(
+        &vs,
+        &space,
+        detnas_core::detector::plan::Paths::All,
+        &DetectorConfig::default(),
+        0,
+    )
+    .unwrap();
     let weights = out.join(detnas_train::checkpoint::load_state(&out).unwrap().weights);
     let loaded = detnas_train::trainer::load_partial(&mut vs, &weights).unwrap();
-    let backbone = detnas_core::plan::backbone_params(&space, detnas_core::plan::Paths::All).len();
+    let backbone = detnas_core::detector::plan::backbone_params(&space, detnas_core::detector::plan::Paths::All).len();
     assert_eq!(loaded, backbone, "every backbone tensor comes from the classifier");
 }
 
@@ -262,7 +267,7 @@ fn shipped_training_configs_load_and_round_trip() {
     for name in names.map(|n| format!("models/{n}")) {
         let cfg = DetTrainConfig::load(&root.join(&name)).unwrap();
         cfg.detector.validate().unwrap();
-        let (space, _) = detnas_core::arch::resolve(Some(&cfg.space), cfg.arch.as_deref().unwrap()).unwrap();
+        let (space, _) = detnas_core::space::arch::resolve(Some(&cfg.space), cfg.arch.as_deref().unwrap()).unwrap();
         assert_eq!(space.name, "detnas-300m");
         let back: DetTrainConfig = toml::from_str(&toml::to_string(&cfg).unwrap()).unwrap();
         assert_eq!(back, cfg, "{name}");

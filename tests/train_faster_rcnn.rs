@@ -2,12 +2,12 @@
 //! network finds the objects; the supernet trains only the sampled path; the trainer overfits a
 //! tiny synthetic set, resumes exactly, and its checkpoint evaluates to the same AP.
 
-use detnas_core::arch::Preset;
-use detnas_core::boxes::{BBox, iou};
+use detnas_core::detector::boxes::{BBox, iou};
+use detnas_core::detector::plan::Paths;
 use detnas_core::detector::{DetectorConfig, DetectorKind, all_anchors, pyramid_levels};
-use detnas_core::plan::Paths;
 use detnas_core::rng::Rng;
-use detnas_core::shape::InputSize;
+use detnas_core::space::arch::Preset;
+use detnas_core::space::shape::InputSize;
 use detnas_train::faster_rcnn::{FasterRcnn, image_truth};
 use detnas_train::tch::{Device, Tensor, nn, nn::OptimizerConfig};
 
@@ -206,7 +206,7 @@ fn trained_faster_rcnn_exports_and_matches_onnx_runtime() {
         let mut vs = nn::VarStore::new(Device::Cpu);
         let net = FasterRcnn::new(&vs, &space, Paths::Single(&arch), &cfg, 0).unwrap();
         // every tensor matters (random BN statistics, spread scores), then a few real steps
-        let params = detnas_core::plan::detector_params(&space, Paths::Single(&arch), &cfg);
+        let params = detnas_core::detector::plan::detector_params(&space, Paths::Single(&arch), &cfg);
         let dir = tempfile::tempdir().unwrap();
         let start: PathBuf = dir.path().join("start.safetensors");
         Weights::random_varied(&params, 4).save(&start).unwrap();

@@ -1,7 +1,7 @@
 //! Train a few steps with libtorch, save, export to ONNX, and compare ONNX Runtime with tch.
 
+use detnas_core::detector::plan::Paths;
 use detnas_core::detector::{DetectorConfig, all_anchors, postprocess, pyramid_levels};
-use detnas_core::plan::Paths;
 use detnas_core::rng::Rng;
 use detnas_core::{Arch, InputSize, SearchSpace};
 use detnas_infer::ort::session::Session;
@@ -35,7 +35,7 @@ fn trained_supernet_path_exports_and_matches_onnx_runtime() {
     // start from weights whose every tensor matters (random BN statistics, spread logits), so the
     // comparison is not decided by near-ties of scores at the prior
     let start = tempfile::tempdir().unwrap();
-    let varied = Weights::random_varied(&detnas_core::plan::detector_params(&space, Paths::All, &cfg), 4);
+    let varied = Weights::random_varied(&detnas_core::detector::plan::detector_params(&space, Paths::All, &cfg), 4);
     varied.save(&start.path().join("start.safetensors")).unwrap();
     vs.load(start.path().join("start.safetensors")).unwrap();
     let levels = pyramid_levels(&space, &Arch::uniform(&space, detnas_core::Choice::Shufflenet3x3), &cfg).unwrap();
@@ -53,7 +53,7 @@ fn trained_supernet_path_exports_and_matches_onnx_runtime() {
     let mut opt = PathSgd::new(0.9, 1e-4, true);
     let mut path_rng = Rng::seed(9);
     for _ in 0..4 {
-        let arch = detnas_core::sample::uniform(&space, &mut path_rng);
+        let arch = detnas_core::space::sample::uniform(&space, &mut path_rng);
         let params = net.path_parameters(&arch).unwrap();
         PathSgd::zero_grad(&params);
         let (cls, reg) = net.forward(&x, &arch, true).unwrap();
@@ -170,7 +170,7 @@ fn checkpoint_names_and_shapes_are_exactly_the_exporters() {
         let _net = RetinaNet::new(&vs, &space, Paths::All, &cfg, 0).unwrap();
         let mut ours: Vec<(String, Vec<i64>)> = vs.variables().into_iter().map(|(n, t)| (n, t.size())).collect();
         ours.sort();
-        let mut plan: Vec<(String, Vec<i64>)> = detnas_core::plan::detector_params(&space, Paths::All, &cfg)
+        let mut plan: Vec<(String, Vec<i64>)> = detnas_core::detector::plan::detector_params(&space, Paths::All, &cfg)
             .into_iter()
             .map(|p| (p.name, p.shape.iter().map(|&d| d as i64).collect()))
             .collect();

@@ -80,11 +80,11 @@ pub fn read_i64(path: &Path) -> Vec<i64> {
 /// `(model path, config)`. Input 128x160, two classes, detections on most images.
 pub fn small_model() -> &'static (std::path::PathBuf, detnas_core::detector::DetectorConfig) {
     use detnas_core::detector::DetectorConfig;
-    use detnas_core::plan::{Paths, detector_params};
+    use detnas_core::detector::plan::{Paths, detector_params};
     static MODEL: std::sync::OnceLock<(std::path::PathBuf, DetectorConfig)> = std::sync::OnceLock::new();
     MODEL.get_or_init(|| {
         let space = detnas_core::SearchSpace::detnas_300m();
-        let arch = detnas_core::arch::Preset::by_name("coco-retinanet-300m").unwrap().resolve().1;
+        let arch = detnas_core::space::arch::Preset::by_name("coco-retinanet-300m").unwrap().resolve().1;
         let cfg = DetectorConfig {
             class_names: vec!["tree".into(), "bush".into()],
             input: detnas_core::InputSize::new(128, 160),

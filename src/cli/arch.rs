@@ -2,14 +2,14 @@
 
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
-use detnas_core::arch::PRESETS;
-use detnas_core::cost::{CostReport, FlopsTable, cost};
+use detnas_core::detector::plan::{Paths, detector_params};
 use detnas_core::detector::{DetectorConfig, DetectorKind, detector_flops};
-use detnas_core::genome::Genome;
-use detnas_core::plan::{Paths, detector_params};
 use detnas_core::rng::Rng;
-use detnas_core::sample::{FlopsBinnedSampler, FlopsWindowSampler};
+use detnas_core::search::genome::Genome;
 use detnas_core::size::{format_count, parse_count};
+use detnas_core::space::arch::PRESETS;
+use detnas_core::space::cost::{CostReport, FlopsTable, cost};
+use detnas_core::space::sample::{FlopsBinnedSampler, FlopsWindowSampler};
 use detnas_core::{Arch, Convention, InputSize, SearchSpace};
 use serde_json::json;
 

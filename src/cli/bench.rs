@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use detnas_core::genome::Genome;
+use detnas_core::search::genome::Genome;
 use detnas_core::space::ChannelShuffle;
 use detnas_infer::fingerprint::cpu_model;
 use detnas_infer::latency::{base_config, random_detector};

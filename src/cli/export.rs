@@ -56,7 +56,7 @@ pub struct ExportArgs {
     /// checkpoint. From a supernet checkpoint every tensor is sliced to the genome's shapes.
     #[arg(long, value_parser = super::values::genome)]
     arch: Option<String>,
-    /// Weights (safetensors, names from detnas_core::plan); DetNAS random initialisation when absent.
+    /// Weights (safetensors, names from detnas_core::detector::plan); DetNAS random initialisation when absent.
     #[arg(long, conflicts_with = "checkpoint")]
     weights: Option<PathBuf>,
     /// A training checkpoint folder (`detnas train ...`): its weights, space, architecture and

@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
-use detnas_core::contract::keys;
+use detnas_core::detector::contract::keys;
 use detnas_onnx::ModelProto;
 use detnas_onnx::external::external_files;
 use detnas_onnx::onnx_protobuf::Message;

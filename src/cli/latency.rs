@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use detnas_core::InputSize;
-use detnas_core::genome::{GeneSpace, Genome};
+use detnas_core::search::genome::{GeneSpace, Genome};
 use detnas_core::space::{ChannelShuffle, SearchSpace};
 use detnas_infer::latency::{BuildOptions, LatencyTable, Runner, base_config, build_table, check_table};
 use detnas_infer::{Device, Precision, TimingPlan};

@@ -76,7 +76,7 @@ impl Artefact {
 /// configuration is a few kilobytes).
 const TAIL_BYTES: u64 = 1 << 20;
 /// A metadata key every model detnas writes carries.
-const MODEL_MARK: &[u8] = detnas_core::contract::keys::FORMAT.as_bytes();
+const MODEL_MARK: &[u8] = detnas_core::detector::contract::keys::FORMAT.as_bytes();
 
 /// Checks the output file `out` (given with `flag`) of kind `kind` before any work, so that
 /// nothing is read, computed or written in vain: it is not a folder, its folder exists, it is none

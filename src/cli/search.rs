@@ -7,7 +7,7 @@ use super::values;
 use anyhow::{Result, bail};
 use clap::Args;
 use detnas_core::InputSize;
-use detnas_core::evolution::EvolutionConfig;
+use detnas_core::search::evolution::EvolutionConfig;
 use detnas_core::size::{format_count, parse_count};
 use detnas_search::{Event, FitnessChoice, LatencyBudget, Metric, SearchOptions, SearchOutcome};
 use indicatif::{ProgressBar, ProgressStyle};

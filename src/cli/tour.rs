@@ -1,12 +1,12 @@
 //! `detnas tour`: the built-in default job, a walk through the spaces and published architectures.
 
 use anyhow::Result;
-use detnas_core::arch::PRESETS;
-use detnas_core::cost::{FlopsTable, cost};
-use detnas_core::evolution::{Evolution, EvolutionConfig, FlopsConstraint};
 use detnas_core::rng::Rng;
-use detnas_core::sample::FlopsWindowSampler;
+use detnas_core::search::evolution::{Evolution, EvolutionConfig, FlopsConstraint};
 use detnas_core::size::format_count;
+use detnas_core::space::arch::PRESETS;
+use detnas_core::space::cost::{FlopsTable, cost};
+use detnas_core::space::sample::FlopsWindowSampler;
 use detnas_core::{Arch, Convention, InputSize, SearchSpace};
 
 pub fn run() -> Result<()> {
@@ -39,7 +39,7 @@ pub fn run() -> Result<()> {
     }
 
     let space = SearchSpace::detnas_300m();
-    let (_, arch) = detnas_core::arch::Preset::by_name("coco-fpn-300m")?.resolve();
+    let (_, arch) = detnas_core::space::arch::Preset::by_name("coco-fpn-300m")?.resolve();
     let det = InputSize::new(800, 1216);
     let r = cost(&space, &arch, det)?;
     println!("\ncoco-fpn-300m at a detection input of {det}: backbone {} FLOPs", format_count(r.backbone_flops));

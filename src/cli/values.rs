@@ -8,8 +8,8 @@
 use clap::builder::TypedValueParser;
 use detnas_core::InputSize;
 use detnas_core::detector::INPUT_DIVISOR;
-use detnas_core::genome::GeneOverrides;
 use detnas_core::limits;
+use detnas_core::search::genome::GeneOverrides;
 use detnas_core::size::parse_count;
 use detnas_data::image_io::DecodeLimits;
 use detnas_data::synthetic;

@@ -153,7 +153,7 @@ pub fn config_hash(config: &serde_json::Value) -> String {
         o.remove("log_every");
         o.remove("checkpoint_every");
     }
-    format!("{:016x}", crate::evolution::fnv1a64(v.to_string().as_bytes()))
+    format!("{:016x}", crate::search::evolution::fnv1a64(v.to_string().as_bytes()))
 }
 
 impl CheckpointState {

@@ -1,49 +1,39 @@
-//! Pure core of detnas: no native dependencies.
+//! Pure core of detnas: no native dependencies. Its modules follow the pipeline:
 //!
 //! - [`space`]: the DetNAS search spaces and ShuffleNetV2 reference nets, described as data;
-//! - [`arch`]: architectures (one choice per layer), parsing, validation and published presets;
-//! - [`contract`]: ONNX metadata keys, tensor names and named seed streams shared by export,
-//!   inference and training;
-//! - [`shape`]: input sizes and conv output arithmetic;
-//! - [`cost`]: exact FLOPs (multiply-adds) and parameter counts, feature-map shapes;
-//! - [`sample`]: uniform and FLOPs-binned path samplers;
-//! - [`evolution`]: the evolutionary search engine with resumable on-disk state;
-//! - [`boxes`]: IoU, NMS, anchors, box coder, letterbox geometry (torchvision semantics);
-//! - [`detector`]: RetinaNet configuration and the pre-processing contract;
-//! - [`genome`]: detector genomes (backbone path + FPN/head/resolution genes), text form, gene spaces;
-//! - [`limits`]: stated maxima of user numbers (genes, classes, genome counts) and a detector's memory estimate;
-//! - [`pareto`]: a search's candidates, Pareto front and best, as CSV and JSON;
-//! - [`plan`]: the one parameter naming scheme and conv-by-conv plans of every network part;
-//! - [`rng`]: a small seedable generator whose state serializes exactly;
-//! - [`fsutil`]: atomic file writes, path identity;
-//! - [`owner`]: folder ownership records: which command wrote which files;
-//! - [`mutate`]: seeded byte mutations and a case runner for the robustness tests of every parser.
+//!   [`space::arch`] (one choice per layer, parsing, presets), [`space::shape`] and
+//!   [`space::cost`] (exact FLOPs and parameters, feature-map shapes), [`space::sample`] (uniform
+//!   and FLOPs-binned path samplers);
+//! - [`detector`]: detector configurations (RetinaNet, Faster R-CNN), levels, FLOPs,
+//!   post-processing; [`detector::boxes`] (IoU, NMS, anchors, box coder, letterbox, torchvision
+//!   semantics), [`detector::plan`] (the one parameter naming scheme and conv-by-conv plans shared
+//!   by trainer and exporter), [`detector::contract`] (ONNX metadata keys, tensor names, seed
+//!   streams shared by export, inference and training);
+//! - [`search`]: [`search::genome`] (backbone path + detector genes, declared once; gene spaces),
+//!   [`search::evolution`] (the engine with resumable state), [`search::pareto`] (candidates,
+//!   Pareto front, finalists), [`search::stats`] (Kendall τ, Spearman ρ, bootstrap intervals);
+//! - [`coco`]: COCO data, results and bbox evaluation with pycocotools' semantics;
+//! - files and bounds: [`checkpoint`] (checkpoint states), [`fsutil`] (atomic writes, path
+//!   identity), [`owner`] (which command wrote which files), [`limits`] (stated maxima of user
+//!   numbers and memory estimates), [`size`] (`300M`-style counts), [`rng`] (a seedable generator
+//!   whose state serializes exactly), [`error`], and [`mutate`] (seeded byte mutations for the
+//!   robustness tests of every parser).
 #![warn(missing_docs)]
 
-pub mod arch;
-pub mod boxes;
 pub mod checkpoint;
 pub mod coco;
-pub mod contract;
-pub mod cost;
 pub mod detector;
 pub mod error;
-pub mod evolution;
 pub mod fsutil;
-pub mod genome;
 pub mod limits;
 pub mod mutate;
 pub mod owner;
-pub mod pareto;
-pub mod plan;
 pub mod rng;
-pub mod sample;
-pub mod shape;
+pub mod search;
 pub mod size;
 pub mod space;
-pub mod stats;
 
-pub use arch::{Arch, Preset};
-pub use cost::{Convention, CostReport, InputSize};
 pub use error::{CoreError, Result};
+pub use space::arch::{Arch, Preset};
+pub use space::cost::{Convention, CostReport, InputSize};
 pub use space::{ChannelShuffle, Choice, SearchSpace};

@@ -2,12 +2,12 @@
 //! genomes) and a memory estimate of a detector, so that a request too large to run is refused with
 //! a message naming the limit instead of aborting on an allocation.
 
-use crate::arch::Arch;
+use crate::detector::plan::{Paths, detector_params};
 use crate::detector::{DetectorConfig, DetectorKind, pyramid_levels};
 use crate::error::{CoreError, Result};
-use crate::plan::{Paths, detector_params};
-use crate::shape::InputSize;
 use crate::space::SearchSpace;
+use crate::space::arch::Arch;
+use crate::space::shape::InputSize;
 
 /// Widest FPN or head (channels): four times torchvision's 256, wider than any published
 /// RetinaNet or Faster R-CNN head; a 3x3 conv at this width holds 9.4M weights.
@@ -65,8 +65,8 @@ pub fn model_bytes(space: &SearchSpace, arch: &Arch, cfg: &DetectorConfig, batch
         .iter()
         .map(|p| p.shape.iter().fold(1u64, |n, &d| n.saturating_mul(d as u64)))
         .fold(0, u64::saturating_add);
-    let ops = crate::cost::conv_ops(space, arch, cfg.input)?;
-    let out = |o: &crate::cost::ConvOp| o.out_channels * o.out_hw.0 * o.out_hw.1;
+    let ops = crate::space::cost::conv_ops(space, arch, cfg.input)?;
+    let out = |o: &crate::space::cost::ConvOp| o.out_channels * o.out_hw.0 * o.out_hw.1;
     let mut values: u64 = ops.stem.iter().chain(ops.layers.iter().flatten()).map(out).sum();
     let anchors = cfg.anchors_per_cell() as u64;
     let (fpn, head) = (cfg.fpn_channels, cfg.head_channels);
@@ -156,7 +156,7 @@ pub fn check_batches_memory(what: &str, batches: usize, batch_size: usize, input
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::arch::Preset;
+    use crate::space::arch::Preset;
 
     const GIB: u64 = 1 << 30;
 

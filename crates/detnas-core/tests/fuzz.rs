@@ -3,15 +3,15 @@
 //! and resumed). Every case must end in `Ok` or the parser's typed error naming the file, within
 //! its heap budget; `tools/fuzz.sh` runs many more cases than the suite.
 
-use detnas_core::arch::Arch;
 use detnas_core::checkpoint::{self, CheckpointKind, CheckpointState, LogEntry, LossPart};
 use detnas_core::coco::{Detections, EvalParams, GroundTruth, evaluate};
-use detnas_core::cost::{Convention, FlopsTable};
 use detnas_core::detector::{DetectorConfig, HeadConv};
-use detnas_core::evolution::{Constraint, Evolution, EvolutionConfig, FlopsConstraint, LatencyConstraint};
-use detnas_core::genome::{Candidate, GeneSpace};
 use detnas_core::mutate::{AllocBudget, Case, Outcome, Settings, TrackingAlloc, fuzz};
-use detnas_core::shape::InputSize;
+use detnas_core::search::evolution::{Constraint, Evolution, EvolutionConfig, FlopsConstraint, LatencyConstraint};
+use detnas_core::search::genome::{Candidate, GeneSpace};
+use detnas_core::space::arch::Arch;
+use detnas_core::space::cost::{Convention, FlopsTable};
+use detnas_core::space::shape::InputSize;
 use detnas_core::space::{SearchSpace, StageSpec};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -187,7 +187,7 @@ fn fitness(c: &Candidate) -> Result<f64, String> {
 
 struct Scores;
 
-impl detnas_core::evolution::Fitness for Scores {
+impl detnas_core::search::evolution::Fitness for Scores {
     type Error = String;
     fn evaluate(&mut self, arch: &Arch) -> Result<f64, String> {
         fitness(&Candidate::backbone(arch.clone()))

@@ -1,6 +1,6 @@
 //! Letterbox pre-processing into the network input tensor (the contract recorded in the model).
 
-use detnas_core::boxes::Letterbox;
+use detnas_core::detector::boxes::Letterbox;
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::RgbImage;

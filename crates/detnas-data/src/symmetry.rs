@@ -1,7 +1,7 @@
 //! The eight symmetries of the square (the dihedral group D4) on images and on boxes: training
 //! augmentation of aerial imagery (which has no "up") and test-time augmentation use the same ones.
 
-use detnas_core::boxes::BBox;
+use detnas_core::detector::boxes::BBox;
 use image::RgbImage;
 use image::imageops::{flip_horizontal, rotate90, rotate180, rotate270};
 

@@ -1,10 +1,10 @@
 //! The model contract as the SDK checks it: metadata and interface at load time, outputs on
-//! every run. Names and keys come from [`detnas_core::contract`].
+//! every run. Names and keys come from [`detnas_core::detector::contract`].
 
 use crate::error::{InferError, Result};
-use detnas_core::boxes::BBox;
-use detnas_core::contract::{FORMAT_VERSION, keys, tensors};
 use detnas_core::detector::DetectorConfig;
+use detnas_core::detector::boxes::BBox;
+use detnas_core::detector::contract::{FORMAT_VERSION, keys, tensors};
 use ort::session::Session;
 use ort::value::TensorElementType;
 

@@ -17,9 +17,9 @@ use crate::image_io::{ImageWarning, LoadedImage, decode_image_fit, load_image_fi
 use crate::options::{DetectorBuilder, DetectorOptions, Thresholds};
 use crate::preprocess::letterbox_into;
 use crate::results::{Detection, Detections, StageTimings};
-use detnas_core::boxes::{BBox, Letterbox, batched_nms, weighted_box_fusion};
-use detnas_core::contract::tensors;
-use detnas_core::shape::InputSize;
+use detnas_core::detector::boxes::{BBox, Letterbox, batched_nms, weighted_box_fusion};
+use detnas_core::detector::contract::tensors;
+use detnas_core::space::shape::InputSize;
 use detnas_data::symmetry::Symmetry;
 use image::RgbImage;
 use ort::session::Session;

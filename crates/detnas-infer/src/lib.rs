@@ -94,9 +94,9 @@ pub mod timing;
 
 pub use contract::ModelInfo;
 pub use detector::{Detector, Prepared, RawOutputs};
-pub use detnas_core::boxes::BBox;
 pub use detnas_core::detector::DetectorConfig;
-pub use detnas_core::shape::InputSize;
+pub use detnas_core::detector::boxes::BBox;
+pub use detnas_core::space::shape::InputSize;
 pub use detnas_data::symmetry::Symmetry;
 pub use device::{Device, ProviderChoice};
 pub use error::{InferError, Result};

@@ -64,7 +64,7 @@ pub struct DetectorOptions {
 
 /// Test-time augmentation: the network also sees the image under symmetries of the square
 /// ([`Symmetry`]) and the boxes of every view are mapped back and merged by weighted box fusion
-/// ([`detnas_core::boxes::weighted_box_fusion`] at [`Thresholds::iou`]). A box's score becomes
+/// ([`detnas_core::detector::boxes::weighted_box_fusion`] at [`Thresholds::iou`]). A box's score becomes
 /// its mean score over the views times the share of views that found it; fused boxes scoring
 /// under the graph's own `score_thresh` are dropped and at most its `detections_per_img` are
 /// kept, as for one view. It costs one network run per view. Aerial and microscopy images, which

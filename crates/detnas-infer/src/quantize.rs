@@ -16,8 +16,8 @@
 use crate::error::{InferError, Result};
 use crate::image_io::{DecodeLimits, load_image};
 use crate::preprocess::letterbox_into;
-use detnas_core::contract::{keys, tensors};
 use detnas_core::detector::DetectorConfig;
+use detnas_core::detector::contract::{keys, tensors};
 use detnas_onnx::ModelProto;
 use detnas_onnx::graph::encode;
 pub use detnas_onnx::quantize::QUANTIZATION_KEY;

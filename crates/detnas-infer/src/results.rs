@@ -5,7 +5,7 @@
 //! (`"inference_ms": 12.5`), boxes as `[x1, y1, x2, y2]` in original-image pixels.
 
 use crate::image_io::ImageWarning;
-use detnas_core::boxes::BBox;
+use detnas_core::detector::boxes::BBox;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 

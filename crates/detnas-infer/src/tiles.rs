@@ -17,7 +17,7 @@
 use crate::detector::Detector;
 use crate::error::{InferError, Result};
 use crate::results::{Detection, Detections, StageTimings};
-use detnas_core::boxes::{BBox, area, iou};
+use detnas_core::detector::boxes::{BBox, area, iou};
 use image::RgbImage;
 use std::path::Path;
 use std::time::Instant;

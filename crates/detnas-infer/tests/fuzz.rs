@@ -6,12 +6,12 @@
 //! runs many more cases than the suite.
 #![cfg(feature = "latency")]
 
-use detnas_core::arch::Arch;
 use detnas_core::detector::HeadConv;
-use detnas_core::genome::GeneSpace;
 use detnas_core::mutate::{AllocBudget, Case, Outcome, Settings, TrackingAlloc, fuzz};
 use detnas_core::rng::Rng;
-use detnas_core::shape::InputSize;
+use detnas_core::search::genome::GeneSpace;
+use detnas_core::space::arch::Arch;
+use detnas_core::space::shape::InputSize;
 use detnas_core::space::{ChannelShuffle, Choice, SearchSpace, StageSpec};
 use detnas_infer::contract::check_metadata;
 use detnas_infer::latency::table::CalibrationPoint;

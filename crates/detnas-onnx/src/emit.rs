@@ -4,11 +4,11 @@
 use crate::error::Result;
 use crate::graph::{Attr, GraphBuilder};
 use crate::weights::Weights;
-use detnas_core::arch::Arch;
-use detnas_core::detector::{DetectorConfig, LevelShape, Preprocess};
-use detnas_core::plan::{
+use detnas_core::detector::plan::{
     ConvUnit, FpnPlan, HeadBranchPlan, LinearUnit, block_plan, fpn_plan, fpn_stage_indices, stem_plan,
 };
+use detnas_core::detector::{DetectorConfig, LevelShape, Preprocess};
+use detnas_core::space::arch::Arch;
 use detnas_core::space::{ChannelShuffle, Choice, LayerSpec, SearchSpace};
 use std::collections::HashMap;
 
@@ -355,7 +355,7 @@ fn level_candidates(
     let sizes = e.i64s("split", &[1, 1, 1, 1])?;
     let d = e.g.node("Split", "post.decode", &[&deltas, &sizes], 4, vec![("axis", Attr::Int(1))]);
     let an = e.g.node("Split", "post.decode", &[&anc, &sizes], 4, vec![("axis", Attr::Int(1))]);
-    let coder = detnas_core::boxes::BoxCoder::retinanet();
+    let coder = detnas_core::detector::boxes::BoxCoder::retinanet();
     let mut xs = Vec::new();
     // pcx = dx / wx * w + cx ; pw = exp(min(dw / ww, clamp)) * w
     let centre = |e: &mut Emitter<'_>, i: usize| -> Result<String> {

@@ -15,11 +15,11 @@ use crate::emit::{Candidates, Emitter, flatten_head, refs};
 use crate::error::{OnnxError, Result};
 use crate::graph::{Attr, Dim, ElemType, GraphBuilder};
 use crate::weights::Weights;
-use detnas_core::arch::Arch;
-use detnas_core::contract::tensors;
+use detnas_core::detector::contract::tensors;
+use detnas_core::detector::plan::head_plan;
 use detnas_core::detector::{DetectorConfig, DetectorKind, LevelShape, all_anchors, detector_flops, pyramid_levels};
-use detnas_core::plan::head_plan;
 use detnas_core::space::SearchSpace;
+use detnas_core::space::arch::Arch;
 use onnx_protobuf::ModelProto;
 
 /// Export switches.
@@ -44,7 +44,7 @@ impl Default for ExportOptions {
 }
 
 /// Metadata keys and format version, from the core's contract (kept here for existing callers).
-pub use detnas_core::contract::{FORMAT_VERSION, keys};
+pub use detnas_core::detector::contract::{FORMAT_VERSION, keys};
 
 /// Runs the head on every level of `pyramid` and collects the candidates of each of the
 /// `e.batch` images (with one image straight from the head outputs, else from the flattened
@@ -122,7 +122,7 @@ fn raw_head_outputs(e: &mut Emitter<'_>, first: &Candidates, total: usize, cfg: 
 }
 
 /// Exports `arch` in `space` as a RetinaNet detector with `weights` (names from
-/// [`detnas_core::plan`]); BN statistics are folded into the convolutions.
+/// [`detnas_core::detector::plan`]); BN statistics are folded into the convolutions.
 pub fn export_retinanet(
     space: &SearchSpace,
     arch: &Arch,
@@ -206,7 +206,10 @@ pub(crate) fn write_metadata(
     g.metadata(keys::CONFIG, serde_json::to_string(cfg).expect("config serializes"));
     g.metadata(keys::SPACE, space.name.clone());
     g.metadata(keys::ARCH, arch.to_string());
-    let genome = detnas_core::genome::Candidate::joint(arch.clone(), detnas_core::genome::DetectorGenes::of(cfg));
+    let genome = detnas_core::search::genome::Candidate::joint(
+        arch.clone(),
+        detnas_core::search::genome::DetectorGenes::of(cfg),
+    );
     g.metadata(keys::GENOME, genome.to_string());
     g.metadata(keys::DETECTOR, cfg.kind().name());
     g.metadata(keys::CLASSES, serde_json::to_string(&cfg.class_names).expect("names serialize"));

@@ -27,15 +27,15 @@ use crate::export::{ExportOptions, write_metadata};
 use crate::graph::{Attr, Dim, ElemType, tensor_i64};
 use crate::weights::Weights;
 use detnas_core::CoreError;
-use detnas_core::arch::Arch;
-use detnas_core::boxes::{BBox, BoxCoder};
-use detnas_core::contract::tensors;
+use detnas_core::detector::boxes::{BBox, BoxCoder};
+use detnas_core::detector::contract::tensors;
+use detnas_core::detector::plan::{Pyramid, box_head_plan, rpn_plan};
 use detnas_core::detector::two_stage::{CANONICAL_LEVEL, CANONICAL_SIZE, LEVEL_EPS};
 use detnas_core::detector::{
     DetectorConfig, DetectorKind, LevelShape, RoiHeadSettings, RpnSettings, all_anchors, pyramid_levels,
 };
-use detnas_core::plan::{Pyramid, box_head_plan, rpn_plan};
 use detnas_core::space::SearchSpace;
+use detnas_core::space::arch::Arch;
 use onnx_protobuf::ModelProto;
 
 /// Optional output with [`ExportOptions::raw_outputs`]: the proposals, float32 `[P, 4]`.
@@ -48,7 +48,7 @@ pub const PROPOSAL_SCORES: &str = "proposal_scores";
 const MIN_DETECTION_SIDE: f32 = 1e-2;
 
 /// Exports `arch` in `space` as an FPN Faster R-CNN detector with `weights` (names from
-/// [`detnas_core::plan`]); BN statistics are folded into the convolutions. `cfg` must be a
+/// [`detnas_core::detector::plan`]); BN statistics are folded into the convolutions. `cfg` must be a
 /// Faster R-CNN configuration.
 pub fn export_faster_rcnn(
     space: &SearchSpace,

@@ -9,11 +9,11 @@ use crate::emit::{Candidates, Emitter};
 use crate::error::Result;
 use crate::graph::{Dim, ElemType};
 use crate::weights::Weights;
-use detnas_core::arch::Arch;
-use detnas_core::contract::tensors;
-use detnas_core::cost::{CostReport, cost};
+use detnas_core::detector::contract::tensors;
+use detnas_core::detector::plan::{ConvUnit, block_plan, fpn_plan, fpn_stage_indices, head_plan, stem_plan};
 use detnas_core::detector::{DetectorConfig, HeadConv, LevelShape, all_anchors, pyramid_levels};
-use detnas_core::plan::{ConvUnit, block_plan, fpn_plan, fpn_stage_indices, head_plan, stem_plan};
+use detnas_core::space::arch::Arch;
+use detnas_core::space::cost::{CostReport, cost};
 use detnas_core::space::{Choice, SearchSpace};
 use onnx_protobuf::ModelProto;
 
@@ -69,7 +69,7 @@ fn symbolic(rank: usize) -> Vec<Dim> {
     (0..rank).map(|i| Dim::Symbolic(format!("d{i}"))).collect()
 }
 
-fn params(units: &[&ConvUnit]) -> Vec<detnas_core::plan::ParamSpec> {
+fn params(units: &[&ConvUnit]) -> Vec<detnas_core::detector::plan::ParamSpec> {
     units.iter().flat_map(|u| u.params()).collect()
 }
 

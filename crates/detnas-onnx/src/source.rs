@@ -12,10 +12,10 @@
 
 use crate::error::{OnnxError, Result};
 use crate::{ExportOptions, ModelProto, Weights, export_detector};
+use detnas_core::detector::plan::{Paths, detector_params};
 use detnas_core::detector::{DetectorConfig, DetectorKind, HeadConv};
-use detnas_core::genome::{DetectorGenes, GeneSpace, Genome};
-use detnas_core::pareto::Finalists;
-use detnas_core::plan::{Paths, detector_params};
+use detnas_core::search::genome::{DetectorGenes, GeneSpace, Genome};
+use detnas_core::search::pareto::Finalists;
 use detnas_core::space::ChannelShuffle;
 use detnas_core::{Arch, InputSize, SearchSpace};
 use std::path::{Path, PathBuf};
@@ -40,7 +40,7 @@ pub enum Source {
         /// Rank of the finalist.
         rank: usize,
     },
-    /// A safetensors file (names from [`detnas_core::plan`]), sliced to the architecture's shapes.
+    /// A safetensors file (names from [`detnas_core::detector::plan`]), sliced to the architecture's shapes.
     Weights {
         /// The file.
         path: PathBuf,

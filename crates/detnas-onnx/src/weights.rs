@@ -1,7 +1,7 @@
 //! Named float tensors: loaded from / saved to safetensors, or drawn from the plan's initialisers.
 
 use crate::error::{OnnxError, Result};
-use detnas_core::plan::{Init, ParamSpec};
+use detnas_core::detector::plan::{Init, ParamSpec};
 use detnas_core::rng::Rng;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use std::collections::BTreeMap;
@@ -16,7 +16,7 @@ pub struct Tensor {
     pub data: Vec<f32>,
 }
 
-/// Tensors by parameter name (see [`detnas_core::plan`] for the naming scheme).
+/// Tensors by parameter name (see [`detnas_core::detector::plan`] for the naming scheme).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Weights {
     tensors: BTreeMap<String, Tensor>,
@@ -79,9 +79,9 @@ impl Weights {
     }
 
     /// Draws every tensor of `params` from its initialiser with a seeded generator
-    /// ([`detnas_core::plan::random_init`]: the trainer starts from the same values).
+    /// ([`detnas_core::detector::plan::random_init`]: the trainer starts from the same values).
     pub fn random(params: &[ParamSpec], seed: u64) -> Self {
-        let values = detnas_core::plan::random_init(params, seed);
+        let values = detnas_core::detector::plan::random_init(params, seed);
         let tensors = params
             .iter()
             .zip(values)
@@ -215,7 +215,7 @@ impl Weights {
     }
 }
 
-pub use detnas_core::plan::normal;
+pub use detnas_core::detector::plan::normal;
 
 /// The values of `t`'s leading block of `shape` (same rank, every dimension at most `t`'s), in
 /// row-major order.

@@ -5,10 +5,10 @@
 
 use anyhow::{Context, Result};
 use detnas_core::InputSize;
-use detnas_core::arch::Arch;
-use detnas_core::evolution::Fitness;
-use detnas_core::genome::{Candidate, DetectorGenes};
-use detnas_core::plan::{Paths, detector_params};
+use detnas_core::detector::plan::{Paths, detector_params};
+use detnas_core::search::evolution::Fitness;
+use detnas_core::search::genome::{Candidate, DetectorGenes};
+use detnas_core::space::arch::Arch;
 use detnas_data::detection::DetectionDataset;
 use detnas_train::checkpoint::{self, OpenCheckpoint};
 use detnas_train::modules::BnUpdate;

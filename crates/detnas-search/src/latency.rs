@@ -3,8 +3,8 @@
 
 use anyhow::{Result, bail};
 use detnas_core::detector::DetectorConfig;
-use detnas_core::evolution::LatencyConstraint;
-use detnas_core::genome::{Candidate, DetectorGenes, GeneSpace};
+use detnas_core::search::evolution::LatencyConstraint;
+use detnas_core::search::genome::{Candidate, DetectorGenes, GeneSpace};
 use detnas_core::{Arch, InputSize, SearchSpace};
 use detnas_infer::LatencyTable;
 use std::collections::HashMap;

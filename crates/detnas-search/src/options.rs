@@ -3,7 +3,7 @@
 
 use anyhow::{Result, bail};
 use detnas_core::InputSize;
-use detnas_core::evolution::EvolutionConfig;
+use detnas_core::search::evolution::EvolutionConfig;
 use detnas_train::search::Metric;
 use std::path::PathBuf;
 

@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result, anyhow};
 use detnas_core::fsutil::write_atomic;
-use detnas_core::pareto::{CandidateRow, pareto_front};
+use detnas_core::search::pareto::{CandidateRow, pareto_front};
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use std::path::Path;

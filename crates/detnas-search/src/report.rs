@@ -4,10 +4,10 @@
 use crate::plot::pareto_png;
 use anyhow::Result;
 use detnas_core::detector::{DetectorConfig, detector_flops};
-use detnas_core::evolution::EvolutionState;
-use detnas_core::genome::Candidate;
-use detnas_core::pareto::{CandidateRow, write_report};
-use detnas_core::{Convention, SearchSpace, cost::cost};
+use detnas_core::search::evolution::EvolutionState;
+use detnas_core::search::genome::Candidate;
+use detnas_core::search::pareto::{CandidateRow, write_report};
+use detnas_core::{Convention, SearchSpace, space::cost::cost};
 use std::collections::BTreeMap;
 use std::path::Path;
 

@@ -5,14 +5,16 @@ use crate::fitness::{Recalibration, SearchFitness, SupernetScorer};
 use crate::options::{FitnessChoice, LatencyBudget, SearchOptions};
 use crate::{latency, report};
 use anyhow::{Context, Result, bail};
-use detnas_core::cost::{Convention, FlopsTable};
 use detnas_core::detector::DetectorConfig;
-use detnas_core::evolution::{self, Constraint, Evolution, FlopsConstraint, GenerationSummary, Progress, Scored};
 use detnas_core::fsutil::same_file;
-use detnas_core::genome::{Candidate, GeneSpace};
 use detnas_core::owner::{Existing, Flags, OwnedDir};
-use detnas_core::pareto::{CandidateRow, Finalist, REPORT_FILES};
+use detnas_core::search::evolution::{
+    self, Constraint, Evolution, FlopsConstraint, GenerationSummary, Progress, Scored,
+};
+use detnas_core::search::genome::{Candidate, GeneSpace};
+use detnas_core::search::pareto::{CandidateRow, Finalist, REPORT_FILES};
 use detnas_core::size::format_count;
+use detnas_core::space::cost::{Convention, FlopsTable};
 use detnas_core::{InputSize, SearchSpace};
 use detnas_infer::LatencyTable;
 use detnas_train::checkpoint::{self, OpenCheckpoint};

@@ -7,9 +7,9 @@ use crate::{FitnessChoice, LatencyBudget, Metric, SearchOptions};
 use anyhow::Result;
 use detnas_core::InputSize;
 use detnas_core::detector::{DetectorHead, HeadConv};
-use detnas_core::evolution::EvolutionConfig;
 use detnas_core::fsutil::write_atomic;
-use detnas_core::genome::{GeneSpace, Genome};
+use detnas_core::search::evolution::EvolutionConfig;
+use detnas_core::search::genome::{GeneSpace, Genome};
 use detnas_core::space::ChannelShuffle;
 use detnas_data::synthetic::{self, SyntheticSpec};
 use detnas_infer::latency::{

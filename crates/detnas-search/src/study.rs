@@ -20,11 +20,11 @@ use crate::setup::{
     train_config, train_supernet, write_toml,
 };
 use anyhow::{Context, Result};
-use detnas_core::arch::Arch;
-use detnas_core::genome::Candidate;
-use detnas_core::pareto::CandidateRow;
+use detnas_core::search::genome::Candidate;
+use detnas_core::search::pareto::CandidateRow;
+use detnas_core::search::stats::{Interval, bootstrap, kendall_tau, spearman};
 use detnas_core::space::Choice;
-use detnas_core::stats::{Interval, bootstrap, kendall_tau, spearman};
+use detnas_core::space::arch::Arch;
 use detnas_train::modules::BnUpdate;
 use detnas_train::run::Start;
 use detnas_train::trainer::{self, EvalOptions};

@@ -8,11 +8,11 @@ use crate::error::{Result, TrainError};
 use crate::faster_rcnn::{ImageTruth, image_truth};
 use crate::loss::{IGNORE, ImageTargets};
 use crate::optim::PathSgd;
-use detnas_core::arch::resolve;
-use detnas_core::boxes::BBox;
+use detnas_core::detector::boxes::BBox;
+use detnas_core::detector::plan::Paths;
 use detnas_core::detector::{DetectorConfig, all_anchors, pyramid_levels};
-use detnas_core::plan::Paths;
 use detnas_core::rng::Rng;
+use detnas_core::space::arch::resolve;
 use serde::Serialize;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor, nn};
@@ -137,7 +137,7 @@ fn random_targets(rng: &mut Rng, anchors: usize, classes: usize) -> ImageTargets
             t.labels[a] = IGNORE;
         }
         for d in 0..4 {
-            t.deltas[a * 4 + d] = detnas_core::plan::normal(rng) * 0.1;
+            t.deltas[a * 4 + d] = detnas_core::detector::plan::normal(rng) * 0.1;
         }
     }
     t

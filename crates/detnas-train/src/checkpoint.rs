@@ -13,11 +13,11 @@ use crate::config::{DataSource, DetTrainConfig};
 use crate::detector::DetectionNet;
 use crate::error::{Result, TrainError};
 use crate::optim::PathSgd;
-use detnas_core::arch::Arch;
 use detnas_core::detector::DetectorConfig;
-use detnas_core::genome::{DetectorGenes, Genome};
-use detnas_core::plan::Paths;
+use detnas_core::detector::plan::Paths;
+use detnas_core::search::genome::{DetectorGenes, Genome};
 use detnas_core::space::SearchSpace;
+use detnas_core::space::arch::Arch;
 use detnas_data::detection::DetectionDataset;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -205,7 +205,7 @@ pub fn open(dir: &Path, arch: Option<&str>, device: tch::Device) -> Result<OpenC
     let config: DetTrainConfig = serde_json::from_value(state.config.clone())
         .map_err(|e| io(&path, format!("invalid training configuration: {e}")))?;
     let space = SearchSpace::by_name(&state.space)?;
-    let resolve = |a: &str| detnas_core::arch::resolve(Some(&state.space), a).map(|(_, arch)| arch);
+    let resolve = |a: &str| detnas_core::space::arch::resolve(Some(&state.space), a).map(|(_, arch)| arch);
     let trained = state.arch.as_deref().map(resolve).transpose()?;
     let genome = arch.map(|a| Genome::parse(Some(&state.space), a)).transpose()?;
     let trained_genes = DetectorGenes::of(&config.detector);

@@ -9,12 +9,12 @@ use crate::error::{Result, TrainError};
 use crate::net::Classifier;
 use crate::optim::{LrSchedule, PathSgd};
 use crate::run::{Schedule, Start, StepLoop, StepLoss};
-use detnas_core::contract::seeds;
-use detnas_core::cost::{Convention, FlopsTable};
 use detnas_core::detector::Preprocess;
-use detnas_core::plan::Paths;
+use detnas_core::detector::contract::seeds;
+use detnas_core::detector::plan::Paths;
 use detnas_core::rng::Rng;
-use detnas_core::sample::{FlopsBinnedSampler, uniform};
+use detnas_core::space::cost::{Convention, FlopsTable};
+use detnas_core::space::sample::{FlopsBinnedSampler, uniform};
 use detnas_core::{InputSize, SearchSpace};
 use detnas_data::folder::ImageFolder;
 use detnas_data::image_io::{DecodeLimits, load_image};
@@ -186,7 +186,7 @@ pub fn train_classifier(
         _ => None,
     };
     let fixed = match &cfg.sampler {
-        PathSampler::Fixed { arch } => Some(detnas_core::arch::resolve(Some(&cfg.space), arch)?.1),
+        PathSampler::Fixed { arch } => Some(detnas_core::space::arch::resolve(Some(&cfg.space), arch)?.1),
         _ => None,
     };
     let side = cfg.input as i64;

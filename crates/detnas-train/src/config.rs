@@ -3,7 +3,7 @@
 use crate::data::Augment;
 use crate::optim::LrSchedule;
 use detnas_core::detector::DetectorConfig;
-use detnas_core::genome::GeneSpace;
+use detnas_core::search::genome::GeneSpace;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -56,7 +56,7 @@ impl Default for Optim {
 /// Detection training: a single path (`arch`) or the supernet with a uniform path per step.
 ///
 /// `arch` may be a full genome (`23113213311133203333:fpn96:head96x3:sep:320x320`, see
-/// [`detnas_core::genome`]): its genes replace those of `detector`. With a `genes` section the
+/// [`detnas_core::search::genome`]): its genes replace those of `detector`. With a `genes` section the
 /// supernet is a genes supernet: every step also samples the detector genes (FPN / head width,
 /// head depth, conv type, input resolution) uniformly from it ([`crate::net::RetinaNet::with_genes`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

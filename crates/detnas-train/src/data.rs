@@ -6,10 +6,10 @@
 use crate::error::{Result, TrainError};
 use crate::faster_rcnn::{ImageTruth, image_truth};
 use crate::loss::{ImageTargets, image_targets};
-use detnas_core::boxes::{BBox, Letterbox};
-use detnas_core::contract::seeds;
 use detnas_core::detector::DetectorConfig;
 use detnas_core::detector::DetectorKind;
+use detnas_core::detector::boxes::{BBox, Letterbox};
+use detnas_core::detector::contract::seeds;
 use detnas_core::rng::Rng;
 use detnas_data::detection::DetectionDataset;
 use detnas_data::image_io::{DecodeLimits, load_image};
@@ -101,7 +101,7 @@ pub struct Prepared {
 
 /// Seed of step `step` for stream `stream` (data order, augmentation, path sampling).
 pub fn step_seed(seed: u64, stream: u64, step: u64) -> u64 {
-    detnas_core::contract::seeds::stream_seed(seed, stream, step)
+    detnas_core::detector::contract::seeds::stream_seed(seed, stream, step)
 }
 
 /// Loads sample `index` and letterboxes it into the configured input, with augmentation when

@@ -11,11 +11,11 @@ use crate::faster_rcnn::FasterRcnn;
 use crate::net::{Backbone, RetinaNet};
 use crate::optim::PathParam;
 use crate::run::StepLoss;
-use detnas_core::arch::Arch;
+use detnas_core::detector::plan::Paths;
 use detnas_core::detector::{DetectorConfig, DetectorKind, RawDetection};
-use detnas_core::genome::{DetectorGenes, GeneSpace};
-use detnas_core::plan::Paths;
+use detnas_core::search::genome::{DetectorGenes, GeneSpace};
 use detnas_core::space::SearchSpace;
+use detnas_core::space::arch::Arch;
 use tch::{Device, Tensor, nn};
 
 /// What a detector family's training network provides: build it in [`DetectionNet::build`] and

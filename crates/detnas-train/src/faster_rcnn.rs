@@ -4,23 +4,25 @@
 //! The network ops run in libtorch; the box bookkeeping between them (anchor targets, proposal
 //! selection, RoI sampling and targets, final detections) runs on the CPU with
 //! [`detnas_core::detector::two_stage`], the one implementation the exporter's references share.
-//! Parameter names come from [`detnas_core::plan`], so a checkpoint exports as is.
+//! Parameter names come from [`detnas_core::detector::plan`], so a checkpoint exports as is.
 
 use crate::error::{Result, TrainError};
 use crate::modules::{Builder, ConvBn, chain, tensor};
 use crate::net::{Backbone, builder};
 use crate::optim::PathParam;
 use crate::roi_align::multi_scale_roi_align;
-use detnas_core::arch::Arch;
-use detnas_core::boxes::BBox;
+use detnas_core::detector::boxes::BBox;
+use detnas_core::detector::plan::{
+    LinearUnit, Paths, box_head_plan, detector_params, fpn_in_channels, fpn_plan, rpn_plan,
+};
 use detnas_core::detector::two_stage::{
     BoxDetection, LevelProposals, Proposal, RpnTargets, box_head_detections, roi_targets, sample_balanced,
     select_proposals,
 };
 use detnas_core::detector::{BoxLoss, DetectorConfig, FasterRcnnSettings, LevelShape};
-use detnas_core::plan::{LinearUnit, Paths, box_head_plan, detector_params, fpn_in_channels, fpn_plan, rpn_plan};
 use detnas_core::rng::Rng;
 use detnas_core::space::SearchSpace;
+use detnas_core::space::arch::Arch;
 use tch::{Device, Kind, Reduction, Tensor, nn};
 
 /// A fully connected layer.
@@ -134,7 +136,8 @@ impl FasterRcnn {
         let eps = cfg.bn_eps as f64;
         let backbone = Backbone::build(&b, space, paths, cfg.shuffle, eps);
         let fpn = fpn_plan(&fpn_in_channels(space, cfg.kind()), cfg);
-        let units = |v: &[detnas_core::plan::ConvUnit]| v.iter().map(|u| ConvBn::new(&b, u, eps)).collect::<Vec<_>>();
+        let units =
+            |v: &[detnas_core::detector::plan::ConvUnit]| v.iter().map(|u| ConvBn::new(&b, u, eps)).collect::<Vec<_>>();
         let rpn = rpn_plan(cfg);
         let head = box_head_plan(cfg);
         let p = &cfg.preprocess;
@@ -179,7 +182,7 @@ impl FasterRcnn {
     fn pyramid(&self, images: &Tensor, arch: &Arch, train: bool) -> Result<Pyramid> {
         let x = (images - &self.mean) * &self.inv_std;
         let stages = self.backbone.forward(&x, arch, train)?;
-        let idx = detnas_core::plan::fpn_stage_indices(&self.backbone.space, self.cfg.kind());
+        let idx = detnas_core::detector::plan::fpn_stage_indices(&self.backbone.space, self.cfg.kind());
         let feats: Vec<&Tensor> = idx.iter().map(|&i| &stages[i]).collect();
         let top = feats.len() - 1;
         let mut last_inner = self.inner[top].forward(feats[top], train);
@@ -440,7 +443,11 @@ impl crate::detector::TrainingNet for FasterRcnn {
         FasterRcnn::device(self)
     }
 
-    fn path_parameters(&self, arch: &Arch, genes: &detnas_core::genome::DetectorGenes) -> Result<Vec<PathParam>> {
+    fn path_parameters(
+        &self,
+        arch: &Arch,
+        genes: &detnas_core::search::genome::DetectorGenes,
+    ) -> Result<Vec<PathParam>> {
         self.holds(genes)?;
         FasterRcnn::path_parameters(self, arch)
     }
@@ -449,7 +456,7 @@ impl crate::detector::TrainingNet for FasterRcnn {
         &self,
         images: &Tensor,
         arch: &Arch,
-        genes: &detnas_core::genome::DetectorGenes,
+        genes: &detnas_core::search::genome::DetectorGenes,
         targets: &crate::data::BatchTargets,
         step: usize,
         seed: u64,
@@ -460,8 +467,11 @@ impl crate::detector::TrainingNet for FasterRcnn {
         self.holds(genes)?;
         let levels = detnas_core::detector::pyramid_levels(&self.backbone.space, arch, &self.cfg)?;
         let anchors = detnas_core::detector::all_anchors(&levels, &self.cfg);
-        let stream =
-            detnas_core::contract::seeds::stream_seed(seed, detnas_core::contract::seeds::ROI_SAMPLING, step as u64);
+        let stream = detnas_core::detector::contract::seeds::stream_seed(
+            seed,
+            detnas_core::detector::contract::seeds::ROI_SAMPLING,
+            step as u64,
+        );
         let mut rng = Rng::seed(stream);
         let loss = self.training_loss(images, arch, t, &levels, &anchors, &mut rng)?;
         Ok(crate::run::StepLoss {
@@ -479,7 +489,7 @@ impl crate::detector::TrainingNet for FasterRcnn {
         &self,
         images: &Tensor,
         arch: &Arch,
-        genes: &detnas_core::genome::DetectorGenes,
+        genes: &detnas_core::search::genome::DetectorGenes,
     ) -> Result<Vec<Vec<detnas_core::detector::RawDetection>>> {
         self.holds(genes)?;
         let levels = detnas_core::detector::pyramid_levels(&self.backbone.space, arch, &self.cfg)?;
@@ -500,7 +510,7 @@ impl crate::detector::TrainingNet for FasterRcnn {
         &self,
         images: &Tensor,
         arch: &Arch,
-        _genes: &detnas_core::genome::DetectorGenes,
+        _genes: &detnas_core::search::genome::DetectorGenes,
     ) -> Result<()> {
         let x = (images - self.mean()) * self.inv_std();
         self.backbone.forward(&x, arch, true).map(drop)

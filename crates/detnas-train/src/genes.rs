@@ -3,14 +3,14 @@
 
 use crate::data::{Geometry, fixed_geometry, step_seed};
 use crate::error::Result;
-use detnas_core::arch::Arch;
-use detnas_core::contract::seeds;
+use detnas_core::detector::contract::seeds;
 use detnas_core::detector::{DetectorConfig, all_anchors, pyramid_levels};
-use detnas_core::genome::{DetectorGenes, GeneSpace, Genome};
 use detnas_core::rng::Rng;
-use detnas_core::sample::uniform;
+use detnas_core::search::genome::{DetectorGenes, GeneSpace, Genome};
 use detnas_core::space::SearchSpace;
-use detnas_core::{InputSize, boxes::BBox};
+use detnas_core::space::arch::Arch;
+use detnas_core::space::sample::uniform;
+use detnas_core::{InputSize, detector::boxes::BBox};
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -1,7 +1,7 @@
 //! DetNAS training with libtorch: the only crate of the workspace that links `tch`.
 //!
 //! - [`net`]: the supernet backbone (every choice with its own weights and BN), the classifier and
-//!   RetinaNet, with parameter names from [`detnas_core::plan`] (checkpoints load into the exporter);
+//!   RetinaNet, with parameter names from [`detnas_core::detector::plan`] (checkpoints load into the exporter);
 //! - [`optim`]: SGD that touches only the sampled path (gradients, momentum, weight decay), and
 //!   only the sampled block of elastic FPN / head weights;
 //! - [`genes`]: the genome a supernet step samples and the per-step input of a genes supernet;

@@ -1,11 +1,11 @@
 //! RetinaNet training targets and losses (torchvision semantics).
 //!
 //! Matching and box encoding run on the CPU with the core box maths
-//! ([`detnas_core::boxes::match_anchors`], [`detnas_core::boxes::BoxCoder`]), the one
+//! ([`detnas_core::detector::boxes::match_anchors`], [`detnas_core::detector::boxes::BoxCoder`]), the one
 //! implementation shared with export and inference; the losses run in libtorch.
 
-use detnas_core::boxes::{AnchorMatch, BBox, BoxCoder, match_anchors};
 use detnas_core::detector::DetectorConfig;
+use detnas_core::detector::boxes::{AnchorMatch, BBox, BoxCoder, match_anchors};
 use tch::{Device, Kind, Tensor};
 
 /// Anchor label for "ignored" (between the IoU thresholds).

@@ -1,8 +1,8 @@
-//! Convolution + BatchNorm units built from [`detnas_core::plan::ConvUnit`], with parameter names
+//! Convolution + BatchNorm units built from [`detnas_core::detector::plan::ConvUnit`], with parameter names
 //! taken verbatim from the plan (so checkpoints load straight into the exporter).
 
 use crate::optim::PathParam;
-use detnas_core::plan::{ConvUnit, ParamSpec};
+use detnas_core::detector::plan::{ConvUnit, ParamSpec};
 use std::cell::Cell;
 use tch::{Device, Kind, Tensor, nn};
 

@@ -4,19 +4,19 @@
 //! A genes supernet ([`RetinaNet::with_genes`]) also makes the FPN and head elastic (Once-for-All):
 //! it holds the largest FPN and head towers of its [`GeneSpace`] (the largest value of each gene),
 //! one set of towers per head conv type (dense and separable towers are distinct parameters in
-//! [`detnas_core::plan`]); a forward with [`DetectorGenes`] uses the first `k` channels of every
+//! [`detnas_core::detector::plan`]); a forward with [`DetectorGenes`] uses the first `k` channels of every
 //! elastic weight (output and input channels, biases alike) and the first `d` convs of each tower.
 
 use crate::error::{Result, TrainError};
 use crate::modules::{Bn, Builder, ConvBn, chain, tensor};
 use crate::optim::PathParam;
-use detnas_core::arch::Arch;
-use detnas_core::detector::{DetectorConfig, DetectorKind, HeadConv};
-use detnas_core::genome::{DetectorGenes, GeneSpace};
-use detnas_core::plan::{
+use detnas_core::detector::plan::{
     ParamSpec, Paths, backbone_blocks, backbone_params, classifier_plan, detector_params, fpn_plan, fpn_stage_indices,
     head_plan, random_init, stem_plan,
 };
+use detnas_core::detector::{DetectorConfig, DetectorKind, HeadConv};
+use detnas_core::search::genome::{DetectorGenes, GeneSpace};
+use detnas_core::space::arch::Arch;
 use detnas_core::space::{ChannelShuffle, SearchSpace};
 use std::collections::HashMap;
 use tch::{Kind, Tensor, nn};
@@ -309,8 +309,9 @@ impl RetinaNet {
             .map(|&i| space.stages[i].channels as usize)
             .collect();
         let fpn = fpn_plan(&in_ch, &configs[0]);
-        let units = |v: &[detnas_core::plan::ConvUnit]| v.iter().map(|u| ConvBn::new(&b, u, eps)).collect::<Vec<_>>();
-        let tower = |t: &[Vec<detnas_core::plan::ConvUnit>]| t.iter().map(|l| units(l)).collect::<Vec<_>>();
+        let units =
+            |v: &[detnas_core::detector::plan::ConvUnit]| v.iter().map(|u| ConvBn::new(&b, u, eps)).collect::<Vec<_>>();
+        let tower = |t: &[Vec<detnas_core::detector::plan::ConvUnit>]| t.iter().map(|l| units(l)).collect::<Vec<_>>();
         let towers = configs
             .iter()
             .map(|c| {

@@ -11,7 +11,7 @@ use tch::Tensor;
 
 /// A trainable tensor on the step's path.
 pub struct PathParam {
-    /// Parameter name (from [`detnas_core::plan`]).
+    /// Parameter name (from [`detnas_core::detector::plan`]).
     pub name: String,
     /// The whole tensor.
     pub tensor: Tensor,

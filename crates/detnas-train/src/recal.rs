@@ -3,8 +3,8 @@
 
 use crate::error::Result;
 use crate::modules::{Bn, BnUpdate};
-use detnas_core::arch::Arch;
-use detnas_core::genome::DetectorGenes;
+use detnas_core::search::genome::DetectorGenes;
+use detnas_core::space::arch::Arch;
 use tch::Tensor;
 
 /// Recalibrates the BNs `bns` by running `forward` on each batch (train mode, no gradient), with

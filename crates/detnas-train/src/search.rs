@@ -6,9 +6,9 @@ use crate::detector::DetectionNet;
 use crate::error::Result;
 use crate::modules::BnUpdate;
 use crate::trainer::{recalibration_batches, score_candidate, score_genome};
-use detnas_core::arch::Arch;
 use detnas_core::coco::CocoStats;
-use detnas_core::genome::DetectorGenes;
+use detnas_core::search::genome::DetectorGenes;
+use detnas_core::space::arch::Arch;
 use detnas_data::detection::DetectionDataset;
 use std::time::{Duration, Instant};
 use tch::Tensor;
@@ -47,7 +47,7 @@ impl SupernetFitness<'_> {
     }
 }
 
-impl detnas_core::evolution::Fitness for SupernetFitness<'_> {
+impl detnas_core::search::evolution::Fitness for SupernetFitness<'_> {
     type Error = crate::TrainError;
 
     fn evaluate(&mut self, arch: &Arch) -> Result<f64> {

@@ -2,11 +2,11 @@
 //! pre-processing contract.
 
 use super::heads::{DetectorHead, DetectorKind, FasterRcnnSettings, RetinanetSettings};
-use crate::boxes::{cell_anchors, octave_sizes};
+use crate::detector::boxes::{cell_anchors, octave_sizes};
 use crate::error::{CoreError, Result};
 use crate::limits::{MAX_CLASSES, MAX_HEAD_CONVS, MAX_INPUT_SIDE, MAX_WIDTH};
-use crate::shape::InputSize;
 use crate::space::ChannelShuffle;
+use crate::space::shape::InputSize;
 use serde::{Deserialize, Serialize};
 
 /// Input height and width must be multiples of this: the stride of C5/P5, the largest stride of
@@ -209,7 +209,7 @@ impl DetectorConfig {
             DetectorHead::Retinanet(r) => (&r.anchor_sizes, &r.aspect_ratios, r.scales_per_octave),
             DetectorHead::FasterRcnn(f) => (&f.rpn.anchor_sizes, &f.rpn.aspect_ratios, 1),
         };
-        let levels = crate::plan::Pyramid::of(self.kind()).levels();
+        let levels = crate::detector::plan::Pyramid::of(self.kind()).levels();
         if sizes.len() != levels.len() {
             let names = levels.iter().map(|l| format!("P{l}")).collect::<Vec<_>>().join(", ");
             return bad("anchor_sizes", format!("needs {} entries ({names}), got {}", levels.len(), sizes.len()));

@@ -6,8 +6,8 @@
 
 use super::config::{DetectorConfig, HeadConv, Preprocess};
 use super::heads::{DetectorHead, DetectorKind, RetinanetSettings, RoiHeadSettings, RpnSettings};
-use crate::shape::InputSize;
 use crate::space::ChannelShuffle;
+use crate::space::shape::InputSize;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 #[derive(Serialize)]

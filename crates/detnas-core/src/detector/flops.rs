@@ -1,17 +1,17 @@
 //! Detector FLOPs: every conv of the FPN and head as a [`ConvOp`], counted by the same function as
-//! the backbone ([`ConvOp::flops`], the convention of [`crate::cost`]).
+//! the backbone ([`ConvOp::flops`], the convention of [`crate::space::cost`]).
 
 use super::config::DetectorConfig;
 use super::heads::DetectorKind;
 use super::levels::{LevelShape, pyramid_levels};
-use crate::arch::Arch;
-use crate::cost::ConvOp;
+use crate::detector::plan::{ConvUnit, LinearUnit, box_head_plan, fpn_in_channels, fpn_plan, head_plan, rpn_plan};
 use crate::error::Result;
-use crate::plan::{ConvUnit, LinearUnit, box_head_plan, fpn_in_channels, fpn_plan, head_plan, rpn_plan};
 use crate::space::SearchSpace;
+use crate::space::arch::Arch;
+use crate::space::cost::ConvOp;
 use serde::Serialize;
 
-/// Multiply-adds of a whole detector, split by part (conv convention of [`crate::cost`]).
+/// Multiply-adds of a whole detector, split by part (conv convention of [`crate::space::cost`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct DetectorFlops {
     /// The backbone up to its last FPN stage.
@@ -59,7 +59,7 @@ fn linear_op(l: &LinearUnit) -> ConvOp {
 
 /// FLOPs of the detector at its configured input.
 pub fn detector_flops(space: &SearchSpace, arch: &Arch, cfg: &DetectorConfig) -> Result<DetectorFlops> {
-    let backbone = crate::cost::cost(space, arch, cfg.input)?.backbone_flops;
+    let backbone = crate::space::cost::cost(space, arch, cfg.input)?.backbone_flops;
     let levels = pyramid_levels(space, arch, cfg)?;
     let fpn = fpn_plan(&fpn_in_channels(space, cfg.kind()), cfg);
     // Lateral and output convs keep each level's size; each extra level comes from the one below.
@@ -107,8 +107,8 @@ pub fn detector_flops(space: &SearchSpace, arch: &Arch, cfg: &DetectorConfig) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::arch::Preset;
     use crate::detector::HeadConv;
+    use crate::space::arch::Preset;
 
     #[test]
     fn detector_flops_are_dominated_by_the_dense_head() {

@@ -19,11 +19,11 @@ pub enum DetectorKind {
 }
 
 impl DetectorKind {
-    /// The name written in exported models ([`crate::contract::detector_kinds`]).
+    /// The name written in exported models ([`crate::detector::contract::detector_kinds`]).
     pub fn name(self) -> &'static str {
         match self {
-            DetectorKind::Retinanet => crate::contract::detector_kinds::RETINANET,
-            DetectorKind::FasterRcnn => crate::contract::detector_kinds::FASTER_RCNN,
+            DetectorKind::Retinanet => crate::detector::contract::detector_kinds::RETINANET,
+            DetectorKind::FasterRcnn => crate::detector::contract::detector_kinds::FASTER_RCNN,
         }
     }
 

@@ -1,11 +1,11 @@
 //! Pyramid geometry: the level grids of an architecture at the configured input, and their anchors.
 
 use super::config::DetectorConfig;
-use crate::arch::Arch;
+use crate::detector::plan::{ExtraLevels, Pyramid};
 use crate::error::Result;
-use crate::plan::{ExtraLevels, Pyramid};
-use crate::shape::conv_out;
 use crate::space::SearchSpace;
+use crate::space::arch::Arch;
+use crate::space::shape::conv_out;
 use serde::Serialize;
 
 /// One pyramid level as the head sees it.
@@ -26,9 +26,9 @@ pub struct LevelShape {
 /// The pyramid levels of `arch` at the configured input: P3..P7 for RetinaNet (P6, P7 by 3x3
 /// stride-2 convs), P2..P6 for Faster R-CNN (P6 by a stride-2 max-pool of kernel 1).
 pub fn pyramid_levels(space: &SearchSpace, arch: &Arch, cfg: &DetectorConfig) -> Result<Vec<LevelShape>> {
-    let report = crate::cost::cost(space, arch, cfg.input)?;
+    let report = crate::space::cost::cost(space, arch, cfg.input)?;
     let pyramid = Pyramid::of(cfg.kind());
-    let mut sizes: Vec<(u64, u64)> = crate::plan::fpn_stage_indices(space, cfg.kind())
+    let mut sizes: Vec<(u64, u64)> = crate::detector::plan::fpn_stage_indices(space, cfg.kind())
         .iter()
         .map(|&i| (report.stages[i].height, report.stages[i].width))
         .collect();
@@ -59,7 +59,7 @@ pub fn all_anchors(levels: &[LevelShape], cfg: &DetectorConfig) -> Vec<[f32; 4]>
         .iter()
         .zip(cfg.cell_anchors())
         .flat_map(|(l, cell)| {
-            crate::boxes::grid_anchors(&cell, l.height, l.width, l.stride_h as f32, l.stride_w as f32)
+            crate::detector::boxes::grid_anchors(&cell, l.height, l.width, l.stride_h as f32, l.stride_w as f32)
         })
         .collect()
 }
@@ -67,7 +67,7 @@ pub fn all_anchors(levels: &[LevelShape], cfg: &DetectorConfig) -> Vec<[f32; 4]>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::arch::Preset;
+    use crate::space::arch::Preset;
 
     #[test]
     fn pyramid_of_a_512_input() {

@@ -30,7 +30,7 @@ pub fn postprocess(
 ) -> Vec<RawDetection> {
     let k = cfg.num_classes();
     let a = cfg.anchors_per_cell();
-    let coder = crate::boxes::BoxCoder::retinanet();
+    let coder = crate::detector::boxes::BoxCoder::retinanet();
     let (w, h) = (cfg.input.width as f32, cfg.input.height as f32);
     let anchors = all_anchors(levels, cfg);
     let (mut boxes, mut scores, mut labels) = (Vec::new(), Vec::new(), Vec::new());
@@ -53,13 +53,13 @@ pub fn postprocess(
             let anchor = offset + idx / k;
             let d = &bbox_regression[anchor * 4..anchor * 4 + 4];
             let b = coder.decode(&anchors[anchor], &[d[0], d[1], d[2], d[3]]);
-            boxes.push(crate::boxes::clip(&b, w, h));
+            boxes.push(crate::detector::boxes::clip(&b, w, h));
             scores.push(score);
             labels.push((idx % k) as i64);
         }
         offset += n;
     }
-    let keep = crate::boxes::batched_nms(&boxes, &scores, &labels, cfg.nms_thresh);
+    let keep = crate::detector::boxes::batched_nms(&boxes, &scores, &labels, cfg.nms_thresh);
     keep.into_iter()
         .take(cfg.detections_per_img)
         .map(|i| RawDetection { bbox: boxes[i], score: scores[i], label: labels[i] as usize })

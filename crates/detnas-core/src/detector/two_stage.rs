@@ -12,7 +12,7 @@
 //! - [`roi_levels`]: the pyramid level of each RoI (`LevelMapper`: k0 4, canonical size 224).
 
 use super::heads::{RoiHeadSettings, RpnSettings};
-use crate::boxes::{AnchorMatch, BBox, BoxCoder, batched_nms, clip, match_anchors};
+use crate::detector::boxes::{AnchorMatch, BBox, BoxCoder, batched_nms, clip, match_anchors};
 use crate::rng::Rng;
 
 /// Label of a sampled anchor or proposal.

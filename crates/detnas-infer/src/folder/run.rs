@@ -43,7 +43,7 @@ fn settings(o: &FolderOptions) -> Result<Settings> {
     Ok(Settings {
         model: o.model.display().to_string(),
         model_bytes: bytes.len() as u64,
-        model_hash: format!("{:016x}", detnas_core::evolution::fnv1a64(&bytes)),
+        model_hash: format!("{:016x}", detnas_core::search::evolution::fnv1a64(&bytes)),
         inputs: o.inputs.clone(),
         conf: o.conf,
         iou: o.iou,

@@ -6,7 +6,7 @@ use super::measure::{Runner, base_config};
 use super::table::{CalibrationPoint, LatencyTable, TABLE_FORMAT, TABLE_VERSION, table_parts};
 use crate::error::Result;
 use crate::fingerprint::Fingerprint;
-use detnas_core::genome::GeneSpace;
+use detnas_core::search::genome::GeneSpace;
 use detnas_core::space::{ChannelShuffle, SearchSpace};
 use std::collections::BTreeMap;
 

@@ -5,11 +5,11 @@
 use super::measure::{Runner, base_config};
 use super::table::{Correction, LatencyTable};
 use crate::error::Result;
-use detnas_core::genome::{GeneOverrides, GeneSpace, Genome};
 use detnas_core::rng::Rng;
-use detnas_core::sample::uniform;
+use detnas_core::search::genome::{GeneOverrides, GeneSpace, Genome};
+use detnas_core::search::stats::kendall_tau_defined;
 use detnas_core::space::SearchSpace;
-use detnas_core::stats::kendall_tau_defined;
+use detnas_core::space::sample::uniform;
 use serde::Serialize;
 
 /// Agreement of predictions with measurements.

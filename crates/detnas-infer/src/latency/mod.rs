@@ -4,7 +4,7 @@
 //! - [`build`]: every part of a detector ([`detnas_onnx::parts`]: stem, each block choice at each
 //!   layer's exact input shape, FPN per width, head tower layers per (Cin, Cout, conv type), the
 //!   predictors with post-processing) timed with ONNX Runtime at each resolution of a
-//!   [`detnas_core::genome::GeneSpace`], then calibration genomes measured end to end and a
+//!   [`detnas_core::search::genome::GeneSpace`], then calibration genomes measured end to end and a
 //!   correction of the additive sum fitted on them;
 //! - [`table`]: the table file (versioned JSON with a content hash and the device
 //!   [`crate::Fingerprint`]) and the predictor [`LatencyTable::predict`];
@@ -14,7 +14,7 @@
 //!
 //! ```no_run
 //! # fn main() -> detnas_infer::Result<()> {
-//! use detnas_core::genome::Genome;
+//! use detnas_core::search::genome::Genome;
 //! use detnas_infer::latency::{LatencyTable, base_config};
 //! let table = LatencyTable::load("lut.json".as_ref())?;
 //! let genome = Genome::parse(Some("detnas-300m"), "coco-retinanet-300m:fpn96:head96x2:sep:320")?;

@@ -15,10 +15,10 @@
 use crate::error::{InferError, Result};
 use crate::fingerprint::Fingerprint;
 use crate::timing::{Latency, TimingPlan};
-use detnas_core::arch::Arch;
-use detnas_core::cost::cost;
 use detnas_core::detector::{DetectorConfig, HeadConv};
-use detnas_core::genome::GeneSpace;
+use detnas_core::search::genome::GeneSpace;
+use detnas_core::space::arch::Arch;
+use detnas_core::space::cost::cost;
 use detnas_core::space::{ChannelShuffle, Choice, SearchSpace};
 use detnas_onnx::Part;
 use serde::{Deserialize, Serialize};
@@ -227,7 +227,7 @@ impl LatencyTable {
     pub fn content_hash(&self) -> String {
         let blank = LatencyTable { hash: String::new(), ..self.clone() };
         let json = serde_json::to_string(&blank).expect("a latency table serializes");
-        format!("{:016x}", detnas_core::evolution::fnv1a64(json.as_bytes()))
+        format!("{:016x}", detnas_core::search::evolution::fnv1a64(json.as_bytes()))
     }
 
     /// Reads a table; refuses another format or version, a content that does not match its hash

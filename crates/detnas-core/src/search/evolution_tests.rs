@@ -1,6 +1,6 @@
 use super::*;
-use crate::cost::InputSize;
-use crate::genome::{Candidate, DetectorGenes, GeneSpace};
+use crate::search::genome::{Candidate, DetectorGenes, GeneSpace};
+use crate::space::cost::InputSize;
 use crate::space::{Choice, StageSpec};
 use std::cell::RefCell;
 

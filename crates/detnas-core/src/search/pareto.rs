@@ -9,7 +9,7 @@ use std::path::Path;
 /// One evaluated candidate of a search.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CandidateRow {
-    /// Text form of the candidate (see [`crate::genome::Candidate`]).
+    /// Text form of the candidate (see [`crate::search::genome::Candidate`]).
     pub candidate: String,
     /// The generation that evaluated the candidate.
     pub generation: usize,

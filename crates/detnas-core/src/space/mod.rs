@@ -3,6 +3,14 @@
 //! A space is a stem (3x3 stride-2 conv, optionally followed by a 3x3 stride-2 max-pool), a list of
 //! stages whose first block has stride 2, and the classification head (1x1 conv + FC) used for
 //! ImageNet pretraining. Every block ("layer") takes one [`Choice`].
+//!
+//! The first stage of the pipeline: the space ([`SearchSpace`]), its architectures ([`arch`]),
+//! their exact cost ([`cost`], [`shape`]) and path samplers ([`sample`]).
+
+pub mod arch;
+pub mod cost;
+pub mod sample;
+pub mod shape;
 
 use crate::error::{CoreError, Result};
 use serde::{Deserialize, Serialize};

@@ -5,9 +5,9 @@
 //! bias, concat and shuffle are not counted. Parameters count conv and FC weights and BN affine
 //! weight + bias (not running statistics); no conv has a bias, the FC has none either.
 
-use crate::arch::Arch;
 use crate::error::{CoreError, Result};
-pub use crate::shape::{InputSize, conv_out};
+use crate::space::arch::Arch;
+pub use crate::space::shape::{InputSize, conv_out};
 use crate::space::{Choice, LayerSpec, SearchSpace};
 use serde::{Deserialize, Serialize};
 
@@ -91,10 +91,10 @@ impl OpList<'_> {
     }
 }
 
-/// The convolutions of one block with `choice` (from [`crate::plan::block_plan`]), given its input
+/// The convolutions of one block with `choice` (from [`crate::detector::plan::block_plan`]), given its input
 /// size; returns the output size.
 fn block_ops(list: &mut OpList<'_>, layer: &LayerSpec, choice: Choice, hw: (u64, u64)) -> Result<(u64, u64)> {
-    let plan = crate::plan::block_plan(layer, choice);
+    let plan = crate::detector::plan::block_plan(layer, choice);
     let mut out = hw;
     for branch in [&plan.proj, &plan.main] {
         out = hw;
@@ -339,7 +339,7 @@ impl FlopsTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::arch::Preset;
+    use crate::space::arch::Preset;
 
     fn preset_cost(name: &str) -> CostReport {
         let (space, arch) = Preset::by_name(name).unwrap().resolve();

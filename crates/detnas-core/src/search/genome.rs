@@ -1,7 +1,7 @@
 //! Detector genomes: a backbone path plus the detector's own genes (FPN width, head width and
 //! depth, head conv type, input resolution), the unit the latency-aware search explores.
 //!
-//! Text form: the backbone (comma list, compact digits or preset name, as [`crate::arch::resolve`]
+//! Text form: the backbone (comma list, compact digits or preset name, as [`crate::space::arch::resolve`]
 //! takes) followed by any of these genes, each after a `:`, in any order:
 //!
 //! | gene | form | example |
@@ -17,13 +17,13 @@
 //! [`Genome`]'s `to_string` ([`Display`](std::fmt::Display)) writes the canonical form: compact
 //! backbone, then every gene in the order of the table.
 
-use crate::arch::{Arch, resolve};
 use crate::detector::{DetectorConfig, HeadConv};
 use crate::error::{CoreError, Result};
 use crate::limits::{MAX_HEAD_CONVS, MAX_INPUT_SIDE, MAX_WIDTH};
 use crate::rng::Rng;
-use crate::shape::InputSize;
 use crate::space::SearchSpace;
+use crate::space::arch::{Arch, resolve};
+use crate::space::shape::InputSize;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -236,7 +236,7 @@ impl GeneOverrides {
 }
 
 impl Genome {
-    /// Parses the text form (see the module docs); `space` as for [`crate::arch::resolve`].
+    /// Parses the text form (see the module docs); `space` as for [`crate::space::arch::resolve`].
     /// Each gene may appear once; unknown genes are errors naming the accepted forms.
     pub fn parse(space: Option<&str>, text: &str) -> Result<Genome> {
         let mut parts = text.trim().split(':');

@@ -13,9 +13,9 @@
 //! - RetinaNet head (torchvision v1): `head.classification_head.conv.{2i}`, `...cls_logits`,
 //!   `head.regression_head.conv.{2i}`, `...bbox_reg` (separable towers: `.conv.{2i}.dw`, `.conv.{2i}.pw`).
 
-use crate::arch::Arch;
 use crate::detector::config::{DetectorConfig, HeadConv};
 use crate::detector::heads::DetectorKind;
+use crate::space::arch::Arch;
 use crate::space::{Choice, LayerSpec, SearchSpace};
 use serde::Serialize;
 
@@ -610,7 +610,7 @@ pub fn detector_params(space: &SearchSpace, paths: Paths<'_>, cfg: &DetectorConf
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::arch::Preset;
+    use crate::space::arch::Preset;
 
     #[test]
     fn names_are_unique_and_supernet_contains_every_path() {
@@ -633,7 +633,7 @@ mod tests {
         let space = SearchSpace::detnas_300m();
         for choice in Choice::ALL {
             let arch = Arch::uniform(&space, choice);
-            let report = crate::cost::cost(&space, &arch, crate::cost::InputSize::IMAGENET).unwrap();
+            let report = crate::space::cost::cost(&space, &arch, crate::space::cost::InputSize::IMAGENET).unwrap();
             let params: u64 = space
                 .layers()
                 .iter()

@@ -1,12 +1,12 @@
 //! Path samplers: uniform, uniform under a FLOPs window, and FLOPs-binned (SPOS) with bounded
 //! rejection.
 
-use crate::arch::Arch;
-use crate::cost::{Convention, FlopsTable};
 use crate::error::{CoreError, Result};
 use crate::rng::Rng;
 use crate::size::format_count;
 use crate::space::SearchSpace;
+use crate::space::arch::Arch;
+use crate::space::cost::{Convention, FlopsTable};
 
 /// A uniformly random path: every layer uniform over the space's allowed choices.
 pub fn uniform(space: &SearchSpace, rng: &mut Rng) -> Arch {
@@ -119,7 +119,7 @@ impl FlopsBinnedSampler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cost::InputSize;
+    use crate::space::cost::InputSize;
 
     #[test]
     fn window_sampler_respects_the_budget() {

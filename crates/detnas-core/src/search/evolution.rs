@@ -12,15 +12,15 @@
 //! config hash) is written atomically after every evaluation; a killed run resumes from it and gives
 //! the same result as an uninterrupted one when the fitness is deterministic.
 
-use crate::arch::Arch;
-use crate::cost::{Convention, FlopsTable};
 use crate::error::{CoreError, Result};
 use crate::fsutil::write_atomic;
-use crate::genome::{Candidate, DetectorGenes, GeneSpace};
 use crate::rng::Rng;
-use crate::sample::uniform;
+use crate::search::genome::{Candidate, DetectorGenes, GeneSpace};
 use crate::size::format_count;
 use crate::space::SearchSpace;
+use crate::space::arch::Arch;
+use crate::space::cost::{Convention, FlopsTable};
+use crate::space::sample::uniform;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Display;

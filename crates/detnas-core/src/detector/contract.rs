@@ -14,7 +14,7 @@ pub mod keys {
     pub const SPACE: &str = "detnas.space";
     /// The backbone architecture's encoding.
     pub const ARCH: &str = "detnas.arch";
-    /// The full genome (backbone and every detector gene, [`crate::genome::Candidate`] text form).
+    /// The full genome (backbone and every detector gene, [`crate::search::genome::Candidate`] text form).
     pub const GENOME: &str = "detnas.genome";
     /// One of the [`super::detector_kinds`] names.
     pub const DETECTOR: &str = "detnas.detector";
