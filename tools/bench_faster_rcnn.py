@@ -11,7 +11,7 @@ usage: bench_faster_rcnn.py [--input 512] [--seconds 30] [--threads 2] [--out re
 1. One set of seeded random weights, spread so that every tensor matters and the RPN and class scores
    are well separated (convs N(0, gain/fan_in) as `Weights::random_varied`, BN statistics random,
    heads scaled so logits are of order one), loaded into torchvision's model and written with our
-   names (crates/detnas-core/src/plan.rs) as safetensors for `detnas export --weights`.
+   names (crates/detnas-core/src/detector/plan.rs) as safetensors for `detnas export --weights`.
 2. Both exported to ONNX and checked with onnx.checker (full_check).
 3. Both run in ONNX Runtime on the same letterboxed image (ours RGB 0-255 [1,3,H,W], torchvision's
    0-1 [3,H,W]); detections compared (counts, boxes within 1e-3 relative, scores within 1e-4, labels),
