@@ -17,6 +17,7 @@ pub enum Artefact {
     /// COCO results (a JSON array).
     Results,
     /// A latency table (a JSON object with a fingerprint).
+    #[cfg_attr(not(feature = "infer"), allow(dead_code))]
     LatencyTable,
 }
 
