@@ -266,3 +266,19 @@ fn faster_rcnn_supernet_search_and_export() {
     assert_eq!(info["metadata"]["detnas.detector"], "faster-rcnn");
     assert_eq!(info["metadata"]["detnas.arch"], v["best"]["arch"]);
 }
+
+#[test]
+fn the_training_line_names_the_input_that_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |p: &str| dir.path().join(p).to_str().unwrap().to_string();
+    let o = detnas(&["data", "synthetic", "--out", &d("data"), "--images", "4", "--size", "96x96", "--classes", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json = stdout(&o).trim().to_string();
+    std::fs::write(d("cfg.toml"), CONFIG).unwrap();
+    // the configuration says 96x96; the genome's own resolution is what trains
+    let args = ["--config", &d("cfg.toml"), "--coco", &json, "--arch", "coco-retinanet-300m:64", "--iterations", "1"];
+    let o = detnas(&[&["train", "retinanet"][..], &args, &["--out", &d("run")]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line = stderr(&o).lines().find(|l| l.starts_with("training ")).unwrap_or_default().to_string();
+    assert!(line.contains("input 64x64") && !line.contains("96x96"), "{line}");
+}

@@ -215,7 +215,7 @@ fn train_det(args: DetArgs, supernet: bool, kind: Option<DetectorKind>) -> Resul
     let dev = device::parse(&args.device)?;
     args.start.start().check(&args.out)?;
     eprintln!(
-        "training {} on {} ({} iterations, batch {}, input {}) -> {}",
+        "training {} on {} ({} iterations, batch {}, {}) -> {}",
         match (&cfg.arch, &cfg.genes) {
             (Some(a), _) => format!("{} {a}", cfg.detector.kind()),
             (None, Some(_)) => "the genes supernet (elastic FPN and head)".to_string(),
@@ -224,7 +224,7 @@ fn train_det(args: DetArgs, supernet: bool, kind: Option<DetectorKind>) -> Resul
         args.device,
         cfg.iterations,
         cfg.batch_size,
-        cfg.detector.input,
+        trained_inputs(&cfg)?,
         args.out.display()
     );
     let outcome =
@@ -239,6 +239,22 @@ fn train_det(args: DetArgs, supernet: bool, kind: Option<DetectorKind>) -> Resul
     println!("checkpoint: {} (step {})", args.out.display(), outcome.state.step);
     note_kept(&args.out, args.start.start());
     Ok(())
+}
+
+/// The input resolution(s) that actually train: a genome's own (`arch` may set it), the inputs a
+/// genes supernet samples, else the configuration's.
+fn trained_inputs(cfg: &DetTrainConfig) -> Result<String> {
+    Ok(match (&cfg.arch, &cfg.genes) {
+        (Some(a), _) => {
+            let genome = detnas_core::search::genome::Genome::parse(Some(&cfg.space), a)?;
+            format!("input {}", genome.genes.over(&cfg.detector).input)
+        }
+        (None, Some(g)) => {
+            let inputs: Vec<String> = g.input.iter().map(|i| i.to_string()).collect();
+            format!("inputs {}", inputs.join(", "))
+        }
+        (None, None) => format!("input {}", cfg.detector.input),
+    })
 }
 
 /// After `--overwrite`: says which files of the folder stay because detnas did not write them.
