@@ -577,4 +577,12 @@ fn bench_times_the_model_run_and_the_detect_path_as_planned() {
     assert!(timed.detect.min_ms <= timed.detect.p50_ms && timed.detect.p50_ms <= timed.detect.p99_ms);
     let e = detector.bench(b"not an image", &detnas_infer::TimingPlan::iterations(0, 1)).unwrap_err();
     assert!(e.to_string().contains("timed image"), "{e}");
+    for plan in [
+        detnas_infer::TimingPlan { min_seconds: f64::NAN, ..Default::default() },
+        detnas_infer::TimingPlan { min_seconds: -1.0, ..Default::default() },
+        detnas_infer::TimingPlan { min_iters: usize::MAX, ..Default::default() },
+    ] {
+        let e = detector.bench(&image, &plan).unwrap_err().to_string();
+        assert!(e.contains("timing plan"), "{e}");
+    }
 }

@@ -26,7 +26,27 @@ impl Default for TimingPlan {
     }
 }
 
+/// Most warm-up or timed runs of a [`TimingPlan`] a program may ask for (as the command line's
+/// `--warmup` / `--iters`).
+pub const MAX_RUNS: usize = 10_000_000;
+
+/// Longest minimum timing of a [`TimingPlan`], in seconds (a day, as `bench --seconds`).
+pub const MAX_MIN_SECONDS: f64 = 86_400.0;
+
 impl TimingPlan {
+    /// Refuses a plan no timing should run: more than [`MAX_RUNS`] warm-up or minimum runs, or a
+    /// minimum duration that is not a finite number of seconds from 0 to [`MAX_MIN_SECONDS`].
+    pub fn validate(&self) -> crate::Result<()> {
+        let bad = |m: String| Err(crate::InferError::Config(format!("timing plan: {m}")));
+        if self.warmup > MAX_RUNS || self.min_iters > MAX_RUNS {
+            return bad(format!("{} warm-up / {} timed runs: at most {MAX_RUNS}", self.warmup, self.min_iters));
+        }
+        if !(self.min_seconds.is_finite() && (0.0..=MAX_MIN_SECONDS).contains(&self.min_seconds)) {
+            return bad(format!("min_seconds {} is not from 0 to {MAX_MIN_SECONDS}", self.min_seconds));
+        }
+        Ok(())
+    }
+
     /// Exactly `n` timed runs after `warmup`.
     pub fn iterations(warmup: usize, n: usize) -> Self {
         TimingPlan { warmup, min_iters: n, min_seconds: 0.0, max_iters: n }
@@ -186,8 +206,10 @@ pub struct DetectorLatency {
 
 impl crate::Detector {
     /// Times [`crate::Detector::run`] on a grey input and [`crate::Detector::detect_bytes`] of
-    /// `image` (encoded) as `plan` says, interleaved after warm-up. Any run's error ends the timing.
+    /// `image` (encoded) as `plan` says ([`TimingPlan::validate`] first), interleaved after
+    /// warm-up. Any run's error ends the timing.
     pub fn bench(&self, image: &[u8], plan: &TimingPlan) -> crate::Result<DetectorLatency> {
+        plan.validate()?;
         let input = self.info().config.input;
         let grey = vec![114.0f32; 3 * (input.height * input.width) as usize];
         let (model_run, detect) =

@@ -235,6 +235,9 @@ impl Prepared {
             v.push(("the checkpoint's weights", weights));
             v.push(("--checkpoint", dir));
         }
+        if let Some(bn) = &self.bn {
+            v.push(("the finalist's BN statistics", bn));
+        }
         v
     }
 

@@ -138,8 +138,8 @@ fn retrain(d: &mut Demo) -> Result<()> {
     write_toml(&d.p.path("retrain.toml"), &cfg)?;
     for (name, genome) in contenders(d)? {
         cfg.arch = Some(genome.clone());
-        let how = format!("retinanet --arch {genome} --overwrite");
-        train(d, &cfg, "retrain.toml", &format!("retrain/{name}"), Start::Overwrite, &how)?;
+        let flags = ["--arch".to_string(), genome.clone(), "--overwrite".to_string()];
+        train(d, &cfg, ("retrain.toml", &format!("retrain/{name}")), Start::Overwrite, "retinanet", &flags)?;
     }
     Ok(())
 }
@@ -271,8 +271,8 @@ fn report_text(d: &Demo, candidates: usize) -> String {
 
 /// Exports the checkpoint folder `dir` to `model` through the library, recording the command.
 fn export_checkpoint<S: Record>(p: &mut Pipeline<S>, dir: &Path, model: &Path) -> Result<()> {
-    let line = format!("detnas export --checkpoint {} --out {}", dir.display(), model.display());
-    p.call(line, || {
+    let args = ["export", "--checkpoint", &dir.display().to_string(), "--out", &model.display().to_string()];
+    p.call(&args.map(String::from), || {
         let source = Source::Checkpoint { dir: dir.to_path_buf(), arch: None };
         let exported = ExportRequest::new(source).prepare()?.export()?;
         write_atomic(model, &detnas_onnx::graph::encode(&exported.model)?)?;
@@ -291,12 +291,13 @@ fn detect_images<S: Record>(
     conf: Option<f32>,
 ) -> Result<PathBuf> {
     let (images, out) = (p.path("data/val/images"), p.path(dir));
-    let mut line = format!("detnas detect {} {} --out {} --exist-ok", model.display(), images.display(), out.display());
-    line.push_str(&format!(" --ids-from {}", gt.display()));
+    let mut args: Vec<String> = vec!["detect".into(), model.display().to_string(), images.display().to_string()];
+    args.extend(["--out".into(), out.display().to_string(), "--exist-ok".into()]);
+    args.extend(["--ids-from".into(), gt.display().to_string()]);
     if let Some(c) = conf {
-        line.push_str(&format!(" --save-img --conf {c}"));
+        args.extend(["--save-img".into(), "--conf".into(), c.to_string()]);
     }
-    p.call(line, || {
+    p.call(&args, || {
         let mut opts = FolderOptions::new(model, [images.display().to_string()], &out);
         opts.existing = Existing::Replace;
         opts.ids_from = Some(gt.to_path_buf());

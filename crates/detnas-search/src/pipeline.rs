@@ -119,19 +119,28 @@ impl<S: Serialize + DeserializeOwned + Default> Pipeline<S> {
         self.rec.steps.iter().any(|(n, _)| n == name)
     }
 
-    /// Runs `f`, a library call, after recording `line`, the equivalent `detnas` command.
-    pub fn call(&mut self, line: String, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    /// Records `detnas ARGS` (each argument quoted for the shell where it needs it), the command
+    /// equivalent to the library call that follows, and returns the line.
+    fn record(&mut self, args: &[String]) -> String {
+        let line =
+            std::iter::once("detnas".to_string()).chain(args.iter().map(|a| shell_quoted(a))).collect::<Vec<_>>();
+        let line = line.join(" ");
         eprintln!("$ {line}");
         self.rec.commands.push(line.clone());
+        line
+    }
+
+    /// Runs `f`, a library call, after recording `detnas ARGS`, its equivalent command.
+    pub fn call(&mut self, args: &[String], f: impl FnOnce() -> Result<()>) -> Result<()> {
+        let line = self.record(args);
         f().with_context(|| format!("`{line}`"))
     }
 
     /// Runs the search `opts` describes through the library (events on stderr), recording the
     /// equivalent command.
     pub fn search(&mut self, opts: &crate::SearchOptions) -> Result<crate::SearchOutcome> {
-        let line = format!("detnas search {}", opts.command_line().join(" "));
-        eprintln!("$ {line}");
-        self.rec.commands.push(line);
+        let args: Vec<String> = std::iter::once("search".to_string()).chain(opts.command_line()).collect();
+        self.record(&args);
         crate::run_with(opts, &mut crate::print_event)
     }
 
@@ -172,4 +181,30 @@ pub fn run_steps<T: Steps>(ctx: &mut T, steps: &[Step<'_, T>]) -> Result<()> {
         ctx.pipeline().finish(name, t.elapsed().as_secs_f64())?;
     }
     Ok(())
+}
+
+/// `arg` as a POSIX shell reads it back: as it is when it holds only characters the shell leaves
+/// alone, else in single quotes (a `'` inside as `'\''`).
+pub fn shell_quoted(arg: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-./:=,@%+".contains(c);
+    if !arg.is_empty() && arg.chars().all(plain) {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quoted;
+
+    #[test]
+    fn arguments_are_quoted_only_where_the_shell_needs_it() {
+        assert_eq!(shell_quoted("runs/demo/latency.json"), "runs/demo/latency.json");
+        assert_eq!(shell_quoted("00112233:fpn48:head32x2:sep:96x96"), "00112233:fpn48:head32x2:sep:96x96");
+        assert_eq!(shell_quoted("/tmp/my runs/demo"), "'/tmp/my runs/demo'");
+        assert_eq!(shell_quoted("it's"), "'it'\\''s'");
+        assert_eq!(shell_quoted(""), "''");
+        assert_eq!(shell_quoted("$HOME;rm"), "'$HOME;rm'");
+    }
 }

@@ -193,9 +193,12 @@ pub fn make_data<S: Record>(d: &mut Ctx<S>) -> Result<()> {
             occlusion_percent: c.occlusion_percent,
         };
         let out = d.p.path(dir);
-        let line = format!("detnas data synthetic {}", synthetic::command_line(&out, &spec).join(" "));
+        let args: Vec<String> = ["data".to_string(), "synthetic".to_string()]
+            .into_iter()
+            .chain(synthetic::command_line(&out, &spec))
+            .collect();
         // replace: a set left half-written by a killed run is its own to replace.
-        d.p.call(line, || Ok(synthetic::write_set(&out, &spec, true).map(drop)?))?;
+        d.p.call(&args, || Ok(synthetic::write_set(&out, &spec, true).map(drop)?))?;
     }
     Ok(())
 }
@@ -252,23 +255,24 @@ pub fn train_supernet<S: Record>(d: &mut Ctx<S>) -> Result<()> {
     write_toml(&d.p.path("supernet.toml"), &cfg)?;
     // Resume: a demo stopped during this step continues its checkpoint exactly, and a folder
     // with no checkpoint yet (stopped before or during the first save) starts afresh.
-    train(d, &cfg, "supernet.toml", "supernet", Start::Resume, "det-supernet --resume")
+    train(d, &cfg, ("supernet.toml", "supernet"), Start::Resume, "det-supernet", &["--resume".to_string()])
 }
 
-/// Trains `cfg` (written to `config`) into `dir` from `start` through the library, recording the
-/// equivalent `detnas train` command (`how`: its subcommand and flags beyond config and out).
+/// Trains `cfg` (written to the file `config`) into the folder `dir` from `start` through the
+/// library, recording the equivalent `detnas train SUBCOMMAND --config .. --out .. FLAGS`.
 pub fn train<S: Record>(
     d: &mut Ctx<S>,
     cfg: &DetTrainConfig,
-    config: &str,
-    dir: &str,
+    (config, dir): (&str, &str),
     start: Start,
-    how: &str,
+    subcommand: &str,
+    flags: &[String],
 ) -> Result<()> {
     let (config, out) = (d.p.path(config), d.p.path(dir));
-    let (sub, flags) = how.split_once(' ').unwrap_or((how, ""));
-    let line = format!("detnas train {sub} --config {} --out {} {flags}", config.display(), out.display());
-    d.p.call(line.trim_end().to_string(), || {
+    let mut args: Vec<String> = ["train", subcommand, "--config"].map(String::from).to_vec();
+    args.extend([config.display().to_string(), "--out".into(), out.display().to_string()]);
+    args.extend(flags.iter().cloned());
+    d.p.call(&args, || {
         start.check(&out)?;
         trainer::train_detection(cfg, &out, start, device::parse("cpu")?, &mut detnas_train::progress::print_event)?;
         Ok(())
@@ -285,11 +289,14 @@ pub fn build_table<S: Record>(d: &mut Ctx<S>) -> Result<()> {
     write_genes(d)?;
     let inputs: Vec<String> = d.schedule.inputs.iter().map(|s| format!("{s}x{s}")).collect();
     let (genes, out) = (d.p.path("genes.toml"), d.p.path("latency.json"));
-    let mut line = format!("detnas latency build --input {} --genes {}", inputs.join(","), genes.display());
-    line.push_str(&format!(" --classes {} --out {}", d.schedule.classes, out.display()));
+    let mut args: Vec<String> = ["latency", "build", "--input"].map(String::from).to_vec();
+    args.extend([inputs.join(","), "--genes".into(), genes.display().to_string()]);
+    args.extend(["--classes".into(), d.schedule.classes.to_string(), "--out".into(), out.display().to_string()]);
     // `latency build`'s defaults: 20 calibration genomes, 3 warm-up runs, at least 10 runs and 0.2 s
     let (calibration, timing) = if d.schedule.quick {
-        line.push_str(" --calibration 3 --warmup 1 --min-iters 3 --min-seconds 0");
+        args.extend(
+            ["--calibration", "3", "--warmup", "1", "--min-iters", "3", "--min-seconds", "0"].map(String::from),
+        );
         (3, TimingPlan { warmup: 1, min_iters: 3, min_seconds: 0.0, ..TimingPlan::default() })
     } else {
         (20, TimingPlan::default())
@@ -303,7 +310,7 @@ pub fn build_table<S: Record>(d: &mut Ctx<S>) -> Result<()> {
         calibration,
         calibration_seed: 1,
     };
-    d.p.call(line, || Ok(build_latency_table(&opts, &mut |l| eprintln!("{l}"))?.save(&out)?))
+    d.p.call(&args, || Ok(build_latency_table(&opts, &mut |l| eprintln!("{l}"))?.save(&out)?))
 }
 
 /// `count` random genomes of the schedule's space (seeded) with their predicted latency on this

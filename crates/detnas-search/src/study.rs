@@ -241,8 +241,8 @@ fn retrain(d: &mut Study, genome: &str, dir: &str, seed: u64) -> Result<Score> {
         write_toml(&d.c.p.path("retrain.toml"), &cfg)?;
     }
     (cfg.arch, cfg.seed) = (Some(genome.to_string()), seed);
-    let how = format!("retinanet --arch {genome} --seed {seed} --overwrite");
-    train(&mut d.c, &cfg, "retrain.toml", dir, Start::Overwrite, &how)?;
+    let flags = ["--arch", genome, "--seed", &seed.to_string(), "--overwrite"].map(String::from);
+    train(&mut d.c, &cfg, ("retrain.toml", dir), Start::Overwrite, "retinanet", &flags)?;
     let ck = checkpoint::open(&d.c.p.path(dir), None, device::parse("cpu")?)?;
     let stats = trainer::evaluate_checkpoint(&ck, &EvalOptions { val: None, recalibrate: 0 })?.stats;
     Ok(Score { ap: stats.stats[0].max(0.0), ap50: stats.stats[1].max(0.0) })

@@ -45,16 +45,7 @@ fn op(unit: &ConvUnit, from: &LevelShape, to: &LevelShape) -> ConvOp {
 
 /// A fully connected layer as a 1x1 conv on a 1x1 map.
 fn linear_op(l: &LinearUnit) -> ConvOp {
-    ConvOp {
-        in_channels: l.in_features as u64,
-        out_channels: l.out_features as u64,
-        kernel: 1,
-        stride: 1,
-        groups: 1,
-        in_hw: (1, 1),
-        out_hw: (1, 1),
-        batch_norm: false,
-    }
+    ConvOp::fully_connected(l.in_features as u64, l.out_features as u64)
 }
 
 /// FLOPs of the detector at its configured input.

@@ -44,6 +44,20 @@ pub struct ConvOp {
 }
 
 impl ConvOp {
+    /// A fully connected layer as a 1x1 conv on a 1x1 map (no BN).
+    pub fn fully_connected(in_features: u64, out_features: u64) -> Self {
+        ConvOp {
+            in_channels: in_features,
+            out_channels: out_features,
+            kernel: 1,
+            stride: 1,
+            groups: 1,
+            in_hw: (1, 1),
+            out_hw: (1, 1),
+            batch_norm: false,
+        }
+    }
+
     /// Multiply-adds.
     pub fn flops(&self) -> u64 {
         self.in_channels / self.groups * self.out_channels * self.kernel * self.kernel * self.out_hw.0 * self.out_hw.1
@@ -212,16 +226,7 @@ pub fn conv_ops(space: &SearchSpace, arch: &Arch, input: InputSize) -> Result<Ne
     }
     let c5 = space.stages.last().map(|s| s.channels).unwrap_or(space.stem_channels);
     list.conv(c5, space.last_channels, 1, 1, 1, hw)?;
-    list.ops.push(ConvOp {
-        in_channels: space.last_channels,
-        out_channels: space.num_classes,
-        kernel: 1,
-        stride: 1,
-        groups: 1,
-        in_hw: (1, 1),
-        out_hw: (1, 1),
-        batch_norm: false,
-    });
+    list.ops.push(ConvOp::fully_connected(space.last_channels, space.num_classes));
     Ok(NetworkOps { stem, layers, head: list.ops })
 }
 
