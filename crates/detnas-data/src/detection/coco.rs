@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::report::{Checked, Issue, ValidationPolicy, Validator};
+use super::report::{Issue, ValidationPolicy, Validator};
 use super::{DetectionDataset, DetectionSample, check_box};
 use crate::error::{DataError, Result};
 
@@ -142,18 +142,8 @@ fn image_sample(
         (Some(w), Some(h)) => Some((w, h)),
         _ => None,
     };
-    let size = match v.image_size(&path, recorded, json, &record)? {
-        Checked::Dropped => return Ok(None),
-        Checked::Size(size) => size,
-    };
-    let Some((width, height)) = size else {
-        let detail = format!(
-            "width {:?} / height {:?} not positive integers and {} has no readable size",
-            image.width,
-            image.height,
-            path.display()
-        );
-        v.note(Issue::BadImageRecord, json, &record, detail)?;
+    let describe = || format!("width {:?} / height {:?}", image.width, image.height);
+    let Some((width, height)) = v.sized(&path, recorded, json, &record, describe)? else {
         return Ok(None);
     };
     Ok(Some(DetectionSample { image: path, width, height, boxes: Vec::new(), labels: Vec::new(), image_id }))

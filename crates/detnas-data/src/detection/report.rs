@@ -301,6 +301,32 @@ impl<'p> Validator<'p> {
 
     /// Records one occurrence of `issue` in `file` at `record`; under a strict policy a problem
     /// is returned as [`DataError::Strict`] instead.
+    /// The size of an image record's file ([`Validator::image_size`]), or `None` when the record
+    /// cannot be used: already noted, or neither a recorded size nor a readable one, which is
+    /// noted as a bad record (`recorded` describes the record's size fields).
+    pub(crate) fn sized(
+        &mut self,
+        path: &Path,
+        recorded: Option<(u32, u32)>,
+        file: &Path,
+        record: &dyn fmt::Display,
+        describe_recorded: impl FnOnce() -> String,
+    ) -> Result<Option<(u32, u32)>> {
+        match self.image_size(path, recorded, file, record)? {
+            Checked::Dropped => Ok(None),
+            Checked::Size(Some(size)) => Ok(Some(size)),
+            Checked::Size(None) => {
+                let detail = format!(
+                    "{} not positive integers and {} has no readable size",
+                    describe_recorded(),
+                    path.display()
+                );
+                self.note(Issue::BadImageRecord, file, record, detail)?;
+                Ok(None)
+            }
+        }
+    }
+
     pub(crate) fn note(&mut self, issue: Issue, file: &Path, record: &dyn fmt::Display, detail: String) -> Result<()> {
         if self.policy.strict && issue.is_problem() {
             return Err(DataError::Strict { path: file.to_path_buf(), issue, record: record.to_string(), detail });

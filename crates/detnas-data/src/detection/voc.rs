@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use quick_xml::escape::resolve_predefined_entity;
 use quick_xml::events::Event;
 
-use super::report::{Checked, Issue, ValidationPolicy, Validator};
+use super::report::{Issue, ValidationPolicy, Validator};
 use super::{DetectionDataset, DetectionSample, check_box};
 use crate::error::{DataError, Result};
 
@@ -211,18 +211,8 @@ impl VocSamples<'_, '_> {
             (Some(w), Some(h)) => Some((w, h)),
             _ => None,
         };
-        let size = match v.image_size(&path, recorded, file, &record_name)? {
-            Checked::Dropped => return Ok(None),
-            Checked::Size(size) => size,
-        };
-        let Some((width, height)) = size else {
-            let detail = format!(
-                "<size> width {:?} / height {:?} not positive integers and {} has no readable size",
-                record.width,
-                record.height,
-                path.display()
-            );
-            v.note(Issue::BadImageRecord, file, &record_name, detail)?;
+        let describe = || format!("<size> width {:?} / height {:?}", record.width, record.height);
+        let Some((width, height)) = v.sized(&path, recorded, file, &record_name, describe)? else {
             return Ok(None);
         };
         let mut sample =
