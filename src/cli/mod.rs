@@ -92,6 +92,20 @@ enum Command {
     Env(env::EnvArgs),
 }
 
+/// A progress bar on stderr at `done` of `total` drawn with `template` (indicatif's), hidden
+/// unless stderr is a terminal.
+#[cfg(feature = "infer")]
+fn progress_bar(total: usize, done: usize, template: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let b = indicatif::ProgressBar::new(total as u64);
+    b.set_style(indicatif::ProgressStyle::with_template(template).expect("valid template"));
+    b.set_position(done as u64);
+    b
+}
+
 /// Runs a command; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {

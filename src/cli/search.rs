@@ -10,8 +10,7 @@ use detnas_core::InputSize;
 use detnas_core::search::evolution::EvolutionConfig;
 use detnas_core::size::{format_count, parse_count};
 use detnas_search::{Event, FitnessChoice, LatencyBudget, Metric, SearchOptions, SearchOutcome};
-use indicatif::{ProgressBar, ProgressStyle};
-use std::io::IsTerminal;
+use indicatif::ProgressBar;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -144,22 +143,12 @@ impl SearchArgs {
     }
 }
 
-fn progress_bar(total: usize, done: usize) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let b = ProgressBar::new(total as u64);
-    b.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} candidates, {per_sec}, eta {eta}").expect("valid template"),
-    );
-    b.set_position(done as u64);
-    b
-}
-
 /// Prints a search's events to stderr, under a progress bar on a terminal.
 pub fn print_event(bar: &mut ProgressBar, event: Event<'_>) {
     match event {
-        Event::Started { total, done } => *bar = progress_bar(total, done),
+        Event::Started { total, done } => {
+            *bar = super::progress_bar(total, done, "{bar:40} {pos}/{len} candidates, {per_sec}, eta {eta}")
+        }
         e => {
             if matches!(e, Event::Evaluated { .. }) {
                 bar.inc(1);

@@ -10,8 +10,7 @@ use anyhow::Result;
 use clap::Args;
 use detnas_infer::folder::{DEFAULT_OVERLAP, Existing, FolderEvent, FolderOptions, FolderOutcome, detect_folder};
 use detnas_infer::{Device, Tiling, Tta};
-use indicatif::{ProgressBar, ProgressStyle};
-use std::io::IsTerminal;
+use indicatif::ProgressBar;
 use std::path::PathBuf;
 
 /// Exit code for "some images failed under --strict".
@@ -139,7 +138,9 @@ pub fn run(args: DetectArgs) -> Result<i32> {
             eprintln!("{line}");
         }
         match event {
-            FolderEvent::Started { pending, .. } => bar = Some(progress_bar(pending)),
+            FolderEvent::Started { pending, .. } => {
+                bar = Some(super::progress_bar(pending, 0, "{bar:40} {pos}/{len} {per_sec} eta {eta}"))
+            }
             FolderEvent::ImageDone { recorded, .. } | FolderEvent::ImageFailed { recorded, .. } => {
                 if let Some(b) = &bar {
                     b.inc(1);
@@ -177,13 +178,4 @@ fn report(outcome: &FolderOutcome) {
         outcome.out.display(),
         outcome.images_per_second(),
     );
-}
-
-fn progress_bar(len: usize) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let b = ProgressBar::new(len as u64);
-    b.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} eta {eta}").expect("valid template"));
-    b
 }
