@@ -49,9 +49,6 @@ macro_rules! detector_genes {
         }
 
         impl DetectorGenes {
-            /// The genes' names, as configuration files and gene spaces name them, in draw order.
-            pub const NAMES: &'static [&'static str] = &[$(stringify!($gene)),+];
-
             /// The genes a detector configuration has.
             pub fn of(cfg: &DetectorConfig) -> Self {
                 DetectorGenes { $($gene: cfg.$gene,)+ }
