@@ -65,7 +65,12 @@ fn a_latency_budgeted_joint_search_runs_through_the_api_and_resumes() {
         assert!(row.predicted_ms.unwrap() <= budget, "{row:?} over {budget}");
     }
     assert_eq!(outcome.finalists.len(), 3);
-    assert!(outcome.finalists.iter().all(|f| out.join(&f.bn).is_file() && f.predicted_ms.unwrap() <= budget));
+    assert!(
+        outcome
+            .finalists
+            .iter()
+            .all(|f| f.bn.as_ref().is_some_and(|bn| out.join(bn).is_file()) && f.predicted_ms.unwrap() <= budget)
+    );
     assert!(!outcome.pareto_front.is_empty() && outcome.pareto_front.iter().all(|&i| i < 6));
     assert_eq!(outcome.selected.finalist, outcome.finalists[0]);
     assert_eq!(outcome.selected.finalist.candidate, outcome.evolution.top_k[0].arch.to_string());

@@ -38,6 +38,8 @@ mod sdk;
 mod search_api;
 #[cfg(feature = "search")]
 mod search_latency;
+#[cfg(feature = "search")]
+mod search_training_free;
 #[cfg(feature = "infer")]
 mod serve;
 #[cfg(feature = "infer")]

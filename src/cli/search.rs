@@ -1,6 +1,7 @@
 //! `detnas search`: evolutionary search on a trained detection supernet (DetNAS step 3), over
 //! backbone paths or, on a supernet trained with `[genes]`, whole genomes (backbone + FPN/head
-//! widths, depth, conv type, input resolution), under FLOPs and latency budgets. The search itself
+//! widths, depth, conv type, input resolution), under FLOPs and latency budgets; or, with a
+//! training-free `--fitness`, without any trained weights. The search itself
 //! is [`detnas_search::run_with`]; this module maps flags to [`SearchOptions`] and draws progress.
 
 use super::values;
@@ -16,9 +17,22 @@ use std::path::PathBuf;
 #[derive(Args, Debug)]
 pub struct SearchArgs {
     /// A supernet checkpoint (`detnas train det-supernet`); one trained with `[genes]` is searched
-    /// jointly over backbone and detector genes.
+    /// jointly over backbone and detector genes. Required by `--fitness supernet`.
     #[arg(long)]
-    checkpoint: PathBuf,
+    checkpoint: Option<PathBuf>,
+    /// How candidates are ranked: `supernet` (held-out accuracy inherited from --checkpoint), or a
+    /// training-free score needing no checkpoint nor data: `madnas` (MAE-DET entropy), `zen`
+    /// (Zen-score), `params`, `flops` (the baselines).
+    #[arg(long, default_value = "supernet", value_parser = FitnessChoice::NAMES)]
+    fitness: String,
+    /// Search space of a training-free search (default: --config's, else the --lut table's, else
+    /// detnas-300m).
+    #[arg(long, conflicts_with = "checkpoint", value_parser = detnas_core::space::SPACE_NAMES)]
+    space: Option<String>,
+    /// Training configuration (TOML) whose space, `[detector]` and `[genes]` a training-free search
+    /// searches (default: the --lut table's detector and genes).
+    #[arg(long, conflicts_with = "checkpoint")]
+    config: Option<PathBuf>,
     /// Held-out COCO JSON (default: the checkpoint's held-out data).
     #[arg(long)]
     coco: Option<PathBuf>,
@@ -47,7 +61,8 @@ pub struct SearchArgs {
     #[arg(long, requires = "latency_max")]
     measure: bool,
     /// Restrict the detector genes searched (TOML of the gene space's fields, each value one the
-    /// supernet was trained with); one value per gene searches backbone paths at that detector.
+    /// supernet was trained with or the --lut table measured); one value per gene searches backbone
+    /// paths at that detector.
     #[arg(long)]
     genes: Option<PathBuf>,
     /// Fail when the latency table was measured on another machine (default: one warning line).
@@ -71,15 +86,16 @@ pub struct SearchArgs {
     /// Probability that mutation changes each gene (each layer's choice, each detector gene).
     #[arg(long, default_value_t = 0.1, value_parser = values::probability)]
     mutation_prob: f64,
-    /// BN recalibration batches per candidate.
-    #[arg(long, default_value_t = 20, value_parser = values::recal_batches)]
-    recal_batches: usize,
-    /// Exponential moving average instead of the exact average for recalibration.
+    /// BN recalibration batches per candidate (`--fitness supernet`; default 20).
+    #[arg(long, value_parser = values::recal_batches)]
+    recal_batches: Option<usize>,
+    /// Exponential moving average instead of the exact average for recalibration (`--fitness
+    /// supernet`).
     #[arg(long)]
     ema: bool,
-    /// Fitness: AP (0.50:0.95) or AP50.
-    #[arg(long, default_value = "ap")]
-    metric: String,
+    /// Supernet fitness: AP (0.50:0.95) or AP50 (`--fitness supernet`; default ap).
+    #[arg(long)]
+    metric: Option<String>,
     /// Seed of the search (initial population, mutation, crossover, recalibration batches).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -88,7 +104,7 @@ pub struct SearchArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Search state, written atomically after every evaluation; an existing one is resumed
-    /// (default: <out>/state.json).
+    /// (default: state.json in --out).
     #[arg(long)]
     state: Option<PathBuf>,
     /// cpu, cuda or cuda:N (the supernet's device).
@@ -102,7 +118,7 @@ pub struct SearchArgs {
 impl SearchArgs {
     /// The library's options for these flags.
     fn options(&self) -> Result<SearchOptions> {
-        let metric = match self.metric.as_str() {
+        let metric = match self.metric.as_deref().unwrap_or("ap") {
             "ap" => Metric::Ap,
             "ap50" => Metric::Ap50,
             other => bail!("unknown metric `{other}` (ap or ap50)"),
@@ -117,8 +133,20 @@ impl SearchArgs {
             }),
             _ => None,
         };
+        let recal_batches = self.recal_batches.unwrap_or(20);
+        let fitness = match self.fitness.as_str() {
+            "supernet" => FitnessChoice::Supernet { metric, recal_batches, ema: self.ema },
+            other => {
+                if self.metric.is_some() || self.recal_batches.is_some() || self.ema {
+                    bail!("--metric, --recal-batches and --ema set the supernet fitness, not --fitness {other}");
+                }
+                FitnessChoice::training_free(other)?
+            }
+        };
         Ok(SearchOptions {
             checkpoint: self.checkpoint.clone(),
+            space: self.space.clone(),
+            config: self.config.clone(),
             coco: self.coco.clone(),
             images: self.images.clone(),
             out: self.out.clone(),
@@ -137,7 +165,7 @@ impl SearchArgs {
                 seed: self.seed,
                 ..EvolutionConfig::default()
             },
-            fitness: FitnessChoice::Supernet { metric, recal_batches: self.recal_batches, ema: self.ema },
+            fitness,
             device: self.device.clone(),
         })
     }

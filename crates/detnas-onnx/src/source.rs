@@ -291,7 +291,15 @@ fn read_checkpoint(dir: &Path, arch: Option<&str>) -> Result<CheckpointParts> {
 fn search_finalist(dir: &Path, rank: usize) -> Result<(PathBuf, String, PathBuf)> {
     let finalists = Finalists::read(dir)?;
     let f = finalists.rank(rank, dir)?;
-    Ok((finalists.checkpoint.clone(), f.candidate.clone(), dir.join(&f.bn)))
+    match (&finalists.checkpoint, &f.bn) {
+        (Some(checkpoint), Some(bn)) => Ok((checkpoint.clone(), f.candidate.clone(), dir.join(bn))),
+        _ => Err(OnnxError::Options(format!(
+            "{}: a training-free search ranked its candidates without weights, so there is nothing to export; train \
+             the finalist (`detnas train det --arch '{}'`) and export its checkpoint",
+            dir.display(),
+            f.candidate
+        ))),
+    }
 }
 
 /// What a checkpoint can export: its own classes (another list would take the wrong logit

@@ -10,7 +10,6 @@ use detnas_core::detector::DetectorConfig;
 use detnas_core::search::evolution::Scored;
 use detnas_core::search::pareto::{Finalist, Finalists};
 use detnas_infer::LatencyTable;
-use detnas_train::checkpoint::OpenCheckpoint;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -37,39 +36,48 @@ pub fn measure_finalists(
 }
 
 /// Saves each kept finalist's artefact (`bn/rank-N.safetensors`, listed in the folder's ownership
-/// record first) and writes `finalists.json`; returns the finalist records, best first.
+/// record first; none for a fitness without weights) and writes `finalists.json`; returns the
+/// finalist records, best first. `checkpoint`: the supernet the finalists came from, if any.
 pub fn save_finalists(
     out: &Path,
-    checkpoint: &Path,
-    ck: &OpenCheckpoint,
+    (checkpoint, space): (Option<&Path>, &SearchSpace),
     fitness: &mut dyn SearchFitness,
     kept: &[&Scored],
     predict: Option<Predict<'_>>,
     measured: &BTreeMap<String, f64>,
 ) -> Result<Vec<Finalist>> {
-    let bn_dir = out.join("bn");
-    if detnas_core::fsutil::is_symlink(&bn_dir) {
-        bail!("{}: a symbolic link; the search writes only into folders it made", bn_dir.display());
+    if fitness.has_weights() {
+        let bn_dir = out.join("bn");
+        if detnas_core::fsutil::is_symlink(&bn_dir) {
+            bail!("{}: a symbolic link; the search writes only into folders it made", bn_dir.display());
+        }
+        std::fs::create_dir_all(&bn_dir).with_context(|| format!("creating {}", bn_dir.display()))?;
     }
-    std::fs::create_dir_all(&bn_dir).with_context(|| format!("creating {}", bn_dir.display()))?;
     let mut list = Vec::new();
     for (i, s) in kept.iter().enumerate() {
         let rank = i + 1;
-        let rel = format!("bn/rank-{rank}.safetensors");
-        detnas_core::owner::note(out, std::slice::from_ref(&rel))?;
-        fitness.save_finalist(&s.arch, &out.join(&rel))?;
+        let bn = if fitness.has_weights() {
+            let rel = format!("bn/rank-{rank}.safetensors");
+            detnas_core::owner::note(out, std::slice::from_ref(&rel))?;
+            fitness.save_finalist(&s.arch, &out.join(&rel))?;
+            Some(rel)
+        } else {
+            None
+        };
         list.push(Finalist {
             rank,
             candidate: s.arch.to_string(),
             fitness: s.fitness,
             predicted_ms: predict.map(|p| p(&s.arch)).transpose()?,
             measured_ms: measured.get(&s.arch.key()).copied(),
-            bn: rel,
+            bn,
         });
     }
     let f = Finalists {
-        checkpoint: std::fs::canonicalize(checkpoint).with_context(|| checkpoint.display().to_string())?,
-        space: ck.space.name.clone(),
+        checkpoint: checkpoint
+            .map(|c| std::fs::canonicalize(c).with_context(|| c.display().to_string()))
+            .transpose()?,
+        space: space.name.clone(),
         finalists: list,
     };
     f.write(out)?;

@@ -1,20 +1,24 @@
-//! Fitness of a candidate: the [`SearchFitness`] trait a search ranks with, and its supernet
-//! implementation ([`SupernetScorer`]): the candidate's path inherits the supernet's weights, its
+//! Fitness of a candidate: the [`SearchFitness`] trait a search ranks with; its supernet
+//! implementation ([`SupernetScorer`]: the candidate's path inherits the supernet's weights, its
 //! BN statistics are recalibrated on fixed training batches at the candidate's input, and its
-//! held-out COCO AP (or AP50) is the fitness.
+//! held-out COCO AP (or AP50) is the fitness); and the training-free scores ([`TrainingFree`]).
 
-use anyhow::{Context, Result};
-use detnas_core::InputSize;
+use crate::options::FitnessChoice;
+use anyhow::{Context, Result, bail};
+use detnas_core::detector::DetectorConfig;
 use detnas_core::detector::plan::{Paths, detector_params};
 use detnas_core::search::evolution::Fitness;
 use detnas_core::search::genome::{Candidate, DetectorGenes};
+use detnas_core::search::training_free;
 use detnas_core::space::arch::Arch;
+use detnas_core::{InputSize, SearchSpace};
 use detnas_data::detection::DetectionDataset;
 use detnas_train::checkpoint::{self, OpenCheckpoint};
 use detnas_train::modules::BnUpdate;
 use detnas_train::search::{Metric, SupernetFitness};
 use detnas_train::tch::Tensor;
 use detnas_train::trainer;
+use detnas_train::zen::{ZenOptions, zen_score};
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -25,9 +29,83 @@ pub trait SearchFitness: Fitness<Error = anyhow::Error> {
     /// Mean wall time of one evaluation so far.
     fn mean_time(&self) -> Duration;
 
+    /// Whether a finalist carries weights to export ([`Self::save_finalist`]); a training-free
+    /// fitness has none: its finalists are genomes to train.
+    fn has_weights(&self) -> bool {
+        true
+    }
+
     /// Writes what `candidate` needs at export into the file `path` (the supernet: its path's
-    /// recalibrated BN statistics, as safetensors), in the state its scoring left it.
+    /// recalibrated BN statistics, as safetensors), in the state its scoring left it. Called only
+    /// when [`Self::has_weights`].
     fn save_finalist(&mut self, candidate: &Candidate, path: &Path) -> Result<()>;
+}
+
+/// A training-free fitness ([`FitnessChoice::Madnas`], `Zen`, `Params`, `Flops`) of candidates on
+/// `space` whose genes apply to `base`. Higher is better for each (a larger score, count or cost).
+pub struct TrainingFree {
+    choice: FitnessChoice,
+    space: SearchSpace,
+    base: DetectorConfig,
+    seed: u64,
+    evaluations: u32,
+    time: Duration,
+}
+
+impl TrainingFree {
+    /// A scorer of `choice` (a training-free one; the supernet is an error); `seed` seeds the
+    /// Zen-score's random weights and images (the same for every candidate).
+    pub fn new(choice: FitnessChoice, space: SearchSpace, base: DetectorConfig, seed: u64) -> Result<Self> {
+        if choice.needs_checkpoint() {
+            bail!("the supernet fitness is not training-free");
+        }
+        Ok(TrainingFree { choice, space, base, seed, evaluations: 0, time: Duration::ZERO })
+    }
+
+    /// The score of `candidate`.
+    pub fn score(&self, c: &Candidate) -> Result<f64> {
+        let cfg = c.detector_config(&self.base);
+        let (space, arch) = (&self.space, &c.arch);
+        Ok(match self.choice {
+            FitnessChoice::Madnas => training_free::madnas(space, arch, &cfg)?.total,
+            FitnessChoice::Params => training_free::params(space, arch, &cfg) as f64,
+            FitnessChoice::Flops => training_free::flops(space, arch, &cfg)? as f64,
+            FitnessChoice::Zen => {
+                zen_score(space, arch, &cfg, ZenOptions { seed: self.seed, ..ZenOptions::default() })?
+            }
+            FitnessChoice::Supernet { .. } => unreachable!("refused by TrainingFree::new"),
+        })
+    }
+}
+
+impl Fitness for TrainingFree {
+    type Error = anyhow::Error;
+
+    fn evaluate(&mut self, arch: &Arch) -> Result<f64> {
+        self.evaluate_candidate(&Candidate::backbone(arch.clone()))
+    }
+
+    fn evaluate_candidate(&mut self, c: &Candidate) -> Result<f64> {
+        let t = Instant::now();
+        let v = self.score(c)?;
+        self.evaluations += 1;
+        self.time += t.elapsed();
+        Ok(v)
+    }
+}
+
+impl SearchFitness for TrainingFree {
+    fn mean_time(&self) -> Duration {
+        self.time.checked_div(self.evaluations).unwrap_or_default()
+    }
+
+    fn has_weights(&self) -> bool {
+        false
+    }
+
+    fn save_finalist(&mut self, _: &Candidate, _: &Path) -> Result<()> {
+        bail!("a training-free fitness has no weights to save")
+    }
 }
 
 /// Scores candidates of a supernet checkpoint: backbone paths at the checkpoint's detector, or

@@ -25,8 +25,8 @@ pub struct LatencyBudget {
     pub strict: bool,
 }
 
-/// How a candidate is ranked. The supernet's inherited accuracy is the one fitness today; other
-/// fitnesses (training-free scores) become variants here.
+/// How a candidate is ranked: the supernet's inherited accuracy, or a training-free score
+/// ([`detnas_core::search::training_free`], [`detnas_train::zen`]) that needs no checkpoint.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum FitnessChoice {
     /// Held-out COCO accuracy of the candidate's path in the supernet, after BN recalibration on
@@ -39,6 +39,14 @@ pub enum FitnessChoice {
         /// Exponential moving average instead of the exact average for recalibration.
         ema: bool,
     },
+    /// The MAE-DET maximum-entropy score, analytic from the layer shapes.
+    Madnas,
+    /// The Zen-score: random Gaussian weights and images, output change under a small perturbation.
+    Zen,
+    /// Trainable parameters of the whole detector (a baseline every proxy must beat).
+    Params,
+    /// Multiply-adds of the whole detector at its input (the other baseline).
+    Flops,
 }
 
 impl Default for FitnessChoice {
@@ -47,13 +55,53 @@ impl Default for FitnessChoice {
     }
 }
 
+impl FitnessChoice {
+    /// The names `--fitness` takes.
+    pub const NAMES: [&'static str; 5] = ["supernet", "madnas", "zen", "params", "flops"];
+
+    /// The training-free fitness named `name` (`supernet` needs its settings: see [`Self::default`]).
+    pub fn training_free(name: &str) -> Result<FitnessChoice> {
+        Ok(match name {
+            "madnas" => FitnessChoice::Madnas,
+            "zen" => FitnessChoice::Zen,
+            "params" => FitnessChoice::Params,
+            "flops" => FitnessChoice::Flops,
+            other => bail!("--fitness {other}: one of madnas, zen, params, flops (or supernet)"),
+        })
+    }
+
+    /// The name `--fitness` takes for this choice; what `candidates.csv` records as `scored_by`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            FitnessChoice::Supernet { .. } => "supernet",
+            FitnessChoice::Madnas => "madnas",
+            FitnessChoice::Zen => "zen",
+            FitnessChoice::Params => "params",
+            FitnessChoice::Flops => "flops",
+        }
+    }
+
+    /// Whether the fitness needs a trained supernet.
+    pub fn needs_checkpoint(&self) -> bool {
+        matches!(self, FitnessChoice::Supernet { .. })
+    }
+}
+
 /// Everything a search runs on. Construct with [`SearchOptions::new`] (the defaults of
 /// `detnas search`) and set fields; [`crate::run`] validates every value before any work.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SearchOptions {
     /// A supernet checkpoint (`detnas train det-supernet`); one trained with `[genes]` is searched
-    /// jointly over backbone and detector genes.
-    pub checkpoint: PathBuf,
+    /// jointly over backbone and detector genes. Required by the supernet fitness; a training-free
+    /// search takes its space, detector and genes from it when given.
+    pub checkpoint: Option<PathBuf>,
+    /// The search space of a training-free search without a checkpoint (default: `config`'s, else
+    /// the latency table's, else `detnas-300m`).
+    pub space: Option<String>,
+    /// A training configuration (TOML, as `detnas train det`) whose `space`, `[detector]` and
+    /// `[genes]` a training-free search without a checkpoint searches (default: the latency
+    /// table's detector and gene space, else the default RetinaNet with fixed genes).
+    pub config: Option<PathBuf>,
     /// Held-out COCO JSON (default: the checkpoint's held-out data).
     pub coco: Option<PathBuf>,
     /// Image folder of `coco` (default: the JSON's folder).
@@ -71,7 +119,8 @@ pub struct SearchOptions {
     /// Latency budget on a latency table.
     pub latency: Option<LatencyBudget>,
     /// Restricts the detector genes searched: a TOML file of the gene space's fields (genes left
-    /// out keep the supernet's values), each value one the supernet was trained with.
+    /// out keep the supernet's, configuration's or table's values), each value one the supernet
+    /// was trained with (or the table measured).
     pub genes: Option<PathBuf>,
     /// Population, generations, parents, mutation and crossover counts, seed.
     pub evolution: EvolutionConfig,
@@ -86,7 +135,9 @@ impl SearchOptions {
     /// its default.
     pub fn new(checkpoint: impl Into<PathBuf>, out: impl Into<PathBuf>) -> Self {
         SearchOptions {
-            checkpoint: checkpoint.into(),
+            checkpoint: Some(checkpoint.into()),
+            space: None,
+            config: None,
             coco: None,
             images: None,
             out: Some(out.into()),
@@ -101,6 +152,15 @@ impl SearchOptions {
         }
     }
 
+    /// The options of `detnas search --fitness FITNESS --out OUT` (a training-free search: no
+    /// checkpoint; set `space`, `config` or a latency table for what it searches).
+    pub fn training_free(fitness: FitnessChoice, out: impl Into<PathBuf>) -> Self {
+        let mut o = SearchOptions::new("", out);
+        o.checkpoint = None;
+        o.fitness = fitness;
+        o
+    }
+
     /// Refuses values no search can run with (the command line's bounds apply to the numbers it
     /// parses; a program gets the same checks here).
     pub fn validate(&self) -> Result<()> {
@@ -108,9 +168,21 @@ impl SearchOptions {
         if self.out.is_none() && self.state.is_none() {
             bail!("give the search folder with --out (or the state file with --state)");
         }
-        let FitnessChoice::Supernet { recal_batches, .. } = self.fitness;
-        if recal_batches == 0 {
-            bail!("--recal-batches: at least 1 batch recalibrates BN");
+        if let FitnessChoice::Supernet { recal_batches, .. } = self.fitness {
+            if recal_batches == 0 {
+                bail!("--recal-batches: at least 1 batch recalibrates BN");
+            }
+            if self.checkpoint.is_none() {
+                bail!("--fitness supernet ranks with a supernet: give --checkpoint (or a training-free --fitness)");
+            }
+            if self.space.is_some() || self.config.is_some() {
+                bail!("--space and --config are for a training-free search; the supernet's checkpoint sets both");
+            }
+        } else if self.checkpoint.is_some() && (self.space.is_some() || self.config.is_some()) {
+            bail!("--space and --config: the checkpoint already sets the space and detector; give one or the other");
+        }
+        if self.coco.is_some() && !self.fitness.needs_checkpoint() {
+            bail!("--coco: a training-free fitness uses no data");
         }
         if let Some(l) = &self.latency {
             if !(l.max_ms.is_finite() && l.max_ms > 0.0) {
@@ -132,12 +204,21 @@ impl SearchOptions {
             a.push(value);
         };
         let path = |p: &PathBuf| p.display().to_string();
-        flag("checkpoint", path(&self.checkpoint));
-        let optional = [("coco", &self.coco), ("images", &self.images), ("out", &self.out), ("state", &self.state)];
+        let optional = [
+            ("checkpoint", &self.checkpoint),
+            ("config", &self.config),
+            ("coco", &self.coco),
+            ("images", &self.images),
+            ("out", &self.out),
+            ("state", &self.state),
+        ];
         for (name, value) in optional {
             if let Some(v) = value {
                 flag(name, path(v));
             }
+        }
+        if let Some(s) = &self.space {
+            flag("space", s.clone());
         }
         if let Some(f) = self.flops_max {
             flag("flops-max", f.to_string());
@@ -160,9 +241,15 @@ impl SearchOptions {
         flag("mutations", e.mutations.to_string());
         flag("crossovers", e.crossovers.to_string());
         flag("mutation-prob", e.mutation_prob.to_string());
-        let FitnessChoice::Supernet { metric, recal_batches, ema } = self.fitness;
-        flag("recal-batches", recal_batches.to_string());
-        flag("metric", if metric == Metric::Ap { "ap" } else { "ap50" }.to_string());
+        let mut ema = false;
+        match self.fitness {
+            FitnessChoice::Supernet { metric, recal_batches, ema: on } => {
+                flag("recal-batches", recal_batches.to_string());
+                flag("metric", if metric == Metric::Ap { "ap" } else { "ap50" }.to_string());
+                ema = on;
+            }
+            other => flag("fitness", other.name().to_string()),
+        }
         flag("seed", e.seed.to_string());
         flag("device", self.device.clone());
         let switches = [

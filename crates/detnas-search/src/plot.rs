@@ -143,6 +143,7 @@ mod tests {
                 predicted_ms: Some(5.0 + i as f64),
                 measured_ms: None,
                 fitness: ((i * 7) % 5) as f64 / 10.0,
+                scored_by: "supernet".into(),
             })
             .collect();
         let dir = tempfile::tempdir().unwrap();

@@ -16,12 +16,13 @@ pub type Predict<'a> = &'a dyn Fn(&Candidate) -> Result<f64>;
 
 /// One row per evaluation: FLOPs at the candidate's own input, predicted latency where a predictor
 /// is given, measured latency where one was taken (by candidate key).
+/// `scored_by` names the fitness.
 pub fn rows(
     state: &EvolutionState,
-    space: &SearchSpace,
-    base: &DetectorConfig,
+    (space, base): (&SearchSpace, &DetectorConfig),
     predict: Option<Predict<'_>>,
     measured: &BTreeMap<String, f64>,
+    scored_by: &str,
 ) -> Result<Vec<CandidateRow>> {
     state
         .log
@@ -38,6 +39,7 @@ pub fn rows(
                 predicted_ms: predict.map(|p| p(c)).transpose()?,
                 measured_ms: measured.get(&c.key()).copied(),
                 fitness: e.fitness,
+                scored_by: scored_by.to_string(),
             })
         })
         .collect()

@@ -1,7 +1,7 @@
 //! [`run`]: one search from options to report files, as `detnas search` runs it.
 
 use crate::finalists::{measure_finalists, save_finalists};
-use crate::fitness::{Recalibration, SearchFitness, SupernetScorer};
+use crate::fitness::{Recalibration, SearchFitness, SupernetScorer, TrainingFree};
 use crate::options::{FitnessChoice, LatencyBudget, SearchOptions};
 use crate::{latency, report};
 use anyhow::{Context, Result, bail};
@@ -9,7 +9,7 @@ use detnas_core::detector::DetectorConfig;
 use detnas_core::fsutil::same_file;
 use detnas_core::owner::{Existing, Flags, OwnedDir};
 use detnas_core::search::evolution::{
-    self, Constraint, Evolution, FlopsConstraint, GenerationSummary, Progress, Scored,
+    self, Constraint, Evolution, Fitness, FlopsConstraint, GenerationSummary, Progress, Scored,
 };
 use detnas_core::search::genome::{Candidate, GeneSpace};
 use detnas_core::search::pareto::{CandidateRow, Finalist, REPORT_FILES};
@@ -18,7 +18,7 @@ use detnas_core::space::cost::{Convention, FlopsTable};
 use detnas_core::{InputSize, SearchSpace};
 use detnas_infer::LatencyTable;
 use detnas_train::checkpoint::{self, OpenCheckpoint};
-use detnas_train::config::DataSource;
+use detnas_train::config::{DataSource, DetTrainConfig};
 use detnas_train::device;
 use detnas_train::modules::BnUpdate;
 use std::collections::BTreeMap;
@@ -130,18 +130,28 @@ pub fn run_with(opts: &SearchOptions, on_event: &mut dyn FnMut(Event<'_>)) -> Re
     let (out, state_path) = locations(opts);
     open_folder(opts, &out, &state_path)?;
     let table = opts.latency.as_ref().map(|l| LatencyTable::load(&l.table)).transpose()?;
-    let dev = device::parse(&opts.device)?;
-    let ck = checkpoint::open(&opts.checkpoint, None, dev)?;
+    let latency = match (&opts.latency, &table) {
+        (Some(budget), Some(t)) => Some((budget, t)),
+        _ => None,
+    };
+    let place = Place { opts, out: &out, state: &state_path, latency };
+    let FitnessChoice::Supernet { metric, recal_batches, ema } = opts.fitness else {
+        let subject = training_free_subject(opts, table.as_ref())?;
+        let mut scorer =
+            TrainingFree::new(opts.fitness, subject.space.clone(), subject.base.clone(), opts.evolution.seed)?;
+        return place.search(&subject, &mut scorer, on_event);
+    };
+    let checkpoint = opts.checkpoint.as_deref().expect("SearchOptions::validate: the supernet needs a checkpoint");
+    let ck = checkpoint::open(checkpoint, None, device::parse(&opts.device)?)?;
     if !ck.is_supernet() {
         bail!(
             "{} holds a single path; search needs a supernet checkpoint (`detnas train det-supernet`)",
-            opts.checkpoint.display()
+            checkpoint.display()
         );
     }
     let source = opts.coco.clone().map(|c| DataSource { coco: Some(c), images: opts.images.clone(), voc: None });
     let (train, val) = ck.datasets(source)?;
     let genes = searched_genes(opts, &ck)?;
-    let FitnessChoice::Supernet { metric, recal_batches, ema } = opts.fitness;
     // The recalibration batches stay in memory for the whole search, a set at each input searched.
     let recal_inputs = genes.as_ref().map_or_else(|| vec![ck.config.detector.input], |g| g.input.clone());
     detnas_core::limits::check_batches_memory(
@@ -150,22 +160,92 @@ pub fn run_with(opts: &SearchOptions, on_event: &mut dyn FnMut(Event<'_>)) -> Re
         ck.config.batch_size,
         &recal_inputs,
     )?;
-    let space = ck.space.clone();
-    let base: DetectorConfig = ck.net.cfg().clone();
-    let latency = match (&opts.latency, &table) {
-        (Some(budget), Some(t)) => Some((budget, t)),
-        _ => None,
-    };
-    let constraints = constraints(opts, &space, genes.as_ref(), &base, latency, on_event)?;
-    let mut engine = Evolution::joint(space.clone(), genes.clone(), opts.evolution.clone(), constraints)?
-        .with_state_file(&state_path)?;
+    let subject = Subject { space: ck.space.clone(), base: ck.net.cfg().clone(), genes, checkpoint: Some(checkpoint) };
     let update = if ema { BnUpdate::Ema(0.1) } else { BnUpdate::Cumulative };
     let recal = Recalibration { batches: recal_batches, update, seed: opts.evolution.seed };
-    let mut scorer = SupernetScorer::new(&ck, (&train, &val), metric, recal, genes.is_some())?;
-    let evolution = evolve(&mut engine, &mut scorer, &space, opts, on_event)?;
-    let seconds_per_candidate = scorer.mean_time().as_secs_f64();
-    let finish = Finish { opts, out: &out, ck: &ck, space: &space, base: &base, latency };
-    finish.write(engine.state(), evolution, &mut scorer, seconds_per_candidate, on_event)
+    let mut scorer = SupernetScorer::new(&ck, (&train, &val), metric, recal, subject.genes.is_some())?;
+    place.search(&subject, &mut scorer, on_event)
+}
+
+/// What a search ranks: candidates of `space` whose detector genes (`genes`; `None`: the backbone
+/// only) apply to `base`, from the supernet `checkpoint` if any.
+struct Subject<'a> {
+    space: SearchSpace,
+    base: DetectorConfig,
+    genes: Option<GeneSpace>,
+    checkpoint: Option<&'a Path>,
+}
+
+/// The subject of a training-free search: a checkpoint's space, detector and genes; or those of
+/// `--config` (`space`, `[detector]`, `[genes]`), the latency table's (space, classes, shuffle and
+/// measured genes) or the defaults, with `--space` and `--genes` over them.
+fn training_free_subject<'a>(opts: &'a SearchOptions, table: Option<&LatencyTable>) -> Result<Subject<'a>> {
+    if let Some(dir) = opts.checkpoint.as_deref() {
+        let ck = checkpoint::open(dir, None, device::parse("cpu")?)?;
+        let genes = searched_genes(opts, &ck)?;
+        return Ok(Subject { space: ck.space.clone(), base: ck.net.cfg().clone(), genes, checkpoint: Some(dir) });
+    }
+    let config = opts.config.as_deref().map(DetTrainConfig::load).transpose()?;
+    let name = match (&opts.space, &config, table) {
+        (Some(s), ..) => s.clone(),
+        (None, Some(c), _) => c.space.clone(),
+        (None, None, Some(t)) => t.space.clone(),
+        (None, None, None) => DetTrainConfig::default().space,
+    };
+    let space = SearchSpace::by_name(&name)?;
+    if let Some(t) = table.filter(|t| t.space != space.name) {
+        bail!("--space {}: latency table {} was measured on {}", space.name, t.source, t.space);
+    }
+    let base = match (&config, table) {
+        (Some(c), _) => c.detector.clone(),
+        (None, Some(t)) => detnas_infer::latency::base_config(t.classes, t.shuffle),
+        (None, None) => DetectorConfig::default(),
+    };
+    let measured = config.as_ref().and_then(|c| c.genes.clone()).or_else(|| table.map(|t| t.genes.clone()));
+    let genes = match (&opts.genes, measured) {
+        (Some(path), Some(known)) => Some(restricted_genes(path, &known)?),
+        (Some(path), None) => Some(gene_space_file(path, &base)?),
+        (None, known) => known,
+    };
+    Ok(Subject { space, base, genes, checkpoint: None })
+}
+
+/// A gene space from `path` (genes left out keep their defaults) that `base` accepts.
+fn gene_space_file(path: &Path, base: &DetectorConfig) -> Result<GeneSpace> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let g: GeneSpace = toml::from_str(&text).with_context(|| format!("invalid gene space {}", path.display()))?;
+    g.validate(base).with_context(|| path.display().to_string())?;
+    Ok(g)
+}
+
+/// Where a search runs and against what budget.
+struct Place<'a> {
+    opts: &'a SearchOptions,
+    out: &'a Path,
+    state: &'a Path,
+    latency: Option<(&'a LatencyBudget, &'a LatencyTable)>,
+}
+
+impl Place<'_> {
+    /// Checks the constraints, evolves with `scorer` and writes the report.
+    fn search(
+        &self,
+        subject: &Subject<'_>,
+        scorer: &mut dyn SearchFitness,
+        on_event: &mut dyn FnMut(Event<'_>),
+    ) -> Result<SearchOutcome> {
+        let (opts, space, base) = (self.opts, &subject.space, &subject.base);
+        let constraints = constraints(opts, space, subject.genes.as_ref(), base, self.latency, on_event)?;
+        let mut engine = Evolution::joint(space.clone(), subject.genes.clone(), opts.evolution.clone(), constraints)?;
+        if !opts.fitness.needs_checkpoint() {
+            engine = engine.scored_by(opts.fitness.name());
+        }
+        let mut engine = engine.with_state_file(self.state)?;
+        let evolution = evolve(&mut engine, scorer, space, opts, on_event)?;
+        let seconds_per_candidate = scorer.mean_time().as_secs_f64();
+        let finish = Finish { opts, out: self.out, subject, latency: self.latency };
+        finish.write(engine.state(), evolution, scorer, seconds_per_candidate, on_event)
+    }
 }
 
 /// The search folder and state file from `out` / `state`.
@@ -187,8 +267,8 @@ fn open_folder(opts: &SearchOptions, out: &Path, state_path: &Path) -> Result<()
     let out_flag = if opts.out.is_some() { "--out" } else { "--out (or --state in a folder of its own)" };
     let flags = Flags { out: out_flag, replace: "--out", resume: None };
     let owned = OwnedDir::open(out, COMMAND, Existing::Resume, flags)?.dir;
-    let checkpoint_state = opts.checkpoint.join(detnas_core::checkpoint::STATE_FILE);
-    if same_file(state_path, &checkpoint_state) {
+    let checkpoint_state = opts.checkpoint.as_ref().map(|c| c.join(detnas_core::checkpoint::STATE_FILE));
+    if checkpoint_state.is_some_and(|c| same_file(state_path, &c)) {
         bail!("--state {}: that is the checkpoint's own state file; choose another --state", state_path.display());
     }
     let mut ours: Vec<String> = OUTPUT_FILES.iter().map(|f| f.to_string()).collect();
@@ -205,7 +285,7 @@ fn open_folder(opts: &SearchOptions, out: &Path, state_path: &Path) -> Result<()
 fn searched_genes(opts: &SearchOptions, ck: &OpenCheckpoint) -> Result<Option<GeneSpace>> {
     match (&opts.genes, ck.net.gene_space()) {
         (None, trained) => Ok(trained.cloned()),
-        (Some(_), None) => bail!("--genes: {} was trained without [genes]", opts.checkpoint.display()),
+        (Some(_), None) => bail!("--genes: {} was trained without [genes]", ck.dir.display()),
         (Some(path), Some(trained)) => Ok(Some(restricted_genes(path, trained)?)),
     }
 }
@@ -272,7 +352,7 @@ fn constraints<'a>(
 /// Runs the evolution, reporting every evaluation with its backbone FLOPs.
 fn evolve(
     engine: &mut Evolution<'_>,
-    fitness: &mut SupernetScorer<'_>,
+    fitness: &mut dyn SearchFitness,
     space: &SearchSpace,
     opts: &SearchOptions,
     on_event: &mut dyn FnMut(Event<'_>),
@@ -280,7 +360,7 @@ fn evolve(
     let flops = FlopsTable::new(space, InputSize::IMAGENET)?;
     let total = opts.evolution.generations * opts.evolution.population;
     on_event(Event::Started { total, done: engine.state().log.len() });
-    let outcome = engine.run(fitness, |p| match p {
+    let outcome = engine.run(&mut FitnessRef(fitness), |p| match p {
         Progress::Evaluated { generation, arch, fitness, done, total } => on_event(Event::Evaluated {
             generation,
             candidate: arch,
@@ -298,16 +378,14 @@ fn evolve(
 struct Finish<'a> {
     opts: &'a SearchOptions,
     out: &'a Path,
-    ck: &'a OpenCheckpoint,
-    space: &'a SearchSpace,
-    base: &'a DetectorConfig,
+    subject: &'a Subject<'a>,
     latency: Option<(&'a LatencyBudget, &'a LatencyTable)>,
 }
 
 impl Finish<'_> {
     /// Predicted milliseconds of `c` on the table, if there is one.
     fn predict(&self, c: &Candidate) -> Result<Option<f64>> {
-        self.latency.map(|(_, t)| latency::predict(t, self.space, self.base, c)).transpose()
+        self.latency.map(|(_, t)| latency::predict(t, &self.subject.space, &self.subject.base, c)).transpose()
     }
 
     /// Measures (when asked), keeps the finalists within the budget, saves them and writes the
@@ -326,7 +404,7 @@ impl Finish<'_> {
         };
         let measured = match (self.latency, max_ms) {
             (Some((_, t)), Some(max)) if measure => {
-                measure_finalists(t, self.space, self.base, &evolution.top_k, max, on_event)?
+                measure_finalists(t, &self.subject.space, &self.subject.base, &evolution.top_k, max, on_event)?
             }
             _ => BTreeMap::new(),
         };
@@ -338,9 +416,15 @@ impl Finish<'_> {
         // The report is written whatever the finalists' fate, so a search is never lost.
         let predict_ms = |c: &Candidate| -> Result<f64> { Ok(self.predict(c)?.unwrap_or_default()) };
         let predict: Option<report::Predict<'_>> = self.latency.map(|_| &predict_ms as _);
-        let finalists = save_finalists(self.out, &self.opts.checkpoint, self.ck, fitness, &kept, predict, &measured)?;
-        let rows = report::rows(state, self.space, self.base, predict, &measured)?;
-        let title = format!("{} search on {}", self.space.name, self.opts.checkpoint.display());
+        let (space, base) = (&self.subject.space, &self.subject.base);
+        let source = (self.subject.checkpoint, space);
+        let finalists = save_finalists(self.out, source, fitness, &kept, predict, &measured)?;
+        let scored_by = self.opts.fitness.name();
+        let rows = report::rows(state, (space, base), predict, &measured, scored_by)?;
+        let title = match self.subject.checkpoint {
+            Some(c) => format!("{} search on {}", space.name, c.display()),
+            None => format!("{} search by {scored_by}", space.name),
+        };
         let best_text = kept.first().map(|b| b.arch.to_string());
         let front = report::write(self.out, &title, &rows, best_text.as_deref(), &[])?;
         let (Some(best), Some(first)) = (kept.first(), finalists.first()) else {
@@ -351,7 +435,7 @@ impl Finish<'_> {
                 self.out.join("candidates.csv").display()
             );
         };
-        let flops = FlopsTable::new(self.space, InputSize::IMAGENET)?.flops(&best.arch, Convention::Backbone);
+        let flops = FlopsTable::new(space, InputSize::IMAGENET)?.flops(&best.arch, Convention::Backbone);
         Ok(SearchOutcome {
             out: self.out.to_path_buf(),
             selected: Selected { finalist: first.clone(), backbone_flops: flops },
@@ -361,5 +445,20 @@ impl Finish<'_> {
             finalists,
             seconds_per_candidate,
         })
+    }
+}
+
+/// A `dyn SearchFitness` as the engine's [`Fitness`] (the engine takes a sized fitness).
+struct FitnessRef<'a, 'b>(&'a mut (dyn SearchFitness + 'b));
+
+impl Fitness for FitnessRef<'_, '_> {
+    type Error = anyhow::Error;
+
+    fn evaluate(&mut self, arch: &detnas_core::Arch) -> Result<f64> {
+        self.0.evaluate(arch)
+    }
+
+    fn evaluate_candidate(&mut self, c: &Candidate) -> Result<f64> {
+        self.0.evaluate_candidate(c)
     }
 }

@@ -35,6 +35,7 @@ pub mod roi_align;
 pub mod run;
 pub mod search;
 pub mod trainer;
+pub mod zen;
 
 pub use error::{Result, TrainError};
 pub use tch;

@@ -359,6 +359,15 @@ impl<'c> Evolution<'c> {
         Ok(engine)
     }
 
+    /// Makes `fitness` (a name and its settings) part of the configuration hash, so a state scored
+    /// by another fitness is refused on resume. Call before [`Self::with_state_file`]; a search
+    /// that never calls it keeps the hash it always had.
+    pub fn scored_by(mut self, fitness: &str) -> Self {
+        let text = format!("{} scored by {fitness}", self.state.config_hash);
+        self.state.config_hash = format!("{:016x}", fnv1a64(text.as_bytes()));
+        self
+    }
+
     /// Persists state to `path` after every step; if `path` exists, resumes from it, refusing a state
     /// written by a different configuration or one this search could not have written (a
     /// generation past the run, a population or parents over their sizes, a candidate outside the

@@ -23,6 +23,14 @@ pub struct CandidateRow {
     pub measured_ms: Option<f64>,
     /// Fitness of the candidate.
     pub fitness: f64,
+    /// The fitness that scored it (`supernet`, `madnas`, `zen`, `params`, `flops`).
+    #[serde(default = "supernet")]
+    pub scored_by: String,
+}
+
+/// What searches before the `scored_by` column ranked with.
+fn supernet() -> String {
+    "supernet".into()
 }
 
 impl CandidateRow {
@@ -61,17 +69,19 @@ fn csv_field(v: Option<f64>) -> String {
 
 /// The rows as CSV with a header line.
 pub fn to_csv(rows: &[&CandidateRow]) -> String {
-    let mut out = String::from("candidate,generation,backbone_flops,detector_flops,predicted_ms,measured_ms,fitness\n");
+    let mut out =
+        String::from("candidate,generation,backbone_flops,detector_flops,predicted_ms,measured_ms,fitness,scored_by\n");
     for r in rows {
         out.push_str(&format!(
-            "\"{}\",{},{},{},{},{},{:.6}\n",
+            "\"{}\",{},{},{},{},{},{:.6},{}\n",
             r.candidate.replace('"', "\"\""),
             r.generation,
             r.backbone_flops,
             r.detector_flops,
             csv_field(r.predicted_ms),
             csv_field(r.measured_ms),
-            r.fitness
+            r.fitness,
+            r.scored_by
         ));
     }
     out
@@ -122,15 +132,17 @@ pub struct Finalist {
     /// Latency measured on the device, in milliseconds.
     pub measured_ms: Option<f64>,
     /// The path's BN statistics after the search's recalibration (safetensors), relative to the
-    /// search folder.
-    pub bn: String,
+    /// search folder; `None` for a training-free search (its finalists have no weights).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bn: Option<String>,
 }
 
 /// `finalists.json` of a search folder: what `detnas export --search` needs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Finalists {
-    /// The supernet checkpoint folder (absolute).
-    pub checkpoint: std::path::PathBuf,
+    /// The supernet checkpoint folder (absolute); `None` for a training-free search.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<std::path::PathBuf>,
     /// Name of the search space.
     pub space: String,
     /// The finalists, best first.
@@ -180,6 +192,7 @@ mod tests {
             predicted_ms: Some(ms),
             measured_ms: None,
             fitness,
+            scored_by: "madnas".into(),
         }
     }
 
