@@ -355,7 +355,10 @@ fn batch_calls_run_in_parallel_in_input_order_and_serialise() {
     assert_eq!(back.detections, result.detections);
     let coco = result.to_coco(42);
     assert_eq!(coco.len(), result.detections.len());
-    assert_eq!((coco[0].image_id, coco[0].category_id, coco[0].bbox), (42, 1, result.detections[0].xywh()));
+    assert_eq!(
+        (coco[0].image_id, coco[0].category_id, coco[0].bbox),
+        (42, 1, result.detections[0].xywh().map(f64::from))
+    );
 }
 
 /// Side of the mosaic's quadrants: the sample tiles cropped to a square.

@@ -46,6 +46,8 @@ mod serve;
 mod silent_results;
 #[cfg(feature = "search")]
 mod supernet_genes;
+#[cfg(feature = "search")]
+mod supernet_ladder;
 #[cfg(feature = "infer")]
 mod toolchain_ort;
 #[cfg(feature = "train")]

@@ -198,7 +198,7 @@ impl Detector {
     /// Reads and decodes the image at `path` (any supported format, colour type, bit depth; EXIF
     /// orientation applied) and detects.
     pub fn detect_path(&self, path: impl AsRef<Path>) -> Result<Detections> {
-        self.detect_prepared(self.prepare_path(path)?)
+        Ok(self.detect_path_keeping(path.as_ref(), false)?.0)
     }
 
     /// Like [`Detector::detect_path`] for encoded bytes; `name` identifies them in errors.
@@ -210,17 +210,33 @@ impl Detector {
     /// the network input. [`Detector::detect_prepared`] finishes it; a pipeline prepares the next
     /// images while the sessions run the current ones.
     pub fn prepare_path(&self, path: impl AsRef<Path>) -> Result<Prepared> {
-        let path = path.as_ref();
+        Ok(self.prepare_path_keeping(path.as_ref(), false)?.0)
+    }
+
+    /// [`Detector::prepare_path`], also handing back the decoded image when `keep` is set and the
+    /// image was decoded at full resolution: a caller that draws on it (`detect --save-img`) then
+    /// does not decode it again. `None` when the JPEG was decoded at a reduced DCT scale
+    /// ([`DetectorOptions::reduced_decode`]): the detection is made on that smaller image, as
+    /// always, and a caller that needs the full image decodes the file again.
+    pub(crate) fn prepare_path_keeping(&self, path: &Path, keep: bool) -> Result<(Prepared, Option<RgbImage>)> {
         let t0 = Instant::now();
         let loaded = load_image_fit(path, &self.options.limits, self.decode_fit())?;
-        self.prepare_loaded(loaded, &path.display().to_string(), t0.elapsed())
+        let (prepared, image) = self.prepare_loaded(loaded, &path.display().to_string(), t0.elapsed())?;
+        let full = prepared.decoded == prepared.full_size;
+        Ok((prepared, (keep && full).then_some(image)))
+    }
+
+    /// [`Detector::detect_path`] with the decoded image of [`Detector::prepare_path_keeping`].
+    pub(crate) fn detect_path_keeping(&self, path: &Path, keep: bool) -> Result<(Detections, Option<RgbImage>)> {
+        let (prepared, image) = self.prepare_path_keeping(path, keep)?;
+        Ok((self.detect_prepared(prepared)?, image))
     }
 
     /// [`Detector::prepare_path`] for encoded bytes; `name` identifies them in errors.
     pub fn prepare_bytes(&self, bytes: &[u8], name: &str) -> Result<Prepared> {
         let t0 = Instant::now();
         let loaded = decode_image_fit(bytes, name, &self.options.limits, self.decode_fit())?;
-        self.prepare_loaded(loaded, name, t0.elapsed())
+        Ok(self.prepare_loaded(loaded, name, t0.elapsed())?.0)
     }
 
     /// The size images are shrunk into, for reduced JPEG decoding ([`DetectorOptions::reduced_decode`]).
@@ -229,13 +245,14 @@ impl Detector {
         self.options.reduced_decode.then_some((input.width as u32, input.height as u32))
     }
 
-    fn prepare_loaded(&self, loaded: LoadedImage, name: &str, decode: Duration) -> Result<Prepared> {
+    /// The image letterboxed, and the decoded image itself.
+    fn prepare_loaded(&self, loaded: LoadedImage, name: &str, decode: Duration) -> Result<(Prepared, RgbImage)> {
         let loaded = if self.options.strict { loaded.deny_warnings(name)? } else { loaded };
         let mut p = self.prepare_image(&loaded.rgb);
         p.full_size = loaded.full_size;
         p.timings.decode = decode;
         p.warnings = loaded.warnings;
-        Ok(p)
+        Ok((p, loaded.rgb))
     }
 
     fn prepare_image(&self, image: &RgbImage) -> Prepared {
@@ -332,20 +349,39 @@ impl Detector {
     /// inputs, times the views of [`DetectorOptions::tta`], plus one image being decoded), while one worker per session runs the network and
     /// calls `handle(index, result)`; the calling thread gets each handled value in `collect`, in
     /// completion order. One bad item never stops the others.
-    pub fn detect_pipelined<P, R, H, C>(&self, paths: &[P], depth: usize, handle: H, mut collect: C)
+    pub fn detect_pipelined<P, R, H, C>(&self, paths: &[P], depth: usize, handle: H, collect: C)
     where
         P: AsRef<Path> + Sync,
         R: Send,
         H: Fn(usize, Result<Detections>) -> R + Sync,
         C: FnMut(R),
     {
-        let (prepared_tx, prepared_rx) = std::sync::mpsc::sync_channel::<(usize, Result<Prepared>)>(depth.max(1));
+        self.detect_pipelined_keeping(paths, depth, false, |i, found| handle(i, found.map(|(d, _)| d)), collect);
+    }
+
+    /// [`Detector::detect_pipelined`], handing `handle` the decoded images of
+    /// [`Detector::prepare_path_keeping`] with `keep` (each queued input then holds its image too).
+    pub(crate) fn detect_pipelined_keeping<P, R, H, C>(
+        &self,
+        paths: &[P],
+        depth: usize,
+        keep: bool,
+        handle: H,
+        mut collect: C,
+    ) where
+        P: AsRef<Path> + Sync,
+        R: Send,
+        H: Fn(usize, Result<(Detections, Option<RgbImage>)>) -> R + Sync,
+        C: FnMut(R),
+    {
+        type Queued = (usize, Result<(Prepared, Option<RgbImage>)>);
+        let (prepared_tx, prepared_rx) = std::sync::mpsc::sync_channel::<Queued>(depth.max(1));
         let prepared_rx = Mutex::new(prepared_rx);
         let (done_tx, done_rx) = std::sync::mpsc::channel::<R>();
         std::thread::scope(|scope| {
             scope.spawn(move || {
                 for (i, p) in paths.iter().enumerate() {
-                    if prepared_tx.send((i, self.prepare_path(p))).is_err() {
+                    if prepared_tx.send((i, self.prepare_path_keeping(p.as_ref(), keep))).is_err() {
                         break;
                     }
                 }
@@ -356,7 +392,7 @@ impl Detector {
                     loop {
                         let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
                         let Ok((i, prepared)) = next else { break };
-                        let result = prepared.and_then(|p| self.detect_prepared(p));
+                        let result = prepared.and_then(|(p, image)| Ok((self.detect_prepared(p)?, image)));
                         if tx.send(handle(i, result)).is_err() {
                             break;
                         }

@@ -9,6 +9,11 @@ use detnas_core::detector::boxes::BBox;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+/// The evaluator's COCO result record ([`detnas_core::coco::Detection`]), under the SDK's name:
+/// its `bbox` and `score` are `f64`, which [`Detection::to_coco`] widens exactly from this
+/// crate's `f32` values.
+pub use detnas_core::coco::Detection as CocoDetection;
+
 /// One detected object.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -46,25 +51,16 @@ impl Detection {
         [x1 / w, y1 / h, x2 / w, y2 / h]
     }
 
-    /// This detection as a COCO result entry of image `image_id`.
-    pub fn to_coco(&self, image_id: u64) -> CocoDetection {
-        CocoDetection { image_id, category_id: self.category_id, bbox: self.xywh(), score: self.score }
+    /// This detection as a COCO result entry of image `image_id`: its [`Detection::xywh`] box and
+    /// its score widened (exactly) to `f64`, its category id.
+    pub fn to_coco(&self, image_id: i64) -> CocoDetection {
+        CocoDetection {
+            image_id,
+            category_id: self.category_id as i64,
+            bbox: self.xywh().map(f64::from),
+            score: self.score.into(),
+        }
     }
-}
-
-/// One entry of a COCO results file (`[{"image_id", "category_id", "bbox", "score"}]`), as
-/// `pycocotools`' `loadRes` and `detnas eval` read it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct CocoDetection {
-    /// The image's id in the ground truth.
-    pub image_id: u64,
-    /// The data-set category id.
-    pub category_id: u64,
-    /// `[x, y, width, height]` in pixels.
-    pub bbox: [f32; 4],
-    /// Confidence.
-    pub score: f32,
 }
 
 /// Wall time of each stage of one detection (serialised in milliseconds).
@@ -111,7 +107,7 @@ pub struct Detections {
 
 impl Detections {
     /// Every detection as a COCO result entry of image `image_id`.
-    pub fn to_coco(&self, image_id: u64) -> Vec<CocoDetection> {
+    pub fn to_coco(&self, image_id: i64) -> Vec<CocoDetection> {
         self.detections.iter().map(|d| d.to_coco(image_id)).collect()
     }
 

@@ -97,10 +97,21 @@ impl Detector {
     /// by the image, and the image's own pixel limits do not apply. Any other file is decoded whole, within the decode limits
     /// (400 megapixels by default): convert a larger one to PNG to detect in it.
     pub fn detect_path_tiled(&self, path: impl AsRef<Path>, tiling: Tiling) -> Result<Detections> {
-        let path = path.as_ref();
+        Ok(self.detect_path_tiled_keeping(path.as_ref(), tiling, false)?.0)
+    }
+
+    /// [`Detector::detect_path_tiled`], also handing back the decoded image when `keep` is set
+    /// and the file was decoded whole (always at full resolution); `None` for a PNG read row by
+    /// row, which never holds the whole image.
+    pub(crate) fn detect_path_tiled_keeping(
+        &self,
+        path: &Path,
+        tiling: Tiling,
+        keep: bool,
+    ) -> Result<(Detections, Option<RgbImage>)> {
         #[cfg(feature = "png")]
         if let Some(rows) = detnas_data::png_rows::PngRows::open(path, &self.options().limits)? {
-            return self.detect_rows_tiled(rows, tiling);
+            return Ok((self.detect_rows_tiled(rows, tiling)?, None));
         }
         let t0 = Instant::now();
         let loaded = crate::image_io::load_image(path, &self.options().limits)?;
@@ -110,7 +121,7 @@ impl Detector {
         let mut d = self.detect_tiled(&loaded.rgb, tiling)?;
         d.timings.decode = decode;
         d.warnings = loaded.warnings;
-        Ok(d)
+        Ok((d, keep.then_some(loaded.rgb)))
     }
 
     /// Tiled detection over a PNG read row by row through a [`Band`]; reading counts as decoding.

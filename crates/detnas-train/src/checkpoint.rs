@@ -204,7 +204,7 @@ pub fn open(dir: &Path, arch: Option<&str>, device: tch::Device) -> Result<OpenC
     }
     let config: DetTrainConfig = serde_json::from_value(state.config.clone())
         .map_err(|e| io(&path, format!("invalid training configuration: {e}")))?;
-    let space = SearchSpace::by_name(&state.space)?;
+    let space = config.search_space()?;
     let resolve = |a: &str| detnas_core::space::arch::resolve(Some(&state.space), a).map(|(_, arch)| arch);
     let trained = state.arch.as_deref().map(resolve).transpose()?;
     let genome = arch.map(|a| Genome::parse(Some(&state.space), a)).transpose()?;
@@ -225,7 +225,8 @@ pub fn open(dir: &Path, arch: Option<&str>, device: tch::Device) -> Result<OpenC
         Some(a) => Paths::Single(a),
         None => Paths::All,
     };
-    let net = DetectionNet::build(&vs, &space, paths, &config.detector, config.genes.as_ref(), config.seed)?;
+    let mut net = DetectionNet::build(&vs, &space, paths, &config.detector, config.genes.as_ref(), config.seed)?;
+    net.backbone_mut().crippled = config.supernet.crippled.clone();
     match &net {
         DetectionNet::Retinanet(r) => r.holds(&genes)?,
         DetectionNet::FasterRcnn(_) if genes != trained_genes => {

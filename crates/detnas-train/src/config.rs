@@ -4,6 +4,7 @@ use crate::data::Augment;
 use crate::optim::LrSchedule;
 use detnas_core::detector::DetectorConfig;
 use detnas_core::search::genome::GeneSpace;
+use detnas_core::space::{Choice, SearchSpace};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -98,6 +99,53 @@ pub struct DetTrainConfig {
     /// hashes of runs without genes are unchanged.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub genes: Option<GeneSpace>,
+    /// How a supernet is built and trained (TOML `[supernet]`); not serialised at its defaults, so
+    /// configuration hashes of earlier runs are unchanged.
+    #[serde(default, skip_serializing_if = "SupernetSettings::is_default")]
+    pub supernet: SupernetSettings,
+}
+
+/// Path sampling of a supernet step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sampling {
+    /// One path per step, each layer's choice drawn uniformly (SPOS, DetNAS).
+    #[default]
+    Uniform,
+    /// Strict fairness (FairNAS): each step trains every choice of every layer exactly once — as
+    /// many paths as choices, each layer's choices a random permutation across them — with their
+    /// gradients accumulated into one update.
+    Fair,
+}
+
+/// `[supernet]`: the choices a supernet holds and how its steps sample paths.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupernetSettings {
+    /// The choices the supernet holds and samples (default: the space's): one choice makes the
+    /// supernet a single network, trained exactly as that path stand-alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<Choice>,
+    /// A diagnostic of the ranking signal: the main branch of these choices' blocks outputs zeros
+    /// (the block keeps only its passthrough half, or at stride 2 its projection branch), so a
+    /// path of them is a crippled network and a sound fitness ranks it below the others. Never for
+    /// a model to keep: export builds the blocks whole.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub crippled: Vec<Choice>,
+    /// Path sampling per step.
+    #[serde(default, skip_serializing_if = "is_uniform")]
+    pub sampling: Sampling,
+}
+
+fn is_uniform(s: &Sampling) -> bool {
+    *s == Sampling::Uniform
+}
+
+impl SupernetSettings {
+    /// Whether every setting is at its default.
+    pub fn is_default(&self) -> bool {
+        *self == SupernetSettings::default()
+    }
 }
 
 impl Default for DetTrainConfig {
@@ -119,11 +167,33 @@ impl Default for DetTrainConfig {
             init: None,
             max_bad_steps: 20,
             genes: None,
+            supernet: SupernetSettings::default(),
         }
     }
 }
 
 impl DetTrainConfig {
+    /// The search space the network is built on: `space`, holding only `[supernet] choices` when
+    /// given. Errors name a choice the space does not allow, or a crippled one not held.
+    pub fn search_space(&self) -> crate::Result<SearchSpace> {
+        let mut space = SearchSpace::by_name(&self.space)?;
+        let s = &self.supernet;
+        let name = space.name.clone();
+        let bad = |what: &str, c: &Choice| {
+            crate::TrainError::Config(format!("[supernet] {what}: {} is not a choice of {name}", c.name()))
+        };
+        if let Some(c) = s.choices.iter().find(|c| !space.allowed.contains(c)) {
+            return Err(bad("choices", c));
+        }
+        if !s.choices.is_empty() {
+            space.allowed.retain(|c| s.choices.contains(c));
+        }
+        if let Some(c) = s.crippled.iter().find(|c| !space.allowed.contains(c)) {
+            return Err(bad("crippled", c));
+        }
+        Ok(space)
+    }
+
     /// Reads a TOML file.
     pub fn load(path: &std::path::Path) -> crate::Result<Self> {
         let text = std::fs::read_to_string(path)

@@ -119,6 +119,14 @@ impl DetectionNet {
         }
     }
 
+    /// The backbone, to change (its crippled choices).
+    pub fn backbone_mut(&mut self) -> &mut Backbone {
+        match self {
+            Self::Retinanet(n) => &mut n.backbone,
+            Self::FasterRcnn(n) => &mut n.backbone,
+        }
+    }
+
     /// The RetinaNet, if this is one.
     pub fn as_retinanet(&self) -> Option<&RetinaNet> {
         match self {

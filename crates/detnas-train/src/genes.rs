@@ -19,6 +19,24 @@ pub fn step_arch(space: &SearchSpace, seed: u64, step: usize) -> Arch {
     uniform(space, &mut Rng::seed(step_seed(seed, seeds::PATH_SAMPLING, step as u64)))
 }
 
+/// The paths of a strictly fair supernet step `step` (FairNAS): one per allowed choice, each
+/// layer's choices a uniformly random permutation across them (stream [`seeds::PATH_SAMPLING`]),
+/// so every choice of every layer is in exactly one path.
+pub fn fair_step_archs(space: &SearchSpace, seed: u64, step: usize) -> Vec<Arch> {
+    let mut rng = Rng::seed(step_seed(seed, seeds::PATH_SAMPLING, step as u64));
+    let m = space.allowed.len();
+    let mut columns: Vec<Vec<detnas_core::space::Choice>> = Vec::with_capacity(space.num_layers());
+    for _ in 0..space.num_layers() {
+        let mut perm = space.allowed.clone();
+        // Fisher-Yates
+        for i in (1..m).rev() {
+            perm.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        columns.push(perm);
+    }
+    (0..m).map(|i| Arch::new(columns.iter().map(|c| c[i]).collect())).collect()
+}
+
 /// The detector genes of genes-supernet step `step` (uniform per gene, stream
 /// [`seeds::GENE_SAMPLING`]): a pure function of its arguments, so the data thread and the
 /// training loop agree and a resumed run samples what an uninterrupted one would.
@@ -58,6 +76,20 @@ pub fn resolve_genome(space: &str, text: &str, base: &DetectorConfig) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fair_step_trains_every_choice_of_every_layer_once() {
+        let space = SearchSpace::detnas_300m();
+        let archs = fair_step_archs(&space, 7, 3);
+        assert_eq!(archs.len(), 4);
+        for l in 0..space.num_layers() {
+            let mut at: Vec<_> = archs.iter().map(|a| a.choices()[l]).collect();
+            at.sort();
+            assert_eq!(at, space.allowed, "layer {l}");
+        }
+        assert_eq!(archs, fair_step_archs(&space, 7, 3), "a pure function of seed and step");
+        assert_ne!(archs, fair_step_archs(&space, 7, 4));
+    }
 
     #[test]
     fn step_genes_are_seeded_and_cover_the_space() {

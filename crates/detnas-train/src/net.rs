@@ -17,7 +17,7 @@ use detnas_core::detector::plan::{
 use detnas_core::detector::{DetectorConfig, DetectorKind, HeadConv};
 use detnas_core::search::genome::{DetectorGenes, GeneSpace};
 use detnas_core::space::arch::Arch;
-use detnas_core::space::{ChannelShuffle, SearchSpace};
+use detnas_core::space::{ChannelShuffle, Choice, SearchSpace};
 use std::collections::HashMap;
 use tch::{Kind, Tensor, nn};
 
@@ -38,6 +38,9 @@ pub struct Backbone {
     /// `layers[l][choice]`, `None` for choices not built.
     layers: Vec<Vec<Option<Block>>>,
     shuffle_index: HashMap<i64, (Tensor, Tensor)>,
+    /// Choices whose blocks' main branch outputs zeros (a diagnostic of the ranking signal:
+    /// `[supernet] crippled`); empty for every real network.
+    pub crippled: Vec<Choice>,
 }
 
 pub(crate) fn builder<'a, 'p>(root: &'a nn::Path<'p>, params: Vec<ParamSpec>, seed: u64) -> Builder<'a, 'p> {
@@ -74,7 +77,8 @@ impl Backbone {
                 (Tensor::from_slice(&idx[..half]).to_device(device), Tensor::from_slice(&idx[half..]).to_device(device))
             });
         }
-        Backbone { space: space.clone(), shuffle, stem: ConvBn::new(b, &stem_plan(space), eps), layers, shuffle_index }
+        let stem = ConvBn::new(b, &stem_plan(space), eps);
+        Backbone { space: space.clone(), shuffle, stem, layers, shuffle_index, crippled: Vec::new() }
     }
 
     fn block(&self, layer: usize, arch: &Arch) -> Result<&Block> {
@@ -93,8 +97,15 @@ impl Backbone {
         let mut outs = Vec::new();
         for l in self.space.layers() {
             let b = self.block(l.index, arch)?;
+            let crippled = self.crippled.contains(&arch.choices()[l.index]);
+            // A crippled block's main branch outputs zeros (same shape): the block keeps only its
+            // passthrough half (stride 1) or its projection branch (stride 2).
+            let main = |x: &Tensor| {
+                let y = chain(&b.main, x, train);
+                if crippled { y.zeros_like() } else { y }
+            };
             x = if b.stride == 2 {
-                Tensor::cat(&[chain(&b.proj, &x, train), chain(&b.main, &x, train)], 1)
+                Tensor::cat(&[chain(&b.proj, &x, train), main(&x)], 1)
             } else {
                 let (keep, process) = match self.shuffle {
                     ChannelShuffle::EvenOdd => (x.slice(1, 0, b.in_channels, 2), x.slice(1, 1, b.in_channels, 2)),
@@ -103,7 +114,7 @@ impl Backbone {
                         (x.index_select(1, a), x.index_select(1, c))
                     }
                 };
-                Tensor::cat(&[keep, chain(&b.main, &process, train)], 1)
+                Tensor::cat(&[keep, main(&process)], 1)
             };
             if l.block + 1 == self.space.stages[l.stage].blocks {
                 outs.push(x.shallow_clone());

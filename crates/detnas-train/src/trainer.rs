@@ -2,21 +2,20 @@
 //! held-out data with the COCO evaluator of `detnas eval`, and BN recalibration batches.
 
 use crate::checkpoint::{CheckpointKind, CheckpointState, LogEntry};
-use crate::config::{DataSource, DetTrainConfig};
+use crate::config::{DataSource, DetTrainConfig, Sampling};
 use crate::data::{Augment, BadImage, Loader, prepare, step_seed};
 use crate::detector::DetectionNet;
 use crate::error::{Result, TrainError};
-use crate::genes::{geometry, resolve_genome, step_arch, step_genes};
+use crate::genes::{fair_step_archs, geometry, resolve_genome, step_arch, step_genes};
 use crate::modules::BnUpdate;
-use crate::optim::PathSgd;
-use crate::run::{Schedule, Start, StepLoop};
+use crate::optim::{PathParam, PathSgd};
+use crate::run::{Schedule, Start, StepLoop, StepLoss};
 use detnas_core::coco::{CocoStats, Detection as CocoDetection, Detections, EvalParams, GroundTruth, evaluate};
 use detnas_core::detector::DetectorConfig;
 use detnas_core::detector::contract::seeds;
 use detnas_core::detector::plan::Paths;
 use detnas_core::rng::Rng;
 use detnas_core::search::genome::DetectorGenes;
-use detnas_core::space::SearchSpace;
 use detnas_core::space::arch::Arch;
 use detnas_data::detection::{DetectionDataset, ValidationPolicy, ValidationReport, VocOptions};
 use std::path::Path;
@@ -147,7 +146,7 @@ pub fn train_detection(
     on_log: OnLog<'_>,
 ) -> Result<TrainOutcome> {
     start.check(out)?;
-    let space = SearchSpace::by_name(&cfg.space)?;
+    let space = cfg.search_space()?;
     let (train, val) = training_data(cfg, on_log)?;
     let (fixed, det) = training_detector(cfg, &train)?;
     let mut run_cfg = cfg.clone();
@@ -158,7 +157,8 @@ pub fn train_detection(
         Some(a) => Paths::Single(a),
         None => Paths::All,
     };
-    let net = DetectionNet::build(&vs, &space, paths, &det, cfg.genes.as_ref(), cfg.seed)?;
+    let mut net = DetectionNet::build(&vs, &space, paths, &det, cfg.genes.as_ref(), cfg.seed)?;
+    net.backbone_mut().crippled = cfg.supernet.crippled.clone();
     if let Some(init) = &cfg.init {
         load_partial(&mut vs, init)?;
     }
@@ -189,9 +189,10 @@ pub fn train_detection(
             run.skip(step, waited);
             continue;
         }
-        let arch = match &fixed {
-            Some(a) => a.clone(),
-            None => step_arch(&space, cfg.seed, step),
+        let archs = match (&fixed, cfg.supernet.sampling) {
+            (Some(a), _) => vec![a.clone()],
+            (None, Sampling::Uniform) => vec![step_arch(&space, cfg.seed, step)],
+            (None, Sampling::Fair) => fair_step_archs(&space, cfg.seed, step),
         };
         let genes = match &cfg.genes {
             Some(g) => step_genes(g, cfg.seed, step),
@@ -199,9 +200,9 @@ pub fn train_detection(
         };
         let (h, w) = (batch.input.height as i64, batch.input.width as i64);
         let images = Tensor::from_slice(&batch.images).view([batch.size as i64, 3, h, w]).to_device(device);
-        let params = net.path_parameters(&arch, &genes)?;
+        let params = union_parameters(&net, &archs, &genes)?;
         let entry = run.step(&vs, step, &params, batch.size, waited, || {
-            net.step_loss(&images, &arch, &genes, &batch.targets, step, cfg.seed)
+            accumulated_loss(&archs, |arch| net.step_loss(&images, arch, &genes, &batch.targets, step, cfg.seed))
         })?;
         if let Some(e) = entry {
             on_log(TrainEvent::Log(&e));
@@ -213,6 +214,48 @@ pub fn train_detection(
         _ => None,
     };
     Ok(TrainOutcome { state, eval })
+}
+
+/// The trainable tensors of every path in `archs` (each once).
+fn union_parameters(net: &DetectionNet, archs: &[Arch], genes: &DetectorGenes) -> Result<Vec<PathParam>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut all = Vec::new();
+    for arch in archs {
+        all.extend(net.path_parameters(arch, genes)?.into_iter().filter(|p| seen.insert(p.name.clone())));
+    }
+    Ok(all)
+}
+
+/// The mean loss of the paths `archs` on one batch, gradients accumulated: every path but the
+/// last is back-propagated here (scaled by 1/m); the returned total carries the last path's graph
+/// (the step loop back-propagates it) plus the others' detached values, so its value is the mean.
+fn accumulated_loss(archs: &[Arch], mut loss: impl FnMut(&Arch) -> Result<StepLoss>) -> Result<StepLoss> {
+    let m = archs.len() as f64;
+    let (last, rest) = archs.split_last().expect("a step trains at least one path");
+    if rest.is_empty() {
+        return loss(last);
+    }
+    let mut done: Option<StepLoss> = None;
+    for arch in rest {
+        let l = loss(arch)?;
+        (&l.total / m).backward();
+        done = Some(match done {
+            None => StepLoss {
+                total: l.total.detach() / m,
+                parts: l.parts.iter().map(|(n, t)| (*n, t.detach() / m)).collect(),
+            },
+            Some(d) => StepLoss {
+                total: d.total + l.total.detach() / m,
+                parts: d.parts.iter().zip(&l.parts).map(|((n, a), (_, b))| (*n, a + b.detach() / m)).collect(),
+            },
+        });
+    }
+    let l = loss(last)?;
+    let d = done.expect("at least one earlier path");
+    Ok(StepLoss {
+        total: d.total + &l.total / m,
+        parts: d.parts.iter().zip(&l.parts).map(|((n, a), (_, b))| (*n, a + b.detach() / m)).collect(),
+    })
 }
 
 /// The step-loop settings of a detection configuration.

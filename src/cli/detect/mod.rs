@@ -82,10 +82,10 @@ pub struct DetectArgs {
     /// For images with no "up" (aerial, microscopy).
     #[arg(long, default_value = "none", value_name = "none|flips|dihedral")]
     tta: Tta,
-    /// Write YOLO label files (`class cx cy w h score`, normalised) to <out>/labels/.
+    /// Write YOLO label files (`class cx cy w h score`, normalised) to labels/ in --out.
     #[arg(long)]
     save_txt: bool,
-    /// Write annotated copies to <out>/images/.
+    /// Write annotated copies to images/ in --out.
     #[arg(long)]
     save_img: bool,
     /// Take image ids from this COCO instances JSON (matched by file name, or by the folders the

@@ -75,8 +75,12 @@ pub struct CocoCategory {
     pub supercategory: Option<String>,
 }
 
-/// One entry of a COCO results file.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// One entry of a COCO results file (`{"image_id", "category_id", "bbox", "score"}`), as
+/// `pycocotools`' `loadRes` and `detnas eval` read it: the one COCO result record of the
+/// evaluator, the `detect` command and the SDK (`detnas_infer::CocoDetection`).
+///
+/// Deserialising does not validate: [`Detections::new`] and [`Detections::load`] do.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Detection {
     /// The image detected in (an id of the ground truth's images).
     pub image_id: i64,

@@ -69,9 +69,11 @@ impl Detector {
                 resized.push(paths[k].display().to_string());
             }
             detections.extend(found.detections.iter().map(|d| {
-                let [x, y, w, h] = d.xywh().map(f64::from);
-                let category_id = by_name.as_ref().map_or(d.category_id as i64, |c| c[d.class_id]);
-                Detection { image_id: ids[k], category_id, bbox: [x, y, w, h], score: d.score.into() }
+                let mut coco = d.to_coco(ids[k]);
+                if let Some(by_name) = &by_name {
+                    coco.category_id = by_name[d.class_id];
+                }
+                coco
             }));
         }
         if !failed.is_empty() {

@@ -15,6 +15,7 @@ use crate::options::DetectorOptions;
 use crate::results::{Detections, StageTimings};
 use crate::tiles::Tiling;
 use detnas_core::fsutil::write_atomic;
+use image::RgbImage;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -329,7 +330,8 @@ impl Batch<'_> {
             // Decoding runs ahead of inference through a bounded queue (two images per worker).
             let paths: Vec<&PathBuf> = pending.iter().map(|&i| &manifest.files[i]).collect();
             let handle = |k: usize, found| self.finish_one(pending[k], found);
-            self.detector.detect_pipelined(&paths, 2 * workers, handle, &mut absorb);
+            let keep = manifest.settings.save_img;
+            self.detector.detect_pipelined_keeping(&paths, 2 * workers, keep, handle, &mut absorb);
         } else {
             let next = AtomicUsize::new(0);
             let (tx, rx) = mpsc::channel::<(ImageRecord, StageTimings)>();
@@ -360,16 +362,17 @@ impl Batch<'_> {
     /// Detects image `i` of the manifest (window by window with a tiling), then [`Batch::finish_one`].
     fn detect_one(&self, i: usize) -> (ImageRecord, StageTimings) {
         let path = &self.manifest.files[i];
+        let keep = self.manifest.settings.save_img;
         let found = match self.tiling {
-            Some(tiling) => self.detector.detect_path_tiled(path, tiling),
-            None => self.detector.detect_path(path),
+            Some(tiling) => self.detector.detect_path_tiled_keeping(path, tiling, keep),
+            None => self.detector.detect_path_keeping(path, keep),
         };
         self.finish_one(i, found)
     }
 
-    /// The record of image `i` of the manifest from what was `found`; writes its label and
-    /// annotated files.
-    fn finish_one(&self, i: usize, found: Result<Detections>) -> (ImageRecord, StageTimings) {
+    /// The record of image `i` of the manifest from what was `found` (with the decoded image when
+    /// it is kept for `--save-img`, see [`save_annotated`]); writes its label and annotated files.
+    fn finish_one(&self, i: usize, found: Result<(Detections, Option<RgbImage>)>) -> (ImageRecord, StageTimings) {
         let (manifest, out) = (self.manifest, self.out);
         let path = &manifest.files[i];
         let file = path.display().to_string();
@@ -378,8 +381,8 @@ impl Batch<'_> {
             let error = format!("{}: no image id", path.display());
             return (ImageRecord::failed(i, file, 0, error), StageTimings::default());
         };
-        let d = match found {
-            Ok(d) => d,
+        let (d, image) = match found {
+            Ok(found) => found,
             Err(e) => return (ImageRecord::failed(i, file, id, e.to_string()), StageTimings::default()),
         };
         let cfg = &self.detector.info().config;
@@ -410,7 +413,7 @@ impl Batch<'_> {
         }
         if settings.save_img {
             let rel = format!("images/{name}.jpg");
-            match save_annotated(path, &out.join(&rel), &d, self.detector) {
+            match save_annotated(path, image, &out.join(&rel), &d, self.detector) {
                 Ok(()) => record.image_file = Some(rel),
                 Err(e) => record.output_error = Some(format!("{}: annotated copy: {}", path.display(), chain(&*e))),
             }
@@ -448,8 +451,23 @@ fn write_yolo(path: &Path, d: &Detections) -> std::result::Result<(), Source> {
 }
 
 /// Writes a JPEG copy of the image at `path` with the boxes of `d` drawn on it to `dest`.
-fn save_annotated(path: &Path, dest: &Path, d: &Detections, detector: &Detector) -> std::result::Result<(), Source> {
-    let mut img = crate::image_io::load_image(path, &detector.options().limits)?.rgb;
+///
+/// `image` is the image as the detection decoded it, when that was at full resolution: it is
+/// drawn on as is. `None` when the detection decoded a large JPEG at a reduced DCT scale (see
+/// [`crate::DetectorOptions::reduced_decode`]) or read a PNG row by row (`--tile`): only then is
+/// the file decoded again, at full resolution, for the copy. The detections are the same either
+/// way.
+fn save_annotated(
+    path: &Path,
+    image: Option<RgbImage>,
+    dest: &Path,
+    d: &Detections,
+    detector: &Detector,
+) -> std::result::Result<(), Source> {
+    let mut img = match image {
+        Some(img) => img,
+        None => crate::image_io::load_image(path, &detector.options().limits)?.rgb,
+    };
     for det in &d.detections {
         draw_detection(&mut img, det.bbox, &format!("{} {:.2}", det.class_name, det.score), det.class_id);
     }
