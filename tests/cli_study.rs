@@ -43,6 +43,14 @@ fn a_quick_study_on_user_data_writes_its_report_csvs_and_plots() {
         assert!(report.contains(needle), "`{needle}` missing from the report");
     }
     let state: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("study.json")).unwrap()).unwrap();
-    assert_eq!(state["steps"].as_array().unwrap().len(), 9);
+    assert_eq!(state["steps"].as_array().unwrap().len(), 11);
+    // the yardstick's second seed, every training-free fitness and the ladder are in the report
+    assert!(fidelity.lines().next().unwrap().contains("standalone_ap50_seed2"));
+    for needle in
+        ["Seed-to-seed ceiling", "madnas", "zen", "params", "flops", "searched by madnas", "(d) Sanity ladder"]
+    {
+        assert!(report.contains(needle), "`{needle}` missing from the report");
+    }
+    assert!(state["data"]["ladder"]["crippled_supernet"].as_array().unwrap().len() == 4);
     assert!(!out.join("data").exists(), "no synthetic set is made for user data");
 }

@@ -14,13 +14,20 @@ pub struct StudyArgs {
     /// A shortened run that goes through every step in a few minutes; its numbers mean nothing.
     #[arg(long)]
     quick: bool,
-    /// Random genomes under the budget for the ranking fidelity (a), 4 to 500 (default 12;
-    /// 4 with --quick); one more is scored, the median that sets the budget.
+    /// Random genomes under the budget for the ranking fidelity (a), 4 to 500 (default 20;
+    /// 4 with --quick); one more is scored, the median that sets the budget. Each is retrained
+    /// with two seeds: the yardstick and its seed-to-seed ceiling.
     #[arg(long, value_parser = clap::value_parser!(u64).range(4..=500))]
     genomes: Option<u64>,
-    /// Seeds of each stand-alone retraining in (b), 1 to 20.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=20))]
+    /// Seeds of each contender's stand-alone retraining in (b), 1 to 20.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=20))]
     seeds: u64,
+    /// Iterations of the genes supernet (default: 3000; 20 with --quick), 10 to 100000.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(10..=100_000))]
+    supernet_iterations: Option<u64>,
+    /// Iterations of every stand-alone retraining (default: 1500; 10 with --quick), 10 to 100000.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(10..=100_000))]
+    retrain_iterations: Option<u64>,
     /// Seed of the data, training, sampling and searches.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -50,6 +57,8 @@ pub fn run(args: StudyArgs) -> Result<()> {
         quick: args.quick,
         genomes: args.genomes,
         seeds: args.seeds,
+        supernet_iterations: args.supernet_iterations.map(|n| n as usize),
+        retrain_iterations: args.retrain_iterations.map(|n| n as usize),
         seed: args.seed,
         data,
         inputs: args.inputs,

@@ -38,6 +38,7 @@ pub mod report;
 mod run;
 pub mod setup;
 pub mod study;
+pub mod study_steps;
 
 pub use detnas_train::search::Metric;
 pub use fitness::{SearchFitness, SupernetScorer};

@@ -1,0 +1,134 @@
+//! The study's steps beyond the supernet: training-free fitness of the pool and its searches, and
+//! the sanity ladder's two ends (a one-choice supernet against the same path stand-alone; a
+//! supernet with a crippled choice). See [`crate::study`].
+
+use crate::fitness::TrainingFree;
+use crate::options::{FitnessChoice, LatencyBudget, SearchOptions};
+use crate::setup::{Ctx, Record, SPACE, train, train_config, write_toml};
+use anyhow::{Context, Result};
+use detnas_core::SearchSpace;
+use detnas_core::search::evolution::EvolutionConfig;
+use detnas_core::search::genome::{Candidate, Genome};
+use detnas_core::space::ChannelShuffle;
+use detnas_core::space::Choice;
+use detnas_core::space::arch::Arch;
+use detnas_infer::latency::base_config;
+use detnas_train::modules::BnUpdate;
+use detnas_train::run::Start;
+use detnas_train::trainer::{self, EvalOptions};
+use detnas_train::{checkpoint, device};
+use serde::{Deserialize, Serialize};
+
+/// The training-free fitnesses the study compares, baselines last.
+pub const FREE: [FitnessChoice; 4] =
+    [FitnessChoice::Madnas, FitnessChoice::Zen, FitnessChoice::Params, FitnessChoice::Flops];
+
+/// One training-free fitness: its scores of the pool and the genome its search found.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FreeRun {
+    /// `madnas`, `zen`, `params` or `flops`.
+    pub fitness: String,
+    /// Score of every pool genome, in pool order.
+    pub scores: Vec<f64>,
+    /// The search's selected genome under the budget.
+    pub genome: String,
+    /// Mean seconds to score one candidate in the search.
+    pub seconds_per_candidate: f64,
+}
+
+/// Scores the pool with the training-free `fitness`, then searches under `budget_ms` with it
+/// (`population` x `generations`) into `free-<fitness>/`.
+pub fn training_free<S: Record>(
+    d: &mut Ctx<S>,
+    fitness: FitnessChoice,
+    pool: &[String],
+    budget_ms: f64,
+    (population, generations): (usize, usize),
+) -> Result<FreeRun> {
+    let space = SearchSpace::by_name(SPACE)?;
+    let base = base_config(d.schedule.classes, ChannelShuffle::default());
+    let scorer = TrainingFree::new(fitness, space, base, d.seed)?;
+    let scores = pool.iter().map(|g| scorer.score(&Candidate::parse(g)?)).collect::<Result<Vec<f64>>>()?;
+    let mut opts = SearchOptions::training_free(fitness, d.p.path(&format!("free-{}", fitness.name())));
+    let table = d.p.path("latency.json");
+    let max_ms = format!("{budget_ms:.3}").parse()?;
+    opts.latency = Some(LatencyBudget { table, max_ms, precision: None, measure: false, strict: false });
+    let (top_k, children) = ((population / 3).max(2), (population / 2).max(1));
+    opts.evolution = EvolutionConfig {
+        population,
+        generations,
+        top_k,
+        mutations: children,
+        crossovers: children,
+        seed: d.seed,
+        ..EvolutionConfig::default()
+    };
+    let outcome = d.p.search(&opts)?;
+    let genome = outcome.selected.finalist.candidate;
+    eprintln!("{}: scored {} genomes; its search found {genome}", fitness.name(), pool.len());
+    Ok(FreeRun { fitness: fitness.name().into(), scores, genome, seconds_per_candidate: outcome.seconds_per_candidate })
+}
+
+/// The sanity ladder's two ends as the study measures them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Ladder {
+    /// The genome of the first rung (all `shufflenet_3x3`, the median genome's detector genes).
+    pub genome: String,
+    /// Held-out AP50 of that path in a supernet holding only its choice (no recalibration).
+    pub one_choice_inherited: f64,
+    /// Held-out AP50 of the same genome trained stand-alone on the same schedule and seed.
+    pub standalone: f64,
+    /// Inherited AP50 (BN recalibrated) of each uniform path of a supernet whose
+    /// `xception_3x3` is crippled (half the supernet's schedule), in choice order (the last is the
+    /// crippled one).
+    pub crippled_supernet: Vec<f64>,
+}
+
+/// Runs the ladder into `ladder/` for the detector genes of `median` (resumable: a finished
+/// training is continued, not repeated).
+pub fn ladder<S: Record>(d: &mut Ctx<S>, median: &str, recal_batches: usize) -> Result<Ladder> {
+    let space = SearchSpace::by_name(SPACE)?;
+    let genes = median.split_once(':').map(|(_, g)| g).context("a full genome")?;
+    let genome = format!("{}:{genes}", Arch::uniform(&space, Choice::Shufflenet3x3).compact());
+    let parsed = Genome::parse(Some(SPACE), &genome)?;
+    // Rung 1: one choice per layer and fixed genes = that path, on the stand-alone schedule.
+    let mut single = train_config(d, false);
+    single.detector = parsed.detector_config(&single.detector)?;
+    let mut one = single.clone();
+    one.supernet.choices = vec![Choice::Shufflenet3x3];
+    write_toml(&d.p.path("ladder-one-choice.toml"), &one)?;
+    let resume = ["--resume".to_string()];
+    train(d, &one, ("ladder-one-choice.toml", "ladder/one-choice"), Start::Resume, "det-supernet", &resume)?;
+    single.arch = Some(parsed.arch.to_string());
+    write_toml(&d.p.path("ladder-single.toml"), &single)?;
+    train(d, &single, ("ladder-single.toml", "ladder/single"), Start::Resume, "retinanet", &resume)?;
+    let ap50 = |d: &Ctx<S>, dir: &str, arch: Option<&str>| -> Result<f64> {
+        let ck = checkpoint::open(&d.p.path(dir), arch, device::parse("cpu")?)?;
+        Ok(trainer::evaluate_checkpoint(&ck, &EvalOptions { val: None, recalibrate: 0 })?.stats.stats[1].max(0.0))
+    };
+    let arch_text = parsed.arch.to_string();
+    let one_choice_inherited = ap50(d, "ladder/one-choice", Some(&arch_text))?;
+    let standalone = ap50(d, "ladder/single", None)?;
+    // The crippled rung: a genes supernet with xception_3x3 crippled, on half the supernet's
+    // schedule (a diagnostic: the crippled paths must rank last well before the knee).
+    let full = d.schedule.supernet_iterations;
+    d.schedule.supernet_iterations = (full / 2).max(10);
+    let mut crippled = train_config(d, true);
+    d.schedule.supernet_iterations = full;
+    crippled.supernet.crippled = vec![Choice::Xception3x3];
+    write_toml(&d.p.path("ladder-crippled.toml"), &crippled)?;
+    train(d, &crippled, ("ladder-crippled.toml", "ladder/crippled"), Start::Resume, "det-supernet", &resume)?;
+    let dev = device::parse("cpu")?;
+    let ck = checkpoint::open(&d.p.path("ladder/crippled"), None, dev)?;
+    let (train_set, val) = ck.datasets(None)?;
+    let det_genes = parsed.genes.over(ck.net.cfg());
+    let det = det_genes.apply(ck.net.cfg());
+    let batches = trainer::recalibration_batches(&train_set, &det, recal_batches, ck.config.batch_size, d.seed, dev)?;
+    let mut crippled_supernet = Vec::new();
+    for c in Choice::ALL {
+        let arch = Arch::uniform(&space, c);
+        let stats = trainer::score_genome(&ck.net, &arch, &det_genes, &batches, &val, BnUpdate::Cumulative)?;
+        crippled_supernet.push(stats.stats[1].max(0.0));
+    }
+    Ok(Ladder { genome, one_choice_inherited, standalone, crippled_supernet })
+}
