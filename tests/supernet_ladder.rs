@@ -104,3 +104,35 @@ fn a_crippled_choice_is_ranked_below_every_healthy_uniform_path() {
     eprintln!("inherited AP50: uniform healthy paths {healthy:?}, crippled path {crippled}");
     assert!(healthy.iter().all(|&h| h > crippled), "healthy {healthy:?} vs crippled {crippled}");
 }
+
+#[test]
+fn a_fair_step_trains_every_choice_of_every_layer_and_a_uniform_step_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let coco = synthetic(dir.path(), "2");
+    let one_step = format!("iterations = 1\n{BASE}");
+    let fair =
+        train(dir.path(), "det-supernet", &format!("{one_step}\n[supernet]\nsampling = \"fair\"\n"), &coco, "fair");
+    let uniform = train(dir.path(), "det-supernet", &one_step, &coco, "uniform");
+    // the initial weights: the same seed, the backbone first in the parameter order
+    let vs = detnas_train::tch::nn::VarStore::new(Device::Cpu);
+    let space = detnas_core::SearchSpace::detnas_300m();
+    let det = detnas_core::detector::DetectorConfig::default();
+    let paths = detnas_core::detector::plan::Paths::All;
+    detnas_train::detector::DetectionNet::build(&vs, &space, paths, &det, None, 0).unwrap();
+    let init = vs.variables();
+    let moved = |d: &Path, layer: usize| -> Vec<bool> {
+        let file = d.join(state(d)["weights"].as_str().unwrap());
+        let trained: std::collections::HashMap<String, Tensor> =
+            Tensor::read_safetensors(file).unwrap().into_iter().collect();
+        (0..4)
+            .map(|c| {
+                let name = format!("backbone.features.{layer}.{c}.branch_main.0.weight");
+                !trained[&name].equal(&init[&name])
+            })
+            .collect()
+    };
+    for layer in [0, 7, 19] {
+        assert_eq!(moved(&fair, layer), vec![true; 4], "fair: every choice of layer {layer} trained");
+        assert_eq!(moved(&uniform, layer).iter().filter(|&&m| m).count(), 1, "uniform: one choice of layer {layer}");
+    }
+}
