@@ -106,13 +106,15 @@ fn a_crippled_choice_is_ranked_below_every_healthy_uniform_path() {
 }
 
 #[test]
-fn a_fair_step_trains_every_choice_of_every_layer_and_a_uniform_step_one() {
+fn a_fair_step_trains_every_choice_of_every_layer_a_uniform_step_one_and_block_bn_can_stay_plain() {
     let dir = tempfile::tempdir().unwrap();
     let coco = synthetic(dir.path(), "2");
     let one_step = format!("iterations = 1\n{BASE}");
     let fair =
         train(dir.path(), "det-supernet", &format!("{one_step}\n[supernet]\nsampling = \"fair\"\n"), &coco, "fair");
     let uniform = train(dir.path(), "det-supernet", &one_step, &coco, "uniform");
+    let plain_bn = format!("{one_step}\n[supernet]\nblock_bn_affine = false\n");
+    let no_affine = train(dir.path(), "det-supernet", &plain_bn, &coco, "no-affine");
     // the initial weights: the same seed, the backbone first in the parameter order
     let vs = detnas_train::tch::nn::VarStore::new(Device::Cpu);
     let space = detnas_core::SearchSpace::detnas_300m();
@@ -120,19 +122,24 @@ fn a_fair_step_trains_every_choice_of_every_layer_and_a_uniform_step_one() {
     let paths = detnas_core::detector::plan::Paths::All;
     detnas_train::detector::DetectionNet::build(&vs, &space, paths, &det, None, 0).unwrap();
     let init = vs.variables();
-    let moved = |d: &Path, layer: usize| -> Vec<bool> {
+    let moved_tensor = |d: &Path, layer: usize, tensor: &str| -> Vec<bool> {
         let file = d.join(state(d)["weights"].as_str().unwrap());
         let trained: std::collections::HashMap<String, Tensor> =
             Tensor::read_safetensors(file).unwrap().into_iter().collect();
         (0..4)
             .map(|c| {
-                let name = format!("backbone.features.{layer}.{c}.branch_main.0.weight");
+                let name = format!("backbone.features.{layer}.{c}.branch_main.{tensor}");
                 !trained[&name].equal(&init[&name])
             })
             .collect()
     };
+    let moved = |d: &Path, layer: usize| moved_tensor(d, layer, "0.weight");
     for layer in [0, 7, 19] {
         assert_eq!(moved(&fair, layer), vec![true; 4], "fair: every choice of layer {layer} trained");
         assert_eq!(moved(&uniform, layer).iter().filter(|&&m| m).count(), 1, "uniform: one choice of layer {layer}");
+        // without block BN affine parameters the sampled conv moves, its BN's scale does not
+        assert_eq!(moved(&no_affine, layer).iter().filter(|&&m| m).count(), 1);
+        assert_eq!(moved_tensor(&no_affine, layer, "1.weight"), vec![false; 4], "layer {layer}");
+        assert_eq!(moved_tensor(&uniform, layer, "1.weight").iter().filter(|&&m| m).count(), 1, "layer {layer}");
     }
 }

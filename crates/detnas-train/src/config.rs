@@ -119,7 +119,7 @@ pub enum Sampling {
 }
 
 /// `[supernet]`: the choices a supernet holds and how its steps sample paths.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SupernetSettings {
     /// The choices the supernet holds and samples (default: the space's): one choice makes the
@@ -135,10 +135,34 @@ pub struct SupernetSettings {
     /// Path sampling per step.
     #[serde(default, skip_serializing_if = "is_uniform")]
     pub sampling: Sampling,
+    /// `false`: the BNs inside choice blocks keep scale 1 and shift 0 (SPOS: BN without affine
+    /// parameters in the supernet, so no path's scale is learnt into weights another path shares
+    /// the statistics of). Default `true`.
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub block_bn_affine: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_yes(v: &bool) -> bool {
+    *v
 }
 
 fn is_uniform(s: &Sampling) -> bool {
     *s == Sampling::Uniform
+}
+
+impl Default for SupernetSettings {
+    fn default() -> Self {
+        SupernetSettings {
+            choices: Vec::new(),
+            crippled: Vec::new(),
+            sampling: Sampling::Uniform,
+            block_bn_affine: true,
+        }
+    }
 }
 
 impl SupernetSettings {

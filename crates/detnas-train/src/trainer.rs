@@ -200,7 +200,11 @@ pub fn train_detection(
         };
         let (h, w) = (batch.input.height as i64, batch.input.width as i64);
         let images = Tensor::from_slice(&batch.images).view([batch.size as i64, 3, h, w]).to_device(device);
-        let params = union_parameters(&net, &archs, &genes)?;
+        let mut params = union_parameters(&net, &archs, &genes)?;
+        if !cfg.supernet.block_bn_affine {
+            // the choice blocks' BN scale and shift (their only 1-dimensional tensors) stay put
+            params.retain(|p| !(p.name.starts_with("backbone.features.") && p.tensor.dim() == 1));
+        }
         let entry = run.step(&vs, step, &params, batch.size, waited, || {
             accumulated_loss(&archs, |arch| net.step_loss(&images, arch, &genes, &batch.targets, step, cfg.seed))
         })?;
