@@ -336,17 +336,15 @@ pub fn predicted_ms<S>(d: &Ctx<S>, genome: &str) -> Result<f64> {
     Ok(table.predict(&g.space, &g.arch, &g.detector_config(&base)?)?.latency_ms)
 }
 
-/// Searches the supernet under `budget_ms` into `dir` with `population` x `generations` and
-/// `recal` BN batches (`ema`: moving average); returns the best finalist and its fitness.
-pub fn run_search<S: Record>(
-    d: &mut Ctx<S>,
-    dir: &str,
+/// `opts` with the latency budget `budget_ms` on this machine's table and an evolution of
+/// `population` x `generations` (a third of the population as parents, half as children of each
+/// operator), seeded by the demo's or study's seed.
+pub fn under_budget<S>(
+    d: &Ctx<S>,
+    mut opts: SearchOptions,
     budget_ms: f64,
     (population, generations): (usize, usize),
-    recal: usize,
-    ema: bool,
-) -> Result<(String, f64)> {
-    let mut opts = SearchOptions::new(d.p.path("supernet"), d.p.path(dir));
+) -> Result<SearchOptions> {
     // The budget holds on the table's prediction; finalists are not re-timed here (`measure`),
     // as sub-millisecond timings on a busy machine would drop them on noise. The retrained
     // models are timed at the end instead.
@@ -363,6 +361,21 @@ pub fn run_search<S: Record>(
         seed: d.seed,
         ..EvolutionConfig::default()
     };
+    Ok(opts)
+}
+
+/// Searches the supernet under `budget_ms` into `dir` with `population` x `generations` and
+/// `recal` BN batches (`ema`: moving average); returns the best finalist and its fitness.
+pub fn run_search<S: Record>(
+    d: &mut Ctx<S>,
+    dir: &str,
+    budget_ms: f64,
+    (population, generations): (usize, usize),
+    recal: usize,
+    ema: bool,
+) -> Result<(String, f64)> {
+    let opts = SearchOptions::new(d.p.path("supernet"), d.p.path(dir));
+    let mut opts = under_budget(d, opts, budget_ms, (population, generations))?;
     opts.fitness = FitnessChoice::Supernet { metric: Metric::Ap50, recal_batches: recal, ema };
     let selected = d.p.search(&opts)?.selected.finalist;
     Ok((selected.candidate, selected.fitness))

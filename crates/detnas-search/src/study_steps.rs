@@ -3,11 +3,10 @@
 //! supernet with a crippled choice). See [`crate::study`].
 
 use crate::fitness::TrainingFree;
-use crate::options::{FitnessChoice, LatencyBudget, SearchOptions};
-use crate::setup::{Ctx, Record, SPACE, train, train_config, write_toml};
+use crate::options::{FitnessChoice, SearchOptions};
+use crate::setup::{Ctx, Record, SPACE, train, train_config, under_budget, write_toml};
 use anyhow::{Context, Result};
 use detnas_core::SearchSpace;
-use detnas_core::search::evolution::EvolutionConfig;
 use detnas_core::search::genome::{Candidate, Genome};
 use detnas_core::space::ChannelShuffle;
 use detnas_core::space::Choice;
@@ -43,26 +42,14 @@ pub fn training_free<S: Record>(
     fitness: FitnessChoice,
     pool: &[String],
     budget_ms: f64,
-    (population, generations): (usize, usize),
+    size: (usize, usize),
 ) -> Result<FreeRun> {
     let space = SearchSpace::by_name(SPACE)?;
     let base = base_config(d.schedule.classes, ChannelShuffle::default());
     let scorer = TrainingFree::new(fitness, space, base, d.seed)?;
     let scores = pool.iter().map(|g| scorer.score(&Candidate::parse(g)?)).collect::<Result<Vec<f64>>>()?;
-    let mut opts = SearchOptions::training_free(fitness, d.p.path(&format!("free-{}", fitness.name())));
-    let table = d.p.path("latency.json");
-    let max_ms = format!("{budget_ms:.3}").parse()?;
-    opts.latency = Some(LatencyBudget { table, max_ms, precision: None, measure: false, strict: false });
-    let (top_k, children) = ((population / 3).max(2), (population / 2).max(1));
-    opts.evolution = EvolutionConfig {
-        population,
-        generations,
-        top_k,
-        mutations: children,
-        crossovers: children,
-        seed: d.seed,
-        ..EvolutionConfig::default()
-    };
+    let opts = SearchOptions::training_free(fitness, d.p.path(&format!("free-{}", fitness.name())));
+    let opts = under_budget(d, opts, budget_ms, size)?;
     let outcome = d.p.search(&opts)?;
     let genome = outcome.selected.finalist.candidate;
     eprintln!("{}: scored {} genomes; its search found {genome}", fitness.name(), pool.len());

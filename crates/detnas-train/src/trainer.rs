@@ -16,6 +16,7 @@ use detnas_core::detector::contract::seeds;
 use detnas_core::detector::plan::Paths;
 use detnas_core::rng::Rng;
 use detnas_core::search::genome::DetectorGenes;
+use detnas_core::space::SearchSpace;
 use detnas_core::space::arch::Arch;
 use detnas_data::detection::{DetectionDataset, ValidationPolicy, ValidationReport, VocOptions};
 use std::path::Path;
@@ -189,22 +190,14 @@ pub fn train_detection(
             run.skip(step, waited);
             continue;
         }
-        let archs = match (&fixed, cfg.supernet.sampling) {
-            (Some(a), _) => vec![a.clone()],
-            (None, Sampling::Uniform) => vec![step_arch(&space, cfg.seed, step)],
-            (None, Sampling::Fair) => fair_step_archs(&space, cfg.seed, step),
-        };
+        let archs = step_paths(cfg, &space, fixed.as_ref(), step);
         let genes = match &cfg.genes {
             Some(g) => step_genes(g, cfg.seed, step),
             None => net.default_genes(),
         };
         let (h, w) = (batch.input.height as i64, batch.input.width as i64);
         let images = Tensor::from_slice(&batch.images).view([batch.size as i64, 3, h, w]).to_device(device);
-        let mut params = union_parameters(&net, &archs, &genes)?;
-        if !cfg.supernet.block_bn_affine {
-            // the choice blocks' BN scale and shift (their only 1-dimensional tensors) stay put
-            params.retain(|p| !(p.name.starts_with("backbone.features.") && p.tensor.dim() == 1));
-        }
+        let params = trained_parameters(cfg, &net, &archs, &genes)?;
         let entry = run.step(&vs, step, &params, batch.size, waited, || {
             accumulated_loss(&archs, |arch| net.step_loss(&images, arch, &genes, &batch.targets, step, cfg.seed))
         })?;
@@ -220,12 +213,32 @@ pub fn train_detection(
     Ok(TrainOutcome { state, eval })
 }
 
-/// The trainable tensors of every path in `archs` (each once).
-fn union_parameters(net: &DetectionNet, archs: &[Arch], genes: &DetectorGenes) -> Result<Vec<PathParam>> {
+/// The paths step `step` trains: the fixed one, or the supernet's sample (one uniform path, or
+/// one path per choice under strict fairness).
+fn step_paths(cfg: &DetTrainConfig, space: &SearchSpace, fixed: Option<&Arch>, step: usize) -> Vec<Arch> {
+    match (fixed, cfg.supernet.sampling) {
+        (Some(a), _) => vec![a.clone()],
+        (None, Sampling::Uniform) => vec![step_arch(space, cfg.seed, step)],
+        (None, Sampling::Fair) => fair_step_archs(space, cfg.seed, step),
+    }
+}
+
+/// The tensors a step on `archs` updates: every path's (each once), less the choice blocks' BN
+/// scale and shift under `[supernet] block_bn_affine = false`.
+fn trained_parameters(
+    cfg: &DetTrainConfig,
+    net: &DetectionNet,
+    archs: &[Arch],
+    genes: &DetectorGenes,
+) -> Result<Vec<PathParam>> {
     let mut seen = std::collections::HashSet::new();
     let mut all = Vec::new();
     for arch in archs {
         all.extend(net.path_parameters(arch, genes)?.into_iter().filter(|p| seen.insert(p.name.clone())));
+    }
+    if !cfg.supernet.block_bn_affine {
+        // the choice blocks' BN scale and shift are their only 1-dimensional tensors
+        all.retain(|p| !(p.name.starts_with("backbone.features.") && p.tensor.dim() == 1));
     }
     Ok(all)
 }
