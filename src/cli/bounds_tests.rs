@@ -97,6 +97,7 @@ fn good(flag: &Flag) -> &str {
         "input" | "inputs" => "64",
         "tile" => "64",
         "genomes" => "12",
+        "supernet_iterations" | "retrain_iterations" => "100",
         "flops_max" | "flops_min" => "300M",
         "latency_max" => "20ms",
         "conf" | "iou" | "overlap" | "match_iou" => "0.5",
