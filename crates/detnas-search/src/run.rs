@@ -137,6 +137,12 @@ pub fn run_with(opts: &SearchOptions, on_event: &mut dyn FnMut(Event<'_>)) -> Re
     let place = Place { opts, out: &out, state: &state_path, latency };
     let FitnessChoice::Supernet { metric, recal_batches, ema } = opts.fitness else {
         let subject = training_free_subject(opts, table.as_ref())?;
+        if opts.fitness == FitnessChoice::Zen {
+            // the Zen-score holds two random image batches at each searched input
+            let inputs = subject.genes.as_ref().map_or_else(|| vec![subject.base.input], |g| g.input.clone());
+            let batch = detnas_train::zen::ZenOptions::default().batch;
+            detnas_core::limits::check_batches_memory("search --fitness zen", 2, batch, &inputs)?;
+        }
         let mut scorer =
             TrainingFree::new(opts.fitness, subject.space.clone(), subject.base.clone(), opts.evolution.seed)?;
         return place.search(&subject, &mut scorer, on_event);
