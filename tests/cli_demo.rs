@@ -1,5 +1,7 @@
 //! `detnas demo --quick`: every step end to end into one folder, the report and its files, a
-//! resume that skips finished steps, and the folder guards (foreign files, another seed).
+//! resume that skips finished steps, and the folder guards (foreign files, another seed or
+//! fitness). The default fitness is training-free (no supernet step); the supernet's search is
+//! the study's (`cli_study`).
 
 use crate::util::{assert_one_line_failure, detnas, stderr};
 use serde_json::Value;
@@ -16,10 +18,7 @@ fn a_quick_demo_runs_every_step_reports_and_resumes() {
     }
     let state: Value = serde_json::from_slice(&std::fs::read(out.join("demo.json")).unwrap()).unwrap();
     let steps: Vec<&str> = state["steps"].as_array().unwrap().iter().map(|s| s[0].as_str().unwrap()).collect();
-    assert_eq!(
-        steps,
-        ["data", "supernet", "latency table", "budget", "search", "retrain", "export and detect", "report"]
-    );
+    assert_eq!(steps, ["data", "latency table", "budget", "search", "retrain", "export and detect", "report"]);
     let data = &state["data"];
     let budget = data["budget_ms"].as_f64().unwrap();
     assert!(budget > 0.0);
@@ -33,23 +32,27 @@ fn a_quick_demo_runs_every_step_reports_and_resumes() {
     }
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("--quick") && report.contains(data["searched"].as_str().unwrap()), "{report}");
+    assert!(report.contains("scored by `params`"), "the fitness is named: {report}");
     let commands = std::fs::read_to_string(out.join("commands.sh")).unwrap();
-    for c in ["detnas train det-supernet", "detnas latency build", "detnas search", "detnas export", "detnas detect"] {
+    for c in ["detnas latency build", "detnas search", "--fitness params", "detnas export", "detnas detect"] {
         assert!(commands.contains(c), "{c} not in commands.sh");
     }
+    assert!(!commands.contains("det-supernet"), "no supernet is trained for a training-free fitness");
     let detected = std::fs::read_dir(out.join("detect/searched/images")).unwrap().count();
     assert_eq!(detected, 4, "annotated copies of the held-out images");
 
     // a resume finds every step done
     let again = detnas(&["demo", "--quick", "--out", o, "--resume"]);
     assert!(again.status.success(), "{}", stderr(&again));
-    assert_eq!(stderr(&again).matches("done before, skipped").count(), 8, "{}", stderr(&again));
+    assert_eq!(stderr(&again).matches("done before, skipped").count(), 7, "{}", stderr(&again));
     // the folder is guarded
     assert_one_line_failure(
         &detnas(&["demo", "--quick", "--out", o]),
         &["holds results of an earlier `detnas demo` run", "--resume"],
     );
     assert_one_line_failure(&detnas(&["demo", "--quick", "--out", o, "--resume", "--seed", "3"]), &["other settings"]);
+    let supernet = ["demo", "--quick", "--out", o, "--resume", "--fitness", "supernet"];
+    assert_one_line_failure(&detnas(&supernet), &["other settings"]);
     let foreign = dir.path().join("foreign");
     std::fs::create_dir_all(&foreign).unwrap();
     std::fs::write(foreign.join("notes.txt"), "mine").unwrap();

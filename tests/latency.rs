@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 const GENES: &str =
     "fpn_channels = [32, 48]\nhead_channels = [32]\nhead_convs = [1, 2]\nhead_conv = [\"separable\", \"dense\"]\n";
-const FAST: [&str; 6] = ["--warmup", "1", "--min-iters", "2", "--min-seconds", "0"];
+const FAST: [&str; 8] = ["--warmup", "1", "--min-iters", "2", "--min-seconds", "0", "--repetitions", "2"];
 
 /// The table built once per test run, in its own folder.
 fn table() -> &'static PathBuf {
@@ -43,7 +43,7 @@ fn predict(lut: &Path, arch: &str) -> Value {
 fn build_predict_check_round_trip() {
     let lut = table();
     let t = LatencyTable::load(lut).unwrap();
-    assert_eq!((t.space.as_str(), t.classes, t.version), ("detnas-300m", 1, 1));
+    assert_eq!((t.space.as_str(), t.classes, t.version, t.repetitions), ("detnas-300m", 1, 2, 2));
     assert_eq!(t.hash, t.content_hash());
     assert_eq!(t.fingerprint.threads, Some(1));
     assert_eq!(t.fingerprint.precision, "fp32");
@@ -53,7 +53,16 @@ fn build_predict_check_round_trip() {
     }
     // every layer shape with each of the 4 choices: 4 stages x (stride 2, stride 1) shapes
     assert_eq!(at.keys().filter(|k| k.starts_with("block ")).count(), 8 * 4);
-    assert!(at.values().all(|l| l.p50_ms > 0.0 && l.p90_ms >= l.p50_ms && l.iterations >= 2));
+    assert!(at.values().all(|l| l.p50_ms > 0.0 && l.p90_ms >= l.p50_ms && l.iterations >= 4));
+    // each entry keeps its two repetitions, and its time is their median (their mean, for two)
+    for l in at.values() {
+        assert_eq!(l.repetitions_ms.len(), 2, "{l:?}");
+        assert!((l.mean_ms - (l.repetitions_ms[0] + l.repetitions_ms[1]) / 2.0).abs() < 1e-12, "{l:?}");
+    }
+    // the drift reference was timed throughout: before every 8 of the parts, in both rounds
+    let drift = t.drift.as_ref().expect("drift recorded");
+    assert_eq!(drift.times_ms.len(), 2 * at.len().div_ceil(8), "{drift:?}");
+    assert!(drift.drift_pct >= 0.0 && drift.reference == "stem 128x128", "{drift:?}");
     assert_eq!(t.calibration.len(), 3);
     // a correction is stored only when it predicts held-out calibration points better
     let correct = |additive: f64| t.correction.as_ref().map_or(additive, |c| c.apply(additive));
@@ -72,8 +81,15 @@ fn build_predict_check_round_trip() {
 
     let mut args = vec!["latency", "check", "--lut", lut.to_str().unwrap(), "--samples", "3", "--seed", "7"];
     args.extend(FAST);
-    args.push("--json");
+    args.extend(["--budget", "1000ms", "--json"]);
     let r = json(&args);
+    // the ceiling: the same metrics between the two repetitions of the same models
+    assert_eq!(r["repetitions"], 2, "{r}");
+    for key in ["repeat_within_10pct", "repeat_mape", "repeat_cv_pct", "perfect_within_10pct", "bias_pct"] {
+        assert!(r[key].is_number(), "{key} missing: {r}");
+    }
+    assert_eq!(r["budget"]["budget_ms"], 1000.0, "{r}");
+    assert_eq!(r["budget"]["near"], 0, "no 128x128 model takes a second: {r}");
     // `corrected` is reported when the table holds a correction, and is then the headline
     let t = LatencyTable::load(lut).unwrap();
     let headline = if t.correction.is_some() { &r["corrected"] } else { &r["additive"] };
@@ -91,7 +107,12 @@ fn build_predict_check_round_trip() {
     assert_eq!(genomes.len(), 3);
     // the check predicts exactly what `predict` does for the same genome
     for g in genomes {
-        assert!(g["measured_ms"].as_f64().unwrap() > 0.0);
+        let reps: Vec<f64> = g["repetitions_ms"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_eq!(reps.len(), 2, "{g}");
+        assert!(
+            (g["measured_ms"].as_f64().unwrap() - (reps[0] + reps[1]) / 2.0).abs() < 1e-9,
+            "scored against the mean: {g}"
+        );
         let alone = predict(lut, g["genome"].as_str().unwrap());
         assert_eq!(alone["latency_ms"], g["predicted_ms"], "{g}");
     }

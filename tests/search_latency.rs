@@ -96,6 +96,8 @@ pub fn setup() -> &'static Setup {
             "1",
             "--calibration",
             "3",
+            "--repetitions",
+            "1",
             "--warmup",
             "1",
             "--min-iters",
@@ -337,7 +339,7 @@ fn an_int8_budget_search_runs_on_an_int8_table_and_refuses_a_float_one() {
     let (genes, lut8) = (d("genes.toml"), d("lut-int8.json"));
     let mut args = vec!["latency", "build", "--input", "64x64,96x96", "--genes", &genes];
     args.extend(["--classes", "1", "--threads", "1", "--calibration", "3", "--precision", "int8"]);
-    args.extend(["--warmup", "1", "--min-iters", "3", "--min-seconds", "0", "--out", &lut8]);
+    args.extend(["--warmup", "1", "--min-iters", "3", "--min-seconds", "0", "--repetitions", "1", "--out", &lut8]);
     let o = detnas(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     let t8 = LatencyTable::load(Path::new(&lut8)).unwrap();

@@ -4,6 +4,7 @@
 use anyhow::Result;
 use clap::Args;
 use detnas_search::demo::DemoOptions;
+use detnas_search::options::FitnessChoice;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -23,6 +24,11 @@ pub struct DemoArgs {
     /// Remove the folder --out first (it must hold a demo) and start over.
     #[arg(long)]
     overwrite: bool,
+    /// What scores the search: `supernet` (trains the supernet first: the paper's method) or a
+    /// training-free fitness. The default, `params`, follows `detnas study`: no fitness ranked
+    /// same-budget genomes better than the parameter count there.
+    #[arg(long, default_value = "params", value_parser = FitnessChoice::NAMES)]
+    fitness: String,
 }
 
 pub fn run(args: DemoArgs) -> Result<()> {
@@ -32,5 +38,6 @@ pub fn run(args: DemoArgs) -> Result<()> {
         seed: args.seed,
         resume: args.resume,
         overwrite: args.overwrite,
+        fitness: FitnessChoice::by_name(&args.fitness)?,
     })
 }

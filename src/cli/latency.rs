@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use detnas_core::InputSize;
 use detnas_core::search::genome::{GeneSpace, Genome};
 use detnas_core::space::{ChannelShuffle, SearchSpace};
-use detnas_infer::latency::{BuildOptions, LatencyTable, Runner, base_config, build_table, check_table};
+use detnas_infer::latency::{BuildOptions, LatencyTable, Protocol, Runner, base_config, build_table, check_table};
 use detnas_infer::{Device, Precision, TimingPlan};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -34,11 +34,19 @@ pub struct TimingArgs {
     /// ... and at least this many seconds (0 to 3600).
     #[arg(long, default_value_t = 0.2, value_parser = super::values::min_seconds)]
     min_seconds: f64,
+    /// Independent repetitions of every measurement (a fresh session each, warm-up and timed runs
+    /// as above), interleaved round-robin so that a slow spell hits every item alike (1 to 100).
+    #[arg(long, default_value_t = 3, value_parser = super::values::repetitions)]
+    repetitions: usize,
 }
 
 impl TimingArgs {
     fn plan(&self) -> TimingPlan {
         TimingPlan { warmup: self.warmup, min_iters: self.min_iters, min_seconds: self.min_seconds, max_iters: 2000 }
+    }
+
+    fn protocol(&self) -> Protocol {
+        Protocol { repetitions: self.repetitions, plan: self.plan() }
     }
 }
 
@@ -80,6 +88,10 @@ pub struct BuildArgs {
     calibration_seed: u64,
     #[command(flatten)]
     timing: TimingArgs,
+    /// Refuse the build when its drift reference (the stem, timed throughout) moved by more than
+    /// this many percent; by default the drift is recorded in the table and reported only.
+    #[arg(long, value_parser = super::values::percent)]
+    max_drift: Option<f64>,
     /// Output table (JSON).
     #[arg(long)]
     out: PathBuf,
@@ -117,6 +129,10 @@ pub struct CheckArgs {
     seed: u64,
     #[command(flatten)]
     timing: TimingArgs,
+    /// A latency budget (`20ms`): report how many genomes measured within ±10% of it the table
+    /// puts on the wrong side.
+    #[arg(long, value_parser = super::values::milliseconds)]
+    budget: Option<f64>,
     /// Fail when this machine's fingerprint differs from the table's.
     #[arg(long)]
     strict: bool,
@@ -160,6 +176,8 @@ fn build(args: BuildArgs) -> Result<()> {
             timing: args.timing.plan(),
             precision: Precision::parse(&args.precision)?,
         },
+        repetitions: args.timing.repetitions,
+        max_drift_pct: args.max_drift,
         calibration: args.calibration,
         calibration_seed: args.calibration_seed,
     };
@@ -220,25 +238,34 @@ fn predict(args: PredictArgs) -> Result<()> {
 }
 
 fn check(args: CheckArgs) -> Result<()> {
-    let (table, mut runner) = load_checked(&args.lut, args.strict)?;
-    runner.timing = args.timing.plan();
+    let (table, runner) = load_checked(&args.lut, args.strict)?;
     if args.seed == table.calibration_seed && !table.calibration.is_empty() {
         eprintln!("warning: seed {} is the table's calibration seed: these genomes are not held out", args.seed);
     }
     let space = SearchSpace::by_name(&table.space)?;
-    let report = check_table(&table, &space, args.samples, args.seed, &runner, &mut |line| eprintln!("{line}"))?;
+    let protocol = args.timing.protocol();
+    let log = &mut |line: &str| eprintln!("{line}");
+    let report = check_table(&table, &space, (args.samples, args.seed), &runner, &protocol, args.budget, log)?;
     if args.json {
         let mut value = serde_json::to_value(&report)?;
         value["table"] = json!({ "path": args.lut.display().to_string(), "hash": table.hash });
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
-    println!("{} held-out genomes (seed {}), table {}", report.samples, report.seed, args.lut.display());
+    println!(
+        "{} held-out genomes (seed {}), {} repetitions each, table {}",
+        report.samples,
+        report.seed,
+        report.repetitions,
+        args.lut.display()
+    );
     let line = |name: &str, m: &detnas_infer::latency::Metrics| {
         println!(
-            "{name:<10} within ±10% {:5.1}%   MAPE {:5.2}%   Kendall τ {}   RMSE {:.3} ms",
+            "{name:<10} within ±10% {:5.1}%   MAPE {:5.2}%   bias {:+5.1}%   spread {:4.1}%   Kendall τ {}   RMSE {:.3} ms",
             100.0 * m.within_10pct,
             m.mape,
+            m.bias_pct,
+            m.error_sd_pct,
             m.kendall_tau.map_or("undefined (fewer than 2 distinct genomes)".to_string(), |t| format!("{t:.3}")),
             m.rmse_ms
         )
@@ -246,6 +273,27 @@ fn check(args: CheckArgs) -> Result<()> {
     line("additive", &report.additive);
     if let Some(c) = &report.corrected {
         line("corrected", c);
+    }
+    if let Some(c) = &report.ceiling {
+        println!(
+            "ceiling    within ±10% {:5.1}%   MAPE {:5.2}%   Kendall τ {}   (repetition against repetition; CV {:.1}%; a \
+             perfect predictor: {:.1}% against the mean)",
+            100.0 * c.repeat_within_10pct,
+            c.repeat_mape,
+            c.repeat_kendall_tau.map_or("undefined".to_string(), |t| format!("{t:.3}")),
+            c.repeat_cv_pct,
+            100.0 * c.perfect_within_10pct
+        );
+    }
+    if let Some(b) = &report.budget {
+        let ceiling = b.repeat_wrong_side.map_or(String::new(), |r| format!(" (repetitions disagree on {r:.1})"));
+        println!(
+            "budget     {:.3} ms: {} genomes measured within ±10% of it, {} predicted on the wrong side{ceiling}",
+            b.budget_ms, b.near, b.wrong_side
+        );
+    }
+    if let Some(noisy) = report.too_noisy(0.95) {
+        println!("note: {noisy}");
     }
     Ok(())
 }

@@ -59,6 +59,22 @@ pub fn min_seconds(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
+/// Repetitions of a latency measurement: 1 to [`MAX_REPETITIONS`](detnas_infer::latency::protocol::MAX_REPETITIONS).
+#[cfg(feature = "infer")]
+pub fn repetitions(s: &str) -> Result<usize, String> {
+    whole_usize(s, 1, detnas_infer::latency::protocol::MAX_REPETITIONS)
+}
+
+/// A drift tolerance in percent: finite, more than 0 and at most 10000.
+#[cfg_attr(not(feature = "infer"), allow(dead_code))]
+pub fn percent(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().trim_end_matches('%').parse().map_err(|_| format!("`{s}` is not a percentage"))?;
+    if !v.is_finite() || v <= 0.0 || v > 10_000.0 {
+        return Err(format!("`{s}` is out of range: expected more than 0 and at most 10000 percent"));
+    }
+    Ok(v)
+}
+
 /// `s` as a whole number from `min` to `max`. Negative, fractional, non-finite and over-long
 /// numbers are refused with the range, never wrapped or saturated.
 fn whole(s: &str, min: u64, max: u64) -> Result<u64, String> {
@@ -322,12 +338,12 @@ pub fn flops(s: &str) -> Result<String, String> {
 
 /// Longest latency budget in milliseconds (an hour): no detector of these spaces takes longer per
 /// image.
-#[cfg_attr(not(feature = "search"), allow(dead_code))]
+#[cfg_attr(not(feature = "infer"), allow(dead_code))]
 pub const MAX_LATENCY_MS: f64 = 3_600_000.0;
 
 /// Parses a latency: `20ms`, `0.02s` or `20` (milliseconds); finite, positive and at most
 /// [`MAX_LATENCY_MS`].
-#[cfg_attr(not(feature = "search"), allow(dead_code))] // `detnas search --latency-max`
+#[cfg_attr(not(feature = "infer"), allow(dead_code))] // `search --latency-max`, `latency check --budget`
 pub fn milliseconds(s: &str) -> Result<f64, String> {
     let t = s.trim().to_ascii_lowercase();
     let (number, scale) = if let Some(n) = t.strip_suffix("ms") {

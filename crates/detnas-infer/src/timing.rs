@@ -74,6 +74,10 @@ pub struct Latency {
     pub p99_ms: f64,
     /// Fastest run, in milliseconds.
     pub min_ms: f64,
+    /// The mean of each independent repetition, when this latency combines several
+    /// ([`crate::latency::protocol::combine`]); empty for one timing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repetitions_ms: Vec<f64>,
 }
 
 impl Latency {
@@ -98,6 +102,7 @@ impl Latency {
             p90_ms: q(0.9),
             p99_ms: q(0.99),
             min_ms: ms[0],
+            repetitions_ms: Vec::new(),
         })
     }
 }

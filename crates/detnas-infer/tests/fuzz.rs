@@ -14,8 +14,8 @@ use detnas_core::space::arch::Arch;
 use detnas_core::space::shape::InputSize;
 use detnas_core::space::{ChannelShuffle, Choice, SearchSpace, StageSpec};
 use detnas_infer::contract::check_metadata;
-use detnas_infer::latency::table::CalibrationPoint;
 use detnas_infer::latency::table::table_parts;
+use detnas_infer::latency::table::{CalibrationPoint, Drift};
 use detnas_infer::latency::{Correction, LatencyTable, TABLE_FORMAT, TABLE_VERSION};
 use detnas_infer::latency::{base_config, random_detector, sample_genomes};
 use detnas_infer::{Fingerprint, Latency, TimingPlan};
@@ -183,6 +183,7 @@ fn latency_table(dir: &Path) -> Vec<u8> {
                 p90_ms: ms * 1.1,
                 p99_ms: ms * 1.3,
                 min_ms: ms * 0.9,
+                repetitions_ms: vec![ms * 0.95, ms, ms * 1.05],
             };
             (key.clone(), latency)
         });
@@ -213,7 +214,9 @@ fn latency_table(dir: &Path) -> Vec<u8> {
         fingerprint,
         genes,
         timing: TimingPlan::iterations(1, 10),
+        repetitions: 3,
         entries,
+        drift: Some(Drift { reference: "stem 64x64".into(), times_ms: vec![0.1, 0.11, 0.1], drift_pct: 10.0 }),
         correction: Some(Correction { scale: 1.1, offset_ms: -0.2 }),
         calibration_seed: 5,
         calibration,

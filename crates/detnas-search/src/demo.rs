@@ -4,21 +4,25 @@
 //!
 //! 1. a seeded synthetic detection set (training and held-out images);
 //! 2. detection fine-tuning of a genes supernet (backbone paths plus FPN / head width, depth,
-//!    conv type and input resolution);
+//!    conv type and input resolution) — only for `--fitness supernet`;
 //! 3. a latency table of this machine;
 //! 4. a budget: the predicted latency of the median of random genomes (that genome is the baseline);
-//! 5. the evolutionary search under that budget (on the table's predictions);
+//! 5. the evolutionary search under that budget (on the table's predictions), scored by the
+//!    demo's fitness: by default the parameter count ([`DEFAULT_FITNESS`]), which `detnas study`
+//!    found ranks same-budget genomes no worse than the supernet or any training-free proxy;
 //! 6. stand-alone retraining of the searched genome and of the baseline, on the same schedule;
 //! 7. export of both, detection of the held-out folder, COCO evaluation and timing;
 //! 8. `report.md` with the numbers and `pareto.png`.
 //!
 //! The state (`demo.json`) is written after every step: `--resume` skips finished steps.
 
+use crate::options::{FitnessChoice, SearchOptions};
+use crate::pipeline::Step;
 use crate::pipeline::{Pipeline, run_steps};
 use crate::plot::pareto_png;
 use crate::setup::{
     Ctx, Record, SPACE, Schedule, build_table, make_data, predicted_ms, random_genomes, run_search, train,
-    train_config, train_supernet, write_toml,
+    train_config, train_supernet, under_budget, write_toml,
 };
 use anyhow::{Context, Result};
 use detnas_core::coco::{Detections, EvalParams, GroundTruth, evaluate};
@@ -38,8 +42,13 @@ use std::time::Instant;
 
 type Demo = Ctx<DemoData>;
 
+/// The demo's fitness unless told otherwise: the evidence of `detnas study` (see
+/// `docs/fidelity-study.md`) is that no fitness, the supernet's included, ranks same-budget
+/// genomes better than the parameter count, which costs nothing.
+pub const DEFAULT_FITNESS: FitnessChoice = FitnessChoice::Params;
+
 /// What a demo runs: the flags of `detnas demo`.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct DemoOptions {
     /// Output folder (data, checkpoints, search, models, detections, report.md).
     pub out: PathBuf,
@@ -51,6 +60,23 @@ pub struct DemoOptions {
     pub resume: bool,
     /// Remove the demo's own files from `out` first and start over.
     pub overwrite: bool,
+    /// What scores the search's candidates: the supernet (trained first, a step of its own) or a
+    /// training-free fitness (no supernet is trained). A supernet fitness's own settings are
+    /// replaced by the schedule's: AP50 after the schedule's recalibration batches.
+    pub fitness: FitnessChoice,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            out: PathBuf::new(),
+            quick: false,
+            seed: 0,
+            resume: false,
+            overwrite: false,
+            fitness: DEFAULT_FITNESS,
+        }
+    }
 }
 
 /// One evaluated, retrained model.
@@ -72,30 +98,37 @@ struct DemoData {
     budget_ms: Option<f64>,
     baseline: Option<String>,
     searched: Option<String>,
-    searched_inherited_ap50: Option<f64>,
+    /// The searched genome's fitness (inherited AP50 for the supernet).
+    #[serde(alias = "searched_inherited_ap50")]
+    searched_score: Option<f64>,
+    /// What scored the search (`supernet`, `params`, ...).
+    #[serde(default)]
+    fitness: String,
     outcomes: Vec<Outcome>,
 }
 
 /// Runs (or resumes) the demo into `args.out`; see the module documentation.
 pub fn run(args: &DemoOptions) -> Result<()> {
     let schedule = if args.quick { Schedule::quick() } else { Schedule::full() };
-    let settings = serde_json::json!({ "seed": args.seed, "schedule": schedule });
+    let fitness = args.fitness.name();
+    let settings = serde_json::json!({ "seed": args.seed, "schedule": schedule, "fitness": fitness });
     let p = Pipeline::open(&args.out, "demo.json", settings, args.resume, args.overwrite)?;
     let mut demo = Demo { p, schedule, seed: args.seed };
+    demo.p.rec.data.fitness = fitness.into();
     let started = Instant::now();
-    run_steps(
-        &mut demo,
-        &[
-            ("data", make_data),
-            ("supernet", train_supernet),
-            ("latency table", build_table),
-            ("budget", derive_budget),
-            ("search", search),
-            ("retrain", retrain),
-            ("export and detect", export_and_detect),
-            ("report", write_report),
-        ],
-    )?;
+    let mut steps: Vec<Step<Demo>> = vec![("data", make_data)];
+    if args.fitness.needs_checkpoint() {
+        steps.push(("supernet", train_supernet));
+    }
+    steps.extend::<[Step<Demo>; 6]>([
+        ("latency table", build_table),
+        ("budget", derive_budget),
+        ("search", search),
+        ("retrain", retrain),
+        ("export and detect", export_and_detect),
+        ("report", write_report),
+    ]);
+    run_steps(&mut demo, &steps)?;
     eprintln!("demo finished in {:.0} s: {}", started.elapsed().as_secs_f64(), demo.p.path("report.md").display());
     Ok(())
 }
@@ -118,10 +151,18 @@ fn derive_budget(d: &mut Demo) -> Result<()> {
 fn search(d: &mut Demo) -> Result<()> {
     let s = d.schedule.clone();
     let budget = d.p.rec.data.budget_ms.context("no budget")?;
-    let (genome, fitness) = run_search(d, "search", budget, (s.population, s.generations), s.recal_batches, false)?;
-    eprintln!("searched genome: {genome}");
+    let size = (s.population, s.generations);
+    let (genome, score) = match FitnessChoice::training_free(&d.p.rec.data.fitness) {
+        Ok(free) => {
+            let opts = under_budget(d, SearchOptions::training_free(free, d.p.path("search")), budget, size)?;
+            let selected = d.p.search(&opts)?.selected.finalist;
+            (selected.candidate, selected.fitness)
+        }
+        Err(_) => run_search(d, "search", budget, size, s.recal_batches, false)?,
+    };
+    eprintln!("searched genome: {genome} ({} {score:.4})", d.p.rec.data.fitness);
     d.p.rec.data.searched = Some(genome);
-    d.p.rec.data.searched_inherited_ap50 = Some(fitness);
+    d.p.rec.data.searched_score = Some(score);
     Ok(())
 }
 
@@ -186,15 +227,19 @@ pub fn time_model(detector: &Detector, image: &Path) -> Result<(Latency, Latency
 
 fn write_report(d: &mut Demo) -> Result<()> {
     let rows: Vec<CandidateRow> = serde_json::from_slice(&std::fs::read(d.p.path("search/candidates.json"))?)?;
+    // retrained AP50 shares the axis of the supernet's AP50 only
+    let supernet = d.p.rec.data.fitness == "supernet";
     let references: Vec<(String, f64, f64)> =
         d.p.rec
             .data
             .outcomes
             .iter()
             .zip(["searched, retrained", "median random, retrained"])
+            .filter(|_| supernet)
             .map(|(o, label)| (label.to_string(), o.predicted_ms, o.ap50))
             .collect();
-    pareto_png(&d.p.path("pareto.png"), "demo search: held-out AP50 against latency", &rows, &references)?;
+    let title = format!("demo search: {} against latency", if supernet { "held-out AP50" } else { "fitness" });
+    pareto_png(&d.p.path("pareto.png"), &title, &rows, &references)?;
     d.p.write_commands("demo")?;
     let report = report_text(d, rows.len());
     write_atomic(&d.p.path("report.md"), report.as_bytes())?;
@@ -204,6 +249,7 @@ fn write_report(d: &mut Demo) -> Result<()> {
 
 fn report_text(d: &Demo, candidates: usize) -> String {
     let (s, st, rec) = (&d.schedule, &d.p.rec.data, &d.p.rec);
+    let supernet = st.fitness == "supernet";
     let mut r = String::from("# detnas demo\n\n");
     if s.quick {
         r.push_str("**A `--quick` run: every step ran, on sizes too small for the numbers to mean anything.**\n\n");
@@ -226,9 +272,13 @@ fn report_text(d: &Demo, candidates: usize) -> String {
         ),
         "latency table" => "`latency.json`: every block and head part measured on this machine".into(),
         "budget" => format!("median predicted latency of {} random genomes", s.random_genomes),
-        "search" => format!(
+        "search" if supernet => format!(
             "{candidates} candidates ({} generations of {}), BN recalibration, held-out AP50 under the predicted budget",
             s.generations, s.population
+        ),
+        "search" => format!(
+            "{candidates} candidates ({} generations of {}) scored by `{}` (no training) under the predicted budget",
+            s.generations, s.population, st.fitness
         ),
         "retrain" => format!("searched genome and baseline, {} iterations each from scratch", s.retrain_iterations),
         "export and detect" => "ONNX export, detection of the held-out folder, COCO evaluation, timing".into(),
@@ -242,11 +292,18 @@ fn report_text(d: &Demo, candidates: usize) -> String {
         st.budget_ms.unwrap_or(f64::NAN),
         st.baseline.as_deref().unwrap_or("?")
     ));
-    r.push_str(&format!(
-        "Searched: `{}`, inherited (supernet, recalibrated) AP50 {:.3}.\n\n",
-        st.searched.as_deref().unwrap_or("?"),
-        st.searched_inherited_ap50.unwrap_or(f64::NAN)
-    ));
+    let score = st.searched_score.unwrap_or(f64::NAN);
+    let scored = if supernet {
+        format!("inherited (supernet, recalibrated) AP50 {score:.3}")
+    } else {
+        format!(
+            "`{}` {score:.4e}. The fitness follows `detnas study`: no fitness, the supernet's included, ranked \
+             same-budget genomes better than chance or than the parameter count there (`--fitness supernet` runs \
+             the paper's method)",
+            st.fitness
+        )
+    };
+    r.push_str(&format!("Searched: `{}`, {scored}.\n\n", st.searched.as_deref().unwrap_or("?")));
     r.push_str("Retrained stand-alone on the same schedule, held-out set (ONNX Runtime, this machine):\n\n");
     r.push_str("| model | genome | AP | AP50 | AR100 | predicted | model run p50 | detect p50 | GFLOPs |\n");
     r.push_str("|---|---|---|---|---|---|---|---|---|\n");
@@ -259,13 +316,17 @@ fn report_text(d: &Demo, candidates: usize) -> String {
     r.push_str(
         "\n\"predicted\" is the latency table's prediction (the search's budget is on it); the model run is \
          timed here with the trained weights and every ONNX Runtime thread, post-processing of real detections \
-         included.\n\n![Pareto plot](pareto.png)\n\n`pareto.png`: every searched candidate (supernet AP50 \
-         against predicted latency), the Pareto front, and the two retrained models \
-         (stand-alone AP50 against predicted latency). The search's own files are in `search/`, the models in \
-         `searched.onnx` and `baseline.onnx`, annotated detections in `detect/*/images/`.\n\nOne seed on a \
-         small synthetic set: the difference between the two models is within seed noise unless it is large; \
-         `detnas study` asks the question with several genomes and seeds.\n",
+         included.\n\n![Pareto plot](pareto.png)\n\n",
     );
+    r.push_str(&format!(
+        "`pareto.png`: every searched candidate ({} against predicted latency) and the Pareto front{}. \
+         The search's own files are in `search/`, the models in `searched.onnx` and `baseline.onnx`, annotated \
+         detections in `detect/*/images/`.\n\nOne seed on a small synthetic set: the difference between the two \
+         models is within seed noise unless it is large; `detnas study` asks the question with several genomes \
+         and seeds.\n",
+        if supernet { "supernet AP50" } else { st.fitness.as_str() },
+        if supernet { ", and the two retrained models (stand-alone AP50 against predicted latency)" } else { "" }
+    ));
     r
 }
 

@@ -70,6 +70,14 @@ impl FitnessChoice {
         })
     }
 
+    /// The fitness named `name`, the supernet's with its default settings.
+    pub fn by_name(name: &str) -> Result<FitnessChoice> {
+        match name {
+            "supernet" => Ok(FitnessChoice::default()),
+            other => FitnessChoice::training_free(other),
+        }
+    }
+
     /// The name `--fitness` takes for this choice; what `candidates.csv` records as `scored_by`.
     pub fn name(&self) -> &'static str {
         match self {

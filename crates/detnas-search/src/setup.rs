@@ -13,7 +13,7 @@ use detnas_core::search::genome::{GeneSpace, Genome};
 use detnas_core::space::ChannelShuffle;
 use detnas_data::synthetic::{self, SyntheticSpec};
 use detnas_infer::latency::{
-    BuildOptions, LatencyTable, Runner, base_config, build_table as build_latency_table, sample_genomes,
+    BuildOptions, LatencyTable, Protocol, Runner, base_config, build_table as build_latency_table, sample_genomes,
 };
 use detnas_infer::{Device, Precision, TimingPlan};
 use detnas_train::config::{DataSource, DetTrainConfig};
@@ -293,13 +293,13 @@ pub fn build_table<S: Record>(d: &mut Ctx<S>) -> Result<()> {
     args.extend([inputs.join(","), "--genes".into(), genes.display().to_string()]);
     args.extend(["--classes".into(), d.schedule.classes.to_string(), "--out".into(), out.display().to_string()]);
     // `latency build`'s defaults: 20 calibration genomes, 3 warm-up runs, at least 10 runs and 0.2 s
-    let (calibration, timing) = if d.schedule.quick {
-        args.extend(
-            ["--calibration", "3", "--warmup", "1", "--min-iters", "3", "--min-seconds", "0"].map(String::from),
-        );
-        (3, TimingPlan { warmup: 1, min_iters: 3, min_seconds: 0.0, ..TimingPlan::default() })
+    let (calibration, timing, repetitions) = if d.schedule.quick {
+        let quick =
+            ["--calibration", "3", "--warmup", "1", "--min-iters", "3", "--min-seconds", "0", "--repetitions", "1"];
+        args.extend(quick.map(String::from));
+        (3, TimingPlan { warmup: 1, min_iters: 3, min_seconds: 0.0, ..TimingPlan::default() }, 1)
     } else {
-        (20, TimingPlan::default())
+        (20, TimingPlan::default(), Protocol::default().repetitions)
     };
     let opts = BuildOptions {
         space: detnas_core::SearchSpace::by_name(SPACE)?,
@@ -307,6 +307,8 @@ pub fn build_table<S: Record>(d: &mut Ctx<S>) -> Result<()> {
         classes: d.schedule.classes,
         shuffle: ChannelShuffle::default(),
         runner: Runner { device: Device::Cpu, threads: None, strict: true, timing, precision: Precision::Fp32 },
+        repetitions,
+        max_drift_pct: None,
         calibration,
         calibration_seed: 1,
     };

@@ -1,43 +1,19 @@
 //! Validating a table against whole-model measurements: random genomes of the table's gene space,
-//! predicted and measured end to end; the share within ±10%, mean absolute percentage error, RMSE
-//! and Kendall's τ, for the additive sum and for the corrected prediction.
+//! predicted and measured end to end with the table's [`Protocol`] (repetitions interleaved
+//! round-robin); the share within ±10%, mean absolute percentage error, RMSE, Kendall's τ, bias
+//! and spread, for the additive sum and for the corrected prediction, scored against the mean of
+//! the repetitions — beside the ceiling of the measurements themselves ([`super::score`]).
 
 use super::measure::{Runner, base_config};
+use super::protocol::Protocol;
+use super::score::{BudgetDecisions, Ceiling, Metrics, budget_decisions, ceiling, metrics};
 use super::table::{Correction, LatencyTable};
 use crate::error::Result;
 use detnas_core::rng::Rng;
 use detnas_core::search::genome::{GeneOverrides, GeneSpace, Genome};
-use detnas_core::search::stats::kendall_tau_defined;
 use detnas_core::space::SearchSpace;
 use detnas_core::space::sample::uniform;
 use serde::Serialize;
-
-/// Agreement of predictions with measurements.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Metrics {
-    /// Share (0-1) of genomes predicted within ±10% of their measurement.
-    pub within_10pct: f64,
-    /// Mean absolute percentage error, in percent.
-    pub mape: f64,
-    /// Kendall's τ-b between predicted and measured (rank agreement, -1..1); `None` (JSON `null`)
-    /// when undefined: fewer than 2 genomes, or either series constant.
-    pub kendall_tau: Option<f64>,
-    /// Root mean square error, in milliseconds.
-    pub rmse_ms: f64,
-}
-
-/// [`Metrics`] of `predicted` against `measured` (milliseconds, same order).
-pub fn metrics(predicted: &[f64], measured: &[f64]) -> Metrics {
-    let n = predicted.len().min(measured.len()).max(1) as f64;
-    let rel: Vec<f64> = predicted.iter().zip(measured).map(|(p, m)| (p - m).abs() / m).collect();
-    let sq: f64 = predicted.iter().zip(measured).map(|(p, m)| (p - m) * (p - m)).sum();
-    Metrics {
-        within_10pct: rel.iter().filter(|r| **r <= 0.10).count() as f64 / n,
-        mape: 100.0 * rel.iter().sum::<f64>() / n,
-        kendall_tau: kendall_tau_defined(predicted, measured),
-        rmse_ms: (sq / n).sqrt(),
-    }
-}
 
 /// `scale` and `offset` minimising the squared *relative* error of `scale * sum + offset` against
 /// `measured` (weighted least squares, weights `1 / measured²`); `None` with fewer than 3 points,
@@ -107,63 +83,137 @@ pub struct CheckSample {
     pub additive_ms: f64,
     /// The table's prediction (corrected when it has a correction).
     pub predicted_ms: f64,
-    /// Mean end-to-end time of its random-weight detector ([`Runner::detector`]), in milliseconds.
+    /// The mean of the repetitions of its random-weight detector's model run
+    /// ([`Runner::detector`]), in milliseconds.
     pub measured_ms: f64,
+    /// Each repetition's mean run time, in the order measured.
+    pub repetitions_ms: Vec<f64>,
 }
 
 /// The result of [`check_table`]. The top-level metrics are those of the table's prediction
-/// (`latency_ms`: corrected when the table has a correction).
+/// (`latency_ms`: corrected when the table has a correction), against the mean of the repetitions.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CheckReport {
     /// Genomes measured (the `samples` given to [`check_table`]).
     pub samples: usize,
     /// Seed the genomes were drawn with.
     pub seed: u64,
+    /// Repetitions of every measurement.
+    pub repetitions: usize,
     /// Metrics of the table's prediction (`predicted_ms`); flattened into the report's top level in JSON.
     #[serde(flatten)]
     pub metrics: Metrics,
+    /// The measurements' own agreement (`repeat_*` at the top level in JSON); `None` for one
+    /// repetition.
+    #[serde(flatten)]
+    pub ceiling: Option<Ceiling>,
     /// The plain additive sum.
     pub additive: Metrics,
     /// The corrected prediction, when the table has a correction.
     pub corrected: Option<Metrics>,
+    /// Decisions near a budget, when one was given.
+    pub budget: Option<BudgetDecisions>,
     /// Each genome checked, in sampling order.
     pub genomes: Vec<CheckSample>,
 }
 
-/// Measures `samples` random genomes (`seed`) end to end with `runner` and compares them with the
-/// table's predictions; `log` gets one line per genome.
+impl CheckReport {
+    /// Scores `genomes` (their predictions and repetitions; every genome the same count of
+    /// repetitions): the prediction and the plain sum against the mean of the repetitions, the
+    /// ceiling between repetitions, and budget decisions at `budget_ms`.
+    pub fn score(seed: u64, genomes: Vec<CheckSample>, corrected: bool, budget_ms: Option<f64>) -> CheckReport {
+        let reps: Vec<Vec<f64>> = genomes.iter().map(|g| g.repetitions_ms.clone()).collect();
+        let measured: Vec<f64> = genomes.iter().map(|g| g.measured_ms).collect();
+        let predicted: Vec<f64> = genomes.iter().map(|g| g.predicted_ms).collect();
+        let additive = metrics(&genomes.iter().map(|g| g.additive_ms).collect::<Vec<_>>(), &measured);
+        let scored = metrics(&predicted, &measured);
+        CheckReport {
+            samples: genomes.len(),
+            seed,
+            repetitions: reps.iter().map(Vec::len).min().unwrap_or(0),
+            ceiling: ceiling(&reps),
+            corrected: corrected.then(|| scored.clone()),
+            metrics: scored,
+            additive,
+            budget: budget_ms.map(|b| budget_decisions(b, &predicted, &reps)),
+            genomes,
+        }
+    }
+
+    /// One line when the measurements are too noisy to check the goal of `goal` (share, 0-1)
+    /// within ±10%: even a perfect predictor would reach less than `goal` against the mean of
+    /// these repetitions (or there is one repetition and no ceiling at all).
+    pub fn too_noisy(&self, goal: f64) -> Option<String> {
+        let Some(c) = &self.ceiling else {
+            return Some("one repetition per genome: no noise ceiling to read the score against; use 3 or more".into());
+        };
+        (c.perfect_within_10pct < goal).then(|| {
+            format!(
+                "this machine is too noisy to check a goal of {:.0}% within ±10%: repetitions of the same model vary by \
+                 {:.1}% (CV), two agree within ±10% for {:.0}% of genomes, and a perfect predictor would reach only \
+                 {:.0}% against the mean of {}",
+                100.0 * goal,
+                c.repeat_cv_pct,
+                100.0 * c.repeat_within_10pct,
+                100.0 * c.perfect_within_10pct,
+                self.repetitions
+            )
+        })
+    }
+}
+
+/// Measures `samples` random genomes (`seed`) end to end with `runner` under `protocol`
+/// (repetitions round-robin over the genomes, a fresh session each) and scores the table's
+/// predictions against them ([`CheckReport::score`], budget decisions at `budget_ms`); `log` gets
+/// one line per measurement.
 pub fn check_table(
     table: &LatencyTable,
     space: &SearchSpace,
-    samples: usize,
-    seed: u64,
+    (samples, seed): (usize, u64),
     runner: &Runner,
+    protocol: &Protocol,
+    budget_ms: Option<f64>,
     log: &mut dyn FnMut(&str),
 ) -> Result<CheckReport> {
+    protocol.validate()?;
     let base = base_config(table.classes, table.shuffle);
-    let mut genomes = Vec::new();
-    for (i, genome) in sample_genomes(space, &table.genes, samples, seed).iter().enumerate() {
+    let genomes = sample_genomes(space, &table.genes, samples, seed);
+    let mut planned = Vec::new();
+    for genome in &genomes {
         let cfg = genome.detector_config(&base)?;
         let p = table.predict(space, &genome.arch, &cfg)?;
-        let measured_ms = runner.detector(space, &genome.arch, &cfg)?.mean_ms;
-        log(&format!(
-            "[{}/{samples}] {genome}: predicted {:.2} ms, measured {measured_ms:.2} ms ({:+.1}%)",
-            i + 1,
-            p.latency_ms,
-            100.0 * (p.latency_ms - measured_ms) / measured_ms
-        ));
-        genomes.push(CheckSample {
+        planned.push((cfg, p));
+    }
+    let runner = Runner { timing: protocol.plan, ..runner.clone() };
+    let measured = protocol.round_robin(
+        genomes.len(),
+        |i| runner.detector(space, &genomes[i].arch, &planned[i].0),
+        &mut |round, i, l| {
+            let predicted = planned[i].1.latency_ms;
+            log(&format!(
+                "round {}/{} [{}/{samples}] {}: predicted {predicted:.2} ms, measured {:.2} ms ({:+.1}%)",
+                round + 1,
+                protocol.repetitions,
+                i + 1,
+                genomes[i],
+                l.mean_ms,
+                100.0 * (predicted - l.mean_ms) / l.mean_ms
+            ))
+        },
+    )?;
+    let samples = genomes
+        .iter()
+        .zip(&planned)
+        .zip(measured)
+        .map(|((genome, (_, p)), m)| CheckSample {
             genome: genome.to_string(),
             additive_ms: p.additive_ms,
             predicted_ms: p.latency_ms,
-            measured_ms,
-        });
-    }
-    let measured: Vec<f64> = genomes.iter().map(|g| g.measured_ms).collect();
-    let additive = metrics(&genomes.iter().map(|g| g.additive_ms).collect::<Vec<_>>(), &measured);
-    let predicted = metrics(&genomes.iter().map(|g| g.predicted_ms).collect::<Vec<_>>(), &measured);
-    let corrected = table.correction.as_ref().map(|_| predicted.clone());
-    Ok(CheckReport { samples, seed, metrics: predicted, additive, corrected, genomes })
+            measured_ms: m.repetitions_ms.iter().sum::<f64>() / m.repetitions_ms.len() as f64,
+            repetitions_ms: m.repetitions_ms,
+        })
+        .collect();
+    Ok(CheckReport::score(seed, samples, table.correction.is_some(), budget_ms))
 }
 
 #[cfg(test)]
@@ -171,13 +221,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn metrics_and_an_exact_correction() {
+    fn an_exact_correction() {
         let measured = [10.0, 20.0, 40.0, 80.0];
-        let m = metrics(&[10.5, 25.0, 40.0, 70.0], &measured);
-        assert_eq!(m.within_10pct, 0.5);
-        assert!((m.mape - 100.0 * (0.05 + 0.25 + 0.0 + 0.125) / 4.0).abs() < 1e-9, "{m:?}");
-        assert_eq!(m.kendall_tau, Some(1.0));
-        assert_eq!(metrics(&[10.0], &[11.0]).kendall_tau, None, "undefined for one genome");
         // measured = 0.8 sum - 2 exactly
         let sums: Vec<f64> = measured.iter().map(|m| (m + 2.0) / 0.8).collect();
         let c = fit_correction(&sums, &measured).unwrap();

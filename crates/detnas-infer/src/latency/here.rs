@@ -48,6 +48,11 @@ impl LatencyTable {
         Ok(Some(format!("warning: {text}: its predictions may not hold here")))
     }
 
+    /// The protocol the table was measured with: its repetitions of its timing plan.
+    pub fn protocol(&self) -> super::protocol::Protocol {
+        super::protocol::Protocol { repetitions: self.repetitions, plan: self.timing }
+    }
+
     /// The runner that measures as the table did: its device, threads, timing plan and precision;
     /// `strict`: an unavailable device fails instead of falling back to CPU.
     pub fn runner(&self, strict: bool) -> Result<Runner> {

@@ -28,9 +28,13 @@ pub mod build;
 pub mod check;
 mod here;
 pub mod measure;
+pub mod protocol;
+pub mod score;
 pub mod table;
 
 pub use build::{BuildOptions, build_table};
-pub use check::{CheckReport, Metrics, check_table, fit_correction, fit_validated_correction, metrics, sample_genomes};
+pub use check::{CheckReport, CheckSample, check_table, fit_correction, fit_validated_correction, sample_genomes};
 pub use measure::{Runner, base_config, random_detector};
+pub use protocol::Protocol;
+pub use score::{BudgetDecisions, Ceiling, Metrics, metrics};
 pub use table::{Breakdown, Correction, LatencyTable, Prediction, TABLE_FORMAT, TABLE_VERSION, genome_terms};

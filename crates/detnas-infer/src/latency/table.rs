@@ -28,7 +28,7 @@ use std::path::Path;
 /// The `format` field of a table file.
 pub const TABLE_FORMAT: &str = "detnas-latency-table";
 /// The table layout version this build reads and writes.
-pub const TABLE_VERSION: u32 = 1;
+pub const TABLE_VERSION: u32 = 2;
 
 /// `scale * additive + offset_ms`, fitted on genomes measured end to end while building.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -59,6 +59,19 @@ pub struct CalibrationPoint {
     pub measured_ms: f64,
 }
 
+/// How much the machine itself moved while a table was built: one fixed part timed again and
+/// again between the measured ones.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Drift {
+    /// The reference part (`stem 96x96`).
+    pub reference: String,
+    /// Its median run time at each timing, in order, in milliseconds.
+    pub times_ms: Vec<f64>,
+    /// (slowest − fastest) / median of `times_ms`, in percent.
+    pub drift_pct: f64,
+}
+
 /// A latency lookup table (see the module docs); one file, versioned, with a content hash.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,10 +92,15 @@ pub struct LatencyTable {
     pub fingerprint: Fingerprint,
     /// The gene values measured; `input` lists the resolutions.
     pub genes: GeneSpace,
-    /// The timing plan of every part and calibration genome.
+    /// The timing plan of one repetition of every part and calibration genome.
     pub timing: TimingPlan,
+    /// Repetitions of every measurement, interleaved round-robin
+    /// ([`crate::latency::protocol`]); each entry keeps its repetitions' means.
+    pub repetitions: usize,
     /// Resolution (`320x320`) -> part key (`block <choice> <cin>-><cout> s<stride> <h>x<w>`, ...) -> measured latency.
     pub entries: BTreeMap<String, BTreeMap<String, Latency>>,
+    /// The drift reference's timings through the build (`None` for tables built without one).
+    pub drift: Option<Drift>,
     /// Applied to the additive sum by [`LatencyTable::predict`]; `None` when none was kept: fewer than 3
     /// calibration genomes, degenerate data, or a fit no better than the plain sum on held-out genomes.
     pub correction: Option<Correction>,
@@ -252,7 +270,9 @@ impl LatencyTable {
         let version = value.get("version").and_then(|v| v.as_u64());
         if version != Some(u64::from(TABLE_VERSION)) {
             let found = version.map_or_else(|| "none".into(), |v| v.to_string());
-            return Err(bad(format!("table version {found}; this build reads version {TABLE_VERSION}")));
+            return Err(bad(format!(
+                "table version {found}; this build reads version {TABLE_VERSION}: rebuild it with `detnas latency build`"
+            )));
         }
         let mut table: LatencyTable =
             serde_json::from_value(value).map_err(|e| caused("not a valid latency table", e.into()))?;
