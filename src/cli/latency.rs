@@ -6,6 +6,7 @@ use clap::{Args, Subcommand};
 use detnas_core::InputSize;
 use detnas_core::search::genome::{GeneSpace, Genome};
 use detnas_core::space::{ChannelShuffle, SearchSpace};
+use detnas_infer::latency::protocol::Drift;
 use detnas_infer::latency::{BuildOptions, LatencyTable, Protocol, Runner, base_config, build_table, check_table};
 use detnas_infer::{Device, Precision, TimingPlan};
 use serde_json::json;
@@ -38,6 +39,10 @@ pub struct TimingArgs {
     /// as above), interleaved round-robin so that a slow spell hits every item alike (1 to 100).
     #[arg(long, default_value_t = 3, value_parser = super::values::repetitions)]
     repetitions: usize,
+    /// Measurements taken while the drift reference (the stem, timed around every 8 measurements)
+    /// was more than this many percent off its median are measured again (up to 2 more passes).
+    #[arg(long, default_value_t = Drift::TOLERANCE_PCT, value_parser = super::values::percent)]
+    drift_tolerance: f64,
 }
 
 impl TimingArgs {
@@ -72,8 +77,9 @@ pub struct BuildArgs {
     /// ONNX Runtime intra-op threads (default: all cores).
     #[arg(long, value_parser = super::values::Threads)]
     threads: Option<usize>,
-    /// Accepted for symmetry with `check`: a table is always measured on the device it names, so
-    /// an unavailable device fails the build whether or not this is given.
+    /// Refuse the build when measurements are still taken in slow spells of the machine after the
+    /// re-measurement passes (`--drift-tolerance`). (A table is always measured on the device it
+    /// names: an unavailable device fails the build whether or not this is given.)
     #[arg(long)]
     strict: bool,
     /// Precision of the measured models: fp32, or int8 (quantized as `detnas quantize` does: every
@@ -88,10 +94,6 @@ pub struct BuildArgs {
     calibration_seed: u64,
     #[command(flatten)]
     timing: TimingArgs,
-    /// Refuse the build when its drift reference (the stem, timed throughout) moved by more than
-    /// this many percent; by default the drift is recorded in the table and reported only.
-    #[arg(long, value_parser = super::values::percent)]
-    max_drift: Option<f64>,
     /// Output table (JSON).
     #[arg(long)]
     out: PathBuf,
@@ -129,10 +131,10 @@ pub struct CheckArgs {
     seed: u64,
     #[command(flatten)]
     timing: TimingArgs,
-    /// A latency budget (`20ms`): report how many genomes measured within ±10% of it the table
-    /// puts on the wrong side.
-    #[arg(long, value_parser = super::values::milliseconds)]
-    budget: Option<f64>,
+    /// A latency budget (`20ms`, or `median`: the median measured genome's): report how many
+    /// genomes measured within ±10% of it the table puts on the wrong side.
+    #[arg(long, value_parser = budget)]
+    budget: Option<Budget>,
     /// Fail when this machine's fingerprint differs from the table's.
     #[arg(long)]
     strict: bool,
@@ -177,7 +179,8 @@ fn build(args: BuildArgs) -> Result<()> {
             precision: Precision::parse(&args.precision)?,
         },
         repetitions: args.timing.repetitions,
-        max_drift_pct: args.max_drift,
+        drift_tolerance_pct: args.timing.drift_tolerance,
+        strict_drift: args.strict,
         calibration: args.calibration,
         calibration_seed: args.calibration_seed,
     };
@@ -189,6 +192,9 @@ fn build(args: BuildArgs) -> Result<()> {
         || "no correction".to_string(),
         |c| format!("correction {:.4} x sum {:+.3} ms", c.scale, c.offset_ms),
     );
+    for d in [&table.drift, &table.calibration_drift].into_iter().flatten() {
+        eprintln!("{}", drift_line(d));
+    }
     println!(
         "wrote {}: {entries} entries at {} in {:.1} s, {correction} ({} calibration genomes), hash {}",
         args.out.display(),
@@ -237,6 +243,34 @@ fn predict(args: PredictArgs) -> Result<()> {
     Ok(())
 }
 
+/// One line on what the drift reference saw.
+fn drift_line(d: &Drift) -> String {
+    let left = if d.disturbed > 0 {
+        format!("; {} still in a slow spell: consider measuring again when the machine is quieter", d.disturbed)
+    } else {
+        String::new()
+    };
+    format!(
+        "drift reference ({}) moved {:.0}% over {} timings; {} measurement(s) taken again in slow spells (over {}% off){left}",
+        d.reference,
+        d.drift_pct,
+        d.times_ms.len(),
+        d.remeasured,
+        d.tolerance_pct
+    )
+}
+
+/// `latency check --budget`: milliseconds, or the median of the measured genomes.
+#[derive(Clone, Copy, Debug)]
+enum Budget {
+    Ms(f64),
+    Median,
+}
+
+fn budget(s: &str) -> Result<Budget, String> {
+    if s.trim() == "median" { Ok(Budget::Median) } else { super::values::milliseconds(s).map(Budget::Ms) }
+}
+
 fn check(args: CheckArgs) -> Result<()> {
     let (table, runner) = load_checked(&args.lut, args.strict)?;
     if args.seed == table.calibration_seed && !table.calibration.is_empty() {
@@ -245,7 +279,19 @@ fn check(args: CheckArgs) -> Result<()> {
     let space = SearchSpace::by_name(&table.space)?;
     let protocol = args.timing.protocol();
     let log = &mut |line: &str| eprintln!("{line}");
-    let report = check_table(&table, &space, (args.samples, args.seed), &runner, &protocol, args.budget, log)?;
+    let ms = match args.budget {
+        Some(Budget::Ms(ms)) => Some(ms),
+        _ => None,
+    };
+    let how = (&runner, &protocol, args.timing.drift_tolerance);
+    let mut report = check_table(&table, &space, (args.samples, args.seed), how, ms, log)?;
+    if let Some(Budget::Median) = args.budget {
+        let measured: Vec<f64> = report.genomes.iter().map(|g| g.measured_ms).collect();
+        let median = detnas_infer::latency::protocol::median(&measured);
+        let predicted: Vec<f64> = report.genomes.iter().map(|g| g.predicted_ms).collect();
+        let reps: Vec<Vec<f64>> = report.genomes.iter().map(|g| g.repetitions_ms.clone()).collect();
+        report.budget = Some(detnas_infer::latency::score::budget_decisions(median, &predicted, &reps));
+    }
     if args.json {
         let mut value = serde_json::to_value(&report)?;
         value["table"] = json!({ "path": args.lut.display().to_string(), "hash": table.hash });
@@ -291,6 +337,9 @@ fn check(args: CheckArgs) -> Result<()> {
             "budget     {:.3} ms: {} genomes measured within ±10% of it, {} predicted on the wrong side{ceiling}",
             b.budget_ms, b.near, b.wrong_side
         );
+    }
+    if let Some(d) = &report.drift {
+        println!("drift      {}", drift_line(d));
     }
     if let Some(noisy) = report.too_noisy(0.95) {
         println!("note: {noisy}");

@@ -10,11 +10,16 @@ use detnas_core::detector::DetectorConfig;
 use detnas_core::search::evolution::Scored;
 use detnas_core::search::pareto::{Finalist, Finalists};
 use detnas_infer::LatencyTable;
+use detnas_infer::latency::protocol::{Drift, Reference, spread_pct};
+use detnas_onnx::Part;
 use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Builds each finalist (random weights) and times its model run on the table's device and thread
-/// count, strictly (no fallback); returns the p50 milliseconds by candidate key.
+/// count, strictly (no fallback), with the table's measurement protocol (its repetitions
+/// interleaved round-robin over the finalists, a fresh session each, measurements in slow spells
+/// of the machine taken again); returns the mean of the repetitions in milliseconds by candidate
+/// key.
 pub fn measure_finalists(
     t: &LatencyTable,
     space: &SearchSpace,
@@ -24,12 +29,26 @@ pub fn measure_finalists(
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<BTreeMap<String, f64>> {
     let runner = t.runner(true)?;
+    let protocol = t.protocol();
+    let measure = |i: usize| runner.detector(space, &top[i].arch.arch, &top[i].arch.detector_config(base));
+    let stem = DetectorConfig { input: t.genes.input[0], ..base.clone() };
+    let mut reference = Reference {
+        name: format!("stem {}", stem.input),
+        time: Box::new(|| Ok(runner.part(space, &stem, &Part::Stem)?.0.p50_ms)),
+        tolerance_pct: Drift::TOLERANCE_PCT,
+    };
+    let (measured, _) = protocol.round_robin(top.len(), measure, &mut reference, &mut |_, _, _| {})?;
     let mut out = BTreeMap::new();
-    for s in top {
-        let ms = runner.detector(space, &s.arch.arch, &s.arch.detector_config(base))?.p50_ms;
+    for (s, m) in top.iter().zip(measured) {
+        let ms = m.repetitions_ms.iter().sum::<f64>() / m.repetitions_ms.len() as f64;
         let verdict = if ms <= max_ms { "within" } else { "over" };
         let dropped = if ms <= max_ms { "" } else { ", dropped" };
-        on_event(Event::Notice(format!("measured {}: {ms:.2} ms, {verdict} the {max_ms} ms budget{dropped}", s.arch)));
+        let spread = spread_pct(&m.repetitions_ms);
+        let reps = m.repetitions_ms.len();
+        on_event(Event::Notice(format!(
+            "measured {}: {ms:.2} ms (mean of {reps}, spread {spread:.0}%), {verdict} the {max_ms} ms budget{dropped}",
+            s.arch
+        )));
         out.insert(s.arch.key(), ms);
     }
     Ok(out)

@@ -13,7 +13,8 @@ use detnas_core::search::genome::{GeneSpace, Genome};
 use detnas_core::space::ChannelShuffle;
 use detnas_data::synthetic::{self, SyntheticSpec};
 use detnas_infer::latency::{
-    BuildOptions, LatencyTable, Protocol, Runner, base_config, build_table as build_latency_table, sample_genomes,
+    BuildOptions, LatencyTable, Protocol, Runner, base_config, build_table as build_latency_table, protocol::Drift,
+    sample_genomes,
 };
 use detnas_infer::{Device, Precision, TimingPlan};
 use detnas_train::config::{DataSource, DetTrainConfig};
@@ -308,7 +309,8 @@ pub fn build_table<S: Record>(d: &mut Ctx<S>) -> Result<()> {
         shuffle: ChannelShuffle::default(),
         runner: Runner { device: Device::Cpu, threads: None, strict: true, timing, precision: Precision::Fp32 },
         repetitions,
-        max_drift_pct: None,
+        drift_tolerance_pct: Drift::TOLERANCE_PCT,
+        strict_drift: false,
         calibration,
         calibration_seed: 1,
     };

@@ -5,8 +5,8 @@
 
 use super::check::{fit_validated_correction, sample_genomes};
 use super::measure::{Runner, base_config};
-use super::protocol::{Protocol, spread_pct};
-use super::table::{CalibrationPoint, Drift, LatencyTable, TABLE_FORMAT, TABLE_VERSION, table_parts};
+use super::protocol::{Drift, Protocol, Reference};
+use super::table::{CalibrationPoint, LatencyTable, TABLE_FORMAT, TABLE_VERSION, table_parts};
 use crate::error::{InferError, Result};
 use crate::fingerprint::Fingerprint;
 use detnas_core::detector::DetectorConfig;
@@ -14,9 +14,6 @@ use detnas_core::search::genome::GeneSpace;
 use detnas_core::space::{ChannelShuffle, SearchSpace};
 use detnas_onnx::Part;
 use std::collections::BTreeMap;
-
-/// Parts measured between two timings of the drift reference.
-pub const REFERENCE_EVERY: usize = 8;
 
 /// What to measure.
 #[derive(Clone, Debug)]
@@ -34,9 +31,11 @@ pub struct BuildOptions {
     pub runner: Runner,
     /// Repetitions of every measurement ([`Protocol`]), recorded in the table.
     pub repetitions: usize,
-    /// Refuse the build when the drift reference moved more than this (percent: (slowest −
-    /// fastest) / median of its timings); `None`: record the drift only.
-    pub max_drift_pct: Option<f64>,
+    /// Measurements taken while the drift reference was more than this many percent off its
+    /// median are measured again ([`Drift`]).
+    pub drift_tolerance_pct: f64,
+    /// Refuse the build when measurements are still disturbed after the re-measurement passes.
+    pub strict_drift: bool,
     /// Genomes measured end to end to fit the correction (none: no correction; at least 3 to fit).
     pub calibration: usize,
     /// Seed of the calibration genomes, recorded in the table (held-out checks should use another).
@@ -44,9 +43,10 @@ pub struct BuildOptions {
 }
 
 /// Measures every part, then the calibration genomes, each with the protocol's repetitions
-/// interleaved round-robin (parts of every resolution in one round) and a fresh session per
-/// repetition; the drift reference is timed before every [`REFERENCE_EVERY`] parts. `log` gets
-/// one line per measurement. Fails when the reference drifted more than `max_drift_pct`.
+/// interleaved round-robin (parts of every resolution in one round), a fresh session per
+/// repetition, and the drift reference (the stem at the first resolution) timed throughout;
+/// measurements in a disturbed stretch are measured again ([`Protocol::round_robin`]). `log` gets
+/// one line per measurement. Fails under `strict_drift` when measurements are still disturbed.
 pub fn build_table(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<LatencyTable> {
     let base = base_config(opts.classes, opts.shuffle);
     opts.genes.validate(&base)?;
@@ -59,22 +59,17 @@ pub fn build_table(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<Lat
             all.push((input.to_string(), key, cfg.clone(), part));
         }
     }
-    let reference_cfg = DetectorConfig { input: opts.genes.input[0], ..base.clone() };
-    let mut drift = Drift { reference: format!("stem {}", reference_cfg.input), times_ms: Vec::new(), drift_pct: 0.0 };
     let mut provider = None;
     let start = std::time::Instant::now();
-    let measured = protocol.round_robin(
+    let (measured, drift) = protocol.round_robin(
         all.len(),
         |i| {
-            if i % REFERENCE_EVERY == 0 {
-                let (l, _) = opts.runner.part(&opts.space, &reference_cfg, &Part::Stem)?;
-                drift.times_ms.push(l.p50_ms);
-            }
             let (_, _, cfg, part) = &all[i];
             let (latency, p) = opts.runner.part(&opts.space, cfg, part)?;
             provider.get_or_insert(p);
             Ok::<_, InferError>(latency)
         },
+        &mut reference(opts, &base),
         &mut |round, i, l| {
             let (input, key, _, _) = &all[i];
             let n = (round + 1, protocol.repetitions, i + 1, all.len());
@@ -85,12 +80,12 @@ pub fn build_table(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<Lat
         },
     )?;
     log(&format!(
-        "{} parts x {} repetitions in {:.1} s",
+        "{} parts x {} repetitions in {:.1} s ({} measured again in slow spells)",
         all.len(),
         protocol.repetitions,
-        start.elapsed().as_secs_f64()
+        start.elapsed().as_secs_f64(),
+        drift.remeasured
     ));
-    drift.drift_pct = spread_pct(&drift.times_ms);
     let mut entries: BTreeMap<String, BTreeMap<String, _>> = BTreeMap::new();
     for ((input, key, _, _), latency) in all.into_iter().zip(measured) {
         entries.entry(input).or_default().insert(key, latency);
@@ -109,32 +104,44 @@ pub fn build_table(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<Lat
         repetitions: protocol.repetitions,
         entries,
         drift: Some(drift),
+        calibration_drift: None,
         correction: None,
         calibration_seed: opts.calibration_seed,
         calibration: Vec::new(),
         source: String::new(),
     };
-    calibrate(&mut table, opts, &protocol, log)?;
-    let drift = table.drift.as_ref().expect("drift recorded");
-    if let Some(max) = opts.max_drift_pct
-        && drift.drift_pct > max
-    {
+    table.calibration_drift = calibrate(&mut table, opts, &protocol, log)?;
+    let disturbed: usize =
+        [&table.drift, &table.calibration_drift].iter().filter_map(|d| d.as_ref()).map(|d| d.disturbed).sum();
+    if opts.strict_drift && disturbed > 0 {
         return Err(InferError::Config(format!(
-            "the drift reference ({}) moved by {:.0}% during the build (tolerance {max}%): the machine was not \
-             quiet enough; build again when it is, or allow more with --max-drift",
-            drift.reference, drift.drift_pct
+            "{disturbed} measurement(s) were still taken in slow spells of this machine after {} passes (the drift \
+             reference moved more than {}% off its median): build again when the machine is quieter",
+            Drift::PASSES,
+            opts.drift_tolerance_pct
         )));
     }
     Ok(table)
 }
 
-/// Measures the calibration genomes end to end (round-robin) and fits the table's correction.
+/// The drift reference of a build: the stem at the first resolution, its p50 under the runner's plan.
+fn reference<'a>(opts: &'a BuildOptions, base: &DetectorConfig) -> Reference<'a, InferError> {
+    let cfg = DetectorConfig { input: opts.genes.input[0], ..base.clone() };
+    Reference {
+        name: format!("stem {}", cfg.input),
+        time: Box::new(move || Ok(opts.runner.part(&opts.space, &cfg, &Part::Stem)?.0.p50_ms)),
+        tolerance_pct: opts.drift_tolerance_pct,
+    }
+}
+
+/// Measures the calibration genomes end to end (round-robin) and fits the table's correction;
+/// returns the drift seen (`None` without calibration genomes).
 fn calibrate(
     table: &mut LatencyTable,
     opts: &BuildOptions,
     protocol: &Protocol,
     log: &mut dyn FnMut(&str),
-) -> Result<()> {
+) -> Result<Option<Drift>> {
     let base = base_config(opts.classes, opts.shuffle);
     let genomes = sample_genomes(&opts.space, &opts.genes, opts.calibration, opts.calibration_seed);
     let mut planned = Vec::new();
@@ -143,9 +150,13 @@ fn calibrate(
         let additive_ms = table.predict(&opts.space, &genome.arch, &cfg)?.additive_ms;
         planned.push((cfg, additive_ms));
     }
-    let measured = protocol.round_robin(
+    if genomes.is_empty() {
+        return Ok(None);
+    }
+    let (measured, drift) = protocol.round_robin(
         genomes.len(),
         |i| opts.runner.detector(&opts.space, &genomes[i].arch, &planned[i].0),
+        &mut reference(opts, &base),
         &mut |round, i, l| {
             log(&format!(
                 "calibration round {}/{} [{}/{}] {}: sum {:.2} ms, measured {:.2} ms",
@@ -165,5 +176,5 @@ fn calibrate(
     let (sums, measured): (Vec<f64>, Vec<f64>) =
         table.calibration.iter().map(|c| (c.additive_ms, c.measured_ms)).unzip();
     table.correction = fit_validated_correction(&sums, &measured);
-    Ok(())
+    Ok(Some(drift))
 }

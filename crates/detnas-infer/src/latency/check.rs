@@ -5,14 +5,16 @@
 //! the repetitions — beside the ceiling of the measurements themselves ([`super::score`]).
 
 use super::measure::{Runner, base_config};
-use super::protocol::Protocol;
+use super::protocol::{Drift, Protocol, Reference};
 use super::score::{BudgetDecisions, Ceiling, Metrics, budget_decisions, ceiling, metrics};
 use super::table::{Correction, LatencyTable};
 use crate::error::Result;
+use detnas_core::detector::DetectorConfig;
 use detnas_core::rng::Rng;
 use detnas_core::search::genome::{GeneOverrides, GeneSpace, Genome};
 use detnas_core::space::SearchSpace;
 use detnas_core::space::sample::uniform;
+use detnas_onnx::Part;
 use serde::Serialize;
 
 /// `scale` and `offset` minimising the squared *relative* error of `scale * sum + offset` against
@@ -113,6 +115,8 @@ pub struct CheckReport {
     pub corrected: Option<Metrics>,
     /// Decisions near a budget, when one was given.
     pub budget: Option<BudgetDecisions>,
+    /// The drift reference's timings through the check (`None` when scored from given samples).
+    pub drift: Option<Drift>,
     /// Each genome checked, in sampling order.
     pub genomes: Vec<CheckSample>,
 }
@@ -136,6 +140,7 @@ impl CheckReport {
             metrics: scored,
             additive,
             budget: budget_ms.map(|b| budget_decisions(b, &predicted, &reps)),
+            drift: None,
             genomes,
         }
     }
@@ -163,15 +168,15 @@ impl CheckReport {
 }
 
 /// Measures `samples` random genomes (`seed`) end to end with `runner` under `protocol`
-/// (repetitions round-robin over the genomes, a fresh session each) and scores the table's
-/// predictions against them ([`CheckReport::score`], budget decisions at `budget_ms`); `log` gets
-/// one line per measurement.
+/// (repetitions round-robin over the genomes, a fresh session each, the stem at the table's first
+/// resolution as drift reference with `drift_tolerance_pct`) and scores the table's predictions
+/// against them ([`CheckReport::score`], budget decisions at `budget_ms`); `log` gets one line per
+/// measurement.
 pub fn check_table(
     table: &LatencyTable,
     space: &SearchSpace,
     (samples, seed): (usize, u64),
-    runner: &Runner,
-    protocol: &Protocol,
+    (runner, protocol, drift_tolerance_pct): (&Runner, &Protocol, f64),
     budget_ms: Option<f64>,
     log: &mut dyn FnMut(&str),
 ) -> Result<CheckReport> {
@@ -185,9 +190,16 @@ pub fn check_table(
         planned.push((cfg, p));
     }
     let runner = Runner { timing: protocol.plan, ..runner.clone() };
-    let measured = protocol.round_robin(
+    let stem = DetectorConfig { input: table.genes.input[0], ..base.clone() };
+    let mut reference = Reference {
+        name: format!("stem {}", stem.input),
+        time: Box::new(|| Ok(runner.part(space, &stem, &Part::Stem)?.0.p50_ms)),
+        tolerance_pct: drift_tolerance_pct,
+    };
+    let (measured, drift) = protocol.round_robin(
         genomes.len(),
         |i| runner.detector(space, &genomes[i].arch, &planned[i].0),
+        &mut reference,
         &mut |round, i, l| {
             let predicted = planned[i].1.latency_ms;
             log(&format!(
@@ -213,7 +225,9 @@ pub fn check_table(
             repetitions_ms: m.repetitions_ms,
         })
         .collect();
-    Ok(CheckReport::score(seed, samples, table.correction.is_some(), budget_ms))
+    let mut report = CheckReport::score(seed, samples, table.correction.is_some(), budget_ms);
+    report.drift = Some(drift);
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -5,6 +5,14 @@
 //! slow spell of the machine hits all items alike instead of one. Each item keeps its
 //! repetitions, so its spread is on record and a check can report its own noise ceiling: how well
 //! two repetitions of the same model agree ([`super::check`]).
+//!
+//! A **drift reference** — one fixed sub-graph — is timed before and after every few
+//! measurements. On a shared machine the slow spells are long (tens of seconds) and add about the
+//! same milliseconds to every run of whatever is measured during them (measured here: +9 ms on
+//! models of 11 to 77 ms, the reference from 0.27 to 0.86 ms); the measurements taken while the
+//! reference was off its median by more than the tolerance are measured again, up to
+//! [`Drift::PASSES`] more times, and the table or check records how many were and how many are
+//! still disturbed.
 
 use crate::timing::{Latency, TimingPlan};
 use serde::{Deserialize, Serialize};
@@ -41,25 +49,104 @@ impl Protocol {
     }
 
     /// Measures `items` items with `measure(item)` (one repetition: it times the item under
-    /// [`Self::plan`]) in [`Self::repetitions`] rounds, each round over every item in order; returns
-    /// each item's repetitions combined ([`combine`]). `log` gets each measurement as
-    /// `(round, item, latency)`. The first error stops the measurement.
+    /// [`Self::plan`]) in [`Self::repetitions`] rounds, each round over every item in order, with
+    /// `reference` timed around every [`Drift::EVERY`] measurements and the measurements taken
+    /// while it was more than `tolerance_pct` off its median measured again (see the module
+    /// documentation); returns each item's repetitions combined ([`combine`]) and the drift seen.
+    /// `log` gets each measurement as `(round, item, latency)`, re-measurements included. The
+    /// first error stops the measurement.
     pub fn round_robin<E>(
         &self,
         items: usize,
         mut measure: impl FnMut(usize) -> Result<Latency, E>,
+        reference: &mut Reference<'_, E>,
         log: &mut dyn FnMut(usize, usize, &Latency),
-    ) -> Result<Vec<Latency>, E> {
-        let mut reps: Vec<Vec<Latency>> = vec![Vec::with_capacity(self.repetitions); items];
-        for round in 0..self.repetitions {
-            for (item, r) in reps.iter_mut().enumerate() {
-                let l = measure(item)?;
-                log(round, item, &l);
-                r.push(l);
+    ) -> Result<(Vec<Latency>, Drift), E> {
+        let mut reps: Vec<Vec<Option<Latency>>> = vec![vec![None; self.repetitions]; items];
+        let mut drift = Drift {
+            reference: reference.name.clone(),
+            times_ms: Vec::new(),
+            drift_pct: 0.0,
+            tolerance_pct: reference.tolerance_pct,
+            remeasured: 0,
+            disturbed: 0,
+        };
+        let mut queue: Vec<(usize, usize)> =
+            (0..self.repetitions).flat_map(|round| (0..items).map(move |item| (round, item))).collect();
+        for pass in 0..=Drift::PASSES {
+            if pass > 0 {
+                drift.remeasured += queue.len();
+            }
+            // chunk i lies between reference timings `first + i` and `first + i + 1`
+            let first = drift.times_ms.len();
+            drift.times_ms.push((reference.time)()?);
+            for chunk in queue.chunks(Drift::EVERY) {
+                for &(round, item) in chunk {
+                    let l = measure(item)?;
+                    log(round, item, &l);
+                    reps[item][round] = Some(l);
+                }
+                drift.times_ms.push((reference.time)()?);
+            }
+            let middle = median(&drift.times_ms);
+            let off = |t: f64| (t / middle - 1.0).abs() * 100.0 > reference.tolerance_pct;
+            let t = &drift.times_ms;
+            queue = queue
+                .chunks(Drift::EVERY)
+                .enumerate()
+                .filter(|(i, _)| off(t[first + i]) || off(t[first + i + 1]))
+                .flat_map(|(_, chunk)| chunk.to_vec())
+                .collect();
+            if queue.is_empty() {
+                break;
             }
         }
-        Ok(reps.iter().map(|r| combine(r)).collect())
+        drift.disturbed = queue.len();
+        drift.drift_pct = spread_pct(&drift.times_ms);
+        let combined =
+            reps.iter().map(|r| combine(&r.iter().map(|l| l.clone().expect("measured")).collect::<Vec<_>>()));
+        Ok((combined.collect(), drift))
     }
+}
+
+/// The drift reference of a measurement: a fixed sub-graph timed throughout.
+pub struct Reference<'a, E> {
+    /// What it is (`stem 320x320`), recorded.
+    pub name: String,
+    /// Times it once; its median run in milliseconds.
+    pub time: Box<dyn FnMut() -> Result<f64, E> + 'a>,
+    /// Measurements taken while it was more than this many percent off its median are measured
+    /// again.
+    pub tolerance_pct: f64,
+}
+
+/// How much the machine itself moved while something was measured: the drift reference timed
+/// before and after every [`Drift::EVERY`] measurements.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Drift {
+    /// The reference part (`stem 96x96`).
+    pub reference: String,
+    /// Its median run time at each timing, in order, in milliseconds.
+    pub times_ms: Vec<f64>,
+    /// (slowest − fastest) / median of `times_ms`, in percent: how far the machine moved.
+    pub drift_pct: f64,
+    /// Measurements taken while the reference was more than this many percent off its median
+    /// were measured again.
+    pub tolerance_pct: f64,
+    /// Measurements taken again (each counted once per pass).
+    pub remeasured: usize,
+    /// Measurements still taken in a disturbed stretch after the last pass.
+    pub disturbed: usize,
+}
+
+impl Drift {
+    /// Measurements between two timings of the reference.
+    pub const EVERY: usize = 8;
+    /// Passes of re-measurement at most.
+    pub const PASSES: usize = 2;
+    /// The default tolerance, in percent.
+    pub const TOLERANCE_PCT: f64 = 20.0;
 }
 
 /// One latency from the repetitions of the same item: `mean_ms` is the **median of the
@@ -122,20 +209,26 @@ mod tests {
         Latency::from_ms(vec![mean]).unwrap()
     }
 
+    /// A reference that always times `ms`.
+    fn steady<'a>(ms: f64) -> Reference<'a, &'static str> {
+        Reference { name: "steady".into(), time: Box::new(move || Ok(ms)), tolerance_pct: 20.0 }
+    }
+
     #[test]
     fn repetitions_run_round_robin_and_combine_by_medians() {
         let p = Protocol { repetitions: 3, plan: TimingPlan::iterations(0, 1) };
         let mut order = Vec::new();
         let times = [[1.0, 5.0, 2.0], [10.0, 11.0, 30.0]];
         let mut calls = [0usize; 2];
-        let out = p
+        let (out, drift) = p
             .round_robin(
                 2,
                 |i| {
                     order.push(i);
                     calls[i] += 1;
-                    Ok::<_, ()>(latency(times[i][calls[i] - 1]))
+                    Ok(latency(times[i][calls[i] - 1]))
                 },
+                &mut steady(1.0),
                 &mut |_, _, _| {},
             )
             .unwrap();
@@ -143,14 +236,52 @@ mod tests {
         assert_eq!(out[0].repetitions_ms, [1.0, 5.0, 2.0]);
         assert_eq!((out[0].mean_ms, out[0].min_ms, out[0].iterations), (2.0, 1.0, 3));
         assert_eq!(out[1].mean_ms, 11.0, "one slow repetition does not move the median");
+        assert_eq!((drift.times_ms.len(), drift.remeasured, drift.disturbed, drift.drift_pct), (2, 0, 0, 0.0));
         assert!((spread_pct(&out[1].repetitions_ms) - 100.0 * 20.0 / 11.0).abs() < 1e-9);
         assert_eq!(spread_pct(&[4.0]), 0.0);
         assert!((cv(&[9.0, 10.0, 11.0]) - 0.1).abs() < 1e-12);
         assert_eq!(median(&[3.0, 1.0, 2.0, 10.0]), 2.5);
-        let err = p.round_robin(2, |i| if i == 1 { Err("boom") } else { Ok(latency(1.0)) }, &mut |_, _, _| {});
+        let err = p.round_robin(
+            2,
+            |i| if i == 1 { Err("boom") } else { Ok(latency(1.0)) },
+            &mut steady(1.0),
+            &mut |_, _, _| {},
+        );
         assert_eq!(err.unwrap_err(), "boom");
         assert!(Protocol { repetitions: 0, ..p }.validate().is_err());
         assert!(Protocol { repetitions: MAX_REPETITIONS + 1, ..p }.validate().is_err());
         assert!(p.validate().is_ok());
+    }
+
+    #[test]
+    fn measurements_in_a_slow_spell_are_measured_again() {
+        // 20 items, one repetition: chunks of 8, 8 and 4. The machine is slow (+10 ms on every
+        // run, the reference 1 -> 3 ms) at the 2nd reference timing and through the second chunk,
+        // and quiet again from the 3rd timing on.
+        let p = Protocol { repetitions: 1, plan: TimingPlan::iterations(0, 1) };
+        let clock = std::cell::Cell::new(0usize); // reference timings so far
+        let slow = || clock.get() == 2;
+        let mut reference = Reference {
+            name: "clock".into(),
+            time: Box::new(|| {
+                clock.set(clock.get() + 1);
+                Ok::<_, ()>(if clock.get() == 2 { 3.0 } else { 1.0 })
+            }),
+            tolerance_pct: 20.0,
+        };
+        let (out, drift) = p
+            .round_robin(
+                20,
+                |i| Ok(latency(10.0 + i as f64 + if slow() { 10.0 } else { 0.0 })),
+                &mut reference,
+                &mut |_, _, _| {},
+            )
+            .unwrap();
+        // chunks 1 and 2 touch the slow reference timing (the 2nd bounds both)
+        assert_eq!((drift.remeasured, drift.disturbed), (16, 0), "{drift:?}");
+        for (i, l) in out.iter().enumerate() {
+            assert_eq!(l.mean_ms, 10.0 + i as f64, "item {i} holds its quiet time");
+        }
+        assert!((drift.drift_pct - 200.0).abs() < 1e-9, "{drift:?}");
     }
 }

@@ -12,6 +12,7 @@
 //! 2-core machine, sums of p50s came out at half the whole-model time, sums of means within a few
 //! percent. On a quiet machine the two agree.
 
+pub use super::protocol::Drift;
 use crate::error::{InferError, Result};
 use crate::fingerprint::Fingerprint;
 use crate::timing::{Latency, TimingPlan};
@@ -59,19 +60,6 @@ pub struct CalibrationPoint {
     pub measured_ms: f64,
 }
 
-/// How much the machine itself moved while a table was built: one fixed part timed again and
-/// again between the measured ones.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Drift {
-    /// The reference part (`stem 96x96`).
-    pub reference: String,
-    /// Its median run time at each timing, in order, in milliseconds.
-    pub times_ms: Vec<f64>,
-    /// (slowest − fastest) / median of `times_ms`, in percent.
-    pub drift_pct: f64,
-}
-
 /// A latency lookup table (see the module docs); one file, versioned, with a content hash.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -99,8 +87,11 @@ pub struct LatencyTable {
     pub repetitions: usize,
     /// Resolution (`320x320`) -> part key (`block <choice> <cin>-><cout> s<stride> <h>x<w>`, ...) -> measured latency.
     pub entries: BTreeMap<String, BTreeMap<String, Latency>>,
-    /// The drift reference's timings through the build (`None` for tables built without one).
+    /// The drift reference's timings while the parts were measured.
     pub drift: Option<Drift>,
+    /// The drift reference's timings while the calibration genomes were measured (`None` without
+    /// calibration).
+    pub calibration_drift: Option<Drift>,
     /// Applied to the additive sum by [`LatencyTable::predict`]; `None` when none was kept: fewer than 3
     /// calibration genomes, degenerate data, or a fit no better than the plain sum on held-out genomes.
     pub correction: Option<Correction>,
