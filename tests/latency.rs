@@ -181,3 +181,34 @@ fn bench_builds_a_genome_in_memory() {
     let bad = detnas(&["bench", "--arch", "coco-retinanet-300m:fpn32:100"]);
     assert_one_line_failure(&bad, &["100x100", "multiple of 32"]);
 }
+
+#[test]
+fn a_table_adapts_to_another_thread_count_from_a_few_genomes() {
+    let base = LatencyTable::load(table()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("two-threads.json");
+    let mut args = vec!["latency", "adapt", "--lut", table().to_str().unwrap(), "--threads", "2", "--samples", "3"];
+    args.extend(["--out", out.to_str().unwrap()]);
+    args.extend(FAST);
+    let o = detnas(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t = LatencyTable::load(&out).unwrap();
+    assert_eq!((base.fingerprint.threads, t.fingerprint.threads), (Some(1), Some(2)));
+    let adapted = t.adapted.as_ref().expect("the base is named");
+    assert_eq!((adapted.base_hash.as_str(), adapted.samples), (base.hash.as_str(), 3));
+    assert_eq!(t.entries, base.entries, "the base's parts are kept");
+    assert_eq!(t.calibration.len(), 3);
+    // the prediction is the base's sum through the refitted correction
+    let arch = "coco-retinanet-300m:fpn32:head32x2:sep:128";
+    let (p, b) = (predict(&out, arch), predict(table(), arch));
+    assert_eq!(p["additive_ms"], b["additive_ms"]);
+    let c = t.correction.as_ref().unwrap();
+    assert!((p["latency_ms"].as_f64().unwrap() - c.apply(b["additive_ms"].as_f64().unwrap())).abs() < 1e-9, "{p}");
+    // too few genomes to fit, and the base as its own output, are refused before any measurement
+    let few =
+        ["latency", "adapt", "--lut", table().to_str().unwrap(), "--samples", "2", "--out", out.to_str().unwrap()];
+    let o = detnas(&few);
+    assert!(!o.status.success() && stderr(&o).contains("from 3 to"), "{}", stderr(&o));
+    let lut = table().to_str().unwrap();
+    assert_one_line_failure(&detnas(&["latency", "adapt", "--lut", lut, "--out", lut]), &["--out", "--lut"]);
+}

@@ -7,7 +7,9 @@ use detnas_core::InputSize;
 use detnas_core::search::genome::{GeneSpace, Genome};
 use detnas_core::space::{ChannelShuffle, SearchSpace};
 use detnas_infer::latency::protocol::Drift;
-use detnas_infer::latency::{BuildOptions, LatencyTable, Protocol, Runner, base_config, build_table, check_table};
+use detnas_infer::latency::{
+    AdaptOptions, BuildOptions, LatencyTable, Protocol, Runner, adapt_table, base_config, build_table, check_table,
+};
 use detnas_infer::{Device, Precision, TimingPlan};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -19,8 +21,12 @@ pub enum LatencyCommand {
     Build(BuildArgs),
     /// Predicted latency of a genome, with the per-part breakdown.
     Predict(PredictArgs),
-    /// Predicted vs measured latency of random held-out genomes (share within ±10%, MAPE, Kendall τ).
+    /// Predicted vs measured latency of random held-out genomes (share within ±10%, MAPE, Kendall τ),
+    /// beside the measurements' own noise ceiling.
     Check(CheckArgs),
+    /// Adapt a table to this device or thread count from a few genomes measured end to end here
+    /// (its parts stay; the correction of their sum is refitted).
+    Adapt(AdaptArgs),
 }
 
 /// Timing flags shared by `build` and `check`.
@@ -40,7 +46,8 @@ pub struct TimingArgs {
     #[arg(long, default_value_t = 3, value_parser = super::values::repetitions)]
     repetitions: usize,
     /// Measurements taken while the drift reference (the stem, timed around every 8 measurements)
-    /// was more than this many percent off its median are measured again (up to 2 more passes).
+    /// was more than this many percent above its fastest timing are measured again (up to 2 more
+    /// passes).
     #[arg(long, default_value_t = Drift::TOLERANCE_PCT, value_parser = super::values::percent)]
     drift_tolerance: f64,
 }
@@ -143,11 +150,36 @@ pub struct CheckArgs {
     json: bool,
 }
 
+#[derive(Args, Debug)]
+pub struct AdaptArgs {
+    /// The base table (built on another device or thread count).
+    #[arg(long)]
+    lut: PathBuf,
+    /// Genomes measured end to end here (3 to 10000; 10 is the usual few-shot).
+    #[arg(long, default_value_t = 10, value_parser = super::values::adapt_samples)]
+    samples: usize,
+    /// Seed of the genomes (use another for `check`).
+    #[arg(long, default_value_t = 2)]
+    seed: u64,
+    /// Device of the target: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// ONNX Runtime intra-op threads of the target (default: all cores).
+    #[arg(long, value_parser = super::values::Threads)]
+    threads: Option<usize>,
+    #[command(flatten)]
+    timing: TimingArgs,
+    /// Output table (JSON).
+    #[arg(long)]
+    out: PathBuf,
+}
+
 pub fn run(cmd: LatencyCommand) -> Result<()> {
     match cmd {
         LatencyCommand::Build(args) => build(args),
         LatencyCommand::Predict(args) => predict(args),
         LatencyCommand::Check(args) => check(args),
+        LatencyCommand::Adapt(args) => adapt(args),
     }
 }
 
@@ -243,6 +275,47 @@ fn predict(args: PredictArgs) -> Result<()> {
     Ok(())
 }
 
+fn adapt(args: AdaptArgs) -> Result<()> {
+    super::paths::check_output(
+        "--out",
+        &args.out,
+        super::paths::Artefact::LatencyTable,
+        &[("--lut", args.lut.as_path())],
+    )?;
+    let base = LatencyTable::load(&args.lut)?;
+    let runner = Runner {
+        device: Device::parse(&args.device)?,
+        threads: args.threads,
+        strict: true,
+        timing: args.timing.plan(),
+        precision: base.precision()?,
+    };
+    let opts = AdaptOptions {
+        runner: &runner,
+        protocol: args.timing.protocol(),
+        samples: args.samples,
+        seed: args.seed,
+        drift_tolerance_pct: args.timing.drift_tolerance,
+    };
+    let mut table = adapt_table(&base, &opts, &mut |line| eprintln!("{line}"))?;
+    if let Some(d) = &table.calibration_drift {
+        eprintln!("{}", drift_line(d));
+    }
+    table.save(&args.out)?;
+    let c = table.correction.as_ref().expect("an adapted table has a correction");
+    println!(
+        "wrote {}: {} adapted to {} threads from {} genomes measured here, correction {:.4} x sum {:+.3} ms, hash {}",
+        args.out.display(),
+        args.lut.display(),
+        args.threads.map_or("all".to_string(), |t| t.to_string()),
+        table.calibration.len(),
+        c.scale,
+        c.offset_ms,
+        table.hash
+    );
+    Ok(())
+}
+
 /// One line on what the drift reference saw.
 fn drift_line(d: &Drift) -> String {
     let left = if d.disturbed > 0 {
@@ -251,7 +324,7 @@ fn drift_line(d: &Drift) -> String {
         String::new()
     };
     format!(
-        "drift reference ({}) moved {:.0}% over {} timings; {} measurement(s) taken again in slow spells (over {}% off){left}",
+        "drift reference ({}) moved {:.0}% over {} timings; {} measurement(s) taken again in slow spells (over {}% above its fastest){left}",
         d.reference,
         d.drift_pct,
         d.times_ms.len(),

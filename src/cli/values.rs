@@ -65,6 +65,12 @@ pub fn repetitions(s: &str) -> Result<usize, String> {
     whole_usize(s, 1, detnas_infer::latency::protocol::MAX_REPETITIONS)
 }
 
+/// Genomes a `latency adapt` measures: 3 (the fewest a correction fits on) to 10000.
+#[cfg(feature = "infer")]
+pub fn adapt_samples(s: &str) -> Result<usize, String> {
+    whole_usize(s, detnas_infer::latency::adapt::MIN_ADAPT_SAMPLES, 10_000)
+}
+
 /// A drift tolerance in percent: finite, more than 0 and at most 10000.
 #[cfg_attr(not(feature = "infer"), allow(dead_code))]
 pub fn percent(s: &str) -> Result<f64, String> {

@@ -228,6 +228,7 @@ fn latency_table(dir: &Path) -> Vec<u8> {
         correction: Some(Correction { scale: 1.1, offset_ms: -0.2 }),
         calibration_seed: 5,
         calibration,
+        adapted: None,
         source: String::new(),
     };
     let path = dir.join("corpus.json");

@@ -108,6 +108,7 @@ pub fn build_table(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<Lat
         correction: None,
         calibration_seed: opts.calibration_seed,
         calibration: Vec::new(),
+        adapted: None,
         source: String::new(),
     };
     table.calibration_drift = calibrate(&mut table, opts, &protocol, log)?;
@@ -116,7 +117,7 @@ pub fn build_table(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<Lat
     if opts.strict_drift && disturbed > 0 {
         return Err(InferError::Config(format!(
             "{disturbed} measurement(s) were still taken in slow spells of this machine after {} passes (the drift \
-             reference moved more than {}% off its median): build again when the machine is quieter",
+             reference was more than {}% above its fastest): build again when the machine is quieter",
             Drift::PASSES,
             opts.drift_tolerance_pct
         )));

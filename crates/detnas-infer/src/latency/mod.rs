@@ -24,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod adapt;
 pub mod build;
 pub mod check;
 mod here;
@@ -32,6 +33,7 @@ pub mod protocol;
 pub mod score;
 pub mod table;
 
+pub use adapt::{AdaptOptions, adapt_table};
 pub use build::{BuildOptions, build_table};
 pub use check::{CheckReport, CheckSample, check_table, fit_correction, fit_validated_correction, sample_genomes};
 pub use measure::{Runner, base_config, random_detector};

@@ -99,6 +99,9 @@ pub struct LatencyTable {
     pub calibration_seed: u64,
     /// The genomes measured end to end to fit the correction (empty when none were).
     pub calibration: Vec<CalibrationPoint>,
+    /// For a table adapted to this device from another's parts (`detnas latency adapt`): the
+    /// base it came from.
+    pub adapted: Option<super::adapt::Adapted>,
     /// Where the table was loaded from (for errors); not stored.
     #[serde(skip)]
     pub source: String,

@@ -1,0 +1,136 @@
+//! Few-shot tables for a new device or setting: instead of the ~100 sub-graphs of a build, a
+//! handful of whole genomes measured end to end on the new target refit the correction of the
+//! base table's additive sum (`scale × sum + offset`). The base table's parts keep the *shape* of
+//! the latency (which block, width or resolution costs more); the new measurements set its level
+//! on the target. The adapted table carries the target's fingerprint and names its base.
+
+use super::check::{fit_correction, sample_genomes};
+use super::measure::{Runner, base_config};
+use super::protocol::{Protocol, Reference};
+use super::table::{CalibrationPoint, Correction, LatencyTable};
+use crate::error::{InferError, Result};
+use crate::fingerprint::{Fingerprint, Precision};
+use detnas_core::detector::DetectorConfig;
+use detnas_core::space::SearchSpace;
+use detnas_onnx::Part;
+use serde::{Deserialize, Serialize};
+
+/// Fewest genomes an adaptation fits on (two parameters, and one more to see the fit's error).
+pub const MIN_ADAPT_SAMPLES: usize = 3;
+
+/// Where an adapted table came from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Adapted {
+    /// The base table's content hash.
+    pub base_hash: String,
+    /// The base table's fingerprint (the device its parts were measured on).
+    pub base_fingerprint: Fingerprint,
+    /// Genomes measured on the target (the table's `calibration`).
+    pub samples: usize,
+}
+
+/// What an adaptation measures.
+pub struct AdaptOptions<'a> {
+    /// The target: device, threads and precision (the base table's precision is kept: a table
+    /// of another precision is another base).
+    pub runner: &'a Runner,
+    /// How every genome is measured.
+    pub protocol: Protocol,
+    /// Genomes measured end to end (at least [`MIN_ADAPT_SAMPLES`]).
+    pub samples: usize,
+    /// Seed of the genomes (recorded as the table's calibration seed).
+    pub seed: u64,
+    /// Drift tolerance of the measurements ([`Drift`]).
+    pub drift_tolerance_pct: f64,
+}
+
+/// The base table adapted to `opts.runner`'s device and threads: `samples` random genomes of its
+/// gene space measured there, and the correction of its additive sum refitted on them (least
+/// squares on the relative error; a plain ratio when the sums do not vary). `log` gets one line
+/// per measurement.
+pub fn adapt_table(base: &LatencyTable, opts: &AdaptOptions<'_>, log: &mut dyn FnMut(&str)) -> Result<LatencyTable> {
+    if opts.samples < MIN_ADAPT_SAMPLES {
+        let m = format!("{} samples: adapting a table fits on at least {MIN_ADAPT_SAMPLES} genomes", opts.samples);
+        return Err(InferError::Config(m));
+    }
+    if Precision::parse(&base.fingerprint.precision)? != opts.runner.precision {
+        let m = format!(
+            "a {} table adapts to {} timings only: adapt a table of the target's precision, or build one",
+            base.fingerprint.precision, base.fingerprint.precision
+        );
+        return Err(InferError::Config(m));
+    }
+    opts.protocol.validate()?;
+    let space = SearchSpace::by_name(&base.space)?;
+    let cfg_base = base_config(base.classes, base.shuffle);
+    let genomes = sample_genomes(&space, &base.genes, opts.samples, opts.seed);
+    let mut planned = Vec::new();
+    for g in &genomes {
+        let cfg = g.detector_config(&cfg_base)?;
+        let additive_ms = base.predict(&space, &g.arch, &cfg)?.additive_ms;
+        planned.push((cfg, additive_ms));
+    }
+    let runner = Runner { timing: opts.protocol.plan, ..opts.runner.clone() };
+    let stem = DetectorConfig { input: base.genes.input[0], ..cfg_base.clone() };
+    // the provider that ran, from the reference's sessions (the target's fingerprint names it)
+    let provider = std::cell::RefCell::new(String::new());
+    let mut reference = Reference {
+        name: format!("stem {}", stem.input),
+        time: Box::new(|| {
+            let (l, p) = runner.part(&space, &stem, &Part::Stem)?;
+            *provider.borrow_mut() = p;
+            Ok(l.p50_ms)
+        }),
+        tolerance_pct: opts.drift_tolerance_pct,
+    };
+    let (measured, drift) = opts.protocol.round_robin(
+        genomes.len(),
+        |i| runner.detector(&space, &genomes[i].arch, &planned[i].0),
+        &mut reference,
+        &mut |round, i, l| {
+            log(&format!(
+                "round {}/{} [{}/{}] {}: base sum {:.2} ms, measured {:.2} ms",
+                round + 1,
+                opts.protocol.repetitions,
+                i + 1,
+                genomes.len(),
+                genomes[i],
+                planned[i].1,
+                l.mean_ms
+            ))
+        },
+    )?;
+    let calibration: Vec<CalibrationPoint> = genomes
+        .iter()
+        .zip(&planned)
+        .zip(&measured)
+        .map(|((g, (_, additive_ms)), m)| CalibrationPoint {
+            genome: g.to_string(),
+            additive_ms: *additive_ms,
+            measured_ms: m.mean_ms,
+        })
+        .collect();
+    let (sums, times): (Vec<f64>, Vec<f64>) = calibration.iter().map(|c| (c.additive_ms, c.measured_ms)).unzip();
+    let correction = fit_correction(&sums, &times).unwrap_or_else(|| {
+        let ratios: Vec<f64> = sums.iter().zip(&times).map(|(s, t)| t / s).collect();
+        Correction { scale: super::protocol::median(&ratios), offset_ms: 0.0 }
+    });
+    drop(reference);
+    let provider = provider.into_inner();
+    let mut table = base.clone();
+    table.fingerprint = Fingerprint::current(opts.runner.device, opts.runner.threads, &provider, opts.runner.precision);
+    table.timing = opts.protocol.plan;
+    table.repetitions = opts.protocol.repetitions;
+    table.correction = Some(correction);
+    table.calibration_seed = opts.seed;
+    table.calibration = calibration;
+    table.calibration_drift = Some(drift);
+    table.adapted = Some(Adapted {
+        base_hash: base.hash.clone(),
+        base_fingerprint: base.fingerprint.clone(),
+        samples: opts.samples,
+    });
+    table.hash = String::new();
+    Ok(table)
+}
