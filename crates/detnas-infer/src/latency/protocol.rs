@@ -53,7 +53,8 @@ impl Protocol {
     /// [`Self::plan`]) in [`Self::repetitions`] rounds, each round over every item in order, with
     /// `reference` timed around every [`Drift::EVERY`] measurements and the measurements taken
     /// while it was more than `tolerance_pct` above its fastest timing measured again (see the
-    /// module documentation); returns each item's repetitions combined ([`combine`]) and the drift seen.
+    /// module documentation); returns each item's repetitions combined ([`combine`]: those taken in
+    /// quiet stretches when the item has any, else all) and the drift seen.
     /// `log` gets each measurement as `(round, item, latency)`, re-measurements included. The
     /// first error stops the measurement.
     pub fn round_robin<E>(
@@ -104,8 +105,13 @@ impl Protocol {
         }
         drift.disturbed = queue.len();
         drift.drift_pct = spread_pct(&drift.times_ms);
-        let combined =
-            reps.iter().map(|r| combine(&r.iter().map(|l| l.clone().expect("measured")).collect::<Vec<_>>()));
+        // a repetition still taken in a slow spell is left out where its item has a quiet one
+        let slow: std::collections::HashSet<(usize, usize)> = queue.into_iter().collect();
+        let combined = reps.iter().enumerate().map(|(item, r)| {
+            let all: Vec<(usize, Latency)> = r.iter().enumerate().map(|(round, l)| (round, l.clone().expect("measured"))).collect();
+            let quiet: Vec<Latency> = all.iter().filter(|(round, _)| !slow.contains(&(*round, item))).map(|(_, l)| l.clone()).collect();
+            combine(&if quiet.is_empty() { all.into_iter().map(|(_, l)| l).collect() } else { quiet })
+        });
         Ok((combined.collect(), drift))
     }
 }

@@ -65,22 +65,28 @@ pub struct Ceiling {
     pub perfect_within_10pct: f64,
 }
 
-/// The [`Ceiling`] of `repetitions` (per genome, each repetition's time; every genome the same
-/// count); `None` with fewer than two repetitions.
+/// The [`Ceiling`] of `repetitions` (per genome, each repetition's time; genomes may have
+/// different counts: each pair of repetitions is compared over the genomes that have both);
+/// `None` when no genome has two.
 pub fn ceiling(repetitions: &[Vec<f64>]) -> Option<Ceiling> {
-    let k = repetitions.iter().map(Vec::len).min()?;
+    let k = repetitions.iter().map(Vec::len).max()?;
     if k < 2 {
         return None;
     }
-    let round = |r: usize| repetitions.iter().map(|g| g[r]).collect::<Vec<f64>>();
-    let pairs: Vec<Metrics> =
-        (0..k).flat_map(|i| (i + 1..k).map(move |j| (i, j))).map(|(i, j)| metrics(&round(j), &round(i))).collect();
+    let pair = |i: usize, j: usize| {
+        let both: Vec<&Vec<f64>> = repetitions.iter().filter(|g| g.len() > j).collect();
+        let (a, b): (Vec<f64>, Vec<f64>) = both.iter().map(|g| (g[j], g[i])).unzip();
+        (!a.is_empty()).then(|| metrics(&a, &b))
+    };
+    let pairs: Vec<Metrics> = (0..k).flat_map(|i| (i + 1..k).map(move |j| (i, j))).filter_map(|(i, j)| pair(i, j)).collect();
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let taus: Vec<f64> = pairs.iter().filter_map(|m| m.kendall_tau).collect();
-    let cvs: Vec<f64> = repetitions.iter().map(|g| super::protocol::cv(g)).collect();
-    let perfect = cvs
+    let repeated: Vec<&Vec<f64>> = repetitions.iter().filter(|g| g.len() >= 2).collect();
+    let cvs: Vec<f64> = repeated.iter().map(|g| super::protocol::cv(g)).collect();
+    let perfect = repeated
         .iter()
-        .map(|&c| if c <= 0.0 { 1.0 } else { 2.0 * normal_cdf(0.1 * (k as f64).sqrt() / c) - 1.0 })
+        .zip(&cvs)
+        .map(|(g, &c)| if c <= 0.0 { 1.0 } else { 2.0 * normal_cdf(0.1 * (g.len() as f64).sqrt() / c) - 1.0 })
         .collect::<Vec<f64>>();
     Some(Ceiling {
         repeat_within_10pct: mean(&pairs.iter().map(|m| m.within_10pct).collect::<Vec<_>>()),
@@ -114,11 +120,13 @@ pub fn budget_decisions(budget_ms: f64, predicted: &[f64], repetitions: &[Vec<f6
         (0..measured.len()).filter(|&i| (measured[i] - budget_ms).abs() <= 0.1 * budget_ms).collect();
     let under = |ms: f64| ms <= budget_ms;
     let wrong_side = near.iter().filter(|&&i| under(predicted[i]) != under(measured[i])).count();
-    let k = repetitions.iter().map(Vec::len).min().unwrap_or(0);
+    let k = repetitions.iter().map(Vec::len).max().unwrap_or(0);
     let pairs: Vec<(usize, usize)> = (0..k).flat_map(|i| (i + 1..k).map(move |j| (i, j))).collect();
     let repeat_wrong_side = (!pairs.is_empty()).then(|| {
+        // over the genomes that have both repetitions
         let flips = |(a, b): (usize, usize)| {
-            near.iter().filter(|&&g| under(repetitions[g][a]) != under(repetitions[g][b])).count() as f64
+            let r = |g: usize| &repetitions[g];
+            near.iter().filter(|&&g| r(g).len() > b && under(r(g)[a]) != under(r(g)[b])).count() as f64
         };
         pairs.iter().map(|&p| flips(p)).sum::<f64>() / pairs.len() as f64
     });
@@ -201,6 +209,9 @@ mod tests {
         let mean: Vec<f64> = reps.iter().map(|r| r.iter().sum::<f64>() / 3.0).collect();
         assert!((metrics(&truth, &mean).within_10pct - 0.916).abs() < 0.02);
         assert!(ceiling(&[vec![1.0], vec![2.0]]).is_none(), "one repetition has no ceiling");
+        // genomes with fewer repetitions (slow ones left out) take part in the pairs they have
+        let c = ceiling(&[vec![10.0, 10.0, 10.0], vec![20.0], vec![30.0, 36.0]]).unwrap();
+        assert!((c.repeat_within_10pct - (0.5 + 1.0 + 1.0) / 3.0).abs() < 1e-12, "{c:?}");
     }
 
     #[test]
