@@ -23,7 +23,8 @@ cat "$OUT/check.txt"
 python3 - "$OUT" "$BIN" <<'EOF'
 import json, subprocess, sys
 out, binary = sys.argv[1], sys.argv[2]
-genomes = [line.split("] ", 1)[1].split(": predicted")[0] for line in open(f"{out}/check.log") if line.startswith("round 1/")]
+lines = [line.split("] ", 1)[1].split(": predicted")[0] for line in open(f"{out}/check.log") if line.startswith("round 1/")]
+genomes = list(dict.fromkeys(lines))  # re-measurements log their round again
 worst = []
 for arch in genomes:
     p = [json.loads(subprocess.run([binary, "latency", "predict", "--lut", f"{out}/lut-{b}.json", "--arch", arch, "--json"],

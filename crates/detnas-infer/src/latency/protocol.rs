@@ -108,8 +108,10 @@ impl Protocol {
         // a repetition still taken in a slow spell is left out where its item has a quiet one
         let slow: std::collections::HashSet<(usize, usize)> = queue.into_iter().collect();
         let combined = reps.iter().enumerate().map(|(item, r)| {
-            let all: Vec<(usize, Latency)> = r.iter().enumerate().map(|(round, l)| (round, l.clone().expect("measured"))).collect();
-            let quiet: Vec<Latency> = all.iter().filter(|(round, _)| !slow.contains(&(*round, item))).map(|(_, l)| l.clone()).collect();
+            let all: Vec<(usize, Latency)> =
+                r.iter().enumerate().map(|(round, l)| (round, l.clone().expect("measured"))).collect();
+            let quiet: Vec<Latency> =
+                all.iter().filter(|(round, _)| !slow.contains(&(*round, item))).map(|(_, l)| l.clone()).collect();
             combine(&if quiet.is_empty() { all.into_iter().map(|(_, l)| l).collect() } else { quiet })
         });
         Ok((combined.collect(), drift))

@@ -78,7 +78,8 @@ pub fn ceiling(repetitions: &[Vec<f64>]) -> Option<Ceiling> {
         let (a, b): (Vec<f64>, Vec<f64>) = both.iter().map(|g| (g[j], g[i])).unzip();
         (!a.is_empty()).then(|| metrics(&a, &b))
     };
-    let pairs: Vec<Metrics> = (0..k).flat_map(|i| (i + 1..k).map(move |j| (i, j))).filter_map(|(i, j)| pair(i, j)).collect();
+    let pairs: Vec<Metrics> =
+        (0..k).flat_map(|i| (i + 1..k).map(move |j| (i, j))).filter_map(|(i, j)| pair(i, j)).collect();
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let taus: Vec<f64> = pairs.iter().filter_map(|m| m.kendall_tau).collect();
     let repeated: Vec<&Vec<f64>> = repetitions.iter().filter(|g| g.len() >= 2).collect();
