@@ -53,11 +53,13 @@ fn build_predict_check_round_trip() {
     }
     // every layer shape with each of the 4 choices: 4 stages x (stride 2, stride 1) shapes
     assert_eq!(at.keys().filter(|k| k.starts_with("block ")).count(), 8 * 4);
-    assert!(at.values().all(|l| l.p50_ms > 0.0 && l.p90_ms >= l.p50_ms && l.iterations >= 4));
-    // each entry keeps its two repetitions, and its time is their median (their mean, for two)
+    assert!(at.values().all(|l| l.p50_ms > 0.0 && l.p90_ms >= l.p50_ms && l.iterations >= 2));
+    // each entry keeps its repetitions (both, or the quiet one where the other was still taken in a
+    // slow spell of the machine), and its time is their median (their mean, for two)
     for l in at.values() {
-        assert_eq!(l.repetitions_ms.len(), 2, "{l:?}");
-        assert!((l.mean_ms - (l.repetitions_ms[0] + l.repetitions_ms[1]) / 2.0).abs() < 1e-12, "{l:?}");
+        let r = &l.repetitions_ms;
+        assert!((1..=2).contains(&r.len()), "{l:?}");
+        assert!((l.mean_ms - r.iter().sum::<f64>() / r.len() as f64).abs() < 1e-12, "{l:?}");
     }
     // the drift reference was timed throughout: around every 8 measurements of both rounds (and
     // of any re-measurement pass)
@@ -112,11 +114,9 @@ fn build_predict_check_round_trip() {
     // the check predicts exactly what `predict` does for the same genome
     for g in genomes {
         let reps: Vec<f64> = g["repetitions_ms"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-        assert_eq!(reps.len(), 2, "{g}");
-        assert!(
-            (g["measured_ms"].as_f64().unwrap() - (reps[0] + reps[1]) / 2.0).abs() < 1e-9,
-            "scored against the mean: {g}"
-        );
+        assert!((1..=2).contains(&reps.len()), "{g}");
+        let mean = reps.iter().sum::<f64>() / reps.len() as f64;
+        assert!((g["measured_ms"].as_f64().unwrap() - mean).abs() < 1e-9, "scored against the mean: {g}");
         let alone = predict(lut, g["genome"].as_str().unwrap());
         assert_eq!(alone["latency_ms"], g["predicted_ms"], "{g}");
     }

@@ -227,6 +227,7 @@ pub fn check_table(
         })
         .collect();
     let mut report = CheckReport::score(seed, samples, table.correction.is_some(), budget_ms);
+    report.repetitions = protocol.repetitions;
     report.drift = Some(drift);
     Ok(report)
 }
