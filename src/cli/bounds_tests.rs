@@ -23,7 +23,8 @@ const HUGE_GENES: [&str; 4] = [
 ];
 
 /// String flags that carry numbers (ids).
-const TEXT_NUMBERS: [&str; 8] = ["arch", "input", "flops_max", "flops_min", "flops_input", "size", "objects", "sizes"];
+const TEXT_NUMBERS: [&str; 9] =
+    ["arch", "input", "flops_max", "flops_min", "flops_input", "size", "objects", "sizes", "budget"];
 
 /// Genome flags among [`TEXT_NUMBERS`]: their genes are checked at parse time ([`HUGE_GENES`]);
 /// a bare number is a backbone encoding, checked against the search space when the command runs
@@ -68,6 +69,7 @@ fn base(command: &str, flag: &str) -> Vec<&'static str> {
         ("latency build", _) => vec!["--out", "t.json"],
         ("latency predict", _) => vec!["--lut", "t.json", "--arch", "coco-fpn-300m"],
         ("latency check", _) => vec!["--lut", "t.json"],
+        ("latency adapt", _) => vec!["--lut", "t.json", "--out", "a.json"],
         ("export", "rank") => vec!["--search", "s", "--out", "m.onnx"],
         ("export", _) => vec!["--arch", "coco-fpn-300m", "--out", "m.onnx"],
         ("quantize", _) => vec!["m.onnx"],
@@ -99,7 +101,7 @@ fn good(flag: &Flag) -> &str {
         "genomes" => "12",
         "supernet_iterations" | "retrain_iterations" => "100",
         "flops_max" | "flops_min" => "300M",
-        "latency_max" => "20ms",
+        "latency_max" | "budget" => "20ms",
         "conf" | "iou" | "overlap" | "match_iou" => "0.5",
         "seconds" => "1",
         _ => "1",

@@ -141,7 +141,7 @@ pub struct CheckArgs {
     /// A latency budget (`20ms`, or `median`: the median measured genome's): report how many
     /// genomes measured within ±10% of it the table puts on the wrong side.
     #[arg(long, value_parser = budget)]
-    budget: Option<Budget>,
+    budget: Option<String>,
     /// Fail when this machine's fingerprint differs from the table's.
     #[arg(long)]
     strict: bool,
@@ -333,15 +333,10 @@ fn drift_line(d: &Drift) -> String {
     )
 }
 
-/// `latency check --budget`: milliseconds, or the median of the measured genomes.
-#[derive(Clone, Copy, Debug)]
-enum Budget {
-    Ms(f64),
-    Median,
-}
-
-fn budget(s: &str) -> Result<Budget, String> {
-    if s.trim() == "median" { Ok(Budget::Median) } else { super::values::milliseconds(s).map(Budget::Ms) }
+/// `latency check --budget`: a latency (`20ms`, bounded as `search --latency-max`) or `median`
+/// (the median measured genome's).
+fn budget(s: &str) -> Result<String, String> {
+    if s.trim() == "median" { Ok("median".into()) } else { super::values::milliseconds(s).map(|ms| ms.to_string()) }
 }
 
 fn check(args: CheckArgs) -> Result<()> {
@@ -352,13 +347,11 @@ fn check(args: CheckArgs) -> Result<()> {
     let space = SearchSpace::by_name(&table.space)?;
     let protocol = args.timing.protocol();
     let log = &mut |line: &str| eprintln!("{line}");
-    let ms = match args.budget {
-        Some(Budget::Ms(ms)) => Some(ms),
-        _ => None,
-    };
+    // a latency already parsed and bounded by `budget`, or `median`
+    let ms = args.budget.as_deref().and_then(|b| b.parse::<f64>().ok());
     let how = (&runner, &protocol, args.timing.drift_tolerance);
     let mut report = check_table(&table, &space, (args.samples, args.seed), how, ms, log)?;
-    if let Some(Budget::Median) = args.budget {
+    if args.budget.as_deref() == Some("median") {
         let measured: Vec<f64> = report.genomes.iter().map(|g| g.measured_ms).collect();
         let median = detnas_infer::latency::protocol::median(&measured);
         let predicted: Vec<f64> = report.genomes.iter().map(|g| g.predicted_ms).collect();
