@@ -10,8 +10,7 @@ use detnas_core::detector::DetectorConfig;
 use detnas_core::search::evolution::Scored;
 use detnas_core::search::pareto::{Finalist, Finalists};
 use detnas_infer::LatencyTable;
-use detnas_infer::latency::protocol::{Drift, Reference, spread_pct};
-use detnas_onnx::Part;
+use detnas_infer::latency::protocol::{Drift, spread_pct};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -30,14 +29,11 @@ pub fn measure_finalists(
 ) -> Result<BTreeMap<String, f64>> {
     let runner = t.runner(true)?;
     let protocol = t.protocol();
-    let measure = |i: usize| runner.detector(space, &top[i].arch.arch, &top[i].arch.detector_config(base));
     let stem = DetectorConfig { input: t.genes.input[0], ..base.clone() };
-    let mut reference = Reference {
-        name: format!("stem {}", stem.input),
-        time: Box::new(|| Ok(runner.part(space, &stem, &Part::Stem)?.0.p50_ms)),
-        tolerance_pct: Drift::TOLERANCE_PCT,
-    };
-    let (measured, _) = protocol.round_robin(top.len(), measure, &mut reference, &mut |_, _, _| {})?;
+    let mut reference = runner.stem_reference(space, &stem, Drift::TOLERANCE_PCT, None);
+    let configs: Vec<DetectorConfig> = top.iter().map(|s| s.arch.detector_config(base)).collect();
+    let models: Vec<_> = top.iter().zip(&configs).map(|(s, cfg)| (&s.arch.arch, cfg)).collect();
+    let (measured, _) = runner.detectors(space, &models, &protocol, &mut reference, &mut |_, _, _| {})?;
     let mut out = BTreeMap::new();
     for (s, m) in top.iter().zip(measured) {
         let ms = m.repetitions_ms.iter().sum::<f64>() / m.repetitions_ms.len() as f64;

@@ -4,16 +4,17 @@
 //! the latency (which block, width or resolution costs more); the new measurements set its level
 //! on the target. The adapted table carries the target's fingerprint and names its base.
 
+use super::build::calibration_points;
 use super::check::{fit_correction, sample_genomes};
 use super::measure::{Runner, base_config};
-use super::protocol::{Protocol, Reference};
-use super::table::{CalibrationPoint, Correction, LatencyTable};
+use super::protocol::Protocol;
+use super::table::{Correction, LatencyTable};
 use crate::error::{InferError, Result};
 use crate::fingerprint::{Fingerprint, Precision};
 use detnas_core::detector::DetectorConfig;
 use detnas_core::space::SearchSpace;
-use detnas_onnx::Part;
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
 
 /// Fewest genomes an adaptation fits on (two parameters, and one more to see the fit's error).
 pub const MIN_ADAPT_SAMPLES: usize = 3;
@@ -63,60 +64,19 @@ pub fn adapt_table(base: &LatencyTable, opts: &AdaptOptions<'_>, log: &mut dyn F
     }
     opts.protocol.validate()?;
     let space = SearchSpace::by_name(&base.space)?;
-    let cfg_base = base_config(base.classes, base.shuffle);
     let genomes = sample_genomes(&space, &base.genes, opts.samples, opts.seed);
-    let mut planned = Vec::new();
-    for g in &genomes {
-        let cfg = g.detector_config(&cfg_base)?;
-        let additive_ms = base.predict(&space, &g.arch, &cfg)?.additive_ms;
-        planned.push((cfg, additive_ms));
-    }
     let runner = Runner { timing: opts.protocol.plan, ..opts.runner.clone() };
-    let stem = DetectorConfig { input: base.genes.input[0], ..cfg_base.clone() };
+    let stem = DetectorConfig { input: base.genes.input[0], ..base_config(base.classes, base.shuffle) };
     // the provider that ran, from the reference's sessions (the target's fingerprint names it)
-    let provider = std::cell::RefCell::new(String::new());
-    let mut reference = Reference {
-        name: format!("stem {}", stem.input),
-        time: Box::new(|| {
-            let (l, p) = runner.part(&space, &stem, &Part::Stem)?;
-            *provider.borrow_mut() = p;
-            Ok(l.p50_ms)
-        }),
-        tolerance_pct: opts.drift_tolerance_pct,
-    };
-    let (measured, drift) = opts.protocol.round_robin(
-        genomes.len(),
-        |i| runner.detector(&space, &genomes[i].arch, &planned[i].0),
-        &mut reference,
-        &mut |round, i, l| {
-            log(&format!(
-                "round {}/{} [{}/{}] {}: base sum {:.2} ms, measured {:.2} ms",
-                round + 1,
-                opts.protocol.repetitions,
-                i + 1,
-                genomes.len(),
-                genomes[i],
-                planned[i].1,
-                l.mean_ms
-            ))
-        },
-    )?;
-    let calibration: Vec<CalibrationPoint> = genomes
-        .iter()
-        .zip(&planned)
-        .zip(&measured)
-        .map(|((g, (_, additive_ms)), m)| CalibrationPoint {
-            genome: g.to_string(),
-            additive_ms: *additive_ms,
-            measured_ms: m.mean_ms,
-        })
-        .collect();
+    let provider = RefCell::new(String::new());
+    let mut reference = runner.stem_reference(&space, &stem, opts.drift_tolerance_pct, Some(&provider));
+    let (calibration, drift) = calibration_points(base, &genomes, (&runner, &opts.protocol, &mut reference), log)?;
+    drop(reference);
     let (sums, times): (Vec<f64>, Vec<f64>) = calibration.iter().map(|c| (c.additive_ms, c.measured_ms)).unzip();
     let correction = fit_correction(&sums, &times).unwrap_or_else(|| {
         let ratios: Vec<f64> = sums.iter().zip(&times).map(|(s, t)| t / s).collect();
         Correction { scale: super::protocol::median(&ratios), offset_ms: 0.0 }
     });
-    drop(reference);
     let provider = provider.into_inner();
     let mut table = base.clone();
     table.fingerprint = Fingerprint::current(opts.runner.device, opts.runner.threads, &provider, opts.runner.precision);

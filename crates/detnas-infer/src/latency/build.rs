@@ -10,9 +10,8 @@ use super::table::{CalibrationPoint, LatencyTable, TABLE_FORMAT, TABLE_VERSION, 
 use crate::error::{InferError, Result};
 use crate::fingerprint::Fingerprint;
 use detnas_core::detector::DetectorConfig;
-use detnas_core::search::genome::GeneSpace;
+use detnas_core::search::genome::{GeneSpace, Genome};
 use detnas_core::space::{ChannelShuffle, SearchSpace};
-use detnas_onnx::Part;
 use std::collections::BTreeMap;
 
 /// What to measure.
@@ -59,6 +58,7 @@ pub fn build_table(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<Lat
             all.push((input.to_string(), key, cfg.clone(), part));
         }
     }
+    let reference_cfg = DetectorConfig { input: opts.genes.input[0], ..base.clone() };
     let mut provider = None;
     let start = std::time::Instant::now();
     let (measured, drift) = protocol.round_robin(
@@ -69,7 +69,7 @@ pub fn build_table(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<Lat
             provider.get_or_insert(p);
             Ok::<_, InferError>(latency)
         },
-        &mut reference(opts, &base),
+        &mut opts.runner.stem_reference(&opts.space, &reference_cfg, opts.drift_tolerance_pct, None),
         &mut |round, i, l| {
             let (input, key, _, _) = &all[i];
             let n = (round + 1, protocol.repetitions, i + 1, all.len());
@@ -125,16 +125,6 @@ pub fn build_table(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<Lat
     Ok(table)
 }
 
-/// The drift reference of a build: the stem at the first resolution, its p50 under the runner's plan.
-fn reference<'a>(opts: &'a BuildOptions, base: &DetectorConfig) -> Reference<'a, InferError> {
-    let cfg = DetectorConfig { input: opts.genes.input[0], ..base.clone() };
-    Reference {
-        name: format!("stem {}", cfg.input),
-        time: Box::new(move || Ok(opts.runner.part(&opts.space, &cfg, &Part::Stem)?.0.p50_ms)),
-        tolerance_pct: opts.drift_tolerance_pct,
-    }
-}
-
 /// Measures the calibration genomes end to end (round-robin) and fits the table's correction;
 /// returns the drift seen (`None` without calibration genomes).
 fn calibrate(
@@ -143,39 +133,59 @@ fn calibrate(
     protocol: &Protocol,
     log: &mut dyn FnMut(&str),
 ) -> Result<Option<Drift>> {
-    let base = base_config(opts.classes, opts.shuffle);
     let genomes = sample_genomes(&opts.space, &opts.genes, opts.calibration, opts.calibration_seed);
-    let mut planned = Vec::new();
-    for genome in &genomes {
-        let cfg = genome.detector_config(&base)?;
-        let additive_ms = table.predict(&opts.space, &genome.arch, &cfg)?.additive_ms;
-        planned.push((cfg, additive_ms));
-    }
     if genomes.is_empty() {
         return Ok(None);
     }
-    let (measured, drift) = protocol.round_robin(
-        genomes.len(),
-        |i| opts.runner.detector(&opts.space, &genomes[i].arch, &planned[i].0),
-        &mut reference(opts, &base),
-        &mut |round, i, l| {
-            log(&format!(
-                "calibration round {}/{} [{}/{}] {}: sum {:.2} ms, measured {:.2} ms",
-                round + 1,
-                protocol.repetitions,
-                i + 1,
-                genomes.len(),
-                genomes[i],
-                planned[i].1,
-                l.mean_ms
-            ))
-        },
-    )?;
-    for ((genome, (_, additive_ms)), m) in genomes.iter().zip(planned).zip(measured) {
-        table.calibration.push(CalibrationPoint { genome: genome.to_string(), additive_ms, measured_ms: m.mean_ms });
-    }
+    let stem = DetectorConfig { input: opts.genes.input[0], ..base_config(opts.classes, opts.shuffle) };
+    let mut reference = opts.runner.stem_reference(&opts.space, &stem, opts.drift_tolerance_pct, None);
+    let (points, drift) = calibration_points(table, &genomes, (&opts.runner, protocol, &mut reference), log)?;
+    table.calibration = points;
     let (sums, measured): (Vec<f64>, Vec<f64>) =
         table.calibration.iter().map(|c| (c.additive_ms, c.measured_ms)).unzip();
     table.correction = fit_validated_correction(&sums, &measured);
     Ok(Some(drift))
+}
+
+/// `genomes` measured end to end with `runner` under `protocol` (round-robin, with `reference`)
+/// beside their plain additive sum in `table`: the points a correction is fitted on, and the drift
+/// seen. `log` gets one line per measurement.
+pub(super) fn calibration_points(
+    table: &LatencyTable,
+    genomes: &[Genome],
+    (runner, protocol, reference): (&Runner, &Protocol, &mut Reference<'_, InferError>),
+    log: &mut dyn FnMut(&str),
+) -> Result<(Vec<CalibrationPoint>, Drift)> {
+    let space = SearchSpace::by_name(&table.space)?;
+    let base = base_config(table.classes, table.shuffle);
+    let mut planned = Vec::new();
+    for genome in genomes {
+        let cfg = genome.detector_config(&base)?;
+        let additive_ms = table.predict(&space, &genome.arch, &cfg)?.additive_ms;
+        planned.push((cfg, additive_ms));
+    }
+    let models: Vec<_> = genomes.iter().zip(&planned).map(|(g, (cfg, _))| (&g.arch, cfg)).collect();
+    let (measured, drift) = runner.detectors(&space, &models, protocol, reference, &mut |round, i, l| {
+        log(&format!(
+            "calibration round {}/{} [{}/{}] {}: sum {:.2} ms, measured {:.2} ms",
+            round + 1,
+            protocol.repetitions,
+            i + 1,
+            genomes.len(),
+            genomes[i],
+            planned[i].1,
+            l.mean_ms
+        ))
+    })?;
+    let points = genomes
+        .iter()
+        .zip(planned)
+        .zip(measured)
+        .map(|((genome, (_, additive_ms)), m)| CalibrationPoint {
+            genome: genome.to_string(),
+            additive_ms,
+            measured_ms: m.mean_ms,
+        })
+        .collect();
+    Ok((points, drift))
 }

@@ -5,7 +5,7 @@
 //! the repetitions — beside the ceiling of the measurements themselves ([`super::score`]).
 
 use super::measure::{Runner, base_config};
-use super::protocol::{Drift, Protocol, Reference};
+use super::protocol::{Drift, Protocol};
 use super::score::{BudgetDecisions, Ceiling, Metrics, budget_decisions, ceiling, metrics};
 use super::table::{Correction, LatencyTable};
 use crate::error::Result;
@@ -14,7 +14,6 @@ use detnas_core::rng::Rng;
 use detnas_core::search::genome::{GeneOverrides, GeneSpace, Genome};
 use detnas_core::space::SearchSpace;
 use detnas_core::space::sample::uniform;
-use detnas_onnx::Part;
 use serde::Serialize;
 
 /// `scale` and `offset` minimising the squared *relative* error of `scale * sum + offset` against
@@ -192,28 +191,20 @@ pub fn check_table(
     }
     let runner = Runner { timing: protocol.plan, ..runner.clone() };
     let stem = DetectorConfig { input: table.genes.input[0], ..base.clone() };
-    let mut reference = Reference {
-        name: format!("stem {}", stem.input),
-        time: Box::new(|| Ok(runner.part(space, &stem, &Part::Stem)?.0.p50_ms)),
-        tolerance_pct: drift_tolerance_pct,
-    };
-    let (measured, drift) = protocol.round_robin(
-        genomes.len(),
-        |i| runner.detector(space, &genomes[i].arch, &planned[i].0),
-        &mut reference,
-        &mut |round, i, l| {
-            let predicted = planned[i].1.latency_ms;
-            log(&format!(
-                "round {}/{} [{}/{samples}] {}: predicted {predicted:.2} ms, measured {:.2} ms ({:+.1}%)",
-                round + 1,
-                protocol.repetitions,
-                i + 1,
-                genomes[i],
-                l.mean_ms,
-                100.0 * (predicted - l.mean_ms) / l.mean_ms
-            ))
-        },
-    )?;
+    let mut reference = runner.stem_reference(space, &stem, drift_tolerance_pct, None);
+    let models: Vec<_> = genomes.iter().zip(&planned).map(|(g, (cfg, _))| (&g.arch, cfg)).collect();
+    let (measured, drift) = runner.detectors(space, &models, protocol, &mut reference, &mut |round, i, l| {
+        let predicted = planned[i].1.latency_ms;
+        log(&format!(
+            "round {}/{} [{}/{samples}] {}: predicted {predicted:.2} ms, measured {:.2} ms ({:+.1}%)",
+            round + 1,
+            protocol.repetitions,
+            i + 1,
+            genomes[i],
+            l.mean_ms,
+            100.0 * (predicted - l.mean_ms) / l.mean_ms
+        ))
+    })?;
     let samples = genomes
         .iter()
         .zip(&planned)

@@ -2,6 +2,7 @@
 //! detector through the SDK's model run ([`Detector::from_memory`] + [`Detector::run`], the bench
 //! path).
 
+use super::protocol::{Drift, Protocol, Reference};
 use crate::detector::Detector;
 use crate::device::Device;
 use crate::error::{InferError, Result};
@@ -16,6 +17,7 @@ use detnas_core::space::{ChannelShuffle, SearchSpace};
 use detnas_onnx::graph::encode;
 use detnas_onnx::quantize::quantize_for_timing;
 use detnas_onnx::{ExportOptions, ModelProto, Part, Weights, export_part, export_retinanet};
+use std::cell::RefCell;
 
 /// Where and how to measure.
 #[derive(Clone, Debug, Default)]
@@ -87,6 +89,43 @@ impl Runner {
             Ok(())
         })?;
         Ok((latency, choice.provider))
+    }
+
+    /// The drift reference of measurements with this runner ([`Reference`]): the stem at `cfg`'s
+    /// input, timed as one part (its p50); `provider`, when given, gets the provider that ran it.
+    pub fn stem_reference<'a>(
+        &'a self,
+        space: &'a SearchSpace,
+        cfg: &DetectorConfig,
+        tolerance_pct: f64,
+        provider: Option<&'a RefCell<String>>,
+    ) -> Reference<'a, InferError> {
+        let cfg = cfg.clone();
+        Reference {
+            name: format!("stem {}", cfg.input),
+            time: Box::new(move || {
+                let (latency, p) = self.part(space, &cfg, &Part::Stem)?;
+                if let Some(sink) = provider {
+                    *sink.borrow_mut() = p;
+                }
+                Ok(latency.p50_ms)
+            }),
+            tolerance_pct,
+        }
+    }
+
+    /// Measures the random-weight detectors `models` (`(arch, configuration)`) end to end with
+    /// `protocol`'s repetitions round-robin and `reference` ([`Protocol::round_robin`]; this
+    /// runner's timing plan is one repetition); `log` gets `(round, model, latency)`.
+    pub fn detectors(
+        &self,
+        space: &SearchSpace,
+        models: &[(&Arch, &DetectorConfig)],
+        protocol: &Protocol,
+        reference: &mut Reference<'_, InferError>,
+        log: &mut dyn FnMut(usize, usize, &Latency),
+    ) -> Result<(Vec<Latency>, Drift)> {
+        protocol.round_robin(models.len(), |i| self.detector(space, models[i].0, models[i].1), reference, log)
     }
 
     /// Times the SDK's model run of a random-weight detector built in memory (the `bench` path).

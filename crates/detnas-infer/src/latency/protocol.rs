@@ -262,57 +262,41 @@ mod tests {
         assert!(p.validate().is_ok());
     }
 
-    #[test]
-    fn measurements_in_a_slow_spell_are_measured_again() {
-        // 20 items, one repetition: chunks of 8, 8 and 4. The machine is slow (+10 ms on every
-        // run, the reference 1 -> 3 ms) at the 2nd reference timing and through the second chunk,
-        // and quiet again from the 3rd timing on.
+    /// 20 items measured once, in chunks of 8, 8 and 4, on a machine slow (+10 ms on every run,
+    /// the reference 1 -> 3 ms) at the reference timings numbered `slow_timings` (from 1) and for
+    /// the measurements after the timings numbered `slow_after`.
+    fn spell(
+        slow_timings: std::ops::RangeInclusive<usize>,
+        slow_after: std::ops::RangeInclusive<usize>,
+    ) -> (Vec<Latency>, Drift) {
         let p = Protocol { repetitions: 1, plan: TimingPlan::iterations(0, 1) };
         let clock = std::cell::Cell::new(0usize); // reference timings so far
-        let slow = || clock.get() == 2;
         let mut reference = Reference {
             name: "clock".into(),
             time: Box::new(|| {
                 clock.set(clock.get() + 1);
-                Ok::<_, ()>(if clock.get() == 2 { 3.0 } else { 1.0 })
+                Ok::<_, ()>(if slow_timings.contains(&clock.get()) { 3.0 } else { 1.0 })
             }),
             tolerance_pct: 20.0,
         };
-        let (out, drift) = p
-            .round_robin(
-                20,
-                |i| Ok(latency(10.0 + i as f64 + if slow() { 10.0 } else { 0.0 })),
-                &mut reference,
-                &mut |_, _, _| {},
-            )
-            .unwrap();
-        // chunks 1 and 2 touch the slow reference timing (the 2nd bounds both)
+        let time_of =
+            |i: usize| if slow_after.contains(&clock.get()) { 10.0 + i as f64 + 10.0 } else { 10.0 + i as f64 };
+        p.round_robin(20, |i| Ok(latency(time_of(i))), &mut reference, &mut |_, _, _| {}).unwrap()
+    }
+
+    #[test]
+    fn measurements_in_a_slow_spell_are_measured_again() {
+        // slow at the 2nd reference timing and through the second chunk, quiet from the 3rd timing
+        // on: chunks 1 and 2 touch the slow timing (the 2nd bounds both)
+        let (out, drift) = spell(2..=2, 2..=2);
         assert_eq!((drift.remeasured, drift.disturbed), (16, 0), "{drift:?}");
         for (i, l) in out.iter().enumerate() {
             assert_eq!(l.mean_ms, 10.0 + i as f64, "item {i} holds its quiet time");
         }
         assert!((drift.drift_pct - 200.0).abs() < 1e-9, "{drift:?}");
-
         // slow for most of the first pass (reference timings 1 to 3 of 4): the quiet machine is
         // still the fastest timing, and the slow chunks are the ones measured again
-        let clock = std::cell::Cell::new(0usize);
-        let slow = || (1..=2).contains(&clock.get());
-        let mut reference = Reference {
-            name: "clock".into(),
-            time: Box::new(|| {
-                clock.set(clock.get() + 1);
-                Ok::<_, ()>(if (1..=3).contains(&clock.get()) { 3.0 } else { 1.0 })
-            }),
-            tolerance_pct: 20.0,
-        };
-        let (out, drift) = p
-            .round_robin(
-                20,
-                |i| Ok(latency(10.0 + i as f64 + if slow() { 10.0 } else { 0.0 })),
-                &mut reference,
-                &mut |_, _, _| {},
-            )
-            .unwrap();
+        let (out, drift) = spell(1..=3, 1..=2);
         assert_eq!((drift.remeasured, drift.disturbed), (20, 0), "{drift:?}");
         assert!(out.iter().enumerate().all(|(i, l)| l.mean_ms == 10.0 + i as f64), "{out:?}");
     }
