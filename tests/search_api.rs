@@ -15,8 +15,14 @@ fn options(out: &Path, max_ms: f64, generations: usize) -> SearchOptions {
     let s = setup();
     let mut o = SearchOptions::new(s.dir.join("super"), out);
     o.coco = Some(s.val.clone().into());
-    o.latency =
-        Some(LatencyBudget { table: s.lut.clone().into(), max_ms, precision: None, measure: false, strict: false });
+    o.latency = Some(LatencyBudget {
+        table: s.lut.clone().into(),
+        max_ms,
+        precision: None,
+        measure: false,
+        strict: false,
+        remote: None,
+    });
     o.evolution = EvolutionConfig {
         population: 6,
         generations,

@@ -23,6 +23,8 @@ mod folder_api;
 #[cfg(feature = "infer")]
 mod latency;
 #[cfg(feature = "infer")]
+mod latency_remote;
+#[cfg(feature = "infer")]
 mod ownership;
 #[cfg(feature = "infer")]
 mod quantize;

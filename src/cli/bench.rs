@@ -1,13 +1,14 @@
 //! `detnas bench`: latency of the bare model run and of the full detect path, with the device
 //! fingerprint. Reports p50/p90/p99/mean over timed iterations after warm-up
 //! ([`detnas_infer::timing`]). The model is a file, or a genome built in memory with random weights.
+//! With `--remote`, the model run is timed on a latency server (the target machine) instead.
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use detnas_core::search::genome::Genome;
 use detnas_core::space::ChannelShuffle;
 use detnas_infer::fingerprint::cpu_model;
-use detnas_infer::latency::{base_config, random_detector};
+use detnas_infer::latency::{ModelKind, Remote, base_config, random_detector};
 use detnas_infer::timing::TimingPlan;
 use detnas_infer::{Detector, DetectorOptions, Device, Tta};
 use image::{ImageFormat, RgbImage};
@@ -30,11 +31,15 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1, requires = "arch", value_parser = super::values::classes)]
     classes: usize,
     /// Inference device: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value = "cpu", conflicts_with = "remote")]
     device: String,
     /// ONNX Runtime intra-op threads (default: all cores).
-    #[arg(long, value_parser = super::values::Threads)]
+    #[arg(long, value_parser = super::values::Threads, conflicts_with = "remote")]
     threads: Option<usize>,
+    /// Time the model run on a latency server instead (the detect path, which needs the image
+    /// here, is not timed).
+    #[command(flatten)]
+    remote: super::latency::RemoteArgs,
     /// Untimed runs of each path before timing.
     #[arg(long, default_value_t = 3, value_parser = super::values::warmup)]
     warmup: usize,
@@ -46,17 +51,17 @@ pub struct BenchArgs {
     #[arg(long, value_parser = super::values::seconds)]
     seconds: Option<f64>,
     /// Image for the detect path (default: a synthetic 1280x720 JPEG).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "remote")]
     image: Option<PathBuf>,
     /// Decode the --image JPEG at full resolution in the detect path (default: at a reduced DCT
     /// scale when it is at least twice the network input).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "remote")]
     full_decode: bool,
     /// Test-time augmentation of the detect path (as `detect --tta`): one model run per view.
-    #[arg(long, default_value = "none", value_name = "none|flips|dihedral")]
+    #[arg(long, default_value = "none", value_name = "none|flips|dihedral", conflicts_with = "remote")]
     tta: Tta,
     /// Fail instead of falling back when the requested device is unavailable.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "remote")]
     strict: bool,
     /// Print one JSON object.
     #[arg(long)]
@@ -117,6 +122,9 @@ fn timing_plan(args: &BenchArgs) -> TimingPlan {
 /// `detnas bench`: times the bare model run and the full detect path and prints the latencies
 /// (one JSON object with `--json`).
 pub fn run(args: BenchArgs) -> Result<()> {
+    if let Some(remote) = args.remote.open()? {
+        return run_remote(&args, &remote);
+    }
     let (detector, name) = bench_detector(&args)?;
     if let Some(w) = detector.device_warning() {
         eprintln!("warning: {w}");
@@ -162,5 +170,63 @@ pub fn run(args: BenchArgs) -> Result<()> {
         );
     }
     println!("detect / model run (p50): {:.3}x", full.p50_ms / model.p50_ms);
+    Ok(())
+}
+
+/// `detnas bench --remote`: the model run timed on the latency server; the model is sent as it is
+/// (a file, refused here when over the server's size limit) or built here from --arch.
+fn run_remote(args: &BenchArgs, remote: &Remote) -> Result<()> {
+    let info = remote.info()?;
+    let (bytes, name) = match (&args.model, &args.arch) {
+        (Some(path), _) => {
+            let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+            if meta.len() > info.max_model_bytes {
+                bail!(
+                    "{}: {} bytes, over the {} bytes the latency server {} takes (its --max-model-mib)",
+                    path.display(),
+                    meta.len(),
+                    info.max_model_bytes,
+                    remote.url()
+                );
+            }
+            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            (bytes, path.display().to_string())
+        }
+        (None, Some(text)) => {
+            let genome = Genome::parse(args.space.as_deref(), text)?;
+            let cfg = genome.detector_config(&base_config(args.classes, ChannelShuffle::default()))?;
+            detnas_core::limits::check_model_memory("bench --arch", &genome.space, &genome.arch, &cfg, 1)?;
+            (random_detector(&genome.space, &genome.arch, &cfg, 0)?, genome.complete(&cfg).to_string())
+        }
+        (None, None) => bail!("give a MODEL file or --arch"),
+    };
+    let measured = remote.measure(&bytes, ModelKind::Detector, &timing_plan(args))?;
+    let model = &measured.latency;
+    let f = &info.fingerprint;
+    if args.json {
+        let report = json!({
+            "model": name,
+            "remote": remote.url(),
+            "device": {
+                "cpu": f.cpu,
+                "logical_cpus": f.logical_cores,
+                "gpu": f.gpu,
+                "threads": f.threads.map_or("default".to_string(), |t| t.to_string()),
+                "onnxruntime": f.onnxruntime,
+                "provider": measured.provider,
+            },
+            "model_run": model,
+            "detect": null,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("model    {name}");
+    println!("device   latency server {}: {}", remote.url(), super::latency::server_line(&info));
+    println!(
+        "model run p50 {:8.2} ms  p90 {:8.2} ms  p99 {:8.2} ms  mean {:8.2} ms  ({} iterations)",
+        model.p50_ms, model.p90_ms, model.p99_ms, model.mean_ms, model.iterations
+    );
+    println!("detect   not timed on a latency server (it needs the image there): run bench on the target for it");
     Ok(())
 }

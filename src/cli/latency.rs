@@ -1,5 +1,6 @@
-//! `detnas latency build | predict | check`: latency lookup tables measured with ONNX Runtime on
-//! this device, predictions from them, and their validation against whole-model measurements.
+//! `detnas latency build | predict | check | adapt | serve`: latency lookup tables measured with
+//! ONNX Runtime on this device or on a latency server, predictions from them, their validation
+//! against whole-model measurements, and the server that measures on a target machine.
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -7,6 +8,8 @@ use detnas_core::InputSize;
 use detnas_core::search::genome::{GeneSpace, Genome};
 use detnas_core::space::{ChannelShuffle, SearchSpace};
 use detnas_infer::latency::protocol::Drift;
+use detnas_infer::latency::remote::{Remote, ServerInfo, TOKEN_ENV};
+use detnas_infer::latency::serve::{ServeOptions, serve};
 use detnas_infer::latency::{
     AdaptOptions, BuildOptions, LatencyTable, Protocol, Runner, adapt_table, base_config, build_table, check_table,
 };
@@ -27,6 +30,79 @@ pub enum LatencyCommand {
     /// Adapt a table to this device or thread count from a few genomes measured end to end here
     /// (its parts stay; the correction of their sum is refitted).
     Adapt(AdaptArgs),
+    /// Serve latency measurements on this machine over HTTP, for `--remote` builds, checks,
+    /// searches and benches running elsewhere: models are sent, timed here one at a time, and the
+    /// timings answered as JSON.
+    Serve(ServeArgs),
+}
+
+/// Where measurements run: here, or on a latency server on the target machine.
+#[derive(Args, Debug)]
+pub struct RemoteArgs {
+    /// Measure on a latency server (`detnas latency serve` on the target machine) at this address,
+    /// `http://HOST:PORT`, instead of here: models are built here and timed there, with its device
+    /// and threads.
+    #[arg(long, value_name = "URL")]
+    remote: Option<String>,
+    /// The server's token (default: the DETNAS_REMOTE_TOKEN environment variable).
+    #[arg(long, requires = "remote", value_name = "TOKEN")]
+    remote_token: Option<String>,
+}
+
+impl RemoteArgs {
+    /// The latency server asked for, if any, once it has answered (one line on stderr names it and
+    /// where it measures).
+    pub fn open(&self) -> Result<Option<Remote>> {
+        let Some(url) = &self.remote else { return Ok(None) };
+        let token = self.remote_token.clone().or_else(token_from_env);
+        let remote = Remote::new(url, token)?;
+        let info = remote.info()?;
+        eprintln!("measuring on latency server {}: {}", remote.url(), server_line(&info));
+        Ok(Some(remote))
+    }
+
+    /// Whether a server was asked for.
+    pub fn given(&self) -> bool {
+        self.remote.is_some()
+    }
+}
+
+fn token_from_env() -> Option<String> {
+    std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty())
+}
+
+/// Where a server measures, in one line.
+pub fn server_line(info: &ServerInfo) -> String {
+    let f = &info.fingerprint;
+    format!(
+        "{} ({} logical cores), {} threads, {}, ONNX Runtime {}",
+        f.gpu.as_deref().unwrap_or(&f.cpu),
+        f.logical_cores,
+        f.threads.map_or("all".to_string(), |t| t.to_string()),
+        f.provider,
+        f.onnxruntime
+    )
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0: any free port; the bound address is printed). Another
+    /// machine reaches it only on a non-loopback address, e.g. 0.0.0.0:8765: give a --token then.
+    #[arg(long, default_value = "127.0.0.1:8765")]
+    addr: String,
+    /// Device the models run on: cpu, cuda or cuda:N (never a fallback).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// ONNX Runtime intra-op threads (default: all cores).
+    #[arg(long, value_parser = super::values::Threads)]
+    threads: Option<usize>,
+    /// Requests must carry this token (`Authorization: Bearer TOKEN`; clients give it with
+    /// --remote-token). Default: the DETNAS_REMOTE_TOKEN environment variable, if set.
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
+    /// Largest model accepted, in MiB (1 to 4096).
+    #[arg(long, default_value_t = 256, value_parser = super::values::model_mib)]
+    max_model_mib: u64,
 }
 
 /// Timing flags shared by `build` and `check`.
@@ -79,11 +155,13 @@ pub struct BuildArgs {
     #[arg(long, default_value_t = 1, value_parser = super::values::classes)]
     classes: usize,
     /// Device: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value = "cpu", conflicts_with = "remote")]
     device: String,
     /// ONNX Runtime intra-op threads (default: all cores).
-    #[arg(long, value_parser = super::values::Threads)]
+    #[arg(long, value_parser = super::values::Threads, conflicts_with = "remote")]
     threads: Option<usize>,
+    #[command(flatten)]
+    remote: RemoteArgs,
     /// Refuse the build when measurements are still taken in slow spells of the machine after the
     /// re-measurement passes (`--drift-tolerance`). (A table is always measured on the device it
     /// names: an unavailable device fails the build whether or not this is given.)
@@ -142,7 +220,10 @@ pub struct CheckArgs {
     /// genomes measured within ±10% of it the table puts on the wrong side.
     #[arg(long, value_parser = budget)]
     budget: Option<String>,
-    /// Fail when this machine's fingerprint differs from the table's.
+    #[command(flatten)]
+    remote: RemoteArgs,
+    /// Fail when the fingerprint of where it measures (this machine or --remote) differs from the
+    /// table's.
     #[arg(long)]
     strict: bool,
     /// Print one JSON object.
@@ -162,11 +243,13 @@ pub struct AdaptArgs {
     #[arg(long, default_value_t = 2)]
     seed: u64,
     /// Device of the target: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value = "cpu", conflicts_with = "remote")]
     device: String,
     /// ONNX Runtime intra-op threads of the target (default: all cores).
-    #[arg(long, value_parser = super::values::Threads)]
+    #[arg(long, value_parser = super::values::Threads, conflicts_with = "remote")]
     threads: Option<usize>,
+    #[command(flatten)]
+    remote: RemoteArgs,
     #[command(flatten)]
     timing: TimingArgs,
     /// Output table (JSON).
@@ -180,6 +263,7 @@ pub fn run(cmd: LatencyCommand) -> Result<()> {
         LatencyCommand::Predict(args) => predict(args),
         LatencyCommand::Check(args) => check(args),
         LatencyCommand::Adapt(args) => adapt(args),
+        LatencyCommand::Serve(args) => serve_here(args),
     }
 }
 
@@ -209,6 +293,7 @@ fn build(args: BuildArgs) -> Result<()> {
             strict: true,
             timing: args.timing.plan(),
             precision: Precision::parse(&args.precision)?,
+            remote: args.remote.open()?,
         },
         repetitions: args.timing.repetitions,
         drift_tolerance_pct: args.timing.drift_tolerance,
@@ -238,19 +323,19 @@ fn build(args: BuildArgs) -> Result<()> {
     Ok(())
 }
 
-/// Loads a table and holds its fingerprint against this machine's
-/// ([`LatencyTable::check_here`]): one warning line, or an error under `strict`.
-fn load_checked(path: &Path, strict: bool) -> Result<(LatencyTable, Runner)> {
+/// Loads a table and holds its fingerprint against where it will measure: `remote`, else this
+/// machine ([`LatencyTable::check_on`]): one warning line, or an error under `strict`.
+fn load_checked(path: &Path, remote: Option<Remote>, strict: bool) -> Result<(LatencyTable, Runner)> {
     let table = LatencyTable::load(path)?;
-    if let Some(warning) = table.check_here(strict)? {
+    if let Some(warning) = table.check_on(remote.as_ref(), strict)? {
         eprintln!("{warning}");
     }
-    let runner = table.runner(strict)?;
+    let runner = Runner { remote, ..table.runner(strict)? };
     Ok((table, runner))
 }
 
 fn predict(args: PredictArgs) -> Result<()> {
-    let (table, _) = load_checked(&args.lut, args.strict)?;
+    let (table, _) = load_checked(&args.lut, None, args.strict)?;
     let genome = Genome::parse(Some(args.space.as_deref().unwrap_or(&table.space)), &args.arch)?;
     let cfg = genome.detector_config(&base_config(table.classes, table.shuffle))?;
     let p = table.predict(&genome.space, &genome.arch, &cfg)?;
@@ -289,6 +374,7 @@ fn adapt(args: AdaptArgs) -> Result<()> {
         strict: true,
         timing: args.timing.plan(),
         precision: base.precision()?,
+        remote: args.remote.open()?,
     };
     let opts = AdaptOptions {
         runner: &runner,
@@ -304,11 +390,12 @@ fn adapt(args: AdaptArgs) -> Result<()> {
     table.save(&args.out)?;
     let c = table.correction.as_ref().expect("an adapted table has a correction");
     println!(
-        "wrote {}: {} adapted to {} threads from {} genomes measured here, correction {:.4} x sum {:+.3} ms, hash {}",
+        "wrote {}: {} adapted to {} threads from {} genomes measured {}, correction {:.4} x sum {:+.3} ms, hash {}",
         args.out.display(),
         args.lut.display(),
-        args.threads.map_or("all".to_string(), |t| t.to_string()),
+        table.fingerprint.threads.map_or("all".to_string(), |t| t.to_string()),
         table.calibration.len(),
+        args.remote.remote.as_deref().map_or("here".to_string(), |u| format!("on {u}")),
         c.scale,
         c.offset_ms,
         table.hash
@@ -340,7 +427,7 @@ fn budget(s: &str) -> Result<String, String> {
 }
 
 fn check(args: CheckArgs) -> Result<()> {
-    let (table, runner) = load_checked(&args.lut, args.strict)?;
+    let (table, runner) = load_checked(&args.lut, args.remote.open()?, args.strict)?;
     if args.seed == table.calibration_seed && !table.calibration.is_empty() {
         eprintln!("warning: seed {} is the table's calibration seed: these genomes are not held out", args.seed);
     }
@@ -410,5 +497,41 @@ fn check(args: CheckArgs) -> Result<()> {
     if let Some(noisy) = report.too_noisy(0.95) {
         println!("note: {noisy}");
     }
+    Ok(())
+}
+
+/// `latency serve`: the latency server on this machine, until Ctrl-C or SIGTERM.
+fn serve_here(args: ServeArgs) -> Result<()> {
+    let token = args.token.clone().or_else(token_from_env);
+    let loopback =
+        args.addr.rsplit_once(':').is_some_and(|(host, _)| ["127.0.0.1", "localhost", "[::1]"].contains(&host.trim()));
+    if token.is_none() && !loopback {
+        eprintln!(
+            "warning: listening on {} without --token: anyone who reaches this port can make this machine run models",
+            args.addr
+        );
+    }
+    let opts = ServeOptions {
+        addr: args.addr.clone(),
+        device: Device::parse(&args.device)?,
+        threads: args.threads,
+        token: token.clone(),
+        max_model_bytes: args.max_model_mib << 20,
+    };
+    serve(
+        opts,
+        |addr, info| {
+            use std::io::Write;
+            println!("listening on http://{addr}");
+            let _ = std::io::stdout().flush();
+            let token = if token.is_some() { "a token" } else { "no token" };
+            eprintln!(
+                "measuring on {}; models up to {} MiB, one at a time, {token} required",
+                server_line(info),
+                info.max_model_bytes >> 20
+            );
+        },
+        |line| eprintln!("{line}"),
+    )?;
     Ok(())
 }

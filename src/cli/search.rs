@@ -60,6 +60,10 @@ pub struct SearchArgs {
     /// another); finalists over the latency budget when measured are dropped.
     #[arg(long, requires = "latency_max")]
     measure: bool,
+    /// With --measure: time the finalists on this latency server (`detnas latency serve` on the
+    /// target machine) instead of here.
+    #[command(flatten)]
+    remote: super::latency::RemoteArgs,
     /// Restrict the detector genes searched (TOML of the gene space's fields, each value one the
     /// supernet was trained with or the --lut table measured); one value per gene searches backbone
     /// paths at that detector.
@@ -123,6 +127,9 @@ impl SearchArgs {
             "ap50" => Metric::Ap50,
             other => bail!("unknown metric `{other}` (ap or ap50)"),
         };
+        if self.remote.given() && !self.measure {
+            bail!("--remote times the finalists on the target: give --measure with it");
+        }
         let latency = match (&self.lut, self.latency_max) {
             (Some(table), Some(max_ms)) => Some(LatencyBudget {
                 table: table.clone(),
@@ -130,6 +137,7 @@ impl SearchArgs {
                 precision: self.precision.clone(),
                 measure: self.measure,
                 strict: self.strict,
+                remote: self.remote.open()?,
             }),
             _ => None,
         };

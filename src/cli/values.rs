@@ -71,6 +71,12 @@ pub fn adapt_samples(s: &str) -> Result<usize, String> {
     whole_usize(s, detnas_infer::latency::adapt::MIN_ADAPT_SAMPLES, 10_000)
 }
 
+/// The largest model a latency server accepts, in MiB: 1 to 4096.
+#[cfg(feature = "infer")]
+pub fn model_mib(s: &str) -> Result<u64, String> {
+    whole(s, 1, detnas_infer::latency::serve::MAX_MODEL_BYTES >> 20)
+}
+
 /// A drift tolerance in percent: finite, more than 0 and at most 10000.
 #[cfg_attr(not(feature = "infer"), allow(dead_code))]
 pub fn percent(s: &str) -> Result<f64, String> {

@@ -144,6 +144,15 @@ pub enum InferError {
         #[source]
         source: Option<Source>,
     },
+    /// A latency server (`detnas latency serve`) could not be reached, refused a request or
+    /// answered something unreadable.
+    #[error("latency server {url}: {reason}")]
+    Remote {
+        /// The server's address.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A latency table lacks an entry a prediction needs.
     #[error("latency table {path} has no {what} (it holds {holds})")]
     NotInTable {

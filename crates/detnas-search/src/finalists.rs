@@ -11,23 +11,24 @@ use detnas_core::search::evolution::Scored;
 use detnas_core::search::pareto::{Finalist, Finalists};
 use detnas_infer::LatencyTable;
 use detnas_infer::latency::protocol::{Drift, spread_pct};
+use detnas_infer::latency::{Remote, Runner};
 use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Builds each finalist (random weights) and times its model run on the table's device and thread
-/// count, strictly (no fallback), with the table's measurement protocol (its repetitions
+/// count — here, or on the latency server `remote` — strictly (no fallback), with the table's measurement protocol (its repetitions
 /// interleaved round-robin over the finalists, a fresh session each, measurements in slow spells
 /// of the machine taken again); returns the mean of the repetitions in milliseconds by candidate
 /// key.
 pub fn measure_finalists(
     t: &LatencyTable,
-    space: &SearchSpace,
-    base: &DetectorConfig,
+    remote: Option<&Remote>,
+    (space, base): (&SearchSpace, &DetectorConfig),
     top: &[Scored],
     max_ms: f64,
     on_event: &mut dyn FnMut(Event<'_>),
 ) -> Result<BTreeMap<String, f64>> {
-    let runner = t.runner(true)?;
+    let runner = Runner { remote: remote.cloned(), ..t.runner(true)? };
     let protocol = t.protocol();
     let stem = DetectorConfig { input: t.genes.input[0], ..base.clone() };
     let mut reference = runner.stem_reference(space, &stem, Drift::TOLERANCE_PCT, None);

@@ -11,6 +11,7 @@
 //!     precision: None,
 //!     measure: false,
 //!     strict: false,
+//!     remote: None,
 //! });
 //! let outcome = detnas_search::run(&opts)?;
 //! println!("{} ({} evaluations)", outcome.selected.finalist.candidate, outcome.evolution.evaluations);

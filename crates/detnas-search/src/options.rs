@@ -23,6 +23,8 @@ pub struct LatencyBudget {
     pub measure: bool,
     /// Fail when the table was measured on another machine (otherwise one warning notice).
     pub strict: bool,
+    /// Time the finalists (`measure`) on this latency server, the target machine, instead of here.
+    pub remote: Option<detnas_infer::latency::Remote>,
 }
 
 /// How a candidate is ranked: the supernet's inherited accuracy, or a training-free score
@@ -237,6 +239,10 @@ impl SearchOptions {
             flag("latency-max", format!("{}ms", l.max_ms));
             if let Some(p) = &l.precision {
                 flag("precision", p.clone());
+            }
+            if let Some(r) = &l.remote {
+                // never the token: it stays in the environment (DETNAS_REMOTE_TOKEN)
+                flag("remote", r.url().to_string());
             }
         }
         if let Some(g) = &self.genes {

@@ -333,9 +333,10 @@ fn constraints<'a>(
         }));
     }
     if let Some((budget, t)) = latency {
-        if budget.measure {
-            // The finalists are timed on the table's device, never on another: check it now, not
-            // after the search.
+        // The finalists are timed on the table's device (here or on the latency server), never
+        // on another: check it now, not after the search (asking the server checks it answers).
+        let remote = budget.remote.as_ref().filter(|_| budget.measure);
+        if budget.measure && remote.is_none() {
             let what = format!("measuring on {} for {}", t.fingerprint.device, t.source);
             detnas_infer::runtime::session_builder(t.fingerprint.threads, t.device()?, true, &what)?;
         }
@@ -346,7 +347,7 @@ fn constraints<'a>(
                 t.fingerprint.precision
             );
         }
-        if let Some(warning) = t.check_here(budget.strict)? {
+        if let Some(warning) = t.check_on(remote, budget.strict)? {
             on_event(Event::Notice(warning));
         }
         latency::check_feasible(t, space, genes, base, budget.max_ms)?;
@@ -408,12 +409,24 @@ impl Finish<'_> {
             Some((b, _)) => (b.measure, Some(b.max_ms)),
             None => (false, None),
         };
+        let (space, base) = (&self.subject.space, &self.subject.base);
+        let mut failed = None;
         let measured = match (self.latency, max_ms) {
-            (Some((_, t)), Some(max)) if measure => {
-                measure_finalists(t, &self.subject.space, &self.subject.base, &evolution.top_k, max, on_event)?
+            (Some((b, t)), Some(max)) if measure => {
+                match measure_finalists(t, b.remote.as_ref(), (space, base), &evolution.top_k, max, on_event) {
+                    Ok(m) => m,
+                    // Nothing is lost: the finalists and the report are written with their
+                    // predictions, and the error is returned after them.
+                    Err(e) => {
+                        on_event(Event::Notice(format!("measuring the finalists failed: {e:#}")));
+                        failed = Some(e);
+                        BTreeMap::new()
+                    }
+                }
             }
             _ => BTreeMap::new(),
         };
+        let measure = measure && failed.is_none();
         let kept: Vec<&Scored> = evolution
             .top_k
             .iter()
@@ -422,7 +435,6 @@ impl Finish<'_> {
         // The report is written whatever the finalists' fate, so a search is never lost.
         let predict_ms = |c: &Candidate| -> Result<f64> { Ok(self.predict(c)?.unwrap_or_default()) };
         let predict: Option<report::Predict<'_>> = self.latency.map(|_| &predict_ms as _);
-        let (space, base) = (&self.subject.space, &self.subject.base);
         let source = (self.subject.checkpoint, space);
         let finalists = save_finalists(self.out, source, fitness, &kept, predict, &measured)?;
         let scored_by = self.opts.fitness.name();
@@ -433,6 +445,13 @@ impl Finish<'_> {
         };
         let best_text = kept.first().map(|b| b.arch.to_string());
         let front = report::write(self.out, &title, &rows, best_text.as_deref(), &[])?;
+        if let Some(e) = failed {
+            return Err(e.context(format!(
+                "the finalists were not measured; {} and the report are written with predicted latencies, and \
+                 `--resume` measures them again",
+                self.out.join("finalists.json").display()
+            )));
+        }
         let (Some(best), Some(first)) = (kept.first(), finalists.first()) else {
             bail!(
                 "every finalist was over the {} ms budget when measured (see {}): the table predicts too low for these \

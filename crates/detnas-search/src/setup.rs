@@ -307,7 +307,14 @@ pub fn build_table<S: Record>(d: &mut Ctx<S>) -> Result<()> {
         genes: d.schedule.gene_space(),
         classes: d.schedule.classes,
         shuffle: ChannelShuffle::default(),
-        runner: Runner { device: Device::Cpu, threads: None, strict: true, timing, precision: Precision::Fp32 },
+        runner: Runner {
+            device: Device::Cpu,
+            threads: None,
+            strict: true,
+            timing,
+            precision: Precision::Fp32,
+            remote: None,
+        },
         repetitions,
         drift_tolerance_pct: Drift::TOLERANCE_PCT,
         strict_drift: false,
@@ -354,7 +361,7 @@ pub fn under_budget<S>(
     // models are timed at the end instead.
     let max_ms = format!("{budget_ms:.3}").parse()?;
     let table = d.p.path("latency.json");
-    opts.latency = Some(LatencyBudget { table, max_ms, precision: None, measure: false, strict: false });
+    opts.latency = Some(LatencyBudget { table, max_ms, precision: None, measure: false, strict: false, remote: None });
     let (top_k, children) = ((population / 3).max(2), (population / 2).max(1));
     opts.evolution = EvolutionConfig {
         population,

@@ -79,7 +79,7 @@ pub fn adapt_table(base: &LatencyTable, opts: &AdaptOptions<'_>, log: &mut dyn F
     });
     let provider = provider.into_inner();
     let mut table = base.clone();
-    table.fingerprint = Fingerprint::current(opts.runner.device, opts.runner.threads, &provider, opts.runner.precision);
+    table.fingerprint = opts.runner.fingerprint(&provider)?;
     table.timing = opts.protocol.plan;
     table.repetitions = opts.protocol.repetitions;
     table.correction = Some(correction);

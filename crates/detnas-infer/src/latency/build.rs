@@ -8,7 +8,6 @@ use super::measure::{Runner, base_config};
 use super::protocol::{Drift, Protocol, Reference};
 use super::table::{CalibrationPoint, LatencyTable, TABLE_FORMAT, TABLE_VERSION, table_parts};
 use crate::error::{InferError, Result};
-use crate::fingerprint::Fingerprint;
 use detnas_core::detector::DetectorConfig;
 use detnas_core::search::genome::{GeneSpace, Genome};
 use detnas_core::space::{ChannelShuffle, SearchSpace};
@@ -98,7 +97,7 @@ pub fn build_table(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<Lat
         space: opts.space.name.clone(),
         classes: opts.classes,
         shuffle: opts.shuffle,
-        fingerprint: Fingerprint::current(opts.runner.device, opts.runner.threads, &provider, opts.runner.precision),
+        fingerprint: opts.runner.fingerprint(&provider)?,
         genes: opts.genes.clone(),
         timing: opts.runner.timing,
         repetitions: protocol.repetitions,

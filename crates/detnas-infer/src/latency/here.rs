@@ -33,19 +33,34 @@ impl LatencyTable {
     /// Holds the table's fingerprint against this machine's: `None` when they match; else one
     /// warning line naming what differs (table vs here), or under `strict` an error saying so.
     pub fn check_here(&self, strict: bool) -> Result<Option<String>> {
-        let diff = self.fingerprint.differences(&self.fingerprint_here()?);
+        self.check_on(None, strict)
+    }
+
+    /// [`Self::check_here`] against where measurements will run: the latency server `remote`
+    /// (its fingerprint at the table's precision; asking it also checks that it answers), or this
+    /// machine.
+    pub fn check_on(&self, remote: Option<&super::remote::Remote>, strict: bool) -> Result<Option<String>> {
+        let (there, name) = match remote {
+            Some(r) => {
+                let mut f = r.info()?.fingerprint;
+                f.precision = self.fingerprint.precision.clone();
+                (f, format!("latency server {}", r.url()))
+            }
+            None => (self.fingerprint_here()?, "here".to_string()),
+        };
+        let diff = self.fingerprint.differences(&there);
         if diff.is_empty() {
             return Ok(None);
         }
         let text = format!(
-            "latency table {} was measured on another machine ({}; table vs here)",
+            "latency table {} was measured on another machine ({}; table vs {name})",
             self.source,
             diff.join("; ")
         );
         if strict {
-            return Err(InferError::Config(format!("{text}: rebuild it here with `detnas latency build`")));
+            return Err(InferError::Config(format!("{text}: rebuild it there with `detnas latency build`")));
         }
-        Ok(Some(format!("warning: {text}: its predictions may not hold here")))
+        Ok(Some(format!("warning: {text}: its predictions may not hold there")))
     }
 
     /// The protocol the table was measured with: its repetitions of its timing plan.
@@ -53,8 +68,9 @@ impl LatencyTable {
         super::protocol::Protocol { repetitions: self.repetitions, plan: self.timing }
     }
 
-    /// The runner that measures as the table did: its device, threads, timing plan and precision;
-    /// `strict`: an unavailable device fails instead of falling back to CPU.
+    /// The runner that measures as the table did: its device, threads, timing plan and precision
+    /// (here; set [`Runner::remote`] to measure on a latency server); `strict`: an unavailable
+    /// device fails instead of falling back to CPU.
     pub fn runner(&self, strict: bool) -> Result<Runner> {
         Ok(Runner {
             device: self.device()?,
@@ -62,6 +78,7 @@ impl LatencyTable {
             strict,
             timing: self.timing,
             precision: self.precision()?,
+            remote: None,
         })
     }
 }

@@ -1,12 +1,13 @@
 //! Measuring on ONNX Runtime: one part of a detector ([`detnas_onnx::parts`]) or a whole random-weight
 //! detector through the SDK's model run ([`Detector::from_memory`] + [`Detector::run`], the bench
-//! path).
+//! path) — on this machine, or on a latency server ([`super::remote`]) that times the same bytes
+//! the same way on its own.
 
 use super::protocol::{Drift, Protocol, Reference};
 use crate::detector::Detector;
 use crate::device::Device;
 use crate::error::{InferError, Result};
-use crate::fingerprint::Precision;
+use crate::fingerprint::{Fingerprint, Precision};
 use crate::options::DetectorOptions;
 use crate::timing::{Latency, TimingPlan, time};
 use detnas_core::detector::DetectorConfig;
@@ -17,6 +18,7 @@ use detnas_core::space::{ChannelShuffle, SearchSpace};
 use detnas_onnx::graph::encode;
 use detnas_onnx::quantize::quantize_for_timing;
 use detnas_onnx::{ExportOptions, ModelProto, Part, Weights, export_part, export_retinanet};
+use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 
 /// Where and how to measure.
@@ -33,6 +35,24 @@ pub struct Runner {
     /// Precision of the measured models (INT8: quantized as `detnas quantize` does, with ranges
     /// that do not matter for timing).
     pub precision: Precision,
+    /// Measure on this latency server instead of here: the models are built here and sent; the
+    /// server's device and threads apply (`device`, `threads` and `strict` are not used).
+    pub remote: Option<super::remote::Remote>,
+}
+
+/// How a model's bytes are timed.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ModelKind {
+    /// Any ONNX graph whose inputs are float tensors of fixed shape: input `i` is filled with
+    /// deterministic values in `[0, scale)` (seeded with `i`) and the bare session run is timed.
+    Graph {
+        /// Upper end of the input values (255 for image-like inputs, 1 for activations).
+        scale: f32,
+    },
+    /// An exported DetNAS detector: the SDK's model run ([`Detector::run`], post-processing in
+    /// the graph included) on a constant grey input.
+    Detector,
 }
 
 /// The detector configuration tables are measured with: defaults, `classes` classes (`object`
@@ -63,6 +83,19 @@ fn values(n: usize, scale: f32, seed: u64) -> Vec<f32> {
 }
 
 impl Runner {
+    /// The fingerprint of measurements with this runner that ran on `provider`: its latency
+    /// server's (asked now, at this runner's precision), or this machine's.
+    pub fn fingerprint(&self, provider: &str) -> Result<Fingerprint> {
+        match &self.remote {
+            Some(remote) => {
+                let mut f = remote.info()?.fingerprint;
+                f.precision = self.precision.name().into();
+                Ok(f)
+            }
+            None => Ok(Fingerprint::current(self.device, self.threads, provider, self.precision)),
+        }
+    }
+
     /// Times `part` (random weights and inputs); returns its latency and the provider that ran.
     pub fn part(&self, space: &SearchSpace, cfg: &DetectorConfig, part: &Part) -> Result<(Latency, String)> {
         let name = format!("{part:?} at {}", cfg.input);
@@ -72,23 +105,67 @@ impl Runner {
             Precision::Int8 if !matches!(part, Part::Stem) => encode(&quantize_for_timing(&pm.model, false)?)?,
             _ => encode(&pm.model)?,
         };
-        let (mut builder, choice) = crate::runtime::session_builder(self.threads, self.device, self.strict, &name)?;
-        let mut session = builder
-            .commit_from_memory(&bytes)
-            .map_err(|e| InferError::ModelLoad { path: name.clone().into(), source: e })?;
-        let mut tensors = Vec::new();
-        for (i, (input, shape)) in pm.inputs.iter().enumerate() {
-            let n = shape.iter().product();
-            let scale = if matches!(part, Part::Stem) { 255.0 } else { 1.0 };
-            let t = ort::value::Tensor::from_array((shape.clone(), values(n, scale, i as u64)))?;
-            tensors.push((input.clone(), t));
+        let scale = if matches!(part, Part::Stem) { 255.0 } else { 1.0 };
+        self.measure(&bytes, &name, ModelKind::Graph { scale })
+    }
+
+    /// Times the model `bytes` (`name` in errors) as `kind` says with this runner's timing plan:
+    /// on its latency server when it has one, else here ([`Runner::measure_here`]).
+    pub fn measure(&self, bytes: &[u8], name: &str, kind: ModelKind) -> Result<(Latency, String)> {
+        match &self.remote {
+            Some(remote) => {
+                let m = remote.measure(bytes, kind, &self.timing)?;
+                Ok((m.latency, m.provider))
+            }
+            None => self.measure_here(bytes, name, kind),
         }
-        let latency = time(&self.timing, || -> Result<()> {
-            let inputs: Vec<(&str, &ort::value::Tensor<f32>)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-            session.run(inputs)?;
-            Ok(())
-        })?;
-        Ok((latency, choice.provider))
+    }
+
+    /// Times the model `bytes` on this machine's device and threads: a fresh session, warm-up,
+    /// then the timing plan's runs ([`ModelKind`] says what runs); returns the latency and the
+    /// provider that ran. A graph input that is not a float tensor of fixed shape is refused.
+    pub fn measure_here(&self, bytes: &[u8], name: &str, kind: ModelKind) -> Result<(Latency, String)> {
+        self.timing.validate()?;
+        match kind {
+            ModelKind::Graph { scale } => {
+                let (mut builder, choice) =
+                    crate::runtime::session_builder(self.threads, self.device, self.strict, name)?;
+                let mut session = builder
+                    .commit_from_memory(bytes)
+                    .map_err(|e| InferError::ModelLoad { path: name.into(), source: e })?;
+                let mut tensors = Vec::new();
+                for (i, input) in session.inputs().iter().enumerate() {
+                    let shape = fixed_float_shape(input.dtype()).ok_or_else(|| InferError::Model {
+                        path: name.into(),
+                        reason: format!("input {:?} is not a float tensor of fixed shape", input.name()),
+                        source: None,
+                    })?;
+                    let n = shape.iter().product();
+                    let t = ort::value::Tensor::from_array((shape, values(n, scale, i as u64)))?;
+                    tensors.push((input.name().to_string(), t));
+                }
+                let latency = time(&self.timing, || -> Result<()> {
+                    let inputs: Vec<(&str, &ort::value::Tensor<f32>)> =
+                        tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+                    session.run(inputs)?;
+                    Ok(())
+                })?;
+                Ok((latency, choice.provider))
+            }
+            ModelKind::Detector => {
+                let options = DetectorOptions {
+                    threads: self.threads,
+                    device: self.device,
+                    strict: self.strict,
+                    ..Default::default()
+                };
+                let detector = Detector::from_memory(bytes, name, options)?;
+                let size = detector.input_size();
+                let input = vec![114.0f32; 3 * (size.height * size.width) as usize];
+                let latency = time(&self.timing, || detector.run(&input).map(drop))?;
+                Ok((latency, detector.info().provider.clone()))
+            }
+        }
     }
 
     /// The drift reference of measurements with this runner ([`Reference`]): the stem at `cfg`'s
@@ -135,10 +212,14 @@ impl Runner {
             Precision::Int8 => encode(&quantize_for_timing(&model, true)?)?,
             Precision::Fp32 => encode(&model)?,
         };
-        let options =
-            DetectorOptions { threads: self.threads, device: self.device, strict: self.strict, ..Default::default() };
-        let detector = Detector::from_memory(&bytes, &format!("{} {arch}", space.name), options)?;
-        let input = vec![114.0f32; 3 * (cfg.input.height * cfg.input.width) as usize];
-        time(&self.timing, || detector.run(&input).map(drop))
+        Ok(self.measure(&bytes, &format!("{} {arch}", space.name), ModelKind::Detector)?.0)
     }
+}
+
+/// The dimensions of a float tensor whose every dimension is fixed (none symbolic).
+fn fixed_float_shape(dtype: &ort::value::ValueType) -> Option<Vec<usize>> {
+    if dtype.tensor_type()? != ort::value::TensorElementType::Float32 {
+        return None;
+    }
+    dtype.tensor_shape()?.iter().map(|&d| usize::try_from(d).ok().filter(|&d| d > 0)).collect()
 }

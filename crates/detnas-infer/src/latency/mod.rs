@@ -10,7 +10,8 @@
 //!   [`crate::Fingerprint`]) and the predictor [`LatencyTable::predict`];
 //! - [`check`]: held-out genomes predicted and measured end to end (share within ±10%, MAPE,
 //!   Kendall's τ);
-//! - [`measure`]: timing one part or one whole random-weight detector.
+//! - [`measure`]: timing one part or one whole random-weight detector, here or on a latency
+//!   server ([`remote`]; the server itself is [`serve`] under the `serve` feature).
 //!
 //! ```no_run
 //! # fn main() -> detnas_infer::Result<()> {
@@ -30,13 +31,17 @@ pub mod check;
 mod here;
 pub mod measure;
 pub mod protocol;
+pub mod remote;
 pub mod score;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod table;
 
 pub use adapt::{AdaptOptions, adapt_table};
 pub use build::{BuildOptions, build_table};
 pub use check::{CheckReport, CheckSample, check_table, fit_correction, fit_validated_correction, sample_genomes};
-pub use measure::{Runner, base_config, random_detector};
+pub use measure::{ModelKind, Runner, base_config, random_detector};
 pub use protocol::Protocol;
+pub use remote::Remote;
 pub use score::{BudgetDecisions, Ceiling, Metrics, metrics};
 pub use table::{Breakdown, Correction, LatencyTable, Prediction, TABLE_FORMAT, TABLE_VERSION, genome_terms};
