@@ -19,14 +19,14 @@ const GENES: &str = "fpn_channels = [16]\nhead_channels = [16]\nhead_convs = [1]
 const FAST: [&str; 8] = ["--warmup", "1", "--min-iters", "2", "--min-seconds", "0", "--repetitions", "1"];
 
 /// A `detnas latency serve` on a free port of localhost (1 thread), killed when dropped.
-struct LatencyServer {
+pub(crate) struct LatencyServer {
     child: Child,
     addr: String,
     stderr: tempfile::NamedTempFile,
 }
 
 impl LatencyServer {
-    fn start(extra: &[&str]) -> LatencyServer {
+    pub fn start(extra: &[&str]) -> LatencyServer {
         let stderr = tempfile::NamedTempFile::new().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_detnas"))
             .args(["latency", "serve", "--addr", "127.0.0.1:0", "--threads", "1"])
@@ -47,11 +47,11 @@ impl LatencyServer {
         server
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(self.stderr.path()).unwrap_or_default()
     }
 

@@ -3,7 +3,8 @@
 //! fingerprint warning / strict failure, same seed same result, kill -9 + resume, and
 //! `detnas export --search` reproducing the searched fitness.
 
-use crate::util::{assert_one_line_failure, detnas, stderr, stdout};
+use crate::latency_remote::LatencyServer;
+use crate::util::{assert_failure_ending_with, assert_one_line_failure, detnas, stderr, stdout};
 use detnas_infer::latency::LatencyTable;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -242,6 +243,36 @@ fn a_latency_budgeted_joint_search_reports_holds_its_budget_and_exports_what_it_
     let kept = kept["finalists"].as_array().unwrap();
     assert!(!kept.is_empty());
     assert!(kept.iter().all(|f| f["measured_ms"].as_f64().unwrap() <= limit), "{kept:?}");
+}
+
+#[test]
+fn finalists_measured_on_a_latency_server_and_a_failed_measurement_loses_nothing() {
+    let s = setup();
+    let budget = format!("{:.3}ms", s.range.1 * 3.0);
+    let out = s.dir.join("remote");
+    let args = search_args(s, &out, &budget, &s.lut, "1");
+    // a server that refuses every finalist (its size limit is under a model's): the search reports
+    // the failure, writes its finalists and report with predicted latencies, then fails
+    let refusing = LatencyServer::start(&["--max-model-mib", "1"]);
+    let o = run(&args, &["--measure", "--remote", &refusing.url()]);
+    assert_failure_ending_with(&o, &["the finalists were not measured", "same command again", "413"]);
+    let finalists = read(&out.join("finalists.json"));
+    let finalists = finalists["finalists"].as_array().unwrap();
+    assert!(!finalists.is_empty());
+    assert!(finalists.iter().all(|f| f["measured_ms"].is_null() && f["predicted_ms"].is_number()), "{finalists:?}");
+    assert!(out.join("candidates.csv").exists());
+    let evaluations = || read(&out.join("state.json"))["log"].as_array().unwrap().len();
+    let before = evaluations();
+    // the same command against a server that measures: resumed, nothing evaluated again, measured there
+    let server = LatencyServer::start(&[]);
+    let o = run(&args, &["--measure", "--remote", &server.url()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let measured = read(&out.join("finalists.json"));
+    let measured = measured["finalists"].as_array().unwrap();
+    assert!(!measured.is_empty() && measured.iter().all(|f| f["measured_ms"].is_number()), "{measured:?}");
+    let log = server.log();
+    assert!(log.matches("measured a detector").count() >= finalists.len(), "{log}");
+    assert_eq!(evaluations(), before, "nothing evaluated again");
 }
 
 #[test]

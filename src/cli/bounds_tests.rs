@@ -32,8 +32,9 @@ const TEXT_NUMBERS: [&str; 9] =
 const GENOME_FLAGS: [&str; 1] = ["arch"];
 
 /// Flags taking a value that is not a number (ids): names, devices, paths and globs given as text,
-/// test-time augmentation modes.
-const NOT_NUMERIC: [&str; 7] = ["space", "device", "classes", "metric", "calibrate", "inputs", "tta"];
+/// test-time augmentation modes, addresses and tokens of a latency server.
+const NOT_NUMERIC: [&str; 11] =
+    ["space", "device", "classes", "metric", "calibrate", "inputs", "tta", "remote", "remote_token", "addr", "token"];
 
 /// Numeric flags for which 0 is in range (ids): a count of none, a seed, a budget of none.
 const ZERO_IN_RANGE: [&str; 15] = [

@@ -62,6 +62,7 @@ impl RemoteArgs {
     }
 
     /// Whether a server was asked for.
+    #[cfg_attr(not(feature = "search"), allow(dead_code))]
     pub fn given(&self) -> bool {
         self.remote.is_some()
     }

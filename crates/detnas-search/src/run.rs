@@ -447,8 +447,8 @@ impl Finish<'_> {
         let front = report::write(self.out, &title, &rows, best_text.as_deref(), &[])?;
         if let Some(e) = failed {
             return Err(e.context(format!(
-                "the finalists were not measured; {} and the report are written with predicted latencies, and \
-                 `--resume` measures them again",
+                "the finalists were not measured ({} and the report are written with predicted latencies; the same \
+                 command again resumes the finished search and measures them)",
                 self.out.join("finalists.json").display()
             )));
         }
