@@ -47,6 +47,8 @@ fn build_predict_check_round_trip() {
     assert_eq!(t.hash, t.content_hash());
     assert_eq!(t.fingerprint.threads, Some(1));
     assert_eq!(t.fingerprint.precision, "fp32");
+    assert_eq!(t.detections, detnas_onnx::DetectionLoad::Cap, "post-processing at the cap by default");
+    assert!(std::fs::read_to_string(lut).unwrap().contains("\"detections\": \"cap\""));
     let at = &t.entries["128x128"];
     for key in ["stem", "fpn 32", "fpn 48", "head sep 32->32", "head dense 48->32", "predictors+post 32"] {
         assert!(at.contains_key(key), "{key} missing from {:?}", at.keys().collect::<Vec<_>>());
@@ -180,6 +182,15 @@ fn bench_builds_a_genome_in_memory() {
     assert_eq!(neither.status.code(), Some(2), "{}", stderr(&neither));
     let bad = detnas(&["bench", "--arch", "coco-retinanet-300m:fpn32:100"]);
     assert_one_line_failure(&bad, &["100x100", "multiple of 32"]);
+
+    // post-processing at the detection cap (the default) against none: every anchor decoded and
+    // suppressed costs more than none (fastest runs, which a slow spell of the machine cannot lift)
+    let fastest = |detections: &str| {
+        let args = ["bench", "--arch", arch, "--iters", "5", "--warmup", "1", "--threads", "1", "--json"];
+        json(&[&args[..], &["--detections", detections]].concat())["model_run"]["min_ms"].as_f64().unwrap()
+    };
+    let (cap, none) = (fastest("cap"), fastest("none"));
+    assert!(cap > 1.2 * none, "cap {cap} ms vs none {none} ms");
 }
 
 #[test]

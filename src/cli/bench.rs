@@ -11,6 +11,7 @@ use detnas_infer::fingerprint::cpu_model;
 use detnas_infer::latency::{ModelKind, Remote, base_config, random_detector};
 use detnas_infer::timing::TimingPlan;
 use detnas_infer::{Detector, DetectorOptions, Device, Tta};
+use detnas_onnx::DetectionLoad;
 use image::{ImageFormat, RgbImage};
 use serde_json::json;
 use std::path::PathBuf;
@@ -30,6 +31,11 @@ pub struct BenchArgs {
     /// Classes of the --arch model.
     #[arg(long, default_value_t = 1, requires = "arch", value_parser = super::values::classes)]
     classes: usize,
+    /// Detections the post-processing of the --arch model handles: cap (every anchor above the
+    /// score threshold: the most any image costs, as `latency build` measures by default) or none
+    /// (random weights score below every threshold).
+    #[arg(long, default_value = "cap", requires = "arch", value_parser = ["cap", "none"])]
+    detections: String,
     /// Inference device: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu", conflicts_with = "remote")]
     device: String,
@@ -87,7 +93,7 @@ fn bench_detector(args: &BenchArgs) -> Result<(Detector, String)> {
             let cfg = genome.detector_config(&base_config(args.classes, ChannelShuffle::default()))?;
             detnas_core::limits::check_model_memory("bench --arch", &genome.space, &genome.arch, &cfg, 1)?;
             let name = genome.complete(&cfg).to_string();
-            let bytes = random_detector(&genome.space, &genome.arch, &cfg, 0)?;
+            let bytes = random_detector(&genome.space, &genome.arch, &cfg, 0, detections(args)?)?;
             (Detector::from_memory(&bytes, &name, options)?, name)
         }
         (None, None) => anyhow::bail!("give a MODEL file or --arch"),
@@ -196,7 +202,10 @@ fn run_remote(args: &BenchArgs, remote: &Remote) -> Result<()> {
             let genome = Genome::parse(args.space.as_deref(), text)?;
             let cfg = genome.detector_config(&base_config(args.classes, ChannelShuffle::default()))?;
             detnas_core::limits::check_model_memory("bench --arch", &genome.space, &genome.arch, &cfg, 1)?;
-            (random_detector(&genome.space, &genome.arch, &cfg, 0)?, genome.complete(&cfg).to_string())
+            (
+                random_detector(&genome.space, &genome.arch, &cfg, 0, detections(args)?)?,
+                genome.complete(&cfg).to_string(),
+            )
         }
         (None, None) => bail!("give a MODEL file or --arch"),
     };
@@ -229,4 +238,9 @@ fn run_remote(args: &BenchArgs, remote: &Remote) -> Result<()> {
     );
     println!("detect   not timed on a latency server (it needs the image there): run bench on the target for it");
     Ok(())
+}
+
+/// The `--detections` of the --arch model.
+fn detections(args: &BenchArgs) -> Result<DetectionLoad> {
+    DetectionLoad::parse(&args.detections).map_err(anyhow::Error::msg)
 }

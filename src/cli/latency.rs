@@ -14,6 +14,7 @@ use detnas_infer::latency::{
     AdaptOptions, BuildOptions, LatencyTable, Protocol, Runner, adapt_table, base_config, build_table, check_table,
 };
 use detnas_infer::{Device, Precision, TimingPlan};
+use detnas_onnx::DetectionLoad;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -172,6 +173,12 @@ pub struct BuildArgs {
     /// convolution but the stem). Recorded in the table's fingerprint.
     #[arg(long, default_value = "fp32", value_parser = ["fp32", "int8"])]
     precision: String,
+    /// Detections the measured post-processing handles: cap (every anchor above the score
+    /// threshold: the most post-processing any image costs, so a budget holds for every image), or
+    /// none (random weights score below every threshold: the network alone). Recorded in the
+    /// table; check, adapt and search --measure follow it.
+    #[arg(long, default_value = "cap", value_parser = ["cap", "none"])]
+    detections: String,
     /// Genomes measured end to end to fit the correction of the additive sum (0: none).
     #[arg(long, default_value_t = 20, value_parser = super::values::genomes_or_none)]
     calibration: usize,
@@ -295,6 +302,7 @@ fn build(args: BuildArgs) -> Result<()> {
             timing: args.timing.plan(),
             precision: Precision::parse(&args.precision)?,
             remote: args.remote.open()?,
+            detections: DetectionLoad::parse(&args.detections).map_err(anyhow::Error::msg)?,
         },
         repetitions: args.timing.repetitions,
         drift_tolerance_pct: args.timing.drift_tolerance,
@@ -376,6 +384,7 @@ fn adapt(args: AdaptArgs) -> Result<()> {
         timing: args.timing.plan(),
         precision: base.precision()?,
         remote: args.remote.open()?,
+        detections: base.detections,
     };
     let opts = AdaptOptions {
         runner: &runner,

@@ -25,4 +25,4 @@ pub use onnx_protobuf;
 pub use onnx_protobuf::ModelProto;
 pub use parts::{Part, PartModel, export_part};
 pub use protobuf::Enum as ProtoEnum;
-pub use weights::{Tensor, Weights};
+pub use weights::{DetectionLoad, Tensor, Weights};

@@ -8,7 +8,7 @@
 use crate::emit::{Candidates, Emitter};
 use crate::error::Result;
 use crate::graph::{Dim, ElemType};
-use crate::weights::Weights;
+use crate::weights::{DetectionLoad, Weights};
 use detnas_core::detector::contract::tensors;
 use detnas_core::detector::plan::{ConvUnit, block_plan, fpn_plan, fpn_stage_indices, head_plan, stem_plan};
 use detnas_core::detector::{DetectorConfig, HeadConv, LevelShape, all_anchors, pyramid_levels};
@@ -178,15 +178,22 @@ fn emit_part(
 }
 
 /// Exports `part` of a detector on `space` configured by `cfg` (its input size, classes, anchors,
-/// thresholds and shuffle; the part's own widths come from `part`), with weights drawn from `seed`.
-pub fn export_part(space: &SearchSpace, cfg: &DetectorConfig, part: &Part, seed: u64) -> Result<PartModel> {
+/// thresholds and shuffle; the part's own widths come from `part`), with weights drawn from `seed`
+/// and, for the predictors, post-processing that handles `load`'s detections.
+pub fn export_part(
+    space: &SearchSpace,
+    cfg: &DetectorConfig,
+    part: &Part,
+    seed: u64,
+    load: DetectionLoad,
+) -> Result<PartModel> {
     cfg.validate()?;
     // Feature shapes do not depend on the choices: any path gives them.
     let arch = Arch::uniform(space, space.allowed[0]);
     let report = cost(space, &arch, cfg.input)?;
     let levels = pyramid_levels(space, &arch, cfg)?;
     let (inputs, units) = part_plan(space, cfg, part, &report, &levels)?;
-    let weights = Weights::random_varied(&params(&units.iter().collect::<Vec<_>>()), seed).without_detections();
+    let weights = Weights::random_varied(&params(&units.iter().collect::<Vec<_>>()), seed).with_detections(load);
     let mut e = Emitter::new("detnas_part", &weights, cfg.bn_eps);
     let mut names = Vec::new();
     for (name, shape) in &inputs {
@@ -219,14 +226,23 @@ mod tests {
             Part::Predictors { cin: 96 },
         ];
         for part in parts {
-            let m = export_part(&space, &cfg, &part, 0).unwrap();
+            let m = export_part(&space, &cfg, &part, 0, DetectionLoad::None).unwrap();
             assert!(m.model.graph.node.len() >= 2, "{part:?}");
             assert_eq!(m.inputs.len(), m.model.graph.input.len(), "{part:?}");
         }
-        let block = export_part(&space, &cfg, &Part::Block { layer: 5, choice: Choice::Shufflenet7x7 }, 0).unwrap();
+        let block =
+            export_part(&space, &cfg, &Part::Block { layer: 5, choice: Choice::Shufflenet7x7 }, 0, DetectionLoad::None)
+                .unwrap();
         // layer 5: second block of stage 2, 160 channels at 128 / 8 = 16
         assert_eq!(block.inputs[0].1, vec![1, 160, 16, 16]);
-        let head = export_part(&space, &cfg, &Part::HeadLayer { cin: 64, cout: 96, conv: HeadConv::Dense }, 0).unwrap();
+        let head = export_part(
+            &space,
+            &cfg,
+            &Part::HeadLayer { cin: 64, cout: 96, conv: HeadConv::Dense },
+            0,
+            DetectionLoad::None,
+        )
+        .unwrap();
         let shapes: Vec<Vec<usize>> = head.inputs.iter().map(|(_, s)| s.clone()).collect();
         assert_eq!(
             shapes,

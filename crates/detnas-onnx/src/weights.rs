@@ -168,10 +168,20 @@ impl Weights {
     /// For latency measurements: every classification logit bias set far below any score
     /// threshold, so that the post-processing of a random-weight model sees no candidate and costs
     /// the same for every genome and part (its cost on real images depends on the image).
-    pub fn without_detections(mut self) -> Self {
+    pub fn without_detections(self) -> Self {
+        self.with_detections(DetectionLoad::None)
+    }
+
+    /// For latency measurements: the classification logit biases set for `load` (far below any
+    /// score threshold for [`DetectionLoad::None`], far above it for [`DetectionLoad::Cap`]).
+    pub fn with_detections(mut self, load: DetectionLoad) -> Self {
+        let bias = match load {
+            DetectionLoad::None => -40.0,
+            DetectionLoad::Cap => 8.0,
+        };
         for (name, t) in &mut self.tensors {
             if name.ends_with("cls_logits.bias") {
-                t.data.iter_mut().for_each(|v| *v = -40.0);
+                t.data.iter_mut().for_each(|v| *v = bias);
             }
         }
         self
@@ -245,6 +255,44 @@ fn leading_block(t: &Tensor, shape: &[usize]) -> Vec<f32> {
     out
 }
 
+/// How many detections the post-processing of a random-weight model handles when it is timed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DetectionLoad {
+    /// No anchor scores above the threshold: the network and the cheapest post-processing, the
+    /// same for every genome (what tables measured before this choice existed).
+    #[default]
+    None,
+    /// Every anchor scores above the threshold: each level's top-k candidates decoded and the
+    /// largest non-maximum suppression this detector configuration can do, up to its detection
+    /// cap — the most post-processing any image can cost, so a budget holds for every image.
+    Cap,
+}
+
+impl DetectionLoad {
+    /// `none` or `cap`; anything else is an error naming both.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        match text {
+            "none" => Ok(DetectionLoad::None),
+            "cap" => Ok(DetectionLoad::Cap),
+            other => Err(format!("unknown detection load {other:?} (none, cap)")),
+        }
+    }
+
+    /// The name [`Self::parse`] reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            DetectionLoad::None => "none",
+            DetectionLoad::Cap => "cap",
+        }
+    }
+
+    /// Whether this is [`DetectionLoad::None`] (tables leave it out then).
+    pub fn is_none(&self) -> bool {
+        *self == DetectionLoad::None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,12 +353,17 @@ mod tests {
     }
 
     #[test]
-    fn without_detections_only_lowers_the_classification_bias() {
+    fn detection_loads_set_only_the_classification_bias() {
         let mut w = Weights::default();
         w.insert("head.classification_head.cls_logits.bias", Tensor { shape: vec![2], data: vec![0.5, -1.0] });
         w.insert("head.regression_head.bbox_reg.bias", Tensor { shape: vec![1], data: vec![0.5] });
         let w = w.without_detections();
         assert_eq!(w.get("head.classification_head.cls_logits.bias", &[2]).unwrap().data, [-40.0, -40.0]);
         assert_eq!(w.get("head.regression_head.bbox_reg.bias", &[1]).unwrap().data, [0.5]);
+        let w = w.with_detections(DetectionLoad::Cap);
+        assert_eq!(w.get("head.classification_head.cls_logits.bias", &[2]).unwrap().data, [8.0, 8.0]);
+        assert_eq!(w.get("head.regression_head.bbox_reg.bias", &[1]).unwrap().data, [0.5]);
+        assert_eq!(DetectionLoad::parse("cap").unwrap(), DetectionLoad::Cap);
+        assert!(DetectionLoad::parse("some").is_err());
     }
 }

@@ -314,6 +314,8 @@ pub fn build_table<S: Record>(d: &mut Ctx<S>) -> Result<()> {
             timing,
             precision: Precision::Fp32,
             remote: None,
+            // `latency build`'s default: post-processing at the detection cap
+            detections: detnas_onnx::DetectionLoad::Cap,
         },
         repetitions,
         drift_tolerance_pct: Drift::TOLERANCE_PCT,

@@ -65,7 +65,8 @@ pub fn adapt_table(base: &LatencyTable, opts: &AdaptOptions<'_>, log: &mut dyn F
     opts.protocol.validate()?;
     let space = SearchSpace::by_name(&base.space)?;
     let genomes = sample_genomes(&space, &base.genes, opts.samples, opts.seed);
-    let runner = Runner { timing: opts.protocol.plan, ..opts.runner.clone() };
+    // measured as the base was: its post-processing load
+    let runner = Runner { timing: opts.protocol.plan, detections: base.detections, ..opts.runner.clone() };
     let stem = DetectorConfig { input: base.genes.input[0], ..base_config(base.classes, base.shuffle) };
     // the provider that ran, from the reference's sessions (the target's fingerprint names it)
     let provider = RefCell::new(String::new());

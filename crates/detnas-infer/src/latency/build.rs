@@ -101,6 +101,7 @@ pub fn build_table(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<Lat
         genes: opts.genes.clone(),
         timing: opts.runner.timing,
         repetitions: protocol.repetitions,
+        detections: opts.runner.detections,
         entries,
         drift: Some(drift),
         calibration_drift: None,

@@ -79,6 +79,7 @@ impl LatencyTable {
             timing: self.timing,
             precision: self.precision()?,
             remote: None,
+            detections: self.detections,
         })
     }
 }

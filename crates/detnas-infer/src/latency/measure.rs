@@ -17,7 +17,7 @@ use detnas_core::space::arch::Arch;
 use detnas_core::space::{ChannelShuffle, SearchSpace};
 use detnas_onnx::graph::encode;
 use detnas_onnx::quantize::quantize_for_timing;
-use detnas_onnx::{ExportOptions, ModelProto, Part, Weights, export_part, export_retinanet};
+use detnas_onnx::{DetectionLoad, ExportOptions, ModelProto, Part, Weights, export_part, export_retinanet};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 
@@ -38,6 +38,8 @@ pub struct Runner {
     /// Measure on this latency server instead of here: the models are built here and sent; the
     /// server's device and threads apply (`device`, `threads` and `strict` are not used).
     pub remote: Option<super::remote::Remote>,
+    /// The detections the post-processing of measured predictors and detectors handles.
+    pub detections: DetectionLoad,
 }
 
 /// How a model's bytes are timed.
@@ -65,14 +67,27 @@ pub fn base_config(classes: usize, shuffle: ChannelShuffle) -> DetectorConfig {
 
 /// A self-contained ONNX detector of `arch` with `cfg` and random weights (`seed`) whose
 /// activations stay of order one through the network ([`Weights::random_varied`]), as with trained
-/// weights. (DetNAS's initialisation shrinks activations into denormal floats, which run several
-/// times slower on CPUs: timing those would measure something no trained model does.)
-pub fn random_detector(space: &SearchSpace, arch: &Arch, cfg: &DetectorConfig, seed: u64) -> Result<Vec<u8>> {
-    Ok(encode(&random_detector_model(space, arch, cfg, seed)?)?)
+/// weights, and whose post-processing handles `load`'s detections. (DetNAS's initialisation
+/// shrinks activations into denormal floats, which run several times slower on CPUs: timing those
+/// would measure something no trained model does.)
+pub fn random_detector(
+    space: &SearchSpace,
+    arch: &Arch,
+    cfg: &DetectorConfig,
+    seed: u64,
+    load: DetectionLoad,
+) -> Result<Vec<u8>> {
+    Ok(encode(&random_detector_model(space, arch, cfg, seed, load)?)?)
 }
 
-fn random_detector_model(space: &SearchSpace, arch: &Arch, cfg: &DetectorConfig, seed: u64) -> Result<ModelProto> {
-    let weights = Weights::random_varied(&detector_params(space, Paths::Single(arch), cfg), seed).without_detections();
+fn random_detector_model(
+    space: &SearchSpace,
+    arch: &Arch,
+    cfg: &DetectorConfig,
+    seed: u64,
+    load: DetectionLoad,
+) -> Result<ModelProto> {
+    let weights = Weights::random_varied(&detector_params(space, Paths::Single(arch), cfg), seed).with_detections(load);
     Ok(export_retinanet(space, arch, cfg, &weights, &ExportOptions::default())?)
 }
 
@@ -99,7 +114,7 @@ impl Runner {
     /// Times `part` (random weights and inputs); returns its latency and the provider that ran.
     pub fn part(&self, space: &SearchSpace, cfg: &DetectorConfig, part: &Part) -> Result<(Latency, String)> {
         let name = format!("{part:?} at {}", cfg.input);
-        let pm = export_part(space, cfg, part, 0)?;
+        let pm = export_part(space, cfg, part, 0, self.detections)?;
         let bytes = match self.precision {
             // The stem stays float in INT8 models.
             Precision::Int8 if !matches!(part, Part::Stem) => encode(&quantize_for_timing(&pm.model, false)?)?,
@@ -207,7 +222,7 @@ impl Runner {
 
     /// Times the SDK's model run of a random-weight detector built in memory (the `bench` path).
     pub fn detector(&self, space: &SearchSpace, arch: &Arch, cfg: &DetectorConfig) -> Result<Latency> {
-        let model = random_detector_model(space, arch, cfg, 0)?;
+        let model = random_detector_model(space, arch, cfg, 0, self.detections)?;
         let bytes = match self.precision {
             Precision::Int8 => encode(&quantize_for_timing(&model, true)?)?,
             Precision::Fp32 => encode(&model)?,

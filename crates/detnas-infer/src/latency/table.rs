@@ -21,6 +21,7 @@ use detnas_core::search::genome::GeneSpace;
 use detnas_core::space::arch::Arch;
 use detnas_core::space::cost::cost;
 use detnas_core::space::{ChannelShuffle, Choice, SearchSpace};
+use detnas_onnx::DetectionLoad;
 use detnas_onnx::Part;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -85,6 +86,11 @@ pub struct LatencyTable {
     /// Repetitions of every measurement, interleaved round-robin
     /// ([`crate::latency::protocol`]); each entry keeps its repetitions' means.
     pub repetitions: usize,
+    /// The detections the measured post-processing handled (`predictors+post` parts, calibration
+    /// genomes): none, or the detector's cap (every anchor above the threshold, the most any image
+    /// costs). Absent in tables measured without detections.
+    #[serde(default, skip_serializing_if = "DetectionLoad::is_none")]
+    pub detections: DetectionLoad,
     /// Resolution (`320x320`) -> part key (`block <choice> <cin>-><cout> s<stride> <h>x<w>`, ...) -> measured latency.
     pub entries: BTreeMap<String, BTreeMap<String, Latency>>,
     /// The drift reference's timings while the parts were measured.
