@@ -215,6 +215,7 @@ fn latency_table(dir: &Path) -> Vec<u8> {
         genes,
         timing: TimingPlan::iterations(1, 10),
         repetitions: 3,
+        detections: Default::default(),
         entries,
         drift: Some(Drift {
             reference: "stem 64x64".into(),
