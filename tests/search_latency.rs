@@ -198,6 +198,24 @@ fn a_latency_budgeted_joint_search_reports_holds_its_budget_and_exports_what_it_
     let o = detnas(&["inspect", model.to_str().unwrap(), "--json"]);
     let meta = serde_json::from_str::<Value>(&stdout(&o)).unwrap()["metadata"].clone();
     assert_eq!(meta["detnas.genome"], best["candidate"], "the export records its genome");
+
+    // the trained export checked against the table on real images: its genome's prediction (what
+    // the search used) beside its model run measured there, under the check's protocol
+    let images = s.dir.join("data/images");
+    let mut check = vec!["latency", "check", "--lut", &s.lut, "--samples", "3", "--json"];
+    check.extend(["--warmup", "1", "--min-iters", "2", "--min-seconds", "0", "--repetitions", "2"]);
+    check.extend(["--model", model.to_str().unwrap(), "--images", images.to_str().unwrap()]);
+    let o = detnas(&check);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report = serde_json::from_str::<Value>(&stdout(&o)).unwrap();
+    let trained = &report["trained"]["models"][0];
+    assert_eq!(trained["genome"], best["candidate"], "{report}");
+    let predicted = trained["predicted_ms"].as_f64().unwrap();
+    assert!((predicted - best["predicted_ms"].as_f64().unwrap()).abs() < 1e-6, "{trained} vs {best}");
+    assert!(trained["measured_ms"].as_f64().unwrap() > 0.0 && trained["repetitions_ms"].as_array().unwrap().len() == 2);
+    assert_eq!(report["samples"], 3, "the random genomes are checked beside it");
+    let o = detnas(&["latency", "check", "--lut", &s.lut, "--model", model.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "--model needs --images: {}", stderr(&o));
     let plain = s.dir.join("plain.onnx");
     let arch = best["candidate"].as_str().unwrap();
     let supernet = s.dir.join("super");

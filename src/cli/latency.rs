@@ -5,11 +5,13 @@
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use detnas_core::InputSize;
+use detnas_core::detector::DetectorConfig;
 use detnas_core::search::genome::{GeneSpace, Genome};
 use detnas_core::space::{ChannelShuffle, SearchSpace};
 use detnas_infer::latency::protocol::Drift;
 use detnas_infer::latency::remote::{Remote, ServerInfo, TOKEN_ENV};
 use detnas_infer::latency::serve::{ServeOptions, serve};
+use detnas_infer::latency::trained::{MAX_IMAGES, TrainedCheck, check_trained};
 use detnas_infer::latency::{
     AdaptOptions, BuildOptions, LatencyTable, Protocol, Runner, adapt_table, base_config, build_table, check_table,
 };
@@ -228,6 +230,13 @@ pub struct CheckArgs {
     /// genomes measured within ±10% of it the table puts on the wrong side.
     #[arg(long, value_parser = budget)]
     budget: Option<String>,
+    /// Also check these exported trained models (repeatable): each one's genome predicted by the
+    /// table beside its model run measured here on --images, under the same protocol.
+    #[arg(long, requires = "images", conflicts_with = "remote")]
+    model: Vec<PathBuf>,
+    /// Folder of real images (JPEG, PNG; the first 32 by name) the --model models run on.
+    #[arg(long, requires = "model")]
+    images: Option<PathBuf>,
     #[command(flatten)]
     remote: RemoteArgs,
     /// Fail when the fingerprint of where it measures (this machine or --remote) differs from the
@@ -448,6 +457,10 @@ fn check(args: CheckArgs) -> Result<()> {
     let ms = args.budget.as_deref().and_then(|b| b.parse::<f64>().ok());
     let how = (&runner, &protocol, args.timing.drift_tolerance);
     let mut report = check_table(&table, &space, (args.samples, args.seed), how, ms, log)?;
+    let trained = match &args.images {
+        Some(folder) if !args.model.is_empty() => Some(check_models(&table, &space, &runner, &args, folder, log)?),
+        _ => None,
+    };
     if args.budget.as_deref() == Some("median") {
         let measured: Vec<f64> = report.genomes.iter().map(|g| g.measured_ms).collect();
         let median = detnas_infer::latency::protocol::median(&measured);
@@ -458,6 +471,9 @@ fn check(args: CheckArgs) -> Result<()> {
     if args.json {
         let mut value = serde_json::to_value(&report)?;
         value["table"] = json!({ "path": args.lut.display().to_string(), "hash": table.hash });
+        if let Some((models, drift)) = &trained {
+            value["trained"] = json!({ "models": models, "drift": drift });
+        }
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
@@ -507,7 +523,49 @@ fn check(args: CheckArgs) -> Result<()> {
     if let Some(noisy) = report.too_noisy(0.95) {
         println!("note: {noisy}");
     }
+    if let Some((models, _)) = &trained {
+        for m in models {
+            println!(
+                "trained    {}: {} predicted {:.3} ms, measured {:.3} ms on the images ({:+.1}%)",
+                m.model, m.genome, m.predicted_ms, m.measured_ms, m.error_pct
+            );
+        }
+        let held = models.iter().filter(|m| m.measured_ms <= m.predicted_ms).count();
+        println!("trained    {held} of {} ran within their prediction", models.len());
+    }
     Ok(())
+}
+
+/// `check --model`: the trained models against the table on the images of `folder` (the first
+/// [`MAX_IMAGES`] JPEG and PNG files by name), with the check's protocol.
+fn check_models(
+    table: &LatencyTable,
+    space: &SearchSpace,
+    runner: &Runner,
+    args: &CheckArgs,
+    folder: &Path,
+    log: &mut dyn FnMut(&str),
+) -> Result<(Vec<TrainedCheck>, Drift)> {
+    let mut images: Vec<PathBuf> = std::fs::read_dir(folder)
+        .with_context(|| format!("--images {}", folder.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| ["jpg", "jpeg", "png"].contains(&e.to_ascii_lowercase().as_str()))
+        })
+        .collect();
+    if images.is_empty() {
+        anyhow::bail!("--images {}: no JPEG or PNG image in it", folder.display());
+    }
+    images.sort();
+    images.truncate(MAX_IMAGES);
+    let protocol = args.timing.protocol();
+    let runner = Runner { timing: protocol.plan, ..runner.clone() };
+    let stem = DetectorConfig { input: table.genes.input[0], ..base_config(table.classes, table.shuffle) };
+    let mut reference = runner.stem_reference(space, &stem, args.timing.drift_tolerance, None);
+    Ok(check_trained(table, &args.model, &images, (&runner, &protocol, &mut reference), log)?)
 }
 
 /// `latency serve`: the latency server on this machine, until Ctrl-C or SIGTERM.

@@ -42,6 +42,14 @@ pub struct Prepared {
     warnings: Vec<ImageWarning>,
 }
 
+impl Prepared {
+    /// The network input of the image (its first view: the image itself): `3 x H x W` RGB 0-255
+    /// planes, as [`Detector::run`] takes them.
+    pub fn network_input(&self) -> &[f32] {
+        &self.views[0].input
+    }
+}
+
 /// One view of an image: a symmetry of it letterboxed into the network input.
 #[derive(Debug)]
 struct View {

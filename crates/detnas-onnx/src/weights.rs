@@ -172,17 +172,24 @@ impl Weights {
         self.with_detections(DetectionLoad::None)
     }
 
-    /// For latency measurements: the classification logit biases set for `load` (far below any
-    /// score threshold for [`DetectionLoad::None`], far above it for [`DetectionLoad::Cap`]).
+    /// For latency measurements: the classification logit biases set for `load` — far below any
+    /// score threshold for [`DetectionLoad::None`]; for [`DetectionLoad::Cap`] far above it with
+    /// the classification and box regression weights zeroed, so that every anchor scores the same
+    /// and its box is the anchor itself: the post-processing's work then depends on the detector
+    /// configuration alone, not on the features (the same for a part and a whole model).
     pub fn with_detections(mut self, load: DetectionLoad) -> Self {
-        let bias = match load {
-            DetectionLoad::None => -40.0,
-            DetectionLoad::Cap => 8.0,
-        };
         for (name, t) in &mut self.tensors {
-            if name.ends_with("cls_logits.bias") {
-                t.data.iter_mut().for_each(|v| *v = bias);
-            }
+            let value = match (load, name.rsplit_once('.')) {
+                (DetectionLoad::None, Some((layer, "bias"))) if layer.ends_with("cls_logits") => -40.0,
+                (DetectionLoad::Cap, Some((layer, "bias"))) if layer.ends_with("cls_logits") => 8.0,
+                (DetectionLoad::Cap, Some((layer, _)))
+                    if layer.ends_with("cls_logits") || layer.ends_with("bbox_reg") =>
+                {
+                    0.0
+                }
+                _ => continue,
+            };
+            t.data.iter_mut().for_each(|v| *v = value);
         }
         self
     }
@@ -263,9 +270,9 @@ pub enum DetectionLoad {
     /// same for every genome (what tables measured before this choice existed).
     #[default]
     None,
-    /// Every anchor scores above the threshold: each level's top-k candidates decoded and the
-    /// largest non-maximum suppression this detector configuration can do, up to its detection
-    /// cap — the most post-processing any image can cost, so a budget holds for every image.
+    /// Every anchor scores above the threshold, with its anchor as its box: each level's top-k
+    /// candidates are decoded and suppressed and the detection cap is filled — the full
+    /// post-processing of a busy image, fixed by the detector configuration alone.
     Cap,
 }
 
@@ -357,12 +364,27 @@ mod tests {
         let mut w = Weights::default();
         w.insert("head.classification_head.cls_logits.bias", Tensor { shape: vec![2], data: vec![0.5, -1.0] });
         w.insert("head.regression_head.bbox_reg.bias", Tensor { shape: vec![1], data: vec![0.5] });
+        w.insert("head.regression_head.bbox_reg.weight", Tensor { shape: vec![1], data: vec![0.5] });
+        w.insert("head.classification_head.cls_logits.weight", Tensor { shape: vec![1], data: vec![0.5] });
+        w.insert("head.classification_head.conv.0.weight", Tensor { shape: vec![1], data: vec![0.5] });
         let w = w.without_detections();
         assert_eq!(w.get("head.classification_head.cls_logits.bias", &[2]).unwrap().data, [-40.0, -40.0]);
         assert_eq!(w.get("head.regression_head.bbox_reg.bias", &[1]).unwrap().data, [0.5]);
+        assert_eq!(w.get("head.classification_head.cls_logits.weight", &[1]).unwrap().data, [0.5]);
         let w = w.with_detections(DetectionLoad::Cap);
         assert_eq!(w.get("head.classification_head.cls_logits.bias", &[2]).unwrap().data, [8.0, 8.0]);
-        assert_eq!(w.get("head.regression_head.bbox_reg.bias", &[1]).unwrap().data, [0.5]);
+        for zeroed in [
+            "regression_head.bbox_reg.bias",
+            "regression_head.bbox_reg.weight",
+            "classification_head.cls_logits.weight",
+        ] {
+            assert_eq!(w.get(&format!("head.{zeroed}"), &[1]).unwrap().data, [0.0], "{zeroed}");
+        }
+        assert_eq!(
+            w.get("head.classification_head.conv.0.weight", &[1]).unwrap().data,
+            [0.5],
+            "the towers keep theirs"
+        );
         assert_eq!(DetectionLoad::parse("cap").unwrap(), DetectionLoad::Cap);
         assert!(DetectionLoad::parse("some").is_err());
     }

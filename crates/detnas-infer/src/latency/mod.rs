@@ -10,6 +10,7 @@
 //!   [`crate::Fingerprint`]) and the predictor [`LatencyTable::predict`];
 //! - [`check`]: held-out genomes predicted and measured end to end (share within ±10%, MAPE,
 //!   Kendall's τ);
+//! - [`trained`]: exported trained models checked against a table on real images;
 //! - [`measure`]: timing one part or one whole random-weight detector, here or on a latency
 //!   server ([`remote`]; the server itself is [`serve`] under the `serve` feature).
 //!
@@ -36,6 +37,7 @@ pub mod score;
 #[cfg(feature = "serve")]
 pub mod serve;
 pub mod table;
+pub mod trained;
 
 pub use adapt::{AdaptOptions, adapt_table};
 pub use build::{BuildOptions, build_table};
