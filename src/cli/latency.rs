@@ -325,7 +325,14 @@ fn build(args: BuildArgs) -> Result<()> {
     let entries: usize = table.entries.values().map(|e| e.len()).sum();
     let correction = table.correction.as_ref().map_or_else(
         || "no correction".to_string(),
-        |c| format!("correction {:.4} x sum {:+.3} ms", c.scale, c.offset_ms),
+        |c| {
+            format!(
+                "correction {:.4} x sum {:+.3} ms ({}: best on held-out genomes)",
+                c.scale,
+                c.offset_ms,
+                c.form.name()
+            )
+        },
     );
     for d in [&table.drift, &table.calibration_drift].into_iter().flatten() {
         eprintln!("{}", drift_line(d));
@@ -409,7 +416,7 @@ fn adapt(args: AdaptArgs) -> Result<()> {
     table.save(&args.out)?;
     let c = table.correction.as_ref().expect("an adapted table has a correction");
     println!(
-        "wrote {}: {} adapted to {} threads from {} genomes measured {}, correction {:.4} x sum {:+.3} ms, hash {}",
+        "wrote {}: {} adapted to {} threads from {} genomes measured {}, correction {:.4} x sum {:+.3} ms ({}), hash {}",
         args.out.display(),
         args.lut.display(),
         table.fingerprint.threads.map_or("all".to_string(), |t| t.to_string()),
@@ -417,6 +424,7 @@ fn adapt(args: AdaptArgs) -> Result<()> {
         args.remote.remote.as_deref().map_or("here".to_string(), |u| format!("on {u}")),
         c.scale,
         c.offset_ms,
+        c.form.name(),
         table.hash
     );
     Ok(())

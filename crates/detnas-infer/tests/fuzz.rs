@@ -226,7 +226,7 @@ fn latency_table(dir: &Path) -> Vec<u8> {
             disturbed: 0,
         }),
         calibration_drift: None,
-        correction: Some(Correction { scale: 1.1, offset_ms: -0.2 }),
+        correction: Some(Correction { scale: 1.1, offset_ms: -0.2, form: Default::default() }),
         calibration_seed: 5,
         calibration,
         adapted: None,

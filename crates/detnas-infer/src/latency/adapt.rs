@@ -5,10 +5,10 @@
 //! on the target. The adapted table carries the target's fingerprint and names its base.
 
 use super::build::calibration_points;
-use super::check::{fit_correction, sample_genomes};
+use super::check::sample_genomes;
 use super::measure::{Runner, base_config};
 use super::protocol::Protocol;
-use super::table::{Correction, LatencyTable};
+use super::table::{Correction, CorrectionForm, LatencyTable};
 use crate::error::{InferError, Result};
 use crate::fingerprint::{Fingerprint, Precision};
 use detnas_core::detector::DetectorConfig;
@@ -74,9 +74,10 @@ pub fn adapt_table(base: &LatencyTable, opts: &AdaptOptions<'_>, log: &mut dyn F
     let (calibration, drift) = calibration_points(base, &genomes, (&runner, &opts.protocol, &mut reference), log)?;
     drop(reference);
     let (sums, times): (Vec<f64>, Vec<f64>) = calibration.iter().map(|c| (c.additive_ms, c.measured_ms)).unzip();
-    let correction = fit_correction(&sums, &times).unwrap_or_else(|| {
+    // the base's parts were measured elsewhere: some correction always, the form held-out points choose
+    let correction = super::correction::choose(&sums, &times, false).unwrap_or_else(|| {
         let ratios: Vec<f64> = sums.iter().zip(&times).map(|(s, t)| t / s).collect();
-        Correction { scale: super::protocol::median(&ratios), offset_ms: 0.0 }
+        Correction { scale: super::protocol::median(&ratios), offset_ms: 0.0, form: CorrectionForm::Scale }
     });
     let provider = provider.into_inner();
     let mut table = base.clone();

@@ -4,10 +4,11 @@
 //! and spread, for the additive sum and for the corrected prediction, scored against the mean of
 //! the repetitions — beside the ceiling of the measurements themselves ([`super::score`]).
 
+use super::correction;
 use super::measure::{Runner, base_config};
 use super::protocol::{Drift, Protocol};
 use super::score::{BudgetDecisions, Ceiling, Metrics, budget_decisions, ceiling, metrics};
-use super::table::{Correction, LatencyTable};
+use super::table::{Correction, CorrectionForm, LatencyTable};
 use crate::error::Result;
 use detnas_core::detector::DetectorConfig;
 use detnas_core::rng::Rng;
@@ -17,44 +18,16 @@ use detnas_core::space::sample::uniform;
 use serde::Serialize;
 
 /// `scale` and `offset` minimising the squared *relative* error of `scale * sum + offset` against
-/// `measured` (weighted least squares, weights `1 / measured²`); `None` with fewer than 3 points,
-/// non-positive measurements or sums that do not vary.
+/// `measured` ([`correction::fit`] of the affine form).
 pub fn fit_correction(sums: &[f64], measured: &[f64]) -> Option<Correction> {
-    if sums.len() < 3 || sums.len() != measured.len() || measured.iter().any(|m| !(m.is_finite() && *m > 0.0)) {
-        return None;
-    }
-    let (mut sw, mut sp, mut spp, mut sm, mut spm) = (0.0, 0.0, 0.0, 0.0, 0.0);
-    for (&p, &m) in sums.iter().zip(measured) {
-        let w = 1.0 / (m * m);
-        sw += w;
-        sp += w * p;
-        spp += w * p * p;
-        sm += w * m;
-        spm += w * p * m;
-    }
-    let det = spp * sw - sp * sp;
-    if det.abs() <= 1e-12 * spp * sw || det.is_nan() {
-        return None;
-    }
-    let scale = (spm * sw - sp * sm) / det;
-    let offset_ms = (spp * sm - sp * spm) / det;
-    (scale.is_finite() && offset_ms.is_finite()).then_some(Correction { scale, offset_ms })
+    correction::fit(CorrectionForm::Affine, sums, measured)
 }
 
-/// [`fit_correction`], kept only when it predicts held-out points better than the plain sum:
-/// leave-one-out over the calibration points, mean relative error with the correction fitted on
-/// the others against without. (Timings that drift during calibration, e.g. on a shared machine,
-/// fit a correction that makes predictions worse; then none is stored.)
+/// The correction a table keeps: the form that predicts held-out calibration genomes best, or none
+/// when the plain sum does ([`correction::choose`]). (Timings that drift during calibration, e.g.
+/// on a shared machine, fit corrections that make predictions worse; then none is stored.)
 pub fn fit_validated_correction(sums: &[f64], measured: &[f64]) -> Option<Correction> {
-    let full = fit_correction(sums, measured)?;
-    let (mut plain, mut corrected) = (0.0, 0.0);
-    for i in 0..sums.len() {
-        let rest = |v: &[f64]| v.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, x)| *x).collect::<Vec<_>>();
-        let c = fit_correction(&rest(sums), &rest(measured))?;
-        plain += ((sums[i] - measured[i]) / measured[i]).abs();
-        corrected += ((c.apply(sums[i]) - measured[i]) / measured[i]).abs();
-    }
-    (corrected < plain).then_some(full)
+    correction::choose(sums, measured, true)
 }
 
 /// `count` genomes, each a uniform backbone path and genes drawn from `genes`, all genes given.
@@ -228,17 +201,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_exact_correction() {
-        let measured = [10.0, 20.0, 40.0, 80.0];
-        // measured = 0.8 sum - 2 exactly
-        let sums: Vec<f64> = measured.iter().map(|m| (m + 2.0) / 0.8).collect();
-        let c = fit_correction(&sums, &measured).unwrap();
-        assert!((c.scale - 0.8).abs() < 1e-9 && (c.offset_ms + 2.0).abs() < 1e-9, "{c:?}");
-        assert!(fit_correction(&sums[..2], &measured[..2]).is_none());
-        assert!(fit_correction(&[5.0, 5.0, 5.0], &[1.0, 2.0, 3.0]).is_none());
-    }
-
-    #[test]
     fn sampled_genomes_use_the_gene_space() {
         let space = SearchSpace::detnas_300m();
         let genes = GeneSpace { input: vec![detnas_core::InputSize::new(128, 128)], ..GeneSpace::default() };
@@ -249,16 +211,5 @@ mod tests {
         for g in &a {
             assert!(genes.contains(&g.genes.over(&base)), "{g}");
         }
-    }
-
-    #[test]
-    fn a_correction_is_kept_only_when_it_predicts_held_out_points_better() {
-        let sums = [10.0, 20.0, 30.0, 40.0, 50.0, 60.0];
-        let biased: Vec<f64> = sums.iter().map(|s| 1.2 * s + 3.0).collect();
-        let c = fit_validated_correction(&sums, &biased).expect("a systematic bias is corrected");
-        assert!((c.scale - 1.2).abs() < 1e-9 && (c.offset_ms - 3.0).abs() < 1e-9, "{c:?}");
-        // the sum is right on average but the timings drift: a fitted line only adds error
-        let drifting = [10.0, 26.0, 24.0, 52.0, 41.0, 66.0];
-        assert_eq!(fit_validated_correction(&sums, &drifting), None);
     }
 }

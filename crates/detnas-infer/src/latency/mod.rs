@@ -29,6 +29,7 @@
 pub mod adapt;
 pub mod build;
 pub mod check;
+pub mod correction;
 mod here;
 pub mod measure;
 pub mod protocol;
@@ -46,4 +47,6 @@ pub use measure::{ModelKind, Runner, base_config, random_detector};
 pub use protocol::Protocol;
 pub use remote::Remote;
 pub use score::{BudgetDecisions, Ceiling, Metrics, metrics};
-pub use table::{Breakdown, Correction, LatencyTable, Prediction, TABLE_FORMAT, TABLE_VERSION, genome_terms};
+pub use table::{
+    Breakdown, Correction, CorrectionForm, LatencyTable, Prediction, TABLE_FORMAT, TABLE_VERSION, genome_terms,
+};

@@ -32,14 +32,48 @@ pub const TABLE_FORMAT: &str = "detnas-latency-table";
 /// The table layout version this build reads and writes.
 pub const TABLE_VERSION: u32 = 2;
 
-/// `scale * additive + offset_ms`, fitted on genomes measured end to end while building.
+/// `scale * additive + offset_ms`, fitted on genomes measured end to end while building
+/// ([`super::correction`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Correction {
-    /// Factor on the additive sum.
+    /// Factor on the additive sum (1 for an [`CorrectionForm::Offset`]).
     pub scale: f64,
-    /// Added after scaling, in milliseconds (may be negative).
+    /// Added after scaling, in milliseconds (may be negative; 0 for a [`CorrectionForm::Scale`]).
     pub offset_ms: f64,
+    /// Which parameters were fitted: the form that predicted held-out calibration genomes best.
+    /// Absent in tables from before the choice (all affine).
+    #[serde(default, skip_serializing_if = "CorrectionForm::is_affine")]
+    pub form: CorrectionForm,
+}
+
+/// The parameters of a [`Correction`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CorrectionForm {
+    /// `sum + offset`: an overhead per model that the parts do not pay.
+    Offset,
+    /// `scale × sum`: every part off by the same factor.
+    Scale,
+    /// `scale × sum + offset`.
+    #[default]
+    Affine,
+}
+
+impl CorrectionForm {
+    /// Whether this is [`CorrectionForm::Affine`] (tables leave it out then).
+    pub fn is_affine(&self) -> bool {
+        *self == CorrectionForm::Affine
+    }
+
+    /// `offset`, `scale` or `affine`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CorrectionForm::Offset => "offset",
+            CorrectionForm::Scale => "scale",
+            CorrectionForm::Affine => "affine",
+        }
+    }
 }
 
 impl Correction {
