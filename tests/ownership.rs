@@ -26,6 +26,7 @@ fn detnas_in(dir: &Path, args: &[&str]) -> Output {
 }
 
 /// A folder of the user's own files, some named like detnas outputs.
+#[cfg(feature = "train")]
 fn user_folder(dir: &Path) {
     write_image(&dir.join("images/x.png"), 9);
     for name in ["readme.md", "detections.json", "state.json", "demo.json", "annotations.json"] {
