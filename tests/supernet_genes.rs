@@ -143,6 +143,71 @@ fn a_genes_step_updates_only_the_sampled_blocks() {
     assert!(changed_inside > 100, "the sampled blocks train ({changed_inside})");
 }
 
+#[test]
+fn a_sandwich_step_trains_the_largest_genome_on_labels_and_distils_the_others_from_it() {
+    use detnas_train::data::BatchTargets;
+    use detnas_train::detector::TrainingNet;
+    let space = SearchSpace::detnas_300m();
+    let cfg = base();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = RetinaNet::with_genes(&vs, &space, Paths::All, &cfg, &gene_space(), 1).unwrap();
+    let arch = Arch::uniform(&space, detnas_core::Choice::Shufflenet3x3);
+    let (largest, smallest) = detnas_train::genes::sandwich_genes(&gene_space(), InputSize::new(64, 64));
+    assert_eq!(largest, genes(24, 24, 2, HeadConv::Dense, 64));
+    assert_eq!(smallest, genes(16, 16, 1, HeadConv::Separable, 64));
+    let sampled = genes(24, 16, 1, HeadConv::Dense, 64);
+    let det = largest.apply(&cfg);
+    let anchors = all_anchors(&pyramid_levels(&space, &arch, &det).unwrap(), &det);
+    let targets = BatchTargets::Retinanet(vec![image_targets(&anchors, &[[8.0, 8.0, 40.0, 48.0]], &[1], &det)]);
+    let x = Tensor::rand([1, 3, 64, 64], (Kind::Float, Device::Cpu)) * 255.0;
+    for g in [&largest, &smallest, &sampled] {
+        PathSgd::zero_grad(&net.path_parameters_genes(&arch, g).unwrap());
+    }
+    let grad = |name: &str| {
+        let g = vs.variables()[name].grad();
+        if g.defined() { max_abs(&g) } else { 0.0 }
+    };
+    let loss = net.sandwich_loss(&x, &arch, (&largest, &[smallest, sampled]), &targets).unwrap();
+    // the students are back-propagated inside: the separable tower (the smallest genome's only)
+    // has its gradient; the second dense conv (the largest's only) waits for the step's backward
+    assert!(grad("head.classification_head.conv.0.dw.weight") > 0.0, "the smallest genome is distilled");
+    assert_eq!(grad("head.classification_head.conv.2.weight"), 0.0, "the teacher's graph is not back-propagated yet");
+    loss.total.backward();
+    assert!(grad("head.classification_head.conv.2.weight") > 0.0, "the largest genome trains on the labels");
+    let part = |n: &str| loss.parts.iter().find(|(k, _)| *k == n).unwrap().1.double_value(&[]);
+    let (cls, boxes, distill) = (part("cls"), part("box"), part("distill"));
+    assert!(cls > 0.0 && boxes > 0.0 && distill > 0.0 && distill.is_finite(), "{cls} {boxes} {distill}");
+    let total = loss.total.double_value(&[]);
+    assert!((total - (cls + boxes + 2.0 * distill) / 3.0).abs() < 1e-4 * total, "the mean over the sandwich: {total}");
+}
+
+#[test]
+fn a_sandwich_needs_genes_a_retinanet_and_uniform_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synthetic_sized(&dir.path().join("data"), 2, 64);
+    let mut cfg = supernet_config(data, 2);
+    cfg.supernet.sandwich = true;
+    cfg.supernet.sampling = detnas_train::config::Sampling::Fair;
+    let err = train_detection(&cfg, &dir.path().join("a"), Start::Fresh, Device::Cpu, &mut |_| {}).err().unwrap();
+    assert!(err.to_string().contains("leave sampling uniform"), "{err}");
+    cfg.supernet.sampling = detnas_train::config::Sampling::Uniform;
+    cfg.genes = None;
+    let err = train_detection(&cfg, &dir.path().join("b"), Start::Fresh, Device::Cpu, &mut |_| {}).err().unwrap();
+    assert!(err.to_string().contains("needs a [genes] space"), "{err}");
+    // and with them, steps train and log the distillation beside the labels' losses
+    cfg.genes = Some(gene_space());
+    cfg.log_every = 1;
+    let mut parts = Vec::new();
+    let mut on_log = |e: detnas_train::trainer::TrainEvent<'_>| {
+        if let detnas_train::trainer::TrainEvent::Log(entry) = e {
+            parts.push(format!("{:?}", entry.parts));
+        }
+    };
+    train_detection(&cfg, &dir.path().join("c"), Start::Fresh, Device::Cpu, &mut on_log).unwrap();
+    assert_eq!(parts.len(), 2, "{parts:?}");
+    assert!(parts.iter().all(|p| p.contains("distill") && p.contains("cls")), "{parts:?}");
+}
+
 fn supernet_config(data: detnas_train::config::DataSource, iterations: usize) -> DetTrainConfig {
     let mut cfg = small_config(data.clone(), iterations);
     cfg.arch = None;

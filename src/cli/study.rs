@@ -42,6 +42,11 @@ pub struct StudyArgs {
     /// 96,128, or 64,96 with --quick).
     #[arg(long, value_delimiter = ',', value_parser = super::values::study_input)]
     inputs: Option<Vec<u64>>,
+    /// How the genes supernet trains (the method ablation): uniform single-path sampling, fair
+    /// (strict fairness), sandwich (the sandwich rule with in-place distillation for the detector
+    /// genes) or no-affine (choice-block BN without scale and shift).
+    #[arg(long, default_value = "uniform", value_parser = ["uniform", "fair", "sandwich", "no-affine"])]
+    supernet_method: String,
     /// Continue the study in --out, skipping the steps (and retrainings) it finished.
     #[arg(long, conflicts_with = "overwrite")]
     resume: bool,
@@ -64,5 +69,6 @@ pub fn run(args: StudyArgs) -> Result<()> {
         inputs: args.inputs,
         resume: args.resume,
         overwrite: args.overwrite,
+        supernet: detnas_search::study::supernet_method(&args.supernet_method)?,
     })
 }

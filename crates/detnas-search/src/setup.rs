@@ -17,7 +17,7 @@ use detnas_infer::latency::{
     sample_genomes,
 };
 use detnas_infer::{Device, Precision, TimingPlan};
-use detnas_train::config::{DataSource, DetTrainConfig};
+use detnas_train::config::{DataSource, DetTrainConfig, SupernetSettings};
 use detnas_train::data::Augment;
 use detnas_train::optim::LrSchedule;
 use detnas_train::run::Start;
@@ -61,6 +61,9 @@ pub struct Schedule {
     /// Objects, sizes and clutter of the synthetic set (the study's is harder).
     #[serde(default)]
     pub clutter: Clutter,
+    /// How the genes supernet is trained (`[supernet]`: path sampling, sandwich rule, BN affine).
+    #[serde(default, skip_serializing_if = "SupernetSettings::is_default")]
+    pub supernet: SupernetSettings,
 }
 
 /// Object counts, sizes and clutter of a synthetic set ([`SyntheticSpec`]'s by default).
@@ -107,6 +110,7 @@ impl Schedule {
             quick: false,
             data: None,
             clutter: Clutter::default(),
+            supernet: SupernetSettings::default(),
         }
     }
 
@@ -128,6 +132,7 @@ impl Schedule {
             quick: true,
             data: None,
             clutter: Clutter::default(),
+            supernet: SupernetSettings::default(),
         }
     }
 
@@ -240,6 +245,7 @@ pub fn train_config<S>(d: &Ctx<S>, genes: bool) -> DetTrainConfig {
         cfg.detector.head_channels = *g.head_channels.iter().max().expect("widths");
         cfg.detector.head_convs = *g.head_convs.iter().max().expect("depths");
         cfg.genes = Some(g);
+        cfg.supernet = s.supernet.clone();
     }
     cfg
 }

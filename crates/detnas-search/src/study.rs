@@ -32,6 +32,7 @@ use detnas_core::search::pareto::CandidateRow;
 use detnas_core::search::stats::{Interval, bootstrap, kendall_tau, spearman};
 use detnas_core::space::Choice;
 use detnas_core::space::arch::Arch;
+use detnas_train::config::{Sampling, SupernetSettings};
 use detnas_train::modules::BnUpdate;
 use detnas_train::run::Start;
 use detnas_train::trainer::{self, EvalOptions};
@@ -68,6 +69,39 @@ pub struct StudyOptions {
     pub resume: bool,
     /// Remove the study's own files from `out` first and start over.
     pub overwrite: bool,
+    /// How the genes supernet is trained ([`supernet_method`]; default: uniform single-path).
+    pub supernet: SupernetSettings,
+}
+
+/// The supernet training method `name` of the study's ablation: `uniform` (single-path, SPOS /
+/// DetNAS), `fair` (strict fairness, FairNAS), `sandwich` (the sandwich rule with in-place
+/// distillation for the detector genes, BigNAS / OFA) or `no-affine` (choice-block BN without
+/// scale and shift, SPOS).
+pub fn supernet_method(name: &str) -> Result<SupernetSettings> {
+    let mut s = SupernetSettings::default();
+    match name {
+        "uniform" => {}
+        "fair" => s.sampling = Sampling::Fair,
+        "sandwich" => s.sandwich = true,
+        "no-affine" => s.block_bn_affine = false,
+        other => anyhow::bail!("unknown supernet method {other:?} (uniform, fair, sandwich, no-affine)"),
+    }
+    Ok(s)
+}
+
+/// The method of `s` in words, for the report.
+fn method_words(s: &SupernetSettings) -> String {
+    let mut words = vec![match s.sampling {
+        Sampling::Uniform => "uniform single-path sampling",
+        Sampling::Fair => "strict fairness",
+    }];
+    if s.sandwich {
+        words.push("the sandwich rule with in-place distillation");
+    }
+    if !s.block_bn_affine {
+        words.push("choice-block BN without affine parameters");
+    }
+    words.join(", ")
 }
 
 /// Held-out AP and AP50 of one model.
@@ -189,6 +223,7 @@ pub fn run(args: &StudyOptions) -> Result<()> {
         schedule.data = Some([train.clone(), val.clone()]);
         schedule.clutter = Clutter::default();
     }
+    schedule.supernet = args.supernet.clone();
     if let Some(inputs) = &args.inputs {
         anyhow::ensure!(
             !inputs.is_empty() && inputs.iter().all(|s| (32..=2048).contains(s) && s % 32 == 0),
@@ -481,7 +516,7 @@ fn report_text(d: &Study, data: &StudyData, main_recal: usize) -> String {
     let _ = writeln!(
         r,
         "Data: {}. \
-         Genes supernet: {} iterations of batch {} (inputs {:?}). Stand-alone retraining: {} iterations from \
+         Genes supernet: {} iterations of batch {} (inputs {:?}; {}). Stand-alone retraining: {} iterations from \
          scratch. Metric: held-out AP50. Seed {}. {:.0} minutes in all on {} ({} logical CPUs); every command is \
          in `commands.sh`.\n",
         match &s.data {
@@ -506,6 +541,7 @@ fn report_text(d: &Study, data: &StudyData, main_recal: usize) -> String {
         s.supernet_iterations,
         s.batch_size,
         s.inputs,
+        method_words(&s.supernet),
         s.retrain_iterations,
         d.c.seed,
         secs / 60.0,

@@ -140,6 +140,17 @@ pub struct SupernetSettings {
     /// the statistics of). Default `true`.
     #[serde(default = "yes", skip_serializing_if = "is_yes")]
     pub block_bn_affine: bool,
+    /// The sandwich rule with in-place distillation (BigNAS, OFA) for the detector genes: each step
+    /// trains, on its backbone path and input size, the largest genome of `[genes]` on the labels
+    /// and the smallest and the step's sampled genome on the largest's outputs (its class scores as
+    /// soft targets, its box regressions on foreground anchors), gradients accumulated into one
+    /// update. Needs `[genes]`, a RetinaNet and uniform sampling. Default `false`.
+    #[serde(default, skip_serializing_if = "is_no")]
+    pub sandwich: bool,
+}
+
+fn is_no(v: &bool) -> bool {
+    !*v
 }
 
 fn yes() -> bool {
@@ -161,6 +172,7 @@ impl Default for SupernetSettings {
             crippled: Vec::new(),
             sampling: Sampling::Uniform,
             block_bn_affine: true,
+            sandwich: false,
         }
     }
 }
@@ -214,6 +226,18 @@ impl DetTrainConfig {
         }
         if let Some(c) = s.crippled.iter().find(|c| !space.allowed.contains(c)) {
             return Err(bad("crippled", c));
+        }
+        if s.sandwich {
+            let refuse = |why: &str| Err(crate::TrainError::Config(format!("[supernet] sandwich = true {why}")));
+            if self.genes.is_none() {
+                return refuse("needs a [genes] space: it trains the largest and smallest genome of it");
+            }
+            if self.detector.kind() != detnas_core::detector::DetectorKind::Retinanet {
+                return refuse("distils RetinaNet outputs: give a RetinaNet [detector]");
+            }
+            if s.sampling != Sampling::Uniform {
+                return refuse("trains one backbone path per step: leave sampling uniform");
+            }
         }
         Ok(space)
     }

@@ -65,6 +65,21 @@ pub trait TrainingNet {
         seed: u64,
     ) -> Result<StepLoss>;
 
+    /// The sandwich rule's step on `arch` ([`crate::config::SupernetSettings::sandwich`]): the
+    /// `teacher` genes on the labels, each of `students` distilled from the teacher's outputs
+    /// ([`crate::loss::distillation_loss`]), the mean over all of them. The students' gradients
+    /// are back-propagated here; the returned total carries the teacher's graph (the step loop
+    /// back-propagates it) plus the students' detached values. Only a RetinaNet distils.
+    fn sandwich_loss(
+        &self,
+        _images: &Tensor,
+        _arch: &Arch,
+        (_teacher, _students): (&DetectorGenes, &[DetectorGenes]),
+        _targets: &BatchTargets,
+    ) -> Result<StepLoss> {
+        Err(TrainError::Config(format!("the sandwich rule distils RetinaNet outputs, not a {}", self.cfg().kind())))
+    }
+
     /// Detections of each image (input pixels of `genes.input`, highest score first), no
     /// gradient, eval-mode BN.
     fn detect(&self, images: &Tensor, arch: &Arch, genes: &DetectorGenes) -> Result<Vec<Vec<RawDetection>>>;

@@ -4,7 +4,7 @@
 use crate::data::{Geometry, fixed_geometry, step_seed};
 use crate::error::Result;
 use detnas_core::detector::contract::seeds;
-use detnas_core::detector::{DetectorConfig, all_anchors, pyramid_levels};
+use detnas_core::detector::{DetectorConfig, HeadConv, all_anchors, pyramid_levels};
 use detnas_core::rng::Rng;
 use detnas_core::search::genome::{DetectorGenes, GeneSpace, Genome};
 use detnas_core::space::SearchSpace;
@@ -42,6 +42,30 @@ pub fn fair_step_archs(space: &SearchSpace, seed: u64, step: usize) -> Vec<Arch>
 /// training loop agree and a resumed run samples what an uninterrupted one would.
 pub fn step_genes(genes: &GeneSpace, seed: u64, step: usize) -> DetectorGenes {
     genes.sample(&mut Rng::seed(step_seed(seed, seeds::GENE_SAMPLING, step as u64)))
+}
+
+/// The sandwich rule's bread at `input`: the largest genome of `genes` (widest FPN and head,
+/// deepest head, dense convs where the space has them) and the smallest (narrowest, shallowest,
+/// separable where it has them).
+pub fn sandwich_genes(genes: &GeneSpace, input: InputSize) -> (DetectorGenes, DetectorGenes) {
+    let max = |v: &[u64]| v.iter().copied().max().unwrap_or_default();
+    let min = |v: &[u64]| v.iter().copied().min().unwrap_or_default();
+    let conv = |preferred: HeadConv| if genes.head_conv.contains(&preferred) { preferred } else { genes.head_conv[0] };
+    let largest = DetectorGenes {
+        fpn_channels: max(&genes.fpn_channels),
+        head_channels: max(&genes.head_channels),
+        head_convs: genes.head_convs.iter().copied().max().unwrap_or_default(),
+        head_conv: conv(HeadConv::Dense),
+        input,
+    };
+    let smallest = DetectorGenes {
+        fpn_channels: min(&genes.fpn_channels),
+        head_channels: min(&genes.head_channels),
+        head_convs: genes.head_convs.iter().copied().min().unwrap_or_default(),
+        head_conv: conv(HeadConv::Separable),
+        input,
+    };
+    (largest, smallest)
 }
 
 /// Each step's letterbox size and anchors: `det`'s for a fixed detector, the sampled input's
@@ -89,6 +113,24 @@ mod tests {
         }
         assert_eq!(archs, fair_step_archs(&space, 7, 3), "a pure function of seed and step");
         assert_ne!(archs, fair_step_archs(&space, 7, 4));
+    }
+
+    #[test]
+    fn the_sandwich_is_the_largest_and_smallest_genome_at_the_step_input() {
+        let genes = GeneSpace {
+            fpn_channels: vec![32, 16, 24],
+            head_channels: vec![16, 48],
+            head_convs: vec![2, 1, 3],
+            head_conv: vec![HeadConv::Separable, HeadConv::Dense],
+            input: vec![InputSize::new(64, 64), InputSize::new(96, 96)],
+        };
+        let at = InputSize::new(96, 96);
+        let (big, small) = sandwich_genes(&genes, at);
+        assert_eq!((big.fpn_channels, big.head_channels, big.head_convs, big.head_conv), (32, 48, 3, HeadConv::Dense));
+        assert_eq!((small.fpn_channels, small.head_channels, small.head_convs), (16, 16, 1));
+        assert_eq!((small.head_conv, big.input, small.input), (HeadConv::Separable, at, at));
+        let dense_only = GeneSpace { head_conv: vec![HeadConv::Dense], ..genes };
+        assert_eq!(sandwich_genes(&dense_only, at).1.head_conv, HeadConv::Dense);
     }
 
     #[test]

@@ -115,6 +115,21 @@ pub fn retinanet_loss(cls: &Tensor, reg: &Tensor, t: &Targets) -> RetinaLoss {
     RetinaLoss { cls: cls_loss, boxes: box_loss }
 }
 
+/// In-place distillation (the sandwich rule): a student's outputs against a teacher's on the same
+/// anchors — the sigmoid focal loss with the teacher's class probabilities as soft targets, and the
+/// L1 distance to the teacher's box regressions on foreground anchors — normalised as
+/// [`retinanet_loss`], so it weighs as much as a loss on the labels. `teacher_probs`: `[B, A, K]`
+/// in `[0, 1]`, `teacher_reg`: `[B, A, 4]` (both detached).
+pub fn distillation_loss(cls: &Tensor, reg: &Tensor, teacher_probs: &Tensor, teacher_reg: &Tensor, t: &Targets) -> RetinaLoss {
+    let valid = t.labels.ne(IGNORE).to_kind(Kind::Float).unsqueeze(-1);
+    let fg = t.labels.ge(0).to_kind(Kind::Float);
+    let focal = sigmoid_focal_loss(cls, teacher_probs, 0.25, 2.0) * valid;
+    let cls_loss = (focal.sum_dim_intlist([1i64, 2].as_slice(), false, Kind::Float) / &t.normalizer).mean(Kind::Float);
+    let l1 = (reg - teacher_reg).abs().sum_dim_intlist([2i64].as_slice(), false, Kind::Float) * fg;
+    let box_loss = (l1.sum_dim_intlist([1i64].as_slice(), false, Kind::Float) / &t.normalizer).mean(Kind::Float);
+    RetinaLoss { cls: cls_loss, boxes: box_loss }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -525,6 +525,37 @@ impl crate::detector::TrainingNet for RetinaNet {
         Ok(crate::run::StepLoss { total: loss.total(), parts: vec![("cls", loss.cls), ("box", loss.boxes)] })
     }
 
+    fn sandwich_loss(
+        &self,
+        images: &Tensor,
+        arch: &Arch,
+        (teacher, students): (&DetectorGenes, &[DetectorGenes]),
+        targets: &crate::data::BatchTargets,
+    ) -> Result<crate::run::StepLoss> {
+        let crate::data::BatchTargets::Retinanet(t) = targets else {
+            return Err(crate::detector::other_family_targets());
+        };
+        let t = crate::loss::Targets::new(t, RetinaNet::device(self));
+        let m = (1 + students.len()) as f64;
+        let (cls, reg) = self.forward_genes(images, arch, teacher, true)?;
+        let (probs, boxes) = (cls.detach().sigmoid(), reg.detach());
+        let labels = crate::loss::retinanet_loss(&cls, &reg, &t);
+        let mut distilled = labels.cls.zeros_like().detach();
+        for genes in students {
+            let (c, r) = self.forward_genes(images, arch, genes, true)?;
+            let kd = crate::loss::distillation_loss(&c, &r, &probs, &boxes, &t).total();
+            (&kd / m).backward();
+            distilled += kd.detach();
+        }
+        // the mean over the sandwich; the students' part is detached (back-propagated above)
+        let total = (labels.total() + &distilled) / m;
+        let per_student = distilled / students.len().max(1) as f64;
+        Ok(crate::run::StepLoss {
+            total,
+            parts: vec![("cls", labels.cls.detach()), ("box", labels.boxes.detach()), ("distill", per_student)],
+        })
+    }
+
     fn detect(
         &self,
         images: &Tensor,

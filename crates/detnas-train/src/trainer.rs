@@ -6,7 +6,7 @@ use crate::config::{DataSource, DetTrainConfig, Sampling};
 use crate::data::{Augment, BadImage, Loader, prepare, step_seed};
 use crate::detector::DetectionNet;
 use crate::error::{Result, TrainError};
-use crate::genes::{fair_step_archs, geometry, resolve_genome, step_arch, step_genes};
+use crate::genes::{fair_step_archs, geometry, resolve_genome, sandwich_genes, step_arch, step_genes};
 use crate::modules::BnUpdate;
 use crate::optim::{PathParam, PathSgd};
 use crate::run::{Schedule, Start, StepLoop, StepLoss};
@@ -197,9 +197,28 @@ pub fn train_detection(
         };
         let (h, w) = (batch.input.height as i64, batch.input.width as i64);
         let images = Tensor::from_slice(&batch.images).view([batch.size as i64, 3, h, w]).to_device(device);
-        let params = trained_parameters(cfg, &net, &archs, &genes)?;
-        let entry = run.step(&vs, step, &params, batch.size, waited, || {
-            accumulated_loss(&archs, |arch| net.step_loss(&images, arch, &genes, &batch.targets, step, cfg.seed))
+        // the sandwich rule: the largest genome teaches, the smallest and the sampled one learn
+        let sandwich = match (&cfg.genes, cfg.supernet.sandwich) {
+            (Some(space), true) => {
+                let (largest, smallest) = sandwich_genes(space, genes.input);
+                Some((largest, vec![smallest, genes.clone()]))
+            }
+            _ => None,
+        };
+        let trained: Vec<(&Arch, &DetectorGenes)> = match &sandwich {
+            Some((largest, students)) => {
+                std::iter::once(largest).chain(students).map(|g| (&archs[0], g)).collect()
+            }
+            None => archs.iter().map(|a| (a, &genes)).collect(),
+        };
+        let params = trained_parameters(cfg, &net, &trained)?;
+        let entry = run.step(&vs, step, &params, batch.size, waited, || match &sandwich {
+            Some((largest, students)) => {
+                net.sandwich_loss(&images, &archs[0], (largest, students), &batch.targets)
+            }
+            None => {
+                accumulated_loss(&archs, |arch| net.step_loss(&images, arch, &genes, &batch.targets, step, cfg.seed))
+            }
         })?;
         if let Some(e) = entry {
             on_log(TrainEvent::Log(&e));
@@ -223,17 +242,16 @@ fn step_paths(cfg: &DetTrainConfig, space: &SearchSpace, fixed: Option<&Arch>, s
     }
 }
 
-/// The tensors a step on `archs` updates: every path's (each once), less the choice blocks' BN
-/// scale and shift under `[supernet] block_bn_affine = false`.
+/// The tensors a step on the `(path, genes)` pairs `trained` updates: every pair's (each tensor
+/// once), less the choice blocks' BN scale and shift under `[supernet] block_bn_affine = false`.
 fn trained_parameters(
     cfg: &DetTrainConfig,
     net: &DetectionNet,
-    archs: &[Arch],
-    genes: &DetectorGenes,
+    trained: &[(&Arch, &DetectorGenes)],
 ) -> Result<Vec<PathParam>> {
     let mut seen = std::collections::HashSet::new();
     let mut all = Vec::new();
-    for arch in archs {
+    for (arch, genes) in trained {
         all.extend(net.path_parameters(arch, genes)?.into_iter().filter(|p| seen.insert(p.name.clone())));
     }
     if !cfg.supernet.block_bn_affine {
