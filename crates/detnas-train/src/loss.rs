@@ -120,7 +120,13 @@ pub fn retinanet_loss(cls: &Tensor, reg: &Tensor, t: &Targets) -> RetinaLoss {
 /// L1 distance to the teacher's box regressions on foreground anchors — normalised as
 /// [`retinanet_loss`], so it weighs as much as a loss on the labels. `teacher_probs`: `[B, A, K]`
 /// in `[0, 1]`, `teacher_reg`: `[B, A, 4]` (both detached).
-pub fn distillation_loss(cls: &Tensor, reg: &Tensor, teacher_probs: &Tensor, teacher_reg: &Tensor, t: &Targets) -> RetinaLoss {
+pub fn distillation_loss(
+    cls: &Tensor,
+    reg: &Tensor,
+    teacher_probs: &Tensor,
+    teacher_reg: &Tensor,
+    t: &Targets,
+) -> RetinaLoss {
     let valid = t.labels.ne(IGNORE).to_kind(Kind::Float).unsqueeze(-1);
     let fg = t.labels.ge(0).to_kind(Kind::Float);
     let focal = sigmoid_focal_loss(cls, teacher_probs, 0.25, 2.0) * valid;

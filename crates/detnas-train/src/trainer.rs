@@ -201,21 +201,17 @@ pub fn train_detection(
         let sandwich = match (&cfg.genes, cfg.supernet.sandwich) {
             (Some(space), true) => {
                 let (largest, smallest) = sandwich_genes(space, genes.input);
-                Some((largest, vec![smallest, genes.clone()]))
+                Some((largest, vec![smallest, genes]))
             }
             _ => None,
         };
         let trained: Vec<(&Arch, &DetectorGenes)> = match &sandwich {
-            Some((largest, students)) => {
-                std::iter::once(largest).chain(students).map(|g| (&archs[0], g)).collect()
-            }
+            Some((largest, students)) => std::iter::once(largest).chain(students).map(|g| (&archs[0], g)).collect(),
             None => archs.iter().map(|a| (a, &genes)).collect(),
         };
         let params = trained_parameters(cfg, &net, &trained)?;
         let entry = run.step(&vs, step, &params, batch.size, waited, || match &sandwich {
-            Some((largest, students)) => {
-                net.sandwich_loss(&images, &archs[0], (largest, students), &batch.targets)
-            }
+            Some((largest, students)) => net.sandwich_loss(&images, &archs[0], (largest, students), &batch.targets),
             None => {
                 accumulated_loss(&archs, |arch| net.step_loss(&images, arch, &genes, &batch.targets, step, cfg.seed))
             }
