@@ -165,13 +165,6 @@ impl Weights {
         n
     }
 
-    /// For latency measurements: every classification logit bias set far below any score
-    /// threshold, so that the post-processing of a random-weight model sees no candidate and costs
-    /// the same for every genome and part (its cost on real images depends on the image).
-    pub fn without_detections(self) -> Self {
-        self.with_detections(DetectionLoad::None)
-    }
-
     /// For latency measurements: the classification logit biases set for `load` — far below any
     /// score threshold for [`DetectionLoad::None`]; for [`DetectionLoad::Cap`] far above it with
     /// the classification and box regression weights zeroed, so that every anchor scores the same
@@ -367,7 +360,7 @@ mod tests {
         w.insert("head.regression_head.bbox_reg.weight", Tensor { shape: vec![1], data: vec![0.5] });
         w.insert("head.classification_head.cls_logits.weight", Tensor { shape: vec![1], data: vec![0.5] });
         w.insert("head.classification_head.conv.0.weight", Tensor { shape: vec![1], data: vec![0.5] });
-        let w = w.without_detections();
+        let w = w.with_detections(DetectionLoad::None);
         assert_eq!(w.get("head.classification_head.cls_logits.bias", &[2]).unwrap().data, [-40.0, -40.0]);
         assert_eq!(w.get("head.regression_head.bbox_reg.bias", &[1]).unwrap().data, [0.5]);
         assert_eq!(w.get("head.classification_head.cls_logits.weight", &[1]).unwrap().data, [0.5]);

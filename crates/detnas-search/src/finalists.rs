@@ -10,7 +10,7 @@ use detnas_core::detector::DetectorConfig;
 use detnas_core::search::evolution::Scored;
 use detnas_core::search::pareto::{Finalist, Finalists};
 use detnas_infer::LatencyTable;
-use detnas_infer::latency::protocol::{Drift, spread_pct};
+use detnas_infer::latency::protocol::{Drift, repetition_mean, spread_pct};
 use detnas_infer::latency::{Remote, Runner};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -37,7 +37,7 @@ pub fn measure_finalists(
     let (measured, _) = runner.detectors(space, &models, &protocol, &mut reference, &mut |_, _, _| {})?;
     let mut out = BTreeMap::new();
     for (s, m) in top.iter().zip(measured) {
-        let ms = m.repetitions_ms.iter().sum::<f64>() / m.repetitions_ms.len() as f64;
+        let ms = repetition_mean(&m);
         let verdict = if ms <= max_ms { "within" } else { "over" };
         let dropped = if ms <= max_ms { "" } else { ", dropped" };
         let spread = spread_pct(&m.repetitions_ms);

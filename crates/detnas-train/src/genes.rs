@@ -48,24 +48,22 @@ pub fn step_genes(genes: &GeneSpace, seed: u64, step: usize) -> DetectorGenes {
 /// deepest head, dense convs where the space has them) and the smallest (narrowest, shallowest,
 /// separable where it has them).
 pub fn sandwich_genes(genes: &GeneSpace, input: InputSize) -> (DetectorGenes, DetectorGenes) {
-    let max = |v: &[u64]| v.iter().copied().max().unwrap_or_default();
-    let min = |v: &[u64]| v.iter().copied().min().unwrap_or_default();
-    let conv = |preferred: HeadConv| if genes.head_conv.contains(&preferred) { preferred } else { genes.head_conv[0] };
-    let largest = DetectorGenes {
-        fpn_channels: max(&genes.fpn_channels),
-        head_channels: max(&genes.head_channels),
-        head_convs: genes.head_convs.iter().copied().max().unwrap_or_default(),
-        head_conv: conv(HeadConv::Dense),
-        input,
+    let end = |largest: bool| {
+        let conv = if largest { HeadConv::Dense } else { HeadConv::Separable };
+        DetectorGenes {
+            fpn_channels: extreme(&genes.fpn_channels, largest),
+            head_channels: extreme(&genes.head_channels, largest),
+            head_convs: extreme(&genes.head_convs, largest),
+            head_conv: if genes.head_conv.contains(&conv) { conv } else { genes.head_conv[0] },
+            input,
+        }
     };
-    let smallest = DetectorGenes {
-        fpn_channels: min(&genes.fpn_channels),
-        head_channels: min(&genes.head_channels),
-        head_convs: genes.head_convs.iter().copied().min().unwrap_or_default(),
-        head_conv: conv(HeadConv::Separable),
-        input,
-    };
-    (largest, smallest)
+    (end(true), end(false))
+}
+
+/// The largest value of a gene's values, or the smallest.
+fn extreme<T: Ord + Copy + Default>(values: &[T], largest: bool) -> T {
+    if largest { values.iter().max() } else { values.iter().min() }.copied().unwrap_or_default()
 }
 
 /// Each step's letterbox size and anchors: `det`'s for a fixed detector, the sampled input's

@@ -186,7 +186,7 @@ pub fn check_table(
             genome: genome.to_string(),
             additive_ms: p.additive_ms,
             predicted_ms: p.latency_ms,
-            measured_ms: m.repetitions_ms.iter().sum::<f64>() / m.repetitions_ms.len() as f64,
+            measured_ms: super::protocol::repetition_mean(&m),
             repetitions_ms: m.repetitions_ms,
         })
         .collect();

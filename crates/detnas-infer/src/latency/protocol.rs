@@ -198,6 +198,13 @@ pub fn spread_pct(repetitions_ms: &[f64]) -> f64 {
     if repetitions_ms.len() < 2 { 0.0 } else { 100.0 * (hi - lo) / median(repetitions_ms) }
 }
 
+/// The mean of an item's repetitions ([`combine`] keeps at least one): what checks and measured
+/// finalists are scored by; the latency's own mean for a timing without repetitions.
+pub fn repetition_mean(latency: &Latency) -> f64 {
+    let r = &latency.repetitions_ms;
+    if r.is_empty() { latency.mean_ms } else { r.iter().sum::<f64>() / r.len() as f64 }
+}
+
 /// Coefficient of variation of an item's repetitions (sample standard deviation over mean; 0
 /// for fewer than two).
 pub fn cv(repetitions_ms: &[f64]) -> f64 {

@@ -93,8 +93,7 @@ pub fn check_trained(
         .zip(planned)
         .zip(measured)
         .map(|((path, (genome, predicted_ms, _)), m)| {
-            let measured_ms = m.repetitions_ms.iter().sum::<f64>() / m.repetitions_ms.len().max(1) as f64;
-            let measured_ms = if m.repetitions_ms.is_empty() { m.mean_ms } else { measured_ms };
+            let measured_ms = super::protocol::repetition_mean(&m);
             TrainedCheck {
                 model: path.display().to_string(),
                 genome,
