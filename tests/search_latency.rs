@@ -216,6 +216,10 @@ fn a_latency_budgeted_joint_search_reports_holds_its_budget_and_exports_what_it_
     assert_eq!(report["samples"], 3, "the random genomes are checked beside it");
     let o = detnas(&["latency", "check", "--lut", &s.lut, "--model", model.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "--model needs --images: {}", stderr(&o));
+    let again = format!("{}/./{}", s.dir.display(), model.file_name().unwrap().to_str().unwrap());
+    let (m, i) = (model.to_str().unwrap(), images.to_str().unwrap());
+    let o = detnas(&["latency", "check", "--lut", &s.lut, "--model", m, "--model", &again, "--images", i]);
+    assert_one_line_failure(&o, &["are the same file"]);
     let plain = s.dir.join("plain.onnx");
     let arch = best["candidate"].as_str().unwrap();
     let supernet = s.dir.join("super");

@@ -463,11 +463,23 @@ fn check(args: CheckArgs) -> Result<()> {
     let log = &mut |line: &str| eprintln!("{line}");
     // a latency already parsed and bounded by `budget`, or `median`
     let ms = args.budget.as_deref().and_then(|b| b.parse::<f64>().ok());
+    // the trained models' inputs are checked before anything is measured: no model twice (under
+    // any spelling), images in the folder
+    for (i, a) in args.model.iter().enumerate() {
+        if let Some(b) = args.model[..i].iter().find(|b| detnas_core::fsutil::same_file(a, b)) {
+            anyhow::bail!(
+                "--model {} and --model {} are the same file: give each model once",
+                b.display(),
+                a.display()
+            );
+        }
+    }
+    let images = args.images.as_deref().map(trained_images).transpose()?;
     let how = (&runner, &protocol, args.timing.drift_tolerance);
     let mut report = check_table(&table, &space, (args.samples, args.seed), how, ms, log)?;
-    let trained = match &args.images {
-        Some(folder) if !args.model.is_empty() => Some(check_models(&table, &space, &runner, &args, folder, log)?),
-        _ => None,
+    let trained = match &images {
+        Some(images) => Some(check_models(&table, &space, &runner, &args, images, log)?),
+        None => None,
     };
     if args.budget.as_deref() == Some("median") {
         let measured: Vec<f64> = report.genomes.iter().map(|g| g.measured_ms).collect();
@@ -544,16 +556,9 @@ fn check(args: CheckArgs) -> Result<()> {
     Ok(())
 }
 
-/// `check --model`: the trained models against the table on the images of `folder` (the first
-/// [`MAX_IMAGES`] JPEG and PNG files by name), with the check's protocol.
-fn check_models(
-    table: &LatencyTable,
-    space: &SearchSpace,
-    runner: &Runner,
-    args: &CheckArgs,
-    folder: &Path,
-    log: &mut dyn FnMut(&str),
-) -> Result<(Vec<TrainedCheck>, Drift)> {
+/// The images of `check --images folder`: its first [`MAX_IMAGES`] JPEG and PNG files by name
+/// (none is an error naming the folder).
+fn trained_images(folder: &Path) -> Result<Vec<PathBuf>> {
     let mut images: Vec<PathBuf> = std::fs::read_dir(folder)
         .with_context(|| format!("--images {}", folder.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -569,11 +574,23 @@ fn check_models(
     }
     images.sort();
     images.truncate(MAX_IMAGES);
+    Ok(images)
+}
+
+/// `check --model`: the trained models against the table on `images`, with the check's protocol.
+fn check_models(
+    table: &LatencyTable,
+    space: &SearchSpace,
+    runner: &Runner,
+    args: &CheckArgs,
+    images: &[PathBuf],
+    log: &mut dyn FnMut(&str),
+) -> Result<(Vec<TrainedCheck>, Drift)> {
     let protocol = args.timing.protocol();
     let runner = Runner { timing: protocol.plan, ..runner.clone() };
     let stem = DetectorConfig { input: table.genes.input[0], ..base_config(table.classes, table.shuffle) };
     let mut reference = runner.stem_reference(space, &stem, args.timing.drift_tolerance, None);
-    Ok(check_trained(table, &args.model, &images, (&runner, &protocol, &mut reference), log)?)
+    Ok(check_trained(table, &args.model, images, (&runner, &protocol, &mut reference), log)?)
 }
 
 /// `latency serve`: the latency server on this machine, until Ctrl-C or SIGTERM.
