@@ -156,13 +156,26 @@ fn batch_export_matches_single_image_runs() {
     let cfg = small_config(ChannelShuffle::EvenOdd, HeadConv::Separable);
     let weights = Weights::random_varied(&detector_params(&space, Paths::Single(&arch), &cfg), 7);
     let one = encode(
-        &export_retinanet(&space, &arch, &cfg, &weights, &ExportOptions { raw_outputs: true, batch: 1 }).unwrap(),
+        &export_retinanet(
+            &space,
+            &arch,
+            &cfg,
+            &weights,
+            &ExportOptions { raw_outputs: true, batch: 1, ..Default::default() },
+        )
+        .unwrap(),
     )
     .unwrap();
-    let batch_model =
-        export_retinanet(&space, &arch, &cfg, &weights, &ExportOptions { raw_outputs: true, batch: 3 }).unwrap();
+    let batch_model = export_retinanet(
+        &space,
+        &arch,
+        &cfg,
+        &weights,
+        &ExportOptions { raw_outputs: true, batch: 3, ..Default::default() },
+    )
+    .unwrap();
     let three = encode(&batch_model).unwrap();
-    let huge = ExportOptions { raw_outputs: false, batch: 100_000 };
+    let huge = ExportOptions { raw_outputs: false, batch: 100_000, ..Default::default() };
     let err = export_retinanet(&space, &arch, &cfg, &weights, &huge).unwrap_err().to_string();
     assert!(err.contains("100000") && err.contains("from 1 to 256"), "{err}");
     let (h, w) = (cfg.input.height as usize, cfg.input.width as usize);

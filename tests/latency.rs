@@ -193,7 +193,7 @@ fn timed_models_fill_the_detection_cap_or_detect_nothing() {
     let genome = Genome::parse(None, "coco-retinanet-300m:fpn32:head32x1:sep:128").unwrap();
     let cfg = genome.detector_config(&base_config(1, Default::default())).unwrap();
     let detections = |load: DetectionLoad| {
-        let bytes = random_detector(&genome.space, &genome.arch, &cfg, 0, load).unwrap();
+        let bytes = random_detector(&genome.space, &genome.arch, &cfg, 0, load, Default::default()).unwrap();
         let mut options = DetectorOptions::default();
         options.threads = Some(1);
         let detector = Detector::from_memory(&bytes, "timed", options);

@@ -71,7 +71,7 @@ impl Drop for LatencyServer {
 fn tiny_detector() -> Vec<u8> {
     let genome = Genome::parse(None, "coco-fpn-300m:fpn16:head16x1:sep:64").unwrap();
     let cfg = genome.detector_config(&base_config(1, ChannelShuffle::default())).unwrap();
-    random_detector(&genome.space, &genome.arch, &cfg, 0, Default::default()).unwrap()
+    random_detector(&genome.space, &genome.arch, &cfg, 0, Default::default(), Default::default()).unwrap()
 }
 
 /// A usage error (exit 2) whose first line names every `needle`.

@@ -45,6 +45,8 @@ mod search_training_free;
 #[cfg(feature = "infer")]
 mod serve;
 #[cfg(feature = "infer")]
+mod shuffle_free;
+#[cfg(feature = "infer")]
 mod silent_results;
 #[cfg(feature = "search")]
 mod supernet_genes;

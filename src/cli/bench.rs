@@ -11,7 +11,7 @@ use detnas_infer::fingerprint::cpu_model;
 use detnas_infer::latency::{ModelKind, Remote, base_config, random_detector};
 use detnas_infer::timing::TimingPlan;
 use detnas_infer::{Detector, DetectorOptions, Device, Tta};
-use detnas_onnx::DetectionLoad;
+use detnas_onnx::{DetectionLoad, Layout};
 use image::{ImageFormat, RgbImage};
 use serde_json::json;
 use std::path::PathBuf;
@@ -36,6 +36,10 @@ pub struct BenchArgs {
     /// (random weights score below every threshold).
     #[arg(long, default_value = "cap", requires = "arch", value_parser = ["cap", "none"])]
     detections: String,
+    /// How the --arch model writes the backbone's channel shuffle: as trained (strided slices),
+    /// or shuffle-free (folded into the weights; contiguous splits only).
+    #[arg(long, default_value = "shuffle", requires = "arch", value_parser = ["shuffle", "shuffle-free"])]
+    layout: String,
     /// Inference device: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu", conflicts_with = "remote")]
     device: String,
@@ -93,7 +97,7 @@ fn bench_detector(args: &BenchArgs) -> Result<(Detector, String)> {
             let cfg = genome.detector_config(&base_config(args.classes, ChannelShuffle::default()))?;
             detnas_core::limits::check_model_memory("bench --arch", &genome.space, &genome.arch, &cfg, 1)?;
             let name = genome.complete(&cfg).to_string();
-            let bytes = random_detector(&genome.space, &genome.arch, &cfg, 0, detections(args)?)?;
+            let bytes = random_detector(&genome.space, &genome.arch, &cfg, 0, detections(args)?, layout(args)?)?;
             (Detector::from_memory(&bytes, &name, options)?, name)
         }
         (None, None) => anyhow::bail!("give a MODEL file or --arch"),
@@ -203,7 +207,7 @@ fn run_remote(args: &BenchArgs, remote: &Remote) -> Result<()> {
             let cfg = genome.detector_config(&base_config(args.classes, ChannelShuffle::default()))?;
             detnas_core::limits::check_model_memory("bench --arch", &genome.space, &genome.arch, &cfg, 1)?;
             (
-                random_detector(&genome.space, &genome.arch, &cfg, 0, detections(args)?)?,
+                random_detector(&genome.space, &genome.arch, &cfg, 0, detections(args)?, layout(args)?)?,
                 genome.complete(&cfg).to_string(),
             )
         }
@@ -238,6 +242,11 @@ fn run_remote(args: &BenchArgs, remote: &Remote) -> Result<()> {
     );
     println!("detect   not timed on a latency server (it needs the image there): run bench on the target for it");
     Ok(())
+}
+
+/// The `--layout` of the --arch model.
+fn layout(args: &BenchArgs) -> Result<Layout> {
+    Layout::from_name(&args.layout).ok_or_else(|| anyhow::anyhow!("--layout {}: not a layout", args.layout))
 }
 
 /// The `--detections` of the --arch model.

@@ -6,11 +6,11 @@ use detnas_core::detector::{DetectorConfig, DetectorKind, HeadConv, detector_flo
 use detnas_core::size::format_count;
 use detnas_core::space::ChannelShuffle;
 use detnas_core::{InputSize, fsutil::write_atomic};
-use detnas_onnx::ExportOptions;
 #[cfg(feature = "infer")]
 use detnas_onnx::ModelProto;
 use detnas_onnx::graph::encode;
 use detnas_onnx::source::{ExportRequest, Overrides, Prepared, Source};
+use detnas_onnx::{ExportOptions, Layout};
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -67,6 +67,12 @@ pub struct ExportArgs {
     /// searched supernet, with the BN statistics the search recalibrated and scored it with.
     #[arg(long, conflicts_with_all = ["checkpoint", "weights", "arch"])]
     search: Option<PathBuf>,
+    /// An exported float model written again with its own genome, configuration and weights
+    /// (e.g. `--layout shuffle-free` for a model exported before, or shipped without its
+    /// checkpoint); its batch size and raw outputs are kept.
+    #[arg(long, conflicts_with_all = ["checkpoint", "weights", "arch", "search", "config", "detector", "input",
+        "classes", "head_conv", "head_convs", "fpn_channels", "shuffle", "batch", "raw_outputs", "space"])]
+    model: Option<PathBuf>,
     /// Rank of the finalist to export with --search (1 = best).
     #[arg(long, default_value_t = 1, requires = "search", value_parser = super::values::genomes)]
     rank: usize,
@@ -123,6 +129,11 @@ pub struct ExportArgs {
     /// Faster R-CNN's `proposals` and `proposal_scores`.
     #[arg(long)]
     raw_outputs: bool,
+    /// How the backbone's channel shuffle is written: as trained (strided slices), or
+    /// shuffle-free (folded into the weights, contiguous splits only; the same outputs, faster
+    /// at INT8 on CPUs).
+    #[arg(long, default_value = "shuffle", value_parser = ["shuffle", "shuffle-free"])]
+    layout: String,
 }
 
 /// Reads a TOML detector configuration (unknown fields rejected).
@@ -161,7 +172,8 @@ impl ExportArgs {
                 ShuffleArg::HalfInterleave => ChannelShuffle::HalfInterleave,
             }),
         };
-        let options = ExportOptions { raw_outputs: self.raw_outputs, batch: self.batch };
+        let layout = Layout::from_name(&self.layout).expect("clap checks the layout");
+        let options = ExportOptions { raw_outputs: self.raw_outputs, batch: self.batch, layout };
         Ok(ExportRequest { source, overrides, options })
     }
 }
@@ -192,11 +204,42 @@ fn convert_precision(model: ModelProto, args: &ExportArgs) -> Result<ModelProto>
     })
 }
 
+/// `detnas export --model`: the exported model written again with `--layout` (and converted as
+/// asked).
+#[cfg(feature = "infer")]
+fn export_model(args: &ExportArgs, path: &Path) -> Result<()> {
+    let mut inputs = vec![("--model", path)];
+    inputs.extend(args.calib.calibrate.iter().map(|c| ("--calibrate", Path::new(c))));
+    super::paths::check_output("--out", &args.out, super::paths::Artefact::Model, &inputs)?;
+    let (model, _) = super::quantize::read_model(path)?;
+    let model = super::quantize::relayout_model(&model, path, &args.layout)?;
+    let model = convert_precision(model, args)?;
+    let bytes = encode(&model)?;
+    write_atomic(&args.out, &bytes)?;
+    eprintln!(
+        "wrote {} ({:.1} MB): {} written {}",
+        args.out.display(),
+        bytes.len() as f64 / 1e6,
+        path.display(),
+        args.layout
+    );
+    Ok(())
+}
+
+/// `detnas export --model` needs the inference build (it reads models with the converters').
+#[cfg(not(feature = "infer"))]
+fn export_model(_: &ExportArgs, _: &Path) -> Result<()> {
+    anyhow::bail!("--model needs a build with the `infer` feature")
+}
+
 /// `detnas export`: resolves the architecture, configuration and weights from the arguments (a
 /// search finalist, a checkpoint or flags) through [`detnas_onnx::source`], exports and converts
 /// the model, writes it atomically to `--out` and prints a summary (and any warning about the
 /// checkpoint) on stderr.
 pub fn run(args: ExportArgs) -> Result<()> {
+    if let Some(path) = &args.model {
+        return export_model(&args, path);
+    }
     let prepared = args.request()?.prepare()?;
     check_out_path(&args, &prepared)?;
     let exported = prepared.export()?;

@@ -16,7 +16,7 @@ use detnas_infer::latency::{
     AdaptOptions, BuildOptions, LatencyTable, Protocol, Runner, adapt_table, base_config, build_table, check_table,
 };
 use detnas_infer::{Device, Precision, TimingPlan};
-use detnas_onnx::DetectionLoad;
+use detnas_onnx::{DetectionLoad, Layout};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -181,6 +181,11 @@ pub struct BuildArgs {
     /// table; check, adapt and search --measure follow it.
     #[arg(long, default_value = "cap", value_parser = ["cap", "none"])]
     detections: String,
+    /// How the measured blocks and calibration genomes write the channel shuffle: as trained
+    /// (strided slices) or shuffle-free (folded into the weights), as the models to be predicted
+    /// are exported (`export --layout`).
+    #[arg(long, default_value = "shuffle", value_parser = ["shuffle", "shuffle-free"])]
+    layout: String,
     /// Genomes measured end to end to fit the correction of the additive sum (0: none).
     #[arg(long, default_value_t = 20, value_parser = super::values::genomes_or_none)]
     calibration: usize,
@@ -312,6 +317,7 @@ fn build(args: BuildArgs) -> Result<()> {
             precision: Precision::parse(&args.precision)?,
             remote: args.remote.open()?,
             detections: DetectionLoad::parse(&args.detections).map_err(anyhow::Error::msg)?,
+            layout: Layout::from_name(&args.layout).expect("clap checks the layout"),
         },
         repetitions: args.timing.repetitions,
         drift_tolerance_pct: args.timing.drift_tolerance,
@@ -401,6 +407,7 @@ fn adapt(args: AdaptArgs) -> Result<()> {
         precision: base.precision()?,
         remote: args.remote.open()?,
         detections: base.detections,
+        layout: base.layout,
     };
     let opts = AdaptOptions {
         runner: &runner,

@@ -64,7 +64,7 @@ fn model_corpus() -> Vec<Vec<u8>> {
     let mut cfg = base_config(2, ChannelShuffle::EvenOdd);
     cfg.category_ids = vec![1, 5];
     (cfg.input, cfg.fpn_channels, cfg.head_channels, cfg.head_convs) = (InputSize::new(64, 64), 16, 16, 1);
-    let bytes = random_detector(&space, &arch, &cfg, 3, Default::default()).unwrap();
+    let bytes = random_detector(&space, &arch, &cfg, 3, Default::default(), Default::default()).unwrap();
     let model = ModelProto::parse_from_bytes(&bytes).unwrap();
     let mut external = model.clone();
     detnas_onnx::external::externalize(&mut external, "model.onnx.data", 256);

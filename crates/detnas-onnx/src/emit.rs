@@ -3,6 +3,7 @@
 
 use crate::error::Result;
 use crate::graph::{Attr, GraphBuilder};
+use crate::layout::{BlockLayout, LayoutPlan, Order, Source};
 use crate::weights::Weights;
 use detnas_core::detector::plan::{
     ConvUnit, FpnPlan, HeadBranchPlan, LinearUnit, block_plan, fpn_plan, fpn_stage_indices, stem_plan,
@@ -25,12 +26,39 @@ pub(crate) struct Emitter<'w> {
     pub params: usize,
     /// Images per run (the leading dimension of every activation).
     pub batch: i64,
+    /// The shuffle-free channel plan of the backbone (`None`: the shuffle as trained).
+    pub plan: Option<LayoutPlan>,
+    /// Conv prefix -> the channel orders its stored weights take (set before the conv is emitted).
+    orders: HashMap<String, ConvOrder>,
+}
+
+/// The channel orders a conv's stored weights are permuted to: `input[p]` is the logical input
+/// channel it reads at physical position `p` (dense convs only), `output[p]` the logical output
+/// channel it writes there (for a depthwise conv, the order it reads: it keeps its input's order).
+#[derive(Default)]
+struct ConvOrder {
+    input: Option<Order>,
+    output: Option<Order>,
+}
+
+/// Whether `u` is a depthwise conv (one group per channel): it keeps its input's channel order.
+fn depthwise(u: &ConvUnit) -> bool {
+    u.groups > 1 && u.groups == u.in_channels && u.groups == u.out_channels
 }
 
 impl<'w> Emitter<'w> {
     /// An empty graph called `name` reading `weights`; BN is folded with epsilon `eps`.
     pub fn new(name: &str, weights: &'w Weights, eps: f32) -> Self {
-        Emitter { g: GraphBuilder::new(name), weights, eps, emitted: HashMap::new(), params: 0, batch: 1 }
+        Emitter {
+            g: GraphBuilder::new(name),
+            weights,
+            eps,
+            emitted: HashMap::new(),
+            params: 0,
+            batch: 1,
+            plan: None,
+            orders: HashMap::new(),
+        }
     }
 
     /// Folds BN (if any) into the conv and stores the result once per conv.
@@ -40,6 +68,12 @@ impl<'w> Emitter<'w> {
         }
         let w = self.weights.get(&format!("{}.weight", u.conv), &u.weight_shape())?;
         let cout = u.out_channels;
+        if self.weights.folded {
+            // an exported model's conv: BN folded in, a bias always
+            let weight = w.data.clone();
+            let bias = self.weights.get(&format!("{}.bias", u.conv), &[cout])?.data.clone();
+            return self.store_conv(u, weight, bias);
+        }
         let mut weight = w.data.clone();
         let mut bias =
             if u.bias { self.weights.get(&format!("{}.bias", u.conv), &[cout])?.data.clone() } else { vec![0.0; cout] };
@@ -57,11 +91,46 @@ impl<'w> Emitter<'w> {
                 bias[o] = (bias[o] - mean[o]) * s + beta[o];
             }
         }
+        self.store_conv(u, weight, bias)
+    }
+
+    /// Stores a conv's folded weight and bias (in the channel orders set for it) once.
+    fn store_conv(&mut self, u: &ConvUnit, mut weight: Vec<f32>, mut bias: Vec<f32>) -> Result<(String, String)> {
+        let cout = u.out_channels;
+        if let Some(order) = self.orders.get(&u.conv) {
+            (weight, bias) = permute(u, weight, bias, order);
+        }
         let dims: Vec<i64> = u.weight_shape().iter().map(|&d| d as i64).collect();
         let wn = self.g.weight(&format!("{}.weight", u.conv), &dims, weight)?;
         let bn = self.g.weight(&format!("{}.bias", u.conv), &[cout as i64], bias)?;
         self.emitted.insert(u.conv.clone(), (wn.clone(), bn.clone()));
         Ok((wn, bn))
+    }
+
+    /// `units` in sequence reading channels in `input` order (logical channels of the first
+    /// unit's input), the last emitting `output` order; depthwise convs keep the order they read.
+    fn chain_ordered(&mut self, units: &[ConvUnit], x: &str, input: &[usize], output: &[usize]) -> Result<String> {
+        let mut order: Option<Order> = Some(input.to_vec());
+        for (i, u) in units.iter().enumerate() {
+            let last = i + 1 == units.len();
+            let o = if depthwise(u) {
+                ConvOrder { input: None, output: order.clone() }
+            } else {
+                let out = if last { Some(output.to_vec()) } else { None };
+                ConvOrder { input: order.take(), output: out.clone() }
+            };
+            if !depthwise(u) {
+                order = o.output.clone();
+            }
+            if last && order.as_deref() != Some(output) {
+                return Err(crate::OnnxError::Options(format!(
+                    "{}: a depthwise conv cannot end a branch of a shuffle-free block",
+                    u.conv
+                )));
+            }
+            self.orders.insert(u.conv.clone(), o);
+        }
+        self.chain(units, x)
     }
 
     /// One conv (BN folded) and its ReLU.
@@ -135,8 +204,12 @@ impl<'w> Emitter<'w> {
         Ok(self.g.op("Add", "preprocess", &[&x, &sh], vec![]))
     }
 
-    /// One backbone block: both branches (stride 2) or split, main branch and concat (stride 1).
+    /// One backbone block: both branches (stride 2) or split, main branch and concat (stride 1);
+    /// shuffle-free when [`Emitter::plan`] is set.
     pub fn block(&mut self, layer: &LayerSpec, choice: Choice, shuffle: ChannelShuffle, x: &str) -> Result<String> {
+        if let Some(block) = self.plan.as_ref().map(|p| p.blocks[layer.index].clone()) {
+            return self.block_shuffle_free(layer, choice, &block, x);
+        }
         let plan = block_plan(layer, choice);
         let base = format!("backbone.features.{}", layer.index);
         let (left, right) = if layer.stride == 2 {
@@ -146,6 +219,41 @@ impl<'w> Emitter<'w> {
             (keep, self.chain(&plan.main, &process)?)
         };
         Ok(self.g.op("Concat", &base, &[&left, &right], vec![("axis", Attr::Int(1))]))
+    }
+
+    /// One backbone block laid out by `layout`: contiguous `Split` and `Concat`, the shuffle in
+    /// the weights.
+    fn block_shuffle_free(
+        &mut self,
+        layer: &LayerSpec,
+        choice: Choice,
+        layout: &BlockLayout,
+        x: &str,
+    ) -> Result<String> {
+        let plan = block_plan(layer, choice);
+        let base = format!("backbone.features.{}", layer.index);
+        let axis = || vec![("axis", Attr::Int(1))];
+        match layout {
+            BlockLayout::Stride2 { input, proj_out, main_out, .. } => {
+                let left = self.chain_ordered(&plan.proj, x, input, proj_out)?;
+                let right = self.chain_ordered(&plan.main, x, input, main_out)?;
+                Ok(self.g.op("Concat", &base, &[&left, &right], axis()))
+            }
+            BlockLayout::Stride1 { split, process, branch_in, branch_out, concat, .. } => {
+                let sizes: Vec<i64> = split.iter().map(|&n| n as i64).collect();
+                let sizes = self.i64s("split", &sizes)?;
+                let pieces = self.g.node("Split", &base, &[x, &sizes], split.len(), axis());
+                let branch = self.chain_ordered(&plan.main, &pieces[*process], branch_in, branch_out)?;
+                let inputs: Vec<&str> = concat
+                    .iter()
+                    .map(|s| match s {
+                        Source::Piece(i) => pieces[*i].as_str(),
+                        Source::Branch => branch.as_str(),
+                    })
+                    .collect();
+                Ok(self.g.op("Concat", &base, &inputs, axis()))
+            }
+        }
     }
 
     /// torchvision's FeaturePyramidNetwork with its extra levels: C3..C5 -> P3..P7 (LastLevelP6P7
@@ -229,7 +337,15 @@ impl<'w> Emitter<'w> {
         let stage_idx = fpn_stage_indices(space, cfg.kind());
         let in_ch: Vec<usize> = stage_idx.iter().map(|&i| space.stages[i].channels as usize).collect();
         let feats: Vec<String> = stage_idx.iter().map(|&i| stage_outputs[i].clone()).collect();
-        self.fpn(&fpn_plan(&in_ch, cfg), &feats, levels, cfg.fpn_channels)
+        let fpn = fpn_plan(&in_ch, cfg);
+        if let Some(plan) = &self.plan {
+            // the lateral convs read each stage in its planned order
+            for (inner, &stage) in fpn.inner.iter().zip(&stage_idx) {
+                let order = plan.stage_output(space, stage).clone();
+                self.orders.insert(inner.conv.clone(), ConvOrder { input: Some(order), output: None });
+            }
+        }
+        self.fpn(&fpn, &feats, levels, cfg.fpn_channels)
     }
 
     /// A fully connected layer on `[N, in]` (`Gemm`, weight `[out, in]` transposed), then its ReLU.
@@ -243,6 +359,36 @@ impl<'w> Emitter<'w> {
         let y = self.g.op("Gemm", &l.name, &[x, &wn, &bn], vec![("transB", Attr::Int(1))]);
         Ok(if l.relu { self.g.op("Relu", &l.name, &[&y], vec![]) } else { y })
     }
+}
+
+/// `weight` and `bias` of `u` (BN folded) with their channels in `order`'s physical orders.
+fn permute(u: &ConvUnit, weight: Vec<f32>, bias: Vec<f32>, order: &ConvOrder) -> (Vec<f32>, Vec<f32>) {
+    let (cout, cin_g) = (u.out_channels, u.in_channels / u.groups);
+    let kk = u.kernel * u.kernel;
+    let per_out = cin_g * kk;
+    let mut weight = weight;
+    let mut bias = bias;
+    if let Some(input) = &order.input {
+        assert!(u.groups == 1 && input.len() == cin_g, "{}: input order of a dense conv", u.conv);
+        let mut w = vec![0.0; weight.len()];
+        for o in 0..cout {
+            for (p, &l) in input.iter().enumerate() {
+                let (to, from) = (o * per_out + p * kk, o * per_out + l * kk);
+                w[to..to + kk].copy_from_slice(&weight[from..from + kk]);
+            }
+        }
+        weight = w;
+    }
+    if let Some(output) = &order.output {
+        assert_eq!(output.len(), cout, "{}: output order", u.conv);
+        let mut w = vec![0.0; weight.len()];
+        for (p, &l) in output.iter().enumerate() {
+            w[p * per_out..(p + 1) * per_out].copy_from_slice(&weight[l * per_out..(l + 1) * per_out]);
+        }
+        bias = output.iter().map(|&l| bias[l]).collect();
+        weight = w;
+    }
+    (weight, bias)
 }
 
 /// The per-level post-processing state: levels are added in order P3..P7, then

@@ -14,6 +14,7 @@
 use crate::emit::{Candidates, Emitter, flatten_head, refs};
 use crate::error::{OnnxError, Result};
 use crate::graph::{Attr, Dim, ElemType, GraphBuilder};
+use crate::layout::{Layout, LayoutPlan};
 use crate::weights::Weights;
 use detnas_core::detector::contract::tensors;
 use detnas_core::detector::plan::head_plan;
@@ -32,6 +33,8 @@ pub struct ExportOptions {
     /// which image each detection belongs to (detections grouped by image, each group sorted by
     /// decreasing score).
     pub batch: usize,
+    /// How the backbone's channel shuffle is written ([`Layout`]); recorded in the metadata.
+    pub layout: Layout,
 }
 
 /// The largest [`ExportOptions::batch`]: the post-processing is repeated per image in the graph.
@@ -39,7 +42,7 @@ pub const MAX_BATCH: usize = 256;
 
 impl Default for ExportOptions {
     fn default() -> Self {
-        ExportOptions { raw_outputs: false, batch: 1 }
+        ExportOptions { raw_outputs: false, batch: 1, layout: Layout::Shuffle }
     }
 }
 
@@ -140,6 +143,7 @@ pub fn export_retinanet(
     let mut e = Emitter::new("detnas_retinanet", weights, cfg.bn_eps);
     let batch = opts.batch as i64;
     e.batch = batch;
+    e.plan = plan_of(space, cfg, opts.layout);
     let (h, w) = (cfg.input.height as i64, cfg.input.width as i64);
     let images =
         e.g.input(tensors::IMAGES, ElemType::F32, &[Dim::Fixed(batch), Dim::Fixed(3), Dim::Fixed(h), Dim::Fixed(w)])?;
@@ -166,7 +170,7 @@ pub fn export_retinanet(
 
     let params = e.params;
     let mut g = e.g;
-    write_metadata(&mut g, space, arch, cfg, weights, params)?;
+    write_metadata(&mut g, space, arch, cfg, weights, params, opts.layout)?;
     if batch > 1 {
         g.metadata(keys::BATCH, batch.to_string());
     }
@@ -191,6 +195,11 @@ pub fn export_detector(
     }
 }
 
+/// The backbone's channel plan for `layout` (`None`: the shuffle as trained).
+pub(crate) fn plan_of(space: &SearchSpace, cfg: &DetectorConfig, layout: Layout) -> Option<LayoutPlan> {
+    (layout == Layout::ShuffleFree).then(|| LayoutPlan::new(space, cfg.shuffle))
+}
+
 /// The metadata contract ([`keys`]) and doc string of an exported detector; `params` counts the
 /// parameter values read (BN statistics included).
 pub(crate) fn write_metadata(
@@ -200,6 +209,7 @@ pub(crate) fn write_metadata(
     cfg: &DetectorConfig,
     weights: &Weights,
     params: usize,
+    layout: Layout,
 ) -> Result<()> {
     let flops = detector_flops(space, arch, cfg)?;
     g.metadata(keys::FORMAT, FORMAT_VERSION);
@@ -214,6 +224,9 @@ pub(crate) fn write_metadata(
     g.metadata(keys::DETECTOR, cfg.kind().name());
     g.metadata(keys::CLASSES, serde_json::to_string(&cfg.class_names).expect("names serialize"));
     g.metadata(keys::SHUFFLE, cfg.shuffle.name());
+    if !layout.is_default() {
+        g.metadata(keys::LAYOUT, layout.name());
+    }
     g.metadata(keys::INPUT, cfg.input.to_string());
     g.metadata(
         keys::PREPROCESS,

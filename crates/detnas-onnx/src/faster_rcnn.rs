@@ -23,7 +23,7 @@
 
 use crate::emit::{Emitter, final_nms, flatten_head, refs};
 use crate::error::Result;
-use crate::export::{ExportOptions, write_metadata};
+use crate::export::{ExportOptions, plan_of, write_metadata};
 use crate::graph::{Attr, Dim, ElemType, tensor_i64};
 use crate::weights::Weights;
 use detnas_core::CoreError;
@@ -65,6 +65,7 @@ pub fn export_faster_rcnn(
     arch.validate(space)?;
     let levels = pyramid_levels(space, arch, cfg)?;
     let mut e = Emitter::new("detnas_faster_rcnn", weights, cfg.bn_eps);
+    e.plan = plan_of(space, cfg, opts.layout);
     let (h, w) = (cfg.input.height as i64, cfg.input.width as i64);
     let images =
         e.g.input(tensors::IMAGES, ElemType::F32, &[Dim::Fixed(1), Dim::Fixed(3), Dim::Fixed(h), Dim::Fixed(w)])?;
@@ -89,7 +90,7 @@ pub fn export_faster_rcnn(
     }
     let params = e.params;
     let mut g = e.g;
-    write_metadata(&mut g, space, arch, cfg, weights, params)?;
+    write_metadata(&mut g, space, arch, cfg, weights, params, opts.layout)?;
     Ok(g.build())
 }
 

@@ -12,8 +12,10 @@ pub mod external;
 mod faster_rcnn;
 pub mod graph;
 pub mod half;
+pub mod layout;
 pub mod parts;
 pub mod quantize;
+pub mod relayout;
 pub mod source;
 pub mod weights;
 
@@ -21,6 +23,7 @@ pub use error::{OnnxError, Result};
 pub use export::{ExportOptions, export_detector, export_retinanet};
 pub use faster_rcnn::{PROPOSAL_SCORES, PROPOSALS, export_faster_rcnn};
 pub use graph::{Attr, Dim, ElemType, GraphBuilder, IR_VERSION, OPSET};
+pub use layout::Layout;
 pub use onnx_protobuf;
 pub use onnx_protobuf::ModelProto;
 pub use parts::{Part, PartModel, export_part};

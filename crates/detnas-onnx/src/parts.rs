@@ -8,6 +8,7 @@
 use crate::emit::{Candidates, Emitter};
 use crate::error::Result;
 use crate::graph::{Dim, ElemType};
+use crate::layout::Layout;
 use crate::weights::{DetectionLoad, Weights};
 use detnas_core::detector::contract::tensors;
 use detnas_core::detector::plan::{ConvUnit, block_plan, fpn_plan, fpn_stage_indices, head_plan, stem_plan};
@@ -179,13 +180,15 @@ fn emit_part(
 
 /// Exports `part` of a detector on `space` configured by `cfg` (its input size, classes, anchors,
 /// thresholds and shuffle; the part's own widths come from `part`), with weights drawn from `seed`
-/// and, for the predictors, post-processing that handles `load`'s detections.
+/// and, for the predictors, post-processing that handles `load`'s detections. A block part with
+/// [`Layout::ShuffleFree`] is laid out as it is in a shuffle-free model.
 pub fn export_part(
     space: &SearchSpace,
     cfg: &DetectorConfig,
     part: &Part,
     seed: u64,
     load: DetectionLoad,
+    layout: Layout,
 ) -> Result<PartModel> {
     cfg.validate()?;
     // Feature shapes do not depend on the choices: any path gives them.
@@ -195,6 +198,7 @@ pub fn export_part(
     let (inputs, units) = part_plan(space, cfg, part, &report, &levels)?;
     let weights = Weights::random_varied(&params(&units.iter().collect::<Vec<_>>()), seed).with_detections(load);
     let mut e = Emitter::new("detnas_part", &weights, cfg.bn_eps);
+    e.plan = crate::export::plan_of(space, cfg, layout);
     let mut names = Vec::new();
     for (name, shape) in &inputs {
         names.push(e.g.input(name, ElemType::F32, &fixed(shape))?);
@@ -226,13 +230,19 @@ mod tests {
             Part::Predictors { cin: 96 },
         ];
         for part in parts {
-            let m = export_part(&space, &cfg, &part, 0, DetectionLoad::None).unwrap();
+            let m = export_part(&space, &cfg, &part, 0, DetectionLoad::None, Layout::Shuffle).unwrap();
             assert!(m.model.graph.node.len() >= 2, "{part:?}");
             assert_eq!(m.inputs.len(), m.model.graph.input.len(), "{part:?}");
         }
-        let block =
-            export_part(&space, &cfg, &Part::Block { layer: 5, choice: Choice::Shufflenet7x7 }, 0, DetectionLoad::None)
-                .unwrap();
+        let block = export_part(
+            &space,
+            &cfg,
+            &Part::Block { layer: 5, choice: Choice::Shufflenet7x7 },
+            0,
+            DetectionLoad::None,
+            Layout::Shuffle,
+        )
+        .unwrap();
         // layer 5: second block of stage 2, 160 channels at 128 / 8 = 16
         assert_eq!(block.inputs[0].1, vec![1, 160, 16, 16]);
         let head = export_part(

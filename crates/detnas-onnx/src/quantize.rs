@@ -678,7 +678,8 @@ mod tests {
         let space = SearchSpace::by_name("detnas-300m").unwrap();
         let cfg = DetectorConfig::default();
         let part = crate::parts::Part::Block { layer: 1, choice: Choice::Xception3x3 };
-        let pm = crate::parts::export_part(&space, &cfg, &part, 0, crate::DetectionLoad::None).unwrap();
+        let pm = crate::parts::export_part(&space, &cfg, &part, 0, crate::DetectionLoad::None, crate::Layout::Shuffle)
+            .unwrap();
         let convs = conv_sites(&pm.model).unwrap().len();
         let q = quantize_for_timing(&pm.model, false).unwrap();
         assert_eq!(count_ops(&q, "Conv"), convs);

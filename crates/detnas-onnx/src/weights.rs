@@ -22,6 +22,9 @@ pub struct Weights {
     tensors: BTreeMap<String, Tensor>,
     /// Where the weights came from (file path or `random-init seed N`), recorded in exports.
     pub source: String,
+    /// The tensors are an exported model's: every conv's weight and bias with its BN already
+    /// folded in (and no BN tensors); see [`crate::relayout`].
+    pub folded: bool,
 }
 
 impl Weights {
@@ -50,7 +53,7 @@ impl Weights {
             };
             tensors.insert(tname, Tensor { shape: view.shape().to_vec(), data });
         }
-        Ok(Weights { tensors, source: name.to_string() })
+        Ok(Weights { tensors, source: name.to_string(), folded: false })
     }
 
     /// Serializes to safetensors bytes.
@@ -87,7 +90,7 @@ impl Weights {
             .zip(values)
             .map(|(p, data)| (p.name.clone(), Tensor { shape: p.shape.clone(), data }))
             .collect();
-        Weights { tensors, source: format!("random-init seed {seed}") }
+        Weights { tensors, source: format!("random-init seed {seed}"), folded: false }
     }
 
     /// Random weights where every tensor matters numerically, for parity tests, scaled so that
@@ -131,7 +134,7 @@ impl Weights {
                 }
             }
         }
-        Weights { tensors, source: format!("random-varied seed {seed}") }
+        Weights { tensors, source: format!("random-varied seed {seed}"), folded: false }
     }
 
     /// The tensors of `params` cut from these weights: each stored tensor's leading block of the
@@ -154,7 +157,7 @@ impl Weights {
             }
             tensors.insert(p.name.clone(), Tensor { shape: p.shape.clone(), data: leading_block(t, &p.shape) });
         }
-        Ok(Weights { tensors, source: self.source.clone() })
+        Ok(Weights { tensors, source: self.source.clone(), folded: self.folded })
     }
 
     /// Replaces (or adds) every tensor of `other`, e.g. recalibrated BN statistics over a

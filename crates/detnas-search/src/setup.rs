@@ -322,6 +322,7 @@ pub fn build_table<S: Record>(d: &mut Ctx<S>) -> Result<()> {
             remote: None,
             // `latency build`'s default: post-processing at the detection cap
             detections: detnas_onnx::DetectionLoad::Cap,
+            layout: detnas_onnx::Layout::Shuffle,
         },
         repetitions,
         drift_tolerance_pct: Drift::TOLERANCE_PCT,

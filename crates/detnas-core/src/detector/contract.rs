@@ -34,6 +34,9 @@ pub mod keys {
     pub const WEIGHTS: &str = "detnas.weights";
     /// Images per run of a model exported with a batch size above 1 (absent: 1).
     pub const BATCH: &str = "detnas.batch";
+    /// How the backbone's channel shuffle is written: `shuffle-free` when folded into the
+    /// weights (absent: the shuffle as trained).
+    pub const LAYOUT: &str = "detnas.layout";
 }
 
 /// Version of the metadata contract written by the exporter.

@@ -66,7 +66,8 @@ pub fn adapt_table(base: &LatencyTable, opts: &AdaptOptions<'_>, log: &mut dyn F
     let space = SearchSpace::by_name(&base.space)?;
     let genomes = sample_genomes(&space, &base.genes, opts.samples, opts.seed);
     // measured as the base was: its post-processing load
-    let runner = Runner { timing: opts.protocol.plan, detections: base.detections, ..opts.runner.clone() };
+    let runner =
+        Runner { timing: opts.protocol.plan, detections: base.detections, layout: base.layout, ..opts.runner.clone() };
     let stem = DetectorConfig { input: base.genes.input[0], ..base_config(base.classes, base.shuffle) };
     // the provider that ran, from the reference's sessions (the target's fingerprint names it)
     let provider = RefCell::new(String::new());

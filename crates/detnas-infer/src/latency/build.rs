@@ -53,7 +53,7 @@ pub fn build_table(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<Lat
     let mut all = Vec::new();
     for &input in &opts.genes.input {
         let cfg = DetectorConfig { input, ..base.clone() };
-        for (key, part) in table_parts(&opts.space, &opts.genes, &cfg)? {
+        for (key, part) in table_parts(&opts.space, &opts.genes, &cfg, opts.runner.layout)? {
             all.push((input.to_string(), key, cfg.clone(), part));
         }
     }
@@ -102,6 +102,7 @@ pub fn build_table(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<Lat
         timing: opts.runner.timing,
         repetitions: protocol.repetitions,
         detections: opts.runner.detections,
+        layout: opts.runner.layout,
         entries,
         drift: Some(drift),
         calibration_drift: None,

@@ -80,6 +80,7 @@ impl LatencyTable {
             precision: self.precision()?,
             remote: None,
             detections: self.detections,
+            layout: self.layout,
         })
     }
 }

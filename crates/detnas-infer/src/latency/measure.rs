@@ -17,7 +17,7 @@ use detnas_core::space::arch::Arch;
 use detnas_core::space::{ChannelShuffle, SearchSpace};
 use detnas_onnx::graph::encode;
 use detnas_onnx::quantize::quantize_for_timing;
-use detnas_onnx::{DetectionLoad, ExportOptions, ModelProto, Part, Weights, export_part, export_retinanet};
+use detnas_onnx::{DetectionLoad, ExportOptions, Layout, ModelProto, Part, Weights, export_part, export_retinanet};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 
@@ -40,6 +40,8 @@ pub struct Runner {
     pub remote: Option<super::remote::Remote>,
     /// The detections the post-processing of measured predictors and detectors handles.
     pub detections: DetectionLoad,
+    /// How measured blocks and detectors write the channel shuffle.
+    pub layout: Layout,
 }
 
 /// How a model's bytes are timed.
@@ -69,15 +71,16 @@ pub fn base_config(classes: usize, shuffle: ChannelShuffle) -> DetectorConfig {
 /// activations stay of order one through the network ([`Weights::random_varied`]), as with trained
 /// weights, and whose post-processing handles `load`'s detections. (DetNAS's initialisation
 /// shrinks activations into denormal floats, which run several times slower on CPUs: timing those
-/// would measure something no trained model does.)
+/// would measure something no trained model does.) The shuffle is written as `layout` says.
 pub fn random_detector(
     space: &SearchSpace,
     arch: &Arch,
     cfg: &DetectorConfig,
     seed: u64,
     load: DetectionLoad,
+    layout: Layout,
 ) -> Result<Vec<u8>> {
-    Ok(encode(&random_detector_model(space, arch, cfg, seed, load)?)?)
+    Ok(encode(&random_detector_model(space, arch, cfg, seed, load, layout)?)?)
 }
 
 fn random_detector_model(
@@ -86,9 +89,10 @@ fn random_detector_model(
     cfg: &DetectorConfig,
     seed: u64,
     load: DetectionLoad,
+    layout: Layout,
 ) -> Result<ModelProto> {
     let weights = Weights::random_varied(&detector_params(space, Paths::Single(arch), cfg), seed).with_detections(load);
-    Ok(export_retinanet(space, arch, cfg, &weights, &ExportOptions::default())?)
+    Ok(export_retinanet(space, arch, cfg, &weights, &ExportOptions { layout, ..ExportOptions::default() })?)
 }
 
 /// Deterministic input values in `[0, scale)`.
@@ -114,7 +118,7 @@ impl Runner {
     /// Times `part` (random weights and inputs); returns its latency and the provider that ran.
     pub fn part(&self, space: &SearchSpace, cfg: &DetectorConfig, part: &Part) -> Result<(Latency, String)> {
         let name = format!("{part:?} at {}", cfg.input);
-        let pm = export_part(space, cfg, part, 0, self.detections)?;
+        let pm = export_part(space, cfg, part, 0, self.detections, self.layout)?;
         let bytes = match self.precision {
             // The stem stays float in INT8 models.
             Precision::Int8 if !matches!(part, Part::Stem) => encode(&quantize_for_timing(&pm.model, false)?)?,
@@ -222,7 +226,7 @@ impl Runner {
 
     /// Times the SDK's model run of a random-weight detector built in memory (the `bench` path).
     pub fn detector(&self, space: &SearchSpace, arch: &Arch, cfg: &DetectorConfig) -> Result<Latency> {
-        let model = random_detector_model(space, arch, cfg, 0, self.detections)?;
+        let model = random_detector_model(space, arch, cfg, 0, self.detections, self.layout)?;
         let bytes = match self.precision {
             Precision::Int8 => encode(&quantize_for_timing(&model, true)?)?,
             Precision::Fp32 => encode(&model)?,

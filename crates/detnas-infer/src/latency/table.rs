@@ -23,6 +23,7 @@ use detnas_core::space::cost::cost;
 use detnas_core::space::{ChannelShuffle, Choice, SearchSpace};
 use detnas_onnx::DetectionLoad;
 use detnas_onnx::Part;
+use detnas_onnx::layout::{BlockLayout, Layout, LayoutPlan};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -125,6 +126,11 @@ pub struct LatencyTable {
     /// costs). Absent in tables measured without detections.
     #[serde(default, skip_serializing_if = "DetectionLoad::is_none")]
     pub detections: DetectionLoad,
+    /// How the measured blocks and genomes wrote the channel shuffle; absent for the shuffle as
+    /// trained. Shuffle-free block keys name their `Split`'s pieces (`split7`): the count
+    /// depends on the block's place in its stage.
+    #[serde(default, skip_serializing_if = "Layout::is_default")]
+    pub layout: Layout,
     /// Resolution (`320x320`) -> part key (`block <choice> <cin>-><cout> s<stride> <h>x<w>`, ...) -> measured latency.
     pub entries: BTreeMap<String, BTreeMap<String, Latency>>,
     /// The drift reference's timings while the parts were measured.
@@ -184,19 +190,32 @@ fn conv_name(conv: HeadConv) -> &'static str {
 }
 
 /// The table key of a block: choice, channels, stride and input size (`block shufflenet3x3
-/// 64->160 s2 80x80`); layers with the same key run the same graph.
-fn block_key(space: &SearchSpace, layer: usize, choice: Choice, in_hw: (u64, u64)) -> String {
+/// 64->160 s2 80x80`), and for a shuffle-free stride-1 block the pieces of its split (` split7`);
+/// layers with the same key run the same graph.
+fn block_key(
+    space: &SearchSpace,
+    layer: usize,
+    choice: Choice,
+    in_hw: (u64, u64),
+    plan: Option<&LayoutPlan>,
+) -> String {
     let l = space.layers()[layer];
-    format!("block {choice} {}->{} s{} {}x{}", l.in_channels, l.out_channels, l.stride, in_hw.0, in_hw.1)
+    let key = format!("block {choice} {}->{} s{} {}x{}", l.in_channels, l.out_channels, l.stride, in_hw.0, in_hw.1);
+    match plan.map(|p| &p.blocks[layer]) {
+        Some(BlockLayout::Stride1 { split, .. }) => format!("{key} split{}", split.len()),
+        _ => key,
+    }
 }
 
-/// The terms of a detector: `arch` in `space` with `cfg`'s genes, at `cfg.input`.
-pub fn genome_terms(space: &SearchSpace, arch: &Arch, cfg: &DetectorConfig) -> Result<Vec<Term>> {
+/// The terms of a detector: `arch` in `space` with `cfg`'s genes, at `cfg.input`, its blocks
+/// written as `layout` says.
+pub fn genome_terms(space: &SearchSpace, arch: &Arch, cfg: &DetectorConfig, layout: Layout) -> Result<Vec<Term>> {
     let report = cost(space, arch, cfg.input)?;
+    let plan = (layout == Layout::ShuffleFree).then(|| LayoutPlan::new(space, cfg.shuffle));
     let term = |group, part, key: String, count| Term { group, part, key, count };
     let mut out = vec![term(Group::Stem, Part::Stem, "stem".into(), 1.0)];
     for (layer, (&choice, lc)) in arch.choices().iter().zip(&report.layers).enumerate() {
-        let key = block_key(space, layer, choice, lc.in_hw);
+        let key = block_key(space, layer, choice, lc.in_hw, plan.as_ref());
         out.push(term(Group::Backbone, Part::Block { layer, choice }, key, 1.0));
     }
     let fpn = cfg.fpn_channels;
@@ -213,11 +232,16 @@ pub fn genome_terms(space: &SearchSpace, arch: &Arch, cfg: &DetectorConfig) -> R
 }
 
 /// Every part a table over `genes` needs at `cfg.input` (every layer with every allowed choice,
-/// every gene combination), by key.
-pub fn table_parts(space: &SearchSpace, genes: &GeneSpace, cfg: &DetectorConfig) -> Result<BTreeMap<String, Part>> {
+/// every gene combination), by key, blocks written as `layout` says.
+pub fn table_parts(
+    space: &SearchSpace,
+    genes: &GeneSpace,
+    cfg: &DetectorConfig,
+    layout: Layout,
+) -> Result<BTreeMap<String, Part>> {
     let mut parts = BTreeMap::new();
     for &choice in &space.allowed {
-        for t in genome_terms(space, &Arch::uniform(space, choice), cfg)? {
+        for t in genome_terms(space, &Arch::uniform(space, choice), cfg, layout)? {
             if matches!(t.group, Group::Stem | Group::Backbone) {
                 parts.insert(t.key, t.part);
             }
@@ -225,7 +249,7 @@ pub fn table_parts(space: &SearchSpace, genes: &GeneSpace, cfg: &DetectorConfig)
     }
     let arch = Arch::uniform(space, space.allowed[0]);
     for g in (GeneSpace { input: vec![cfg.input], ..genes.clone() }).combinations() {
-        for t in genome_terms(space, &arch, &g.apply(cfg))? {
+        for t in genome_terms(space, &arch, &g.apply(cfg), layout)? {
             parts.insert(t.key, t.part);
         }
     }
@@ -389,7 +413,7 @@ impl LatencyTable {
         }
         let mut parts = Breakdown::default();
         let mut blocks_ms = Vec::new();
-        for t in genome_terms(space, arch, cfg)? {
+        for t in genome_terms(space, arch, cfg, self.layout)? {
             let entry = entries.get(&t.key).ok_or_else(|| {
                 self.missing(format!("entry `{}` at {input}", t.key), format!("{} entries at {input}", entries.len()))
             })?;
