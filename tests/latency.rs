@@ -238,3 +238,45 @@ fn a_table_adapts_to_another_thread_count_from_a_few_genomes() {
     let lut = table().to_str().unwrap();
     assert_one_line_failure(&detnas(&["latency", "adapt", "--lut", lut, "--out", lut]), &["--out", "--lut"]);
 }
+
+/// A table of shuffle-free INT8 models: its blocks keyed by their split's pieces (which depend on
+/// the block's place in its stage), the layout recorded, predictions for any genome, and `bench
+/// --arch` timing the same kind of model.
+#[test]
+fn a_shuffle_free_int8_table_keys_blocks_by_their_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let genes = dir.path().join("genes.toml");
+    std::fs::write(
+        &genes,
+        "fpn_channels = [32]\nhead_channels = [32]\nhead_convs = [1]\nhead_conv = [\"separable\"]\n",
+    )
+    .unwrap();
+    let out = dir.path().join("lut.json");
+    let (g, o) = (genes.to_str().unwrap(), out.to_str().unwrap());
+    let mut args = vec!["latency", "build", "--input", "64x64", "--genes", g, "--threads", "1", "--out", o];
+    args.extend(["--layout", "shuffle-free", "--precision", "int8", "--calibration", "3"]);
+    args.extend(FAST);
+    let b = detnas(&args);
+    assert!(b.status.success(), "{}", stderr(&b));
+    let t = LatencyTable::load(&out).unwrap();
+    assert_eq!(t.layout, detnas_onnx::Layout::ShuffleFree);
+    assert!(std::fs::read_to_string(&out).unwrap().contains("\"layout\": \"shuffle-free\""));
+    let keys: Vec<&String> = t.entries["64x64"].keys().filter(|k| k.starts_with("block ")).collect();
+    // stride-2 blocks: one key per stage; stride-1 blocks: one per place in the stage (4, 4, 8, 4
+    // blocks: 3 + 3 + 7 + 3 places), each with the 4 choices
+    assert_eq!(keys.iter().filter(|k| k.contains(" s2 ")).count(), 4 * 4, "{keys:?}");
+    assert_eq!(keys.iter().filter(|k| k.contains(" s1 ") && k.contains(" split")).count(), 16 * 4, "{keys:?}");
+    let p = predict(&out, "23113213311133203333:fpn32:head32x1:sep:64");
+    assert!(p["latency_ms"].as_f64().unwrap() > 0.0, "{p}");
+    let arch = "coco-retinanet-300m:fpn32:head32x1:sep:64";
+    let mut bench = vec!["bench", "--arch", arch, "--layout", "shuffle-free", "--precision", "int8"];
+    bench.extend(["--iters", "2", "--warmup", "1", "--threads", "1", "--json"]);
+    let r = json(&bench);
+    assert_eq!(r["model_run"]["iterations"], 2);
+    // the table is for shuffle-free INT8 models: a check measures those
+    let mut check = vec!["latency", "check", "--lut", o, "--samples", "3", "--seed", "7"];
+    check.extend(FAST);
+    check.push("--json");
+    let c = json(&check);
+    assert!(c["additive"]["mape"].is_number(), "{c}");
+}

@@ -40,6 +40,11 @@ pub struct BenchArgs {
     /// or shuffle-free (folded into the weights; contiguous splits only).
     #[arg(long, default_value = "shuffle", requires = "arch", value_parser = ["shuffle", "shuffle-free"])]
     layout: String,
+    /// Precision of the --arch model: fp32, or int8 quantized for timing as INT8 latency tables
+    /// are (every conv but the stem, fixed activation ranges: the speed of a quantized model, not
+    /// its accuracy).
+    #[arg(long, default_value = "fp32", requires = "arch", value_parser = ["fp32", "int8"])]
+    precision: String,
     /// Inference device: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu", conflicts_with = "remote")]
     device: String,
@@ -97,7 +102,7 @@ fn bench_detector(args: &BenchArgs) -> Result<(Detector, String)> {
             let cfg = genome.detector_config(&base_config(args.classes, ChannelShuffle::default()))?;
             detnas_core::limits::check_model_memory("bench --arch", &genome.space, &genome.arch, &cfg, 1)?;
             let name = genome.complete(&cfg).to_string();
-            let bytes = random_detector(&genome.space, &genome.arch, &cfg, 0, detections(args)?, layout(args)?)?;
+            let bytes = arch_model(&genome, &cfg, args)?;
             (Detector::from_memory(&bytes, &name, options)?, name)
         }
         (None, None) => anyhow::bail!("give a MODEL file or --arch"),
@@ -206,10 +211,7 @@ fn run_remote(args: &BenchArgs, remote: &Remote) -> Result<()> {
             let genome = Genome::parse(args.space.as_deref(), text)?;
             let cfg = genome.detector_config(&base_config(args.classes, ChannelShuffle::default()))?;
             detnas_core::limits::check_model_memory("bench --arch", &genome.space, &genome.arch, &cfg, 1)?;
-            (
-                random_detector(&genome.space, &genome.arch, &cfg, 0, detections(args)?, layout(args)?)?,
-                genome.complete(&cfg).to_string(),
-            )
+            (arch_model(&genome, &cfg, args)?, genome.complete(&cfg).to_string())
         }
         (None, None) => bail!("give a MODEL file or --arch"),
     };
@@ -242,6 +244,19 @@ fn run_remote(args: &BenchArgs, remote: &Remote) -> Result<()> {
     );
     println!("detect   not timed on a latency server (it needs the image there): run bench on the target for it");
     Ok(())
+}
+
+/// The --arch model with random weights, as `--detections`, `--layout` and `--precision` say.
+fn arch_model(genome: &Genome, cfg: &detnas_core::detector::DetectorConfig, args: &BenchArgs) -> Result<Vec<u8>> {
+    let bytes = random_detector(&genome.space, &genome.arch, cfg, 0, detections(args)?, layout(args)?)?;
+    Ok(match args.precision.as_str() {
+        "int8" => {
+            use detnas_onnx::onnx_protobuf::Message;
+            let model = detnas_onnx::ModelProto::parse_from_bytes(&bytes)?;
+            detnas_onnx::graph::encode(&detnas_onnx::quantize::quantize_for_timing(&model, true)?)?
+        }
+        _ => bytes,
+    })
 }
 
 /// The `--layout` of the --arch model.
