@@ -173,7 +173,7 @@ fn latency_table(dir: &Path) -> Vec<u8> {
     let mut entries = BTreeMap::new();
     for (i, &input) in genes.input.iter().enumerate() {
         let cfg = detnas_core::detector::DetectorConfig { input, ..base.clone() };
-        let parts = table_parts(&space, &genes, &cfg).unwrap();
+        let parts = table_parts(&space, &genes, &cfg, Default::default()).unwrap();
         let at = parts.keys().enumerate().map(|(k, key)| {
             let ms = 0.05 * (k + 1) as f64 * (i + 1) as f64;
             let latency = Latency {
@@ -216,6 +216,7 @@ fn latency_table(dir: &Path) -> Vec<u8> {
         timing: TimingPlan::iterations(1, 10),
         repetitions: 3,
         detections: Default::default(),
+        layout: Default::default(),
         entries,
         drift: Some(Drift {
             reference: "stem 64x64".into(),

@@ -251,6 +251,7 @@ mod tests {
             &Part::HeadLayer { cin: 64, cout: 96, conv: HeadConv::Dense },
             0,
             DetectionLoad::None,
+            Layout::Shuffle,
         )
         .unwrap();
         let shapes: Vec<Vec<usize>> = head.inputs.iter().map(|(_, s)| s.clone()).collect();
@@ -259,5 +260,27 @@ mod tests {
             vec![vec![1, 64, 16, 16], vec![1, 64, 8, 8], vec![1, 64, 4, 4], vec![1, 64, 2, 2], vec![1, 64, 1, 1]]
         );
         assert_eq!(head.model.graph.output.len(), 5);
+    }
+
+    #[test]
+    fn a_shuffle_free_block_part_is_laid_out_as_in_the_full_model() {
+        let space = SearchSpace::detnas_300m();
+        let cfg = DetectorConfig { input: InputSize::new(128, 128), ..Default::default() };
+        let ops = |layer: usize, layout: Layout| -> Vec<String> {
+            let part = Part::Block { layer, choice: Choice::Shufflenet3x3 };
+            let m = export_part(&space, &cfg, &part, 0, DetectionLoad::None, layout).unwrap();
+            m.model.graph.node.iter().map(|n| n.op_type.clone()).collect()
+        };
+        let plan = crate::layout::LayoutPlan::new(&space, cfg.shuffle);
+        // layer 9: the second block of the 8-block stage
+        let crate::layout::BlockLayout::Stride1 { split, .. } = &plan.blocks[9] else { panic!("stride 1") };
+        let free = ops(9, Layout::ShuffleFree);
+        assert_eq!(free.iter().filter(|o| *o == "Split").count(), 1);
+        assert!(!free.contains(&"Slice".to_string()));
+        assert!(split.len() > 2, "{split:?}");
+        let shuffled = ops(9, Layout::Shuffle);
+        assert_eq!(shuffled.iter().filter(|o| *o == "Slice").count(), 2);
+        // stride-2 blocks have no split in either layout
+        assert!(!ops(8, Layout::ShuffleFree).iter().any(|o| o == "Split" || o == "Slice"));
     }
 }
