@@ -2,7 +2,9 @@
 //! integer kernels such as `QLinearConv`).
 //!
 //! Only convolutions with constant weights are quantized ([`conv_sites`]); everything else (the
-//! in-graph normalisation, resizes, concatenations, box decoding, NMS) stays in float. For each
+//! in-graph normalisation, resizes, concatenations, box decoding, NMS) stays in float, except the
+//! backbone of a shuffle-free model, whose splits and concatenations are quantized with one scale
+//! per stage so that they run as uint8 copies between the integer convolutions. For each
 //! quantized convolution:
 //! - weights: int8, symmetric, per output channel (`DequantizeLinear` on axis 0), the scale
 //!   `max |w_c| / 127` (`/ 63` with [`QuantPlan::reduce_range`], for CPUs whose int8 dot products
@@ -407,6 +409,73 @@ fn activation_quant_params(
     Ok(params)
 }
 
+/// The values each backbone `Split` and `Concat` of a shuffle-free model connects (its data
+/// inputs and outputs), merged where they share one: a stage's block inputs, their pieces and its
+/// branch outputs form one group. Empty for other models (no backbone `Split`).
+fn shared_scale_groups(g: &onnx_protobuf::GraphProto) -> Vec<Vec<String>> {
+    let backbone = |n: &&NodeProto| n.name.starts_with("backbone.") && (n.op_type == "Split" || n.op_type == "Concat");
+    let nodes: Vec<&NodeProto> = g.node.iter().filter(backbone).collect();
+    if !nodes.iter().any(|n| n.op_type == "Split") {
+        return Vec::new();
+    }
+    // union-find over value names
+    let mut parent: BTreeMap<String, String> = BTreeMap::new();
+    fn root(parent: &mut BTreeMap<String, String>, v: &str) -> String {
+        let mut r = v.to_string();
+        while let Some(p) = parent.get(&r).filter(|p| **p != r) {
+            r = p.clone();
+        }
+        parent.insert(v.to_string(), r.clone());
+        r
+    }
+    for n in nodes {
+        let data = if n.op_type == "Split" { &n.input[..1] } else { &n.input[..] };
+        let members: Vec<&String> = data.iter().chain(&n.output).collect();
+        let first = root(&mut parent, members[0]);
+        for m in &members[1..] {
+            let r = root(&mut parent, m);
+            parent.insert(r, first.clone());
+        }
+    }
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for v in parent.keys().cloned().collect::<Vec<_>>() {
+        let r = root(&mut parent, &v);
+        groups.entry(r).or_default().push(v);
+    }
+    groups.into_values().collect()
+}
+
+/// Gives every value of a [`shared_scale_groups`] group one scale and zero point, from the union of
+/// its convolution activations' ranges, so ONNX Runtime runs the backbone's splits and
+/// concatenations on uint8 as plain copies (a `QLinearConcat` of equal scales copies; a `Split`
+/// between equal `DequantizeLinear` / `QuantizeLinear` drops them). A group is left alone unless
+/// every convolution writing into it is quantized (the sensitivity pass quantizes one at a time);
+/// a float convolution reading from it then reads the shared-scale value.
+fn share_scales(
+    g: &onnx_protobuf::GraphProto,
+    sites: &[ConvSite],
+    ranges: &BTreeMap<String, (f32, f32)>,
+    params: &mut BTreeMap<String, (f32, u8)>,
+) {
+    let conv_values: HashSet<&String> = sites.iter().flat_map(|s| [&s.input, &s.output]).collect();
+    let written: HashSet<&String> = sites.iter().map(|s| &s.output).collect();
+    for group in shared_scale_groups(g) {
+        let convs: Vec<&String> = group.iter().filter(|v| conv_values.contains(v)).collect();
+        let writers: Vec<&&String> = convs.iter().filter(|v| written.contains(**v)).collect();
+        if writers.is_empty() || !writers.iter().all(|v| params.contains_key(**v)) {
+            continue;
+        }
+        let (lo, hi) = convs
+            .iter()
+            .filter_map(|v| ranges.get(*v))
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), r| (lo.min(r.0), hi.max(r.1)));
+        let shared = activation_params((lo, hi));
+        for v in group {
+            params.insert(v, shared);
+        }
+    }
+}
+
 /// Replaces the nodes of `g`: `first` (the weight dequantizers), the Q -> DQ pairs of graph
 /// inputs, then each original node followed by the pairs of what it writes. Readers of a quantized
 /// activation read its value in `dequantized`; convolution `i` in `conv_inputs` reads the given
@@ -467,8 +536,10 @@ pub fn quantize_qdq(model: &ModelProto, plan: &QuantPlan) -> Result<Quantized> {
     let mut add = Additions::new(g);
     let qmax = if plan.reduce_range { 63.0 } else { 127.0 };
 
-    // Activations: one Q -> DQ pair each.
-    let act_params = activation_quant_params(&chosen, &plan.ranges)?;
+    // Activations: one Q -> DQ pair each; the backbone of a shuffle-free model in uint8 between
+    // its convolutions (shared scales).
+    let mut act_params = activation_quant_params(&chosen, &plan.ranges)?;
+    share_scales(graph(model)?, &sites, &plan.ranges, &mut act_params);
     let mut pairs: HashMap<String, Vec<NodeProto>> = HashMap::new();
     let mut dequantized = BTreeMap::new();
     for (v, &(scale, zero)) in &act_params {
@@ -686,5 +757,58 @@ mod tests {
         assert_eq!(conv_sites(&q).unwrap().len(), 0, "no float weights left");
         let kept = quantize_for_timing(&pm.model, true).unwrap();
         assert_eq!(conv_sites(&kept).unwrap().len(), 1, "the first conv stays float");
+    }
+
+    /// The backbone of a shuffle-free detector runs on uint8 between its convolutions: every
+    /// backbone `Split` reads a dequantized value and every output is quantized again, all with one
+    /// scale per stage; a shuffled export gets no such pairs.
+    #[test]
+    fn a_shuffle_free_backbone_shares_one_scale_per_stage() {
+        use detnas_core::InputSize;
+        use detnas_core::detector::DetectorConfig;
+        use detnas_core::detector::plan::{Paths, detector_params};
+        use detnas_core::space::arch::Arch;
+        use detnas_core::space::{Choice, SearchSpace};
+        let space = SearchSpace::detnas_300m();
+        let arch = Arch::uniform(&space, Choice::Shufflenet3x3);
+        let cfg = DetectorConfig { input: InputSize::new(64, 64), ..Default::default() };
+        let weights = crate::Weights::random_varied(&detector_params(&space, Paths::Single(&arch), &cfg), 1);
+        let export = |layout| {
+            let opts = crate::ExportOptions { layout, ..Default::default() };
+            quantize_for_timing(&crate::export_retinanet(&space, &arch, &cfg, &weights, &opts).unwrap(), true).unwrap()
+        };
+        let scale_of = |m: &ModelProto, v: &str, op: &str, reads: bool| -> Option<Vec<u8>> {
+            let g = m.graph.as_ref().unwrap();
+            let n =
+                g.node.iter().find(|n| n.op_type == op && if reads { n.input[0] == v } else { n.output[0] == v })?;
+            g.initializer.iter().find(|t| t.name == n.input[1]).map(|t| t.raw_data.clone())
+        };
+        let free = export(crate::Layout::ShuffleFree);
+        let g = free.graph.as_ref().unwrap();
+        let splits: Vec<&NodeProto> =
+            g.node.iter().filter(|n| n.op_type == "Split" && n.name.starts_with("backbone.")).collect();
+        assert_eq!(splits.len(), 16);
+        let mut scales = BTreeMap::new();
+        for n in splits {
+            let layer = n.name.split(['.', '/']).nth(2).unwrap().parse::<usize>().unwrap();
+            let stage = space.layers()[layer].stage;
+            let input = scale_of(&free, &n.input[0], "DequantizeLinear", false).expect("a dequantized input");
+            for o in &n.output {
+                assert_eq!(scale_of(&free, o, "QuantizeLinear", true).as_ref(), Some(&input), "{}", n.name);
+            }
+            assert_eq!(scales.entry(stage).or_insert(input.clone()), &input, "one scale per stage");
+        }
+        // every input of a backbone concatenation is dequantized uint8 in the shuffle-free model;
+        // in the shuffled one the passthrough halves stay float
+        let concat_inputs_quantized = |m: &ModelProto| {
+            let g = m.graph.as_ref().unwrap();
+            g.node
+                .iter()
+                .filter(|n| n.op_type == "Concat" && n.name.starts_with("backbone."))
+                .flat_map(|n| n.input.iter())
+                .all(|v| g.node.iter().any(|w| w.op_type == "DequantizeLinear" && w.output[0] == *v))
+        };
+        assert!(concat_inputs_quantized(&free));
+        assert!(!concat_inputs_quantized(&export(crate::Layout::Shuffle)));
     }
 }
