@@ -60,6 +60,13 @@ fn synthetic_train_export_detect() {
     let timing: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert!(timing["ms_per_step_p50"].as_f64().unwrap() > 0.0, "{timing}");
     assert_eq!(timing["input"], serde_json::json!([96, 96]));
+    // the first step starts from the seeded CPU generator: the same loss every run (and on CUDA,
+    // up to its kernels' rounding: tools/gpu-check.sh compares the two)
+    let loss = timing["loss_first"].as_f64().unwrap();
+    assert!(loss.is_finite() && loss > 0.0, "{timing}");
+    let again = detnas(&["train", "bench-step", "--config", &d("cfg.toml"), "--steps", "1", "--warmup", "1"]);
+    let again: serde_json::Value = serde_json::from_str(&stdout(&again)).unwrap();
+    assert_eq!(again["loss_first"].as_f64(), Some(loss), "{again}");
 
     // resume past the end with more iterations, and refusals
     let o = detnas(&[

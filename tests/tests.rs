@@ -13,6 +13,8 @@ mod cli_study;
 #[cfg(feature = "search")]
 mod cli_train;
 #[cfg(feature = "search")]
+mod cuda_cpu;
+#[cfg(feature = "search")]
 mod docs;
 #[cfg(feature = "infer")]
 mod export_faster_rcnn;

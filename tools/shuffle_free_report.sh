@@ -6,7 +6,8 @@
 #      (`quantize --layout shuffle-free`) and ONNX Runtime's quantize_static of today's export
 #      (tools/ort_quantize.py), calibrated on the same 32 training tiles; model run p50 with
 #      `detnas bench` at each thread count, the five models alternating in every round (median of
-#      the rounds, and the spread of the FP32 rounds as the ceiling); accuracy of each on the
+#      the rounds with their spread, max - min over median; ratios per round, as the models of a
+#      round ran back to back, with their median and range); accuracy of each on the
 #      held-out NEON tiles (COCO AP / AP50);
 #   2. a 512x512 DetNAS-300M RetinaNet (coco-retinanet-300m, random weights of trained scale,
 #      `bench --arch`): both layouts at FP32 and at INT8 as latency tables quantize for timing.
@@ -34,10 +35,17 @@ DATA="$ROOT/data/neon-trees"
 mkdir -p "$OUT"
 header="| model | size"
 rule="|---|---"
-for t in $THREADS; do header+=" | $t thread(s): p50 (spread) | vs FP32"; rule+="|---|---"; done
+for t in $THREADS; do header+=" | $t thread(s): p50 (spread) | vs FP32 per round (range)"; rule+="|---|---"; done
 p50() { "$PY" -c "import json,sys; print(json.load(sys.stdin)['model_run']['p50_ms'])"; }
 stats() { # median and (max - min) / median of the values
     "$PY" -c "import statistics,sys; v=list(map(float, sys.argv[1:])); m=statistics.median(v); print('%.2f %.1f' % (m, 100*(max(v)-min(v))/m))" "$@"
+}
+ratio() { # median over the rounds of base / time (each round's models ran back to back), and its range
+    "$PY" -c "
+import statistics, sys
+b, t = (list(map(float, a.split())) for a in sys.argv[1:3])
+r = [x / y for x, y in zip(b, t)]
+print('%.2fx (%.2f-%.2f)' % (statistics.median(r), min(r), max(r)))" "$1" "$2"
 }
 if [[ "$ONLY" != arch ]]; then
 MODELS=(fp32 fp32-free int8 int8-free int8-ort)
@@ -72,11 +80,14 @@ for m in "${MODELS[@]}"; do
     row="| $m | $("$PY" -c "import os,sys; print('%.1f MB' % (os.path.getsize(sys.argv[1]) / 1e6))" "$OUT/$m.onnx")"
     for t in $THREADS; do
         read -r ms spread <<< "$(stats ${TIMES[$m,$t]})"
-        read -r base _ <<< "$(stats ${TIMES[fp32,$t]})"
-        row+=" | $ms ms ($spread%) | $("$PY" -c "import sys; print('%.2fx' % (float(sys.argv[1]) / float(sys.argv[2])))" "$base" "$ms")"
+        row+=" | $ms ms ($spread%) | $(ratio "${TIMES[fp32,$t]}" "${TIMES[$m,$t]}")"
     done
     row+=" | $("$PY" -c "import json,sys; s=json.load(open(sys.argv[1]))['stats']; print('%.3f | %.3f' % (s[0], s[1]))" "$OUT/eval-$m.json") |"
     echo "$row"
+done
+for t in $THREADS; do
+    echo
+    echo "$t thread(s): int8-free vs int8 $(ratio "${TIMES[int8,$t]}" "${TIMES[int8-free,$t]}"), vs int8-ort $(ratio "${TIMES[int8-ort,$t]}" "${TIMES[int8-free,$t]}") (per round)"
 done
 fi
 [[ "$ONLY" == shipped ]] && exit 0
@@ -103,8 +114,7 @@ for v in "${VARIANTS[@]}"; do
     row="| $v"
     for t in $THREADS; do
         read -r ms spread <<< "$(stats ${ARCH_TIMES[$v,$t]})"
-        read -r base _ <<< "$(stats ${ARCH_TIMES[shuffle fp32,$t]})"
-        row+=" | $ms ms ($spread%) | $("$PY" -c "import sys; print('%.2fx' % (float(sys.argv[1]) / float(sys.argv[2])))" "$base" "$ms")"
+        row+=" | $ms ms ($spread%) | $(ratio "${ARCH_TIMES[shuffle fp32,$t]}" "${ARCH_TIMES[$v,$t]}")"
     done
     echo "$row |"
 done

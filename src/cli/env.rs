@@ -24,6 +24,7 @@ pub fn run(args: EnvArgs) -> Result<()> {
         info.insert("onnxruntime_path".into(), serde_json::json!(runtime.path.display().to_string()));
         info.insert("onnxruntime_found_by".into(), serde_json::json!(runtime.source.to_string()));
         info.insert("onnxruntime_version".into(), serde_json::json!(runtime.version));
+        info.insert("onnxruntime_providers".into(), serde_json::json!(detnas_infer::device::providers()?));
         if let Some(dir) = &args.copy_runtime {
             let copied = detnas_infer::runtime::copy_library_to(dir)?;
             eprintln!("copied {} to {}", runtime.path.display(), copied.display());
@@ -32,8 +33,13 @@ pub fn run(args: EnvArgs) -> Result<()> {
     #[cfg(feature = "train")]
     {
         use detnas_train::tch;
-        info.insert("libtorch_cuda_loaded".into(), serde_json::json!(detnas_train::device::init()));
+        let cuda = detnas_train::device::cuda_library();
+        info.insert("libtorch_cuda_loaded".into(), serde_json::json!(cuda.is_ok()));
+        if let Err(reason) = cuda {
+            info.insert("libtorch_cuda_error".into(), serde_json::json!(reason));
+        }
         info.insert("cuda_devices".into(), serde_json::json!(tch::Cuda::device_count()));
+        info.insert("cudnn_available".into(), serde_json::json!(tch::Cuda::cudnn_is_available()));
         info.insert("libtorch_threads".into(), serde_json::json!(tch::get_num_threads()));
     }
     info.insert("features".into(), serde_json::json!(enabled_features()));

@@ -58,6 +58,23 @@ pub fn register(builder: &mut SessionBuilder, device: Device, strict: bool) -> R
     }
 }
 
+/// The execution providers the loaded ONNX Runtime was built with that this build can use
+/// (`CPUExecutionProvider`, and `CUDAExecutionProvider` with the `cuda` feature and a GPU build of
+/// ONNX Runtime); a provider being listed does not mean a device is present.
+pub fn providers() -> Result<Vec<String>> {
+    use ort::ep::ExecutionProvider;
+    crate::runtime::environment()?;
+    let mut out = Vec::new();
+    if ort::ep::CPU::is_available().map_err(|e| InferError::Config(e.to_string()))? {
+        out.push(CPU.to_string());
+    }
+    #[cfg(feature = "cuda")]
+    if ort::ep::CUDA::is_available().map_err(|e| InferError::Config(e.to_string()))? {
+        out.push("CUDAExecutionProvider".to_string());
+    }
+    Ok(out)
+}
+
 #[cfg(feature = "cuda")]
 fn register_cuda(builder: &mut SessionBuilder, id: i32) -> std::result::Result<String, String> {
     use ort::ep::ExecutionProvider;

@@ -110,18 +110,17 @@ impl<'w> Emitter<'w> {
     /// `units` in sequence reading channels in `input` order (logical channels of the first
     /// unit's input), the last emitting `output` order; depthwise convs keep the order they read.
     fn chain_ordered(&mut self, units: &[ConvUnit], x: &str, input: &[usize], output: &[usize]) -> Result<String> {
+        // the order the next unit reads (`None`: the previous unit's natural order)
         let mut order: Option<Order> = Some(input.to_vec());
         for (i, u) in units.iter().enumerate() {
             let last = i + 1 == units.len();
             let o = if depthwise(u) {
                 ConvOrder { input: None, output: order.clone() }
             } else {
-                let out = if last { Some(output.to_vec()) } else { None };
-                ConvOrder { input: order.take(), output: out.clone() }
-            };
-            if !depthwise(u) {
+                let o = ConvOrder { input: order.take(), output: last.then(|| output.to_vec()) };
                 order = o.output.clone();
-            }
+                o
+            };
             if last && order.as_deref() != Some(output) {
                 return Err(crate::OnnxError::Options(format!(
                     "{}: a depthwise conv cannot end a branch of a shuffle-free block",

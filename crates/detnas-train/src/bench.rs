@@ -45,6 +45,10 @@ pub struct StepTiming {
     pub ms_per_step_p50: f64,
     /// Mean time of a step.
     pub ms_per_step_mean: f64,
+    /// Total loss of the first step. The weights and the batch come from the CPU generator seeded
+    /// with 0 whatever the device, so CPU and CUDA runs of the same configuration start equal and
+    /// their first losses differ only by the kernels' rounding.
+    pub loss_first: f64,
 }
 
 /// Times training steps of `cfg.arch` (required) at `cfg.detector`'s input on random images with
@@ -59,11 +63,22 @@ pub fn time_step(cfg: &DetTrainConfig, opts: &StepBench) -> Result<StepTiming> {
         .ok_or_else(|| TrainError::Config("the config needs an `arch` (the path to time)".into()))?;
     let (space, arch) = resolve(Some(&cfg.space), arch_text)?;
     let dev = opts.device;
-    let vs = nn::VarStore::new(dev);
     let paths = if opts.supernet { Paths::All } else { Paths::Single(&arch) };
-    let net = DetectionNet::build(&vs, &space, paths, &cfg.detector, None, 0)?;
+    // weights drawn on the CPU, then copied to the device: the same start on every device
+    tch::manual_seed(0);
+    let cpu = nn::VarStore::new(Device::Cpu);
+    let net = DetectionNet::build(&cpu, &space, paths, &cfg.detector, None, 0)?;
+    let (_vs, net) = if dev == Device::Cpu {
+        (cpu, net)
+    } else {
+        let mut vs = nn::VarStore::new(dev);
+        let on_device = DetectionNet::build(&vs, &space, paths, &cfg.detector, None, 0)?;
+        vs.copy(&cpu)?;
+        (vs, on_device)
+    };
     let (h, w) = (cfg.detector.input.height as i64, cfg.detector.input.width as i64);
-    let x = (Tensor::rand([opts.batch_size as i64, 3, h, w], (Kind::Float, dev)) * 255.0).detach();
+    let x =
+        (Tensor::rand([opts.batch_size as i64, 3, h, w], (Kind::Float, Device::Cpu)) * 255.0).to_device(dev).detach();
     let mut rng = Rng::seed(0);
     let targets = match &net {
         DetectionNet::Retinanet(r) => {
@@ -80,14 +95,16 @@ pub fn time_step(cfg: &DetTrainConfig, opts: &StepBench) -> Result<StepTiming> {
     };
     let genes = net.default_genes();
     let mut opt = PathSgd::new(0.9, 1e-4, true);
-    let mut step = || -> Result<()> {
+    let mut step = || -> Result<f64> {
         let params = net.path_parameters(&arch, &genes)?;
         PathSgd::zero_grad(&params);
-        net.step_loss(&x, &arch, &genes, &targets, 0, 0)?.total.backward();
+        let loss = net.step_loss(&x, &arch, &genes, &targets, 0, 0)?.total;
+        loss.backward();
         opt.step(&params, 0.01);
-        Ok(())
+        Ok(loss.double_value(&[]))
     };
-    for _ in 0..opts.warmup {
+    let loss_first = step()?;
+    for _ in 1..opts.warmup {
         step()?;
     }
     let mut times = Vec::with_capacity(opts.steps.max(1));
@@ -106,6 +123,7 @@ pub fn time_step(cfg: &DetTrainConfig, opts: &StepBench) -> Result<StepTiming> {
         input: [h, w],
         ms_per_step_p50: times[times.len() / 2],
         ms_per_step_mean: times.iter().sum::<f64>() / times.len() as f64,
+        loss_first,
     })
 }
 

@@ -5,28 +5,48 @@ use std::ffi::CString;
 use std::sync::OnceLock;
 use tch::Device;
 
-static CUDA_LOADED: OnceLock<bool> = OnceLock::new();
+static CUDA_LOADED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
 
 /// Loads `libtorch_cuda.so` (global symbols) so that libtorch registers its CUDA kernels.
 ///
 /// The linker drops the library because no symbol of it is referenced directly; without this call
 /// libtorch reports no CUDA even on a GPU machine. Call it first thing in `main`, before any other
 /// `tch` call (an earlier `tch::Cuda::is_available()` caches "no CUDA" for the whole process).
-/// Returns whether the library was loaded; on a machine without CUDA it fails harmlessly.
+/// Returns whether the library was loaded; on a machine without CUDA it fails harmlessly
+/// ([`cuda_library`] says why).
 pub fn init() -> bool {
-    *CUDA_LOADED.get_or_init(|| {
-        let mut candidates = vec!["libtorch_cuda.so".to_string()];
-        if let Some(dir) = option_env!("LIBTORCH") {
-            candidates.push(format!("{dir}/lib/libtorch_cuda.so"));
-        }
-        candidates.iter().any(|name| {
-            let Ok(c) = CString::new(name.as_str()) else { return false };
-            // SAFETY: dlopen with a valid NUL-terminated path; the handle is intentionally leaked so the
-            // library stays loaded for the life of the process.
-            let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
-            !handle.is_null()
+    cuda_library().is_ok()
+}
+
+/// Loads libtorch's CUDA library once ([`init`]); the error is the dynamic loader's reason for the
+/// last candidate tried (e.g. `libcublas.so.13: cannot open shared object file`).
+pub fn cuda_library() -> std::result::Result<(), String> {
+    CUDA_LOADED
+        .get_or_init(|| {
+            let mut candidates = vec!["libtorch_cuda.so".to_string()];
+            if let Some(dir) = option_env!("LIBTORCH") {
+                candidates.push(format!("{dir}/lib/libtorch_cuda.so"));
+            }
+            let mut reason = String::from("libtorch_cuda.so not found");
+            for name in &candidates {
+                let Ok(c) = CString::new(name.as_str()) else { continue };
+                // SAFETY: dlopen with a valid NUL-terminated path; the handle is intentionally leaked
+                // so the library stays loaded for the life of the process. dlerror returns a
+                // NUL-terminated string owned by the loader (or null), read at once.
+                unsafe {
+                    let handle = libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL);
+                    if !handle.is_null() {
+                        return Ok(());
+                    }
+                    let e = libc::dlerror();
+                    if !e.is_null() {
+                        reason = std::ffi::CStr::from_ptr(e).to_string_lossy().into_owned();
+                    }
+                }
+            }
+            Err(reason)
         })
-    })
+        .clone()
 }
 
 /// Parses `cpu`, `cuda` (= `cuda:0`) or `cuda:N` and checks the device exists.
