@@ -59,8 +59,12 @@ rm -rf "$DEST.tmp"
 # shellcheck disable=SC2086
 "${PIP[@]}" --no-deps --target "$DEST.tmp" ${WANT%% + *}
 if [[ "$CUDA" == 1 ]]; then
+    # A folder of its own, then merged: pip --target skips top-level folders that exist (nvidia/).
+    rm -rf "$DEST.cuda"
     # shellcheck disable=SC2086
-    "${PIP[@]}" --target "$DEST.tmp" $CUDA_SET
+    "${PIP[@]}" --target "$DEST.cuda" $CUDA_SET
+    cp -alf "$DEST.cuda/." "$DEST.tmp/"   # hard links: no second copy of 4 GB
+    rm -rf "$DEST.cuda"
 fi
 # torch-sys checks this file against the version it was written for: a mismatch becomes a clear error.
 echo "$TORCH_VERSION" > "$DEST.tmp/torch/build-version"

@@ -61,5 +61,8 @@ fn enabled_features() -> Vec<&'static str> {
     if cfg!(feature = "train") {
         v.push("train");
     }
+    if cfg!(feature = "cuda") {
+        v.push("cuda");
+    }
     v
 }

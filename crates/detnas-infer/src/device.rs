@@ -45,17 +45,20 @@ const CPU: &str = "CPUExecutionProvider";
 pub fn register(builder: &mut SessionBuilder, device: Device, strict: bool) -> Result<ProviderChoice> {
     match device {
         Device::Cpu => Ok(ProviderChoice { provider: CPU.into(), warning: None }),
-        Device::Cuda(id) => match register_cuda(builder, id) {
+        Device::Cuda(id) => match register_cuda(builder, id).map_err(|r| one_line(&r)) {
             Ok(provider) => Ok(ProviderChoice { provider, warning: None }),
             Err(reason) if strict => Err(InferError::Provider { requested: format!("cuda:{id}"), reason }),
             Err(reason) => {
-                // One line, whatever the provider's own message looks like.
-                let reason: Vec<&str> = reason.split_whitespace().collect();
-                let warning = format!("device cuda:{id} unavailable ({}); running on CPU", reason.join(" "));
+                let warning = format!("device cuda:{id} unavailable ({reason}); running on CPU");
                 Ok(ProviderChoice { provider: CPU.into(), warning: Some(warning) })
             }
         },
     }
+}
+
+/// One line, whatever the provider's own message looks like (line breaks, escaped ones included).
+fn one_line(reason: &str) -> String {
+    reason.replace("\\n", " ").split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The execution providers the loaded ONNX Runtime was built with that this build can use
