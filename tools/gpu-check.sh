@@ -4,7 +4,7 @@
 # if present. Prints one summary table (Markdown) and writes the logs under OUT_DIR.
 #   tools/gpu-check.sh [OUT_DIR]                   (default runs/gpu-check)
 # The detnas binary: $DETNAS, else target/release/detnas. The native libraries: this checkout's
-# .native/ (tools/setup-native.sh --cuda), else a CUDA PyTorch installation found with
+# .native/ when installed with tools/setup-native.sh --cuda, else a CUDA PyTorch installation found with
 # `python -c "import torch"` (its torch/lib and nvidia/*/lib folders on LD_LIBRARY_PATH), so a
 # prebuilt binary runs where there is no Rust toolchain and no network.
 # Exit status: 0 every check passed, 1 a check failed, 3 no usable GPU here (nothing was run; the
@@ -24,10 +24,11 @@ GPUS="$(nvidia-smi --query-gpu=name,memory.total,compute_cap --format=csv,nohead
     || no_gpu "nvidia-smi lists no GPU"
 [[ -n "$GPUS" ]] || no_gpu "nvidia-smi lists no GPU"
 
-# Without this checkout's CUDA libraries, a CUDA PyTorch installation's.
-if [[ ! -d "$ROOT/.native/python/nvidia" ]]; then
+# Without this checkout's CUDA libraries (tools/setup-native.sh --cuda), a CUDA PyTorch
+# installation's.
+if ! grep -q onnxruntime-gpu "$ROOT/.native/installed" 2> /dev/null; then
     TORCH_DIR="$("$PY" -c 'import os, torch; print(os.path.dirname(torch.__file__))' 2> /dev/null)" \
-        || no_gpu "neither .native/python/nvidia (tools/setup-native.sh --cuda) nor a PyTorch installation"
+        || no_gpu "neither this checkout's CUDA libraries (tools/setup-native.sh --cuda) nor a PyTorch installation"
     SITE="$(dirname "$TORCH_DIR")"
     LIBS="$TORCH_DIR/lib"
     for d in "$SITE"/nvidia/*/lib "$SITE"/nvidia/*/*/lib; do [[ -d "$d" ]] && LIBS+=":$d"; done

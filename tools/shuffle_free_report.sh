@@ -15,6 +15,7 @@
 #   tools/shuffle_free_report.sh OUT_DIR [--threads "1 2"] [--rounds 3] [--iters 60] [--only shipped|arch]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+[[ $# -ge 1 ]] || { echo "usage: tools/shuffle_free_report.sh OUT_DIR [--threads \"1 2\"] [--rounds 3] [--iters 60] [--only shipped|arch]" >&2; exit 2; }
 OUT="$1"
 shift
 THREADS="1 2" ROUNDS=3 ITERS=60 ONLY=""
@@ -23,7 +24,7 @@ while [[ $# -gt 0 ]]; do
         --threads) THREADS="$2"; shift 2 ;;
         --rounds) ROUNDS="$2"; shift 2 ;;
         --iters) ITERS="$2"; shift 2 ;;
-        --only) ONLY="$2"; shift 2 ;;
+        --only) ONLY="$2"; [[ "$ONLY" == shipped || "$ONLY" == arch ]] || { echo "--only shipped or arch" >&2; exit 2; }; shift 2 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -68,7 +69,8 @@ for t in $THREADS; do
 done
 for m in "${MODELS[@]}"; do
     rm -rf "$OUT/det-$m"
-    "$BIN" detect "$OUT/$m.onnx" "$DATA/images/val" --out "$OUT/det-$m" --ids-from "$DATA/val.json" > /dev/null 2>&1
+    "$BIN" detect "$OUT/$m.onnx" "$DATA/images/val" --out "$OUT/det-$m" --ids-from "$DATA/val.json" > /dev/null 2> "$OUT/detect-$m.log" \
+        || { echo "detect with $m failed: see $OUT/detect-$m.log" >&2; exit 1; }
     "$BIN" eval --gt "$DATA/val.json" --dt "$OUT/det-$m/detections.json" --json > "$OUT/eval-$m.json"
 done
 

@@ -56,9 +56,10 @@ pub fn register(builder: &mut SessionBuilder, device: Device, strict: bool) -> R
     }
 }
 
-/// One line, whatever the provider's own message looks like (line breaks, escaped ones included).
+/// One line, whatever the provider's own message looks like (line breaks, and the escaped one
+/// ONNX Runtime ends some messages with).
 fn one_line(reason: &str) -> String {
-    reason.replace("\\n", " ").split_whitespace().collect::<Vec<_>>().join(" ")
+    reason.trim_end().trim_end_matches("\\n").split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// The execution providers the loaded ONNX Runtime was built with that this build can use

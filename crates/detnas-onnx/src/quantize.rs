@@ -773,9 +773,19 @@ mod tests {
         let arch = Arch::uniform(&space, Choice::Shufflenet3x3);
         let cfg = DetectorConfig { input: InputSize::new(64, 64), ..Default::default() };
         let weights = crate::Weights::random_varied(&detector_params(&space, Paths::Single(&arch), &cfg), 1);
+        // every conv activation its own range (growing with the conv's place), so that a stage's
+        // shared scale comes from its own ranges and stages differ
         let export = |layout| {
             let opts = crate::ExportOptions { layout, ..Default::default() };
-            quantize_for_timing(&crate::export_retinanet(&space, &arch, &cfg, &weights, &opts).unwrap(), true).unwrap()
+            let model = crate::export_retinanet(&space, &arch, &cfg, &weights, &opts).unwrap();
+            let mut plan = QuantPlan::default();
+            for (i, s) in conv_sites(&model).unwrap().iter().enumerate().skip(1) {
+                plan.convs.push(s.name.clone());
+                for v in [&s.input, &s.output] {
+                    plan.ranges.insert(v.clone(), (0.0, 1.0 + i as f32));
+                }
+            }
+            quantize_qdq(&model, &plan).unwrap().model
         };
         let scale_of = |m: &ModelProto, v: &str, op: &str, reads: bool| -> Option<Vec<u8>> {
             let g = m.graph.as_ref().unwrap();
@@ -798,6 +808,8 @@ mod tests {
             }
             assert_eq!(scales.entry(stage).or_insert(input.clone()), &input, "one scale per stage");
         }
+        let distinct: std::collections::BTreeSet<&Vec<u8>> = scales.values().collect();
+        assert_eq!(distinct.len(), scales.len(), "each stage its own scale: {scales:?}");
         // every input of a backbone concatenation is dequantized uint8 in the shuffle-free model;
         // in the shuffled one the passthrough halves stay float
         let concat_inputs_quantized = |m: &ModelProto| {

@@ -15,9 +15,10 @@ use onnx_protobuf::{StringStringEntryProto, TensorProto};
 use std::collections::BTreeMap;
 
 /// `model` (read from `name`, named in errors) exported again with `layout`: every output equal
-/// within float rounding, its metadata kept (the layout entry set). An error when it is not a
-/// float detector exported by detnas (quantized or half-precision models: convert the float
-/// model, then quantize).
+/// within float rounding, its metadata kept (the layout entry set). A model already in `layout`
+/// comes back as it is. An error when it is not a float detector exported by detnas (quantized or
+/// half-precision models: convert the float model, then quantize), or when it is shuffle-free and
+/// `layout` is not (its weights are stored permuted: export the model it was made from again).
 pub fn relayout(model: &ModelProto, name: &str, layout: Layout) -> Result<ModelProto> {
     let bad = |reason: &str| OnnxError::Options(format!("{name}: {reason}"));
     let meta: BTreeMap<&str, &str> = model.metadata_props.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
@@ -34,6 +35,18 @@ pub fn relayout(model: &ModelProto, name: &str, layout: Layout) -> Result<ModelP
     let config: DetectorConfig =
         serde_json::from_str(get(keys::CONFIG)?).map_err(|e| bad(&format!("`{}` metadata: {e}", keys::CONFIG)))?;
     let genome = Genome::parse(Some(get(keys::SPACE)?), get(keys::ARCH)?)?;
+    let source = match meta.get(keys::LAYOUT) {
+        Some(l) => Layout::from_name(l).ok_or_else(|| bad(&format!("unknown `{}` metadata: {l}", keys::LAYOUT)))?,
+        None => Layout::Shuffle,
+    };
+    if source == layout {
+        return Ok(model.clone());
+    }
+    if source != Layout::Shuffle {
+        return Err(bad(&format!(
+            "is {source}: its weights are stored in that channel order; export the model it was made from with --layout {layout}"
+        )));
+    }
     let batch = match meta.get(keys::BATCH) {
         Some(b) => b.parse().map_err(|_| bad(&format!("`{}` metadata is not a number: {b}", keys::BATCH)))?,
         None => 1,

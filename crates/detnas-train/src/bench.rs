@@ -26,7 +26,7 @@ pub struct StepBench {
     pub batch_size: usize,
     /// Timed steps (at least 1).
     pub steps: usize,
-    /// Untimed steps first.
+    /// Untimed steps first (at least one: the first step's loss is reported).
     pub warmup: usize,
     /// Where the steps run.
     pub device: Device,
@@ -45,9 +45,9 @@ pub struct StepTiming {
     pub ms_per_step_p50: f64,
     /// Mean time of a step.
     pub ms_per_step_mean: f64,
-    /// Total loss of the first step. The weights and the batch come from the CPU generator seeded
-    /// with 0 whatever the device, so CPU and CUDA runs of the same configuration start equal and
-    /// their first losses differ only by the kernels' rounding.
+    /// Total loss of the first (untimed) step. The weights and the batch are seeded whatever the
+    /// device, so CPU and CUDA runs of the same configuration start equal and their first losses
+    /// differ only by the kernels' rounding.
     pub loss_first: f64,
 }
 
@@ -64,19 +64,12 @@ pub fn time_step(cfg: &DetTrainConfig, opts: &StepBench) -> Result<StepTiming> {
     let (space, arch) = resolve(Some(&cfg.space), arch_text)?;
     let dev = opts.device;
     let paths = if opts.supernet { Paths::All } else { Paths::Single(&arch) };
-    // weights drawn on the CPU, then copied to the device: the same start on every device
-    tch::manual_seed(0);
-    let cpu = nn::VarStore::new(Device::Cpu);
-    let net = DetectionNet::build(&cpu, &space, paths, &cfg.detector, None, 0)?;
-    let (_vs, net) = if dev == Device::Cpu {
-        (cpu, net)
-    } else {
-        let mut vs = nn::VarStore::new(dev);
-        let on_device = DetectionNet::build(&vs, &space, paths, &cfg.detector, None, 0)?;
-        vs.copy(&cpu)?;
-        (vs, on_device)
-    };
+    let vs = nn::VarStore::new(dev);
+    // the weights come from the project's seeded initialisation (seed 0) whatever the device; the
+    // batch from libtorch's seeded CPU generator, then moved
+    let net = DetectionNet::build(&vs, &space, paths, &cfg.detector, None, 0)?;
     let (h, w) = (cfg.detector.input.height as i64, cfg.detector.input.width as i64);
+    tch::manual_seed(0);
     let x =
         (Tensor::rand([opts.batch_size as i64, 3, h, w], (Kind::Float, Device::Cpu)) * 255.0).to_device(dev).detach();
     let mut rng = Rng::seed(0);

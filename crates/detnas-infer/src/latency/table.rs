@@ -191,7 +191,8 @@ fn conv_name(conv: HeadConv) -> &'static str {
 
 /// The table key of a block: choice, channels, stride and input size (`block shufflenet3x3
 /// 64->160 s2 80x80`), and for a shuffle-free stride-1 block the pieces of its split (` split7`);
-/// layers with the same key run the same graph.
+/// layers with the same key run graphs of the same shapes (shuffle-free ones: and as many split
+/// pieces, whose sizes may differ slightly).
 fn block_key(
     space: &SearchSpace,
     layer: usize,
