@@ -30,6 +30,9 @@ fn env_reports_the_cuda_state_and_why() {
     assert!(providers.contains(&"CPUExecutionProvider"), "{providers:?}");
     if !has_gpu() {
         assert_eq!(env["cuda_devices"], 0, "{env}");
+        assert_eq!(env["gpus"], serde_json::json!([]), "{env}");
+    } else {
+        assert!(!env["gpus"].as_array().unwrap().is_empty(), "nvidia-smi lists a GPU: {env}");
     }
 }
 

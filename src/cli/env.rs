@@ -40,6 +40,7 @@ pub fn run(args: EnvArgs) -> Result<()> {
         }
         info.insert("cuda_devices".into(), serde_json::json!(tch::Cuda::device_count()));
         info.insert("cudnn_available".into(), serde_json::json!(tch::Cuda::cudnn_is_available()));
+        info.insert("gpus".into(), serde_json::json!(gpus()));
         info.insert("libtorch_threads".into(), serde_json::json!(tch::get_num_threads()));
     }
     info.insert("features".into(), serde_json::json!(enabled_features()));
@@ -51,6 +52,22 @@ pub fn run(args: EnvArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The GPUs `nvidia-smi` lists (name, memory, compute capability), one string each; none when it is
+/// absent or lists none.
+#[cfg(feature = "train")]
+fn gpus() -> Vec<String> {
+    let query = ["--query-gpu=index,name,memory.total,compute_cap", "--format=csv,noheader"];
+    match std::process::Command::new("nvidia-smi").args(query).output() {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 fn enabled_features() -> Vec<&'static str> {
