@@ -2,13 +2,13 @@
 //! tiles, determinism, the SDK on the result (parity of detections with the float model),
 //! `export --int8`, and the errors of bad inputs.
 
-use crate::util::{assert_one_line_failure, detnas, stderr, textured};
+use crate::util::{assert_one_line_failure, detnas, sample_tiles, stderr, textured};
 use detnas_core::detector::boxes::iou;
 use detnas_infer::{Detector, DetectorOptions};
 use detnas_onnx::ModelProto;
 use detnas_onnx::onnx_protobuf::Message;
 use detnas_onnx::quantize::{QUANTIZATION_KEY, count_ops, metadata};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const SHIPPED: &str = "models/neon-trees.onnx";
 const SAMPLES: &str = "models/samples";
@@ -35,7 +35,7 @@ fn model(path: &Path) -> ModelProto {
 fn kept_by(other: &Detector, min_iou: f32, score_tol: f32) -> (usize, usize) {
     let float = Detector::from_file(SHIPPED, DetectorOptions::default()).unwrap();
     let (mut matched, mut total) = (0, 0);
-    for path in samples() {
+    for path in sample_tiles() {
         let f = float.detect_path(&path).unwrap();
         let o = other.detect_path(&path).unwrap();
         for d in f.detections.iter().filter(|d| d.score >= 0.3) {
@@ -46,16 +46,6 @@ fn kept_by(other: &Detector, min_iou: f32, score_tol: f32) -> (usize, usize) {
         }
     }
     (matched, total)
-}
-
-fn samples() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(SAMPLES)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]

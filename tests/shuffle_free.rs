@@ -3,7 +3,7 @@
 //! variant and detector family; deterministic bytes; no strided copy left; and the CLI's
 //! conversions of an exported (trained) model.
 
-use crate::util::{assert_one_line_failure, detnas, stderr};
+use crate::util::{assert_one_line_failure, detnas, sample_tiles, stderr};
 use detnas_core::detector::contract::keys;
 use detnas_core::detector::plan::{Paths, detector_params};
 use detnas_core::detector::{DetectorConfig, DetectorKind};
@@ -17,7 +17,7 @@ use detnas_onnx::graph::encode;
 use detnas_onnx::onnx_protobuf::Message;
 use detnas_onnx::{ExportOptions, Layout, ModelProto, Weights, export_detector};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const SHIPPED: &str = "models/neon-trees.onnx";
 const SAMPLES: &str = "models/samples";
@@ -141,23 +141,13 @@ fn faster_rcnn_gives_the_shuffled_outputs() {
 /// Every detection of `model` on the sample tiles: (box, score, label) per image.
 fn detections(model: &Path) -> Vec<Vec<([f32; 4], f32, usize)>> {
     let detector = Detector::from_file(model, DetectorOptions::default()).unwrap();
-    samples()
+    sample_tiles()
         .iter()
         .map(|p| {
             let r = detector.detect_path(p).unwrap();
             r.detections.iter().map(|d| (d.bbox, d.score, d.class_id)).collect()
         })
         .collect()
-}
-
-fn samples() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(SAMPLES)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
-        .collect();
-    v.sort();
-    v
 }
 
 fn read(path: &Path) -> ModelProto {

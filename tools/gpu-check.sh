@@ -16,7 +16,14 @@ OUT="${1:-runs/gpu-check}"
 BIN="${DETNAS:-$ROOT/target/release/detnas}"
 [[ -x "$BIN" ]] || { echo "gpu-check: no detnas binary at $BIN (build it, or set DETNAS)" >&2; exit 2; }
 PY="${PYTHON:-python3}"
+# OUT_DIR is this script's: new, empty, or written by it before (its marker file); it replaces
+# only what it writes there.
+if [[ -d "$OUT" && -n "$(ls -A "$OUT")" && ! -f "$OUT/.gpu-check" ]]; then
+    echo "gpu-check: $OUT holds files this script did not write: choose another OUT_DIR" >&2
+    exit 2
+fi
 mkdir -p "$OUT"
+touch "$OUT/.gpu-check"
 
 no_gpu() { echo "gpu-check: no usable GPU: $1" >&2; exit 3; }
 command -v nvidia-smi > /dev/null 2>&1 || no_gpu "nvidia-smi is not installed"

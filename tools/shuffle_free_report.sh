@@ -33,7 +33,14 @@ BIN="${DETNAS:-$ROOT/target/release/detnas}"
 PY="$ROOT/.venv/bin/python"
 DATA="$ROOT/data/neon-trees"
 [[ -d "$DATA" ]] || "$PY" "$ROOT/tools/prepare_neon_trees.py" > /dev/null
+# OUT_DIR is this script's: new, empty, or written by it before (its marker file); it replaces
+# only what it writes there.
+if [[ -d "$OUT" && -n "$(ls -A "$OUT")" && ! -f "$OUT/.shuffle-free-report" ]]; then
+    echo "shuffle_free_report: $OUT holds files this script did not write: choose another OUT_DIR" >&2
+    exit 2
+fi
 mkdir -p "$OUT"
+touch "$OUT/.shuffle-free-report"
 header="| model | size"
 rule="|---|---"
 for t in $THREADS; do header+=" | $t thread(s): p50 (spread) | vs FP32 per round (range)"; rule+="|---|---"; done

@@ -25,8 +25,9 @@ use detnas_onnx::DetectionLoad;
 use detnas_onnx::Part;
 use detnas_onnx::layout::{BlockLayout, Layout, LayoutPlan};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The `format` field of a table file.
 pub const TABLE_FORMAT: &str = "detnas-latency-table";
@@ -193,30 +194,48 @@ fn conv_name(conv: HeadConv) -> &'static str {
 /// 64->160 s2 80x80`), and for a shuffle-free stride-1 block the pieces of its split (` split7`);
 /// layers with the same key run graphs of the same shapes (shuffle-free ones: and as many split
 /// pieces, whose sizes may differ slightly).
-fn block_key(
-    space: &SearchSpace,
-    layer: usize,
-    choice: Choice,
-    in_hw: (u64, u64),
-    plan: Option<&LayoutPlan>,
-) -> String {
+fn block_key(space: &SearchSpace, layer: usize, choice: Choice, in_hw: (u64, u64), pieces: Option<&[usize]>) -> String {
     let l = space.layers()[layer];
     let key = format!("block {choice} {}->{} s{} {}x{}", l.in_channels, l.out_channels, l.stride, in_hw.0, in_hw.1);
-    match plan.map(|p| &p.blocks[layer]) {
-        Some(BlockLayout::Stride1 { split, .. }) => format!("{key} split{}", split.len()),
+    match pieces.map(|p| p[layer]) {
+        Some(n) if n > 0 => format!("{key} split{n}"),
         _ => key,
     }
+}
+
+/// The pieces of each block's `Split` in `space`'s shuffle-free plan with `shuffle` (0 for a
+/// stride-2 block), planned once per process: predictions run thousands of times in a search.
+fn split_pieces(space: &SearchSpace, shuffle: ChannelShuffle) -> Arc<Vec<usize>> {
+    type Cache = Mutex<HashMap<String, Arc<Vec<usize>>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let key = format!("{} {} {:?} {shuffle:?}", space.name, space.stem_channels, space.stages);
+    let mut cache = CACHE.get_or_init(Cache::default).lock().unwrap_or_else(|e| e.into_inner());
+    cache
+        .entry(key)
+        .or_insert_with(|| {
+            let blocks = LayoutPlan::new(space, shuffle).blocks;
+            Arc::new(
+                blocks
+                    .iter()
+                    .map(|b| match b {
+                        BlockLayout::Stride1 { split, .. } => split.len(),
+                        BlockLayout::Stride2 { .. } => 0,
+                    })
+                    .collect(),
+            )
+        })
+        .clone()
 }
 
 /// The terms of a detector: `arch` in `space` with `cfg`'s genes, at `cfg.input`, its blocks
 /// written as `layout` says.
 pub fn genome_terms(space: &SearchSpace, arch: &Arch, cfg: &DetectorConfig, layout: Layout) -> Result<Vec<Term>> {
     let report = cost(space, arch, cfg.input)?;
-    let plan = (layout == Layout::ShuffleFree).then(|| LayoutPlan::new(space, cfg.shuffle));
+    let pieces = (layout == Layout::ShuffleFree).then(|| split_pieces(space, cfg.shuffle));
     let term = |group, part, key: String, count| Term { group, part, key, count };
     let mut out = vec![term(Group::Stem, Part::Stem, "stem".into(), 1.0)];
     for (layer, (&choice, lc)) in arch.choices().iter().zip(&report.layers).enumerate() {
-        let key = block_key(space, layer, choice, lc.in_hw, plan.as_ref());
+        let key = block_key(space, layer, choice, lc.in_hw, pieces.as_deref().map(Vec::as_slice));
         out.push(term(Group::Backbone, Part::Block { layer, choice }, key, 1.0));
     }
     let fpn = cfg.fpn_channels;
