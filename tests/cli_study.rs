@@ -52,5 +52,23 @@ fn a_quick_study_on_user_data_writes_its_report_csvs_and_plots() {
         assert!(report.contains(needle), "`{needle}` missing from the report");
     }
     assert!(state["data"]["ladder"]["crippled_supernet"].as_array().unwrap().len() == 4);
+    // the ladder's middle rungs: one elastic dimension at a time, then all
+    let rungs = state["data"]["rungs"].as_array().unwrap();
+    let dims: Vec<&str> = rungs.iter().map(|r| r["dimension"].as_str().unwrap()).collect();
+    assert_eq!(dims, ["backbone choices", "FPN width"], "a quick study's two rungs");
+    assert!(report.contains("| FPN width |"), "rungs missing from the report");
+    // the method ablation adds supernets to the finished study against the same yardstick
+    let bad = detnas(&[&args[..], &["--out", &d("s"), "--resume", "--ablate", "fair:0"]].concat());
+    assert!(!bad.status.success() && stderr(&bad).contains("--ablate"), "{}", stderr(&bad));
+    let o = detnas(&[&args[..], &["--out", &d("s"), "--resume", "--ablate", "no-affine:20:0.01"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("(e) How the supernet trains"), "{report}");
+    let row = "| no-affine, base learning rate 0.01 | 20 x 1 |";
+    assert!(report.contains(row), "`{row}` missing: {report}");
+    let again: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("study.json")).unwrap()).unwrap();
+    assert_eq!(again["data"]["pool"], state["data"]["pool"], "the yardstick is kept");
+    assert_eq!(again["data"]["ablation"].as_array().unwrap().len(), 1);
+    assert!(out.join("ablation/no-affine-20-lr0.01/state.json").is_file());
     assert!(!out.join("data").exists(), "no synthetic set is made for user data");
 }

@@ -23,8 +23,8 @@ const HUGE_GENES: [&str; 4] = [
 ];
 
 /// String flags that carry numbers (ids).
-const TEXT_NUMBERS: [&str; 9] =
-    ["arch", "input", "flops_max", "flops_min", "flops_input", "size", "objects", "sizes", "budget"];
+const TEXT_NUMBERS: [&str; 10] =
+    ["ablate", "arch", "input", "flops_max", "flops_min", "flops_input", "size", "objects", "sizes", "budget"];
 
 /// Genome flags among [`TEXT_NUMBERS`]: their genes are checked at parse time ([`HUGE_GENES`]);
 /// a bare number is a backbone encoding, checked against the search space when the command runs
@@ -97,6 +97,7 @@ fn good(flag: &Flag) -> &str {
     }
     match flag.id.as_str() {
         "arch" => "coco-fpn-300m",
+        "ablate" => "fair:800",
         "input" | "inputs" => "64",
         "tile" => "64",
         "genomes" => "12",

@@ -47,6 +47,12 @@ pub struct StudyArgs {
     /// genes) or no-affine (choice-block BN without scale and shift).
     #[arg(long, default_value = "uniform", value_parser = ["uniform", "fair", "sandwich", "no-affine"])]
     supernet_method: String,
+    /// More supernets for the method ablation, scored against the same yardstick:
+    /// `METHOD[:ITERATIONS[:LR]]` each, comma-separated (e.g. `fair:800,uniform:6400:0.005`;
+    /// iterations 10 to 100000, default the study's; base learning rate 0.00001 to 1, default
+    /// 0.02). Runs already in the study are kept: `--resume --ablate ...` adds to a finished study.
+    #[arg(long, value_delimiter = ',', value_parser = super::values::ablation)]
+    ablate: Vec<String>,
     /// Continue the study in --out, skipping the steps (and retrainings) it finished.
     #[arg(long, conflicts_with = "overwrite")]
     resume: bool,
@@ -70,5 +76,6 @@ pub fn run(args: StudyArgs) -> Result<()> {
         resume: args.resume,
         overwrite: args.overwrite,
         supernet: detnas_search::study::supernet_method(&args.supernet_method)?,
+        ablate: args.ablate,
     })
 }

@@ -323,6 +323,13 @@ pub fn input_size(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// One supernet of `detnas study --ablate`, `METHOD[:ITERATIONS[:LR]]`, checked (bounds included)
+/// at parse time and kept as text; the study fills in its own defaults.
+pub fn ablation(s: &str) -> Result<String, String> {
+    detnas_search::study_ablation::AblationSpec::parse(s, (1000, 0.02)).map_err(|e| format!("{e:#}"))?;
+    Ok(s.trim().to_string())
+}
+
 /// Largest square input of `detnas study`: its supernets train at every input of the list.
 #[cfg_attr(not(feature = "search"), allow(dead_code))]
 const MAX_STUDY_INPUT: u64 = 2048;

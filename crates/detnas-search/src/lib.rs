@@ -39,6 +39,7 @@ pub mod report;
 mod run;
 pub mod setup;
 pub mod study;
+pub mod study_ablation;
 pub mod study_steps;
 
 pub use detnas_train::search::Metric;

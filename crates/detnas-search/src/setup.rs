@@ -209,6 +209,10 @@ pub fn make_data<S: Record>(d: &mut Ctx<S>) -> Result<()> {
     Ok(())
 }
 
+/// Base learning rate of every training the demo and the study run (warm-up, then 10x lower at
+/// three quarters of the iterations).
+pub const BASE_LR: f64 = 0.02;
+
 /// The training configuration of the supernet (`genes`) or of a stand-alone genome.
 pub fn train_config<S>(d: &Ctx<S>, genes: bool) -> DetTrainConfig {
     let s = &d.schedule;
@@ -229,7 +233,7 @@ pub fn train_config<S>(d: &Ctx<S>, genes: bool) -> DetTrainConfig {
     cfg.iterations = if genes { s.supernet_iterations } else { s.retrain_iterations };
     let milestone = cfg.iterations * 3 / 4;
     cfg.optim.lr = LrSchedule::WarmupStep {
-        base: 0.02,
+        base: BASE_LR,
         warmup_iters: (cfg.iterations / 10).max(1),
         warmup_factor: 1.0 / 3.0,
         milestones: vec![milestone.max(1)],

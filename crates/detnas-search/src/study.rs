@@ -22,18 +22,17 @@
 use crate::pipeline::{Pipeline, Steps, run_steps};
 use crate::plot::{pareto_png, scatter_png};
 use crate::setup::{
-    Clutter, Ctx, SPACE, Schedule, build_table, make_data, predicted_ms, random_genomes, run_search, train,
+    BASE_LR, Clutter, Ctx, SPACE, Schedule, build_table, make_data, predicted_ms, random_genomes, run_search, train,
     train_config, train_supernet, write_toml,
 };
-use crate::study_steps::{FREE, FreeRun, Ladder, ladder, training_free};
+use crate::study_ablation::{self, AblationRun, AblationSpec, Row, inherited_scores, training_log};
+use crate::study_steps::{FREE, FreeRun, Ladder, RUNGS, Rung, ladder, rung, training_free};
 use anyhow::{Context, Result};
-use detnas_core::search::genome::Candidate;
 use detnas_core::search::pareto::CandidateRow;
 use detnas_core::search::stats::{Interval, bootstrap, kendall_tau, spearman};
 use detnas_core::space::Choice;
 use detnas_core::space::arch::Arch;
 use detnas_train::config::{Sampling, SupernetSettings};
-use detnas_train::modules::BnUpdate;
 use detnas_train::run::Start;
 use detnas_train::trainer::{self, EvalOptions};
 use detnas_train::{checkpoint, device};
@@ -71,23 +70,13 @@ pub struct StudyOptions {
     pub overwrite: bool,
     /// How the genes supernet is trained ([`supernet_method`]; default: uniform single-path).
     pub supernet: SupernetSettings,
+    /// More supernets to train and score against the same yardstick, `METHOD[:ITERATIONS[:LR]]`
+    /// each ([`AblationSpec::parse`]); runs already in the study are not repeated, so a finished
+    /// study takes more with `resume`.
+    pub ablate: Vec<String>,
 }
 
-/// The supernet training method `name` of the study's ablation: `uniform` (single-path, SPOS /
-/// DetNAS), `fair` (strict fairness, FairNAS), `sandwich` (the sandwich rule with in-place
-/// distillation for the detector genes, BigNAS / OFA) or `no-affine` (choice-block BN without
-/// scale and shift, SPOS).
-pub fn supernet_method(name: &str) -> Result<SupernetSettings> {
-    let mut s = SupernetSettings::default();
-    match name {
-        "uniform" => {}
-        "fair" => s.sampling = Sampling::Fair,
-        "sandwich" => s.sandwich = true,
-        "no-affine" => s.block_bn_affine = false,
-        other => anyhow::bail!("unknown supernet method {other:?} (uniform, fair, sandwich, no-affine)"),
-    }
-    Ok(s)
-}
+pub use crate::study_ablation::supernet_method;
 
 /// The method of `s` in words, for the report.
 fn method_words(s: &SupernetSettings) -> String {
@@ -156,6 +145,12 @@ struct StudyData {
     /// The sanity ladder.
     #[serde(default)]
     ladder: Option<Ladder>,
+    /// The supernet ablation's runs, in the order they were asked for.
+    #[serde(default)]
+    ablation: Vec<AblationRun>,
+    /// The ladder's middle rungs, in [`RUNGS`] order.
+    #[serde(default)]
+    rungs: Vec<Rung>,
     searches: Vec<SearchRun>,
     retrained: Vec<Retrained>,
 }
@@ -231,6 +226,11 @@ pub fn run(args: &StudyOptions) -> Result<()> {
         );
         schedule.inputs = inputs.clone();
     }
+    let specs = args
+        .ablate
+        .iter()
+        .map(|t| AblationSpec::parse(t, (schedule.supernet_iterations, BASE_LR)))
+        .collect::<Result<Vec<_>>>()?;
     let plan = Plan {
         genomes: args.genomes.unwrap_or(if args.quick { 4 } else { 20 }) as usize,
         seeds: args.seeds,
@@ -254,9 +254,11 @@ pub fn run(args: &StudyOptions) -> Result<()> {
             ("training-free", free_fitness),
             ("contenders", contenders),
             ("ladder", sanity_ladder),
-            ("report", report),
+            ("ladder rungs", ladder_rungs),
         ],
     )?;
+    ablation(&mut study, &specs)?;
+    report(&mut study)?;
     eprintln!("study finished: {}", study.c.p.path("report.md").display());
     Ok(())
 }
@@ -276,31 +278,32 @@ fn pool(d: &mut Study) -> Result<()> {
 
 /// Inherited scores of the pool under every recalibration setting.
 fn inherited(d: &mut Study) -> Result<()> {
-    let dev = device::parse("cpu")?;
     let pool: Vec<String> = d.c.p.rec.data.pool.iter().map(|(g, _)| g.clone()).collect();
     let mut rows = Vec::new();
     for (batches, ema) in RECAL {
-        // a fresh supernet for each setting: recalibration rewrites the BN statistics it touches
-        let ck = checkpoint::open(&d.c.p.path("supernet"), None, dev)?;
-        let (train, val) = ck.datasets(None)?;
-        let update = if ema { BnUpdate::Ema(0.1) } else { BnUpdate::Cumulative };
-        let mut inherited = Vec::new();
-        for g in &pool {
-            let c = Candidate::parse(g)?;
-            let genes = c.detector_genes().context("a genome of the genes supernet")?;
-            let stats = if batches == 0 {
-                trainer::evaluate_genome_dataset(&ck.net, &c.arch, &genes, &val, ck.config.batch_size)?.0
-            } else {
-                let det = genes.apply(ck.net.cfg());
-                let b = trainer::recalibration_batches(&train, &det, batches, ck.config.batch_size, d.c.seed, dev)?;
-                trainer::score_genome(&ck.net, &c.arch, &genes, &b, &val, update)?
-            };
-            inherited.push(Score { ap: stats.stats[0].max(0.0), ap50: stats.stats[1].max(0.0) });
-        }
+        let scores = inherited_scores(&d.c.p.path("supernet"), &pool, batches, ema, d.c.seed)?;
+        let inherited = scores.into_iter().map(|(ap, ap50)| Score { ap, ap50 }).collect();
         eprintln!("recalibration {batches} batches{}: scored {} genomes", if ema { " (EMA)" } else { "" }, pool.len());
         rows.push(RecalRow { batches, ema, inherited });
     }
     d.c.p.rec.data.recal = rows;
+    Ok(())
+}
+
+/// The ablation's supernets not yet in the study, each trained and scored in turn (resumable run
+/// by run; not a step: a finished study takes more runs).
+fn ablation(d: &mut Study, specs: &[AblationSpec]) -> Result<()> {
+    let pool: Vec<String> = d.c.p.rec.data.pool.iter().map(|(g, _)| g.clone()).collect();
+    let recal = d.c.schedule.recal_batches;
+    for spec in specs {
+        if d.c.p.rec.data.ablation.iter().any(|r| &r.spec == spec) {
+            continue;
+        }
+        eprintln!("== ablation {}", spec.slug());
+        let run = crate::study_ablation::ablate(&mut d.c, spec, &pool, recal)?;
+        d.c.p.rec.data.ablation.push(run);
+        d.c.p.save()?;
+    }
     Ok(())
 }
 
@@ -355,6 +358,20 @@ fn sanity_ladder(d: &mut Study) -> Result<()> {
     let l = ladder(&mut d.c, &median, recal)?;
     d.c.p.rec.data.ladder = Some(l);
     d.c.p.save()
+}
+
+/// (d) the ladder's middle rungs, one dimension at a time (resumable rung by rung).
+fn ladder_rungs(d: &mut Study) -> Result<()> {
+    let genome = d.c.p.rec.data.ladder.as_ref().context("the ladder's first rung")?.genome.clone();
+    let recal = d.c.schedule.recal_batches;
+    // a quick run checks the machinery on two rungs: the backbone's choices and a detector gene
+    let rungs = if d.c.schedule.quick { &RUNGS[..2] } else { &RUNGS[..] };
+    for dimension in rungs.iter().skip(d.c.p.rec.data.rungs.len()) {
+        let r = rung(&mut d.c, &genome, dimension, recal)?;
+        d.c.p.rec.data.rungs.push(r);
+        d.c.p.save()?;
+    }
+    Ok(())
 }
 
 /// The yardstick: each pool genome's stand-alone AP50, the mean over the seeds.
@@ -561,7 +578,26 @@ fn report_text(d: &Study, data: &StudyData, main_recal: usize) -> String {
     contenders_section(&mut r, d, data);
     budget_section(&mut r, data);
     ladder_section(&mut r, data);
+    ablation_section(&mut r, d, data, main_recal);
     r
+}
+
+/// (e): the study's supernet and every ablation run against the yardstick.
+fn ablation_section(r: &mut String, d: &Study, data: &StudyData, main_recal: usize) {
+    let Some(main) = data.recal.get(main_recal) else { return };
+    let main: Vec<f64> = main.inherited.iter().map(|s| s.ap50).collect();
+    let s = &d.c.schedule;
+    let log = training_log(&d.c.p.path("supernet")).unwrap_or((f64::NAN, (f64::NAN, f64::NAN)));
+    let choices = detnas_core::SearchSpace::by_name(SPACE).map_or(1, |sp| sp.allowed.len());
+    let mut rows = vec![Row {
+        name: format!("the study's ({}), base learning rate {BASE_LR}", method_words(&s.supernet)),
+        iterations: s.supernet_iterations,
+        paths_per_step: study_ablation::paths_per_step(&s.supernet, choices),
+        log,
+        inherited: &main,
+    }];
+    rows.extend(data.ablation.iter().map(Row::of));
+    study_ablation::section(r, &rows, &yardstick(data), ceiling(data).map(|c| c.0), d.c.seed);
 }
 
 /// The yardstick's own reliability: its two seeds against each other.
@@ -631,6 +667,39 @@ fn ladder_section(r: &mut String, data: &StudyData) {
         cells.join(", "),
         if below { "last" } else { "**not** last: the ranking signal does not see it" }
     );
+    if data.rungs.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        r,
+        "The rungs between: the same genome in a supernet where one dimension of the search space is elastic \
+         (every other fixed at the genome's value), trained on the stand-alone schedule with the same seed; the \
+         rung where its AP50 falls below the stand-alone {:.3} is where weight sharing breaks:\n",
+        l.standalone
+    );
+    r.push_str("| elastic dimension | AP50, running BN | AP50, recalibrated | of stand-alone |\n|---|---|---|---|\n");
+    let _ = writeln!(
+        r,
+        "| none (one choice, fixed genes) | {:.3} | - | {:.0}% |",
+        l.one_choice_inherited,
+        percent(l.one_choice_inherited, l.standalone)
+    );
+    for g in &data.rungs {
+        let _ = writeln!(
+            r,
+            "| {} | {:.3} | {:.3} | {:.0}% |",
+            g.dimension,
+            g.running_ap50,
+            g.recal_ap50,
+            percent(g.recal_ap50.max(g.running_ap50), l.standalone)
+        );
+    }
+    r.push('\n');
+}
+
+/// `part` as a percentage of `whole` (0 when `whole` is 0).
+fn percent(part: f64, whole: f64) -> f64 {
+    if whole > 0.0 { 100.0 * part / whole } else { 0.0 }
 }
 
 /// (a): Kendall τ and Spearman ρ of every fitness against the yardstick; the supernet's per

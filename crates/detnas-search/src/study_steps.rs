@@ -7,7 +7,7 @@ use crate::options::{FitnessChoice, SearchOptions};
 use crate::setup::{Ctx, Record, SPACE, train, train_config, under_budget, write_toml};
 use anyhow::{Context, Result};
 use detnas_core::SearchSpace;
-use detnas_core::search::genome::{Candidate, Genome};
+use detnas_core::search::genome::{Candidate, DetectorGenes, GeneSpace, Genome};
 use detnas_core::space::ChannelShuffle;
 use detnas_core::space::Choice;
 use detnas_core::space::arch::Arch;
@@ -118,4 +118,84 @@ pub fn ladder<S: Record>(d: &mut Ctx<S>, median: &str, recal_batches: usize) -> 
         crippled_supernet.push(stats.stats[1].max(0.0));
     }
     Ok(Ladder { genome, one_choice_inherited, standalone, crippled_supernet })
+}
+
+/// The dimensions of the ladder's middle rungs, elastic one at a time, then all at once.
+pub const RUNGS: [&str; 7] =
+    ["backbone choices", "FPN width", "head width", "head depth", "head conv type", "input resolution", "all"];
+
+/// A middle rung of the ladder: the first rung's genome inside a supernet where one dimension of
+/// the search space is elastic and every other is fixed at the genome's value, trained on the
+/// stand-alone schedule. Where its AP50 falls below the stand-alone one is where weight sharing
+/// breaks.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Rung {
+    /// The elastic dimension (one of [`RUNGS`]).
+    pub dimension: String,
+    /// Held-out AP50 of the genome's path with the supernet's running BN statistics.
+    pub running_ap50: f64,
+    /// Held-out AP50 of the genome's path after exact BN recalibration (the schedule's batches).
+    pub recal_ap50: f64,
+}
+
+/// The gene space of the rung `dimension` around `fixed`, and whether the backbone keeps every
+/// choice.
+fn rung_space(dimension: &str, fixed: &DetectorGenes, full: &GeneSpace) -> Result<(GeneSpace, bool)> {
+    let mut g = GeneSpace {
+        fpn_channels: vec![fixed.fpn_channels],
+        head_channels: vec![fixed.head_channels],
+        head_convs: vec![fixed.head_convs],
+        head_conv: vec![fixed.head_conv],
+        input: vec![fixed.input],
+    };
+    match dimension {
+        "backbone choices" => return Ok((g, true)),
+        "FPN width" => g.fpn_channels = full.fpn_channels.clone(),
+        "head width" => g.head_channels = full.head_channels.clone(),
+        "head depth" => g.head_convs = full.head_convs.clone(),
+        "head conv type" => g.head_conv = full.head_conv.clone(),
+        "input resolution" => g.input = full.input.clone(),
+        "all" => return Ok((full.clone(), true)),
+        other => anyhow::bail!("unknown ladder rung {other:?}"),
+    }
+    Ok((g, false))
+}
+
+/// Trains the ladder rung `dimension` for the genome `genome` (all `shufflenet_3x3` and fixed
+/// detector genes, the first rung's) into `ladder/<dimension>` on the stand-alone schedule
+/// (resumable), and scores the genome's path in it.
+pub fn rung<S: Record>(d: &mut Ctx<S>, genome: &str, dimension: &str, recal_batches: usize) -> Result<Rung> {
+    let parsed = Genome::parse(Some(SPACE), genome)?;
+    let full_iterations = d.schedule.supernet_iterations;
+    d.schedule.supernet_iterations = d.schedule.retrain_iterations;
+    let mut cfg = train_config(d, true);
+    d.schedule.supernet_iterations = full_iterations;
+    let fixed = parsed.genes.over(&cfg.detector);
+    let (space, every_choice) = rung_space(dimension, &fixed, &d.schedule.gene_space())?;
+    cfg.detector = fixed.apply(&cfg.detector);
+    cfg.detector.fpn_channels = *space.fpn_channels.iter().max().context("widths")?;
+    cfg.detector.head_channels = *space.head_channels.iter().max().context("widths")?;
+    cfg.detector.head_convs = *space.head_convs.iter().max().context("depths")?;
+    cfg.detector.input = *space.input.iter().max_by_key(|s| s.height * s.width).context("inputs")?;
+    cfg.genes = Some(space);
+    cfg.supernet.choices = if every_choice { Vec::new() } else { vec![Choice::Shufflenet3x3] };
+    let slug = dimension.replace(' ', "-");
+    let (config, dir) = (format!("ladder-{slug}.toml"), format!("ladder/{slug}"));
+    write_toml(&d.p.path(&config), &cfg)?;
+    train(d, &cfg, (&config, &dir), Start::Resume, "det-supernet", &["--resume".to_string()])?;
+    let dev = device::parse("cpu")?;
+    let ck = checkpoint::open(&d.p.path(&dir), None, dev)?;
+    let (train_set, val) = ck.datasets(None)?;
+    let genes = parsed.genes.over(ck.net.cfg());
+    let running = trainer::evaluate_genome_dataset(&ck.net, &parsed.arch, &genes, &val, ck.config.batch_size)?.0;
+    let det = genes.apply(ck.net.cfg());
+    let batches = trainer::recalibration_batches(&train_set, &det, recal_batches, ck.config.batch_size, d.seed, dev)?;
+    let recal = trainer::score_genome(&ck.net, &parsed.arch, &genes, &batches, &val, BnUpdate::Cumulative)?;
+    let r = Rung {
+        dimension: dimension.into(),
+        running_ap50: running.stats[1].max(0.0),
+        recal_ap50: recal.stats[1].max(0.0),
+    };
+    eprintln!("ladder rung {dimension}: AP50 {:.3} (running BN), {:.3} (recalibrated)", r.running_ap50, r.recal_ap50);
+    Ok(r)
 }
