@@ -325,6 +325,7 @@ pub fn input_size(s: &str) -> Result<String, String> {
 
 /// One supernet of `detnas study --ablate`, `METHOD[:ITERATIONS[:LR]]`, checked (bounds included)
 /// at parse time and kept as text; the study fills in its own defaults.
+#[cfg(feature = "search")]
 pub fn ablation(s: &str) -> Result<String, String> {
     detnas_search::study_ablation::AblationSpec::parse(s, (1000, 0.02)).map_err(|e| format!("{e:#}"))?;
     Ok(s.trim().to_string())

@@ -596,7 +596,7 @@ fn ablation_section(r: &mut String, d: &Study, data: &StudyData, main_recal: usi
         log,
         inherited: &main,
     }];
-    rows.extend(data.ablation.iter().map(Row::of));
+    rows.extend(data.ablation.iter().map(|run| Row::of(run, &d.c.p.path(&run.spec.folder()))));
     study_ablation::section(r, &rows, &yardstick(data), ceiling(data).map(|c| c.0), d.c.seed);
 }
 

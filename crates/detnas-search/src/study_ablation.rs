@@ -74,6 +74,11 @@ impl AblationSpec {
         format!("{}-{}-lr{}", self.method, self.iterations, self.lr)
     }
 
+    /// The run's checkpoint folder inside the study.
+    pub fn folder(&self) -> String {
+        format!("ablation/{}", self.slug())
+    }
+
     /// Paths forward and backward per update ([`paths_per_step`]).
     pub fn paths_per_step(&self, choices: usize) -> usize {
         supernet_method(&self.method).map_or(1, |s| paths_per_step(&s, choices))
@@ -98,10 +103,6 @@ pub struct AblationRun {
     pub spec: AblationSpec,
     /// Paths per update ([`AblationSpec::paths_per_step`]).
     pub paths_per_step: usize,
-    /// Training seconds at the median logged speed ([`training_log`]).
-    pub seconds: f64,
-    /// Mean training loss of the last logged window, and its box-regression part.
-    pub final_loss: (f64, f64),
     /// Held-out AP50 of every pool genome, BN recalibrated as the study's searches do.
     pub inherited: Vec<f64>,
 }
@@ -161,15 +162,15 @@ pub fn ablate<S: Record>(
         *base = spec.lr;
     }
     let slug = spec.slug();
-    let (config, dir) = (format!("ablation-{slug}.toml"), format!("ablation/{slug}"));
+    let (config, dir) = (format!("ablation-{slug}.toml"), spec.folder());
     write_toml(&d.p.path(&config), &cfg)?;
     train(d, &cfg, (&config, &dir), Start::Resume, "det-supernet", &["--resume".to_string()])?;
     let dir = d.p.path(&dir);
-    let (seconds, final_loss) = training_log(&dir)?;
+    let (seconds, (loss, box_loss)) = training_log(&dir)?;
     let inherited = inherited_scores(&dir, pool, recal_batches, false, d.seed)?.into_iter().map(|s| s.1).collect();
     let choices = detnas_core::SearchSpace::by_name(crate::setup::SPACE)?.allowed.len();
-    eprintln!("ablation {slug}: {seconds:.0} s of training, final loss {:.3} (box {:.3})", final_loss.0, final_loss.1);
-    Ok(AblationRun { spec: spec.clone(), paths_per_step: spec.paths_per_step(choices), seconds, final_loss, inherited })
+    eprintln!("ablation {slug}: {seconds:.0} s of training, final loss {loss:.3} (box {box_loss:.3})");
+    Ok(AblationRun { spec: spec.clone(), paths_per_step: spec.paths_per_step(choices), inherited })
 }
 
 /// One row of the ablation's table: a trained supernet and the pool's inherited AP50 in it.
@@ -187,14 +188,14 @@ pub struct Row<'a> {
 }
 
 impl<'a> Row<'a> {
-    /// The row of an ablation run.
-    pub fn of(run: &'a AblationRun) -> Row<'a> {
+    /// The row of an ablation run whose checkpoint is in `dir`.
+    pub fn of(run: &'a AblationRun, dir: &Path) -> Row<'a> {
         let s = &run.spec;
         Row {
             name: format!("{}, base learning rate {}", s.method, s.lr),
             iterations: s.iterations,
             paths_per_step: run.paths_per_step,
-            log: (run.seconds, run.final_loss),
+            log: training_log(dir).unwrap_or((f64::NAN, (f64::NAN, f64::NAN))),
             inherited: &run.inherited,
         }
     }

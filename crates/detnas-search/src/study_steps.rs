@@ -199,3 +199,34 @@ pub fn rung<S: Record>(d: &mut Ctx<S>, genome: &str, dimension: &str, recal_batc
     eprintln!("ladder rung {dimension}: AP50 {:.3} (running BN), {:.3} (recalibrated)", r.running_ap50, r.recal_ap50);
     Ok(r)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{RUNGS, rung_space};
+    use crate::setup::Schedule;
+    use detnas_core::search::genome::Genome;
+
+    #[test]
+    fn each_middle_rung_frees_exactly_its_own_dimension() {
+        let full = Schedule::full().gene_space();
+        let genome = Genome::parse(Some("detnas-300m"), "00000000000000000000:fpn48:head48x1:dense:96x96").unwrap();
+        let fixed = genome.genes.over(&detnas_core::detector::DetectorConfig::default());
+        let sizes = |g: &detnas_core::search::genome::GeneSpace| {
+            [g.fpn_channels.len(), g.head_channels.len(), g.head_convs.len(), g.head_conv.len(), g.input.len()]
+        };
+        for (i, dimension) in RUNGS.iter().enumerate() {
+            let (space, every_choice) = rung_space(dimension, &fixed, &full).unwrap();
+            assert!(space.contains(&fixed), "{dimension}: the rung's genome is in its space");
+            let elastic = sizes(&space).iter().filter(|&&n| n > 1).count();
+            match *dimension {
+                "backbone choices" => assert_eq!((elastic, every_choice), (0, true)),
+                "all" => assert_eq!((space, every_choice), (full.clone(), true)),
+                _ => {
+                    assert_eq!((elastic, every_choice), (1, false), "{dimension}");
+                    assert_eq!(sizes(&space)[i - 1], sizes(&full)[i - 1], "{dimension} is the one freed");
+                }
+            }
+        }
+        assert!(rung_space("depth of field", &fixed, &full).is_err());
+    }
+}
