@@ -12,6 +12,7 @@ use detnas_core::space::ChannelShuffle;
 use detnas_core::space::Choice;
 use detnas_core::space::arch::Arch;
 use detnas_infer::latency::base_config;
+use detnas_train::config::SupernetSettings;
 use detnas_train::modules::BnUpdate;
 use detnas_train::run::Start;
 use detnas_train::trainer::{self, EvalOptions};
@@ -178,7 +179,11 @@ pub fn rung<S: Record>(d: &mut Ctx<S>, genome: &str, dimension: &str, recal_batc
     cfg.detector.head_convs = *space.head_convs.iter().max().context("depths")?;
     cfg.detector.input = *space.input.iter().max_by_key(|s| s.height * s.width).context("inputs")?;
     cfg.genes = Some(space);
-    cfg.supernet.choices = if every_choice { Vec::new() } else { vec![Choice::Shufflenet3x3] };
+    // the default method whatever the study's, as the first rung: only the elastic dimension differs
+    cfg.supernet = SupernetSettings {
+        choices: if every_choice { Vec::new() } else { vec![Choice::Shufflenet3x3] },
+        ..SupernetSettings::default()
+    };
     let slug = dimension.replace(' ', "-");
     let (config, dir) = (format!("ladder-{slug}.toml"), format!("ladder/{slug}"));
     write_toml(&d.p.path(&config), &cfg)?;
