@@ -207,7 +207,7 @@ pub fn run(args: &StudyOptions) -> Result<()> {
         ("--retrain-iterations", args.retrain_iterations, &mut schedule.retrain_iterations),
     ] {
         if let Some(n) = n {
-            anyhow::ensure!((10..=100_000).contains(&n), "{flag}: 10 to 100000 (got {n})");
+            anyhow::ensure!(study_ablation::ITERATIONS.contains(&n), "{flag}: 10 to 100000 (got {n})");
             *field = n;
         }
     }
@@ -300,7 +300,7 @@ fn ablation(d: &mut Study, specs: &[AblationSpec]) -> Result<()> {
             continue;
         }
         eprintln!("== ablation {}", spec.slug());
-        let run = crate::study_ablation::ablate(&mut d.c, spec, &pool, recal)?;
+        let run = study_ablation::ablate(&mut d.c, spec, &pool, recal)?;
         d.c.p.rec.data.ablation.push(run);
         d.c.p.save()?;
     }

@@ -5,6 +5,7 @@
 use crate::fitness::TrainingFree;
 use crate::options::{FitnessChoice, SearchOptions};
 use crate::setup::{Ctx, Record, SPACE, train, train_config, under_budget, write_toml};
+use crate::study_ablation::inherited_scores;
 use anyhow::{Context, Result};
 use detnas_core::SearchSpace;
 use detnas_core::search::genome::{Candidate, DetectorGenes, GeneSpace, Genome};
@@ -188,19 +189,11 @@ pub fn rung<S: Record>(d: &mut Ctx<S>, genome: &str, dimension: &str, recal_batc
     let (config, dir) = (format!("ladder-{slug}.toml"), format!("ladder/{slug}"));
     write_toml(&d.p.path(&config), &cfg)?;
     train(d, &cfg, (&config, &dir), Start::Resume, "det-supernet", &["--resume".to_string()])?;
-    let dev = device::parse("cpu")?;
-    let ck = checkpoint::open(&d.p.path(&dir), None, dev)?;
-    let (train_set, val) = ck.datasets(None)?;
-    let genes = parsed.genes.over(ck.net.cfg());
-    let running = trainer::evaluate_genome_dataset(&ck.net, &parsed.arch, &genes, &val, ck.config.batch_size)?.0;
-    let det = genes.apply(ck.net.cfg());
-    let batches = trainer::recalibration_batches(&train_set, &det, recal_batches, ck.config.batch_size, d.seed, dev)?;
-    let recal = trainer::score_genome(&ck.net, &parsed.arch, &genes, &batches, &val, BnUpdate::Cumulative)?;
-    let r = Rung {
-        dimension: dimension.into(),
-        running_ap50: running.stats[1].max(0.0),
-        recal_ap50: recal.stats[1].max(0.0),
-    };
+    // the genome's path with the supernet's running statistics, then recalibrated (a fresh load each)
+    let dir = d.p.path(&dir);
+    let [running, recal] = [0, recal_batches]
+        .map(|batches| inherited_scores(&dir, &[genome.to_string()], batches, false, d.seed).map(|s| s[0].1));
+    let r = Rung { dimension: dimension.into(), running_ap50: running?, recal_ap50: recal? };
     eprintln!("ladder rung {dimension}: AP50 {:.3} (running BN), {:.3} (recalibrated)", r.running_ap50, r.recal_ap50);
     Ok(r)
 }
