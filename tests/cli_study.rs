@@ -70,5 +70,13 @@ fn a_quick_study_on_user_data_writes_its_report_csvs_and_plots() {
     assert_eq!(again["data"]["pool"], state["data"]["pool"], "the yardstick is kept");
     assert_eq!(again["data"]["ablation"].as_array().unwrap().len(), 1);
     assert!(out.join("ablation/no-affine-20-lr0.01/state.json").is_file());
+    // the study's search ran in the ablation's supernet and its genome was retrained (one seed here)
+    let searched = &again["data"]["ablation"][0]["search"];
+    assert!(searched["genome"].as_str().unwrap().contains(":fpn"), "{searched}");
+    assert_eq!(searched["standalone_ap50"].as_array().unwrap().len(), 1, "{searched}");
+    assert!(out.join("ablation/no-affine-20-lr0.01-search").is_dir());
+    assert!(out.join("ablation/no-affine-20-lr0.01-searched-seed0/state.json").is_file());
+    let verdict = "- no-affine, base learning rate 0.01: its searched genome `";
+    assert!(report.contains(verdict), "`{verdict}` missing: {report}");
     assert!(!out.join("data").exists(), "no synthetic set is made for user data");
 }

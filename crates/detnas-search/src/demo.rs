@@ -158,7 +158,7 @@ fn search(d: &mut Demo) -> Result<()> {
             let selected = d.p.search(&opts)?.selected.finalist;
             (selected.candidate, selected.fitness)
         }
-        Err(_) => run_search(d, "search", budget, size, s.recal_batches, false)?,
+        Err(_) => run_search(d, ("supernet", "search"), budget, size, s.recal_batches, false)?,
     };
     eprintln!("searched genome: {genome} ({} {score:.4})", d.p.rec.data.fitness);
     d.p.rec.data.searched = Some(genome);

@@ -388,17 +388,18 @@ pub fn under_budget<S>(
     Ok(opts)
 }
 
-/// Searches the supernet under `budget_ms` into `dir` with `population` x `generations` and
-/// `recal` BN batches (`ema`: moving average); returns the best finalist and its fitness.
+/// Searches the supernet checkpoint in folder `checkpoint` under `budget_ms` into `dir` with
+/// `population` x `generations` and `recal` BN batches (`ema`: moving average); returns the best
+/// finalist and its fitness.
 pub fn run_search<S: Record>(
     d: &mut Ctx<S>,
-    dir: &str,
+    (checkpoint, dir): (&str, &str),
     budget_ms: f64,
     (population, generations): (usize, usize),
     recal: usize,
     ema: bool,
 ) -> Result<(String, f64)> {
-    let opts = SearchOptions::new(d.p.path("supernet"), d.p.path(dir));
+    let opts = SearchOptions::new(d.p.path(checkpoint), d.p.path(dir));
     let mut opts = under_budget(d, opts, budget_ms, (population, generations))?;
     opts.fitness = FitnessChoice::Supernet { metric: Metric::Ap50, recal_batches: recal, ema };
     let selected = d.p.search(&opts)?.selected.finalist;

@@ -25,7 +25,9 @@ use crate::setup::{
     BASE_LR, Clutter, Ctx, SPACE, Schedule, build_table, make_data, predicted_ms, random_genomes, run_search, train,
     train_config, train_supernet, write_toml,
 };
-use crate::study_ablation::{self, AblationRun, AblationSpec, Row, inherited_scores, training_log};
+use crate::study_ablation::{
+    self, AblationRun, AblationSearch, AblationSpec, Row, inherited_scores, mean_spread, training_log, versus_median,
+};
 use crate::study_steps::{FREE, FreeRun, Ladder, RUNGS, Rung, ladder, rung, training_free};
 use anyhow::{Context, Result};
 use detnas_core::search::pareto::CandidateRow;
@@ -304,7 +306,41 @@ fn ablation(d: &mut Study, specs: &[AblationSpec]) -> Result<()> {
         d.c.p.rec.data.ablation.push(run);
         d.c.p.save()?;
     }
+    for spec in specs {
+        ablation_search(d, spec)?;
+    }
     Ok(())
+}
+
+/// The study's main search in the ablation supernet `spec` (same budget, size and recalibration)
+/// and its genome retrained stand-alone with every seed of the study (resumable seed by seed).
+fn ablation_search(d: &mut Study, spec: &AblationSpec) -> Result<()> {
+    let at = |d: &Study| d.c.p.rec.data.ablation.iter().position(|r| &r.spec == spec).context("an ablation run");
+    let i = at(d)?;
+    if d.c.p.rec.data.ablation[i].search.is_none() {
+        let main = main_search(&d.c.p.rec.data);
+        let (size, budget, recal) =
+            ((main.population, main.generations), d.c.p.rec.data.budget_ms, d.c.schedule.recal_batches);
+        eprintln!("== ablation {}: search", spec.slug());
+        let (checkpoint, dir) = (spec.folder(), spec.search_folder());
+        let (genome, inherited_ap50) = run_search(&mut d.c, (&checkpoint, &dir), budget, size, recal, false)?;
+        d.c.p.rec.data.ablation[i].search =
+            Some(AblationSearch { genome, inherited_ap50, standalone_ap50: Vec::new() });
+        d.c.p.save()?;
+    }
+    loop {
+        let found = d.c.p.rec.data.ablation[i].search.clone().context("searched above")?;
+        let seed = found.standalone_ap50.len() as u64;
+        if seed >= d.plan.seeds {
+            return Ok(());
+        }
+        eprintln!("== ablation {}: searched genome, seed {seed}", spec.slug());
+        let score = retrain(d, &found.genome, &spec.retrain_folder(seed), d.c.seed.wrapping_add(seed))?;
+        if let Some(s) = d.c.p.rec.data.ablation[i].search.as_mut() {
+            s.standalone_ap50.push(score.ap50);
+        }
+        d.c.p.save()?;
+    }
 }
 
 /// Retrains `genome` stand-alone into `dir` with `seed` and scores it on the held-out set.
@@ -390,7 +426,8 @@ fn searches(d: &mut Study) -> Result<()> {
     for &(population, generations) in budgets.iter().skip(d.c.p.rec.data.searches.len()) {
         let dir = format!("search-{population}x{generations}");
         let budget = d.c.p.rec.data.budget_ms;
-        let (genome, fitness) = run_search(&mut d.c, &dir, budget, (population, generations), recal, false)?;
+        let (genome, fitness) =
+            run_search(&mut d.c, ("supernet", &dir), budget, (population, generations), recal, false)?;
         d.c.p.rec.data.searches.push(SearchRun { population, generations, genome, inherited_ap50: fitness });
         d.c.p.save()?;
     }
@@ -444,12 +481,6 @@ fn fidelity(a: &[f64], b: &[f64], seed: u64) -> (f64, Interval, f64, Interval) {
     let tau = kendall_tau(a, b);
     let rho = spearman(a, b);
     (tau, bootstrap(a, b, kendall_tau, 2000, seed), rho, bootstrap(a, b, spearman, 2000, seed))
-}
-
-fn mean_spread(v: &[f64]) -> (f64, f64) {
-    let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
-    let spread = v.iter().map(|x| (x - mean).abs()).fold(0.0, f64::max);
-    (mean, spread)
 }
 
 fn report(d: &mut Study) -> Result<()> {
@@ -589,6 +620,7 @@ fn report_text(d: &Study, data: &StudyData, main_recal: usize) -> String {
 fn ablation_section(r: &mut String, d: &Study, data: &StudyData, main_recal: usize) {
     let Some(main) = data.recal.get(main_recal) else { return };
     let main: Vec<f64> = main.inherited.iter().map(|s| s.ap50).collect();
+    let searched = ap50_of(data, "searched");
     let s = &d.c.schedule;
     let log = training_log(&d.c.p.path("supernet")).unwrap_or((f64::NAN, (f64::NAN, f64::NAN)));
     let choices = detnas_core::SearchSpace::by_name(SPACE).map_or(1, |sp| sp.allowed.len());
@@ -598,9 +630,16 @@ fn ablation_section(r: &mut String, d: &Study, data: &StudyData, main_recal: usi
         paths_per_step: study_ablation::paths_per_step(&s.supernet, choices),
         log,
         inherited: &main,
+        searched: Some((main_search(data).genome.as_str(), &searched)),
     }];
     rows.extend(data.ablation.iter().map(|run| Row::of(run, &d.c.p.path(&run.spec.folder()))));
-    study_ablation::section(r, &rows, &yardstick(data), ceiling(data).map(|c| c.0), d.c.seed);
+    let ceiling = ceiling(data).map(|c| c.0);
+    study_ablation::section(r, &rows, &yardstick(data), ceiling, &ap50_of(data, "median random"), d.c.seed);
+}
+
+/// The stand-alone AP50 of the contender `role` of (b), one per seed.
+fn ap50_of(data: &StudyData, role: &str) -> Vec<f64> {
+    data.retrained.iter().filter(|x| x.role == role).map(|x| x.score.ap50).collect()
 }
 
 /// The yardstick's own reliability: its two seeds against each other.
@@ -779,13 +818,7 @@ fn contenders_section(r: &mut String, d: &Study, data: &StudyData) {
             continue;
         }
         let (mean, spread) = mean_spread(&runs);
-        let verdict = if mean - m_mean > spread.max(m_spread) {
-            "beats the median random genome by more than the seed spread"
-        } else if m_mean - mean > spread.max(m_spread) {
-            "loses to the median random genome by more than the seed spread"
-        } else {
-            "is within the seed spread of the median random genome"
-        };
+        let verdict = versus_median((mean, spread), (m_mean, m_spread));
         let _ = writeln!(r, "- {role}: {verdict} ({mean:.3} vs {m_mean:.3}).");
     }
     r.push_str("\n![Pareto plot](pareto.png)\n\n");

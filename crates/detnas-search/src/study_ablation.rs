@@ -79,6 +79,16 @@ impl AblationSpec {
         format!("ablation/{}", self.slug())
     }
 
+    /// The folder of the search in this run's supernet.
+    pub fn search_folder(&self) -> String {
+        format!("ablation/{}-search", self.slug())
+    }
+
+    /// The folder of the stand-alone retraining of this run's searched genome with `seed`.
+    pub fn retrain_folder(&self, seed: u64) -> String {
+        format!("ablation/{}-searched-seed{seed}", self.slug())
+    }
+
     /// Paths forward and backward per update ([`paths_per_step`]).
     pub fn paths_per_step(&self, choices: usize) -> usize {
         supernet_method(&self.method).map_or(1, |s| paths_per_step(&s, choices))
@@ -105,6 +115,40 @@ pub struct AblationRun {
     pub paths_per_step: usize,
     /// Held-out AP50 of every pool genome, BN recalibrated as the study's searches do.
     pub inherited: Vec<f64>,
+    /// The study's main search in this supernet and its genome retrained stand-alone (absent in
+    /// records from before searches were part of the ablation; `--resume` adds it).
+    #[serde(default)]
+    pub search: Option<AblationSearch>,
+}
+
+/// What a search in one supernet found, and how that genome does when trained stand-alone.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AblationSearch {
+    /// The searched genome.
+    pub genome: String,
+    /// Its inherited AP50 (the search's fitness).
+    pub inherited_ap50: f64,
+    /// Its held-out AP50 retrained stand-alone, one per seed of the study, in seed order.
+    pub standalone_ap50: Vec<f64>,
+}
+
+/// Mean and largest deviation from it (the report's "mean ± spread").
+pub fn mean_spread(v: &[f64]) -> (f64, f64) {
+    let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let spread = v.iter().map(|x| (x - mean).abs()).fold(0.0, f64::max);
+    (mean, spread)
+}
+
+/// How the AP50 runs `a` compare with the median random genome's runs `median` (each a mean ±
+/// spread over seeds): a win or a loss only when the means differ by more than the larger spread.
+pub fn versus_median(a: (f64, f64), median: (f64, f64)) -> &'static str {
+    if a.0 - median.0 > a.1.max(median.1) {
+        "beats the median random genome by more than the seed spread"
+    } else if median.0 - a.0 > a.1.max(median.1) {
+        "loses to the median random genome by more than the seed spread"
+    } else {
+        "is within the seed spread of the median random genome"
+    }
 }
 
 /// Seconds of training at the median logged speed (robust to a slow spell or a paused run) and
@@ -170,7 +214,7 @@ pub fn ablate<S: Record>(
     let inherited = inherited_scores(&dir, pool, recal_batches, false, d.seed)?.into_iter().map(|s| s.1).collect();
     let choices = detnas_core::SearchSpace::by_name(crate::setup::SPACE)?.allowed.len();
     eprintln!("ablation {slug}: {seconds:.0} s of training, final loss {loss:.3} (box {box_loss:.3})");
-    Ok(AblationRun { spec: spec.clone(), paths_per_step: spec.paths_per_step(choices), inherited })
+    Ok(AblationRun { spec: spec.clone(), paths_per_step: spec.paths_per_step(choices), inherited, search: None })
 }
 
 /// One row of the ablation's table: a trained supernet and the pool's inherited AP50 in it.
@@ -185,6 +229,8 @@ pub struct Row<'a> {
     pub log: (f64, (f64, f64)),
     /// Inherited AP50 of each pool genome.
     pub inherited: &'a [f64],
+    /// The genome its search found and that genome's stand-alone AP50 per seed, if searched.
+    pub searched: Option<(&'a str, &'a [f64])>,
 }
 
 impl<'a> Row<'a> {
@@ -197,6 +243,7 @@ impl<'a> Row<'a> {
             paths_per_step: run.paths_per_step,
             log: training_log(dir).unwrap_or((f64::NAN, (f64::NAN, f64::NAN))),
             inherited: &run.inherited,
+            searched: run.search.as_ref().map(|x| (x.genome.as_str(), x.standalone_ap50.as_slice())),
         }
     }
 }
@@ -214,35 +261,42 @@ pub fn median_ratio(inherited: &[f64], standalone: &[f64]) -> f64 {
 }
 
 /// The report's section on how the supernet trains: each supernet's cost, final loss, inherited
-/// AP50 as a share of stand-alone and ranking fidelity against `yardstick` (with `ceiling`, the
-/// yardstick's seed-to-seed τ).
-pub fn section(r: &mut String, rows: &[Row<'_>], yardstick: &[f64], ceiling: Option<f64>, seed: u64) {
+/// AP50 as a share of stand-alone, ranking fidelity against `yardstick` (with `ceiling`, the
+/// yardstick's seed-to-seed τ), and the stand-alone AP50 of the genome its search found against
+/// `median`, the median random genome's AP50 over the same seeds.
+pub fn section(r: &mut String, rows: &[Row<'_>], yardstick: &[f64], ceiling: Option<f64>, median: &[f64], seed: u64) {
     use detnas_core::search::stats::{bootstrap, kendall_tau, spearman};
     use std::fmt::Write;
-    let _ = writeln!(
-        r,
-        "## (e) How the supernet trains
-"
-    );
+    let _ = writeln!(r, "## (e) How the supernet trains\n");
     let _ = writeln!(
         r,
         "Every supernet on the same data, scored on the same {} genomes against the same yardstick (BN recalibrated \
          as the searches do; seed-to-seed ceiling τ {}). Cost: updates x paths per update, and training minutes \
          at the median speed of the training log. Median share: inherited AP50 as a share of stand-alone AP50, \
-         the median over genomes.\n",
+         the median over genomes. Searched: the study's main search run in that supernet under the same budget, \
+         its genome retrained stand-alone (mean ± largest deviation over seeds).\n",
         yardstick.len(),
         ceiling.map_or("-".into(), |t| format!("{t:.2}"))
     );
-    r.push_str("| supernet | updates x paths | minutes | final loss (box) | median share | Kendall τ | Spearman ρ |\n");
-    r.push_str("|---|---|---|---|---|---|---|\n");
+    r.push_str(
+        "| supernet | updates x paths | minutes | final loss (box) | median share | Kendall τ | Spearman ρ | searched, stand-alone AP50 |\n",
+    );
+    r.push_str("|---|---|---|---|---|---|---|---|\n");
     for row in rows {
         let (tau, rho) = (kendall_tau(row.inherited, yardstick), spearman(row.inherited, yardstick));
         let ti = bootstrap(row.inherited, yardstick, kendall_tau, 2000, seed);
         let ri = bootstrap(row.inherited, yardstick, spearman, 2000, seed);
         let (secs, (loss, box_loss)) = row.log;
+        let searched = match row.searched {
+            Some((_, runs)) if !runs.is_empty() => {
+                let (m, sp) = mean_spread(runs);
+                format!("{m:.3} ± {sp:.3} ({} seeds)", runs.len())
+            }
+            _ => "-".into(),
+        };
         let _ = writeln!(
             r,
-            "| {} | {} x {} | {:.0} | {loss:.3} ({box_loss:.3}) | {:.0}% | {tau:.2} [{:.2}, {:.2}] | {rho:.2} [{:.2}, {:.2}] |",
+            "| {} | {} x {} | {:.0} | {loss:.3} ({box_loss:.3}) | {:.0}% | {tau:.2} [{:.2}, {:.2}] | {rho:.2} [{:.2}, {:.2}] | {searched} |",
             row.name,
             row.iterations,
             row.paths_per_step,
@@ -254,15 +308,37 @@ pub fn section(r: &mut String, rows: &[Row<'_>], yardstick: &[f64], ceiling: Opt
             ri.hi
         );
     }
+    r.push('\n');
+    if !median.is_empty() {
+        let m = mean_spread(median);
+        for row in rows {
+            let Some((genome, runs)) = row.searched.filter(|(_, runs)| !runs.is_empty()) else { continue };
+            let a = mean_spread(runs);
+            let verdict = versus_median(a, m);
+            let _ = writeln!(r, "- {}: its searched genome `{genome}` {verdict} ({:.3} vs {:.3}).", row.name, a.0, m.0);
+        }
+        r.push('\n');
+    }
     r.push_str(
-        "\nMore rows: `detnas study --resume --ablate METHOD[:ITERATIONS[:LR]],...` on the same folder (the yardstick \
+        "More rows: `detnas study --resume --ablate METHOD[:ITERATIONS[:LR]],...` on the same folder (the yardstick \
          is not retrained).\n\n",
     );
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{AblationSpec, median_ratio};
+    use super::{AblationSpec, mean_spread, median_ratio, versus_median};
+
+    #[test]
+    fn a_searched_genome_wins_or_loses_only_beyond_the_larger_seed_spread() {
+        let (mean, spread) = mean_spread(&[0.1, 0.3]);
+        assert!((mean - 0.2).abs() < 1e-12 && (spread - 0.1).abs() < 1e-12, "{mean} ± {spread}");
+        let median = (0.20, 0.04);
+        assert!(versus_median((0.25, 0.01), median).starts_with("beats"));
+        assert!(versus_median((0.23, 0.01), median).starts_with("is within"), "0.03 < the median's spread");
+        assert!(versus_median((0.15, 0.06), median).starts_with("is within"), "0.05 < this one's spread");
+        assert!(versus_median((0.10, 0.06), median).starts_with("loses"));
+    }
 
     #[test]
     fn the_median_share_leaves_out_genomes_that_scored_nothing() {
