@@ -65,15 +65,24 @@ fn a_quick_study_on_user_data_writes_its_report_csvs_and_plots() {
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("(e) How the supernet trains"), "{report}");
     let row = "| no-affine, base learning rate 0.01 | 20 x 1 |";
-    assert!(report.contains(row), "`{row}` missing: {report}");
+    let line = report.lines().find(|l| l.starts_with(row)).unwrap_or_else(|| panic!("`{row}` missing: {report}"));
+    assert!(line.contains("(1 seed; inherited "), "the searched genome's cell: {line}");
     let again: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("study.json")).unwrap()).unwrap();
     assert_eq!(again["data"]["pool"], state["data"]["pool"], "the yardstick is kept");
     assert_eq!(again["data"]["ablation"].as_array().unwrap().len(), 1);
     assert!(out.join("ablation/no-affine-20-lr0.01/state.json").is_file());
     // the study's search ran in the ablation's supernet and its genome was retrained (one seed here)
     let searched = &again["data"]["ablation"][0]["search"];
-    assert!(searched["genome"].as_str().unwrap().contains(":fpn"), "{searched}");
     assert_eq!(searched["standalone_ap50"].as_array().unwrap().len(), 1, "{searched}");
+    let commands: Vec<&str> = again["commands"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    let in_ablation = |c: &&str| {
+        c.contains("search --checkpoint")
+            && c.contains("ablation/no-affine-20-lr0.01 ")
+            && c.contains("ablation/no-affine-20-lr0.01-search")
+    };
+    assert!(commands.iter().any(in_ablation), "no search in the ablation's supernet: {commands:?}");
+    let retrain = format!("--arch {}", searched["genome"].as_str().unwrap());
+    assert!(commands.iter().any(|c| c.contains("no-affine-20-lr0.01-searched-seed0") && c.contains(&retrain)));
     assert!(out.join("ablation/no-affine-20-lr0.01-search").is_dir());
     assert!(out.join("ablation/no-affine-20-lr0.01-searched-seed0/state.json").is_file());
     let verdict = "- no-affine, base learning rate 0.01: its searched genome `";

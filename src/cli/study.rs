@@ -50,7 +50,9 @@ pub struct StudyArgs {
     /// More supernets for the method ablation, scored against the same yardstick:
     /// `METHOD[:ITERATIONS[:LR]]` each, comma-separated (e.g. `fair:800,uniform:6400:0.005`;
     /// iterations 10 to 100000, default the study's; base learning rate 0.00001 to 1, default
-    /// 0.02). Runs already in the study are kept: `--resume --ablate ...` adds to a finished study.
+    /// 0.02). Each run also searches its supernet under the study's budget and retrains the genome
+    /// found with every seed. Runs already in the study are kept: `--resume --ablate ...` adds to a
+    /// finished study.
     #[arg(long, value_delimiter = ',', value_parser = super::values::ablation)]
     ablate: Vec<String>,
     /// Continue the study in --out, skipping the steps (and retrainings) it finished.

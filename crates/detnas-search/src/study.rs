@@ -73,7 +73,8 @@ pub struct StudyOptions {
     /// How the genes supernet is trained ([`supernet_method`]; default: uniform single-path).
     pub supernet: SupernetSettings,
     /// More supernets to train and score against the same yardstick, `METHOD[:ITERATIONS[:LR]]`
-    /// each ([`AblationSpec::parse`]); runs already in the study are not repeated, so a finished
+    /// each ([`AblationSpec::parse`]); each also runs the main search in its supernet and retrains
+    /// the genome found with every seed. Runs already in the study are not repeated, so a finished
     /// study takes more with `resume`.
     pub ablate: Vec<String>,
 }
@@ -292,8 +293,9 @@ fn inherited(d: &mut Study) -> Result<()> {
     Ok(())
 }
 
-/// The ablation's supernets not yet in the study, each trained and scored in turn (resumable run
-/// by run; not a step: a finished study takes more runs).
+/// The ablation's supernets not yet in the study, each trained and scored in turn, then the search
+/// in every run of the study that has not had it (resumable run by run and seed by seed; not a
+/// step: a finished study takes more runs).
 fn ablation(d: &mut Study, specs: &[AblationSpec]) -> Result<()> {
     let pool: Vec<String> = d.c.p.rec.data.pool.iter().map(|(g, _)| g.clone()).collect();
     let recal = d.c.schedule.recal_batches;
@@ -306,7 +308,9 @@ fn ablation(d: &mut Study, specs: &[AblationSpec]) -> Result<()> {
         d.c.p.rec.data.ablation.push(run);
         d.c.p.save()?;
     }
-    for spec in specs {
+    // every run of the study, so records from before searches were part of the ablation get theirs
+    let runs: Vec<AblationSpec> = d.c.p.rec.data.ablation.iter().map(|r| r.spec.clone()).collect();
+    for spec in &runs {
         ablation_search(d, spec)?;
     }
     Ok(())
@@ -630,7 +634,7 @@ fn ablation_section(r: &mut String, d: &Study, data: &StudyData, main_recal: usi
         paths_per_step: study_ablation::paths_per_step(&s.supernet, choices),
         log,
         inherited: &main,
-        searched: Some((main_search(data).genome.as_str(), &searched)),
+        searched: Some((main_search(data).genome.as_str(), main_search(data).inherited_ap50, &searched)),
     }];
     rows.extend(data.ablation.iter().map(|run| Row::of(run, &d.c.p.path(&run.spec.folder()))));
     let ceiling = ceiling(data).map(|c| c.0);

@@ -1,7 +1,9 @@
 //! The study's ablation of how the genes supernet trains: more supernets on the study's data,
 //! each with another method, length or learning rate, scored on the same pool against the same
-//! stand-alone yardstick (which is what costs hours, and is trained once). `detnas study --resume
-//! --ablate fair:800,uniform:6400:0.005` adds runs to a finished study. See [`crate::study`].
+//! stand-alone yardstick (which is what costs hours, and is trained once); in each, the study's
+//! main search runs under the same budget and its genome is retrained stand-alone with every seed
+//! (a search and `--seeds` retrainings per run). `detnas study --resume --ablate
+//! fair:800,uniform:6400:0.005` adds runs to a finished study. See [`crate::study`].
 
 use crate::setup::{Ctx, Record, train, train_config, write_toml};
 use anyhow::{Context, Result, bail, ensure};
@@ -106,7 +108,8 @@ pub fn paths_per_step(s: &SupernetSettings, choices: usize) -> usize {
     }
 }
 
-/// One trained supernet of the ablation and the pool's inherited AP50 in it.
+/// One trained supernet of the ablation, the pool's inherited AP50 in it, and what a search in it
+/// found.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AblationRun {
     /// What was trained.
@@ -116,7 +119,7 @@ pub struct AblationRun {
     /// Held-out AP50 of every pool genome, BN recalibrated as the study's searches do.
     pub inherited: Vec<f64>,
     /// The study's main search in this supernet and its genome retrained stand-alone (absent in
-    /// records from before searches were part of the ablation; `--resume` adds it).
+    /// records from before searches were part of the ablation; the study adds it on `--resume`).
     #[serde(default)]
     pub search: Option<AblationSearch>,
 }
@@ -217,7 +220,8 @@ pub fn ablate<S: Record>(
     Ok(AblationRun { spec: spec.clone(), paths_per_step: spec.paths_per_step(choices), inherited, search: None })
 }
 
-/// One row of the ablation's table: a trained supernet and the pool's inherited AP50 in it.
+/// One row of the ablation's table: a trained supernet, the pool's inherited AP50 in it and the
+/// stand-alone AP50 of the genome its search found.
 pub struct Row<'a> {
     /// The supernet in words.
     pub name: String,
@@ -229,8 +233,9 @@ pub struct Row<'a> {
     pub log: (f64, (f64, f64)),
     /// Inherited AP50 of each pool genome.
     pub inherited: &'a [f64],
-    /// The genome its search found and that genome's stand-alone AP50 per seed, if searched.
-    pub searched: Option<(&'a str, &'a [f64])>,
+    /// The genome its search found, that genome's inherited AP50 (the search's fitness) and its
+    /// stand-alone AP50 per seed, if searched.
+    pub searched: Option<(&'a str, f64, &'a [f64])>,
 }
 
 impl<'a> Row<'a> {
@@ -243,7 +248,7 @@ impl<'a> Row<'a> {
             paths_per_step: run.paths_per_step,
             log: training_log(dir).unwrap_or((f64::NAN, (f64::NAN, f64::NAN))),
             inherited: &run.inherited,
-            searched: run.search.as_ref().map(|x| (x.genome.as_str(), x.standalone_ap50.as_slice())),
+            searched: run.search.as_ref().map(|x| (x.genome.as_str(), x.inherited_ap50, x.standalone_ap50.as_slice())),
         }
     }
 }
@@ -274,7 +279,7 @@ pub fn section(r: &mut String, rows: &[Row<'_>], yardstick: &[f64], ceiling: Opt
          as the searches do; seed-to-seed ceiling τ {}). Cost: updates x paths per update, and training minutes \
          at the median speed of the training log. Median share: inherited AP50 as a share of stand-alone AP50, \
          the median over genomes. Searched: the study's main search run in that supernet under the same budget, \
-         its genome retrained stand-alone (mean ± largest deviation over seeds).\n",
+         its genome retrained stand-alone (mean ± largest deviation over seeds; inherited AP50 in brackets).\n",
         yardstick.len(),
         ceiling.map_or("-".into(), |t| format!("{t:.2}"))
     );
@@ -288,9 +293,10 @@ pub fn section(r: &mut String, rows: &[Row<'_>], yardstick: &[f64], ceiling: Opt
         let ri = bootstrap(row.inherited, yardstick, spearman, 2000, seed);
         let (secs, (loss, box_loss)) = row.log;
         let searched = match row.searched {
-            Some((_, runs)) if !runs.is_empty() => {
+            Some((_, inherited, runs)) if !runs.is_empty() => {
                 let (m, sp) = mean_spread(runs);
-                format!("{m:.3} ± {sp:.3} ({} seeds)", runs.len())
+                let seeds = if runs.len() == 1 { "1 seed".into() } else { format!("{} seeds", runs.len()) };
+                format!("{m:.3} ± {sp:.3} ({seeds}; inherited {inherited:.3})")
             }
             _ => "-".into(),
         };
@@ -312,7 +318,7 @@ pub fn section(r: &mut String, rows: &[Row<'_>], yardstick: &[f64], ceiling: Opt
     if !median.is_empty() {
         let m = mean_spread(median);
         for row in rows {
-            let Some((genome, runs)) = row.searched.filter(|(_, runs)| !runs.is_empty()) else { continue };
+            let Some((genome, _, runs)) = row.searched.filter(|(_, _, runs)| !runs.is_empty()) else { continue };
             let a = mean_spread(runs);
             let verdict = versus_median(a, m);
             let _ = writeln!(r, "- {}: its searched genome `{genome}` {verdict} ({:.3} vs {:.3}).", row.name, a.0, m.0);
