@@ -85,7 +85,7 @@ fn a_quick_study_on_user_data_writes_its_report_csvs_and_plots() {
     assert!(commands.iter().any(|c| c.contains("no-affine-20-lr0.01-searched-seed0") && c.contains(&retrain)));
     assert!(out.join("ablation/no-affine-20-lr0.01-search").is_dir());
     assert!(out.join("ablation/no-affine-20-lr0.01-searched-seed0/state.json").is_file());
-    let verdict = "- no-affine, base learning rate 0.01: its searched genome `";
+    let verdict = "- no-affine, base learning rate 0.01 (20 x 1): its searched genome `";
     assert!(report.contains(verdict), "`{verdict}` missing: {report}");
     assert!(!out.join("data").exists(), "no synthetic set is made for user data");
 }

@@ -26,7 +26,8 @@ use crate::setup::{
     train_config, train_supernet, write_toml,
 };
 use crate::study_ablation::{
-    self, AblationRun, AblationSearch, AblationSpec, Row, inherited_scores, mean_spread, training_log, versus_median,
+    self, AblationRun, AblationSearch, AblationSpec, Row, inherited_scores, mean_spread, training_log,
+    versus_median_line,
 };
 use crate::study_steps::{FREE, FreeRun, Ladder, RUNGS, Rung, ladder, rung, training_free};
 use anyhow::{Context, Result};
@@ -815,17 +816,15 @@ fn contenders_section(r: &mut String, d: &Study, data: &StudyData) {
     }
     r.push('\n');
     let median: Vec<f64> = data.retrained.iter().filter(|x| x.role == "median random").map(|x| x.score.ap50).collect();
-    let (m_mean, m_spread) = mean_spread(&median);
     for role in &roles[..1].iter().chain(&roles[3..]).collect::<Vec<_>>() {
         let runs: Vec<f64> = data.retrained.iter().filter(|x| &&x.role == role).map(|x| x.score.ap50).collect();
         if runs.is_empty() || median.is_empty() {
             continue;
         }
-        let (mean, spread) = mean_spread(&runs);
-        let verdict = versus_median((mean, spread), (m_mean, m_spread));
-        let _ = writeln!(r, "- {role}: {verdict} ({mean:.3} vs {m_mean:.3}).");
+        let _ = writeln!(r, "- {role}: {}.", versus_median_line(&runs, &median));
     }
-    r.push_str("\n![Pareto plot](pareto.png)\n\n");
+    r.push_str(study_ablation::WELCH);
+    r.push_str("![Pareto plot](pareto.png)\n\n");
 }
 
 /// (c): the genome found under each search budget.

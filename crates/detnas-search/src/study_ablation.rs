@@ -135,11 +135,25 @@ pub struct AblationSearch {
     pub standalone_ap50: Vec<f64>,
 }
 
+/// What the report says of Welch's t beside a verdict.
+pub const WELCH: &str = "\nWelch t: the difference of the means over its standard error; with 3 seeds on each side a \
+     difference unlikely by chance (p < 0.05, two-sided) needs |t| above about 3.\n\n";
+
 /// Mean and largest deviation from it (the report's "mean ± spread").
 pub fn mean_spread(v: &[f64]) -> (f64, f64) {
     let mean = v.iter().sum::<f64>() / v.len().max(1) as f64;
     let spread = v.iter().map(|x| (x - mean).abs()).fold(0.0, f64::max);
     (mean, spread)
+}
+
+/// The report's line on the AP50 runs `runs` (one per seed) against the median random genome's
+/// `median`: [`versus_median`]'s verdict, both means and Welch's t of the difference (left out
+/// with fewer than 2 runs on either side).
+pub fn versus_median_line(runs: &[f64], median: &[f64]) -> String {
+    let (a, m) = (mean_spread(runs), mean_spread(median));
+    let t = detnas_core::search::stats::welch_t(runs, median);
+    let t = if t.is_finite() { format!("; Welch t {t:.1}") } else { String::new() };
+    format!("{} ({:.3} vs {:.3}{t})", versus_median(a, m), a.0, m.0)
 }
 
 /// How the AP50 runs `a` compare with the median random genome's runs `median` (each a mean ±
@@ -316,14 +330,13 @@ pub fn section(r: &mut String, rows: &[Row<'_>], yardstick: &[f64], ceiling: Opt
     }
     r.push('\n');
     if !median.is_empty() {
-        let m = mean_spread(median);
         for row in rows {
             let Some((genome, _, runs)) = row.searched.filter(|(_, _, runs)| !runs.is_empty()) else { continue };
-            let a = mean_spread(runs);
-            let verdict = versus_median(a, m);
-            let _ = writeln!(r, "- {}: its searched genome `{genome}` {verdict} ({:.3} vs {:.3}).", row.name, a.0, m.0);
+            let (name, line) = (&row.name, versus_median_line(runs, median));
+            let cost = format!("{} x {}", row.iterations, row.paths_per_step);
+            let _ = writeln!(r, "- {name} ({cost}): its searched genome `{genome}` {line}.");
         }
-        r.push('\n');
+        r.push_str(WELCH);
     }
     r.push_str(
         "More rows: `detnas study --resume --ablate METHOD[:ITERATIONS[:LR]],...` on the same folder (the yardstick \

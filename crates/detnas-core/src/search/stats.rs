@@ -94,9 +94,37 @@ pub fn kendall_tau_defined(a: &[f64], b: &[f64]) -> Option<f64> {
     (denominator > 0.0).then(|| s / denominator)
 }
 
+/// Welch's t statistic of the difference between the means of `a` and `b` (each with its own
+/// sample variance, n - 1): the difference over its standard error. NaN when either series has
+/// fewer than 2 values or neither varies.
+pub fn welch_t(a: &[f64], b: &[f64]) -> f64 {
+    if a.len() < 2 || b.len() < 2 {
+        return f64::NAN;
+    }
+    let moments = |v: &[f64]| {
+        let n = v.len() as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        (n, mean, v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0))
+    };
+    let ((na, ma, va), (nb, mb, vb)) = (moments(a), moments(b));
+    let se = (va / na + vb / nb).sqrt();
+    if se > 0.0 { (ma - mb) / se } else { f64::NAN }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn welch_t_is_the_mean_difference_over_its_standard_error() {
+        // means 2 and 5, sample variances 1 and 1: t = -3 / sqrt(1/3 + 1/3)
+        let t = welch_t(&[1.0, 2.0, 3.0], &[4.0, 5.0, 6.0]);
+        assert!((t + 3.0 / (2.0f64 / 3.0).sqrt()).abs() < 1e-12, "{t}");
+        // unequal sizes and variances: b's variance is 4, its mean 2
+        let t = welch_t(&[1.0, 1.0, 1.0, 3.0], &[0.0, 2.0, 4.0]);
+        assert!((t - (1.5 - 2.0) / (1.0 / 4.0 + 4.0 / 3.0f64).sqrt()).abs() < 1e-12, "{t}");
+        assert!(welch_t(&[1.0], &[1.0, 2.0]).is_nan() && welch_t(&[1.0, 1.0], &[2.0, 2.0]).is_nan());
+    }
 
     #[test]
     fn spearman_matches_hand_computed_values() {
