@@ -320,8 +320,7 @@ fn ablation(d: &mut Study, specs: &[AblationSpec]) -> Result<()> {
 /// The study's main search in the ablation supernet `spec` (same budget, size and recalibration)
 /// and its genome retrained stand-alone with every seed of the study (resumable seed by seed).
 fn ablation_search(d: &mut Study, spec: &AblationSpec) -> Result<()> {
-    let at = |d: &Study| d.c.p.rec.data.ablation.iter().position(|r| &r.spec == spec).context("an ablation run");
-    let i = at(d)?;
+    let i = d.c.p.rec.data.ablation.iter().position(|r| &r.spec == spec).context("an ablation run")?;
     if d.c.p.rec.data.ablation[i].search.is_none() {
         let main = main_search(&d.c.p.rec.data);
         let (size, budget, recal) =
@@ -334,13 +333,13 @@ fn ablation_search(d: &mut Study, spec: &AblationSpec) -> Result<()> {
         d.c.p.save()?;
     }
     loop {
-        let found = d.c.p.rec.data.ablation[i].search.clone().context("searched above")?;
-        let seed = found.standalone_ap50.len() as u64;
+        let found = d.c.p.rec.data.ablation[i].search.as_ref().context("searched above")?;
+        let (genome, seed) = (found.genome.clone(), found.standalone_ap50.len() as u64);
         if seed >= d.plan.seeds {
             return Ok(());
         }
         eprintln!("== ablation {}: searched genome, seed {seed}", spec.slug());
-        let score = retrain(d, &found.genome, &spec.retrain_folder(seed), d.c.seed.wrapping_add(seed))?;
+        let score = retrain(d, &genome, &spec.retrain_folder(seed), d.c.seed.wrapping_add(seed))?;
         if let Some(s) = d.c.p.rec.data.ablation[i].search.as_mut() {
             s.standalone_ap50.push(score.ap50);
         }
@@ -625,7 +624,7 @@ fn report_text(d: &Study, data: &StudyData, main_recal: usize) -> String {
 fn ablation_section(r: &mut String, d: &Study, data: &StudyData, main_recal: usize) {
     let Some(main) = data.recal.get(main_recal) else { return };
     let main: Vec<f64> = main.inherited.iter().map(|s| s.ap50).collect();
-    let searched = ap50_of(data, "searched");
+    let (searched, main_search) = (ap50_of(data, "searched"), main_search(data));
     let s = &d.c.schedule;
     let log = training_log(&d.c.p.path("supernet")).unwrap_or((f64::NAN, (f64::NAN, f64::NAN)));
     let choices = detnas_core::SearchSpace::by_name(SPACE).map_or(1, |sp| sp.allowed.len());
@@ -635,7 +634,7 @@ fn ablation_section(r: &mut String, d: &Study, data: &StudyData, main_recal: usi
         paths_per_step: study_ablation::paths_per_step(&s.supernet, choices),
         log,
         inherited: &main,
-        searched: Some((main_search(data).genome.as_str(), main_search(data).inherited_ap50, &searched)),
+        searched: Some((main_search.genome.as_str(), main_search.inherited_ap50, &searched)),
     }];
     rows.extend(data.ablation.iter().map(|run| Row::of(run, &d.c.p.path(&run.spec.folder()))));
     let ceiling = ceiling(data).map(|c| c.0);
@@ -815,9 +814,9 @@ fn contenders_section(r: &mut String, d: &Study, data: &StudyData) {
         );
     }
     r.push('\n');
-    let median: Vec<f64> = data.retrained.iter().filter(|x| x.role == "median random").map(|x| x.score.ap50).collect();
-    for role in &roles[..1].iter().chain(&roles[3..]).collect::<Vec<_>>() {
-        let runs: Vec<f64> = data.retrained.iter().filter(|x| &&x.role == role).map(|x| x.score.ap50).collect();
+    let median = ap50_of(data, "median random");
+    for role in roles[..1].iter().chain(&roles[3..]) {
+        let runs = ap50_of(data, role);
         if runs.is_empty() || median.is_empty() {
             continue;
         }
